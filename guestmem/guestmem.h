@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * guestmem: the guest memory table.
+ *
+ * A table of regions, each a range of guest physical addresses backed by a
+ * host mapping (normally a shared memfd mapping that the VMM, the sidecore
+ * and other processes all map). translate() returns host pointers only for
+ * ranges that lie fully inside the table, splits a range that spans
+ * adjacent regions into iovec segments, and refuses overflow and wrap.
+ *
+ * Threads: the table is read lock-free by sidecores. It may be changed only
+ * while no queue that translates through it is attached to a poller (the
+ * runtime detaches, changes the table, re-attaches: DESIGN "Control path").
+ */
+#ifndef SC_GUESTMEM_H
+#define SC_GUESTMEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* Access the device makes to guest memory. */
+#define SC_PERM_READ  1u   /* device reads (driver-written buffers) */
+#define SC_PERM_WRITE 2u   /* device writes (device-writable buffers) */
+#define SC_PERM_RW    (SC_PERM_READ | SC_PERM_WRITE)
+
+/* As many regions as libvhost-user's VHOST_USER_MAX_RAM_SLOTS. */
+#define SC_MEM_MAX_REGIONS 32
+
+struct sc_mem_region {
+	uint64_t gpa;        /* first guest physical address */
+	uint64_t size;       /* bytes, > 0 */
+	uint8_t *hva;        /* host address of gpa */
+	int fd;              /* backing fd (owned, closed on remove), or -1 */
+	uint64_t fd_offset;  /* offset of gpa within fd */
+	unsigned prot;       /* SC_PERM_* the device may do here */
+	/* the mapping to undo on remove; NULL if the caller owns the memory */
+	void *map_base;
+	size_t map_len;
+};
+
+struct sc_mem {
+	unsigned nregions;
+	struct sc_mem_region regions[SC_MEM_MAX_REGIONS]; /* sorted by gpa, disjoint */
+};
+
+/*
+ * Address translation hook. vqueue translates every guest address through
+ * one of these, so that a vIOMMU can stand between a queue and guestmem.
+ *
+ * map() maps [addr, addr + len) into at most iov_max host segments that the
+ * device may access with perm. It returns the number of segments written
+ * (0 for len 0), -EFAULT if any byte is unmapped or the range wraps, -EPERM
+ * if the access is not allowed, -ENOBUFS if more than iov_max segments are
+ * needed. It never returns a partial mapping.
+ */
+typedef int (*sc_xlate_fn)(void *ctx, uint64_t addr, uint64_t len, unsigned perm,
+			   struct iovec *iov, unsigned iov_max);
+
+struct sc_xlate {
+	sc_xlate_fn map;
+	void *ctx;
+};
+
+/* Empty table. */
+void sc_mem_init(struct sc_mem *m);
+
+/* Remove every region (unmapping and closing what the table owns). */
+void sc_mem_fini(struct sc_mem *m);
+
+/*
+ * Map size bytes of fd at fd_offset (MAP_SHARED) as guest range
+ * [gpa, gpa + size). The table takes ownership of fd, also on failure.
+ * Returns 0; -EINVAL if size is 0 or a range overflows; -EEXIST if it
+ * overlaps a region; -ENOSPC if the table is full; or mmap's -errno.
+ */
+int sc_mem_add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd,
+		  uint64_t fd_offset, unsigned prot);
+
+/*
+ * Add memory the caller has mapped already at hva (the caller keeps
+ * ownership). Errors as sc_mem_add_fd.
+ */
+int sc_mem_add_hva(struct sc_mem *m, uint64_t gpa, uint64_t size, void *hva,
+		   unsigned prot);
+
+/* Remove the region that starts at gpa. Returns 0 or -ENOENT. */
+int sc_mem_remove(struct sc_mem *m, uint64_t gpa);
+
+/* The region containing gpa, or NULL. */
+const struct sc_mem_region *sc_mem_find(const struct sc_mem *m, uint64_t gpa);
+
+/*
+ * Host pointer for [gpa, gpa + len) if the whole range lies in one region
+ * that allows perm; NULL otherwise (unmapped, straddling a region's end,
+ * wrapping, or not permitted). len 0 is treated as 1.
+ */
+void *sc_mem_translate(const struct sc_mem *m, uint64_t gpa, uint64_t len, unsigned perm);
+
+/*
+ * [gpa, gpa + len) as host segments, split where it crosses from one region
+ * to an adjacent one. Returns the segment count or a negative errno, as
+ * sc_xlate_fn.
+ */
+int sc_mem_translate_iov(const struct sc_mem *m, uint64_t gpa, uint64_t len,
+			 unsigned perm, struct iovec *iov, unsigned iov_max);
+
+/* The translation hook for this table (no IOMMU: guest address == GPA). */
+struct sc_xlate sc_mem_xlate(struct sc_mem *m);
+
+/*
+ * A new memfd of size bytes for guest memory, sealed against shrinking so a
+ * peer that maps it cannot be made to fault. Returns the fd or -errno.
+ */
+int sc_mem_memfd_create(const char *name, uint64_t size);
+
+#endif

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * polling: the sidecore thread.
+ *
+ * One thread per sidecore, pinned to its cpu, serves many queues
+ * round-robin with a budget per queue per round, so no queue can starve
+ * another. While work arrives it spins (with pause) and the guest is told not
+ * to notify. After idle_spin_ns without work it re-arms every queue's
+ * notifications, re-checks the rings (closing the race with a guest that
+ * published just before it saw the re-arm), and only then sleeps on the
+ * queues' kick eventfds. A kick wakes it; it disables notifications and
+ * polls again.
+ *
+ * Queues are attached and detached from other threads; both calls return
+ * only once the sidecore has taken or let go of the queue, so a detached
+ * queue may be torn down immediately.
+ */
+#ifndef SC_POLLING_H
+#define SC_POLLING_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct sc_pollq;
+
+/* What the poller needs from a device queue. Called on the sidecore only. */
+struct sc_pollq_ops {
+	/*
+	 * Serve up to budget requests. Returns how many were served (0: the
+	 * queue had nothing), or a negative errno if the queue is broken; the
+	 * poller then stops polling it until it is detached.
+	 */
+	int (*poll)(struct sc_pollq *q, unsigned budget);
+	/* Re-arm guest notifications; true if work is already waiting. */
+	bool (*notify_enable)(struct sc_pollq *q);
+	/* Tell the guest not to notify: we are polling. */
+	void (*notify_disable)(struct sc_pollq *q);
+};
+
+/* A queue as the poller sees it; owned by the device, linked by the poller. */
+struct sc_pollq {
+	const struct sc_pollq_ops *ops;
+	void *ctx;            /* the device's own queue state */
+	int kick_fd;          /* eventfd the guest kicks, or -1 (then the poller never sleeps while it is attached) */
+	const char *name;
+	/* private to the poller */
+	struct sc_poller *poller;
+	bool stopped;         /* poll() failed; skipped until detached */
+	int error;            /* what poll() returned when it failed */
+};
+
+struct sc_poller_config {
+	int cpu;              /* pin to this cpu; -1 leaves the thread unpinned */
+	unsigned budget;      /* requests per queue per round; 0 means 32 */
+	/*
+	 * Spin this long with no work before re-arming notifications and
+	 * sleeping. 0 sleeps as soon as the queues are empty (the classic
+	 * vhost/ioeventfd model); SC_POLLER_NEVER_SLEEP never sleeps.
+	 */
+	uint64_t idle_spin_ns;
+	const char *name;     /* thread name (15 chars shown) */
+};
+
+#define SC_POLLER_DEFAULT_BUDGET 32
+#define SC_POLLER_DEFAULT_IDLE_NS 200000ull  /* 200 µs */
+#define SC_POLLER_NEVER_SLEEP UINT64_MAX
+#define SC_POLLER_MAX_QUEUES 256
+
+/* Per-sidecore counters. Cycles are TSC cycles. */
+struct sc_poller_stats {
+	uint64_t busy_cycles;    /* rounds that served at least one request */
+	uint64_t idle_cycles;    /* rounds that found nothing (spinning) */
+	uint64_t sleep_cycles;   /* asleep on the kick eventfds */
+	uint64_t rounds;
+	uint64_t requests;
+	uint64_t sleeps;
+	uint64_t wakeups;        /* woken by a guest kick (not by control) */
+	uint64_t rearm_races;    /* re-arm found work already waiting: no sleep */
+	uint32_t queues;         /* attached now */
+	uint32_t stopped_queues; /* attached but broken */
+};
+
+struct sc_poller;
+
+/*
+ * Start a sidecore thread. Returns 0 and *out, -EINVAL if cfg->cpu is not
+ * a cpu this process may run on, or -errno from thread or fd creation.
+ */
+int sc_poller_create(const struct sc_poller_config *cfg, struct sc_poller **out);
+
+/* Stop the thread (it lets go of every queue first) and free the poller. */
+void sc_poller_destroy(struct sc_poller *p);
+
+/*
+ * Hand q to the sidecore. Returns once the sidecore is polling it: 0,
+ * -EBUSY if q is attached somewhere, -ENOSPC if the poller is full, or
+ * epoll_ctl's -errno for a bad kick_fd. Any thread but the sidecore's.
+ */
+int sc_poller_attach(struct sc_poller *p, struct sc_pollq *q);
+
+/*
+ * Take q back. Returns once the sidecore no longer touches q (it is then
+ * safe to free): 0, or -ENOENT if q is not attached to p.
+ * Any thread but the sidecore's.
+ */
+int sc_poller_detach(struct sc_poller *p, struct sc_pollq *q);
+
+/* A consistent-enough snapshot of the counters, from any thread. */
+void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st);
+
+/* CPU time the sidecore thread has used, in ns (from its thread clock). */
+uint64_t sc_poller_cpu_time_ns(struct sc_poller *p);
+
+int sc_poller_cpu(const struct sc_poller *p);
+
+#endif

@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vqueue: the device side of a split virtqueue (virtio 1.2 §2.7).
+ *
+ * The guest is hostile. Every index, descriptor and address read from the
+ * ring is copied once into a local, checked, and only then used. Anything
+ * that breaks the ring's rules marks the queue broken with a reason; a
+ * broken queue stays broken (sc_vq_pop returns the same error) until it is
+ * set up again, and nothing else is affected.
+ *
+ * Threads: after sc_vq_init, a queue is used by exactly one thread at a time
+ * (its sidecore). Statistics may be read from any thread.
+ */
+#ifndef SC_VQUEUE_H
+#define SC_VQUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "guestmem/guestmem.h"
+#include "vqueue/vring.h"
+
+/* Per-queue counters, written only by the queue's sidecore. */
+struct sc_vq_stats {
+	uint64_t requests;              /* chains popped */
+	uint64_t kicks_avoided;         /* new work found while the driver was told not to kick */
+	uint64_t notify_enables;        /* times notifications were re-armed (idle) */
+	uint64_t interrupts;            /* eventfd writes to call_fd */
+	uint64_t interrupts_suppressed; /* batches the driver asked not to be interrupted for */
+};
+
+/* Name/offset table of struct sc_vq_stats: adding a counter is one line. */
+struct sc_stat_name {
+	const char *name;
+	size_t offset;
+};
+extern const struct sc_stat_name sc_vq_stat_names[];
+extern const unsigned sc_vq_stat_count;
+
+/* What sc_vq_init needs: the rings as the driver described them. */
+struct sc_vq_config {
+	uint32_t size;              /* queue size: a power of two, 1..32768 (32 bits, so 65536 cannot wrap to 0) */
+	uint64_t desc_addr;         /* guest addresses (GPA, or IOVA behind a vIOMMU) */
+	uint64_t avail_addr;
+	uint64_t used_addr;
+	uint64_t features;          /* negotiated feature bits (1ull << VIRTIO_F_*) */
+	uint16_t last_avail;        /* where to resume (vhost-user SET_VRING_BASE); 0 on a fresh ring */
+	struct sc_xlate xlate;      /* how guest addresses reach host memory */
+	int call_fd;                /* eventfd that interrupts the driver, or -1 */
+	int kick_fd;                /* eventfd the driver kicks, or -1 (read by the poller) */
+};
+
+struct sc_vq {
+	/* hot: read on every pop */
+	struct vring_desc *desc;
+	struct vring_avail *avail;
+	struct vring_used *used;
+	uint16_t mask;              /* size - 1 */
+	uint16_t last_avail;        /* next avail slot to consume */
+	uint16_t avail_seen;        /* avail->idx as last loaded */
+	uint16_t used_idx;          /* next used slot to fill (shadow of used->idx) */
+	uint16_t used_published;    /* used->idx as last stored */
+	uint16_t used_signalled;    /* used->idx when the driver was last considered for an interrupt */
+	uint32_t size;
+	bool event_idx;
+	bool indirect;
+	bool notify_on;             /* driver has been asked to kick */
+	bool broken;
+	struct sc_xlate xlate;
+	int call_fd;
+	int kick_fd;
+	int broken_err;             /* -errno sc_vq_pop keeps returning once broken */
+	struct sc_vq_stats stats;
+	char broken_reason[112];
+};
+
+/*
+ * A popped descriptor chain. The caller provides iov[iov_max]; pop fills the
+ * device-readable segments first (out_num of them, out_len bytes) and the
+ * device-writable ones after (in_num, in_len bytes), as the driver must
+ * order them (§2.7.4.2).
+ */
+struct sc_vq_elem {
+	uint16_t head;
+	uint16_t out_num;
+	uint16_t in_num;
+	uint16_t iov_max;
+	uint32_t out_len;
+	uint32_t in_len;
+	struct iovec *iov;
+};
+
+/*
+ * Validate cfg and map the three rings through cfg->xlate; each ring must
+ * map completely and contiguously or the queue is not set up. Notifications
+ * start enabled (the driver may kick). Returns 0, or -EINVAL for a bad size
+ * or misaligned ring, -EFAULT for a ring outside guest memory; on failure
+ * the queue is left broken with the reason in vq->broken_reason.
+ * Call from the control thread, before the queue is attached to a poller.
+ */
+int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg);
+
+/*
+ * Pop the next available chain into elem. Returns 1 if a chain was popped,
+ * 0 if the ring is empty, or a negative errno if the ring is broken:
+ *   -ERANGE    avail->idx ran more than the queue size ahead
+ *   -EINVAL    a descriptor index is outside the table
+ *   -ELOOP     a chain is longer than its table (a loop)
+ *   -ENOBUFS   a chain needs more than elem->iov_max segments
+ *   -EMLINK    an indirect table inside an indirect table
+ *   -EBADMSG   an indirect table of length 0 or not a multiple of 16, with
+ *              NEXT set, or used without VIRTIO_F_INDIRECT_DESC
+ *   -EOVERFLOW the chain's lengths overflow 32 bits
+ *   -EFAULT    an address outside guest memory (or straddling its end)
+ *   -EPROTO    a device-readable descriptor after a device-writable one
+ * Sidecore thread only.
+ */
+int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem);
+
+/*
+ * Complete the chain at head with len bytes written. Entries become visible
+ * to the driver at the next sc_vq_flush. Sidecore thread only.
+ */
+void sc_vq_push(struct sc_vq *vq, uint16_t head, uint32_t len);
+
+/*
+ * Publish pushed entries with one store of used->idx and interrupt the
+ * driver (one eventfd write) if it asked to be, per NO_INTERRUPT or
+ * used_event. Returns true if an interrupt was sent. Sidecore thread only.
+ */
+bool sc_vq_flush(struct sc_vq *vq);
+
+/*
+ * Ask the driver to kick on new work (clear NO_NOTIFY, or set avail_event),
+ * then re-check the ring to close the race with a driver that published
+ * just before seeing the request. Returns true if work is already waiting,
+ * in which case the caller must poll again rather than sleep.
+ */
+bool sc_vq_notify_enable(struct sc_vq *vq);
+
+/* Ask the driver not to kick (we are polling). */
+void sc_vq_notify_disable(struct sc_vq *vq);
+
+/* True if the driver has published chains we have not popped. */
+bool sc_vq_has_work(struct sc_vq *vq);
+
+/*
+ * Mark the queue broken with a reason (printf format); pop returns err from
+ * then on. For devices that find a request malformed beyond recovery.
+ */
+void sc_vq_set_broken(struct sc_vq *vq, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static inline bool sc_vq_broken(const struct sc_vq *vq) { return vq->broken; }
+
+/* Read one counter from another thread (tear-free, no ordering). */
+static inline uint64_t sc_vq_stat(const struct sc_vq *vq, size_t offset)
+{
+	return __atomic_load_n((const uint64_t *)((const char *)&vq->stats + offset),
+			       __ATOMIC_RELAXED);
+}
+
+/* Copy len bytes at offset off of the chain's readable part into buf. Returns bytes copied. */
+size_t sc_iov_copy_from(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len);
+/* Copy len bytes from buf into the segments at offset off. Returns bytes copied. */
+size_t sc_iov_copy_to(const struct iovec *iov, unsigned n, size_t off, const void *buf, size_t len);
+
+#endif
