@@ -1,1 +1,198 @@
 /* SPDX-License-Identifier: MIT */
+#include "guestmem/guestmem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+void sc_mem_init(struct sc_mem *m)
+{
+	memset(m, 0, sizeof(*m));
+}
+
+static void region_release(struct sc_mem_region *r)
+{
+	if (r->map_base)
+		munmap(r->map_base, r->map_len);
+	if (r->fd >= 0)
+		close(r->fd);
+}
+
+void sc_mem_fini(struct sc_mem *m)
+{
+	for (unsigned i = 0; i < m->nregions; i++)
+		region_release(&m->regions[i]);
+	m->nregions = 0;
+}
+
+/* Insert r keeping the array sorted and disjoint. */
+static int region_insert(struct sc_mem *m, const struct sc_mem_region *r)
+{
+	uint64_t last;
+
+	if (r->size == 0 || __builtin_add_overflow(r->gpa, r->size - 1, &last))
+		return -EINVAL;
+	if (m->nregions == SC_MEM_MAX_REGIONS)
+		return -ENOSPC;
+
+	unsigned pos = 0;
+	while (pos < m->nregions && m->regions[pos].gpa < r->gpa)
+		pos++;
+	/* Disjoint from the neighbours on both sides (inclusive ends: no overflow). */
+	if (pos > 0) {
+		const struct sc_mem_region *p = &m->regions[pos - 1];
+		if (p->gpa + (p->size - 1) >= r->gpa)
+			return -EEXIST;
+	}
+	if (pos < m->nregions && m->regions[pos].gpa <= last)
+		return -EEXIST;
+
+	memmove(&m->regions[pos + 1], &m->regions[pos],
+		(m->nregions - pos) * sizeof(m->regions[0]));
+	m->regions[pos] = *r;
+	m->nregions++;
+	return 0;
+}
+
+int sc_mem_add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd,
+		  uint64_t fd_offset, unsigned prot)
+{
+	struct sc_mem_region r = { .gpa = gpa, .size = size, .fd = fd,
+				   .fd_offset = fd_offset, .prot = prot };
+	uint64_t end;
+	int ret;
+
+	if (size == 0 || size > SIZE_MAX || __builtin_add_overflow(fd_offset, size, &end) ||
+	    end > (uint64_t)INT64_MAX) {
+		ret = -EINVAL;
+		goto err_close;
+	}
+	/* mmap wants a page-aligned offset; map from the page below and point inside. */
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t skew = fd_offset & (page - 1);
+	int mprot = PROT_READ | ((prot & SC_PERM_WRITE) ? PROT_WRITE : 0);
+
+	r.map_len = (size_t)(size + skew);
+	r.map_base = mmap(NULL, r.map_len, mprot, MAP_SHARED, fd, (off_t)(fd_offset - skew));
+	if (r.map_base == MAP_FAILED) {
+		ret = -errno;
+		goto err_close;
+	}
+	r.hva = (uint8_t *)r.map_base + skew;
+
+	ret = region_insert(m, &r);
+	if (ret < 0)
+		goto err_unmap;
+	return 0;
+
+err_unmap:
+	munmap(r.map_base, r.map_len);
+err_close:
+	close(fd);
+	return ret;
+}
+
+int sc_mem_add_hva(struct sc_mem *m, uint64_t gpa, uint64_t size, void *hva, unsigned prot)
+{
+	struct sc_mem_region r = { .gpa = gpa, .size = size, .hva = hva, .fd = -1,
+				   .prot = prot };
+	return region_insert(m, &r);
+}
+
+int sc_mem_remove(struct sc_mem *m, uint64_t gpa)
+{
+	for (unsigned i = 0; i < m->nregions; i++) {
+		if (m->regions[i].gpa != gpa)
+			continue;
+		region_release(&m->regions[i]);
+		memmove(&m->regions[i], &m->regions[i + 1],
+			(m->nregions - i - 1) * sizeof(m->regions[0]));
+		m->nregions--;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+const struct sc_mem_region *sc_mem_find(const struct sc_mem *m, uint64_t gpa)
+{
+	/* Few regions (QEMU gives 1-4): a linear scan beats a search. */
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct sc_mem_region *r = &m->regions[i];
+		if (gpa - r->gpa < r->size)
+			return r;
+	}
+	return NULL;
+}
+
+void *sc_mem_translate(const struct sc_mem *m, uint64_t gpa, uint64_t len, unsigned perm)
+{
+	const struct sc_mem_region *r = sc_mem_find(m, gpa);
+	uint64_t off;
+
+	if (!r || (r->prot & perm) != perm)
+		return NULL;
+	off = gpa - r->gpa;
+	/* len ≤ bytes left in the region; written so it cannot overflow. */
+	if ((len ? len : 1) > r->size - off)
+		return NULL;
+	return r->hva + off;
+}
+
+int sc_mem_translate_iov(const struct sc_mem *m, uint64_t gpa, uint64_t len,
+			 unsigned perm, struct iovec *iov, unsigned iov_max)
+{
+	uint64_t last;
+	unsigned n = 0;
+
+	if (len == 0)
+		return 0;
+	if (__builtin_add_overflow(gpa, len - 1, &last))
+		return -EFAULT;
+
+	while (len > 0) {
+		const struct sc_mem_region *r = sc_mem_find(m, gpa);
+		if (!r)
+			return -EFAULT;
+		if ((r->prot & perm) != perm)
+			return -EPERM;
+		if (n == iov_max)
+			return -ENOBUFS;
+
+		uint64_t off = gpa - r->gpa;
+		uint64_t chunk = r->size - off < len ? r->size - off : len;
+
+		iov[n].iov_base = r->hva + off;
+		iov[n].iov_len = (size_t)chunk;
+		n++;
+		gpa += chunk;   /* cannot wrap: gpa + len - 1 did not */
+		len -= chunk;
+	}
+	return (int)n;
+}
+
+static int mem_xlate_map(void *ctx, uint64_t addr, uint64_t len, unsigned perm,
+			 struct iovec *iov, unsigned iov_max)
+{
+	return sc_mem_translate_iov(ctx, addr, len, perm, iov, iov_max);
+}
+
+struct sc_xlate sc_mem_xlate(struct sc_mem *m)
+{
+	return (struct sc_xlate){ .map = mem_xlate_map, .ctx = m };
+}
+
+int sc_mem_memfd_create(const char *name, uint64_t size)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}

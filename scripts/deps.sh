@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what sidecore needs on Debian 12, only what is missing.
+set -euo pipefail
+
+PACKAGES=(
+  gcc meson ninja-build pkg-config python3
+  liburing-dev libhwloc-dev libnuma-dev libinih-dev libjansson-dev
+  libcriterion-dev
+  gnuplot-nox
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "sidecore: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "sidecore: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
