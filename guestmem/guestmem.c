@@ -180,7 +180,7 @@ static int mem_xlate_map(void *ctx, uint64_t addr, uint64_t len, unsigned perm,
 
 struct sc_xlate sc_mem_xlate(struct sc_mem *m)
 {
-	return (struct sc_xlate){ .map = mem_xlate_map, .ctx = m };
+	return (struct sc_xlate){ .map = mem_xlate_map, .ctx = m, .mem = m };
 }
 
 int sc_mem_memfd_create(const char *name, uint64_t size)

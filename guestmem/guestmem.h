@@ -61,6 +61,12 @@ typedef int (*sc_xlate_fn)(void *ctx, uint64_t addr, uint64_t len, unsigned perm
 struct sc_xlate {
 	sc_xlate_fn map;
 	void *ctx;
+	/*
+	 * Set when addresses are plain GPAs of this table (no IOMMU): vqueue
+	 * then translates inline (sc_mem_map) instead of calling map, which
+	 * saves an indirect call per descriptor on the hot path.
+	 */
+	const struct sc_mem *mem;
 };
 
 /* Empty table. */
@@ -108,6 +114,30 @@ int sc_mem_translate_iov(const struct sc_mem *m, uint64_t gpa, uint64_t len,
 
 /* The translation hook for this table (no IOMMU: guest address == GPA). */
 struct sc_xlate sc_mem_xlate(struct sc_mem *m);
+
+/*
+ * sc_mem_translate_iov with the common case inline: the range lies in one
+ * region. Same results and errors.
+ */
+static inline int sc_mem_map(const struct sc_mem *m, uint64_t gpa, uint64_t len,
+			     unsigned perm, struct iovec *iov, unsigned iov_max)
+{
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct sc_mem_region *r = &m->regions[i];
+		uint64_t off = gpa - r->gpa;   /* wraps to huge when gpa < r->gpa */
+
+		if (off >= r->size)
+			continue;
+		/* len - 1 < room: 1 ≤ len ≤ bytes left, with no overflow. */
+		if (len - 1 < r->size - off && (r->prot & perm) == perm && iov_max) {
+			iov->iov_base = r->hva + off;
+			iov->iov_len = (size_t)len;
+			return 1;
+		}
+		break;
+	}
+	return sc_mem_translate_iov(m, gpa, len, perm, iov, iov_max);
+}
 
 /*
  * A new memfd of size bytes for guest memory, sealed against shrinking so a

@@ -28,6 +28,15 @@ const struct sc_stat_name sc_vq_stat_names[] = {
 };
 const unsigned sc_vq_stat_count = SC_ARRAY_SIZE(sc_vq_stat_names);
 
+/* Through the table inline when there is no IOMMU, else through the hook. */
+static inline int xlate(const struct sc_vq *vq, uint64_t addr, uint64_t len, unsigned perm,
+			struct iovec *iov, unsigned iov_max)
+{
+	if (sc_likely(vq->xlate.mem != NULL))
+		return sc_mem_map(vq->xlate.mem, addr, len, perm, iov, iov_max);
+	return vq->xlate.map(vq->xlate.ctx, addr, len, perm, iov, iov_max);
+}
+
 void sc_vq_set_broken(struct sc_vq *vq, int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -54,7 +63,7 @@ static void *map_ring(struct sc_vq *vq, const char *what, uint64_t addr, uint64_
 		*err = -EINVAL;
 		return NULL;
 	}
-	n = vq->xlate.map(vq->xlate.ctx, addr, len, perm, &iov, 1);
+	n = xlate(vq, addr, len, perm, &iov, 1);
 	if (n != 1) {
 		sc_vq_set_broken(vq, -EFAULT, "%s ring [0x%llx, +%llu) is not in guest memory%s",
 				 what, (unsigned long long)addr, (unsigned long long)len,
@@ -167,7 +176,7 @@ static int indirect_enter(struct sc_vq *vq, const struct vring_desc *d,
 		return -EBADMSG;
 	}
 	if (sc_unlikely(d->addr & (VRING_DESC_ALIGN - 1) ||
-			vq->xlate.map(vq->xlate.ctx, d->addr, d->len, SC_PERM_READ, &iov, 1) != 1)) {
+			xlate(vq, d->addr, d->len, SC_PERM_READ, &iov, 1) != 1)) {
 		sc_vq_set_broken(vq, -EFAULT, "indirect table at 0x%llx (+%u) is not aligned contiguous guest memory",
 				 (unsigned long long)d->addr, d->len);
 		return -EFAULT;
@@ -245,8 +254,7 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 			return -EOVERFLOW;
 		}
 
-		ret = vq->xlate.map(vq->xlate.ctx, d.addr, d.len, perm, &elem->iov[nseg],
-				    elem->iov_max - nseg);
+		ret = xlate(vq, d.addr, d.len, perm, &elem->iov[nseg], elem->iov_max - nseg);
 		if (sc_unlikely(ret < 0)) {
 			if (ret == -ENOBUFS)
 				sc_vq_set_broken(vq, -ENOBUFS, "chain %u needs more than %u segments",
