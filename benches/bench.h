@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/* What the sidecore-bench subcommands share: samples, percentiles, JSON, plots, output. */
+#ifndef SC_BENCHES_BENCH_H
+#define SC_BENCHES_BENCH_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Options every subcommand takes. */
+struct bench_opts {
+	const char *json_path;   /* --json FILE */
+	const char *plot_path;   /* --plot FILE.png */
+	bool quick;              /* --quick: few iterations (smoke test) */
+	int sidecore_cpu;        /* --cpus S,G: -1 = choose */
+	int guest_cpu;
+};
+
+/* Latency samples in TSC cycles. */
+struct samples {
+	uint64_t *v;
+	size_t n, cap;
+	bool sorted;
+};
+
+int samples_init(struct samples *s, size_t cap);
+void samples_free(struct samples *s);
+static inline void samples_add(struct samples *s, uint64_t c)
+{
+	if (s->n < s->cap)
+		s->v[s->n++] = c;
+}
+/* p in [0, 100]; sorts on first use. */
+uint64_t samples_pct(struct samples *s, double p);
+double samples_mean(const struct samples *s);
+
+/* {"p50": .., "p99": .., "p99_9": .., "mean": .., "min": .., "max": ..} in cycles and ns. */
+json_t *samples_json(struct samples *s);
+
+/* The run's context: date, machine, cpus, TSC rate. Caller adds its results. */
+json_t *bench_json_header(const char *bench, const struct bench_opts *o, int sidecore, int guest);
+/* Write root to path (pretty), print where; returns 0 or -1 with a message. */
+int bench_json_write(json_t *root, const char *path);
+
+/*
+ * Latency CDFs, one curve per named sample set, log-scale x in ns, drawn
+ * with gnuplot into png. Returns 0, or -1 with a message (gnuplot missing).
+ */
+int bench_plot_cdf(const char *png, const char *title, struct samples **sets,
+		   const char **names, int nsets);
+
+/* Parse common options; returns the index of the first unparsed arg or -1 on error. */
+int bench_parse_common(int argc, char **argv, struct bench_opts *o, const char *usage);
+
+/* Choose cpus from o or the topology; prints the plan. Returns 0 or -1 with a message. */
+int bench_pick_cpus(struct bench_opts *o);
+
+/* Pin the calling thread or die with a clear message. */
+void bench_pin(int cpu, const char *who);
+
+int bench_roundtrip(int argc, char **argv);
+
+#endif
