@@ -53,12 +53,10 @@ static void read_cpulist(const char *path, bool *set, int nset)
 
 int sc_topology_load(struct sc_topology *t)
 {
-	static bool isolated[SC_MAX_CPUS], nohz[SC_MAX_CPUS];
+	bool isolated[SC_MAX_CPUS] = { 0 }, nohz[SC_MAX_CPUS] = { 0 };
 	hwloc_topology_t topo;
 
 	memset(t, 0, sizeof(*t));
-	memset(isolated, 0, sizeof(isolated));
-	memset(nohz, 0, sizeof(nohz));
 	read_cpulist("/sys/devices/system/cpu/isolated", isolated, SC_MAX_CPUS);
 	read_cpulist("/sys/devices/system/cpu/nohz_full", nohz, SC_MAX_CPUS);
 

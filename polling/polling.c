@@ -34,7 +34,8 @@ struct sc_poller {
 
 	/* control: the sidecore reads cmd_pending every round, the rest under lock */
 	int cmd_pending;
-	pthread_mutex_t lock;            /* serialises control callers and guards the slot */
+	pthread_mutex_t serial;          /* one control caller at a time, for the whole command */
+	pthread_mutex_t lock;            /* guards the slot; the sidecore takes it only for a command */
 	pthread_cond_t done_cv;
 	enum cmd cmd;
 	struct sc_pollq *cmd_q;
@@ -134,9 +135,12 @@ static int submit(struct sc_poller *p, enum cmd cmd, struct sc_pollq *q)
 	static const uint64_t one = 1;
 	int ret;
 
+	/*
+	 * Held until our result is read: otherwise a second caller could reuse
+	 * the slot between the sidecore finishing our command and us waking.
+	 */
+	pthread_mutex_lock(&p->serial);
 	pthread_mutex_lock(&p->lock);
-	while (__atomic_load_n(&p->cmd_pending, __ATOMIC_ACQUIRE))
-		pthread_cond_wait(&p->done_cv, &p->lock);
 	p->cmd = cmd;
 	p->cmd_q = q;
 	p->cmd_done = false;
@@ -152,8 +156,8 @@ static int submit(struct sc_poller *p, enum cmd cmd, struct sc_pollq *q)
 	while (!p->cmd_done)
 		pthread_cond_wait(&p->done_cv, &p->lock);
 	ret = p->cmd_result;
-	pthread_cond_broadcast(&p->done_cv);   /* let the next control caller in */
 	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&p->serial);
 	return ret;
 }
 
@@ -320,6 +324,7 @@ int sc_poller_create(const struct sc_poller_config *cfg, struct sc_poller **out)
 	p->idle_spin_cycles = cfg->idle_spin_ns == SC_POLLER_NEVER_SLEEP ? UINT64_MAX
 			      : sc_ns_to_cycles(cfg->idle_spin_ns);
 	p->name = cfg->name ? cfg->name : "sidecore";
+	pthread_mutex_init(&p->serial, NULL);
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->done_cv, NULL);
 
@@ -357,6 +362,7 @@ err:
 		close(p->ctl_fd);
 	pthread_cond_destroy(&p->done_cv);
 	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->serial);
 	free(p);
 	return ret;
 }
@@ -371,6 +377,7 @@ void sc_poller_destroy(struct sc_poller *p)
 	close(p->ctl_fd);
 	pthread_cond_destroy(&p->done_cv);
 	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->serial);
 	free(p);
 }
 

@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -287,4 +288,43 @@ Test(poller, bad_cpu_is_refused)
 	c.cpu = -2;
 	cr_assert_eq(sc_poller_create(&c, &q), -EINVAL);
 	start(0, 0);   /* for teardown */
+}
+
+struct churn {
+	struct fake f;
+	int failures;
+};
+
+static void *churn_thread(void *arg)
+{
+	struct churn *c = arg;
+	for (int i = 0; i < 200; i++) {
+		/* Distinct expected results, so a caller handed another's result shows. */
+		c->failures += sc_poller_attach(p, &c->f.pq) != 0;
+		c->failures += sc_poller_attach(p, &c->f.pq) != -EBUSY;
+		c->failures += sc_poller_detach(p, &c->f.pq) != 0;
+		c->failures += sc_poller_detach(p, &c->f.pq) != -ENOENT;
+	}
+	return NULL;
+}
+
+Test(poller, concurrent_attach_and_detach_from_many_threads)
+{
+	start(0, 0);
+	struct churn c[4];
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++) {
+		memset(&c[i], 0, sizeof(c[i]));
+		fake_init(&c[i].f);
+		cr_assert_eq(pthread_create(&t[i], NULL, churn_thread, &c[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert_eq(c[i].failures, 0, "thread %d saw %d wrong results", i, c[i].failures);
+		cr_assert_null(c[i].f.pq.poller);
+		close(c[i].f.pq.kick_fd);
+	}
+	struct sc_poller_stats st;
+	sc_poller_get_stats(p, &st);
+	cr_assert_eq(st.queues, 0);
 }
