@@ -60,5 +60,7 @@ int bench_pick_cpus(struct bench_opts *o);
 void bench_pin(int cpu, const char *who);
 
 int bench_roundtrip(int argc, char **argv);
+int bench_exits(int argc, char **argv);
+int bench_latency(int argc, char **argv);
 
 #endif

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * microvm: a minimal VMM on the KVM API.
+ *
+ * It creates a VM whose memory is a memfd (so a sidecore or another process
+ * can map it), loads the flat guest image, and runs each vCPU on its own host
+ * thread pinned to a guest cpu. The guest runs in 64-bit long mode at CPL3
+ * with identity-mapped user pages and IOPL=3 from its first instruction:
+ * nested KVM here emulates CPL0 (thousands of cycles an instruction) but runs
+ * CPL3 natively, and the same set-up runs on hardware KVM.
+ *
+ * Exits the caller registered (port and MMIO ranges) go to its callbacks on
+ * the vCPU thread; any other exit stops the vCPU with one clear line.
+ */
+#ifndef SC_MICROVM_H
+#define SC_MICROVM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "microvm/mailbox.h"
+
+struct sc_vm;
+
+/* Handle a guest port write (size 1/2/4). Return 0 to resume, <0 to stop the vCPU. Runs on the vCPU thread. */
+typedef int (*sc_vm_pio_fn)(void *ctx, uint16_t port, uint32_t value, unsigned size);
+/* Handle a guest MMIO write. Same contract. */
+typedef int (*sc_vm_mmio_fn)(void *ctx, uint64_t addr, uint64_t value, unsigned size);
+
+/*
+ * Open /dev/kvm and create a VM with mem_size bytes of memfd memory and the
+ * built-in guest image loaded. Returns 0, or -errno after printing one line
+ * saying what failed and what to do (e.g. "add your user to the kvm group").
+ */
+int sc_vm_create(uint64_t mem_size, struct sc_vm **out);
+void sc_vm_destroy(struct sc_vm *vm);
+
+/* True if /dev/kvm can be opened here (for tests and the demo to choose). */
+bool sc_vm_available(void);
+
+/* Guest memory: host address of GPA 0, its memfd and size. */
+uint8_t *sc_vm_mem(struct sc_vm *vm);
+int sc_vm_memfd(struct sc_vm *vm);
+uint64_t sc_vm_mem_size(struct sc_vm *vm);
+struct sc_vm_mailbox *sc_vm_mailbox(struct sc_vm *vm);
+
+/* Route writes to ports [port, port + n) / MMIO [addr, addr + len) to fn. */
+int sc_vm_on_pio(struct sc_vm *vm, uint16_t port, uint16_t n, sc_vm_pio_fn fn, void *ctx);
+int sc_vm_on_mmio(struct sc_vm *vm, uint64_t addr, uint64_t len, sc_vm_mmio_fn fn, void *ctx);
+
+/*
+ * Register an ioeventfd: a guest write to the port (pio) or MMIO address
+ * signals fd inside the kernel, with no exit to user space. Returns 0 or
+ * -errno (printed).
+ */
+int sc_vm_ioeventfd(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd);
+int sc_vm_ioeventfd_remove(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd);
+
+/*
+ * Start vCPU 0 on a host thread pinned to cpu (-1: unpinned). It runs the
+ * guest until the guest writes SC_VM_PORT_DONE, a handler stops it, an
+ * unexpected exit happens, or sc_vm_stop. Returns 0 or -errno.
+ */
+int sc_vm_start(struct sc_vm *vm, int cpu);
+
+/*
+ * Wait for the vCPU to stop, at most timeout_ms (then stop it). Returns 0
+ * if the guest said it was done, -ETIMEDOUT, or -EFAULT after an
+ * unexpected exit (its description is in sc_vm_error).
+ */
+int sc_vm_wait(struct sc_vm *vm, unsigned timeout_ms);
+
+/* Ask the vCPU to leave the guest and stop; safe from any thread. */
+void sc_vm_stop(struct sc_vm *vm);
+
+/* Why the vCPU stopped, if it was not the guest's own choice ("" otherwise). */
+const char *sc_vm_error(struct sc_vm *vm);
+
+/*
+ * Run one workload through the mailbox and wait for its result (the guest
+ * must be running). Returns 0, -ETIMEDOUT, or -EFAULT if the vCPU died.
+ */
+int sc_vm_run_workload(struct sc_vm *vm, unsigned timeout_ms);
+
+/*
+ * KVM binary statistics (KVM_GET_STATS_FD) of vCPU 0, by name: "exits",
+ * "io_exits", "mmio_exits", "hypercalls", "halt_exits", ... Returns the
+ * value, or UINT64_MAX if this kernel has no such counter.
+ */
+uint64_t sc_vm_vcpu_stat(struct sc_vm *vm, const char *name);
+
+/* Host thread id of the vCPU (for CPU-time accounting), 0 before start. */
+int sc_vm_vcpu_tid(struct sc_vm *vm);
+
+#endif
