@@ -186,23 +186,61 @@ static void collect(struct vmblk *b, struct vmblk_result *r, uint64_t exits0)
 	r->guest_error = mb->error;
 }
 
-int vmblk_run(struct vmblk *b, uint32_t qd, uint32_t block_size, uint64_t n,
-	      uint32_t duration_ms, struct vmblk_result *r)
+int vmblk_begin(struct vmblk *b, uint32_t qd, uint32_t block_size, uint64_t n,
+		uint32_t duration_ms, uint32_t *seq)
 {
 	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm);
 
+	/* Fault the sample pages in first, so the exits counted from here are the I/O's alone. */
+	int ret = guest_command(b, SC_WL_TOUCH, duration_ms ? SC_VM_SAMPLES_MAX : n, 10000);
+	if (ret < 0)
+		return ret;
+	mb->workload = SC_WL_BLK;
+	mb->iterations = n;
+	mb->tsc_hz = sc_tsc_hz();
 	mb->blk.queue_depth = qd;
 	mb->blk.block_size = block_size;
 	mb->blk.duration_ms = duration_ms;
-	uint64_t exits0 = sc_vm_vcpu_stat(b->vm, "exits");
-	uint64_t cpu0 = b->poller ? sc_poller_cpu_time_ns(b->poller) : 0, h0 = b->handler_cycles;
-	unsigned timeout = duration_ms ? duration_ms + 10000 : 120000;
-	int ret = guest_command(b, SC_WL_BLK, n, timeout);
+	b->exits0 = sc_vm_vcpu_stat(b->vm, "exits");
+	b->cpu0 = b->poller ? sc_poller_cpu_time_ns(b->poller) : 0;
+	b->handler0 = b->handler_cycles;
+	*seq = sc_vm_submit(b->vm);
+	return 0;
+}
+
+int vmblk_end(struct vmblk *b, struct vmblk_result *r)
+{
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm);
+
 	memset(r, 0, sizeof(*r));
-	collect(b, r, exits0);
-	r->device_cpu_ns = b->poller ? sc_poller_cpu_time_ns(b->poller) - cpu0
-				     : (uint64_t)sc_cycles_to_ns(b->handler_cycles - h0);
-	return ret;
+	collect(b, r, b->exits0);
+	r->device_cpu_ns = b->poller ? sc_poller_cpu_time_ns(b->poller) - b->cpu0
+				     : (uint64_t)sc_cycles_to_ns(b->handler_cycles - b->handler0);
+	if (mb->error)
+		fprintf(stderr, "sidecore: the guest reported error %u (a completion was wrong)\n", mb->error);
+	return mb->error ? -EIO : 0;
+}
+
+int vmblk_run(struct vmblk *b, uint32_t qd, uint32_t block_size, uint64_t n,
+	      uint32_t duration_ms, struct vmblk_result *r)
+{
+	uint64_t deadline_ms = duration_ms ? duration_ms + 10000 : 120000, waited = 0;
+	struct timespec ts = { 0, 200000 };
+	uint32_t seq;
+	int ret = vmblk_begin(b, qd, block_size, n, duration_ms, &seq);
+
+	if (ret < 0)
+		return ret;
+	while ((ret = sc_vm_poll_done(b->vm, seq)) == 0 && waited / 5 < deadline_ms) {   /* 5 naps a ms */
+		nanosleep(&ts, NULL);
+		waited++;
+	}
+	if (ret != 1) {
+		fprintf(stderr, "sidecore: guest virtio-blk run: %s\n",
+			ret < 0 ? sc_vm_error(b->vm) : "did not finish in time");
+		return ret < 0 ? ret : -ETIMEDOUT;
+	}
+	return vmblk_end(b, r);
 }
 
 /* Ping-pong echo on the sidecore cpu: the raw floor for a guest/host round trip. */
@@ -234,6 +272,9 @@ int vmblk_workload(struct vmblk *b, enum sc_vm_workload wl, uint64_t n, struct v
 	pthread_t t;
 	int ret;
 
+	ret = guest_command(b, SC_WL_TOUCH, n, 10000);
+	if (ret < 0)
+		return ret;
 	if (wl == SC_WL_PINGPONG) {
 		mb->ping = mb->pong = 0;
 		if (pthread_create(&t, NULL, echo_main, &e))

@@ -34,6 +34,7 @@ struct vmblk {
 	enum vmblk_mode mode;
 	int sidecore_cpu, guest_cpu;
 	uint64_t handler_cycles;    /* VMBLK_USER: time spent serving in the exit handler */
+	uint64_t exits0, cpu0, handler0;   /* counters when the current run began */
 };
 
 struct vmblk_result {
@@ -62,6 +63,15 @@ void vmblk_stop(struct vmblk *b);
  */
 int vmblk_run(struct vmblk *b, uint32_t qd, uint32_t block_size, uint64_t n,
 	      uint32_t duration_ms, struct vmblk_result *r);
+
+/*
+ * The same in two halves, for callers that watch the run: begin hands the
+ * guest its command (sequence number in *seq, poll it with
+ * sc_vm_poll_done); end collects the results once it is done.
+ */
+int vmblk_begin(struct vmblk *b, uint32_t qd, uint32_t block_size, uint64_t n,
+		uint32_t duration_ms, uint32_t *seq);
+int vmblk_end(struct vmblk *b, struct vmblk_result *r);
 
 /* Run a non-blk workload (exit probes, ping-pong) through the mailbox. */
 int vmblk_workload(struct vmblk *b, enum sc_vm_workload wl, uint64_t n, struct vmblk_result *r);

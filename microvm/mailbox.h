@@ -23,7 +23,7 @@
 #define SC_VM_RING_GPA     0x200000ull    /* virtqueue rings */
 #define SC_VM_BUF_GPA      0x400000ull    /* request headers and data */
 #define SC_VM_SAMPLES_GPA  0x1000000ull   /* per-operation cycle counts */
-#define SC_VM_SAMPLES_MAX  (4u << 20)     /* uint32_t entries: 16 MiB */
+#define SC_VM_SAMPLES_MAX  (4u << 20)     /* uint32_t entries, a ring (power of two): 16 MiB */
 #define SC_VM_MEM_SIZE     (64ull << 20)
 #define SC_VM_MMIO_GPA     0x30000000ull  /* mapped by the page tables, not by a memslot: MMIO */
 
@@ -45,6 +45,7 @@ enum sc_vm_workload {
 	SC_WL_PINGPONG,        /* shared-memory ping-pong with a host thread */
 	SC_WL_BLK_SETUP,       /* lay out the ring, report its addresses in blk */
 	SC_WL_BLK,             /* virtio-blk reads through the driver library */
+	SC_WL_TOUCH,           /* fault in 'iterations' sample entries (untimed, before a measured run) */
 	SC_WL_SPIN,            /* spin forever (tests the VMM's timeout) */
 	SC_WL_PRIVILEGED,      /* execute hlt at CPL3 (tests the unexpected-exit report) */
 	SC_WL_COUNT

@@ -82,6 +82,12 @@ const char *sc_vm_error(struct sc_vm *vm);
  */
 int sc_vm_run_workload(struct sc_vm *vm, unsigned timeout_ms);
 
+/* Hand the mailbox's command to the guest without waiting; returns its sequence number. */
+uint32_t sc_vm_submit(struct sc_vm *vm);
+
+/* 1 if the guest finished command seq, 0 if it is still running, -EFAULT if the vCPU died. */
+int sc_vm_poll_done(struct sc_vm *vm, uint32_t seq);
+
 /*
  * KVM binary statistics (KVM_GET_STATS_FD) of vCPU 0, by name: "exits",
  * "io_exits", "mmio_exits", "hypercalls", "halt_exits", ... Returns the

@@ -542,19 +542,35 @@ int sc_vm_wait(struct sc_vm *vm, unsigned timeout_ms)
 	return state == VM_DONE ? 0 : -EFAULT;
 }
 
-int sc_vm_run_workload(struct sc_vm *vm, unsigned timeout_ms)
+uint32_t sc_vm_submit(struct sc_vm *vm)
 {
 	struct sc_vm_mailbox *mb = sc_vm_mailbox(vm);
 	uint32_t seq = mb->cmd_seq + 1;
-	struct timespec ts = { 0, 200000 };
-	uint64_t waited_us = 0;
 
 	mb->done_seq = 0;
 	/* Pairs with the guest's acquire of cmd_seq: the command is complete before it sees the number. */
 	sc_store_release(&mb->cmd_seq, seq);
-	while (sc_load_acquire(&mb->done_seq) != seq) {
-		int state = __atomic_load_n(&vm->state, __ATOMIC_ACQUIRE);
-		if (state != VM_RUNNING)
+	return seq;
+}
+
+int sc_vm_poll_done(struct sc_vm *vm, uint32_t seq)
+{
+	/* Pairs with the guest's release of done_seq: its results are visible. */
+	if (sc_load_acquire(&sc_vm_mailbox(vm)->done_seq) == seq)
+		return 1;
+	return __atomic_load_n(&vm->state, __ATOMIC_ACQUIRE) == VM_RUNNING ? 0 : -EFAULT;
+}
+
+int sc_vm_run_workload(struct sc_vm *vm, unsigned timeout_ms)
+{
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(vm);
+	struct timespec ts = { 0, 200000 };
+	uint64_t waited_us = 0;
+	uint32_t seq = sc_vm_submit(vm);
+	int done;
+
+	while ((done = sc_vm_poll_done(vm, seq)) != 1) {
+		if (done < 0)
 			return -EFAULT;
 		if (waited_us / 1000 >= timeout_ms) {
 			snprintf(vm->error, sizeof(vm->error), "workload %u did not finish within %u ms",

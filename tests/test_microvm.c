@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A real KVM guest (microvm) against a real sidecore. Skips, visibly, where
+ * /dev/kvm cannot be opened.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "benches/vmblk.h"
+#include "cpuset/cpuset.h"
+
+static struct vmblk b;
+static bool opened;
+
+static void setup(void)
+{
+	struct sc_topology *t = calloc(1, sizeof(*t));
+	int s, g;
+
+	if (!sc_vm_available())
+		cr_skip_test("/dev/kvm is not available");
+	cr_assert_eq(sc_topology_load(t), 0);
+	if (sc_cpuset_pick_pair(t, &s, &g) < 0) {
+		free(t);
+		cr_skip_test("needs two cpus: a sidecore and a guest cpu");
+	}
+	free(t);
+	cr_assert_eq(vmblk_open(&b, g, s), 0);
+	opened = true;
+}
+
+static void teardown(void)
+{
+	if (opened)
+		vmblk_close(&b);
+	opened = false;
+}
+
+TestSuite(microvm, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(microvm, port_exits_are_measured_and_counted_by_kvm)
+{
+	struct vmblk_result r;
+	cr_assert_eq(vmblk_workload(&b, SC_WL_PIO_USER, 200, &r), 0, "%s", sc_vm_error(b.vm));
+	cr_assert_eq(r.ops, 200);
+	cr_assert_eq(r.nsamples, 200);
+	for (int i = 0; i < 200; i++)
+		cr_assert_gt(r.samples[i], 100, "op %d took %u cycles: not an exit", i, r.samples[i]);
+	cr_assert_geq(r.exits, 200, "KVM counted %llu exits for 200 port writes", (unsigned long long)r.exits);
+}
+
+Test(microvm, polled_requests_cause_no_exits)
+{
+	struct vmblk_result r;
+	cr_assert_eq(vmblk_start(&b, VMBLK_POLL, 256), 0);
+	/* Warm-up: the first touches of each page fault into KVM's shadow page tables. */
+	cr_assert_eq(vmblk_run(&b, 4, 512, 2000, 0, &r), 0);
+
+	uint64_t irq0 = sc_vm_vcpu_stat(b.vm, "irq_exits");
+	cr_assert_eq(vmblk_run(&b, 4, 512, 20000, 0, &r), 0, "%s", sc_vm_error(b.vm));
+	uint64_t irqs = sc_vm_vcpu_stat(b.vm, "irq_exits") - irq0;
+	cr_assert_eq(r.ops, 20000);
+	cr_assert_eq(r.guest_error, 0, "a completion had the wrong length");
+	cr_assert_eq(r.nsamples, 20000);
+	/* At most one kick: the first request may find the sidecore asleep after the pause. */
+	cr_assert_leq(r.kicks, 1, "the guest kicked %llu times while the sidecore polled", (unsigned long long)r.kicks);
+	/* Host timer interrupts may land on the guest cpu; nothing else the guest did may exit. */
+	cr_assert_leq(r.exits, irqs + r.kicks, "%llu exits in the polled phase: %llu host interrupts, %llu kicks",
+		      (unsigned long long)r.exits, (unsigned long long)irqs, (unsigned long long)r.kicks);
+	cr_assert_lt(r.exits, 20, "%llu exits", (unsigned long long)r.exits);
+	cr_assert_eq(__atomic_load_n(&b.dev.stats.reads, __ATOMIC_RELAXED), 22000, "the device served every read");
+	vmblk_stop(&b);
+}
+
+Test(microvm, user_exit_mode_serves_on_the_vcpu_thread)
+{
+	struct vmblk_result r;
+	cr_assert_eq(vmblk_start(&b, VMBLK_USER, 64), 0);
+	cr_assert_eq(vmblk_run(&b, 1, 512, 100, 0, &r), 0, "%s", sc_vm_error(b.vm));
+	cr_assert_eq(r.ops, 100);
+	cr_assert_eq(r.kicks, 100, "no sidecore: every request kicks");
+	cr_assert_geq(r.exits, 100);
+	vmblk_stop(&b);
+}
+
+Test(microvm, unexpected_exit_is_reported_not_hung)
+{
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b.vm);
+	mb->workload = SC_WL_PRIVILEGED;   /* hlt at CPL3: #GP, no IDT, triple fault */
+	cr_assert_eq(sc_vm_run_workload(b.vm, 5000), -EFAULT);
+	cr_assert(strstr(sc_vm_error(b.vm), "SHUTDOWN") && strstr(sc_vm_error(b.vm), "rip 0x"),
+		  "message: %s", sc_vm_error(b.vm));
+	cr_assert_eq(sc_vm_wait(b.vm, 1000), -EFAULT);
+}
+
+Test(microvm, spinning_guest_is_stopped_by_the_timeout)
+{
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b.vm);
+	mb->workload = SC_WL_SPIN;
+	cr_assert_eq(sc_vm_run_workload(b.vm, 200), -ETIMEDOUT);
+	cr_assert_eq(sc_vm_wait(b.vm, 200), -ETIMEDOUT, "the vCPU was stopped");
+	cr_assert(strstr(sc_vm_error(b.vm), "did not finish"), "%s", sc_vm_error(b.vm));
+}
