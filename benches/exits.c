@@ -142,10 +142,10 @@ int bench_exits(int argc, char **argv)
 		if (gp) {
 			fprintf(gp, "set terminal pngcairo size 1000,520 font 'sans,10'\nset output '%s'\n"
 				    "set title 'cost of one operation in a KVM guest (p50, log scale)'\n"
-				    "set style fill solid 0.8\nset boxwidth 0.6\nset logscale y\nset ylabel 'cycles'\n"
-				    "set xtics rotate by -25\nset grid ytics\nunset key\n"
+				    "set style fill solid 0.8\nset boxwidth 0.6\nset logscale y\nset yrange [100:400000]\nset ylabel 'cycles'\n"
+				    "set xtics rotate by -25\nset grid ytics\nunset key\nset offsets 0.7, 0.7, 0, 0\n"
 				    "plot '%s' using 0:2:xtic(1) with boxes lc rgb '#3b7dd8', "
-				    "'' using 0:2:(sprintf('%%d cyc, %%.2f exits', $2, $3)) with labels offset 0,1 font 'sans,9'\n",
+				    "'' using 0:2:(sprintf(\"%%d cyc\\n%%.2f exits\", $2, $3)) with labels offset 0,1.4 font 'sans,9'\n",
 				    o.plot_path, dat);
 			if (pclose(gp) == 0)
 				printf("plot written to %s\n", o.plot_path);

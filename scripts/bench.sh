@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every benchmark into results/ (JSON and PNG), then prints the tables
+# the README shows. Takes about two minutes; needs /dev/kvm for exits/latency.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+scripts/build.sh
+mkdir -p results
+b=./build/benches/sidecore-bench
+$b roundtrip --json results/roundtrip.json --plot results/roundtrip.png
+$b exits --json results/exits.json --plot results/exits.png
+$b latency --json results/latency.json --plot results/latency.png
+./build/benches/sidecore-demo --seconds 3 --json results/demo.json
+python3 scripts/results-md.py results
