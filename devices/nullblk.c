@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "common/barrier.h"
 #include "common/compiler.h"
 #include "devices/devices.h"
 
@@ -71,11 +72,16 @@ static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 		goto done;
 	}
 
-	/* Copy, then check, then use: the guest may rewrite its header while we look. */
+	/*
+	 * Copy, then check, then use: the guest may rewrite its header while we
+	 * look. The barrier stops the compiler from re-reading guest memory in
+	 * place of the local copy (a memcpy alone would allow it).
+	 */
 	if (sc_likely(e->iov[0].iov_len >= sizeof(h)))
 		memcpy(&h, e->iov[0].iov_base, sizeof(h));
 	else
 		sc_iov_copy_from(e->iov, e->out_num, 0, &h, sizeof(h));
+	sc_barrier();
 
 	uint32_t data_in = e->in_len - 1, data_out = e->out_len - (uint32_t)sizeof(h);
 	switch (h.type) {

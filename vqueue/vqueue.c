@@ -366,7 +366,9 @@ bool sc_vq_notify_enable(struct sc_vq *vq)
 	return sc_load_once(&vq->avail->idx) != vq->last_avail;
 }
 
-size_t sc_iov_copy_from(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len)
+/* Copy between buf and the segments from offset off, in the direction 'to_iov' says. */
+static size_t iov_copy(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len,
+		       bool to_iov)
 {
 	size_t done = 0;
 
@@ -378,28 +380,20 @@ size_t sc_iov_copy_from(const struct iovec *iov, unsigned n, size_t off, void *b
 		size_t chunk = iov[i].iov_len - off;
 		if (chunk > len - done)
 			chunk = len - done;
-		memcpy((char *)buf + done, (const char *)iov[i].iov_base + off, chunk);
+		char *seg = (char *)iov[i].iov_base + off, *mem = (char *)buf + done;
+		memcpy(to_iov ? seg : mem, to_iov ? mem : seg, chunk);
 		done += chunk;
 		off = 0;
 	}
 	return done;
 }
 
+size_t sc_iov_copy_from(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len)
+{
+	return iov_copy(iov, n, off, buf, len, false);
+}
+
 size_t sc_iov_copy_to(const struct iovec *iov, unsigned n, size_t off, const void *buf, size_t len)
 {
-	size_t done = 0;
-
-	for (unsigned i = 0; i < n && done < len; i++) {
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		size_t chunk = iov[i].iov_len - off;
-		if (chunk > len - done)
-			chunk = len - done;
-		memcpy((char *)iov[i].iov_base + off, (const char *)buf + done, chunk);
-		done += chunk;
-		off = 0;
-	}
-	return done;
+	return iov_copy(iov, n, off, (void *)buf, len, true);
 }
