@@ -66,17 +66,17 @@ struct phase {
 /* Run the guest for ms in the current mode, printing a line a second if live. */
 static int run_phase(struct vmblk *b, uint32_t qd, uint32_t ms, bool live, struct phase *ph)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm);
-	const uint32_t *samples = (const uint32_t *)(sc_vm_mem(b->vm) + SC_VM_SAMPLES_GPA);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm, 0);
+	const uint32_t *samples = sc_vm_samples(b->vm, 0);
 	struct timespec tick = { 0, 1000000 };
-	uint64_t last_ops = 0, last_exits = sc_vm_vcpu_stat(b->vm, "exits"), t_last = sc_rdtsc();
+	uint64_t last_ops = 0, last_exits = sc_vm_vcpu_stat(b->vm, 0, "exits"), t_last = sc_rdtsc();
 	uint32_t seq, second = 0;
 	int done;
 
 	if (vmblk_begin(b, qd, 512, 0, ms, &seq) < 0)
 		return -1;
 	last_exits = b->exits0;
-	while ((done = sc_vm_poll_done(b->vm, seq)) == 0) {
+	while ((done = sc_vm_poll_done(b->vm, 0, seq)) == 0) {
 		nanosleep(&tick, NULL);
 		if (interrupted) {
 			sc_vm_stop(b->vm);
@@ -85,7 +85,7 @@ static int run_phase(struct vmblk *b, uint32_t qd, uint32_t ms, bool live, struc
 		if (!live || sc_rdtsc() - t_last < sc_tsc_hz())
 			continue;
 		/* Acquire pairs with the guest's release of progress: samples below it are written. */
-		uint64_t ops = sc_load_acquire(&mb->progress), exits = sc_vm_vcpu_stat(b->vm, "exits");
+		uint64_t ops = sc_load_acquire(&mb->progress), exits = sc_vm_vcpu_stat(b->vm, 0, "exits");
 		uint64_t now = sc_rdtsc();
 		double secs = (double)(now - t_last) / (double)sc_tsc_hz(), p50, p99;
 		uint64_t n = ops - last_ops;

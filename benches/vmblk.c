@@ -54,7 +54,7 @@ int vmblk_open(struct vmblk *b, int guest_cpu, int sidecore_cpu)
 	b->kick_fd = -1;
 	b->guest_cpu = guest_cpu;
 	b->sidecore_cpu = sidecore_cpu;
-	ret = sc_vm_create(SC_VM_MEM_SIZE, &b->vm);
+	ret = sc_vm_create(1, &b->vm);
 	if (ret < 0)
 		return ret;
 	/* The sidecore maps the guest's memfd itself, as a vhost-user backend would. */
@@ -79,7 +79,7 @@ int vmblk_open(struct vmblk *b, int guest_cpu, int sidecore_cpu)
 		ret = sc_vm_ioeventfd(b->vm, SC_VM_MMIO_IOEVENTFD, false, 4, b->kick_fd);
 	if (ret < 0)
 		goto err;
-	ret = sc_vm_start(b->vm, guest_cpu);
+	ret = sc_vm_start(b->vm, &guest_cpu);
 	if (ret < 0)
 		goto err;
 	return 0;
@@ -92,8 +92,8 @@ void vmblk_close(struct vmblk *b)
 {
 	vmblk_stop(b);
 	if (b->vm) {
-		sc_vm_mailbox(b->vm)->workload = SC_WL_NONE;
-		sc_vm_run_workload(b->vm, 1000);
+		sc_vm_mailbox(b->vm, 0)->workload = SC_WL_NONE;
+		sc_vm_run_workload(b->vm, 0, 1000);
 		sc_vm_wait(b->vm, 1000);
 		sc_vm_destroy(b->vm);
 	}
@@ -106,12 +106,12 @@ void vmblk_close(struct vmblk *b)
 
 static int guest_command(struct vmblk *b, enum sc_vm_workload wl, uint64_t n, unsigned timeout_ms)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm, 0);
 
 	mb->workload = wl;
 	mb->iterations = n;
 	mb->tsc_hz = sc_tsc_hz();
-	int ret = sc_vm_run_workload(b->vm, timeout_ms);
+	int ret = sc_vm_run_workload(b->vm, 0, timeout_ms);
 	if (ret < 0)
 		fprintf(stderr, "sidecore: guest workload %d: %s\n", wl, sc_vm_error(b->vm));
 	else if (mb->error)
@@ -121,7 +121,7 @@ static int guest_command(struct vmblk *b, enum sc_vm_workload wl, uint64_t n, un
 
 int vmblk_start(struct vmblk *b, enum vmblk_mode mode, uint32_t qsize)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm, 0);
 	int ret;
 
 	mb->blk = (struct sc_vm_blk_params){ .queue_size = qsize };
@@ -175,13 +175,13 @@ void vmblk_stop(struct vmblk *b)
 
 static void collect(struct vmblk *b, struct vmblk_result *r, uint64_t exits0)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm, 0);
 
 	r->ops = mb->ops;
 	r->guest_cycles = mb->total_cycles;
 	r->kicks = mb->kicks;
-	r->exits = sc_vm_vcpu_stat(b->vm, "exits") - exits0;
-	r->samples = (const uint32_t *)(sc_vm_mem(b->vm) + SC_VM_SAMPLES_GPA);
+	r->exits = sc_vm_vcpu_stat(b->vm, 0, "exits") - exits0;
+	r->samples = sc_vm_samples(b->vm, 0);
 	r->nsamples = mb->samples;
 	r->guest_error = mb->error;
 }
@@ -189,7 +189,7 @@ static void collect(struct vmblk *b, struct vmblk_result *r, uint64_t exits0)
 int vmblk_begin(struct vmblk *b, uint32_t qd, uint32_t block_size, uint64_t n,
 		uint32_t duration_ms, uint32_t *seq)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm, 0);
 
 	/* Fault the sample pages in first, so the exits counted from here are the I/O's alone. */
 	int ret = guest_command(b, SC_WL_TOUCH, duration_ms ? SC_VM_SAMPLES_MAX : n, 10000);
@@ -201,16 +201,16 @@ int vmblk_begin(struct vmblk *b, uint32_t qd, uint32_t block_size, uint64_t n,
 	mb->blk.queue_depth = qd;
 	mb->blk.block_size = block_size;
 	mb->blk.duration_ms = duration_ms;
-	b->exits0 = sc_vm_vcpu_stat(b->vm, "exits");
+	b->exits0 = sc_vm_vcpu_stat(b->vm, 0, "exits");
 	b->cpu0 = b->poller ? sc_poller_cpu_time_ns(b->poller) : 0;
 	b->handler0 = b->handler_cycles;
-	*seq = sc_vm_submit(b->vm);
+	*seq = sc_vm_submit(b->vm, 0);
 	return 0;
 }
 
 int vmblk_end(struct vmblk *b, struct vmblk_result *r)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm, 0);
 
 	memset(r, 0, sizeof(*r));
 	collect(b, r, b->exits0);
@@ -231,7 +231,7 @@ int vmblk_run(struct vmblk *b, uint32_t qd, uint32_t block_size, uint64_t n,
 
 	if (ret < 0)
 		return ret;
-	while ((ret = sc_vm_poll_done(b->vm, seq)) == 0 && waited / 5 < deadline_ms) {   /* 5 naps a ms */
+	while ((ret = sc_vm_poll_done(b->vm, 0, seq)) == 0 && waited / 5 < deadline_ms) {   /* 5 naps a ms */
 		nanosleep(&ts, NULL);
 		waited++;
 	}
@@ -267,7 +267,7 @@ static void *echo_main(void *arg)
 
 int vmblk_workload(struct vmblk *b, enum sc_vm_workload wl, uint64_t n, struct vmblk_result *r)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm, 0);
 	struct echo e = { mb, n, b->sidecore_cpu };
 	pthread_t t;
 	int ret;
@@ -280,7 +280,7 @@ int vmblk_workload(struct vmblk *b, enum sc_vm_workload wl, uint64_t n, struct v
 		if (pthread_create(&t, NULL, echo_main, &e))
 			return -EAGAIN;
 	}
-	uint64_t exits0 = sc_vm_vcpu_stat(b->vm, "exits");
+	uint64_t exits0 = sc_vm_vcpu_stat(b->vm, 0, "exits");
 	ret = guest_command(b, wl, n, 60000);
 	if (wl == SC_WL_PINGPONG)
 		pthread_join(t, NULL);

@@ -16,15 +16,21 @@
 #define SC_VM_GDT_GPA      0x4000ull
 #define SC_VM_TSS_GPA      0x5000ull
 #define SC_VM_TSS_SIZE     (0x68 + 8192 + 1)  /* TSS, I/O bitmap for 65536 ports, terminator */
-#define SC_VM_MAILBOX_GPA  0x8000ull
-#define SC_VM_STACK_TOP    0x100000ull    /* grows down from 1 MiB */
+/*
+ * Per-vCPU areas: vCPU i (0 ≤ i < SC_VM_MAX_VCPUS) has its own mailbox, stack,
+ * virtqueue ring, request buffers and sample ring; the VMM passes i in rdi.
+ */
+#define SC_VM_MAX_VCPUS    8
+#define SC_VM_MAILBOX_GPA(i)  (0x10000ull + (uint64_t)(i) * 0x1000)
+#define SC_VM_STACK_TOP(i)    (0x100000ull - (uint64_t)(i) * 0x10000)   /* 64 KiB each, down from 1 MiB */
 #define SC_VM_IMAGE_GPA    0x100000ull    /* the flat guest image */
 #define SC_VM_IMAGE_MAX    0x100000ull
-#define SC_VM_RING_GPA     0x200000ull    /* virtqueue rings */
-#define SC_VM_BUF_GPA      0x400000ull    /* request headers and data */
-#define SC_VM_SAMPLES_GPA  0x1000000ull   /* per-operation cycle counts */
+#define SC_VM_RING_GPA(i)     (0x200000ull + (uint64_t)(i) * 0x40000)   /* virtqueue ring, up to 1024 entries */
+#define SC_VM_BUF_GPA(i)      (0x400000ull + (uint64_t)(i) * 0x100000)  /* request headers and data */
+#define SC_VM_SAMPLES_GPA(i)  (0x1000000ull + (uint64_t)(i) * 0x1000000) /* per-operation cycle counts */
 #define SC_VM_SAMPLES_MAX  (4u << 20)     /* uint32_t entries, a ring (power of two): 16 MiB */
-#define SC_VM_MEM_SIZE     (64ull << 20)
+/* Guest memory for n vCPUs: everything below the samples, then a sample ring each. */
+#define SC_VM_MEM_SIZE(n)  (0x1000000ull * (1 + (uint64_t)(n)))
 #define SC_VM_MMIO_GPA     0x30000000ull  /* mapped by the page tables, not by a memslot: MMIO */
 
 /* I/O ports the guest uses. */

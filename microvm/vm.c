@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,31 +28,39 @@ extern const uint8_t sc_guest_image[], sc_guest_image_end[];
 struct pio_handler { uint16_t port, n; sc_vm_pio_fn fn; void *ctx; };
 struct mmio_handler { uint64_t addr, len; sc_vm_mmio_fn fn; void *ctx; };
 
+struct sc_vcpu {
+	struct sc_vm *vm;
+	int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool started;
+	int cpu;
+	int tid;
+	int stop;                 /* asked to stop (any thread) */
+	int state;                /* VM_RUNNING, VM_DONE, VM_FAILED; under vm->lock */
+
+	/* binary stats (KVM_GET_STATS_FD) */
+	int stats_fd;
+	struct kvm_stats_header stats_hdr;
+	uint8_t *stats_desc;
+};
+
 struct sc_vm {
-	int kvm_fd, vm_fd, vcpu_fd, memfd;
+	int kvm_fd, vm_fd, memfd;
 	uint8_t *mem;
 	uint64_t mem_size;
-	struct kvm_run *run;
 	size_t run_size;
 
 	struct pio_handler pio[MAX_HANDLERS];
 	struct mmio_handler mmio[MAX_HANDLERS];
 	unsigned npio, nmmio;
 
-	pthread_t thread;
-	bool started;
-	int cpu;
-	int tid;
-	int stop;                 /* asked to stop (any thread) */
-	int state;                /* 0 running, 1 done, 2 failed */
+	struct sc_vcpu vcpus[SC_VM_MAX_VCPUS];
+	int nvcpus;
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
-	char error[256];
-
-	/* binary stats of the vCPU */
-	int stats_fd;
-	struct kvm_stats_header stats_hdr;
-	uint8_t *stats_desc;
+	char error[256];          /* why the first vCPU that failed stopped */
 };
 
 enum { VM_RUNNING, VM_DONE, VM_FAILED };
@@ -94,13 +103,13 @@ static struct kvm_segment seg(uint16_t sel, uint8_t type, uint8_t s, uint8_t dpl
 				     .s = s, .l = l, .g = 1 };
 }
 
-static int setup_vcpu_state(struct sc_vm *vm)
+static int setup_vcpu_state(struct sc_vm *vm, struct sc_vcpu *v)
 {
 	struct kvm_sregs sregs;
 	struct kvm_regs regs;
 	uint64_t *gdt = (uint64_t *)(vm->mem + SC_VM_GDT_GPA);
 
-	if (ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sregs) < 0)
+	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
 		return fail("KVM_GET_SREGS", errno, NULL);
 
 	/* GDT for the record (the guest never loads a selector): null, user code 64, user data, TSS. */
@@ -134,68 +143,77 @@ static int setup_vcpu_state(struct sc_vm *vm)
 	sregs.cr4 = (1u << 5) | (1u << 9) | (1u << 10);   /* PAE, OSFXSR, OSXMMEXCPT (TSD clear: rdtsc at CPL3) */
 	sregs.cr0 = (1u << 0) | (1u << 1) | (1u << 4) | (1u << 5) | (1u << 16) | (1u << 31); /* PE MP ET NE WP PG */
 	sregs.efer = (1u << 8) | (1u << 10);   /* LME, LMA */
-	if (ioctl(vm->vcpu_fd, KVM_SET_SREGS, &sregs) < 0)
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
 		return fail("KVM_SET_SREGS (long mode at CPL3)", errno, NULL);
 
 	memset(&regs, 0, sizeof(regs));
 	regs.rip = SC_VM_IMAGE_GPA;
-	regs.rsp = SC_VM_STACK_TOP;
+	regs.rsp = SC_VM_STACK_TOP(v->id);
+	regs.rdi = (uint64_t)v->id;        /* guest_main's argument: which vCPU am I */
 	regs.rflags = 0x2 | (3u << 12);   /* IOPL=3: in/out allowed at CPL3; IF clear */
-	if (ioctl(vm->vcpu_fd, KVM_SET_REGS, &regs) < 0)
+	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
 		return fail("KVM_SET_REGS", errno, NULL);
 	return 0;
 }
 
-static int stats_open(struct sc_vm *vm)
+/* The descriptors are read once; values are read by offset on each query. */
+static void stats_open(struct sc_vcpu *v)
 {
-	vm->stats_fd = ioctl(vm->vcpu_fd, KVM_GET_STATS_FD, NULL);
-	if (vm->stats_fd < 0) {
-		vm->stats_fd = -1;
-		return 0;   /* old kernel: counters read as unavailable */
+	v->stats_fd = ioctl(v->fd, KVM_GET_STATS_FD, NULL);
+	if (v->stats_fd < 0) {
+		v->stats_fd = -1;
+		return;   /* old kernel: counters read as unavailable */
 	}
-	if (pread(vm->stats_fd, &vm->stats_hdr, sizeof(vm->stats_hdr), 0) != sizeof(vm->stats_hdr))
+	if (pread(v->stats_fd, &v->stats_hdr, sizeof(v->stats_hdr), 0) != sizeof(v->stats_hdr))
 		goto bad;
-	size_t dsz = sizeof(struct kvm_stats_desc) + vm->stats_hdr.name_size;
-	size_t total = dsz * vm->stats_hdr.num_desc;
-	vm->stats_desc = malloc(total);
-	if (!vm->stats_desc || pread(vm->stats_fd, vm->stats_desc, total, vm->stats_hdr.desc_offset) != (ssize_t)total)
+	size_t dsz = sizeof(struct kvm_stats_desc) + v->stats_hdr.name_size;
+	size_t total = dsz * v->stats_hdr.num_desc;
+	v->stats_desc = malloc(total);
+	if (!v->stats_desc || pread(v->stats_fd, v->stats_desc, total, v->stats_hdr.desc_offset) != (ssize_t)total)
 		goto bad;
-	return 0;
+	return;
 bad:
-	free(vm->stats_desc);
-	vm->stats_desc = NULL;
-	close(vm->stats_fd);
-	vm->stats_fd = -1;
-	return 0;
+	free(v->stats_desc);
+	v->stats_desc = NULL;
+	close(v->stats_fd);
+	v->stats_fd = -1;
 }
 
-uint64_t sc_vm_vcpu_stat(struct sc_vm *vm, const char *name)
+uint64_t sc_vm_vcpu_stat(struct sc_vm *vm, int vcpu, const char *name)
 {
-	size_t dsz = sizeof(struct kvm_stats_desc) + vm->stats_hdr.name_size;
+	struct sc_vcpu *v = &vm->vcpus[vcpu];
+	size_t dsz = sizeof(struct kvm_stats_desc) + v->stats_hdr.name_size;
 
-	if (vm->stats_fd < 0)
+	if (vcpu < 0 || vcpu >= vm->nvcpus || v->stats_fd < 0)
 		return UINT64_MAX;
-	for (uint32_t i = 0; i < vm->stats_hdr.num_desc; i++) {
-		struct kvm_stats_desc *d = (struct kvm_stats_desc *)(vm->stats_desc + i * dsz);
+	for (uint32_t i = 0; i < v->stats_hdr.num_desc; i++) {
+		struct kvm_stats_desc *d = (struct kvm_stats_desc *)(v->stats_desc + i * dsz);
 		if (strcmp(d->name, name))
 			continue;
-		uint64_t v;
-		if (pread(vm->stats_fd, &v, sizeof(v), vm->stats_hdr.data_offset + d->offset) != sizeof(v))
+		uint64_t val;
+		if (pread(v->stats_fd, &val, sizeof(val), v->stats_hdr.data_offset + d->offset) != sizeof(val))
 			return UINT64_MAX;
-		return v;
+		return val;
 	}
 	return UINT64_MAX;
 }
 
-int sc_vm_create(uint64_t mem_size, struct sc_vm **out)
+int sc_vm_create(int nvcpus, struct sc_vm **out)
 {
 	struct sc_vm *vm = calloc(1, sizeof(*vm));
 	size_t image = (size_t)(sc_guest_image_end - sc_guest_image);
+	uint64_t mem_size = SC_VM_MEM_SIZE(nvcpus);
 	int ret;
 
 	if (!vm)
 		return -ENOMEM;
-	vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = vm->memfd = vm->stats_fd = -1;
+	if (nvcpus < 1 || nvcpus > SC_VM_MAX_VCPUS) {
+		free(vm);
+		return fail("microvm", EINVAL, "between 1 and 8 vCPUs");
+	}
+	vm->kvm_fd = vm->vm_fd = vm->memfd = -1;
+	for (int i = 0; i < SC_VM_MAX_VCPUS; i++)
+		vm->vcpus[i] = (struct sc_vcpu){ .vm = vm, .id = i, .fd = -1, .stats_fd = -1 };
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->cv, NULL);
 
@@ -243,27 +261,31 @@ int sc_vm_create(uint64_t mem_size, struct sc_vm **out)
 	memcpy(vm->mem + SC_VM_IMAGE_GPA, sc_guest_image, image);
 	setup_page_tables(vm->mem);
 
-	vm->vcpu_fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, 0);
-	if (vm->vcpu_fd < 0) {
-		ret = fail("KVM_CREATE_VCPU", errno, NULL);
-		goto err;
-	}
 	int sz = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (sz <= 0) {
 		ret = fail("KVM_GET_VCPU_MMAP_SIZE", errno, NULL);
 		goto err;
 	}
 	vm->run_size = (size_t)sz;
-	vm->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->vcpu_fd, 0);
-	if (vm->run == MAP_FAILED) {
-		vm->run = NULL;
-		ret = fail("mapping kvm_run", errno, NULL);
-		goto err;
+	for (int i = 0; i < nvcpus; i++) {
+		struct sc_vcpu *v = &vm->vcpus[i];
+		v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, i);
+		if (v->fd < 0) {
+			ret = fail("KVM_CREATE_VCPU", errno, NULL);
+			goto err;
+		}
+		vm->nvcpus = i + 1;
+		v->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+		if (v->run == MAP_FAILED) {
+			v->run = NULL;
+			ret = fail("mapping kvm_run", errno, NULL);
+			goto err;
+		}
+		ret = setup_vcpu_state(vm, v);
+		if (ret < 0)
+			goto err;
+		stats_open(v);
 	}
-	ret = setup_vcpu_state(vm);
-	if (ret < 0)
-		goto err;
-	stats_open(vm);
 	*out = vm;
 	return 0;
 err:
@@ -275,17 +297,19 @@ void sc_vm_destroy(struct sc_vm *vm)
 {
 	if (!vm)
 		return;
-	if (vm->started) {
-		sc_vm_stop(vm);
-		pthread_join(vm->thread, NULL);
+	sc_vm_stop(vm);
+	for (int i = 0; i < vm->nvcpus; i++) {
+		struct sc_vcpu *v = &vm->vcpus[i];
+		if (v->started)
+			pthread_join(v->thread, NULL);
+		if (v->run)
+			munmap(v->run, vm->run_size);
+		if (v->stats_fd >= 0)
+			close(v->stats_fd);
+		free(v->stats_desc);
+		if (v->fd >= 0)
+			close(v->fd);
 	}
-	if (vm->run)
-		munmap(vm->run, vm->run_size);
-	if (vm->stats_fd >= 0)
-		close(vm->stats_fd);
-	free(vm->stats_desc);
-	if (vm->vcpu_fd >= 0)
-		close(vm->vcpu_fd);
 	if (vm->mem)
 		munmap(vm->mem, vm->mem_size);
 	if (vm->memfd >= 0)
@@ -302,12 +326,18 @@ void sc_vm_destroy(struct sc_vm *vm)
 uint8_t *sc_vm_mem(struct sc_vm *vm) { return vm->mem; }
 int sc_vm_memfd(struct sc_vm *vm) { return vm->memfd; }
 uint64_t sc_vm_mem_size(struct sc_vm *vm) { return vm->mem_size; }
-int sc_vm_vcpu_tid(struct sc_vm *vm) { return __atomic_load_n(&vm->tid, __ATOMIC_ACQUIRE); }
+int sc_vm_nvcpus(struct sc_vm *vm) { return vm->nvcpus; }
+int sc_vm_vcpu_tid(struct sc_vm *vm, int vcpu) { return __atomic_load_n(&vm->vcpus[vcpu].tid, __ATOMIC_ACQUIRE); }
 const char *sc_vm_error(struct sc_vm *vm) { return vm->error; }
 
-struct sc_vm_mailbox *sc_vm_mailbox(struct sc_vm *vm)
+struct sc_vm_mailbox *sc_vm_mailbox(struct sc_vm *vm, int vcpu)
 {
-	return (struct sc_vm_mailbox *)(vm->mem + SC_VM_MAILBOX_GPA);
+	return (struct sc_vm_mailbox *)(vm->mem + SC_VM_MAILBOX_GPA(vcpu));
+}
+
+const uint32_t *sc_vm_samples(struct sc_vm *vm, int vcpu)
+{
+	return (const uint32_t *)(vm->mem + SC_VM_SAMPLES_GPA(vcpu));
 }
 
 int sc_vm_on_pio(struct sc_vm *vm, uint16_t port, uint16_t n, sc_vm_pio_fn fn, void *ctx)
@@ -378,28 +408,46 @@ static const char *exit_hint(uint32_t r)
 }
 
 /* One line: which exit, where the guest was, and what it probably means. */
-static void vcpu_failed(struct sc_vm *vm, uint32_t reason)
+/* Record why a vCPU stopped; the VM keeps the first reason. Returns the state to set. */
+static int vcpu_stopped(struct sc_vcpu *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int vcpu_stopped(struct sc_vcpu *v, const char *fmt, ...)
 {
-	struct kvm_regs regs = { 0 };
+	struct sc_vm *vm = v->vm;
+	char msg[200];
+	va_list ap;
 
-	ioctl(vm->vcpu_fd, KVM_GET_REGS, &regs);
-	if (reason == KVM_EXIT_IO)
-		snprintf(vm->error, sizeof(vm->error),
-			 "vCPU stopped: write to port 0x%x at guest rip 0x%llx has no handler",
-			 vm->run->io.port, (unsigned long long)regs.rip);
-	else if (reason == KVM_EXIT_MMIO)
-		snprintf(vm->error, sizeof(vm->error),
-			 "vCPU stopped: MMIO write to 0x%llx at guest rip 0x%llx has no handler",
-			 (unsigned long long)vm->run->mmio.phys_addr, (unsigned long long)regs.rip);
-	else
-		snprintf(vm->error, sizeof(vm->error), "vCPU stopped: exit %s (%u) at guest rip 0x%llx: %s",
-			 exit_name(reason), reason, (unsigned long long)regs.rip, exit_hint(reason));
-	fprintf(stderr, "sidecore microvm: %s\n", vm->error);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&vm->lock);
+	if (!vm->error[0])
+		snprintf(vm->error, sizeof(vm->error), "vCPU %d: %s", v->id, msg);
+	pthread_mutex_unlock(&vm->lock);
+	return VM_FAILED;
 }
 
-static int handle_io(struct sc_vm *vm)
+/* One line: which exit, where the guest was, and what it probably means. */
+static int vcpu_failed(struct sc_vcpu *v, uint32_t reason)
 {
-	struct kvm_run *r = vm->run;
+	struct kvm_regs regs = { 0 };
+	int state;
+
+	ioctl(v->fd, KVM_GET_REGS, &regs);
+	if (reason == KVM_EXIT_IO)
+		state = vcpu_stopped(v, "stopped: write to port 0x%x at guest rip 0x%llx has no handler",
+				     v->run->io.port, (unsigned long long)regs.rip);
+	else if (reason == KVM_EXIT_MMIO)
+		state = vcpu_stopped(v, "stopped: MMIO write to 0x%llx at guest rip 0x%llx has no handler",
+				     (unsigned long long)v->run->mmio.phys_addr, (unsigned long long)regs.rip);
+	else
+		state = vcpu_stopped(v, "stopped: exit %s (%u) at guest rip 0x%llx: %s", exit_name(reason),
+				     reason, (unsigned long long)regs.rip, exit_hint(reason));
+	fprintf(stderr, "sidecore microvm: %s\n", v->vm->error);
+	return state;
+}
+
+static int handle_io(struct sc_vm *vm, struct kvm_run *r)
+{
 	uint32_t value = 0;
 
 	if (r->io.direction != KVM_EXIT_IO_OUT || r->io.count != 1)
@@ -413,9 +461,8 @@ static int handle_io(struct sc_vm *vm)
 	return -ENOENT;
 }
 
-static int handle_mmio(struct sc_vm *vm)
+static int handle_mmio(struct sc_vm *vm, struct kvm_run *r)
 {
-	struct kvm_run *r = vm->run;
 	uint64_t value = 0;
 
 	if (!r->mmio.is_write) {
@@ -429,92 +476,108 @@ static int handle_mmio(struct sc_vm *vm)
 	return -ENOENT;
 }
 
-static void set_state(struct sc_vm *vm, int state)
+static void set_state(struct sc_vcpu *v, int state)
 {
-	pthread_mutex_lock(&vm->lock);
-	vm->state = state;
-	pthread_cond_broadcast(&vm->cv);
-	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_lock(&v->vm->lock);
+	__atomic_store_n(&v->state, state, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&v->vm->cv);
+	pthread_mutex_unlock(&v->vm->lock);
+}
+
+static int vcpu_loop(struct sc_vcpu *v)
+{
+	struct sc_vm *vm = v->vm;
+
+	for (;;) {
+		if (__atomic_load_n(&v->stop, __ATOMIC_ACQUIRE))
+			return vcpu_stopped(v, "stopped by the VMM");
+		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;   /* kicked out by sc_vm_stop's signal: re-check stop */
+			return vcpu_stopped(v, "KVM_RUN: %s", strerror(errno));
+		}
+		int ret;
+		uint32_t reason = v->run->exit_reason;
+		switch (reason) {
+		case KVM_EXIT_IO: ret = handle_io(vm, v->run); break;
+		case KVM_EXIT_MMIO: ret = handle_mmio(vm, v->run); break;
+		case KVM_EXIT_INTR: ret = 0; break;
+		default: ret = -EFAULT; break;
+		}
+		if (ret == 1)
+			return VM_DONE;
+		if (ret < 0)
+			return vcpu_failed(v, reason);
+	}
 }
 
 static void *vcpu_main(void *arg)
 {
-	struct sc_vm *vm = arg;
+	struct sc_vcpu *v = arg;
 
-	__atomic_store_n(&vm->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
-	if (vm->cpu >= 0) {
+	__atomic_store_n(&v->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
+	if (v->cpu >= 0) {
 		cpu_set_t set;
 		CPU_ZERO(&set);
-		CPU_SET(vm->cpu, &set);
+		CPU_SET(v->cpu, &set);
 		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 	}
-	for (;;) {
-		if (__atomic_load_n(&vm->stop, __ATOMIC_ACQUIRE)) {
-			snprintf(vm->error, sizeof(vm->error), "stopped by the VMM");
-			set_state(vm, VM_FAILED);
-			return NULL;
-		}
-		if (ioctl(vm->vcpu_fd, KVM_RUN, 0) < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;   /* kicked out by sc_vm_stop's signal: re-check stop */
-			snprintf(vm->error, sizeof(vm->error), "KVM_RUN: %s", strerror(errno));
-			set_state(vm, VM_FAILED);
-			return NULL;
-		}
-		int ret;
-		uint32_t reason = vm->run->exit_reason;
-		switch (reason) {
-		case KVM_EXIT_IO: ret = handle_io(vm); break;
-		case KVM_EXIT_MMIO: ret = handle_mmio(vm); break;
-		case KVM_EXIT_INTR: ret = 0; break;
-		default: ret = -EFAULT; break;
-		}
-		if (ret == 1) {
-			set_state(vm, VM_DONE);
-			return NULL;
-		}
-		if (ret < 0) {
-			vcpu_failed(vm, reason);
-			set_state(vm, VM_FAILED);
-			return NULL;
-		}
-	}
+	set_state(v, vcpu_loop(v));
+	return NULL;
 }
 
 static void on_sigusr1(int sig) { (void)sig; }
 
-int sc_vm_start(struct sc_vm *vm, int cpu)
+int sc_vm_start(struct sc_vm *vm, const int *cpus)
 {
 	/* A signal with a no-op handler (no SA_RESTART) makes KVM_RUN return EINTR: how we stop a spinning guest. */
 	struct sigaction sa = { .sa_handler = on_sigusr1 };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);
 
-	vm->cpu = cpu;
-	vm->state = VM_RUNNING;
-	vm->stop = 0;
-	int ret = pthread_create(&vm->thread, NULL, vcpu_main, vm);
-	if (ret)
-		return fail("starting the vCPU thread", ret, NULL);
-	pthread_setname_np(vm->thread, "sc-vcpu0");
-	vm->started = true;
+	for (int i = 0; i < vm->nvcpus; i++) {
+		struct sc_vcpu *v = &vm->vcpus[i];
+		char name[16];
+
+		v->cpu = cpus ? cpus[i] : -1;
+		v->state = VM_RUNNING;
+		v->stop = 0;
+		int ret = pthread_create(&v->thread, NULL, vcpu_main, v);
+		if (ret)
+			return fail("starting a vCPU thread", ret, NULL);
+		snprintf(name, sizeof(name), "sc-vcpu%d", i);
+		pthread_setname_np(v->thread, name);
+		v->started = true;
+	}
 	return 0;
 }
 
 void sc_vm_stop(struct sc_vm *vm)
 {
-	if (!vm->started)
-		return;
-	__atomic_store_n(&vm->stop, 1, __ATOMIC_RELEASE);
-	/* immediate_exit closes the race with a signal that lands just before KVM_RUN. */
-	vm->run->immediate_exit = 1;
-	pthread_kill(vm->thread, SIGUSR1);
+	for (int i = 0; i < vm->nvcpus; i++) {
+		struct sc_vcpu *v = &vm->vcpus[i];
+		if (!v->started || __atomic_load_n(&v->state, __ATOMIC_ACQUIRE) != VM_RUNNING)
+			continue;
+		__atomic_store_n(&v->stop, 1, __ATOMIC_RELEASE);
+		/* immediate_exit closes the race with a signal that lands just before KVM_RUN. */
+		v->run->immediate_exit = 1;
+		pthread_kill(v->thread, SIGUSR1);
+	}
+}
+
+/* Any vCPU still running? Under vm->lock. */
+static bool any_running(struct sc_vm *vm)
+{
+	for (int i = 0; i < vm->nvcpus; i++)
+		if (vm->vcpus[i].started && vm->vcpus[i].state == VM_RUNNING)
+			return true;
+	return false;
 }
 
 int sc_vm_wait(struct sc_vm *vm, unsigned timeout_ms)
 {
 	struct timespec deadline;
-	int state;
+	bool running, failed = false;
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += timeout_ms / 1000;
@@ -524,27 +587,30 @@ int sc_vm_wait(struct sc_vm *vm, unsigned timeout_ms)
 		deadline.tv_nsec -= 1000000000;
 	}
 	pthread_mutex_lock(&vm->lock);
-	while (vm->state == VM_RUNNING)
+	while (any_running(vm))
 		if (pthread_cond_timedwait(&vm->cv, &vm->lock, &deadline) == ETIMEDOUT)
 			break;
-	state = vm->state;
+	running = any_running(vm);
+	if (running && !vm->error[0])
+		snprintf(vm->error, sizeof(vm->error), "the guest did not finish within %u ms", timeout_ms);
 	pthread_mutex_unlock(&vm->lock);
 
-	if (state == VM_RUNNING) {
+	if (running)
 		sc_vm_stop(vm);
-		pthread_join(vm->thread, NULL);
-		vm->started = false;
-		snprintf(vm->error, sizeof(vm->error), "the guest did not finish within %u ms", timeout_ms);
-		return -ETIMEDOUT;
+	for (int i = 0; i < vm->nvcpus; i++) {
+		struct sc_vcpu *v = &vm->vcpus[i];
+		if (!v->started)
+			continue;
+		pthread_join(v->thread, NULL);
+		v->started = false;
+		failed |= v->state != VM_DONE;
 	}
-	pthread_join(vm->thread, NULL);
-	vm->started = false;
-	return state == VM_DONE ? 0 : -EFAULT;
+	return running ? -ETIMEDOUT : failed ? -EFAULT : 0;
 }
 
-uint32_t sc_vm_submit(struct sc_vm *vm)
+uint32_t sc_vm_submit(struct sc_vm *vm, int vcpu)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(vm);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(vm, vcpu);
 	uint32_t seq = mb->cmd_seq + 1;
 
 	mb->done_seq = 0;
@@ -553,28 +619,30 @@ uint32_t sc_vm_submit(struct sc_vm *vm)
 	return seq;
 }
 
-int sc_vm_poll_done(struct sc_vm *vm, uint32_t seq)
+int sc_vm_poll_done(struct sc_vm *vm, int vcpu, uint32_t seq)
 {
 	/* Pairs with the guest's release of done_seq: its results are visible. */
-	if (sc_load_acquire(&sc_vm_mailbox(vm)->done_seq) == seq)
+	if (sc_load_acquire(&sc_vm_mailbox(vm, vcpu)->done_seq) == seq)
 		return 1;
-	return __atomic_load_n(&vm->state, __ATOMIC_ACQUIRE) == VM_RUNNING ? 0 : -EFAULT;
+	return __atomic_load_n(&vm->vcpus[vcpu].state, __ATOMIC_ACQUIRE) == VM_RUNNING ? 0 : -EFAULT;
 }
 
-int sc_vm_run_workload(struct sc_vm *vm, unsigned timeout_ms)
+int sc_vm_run_workload(struct sc_vm *vm, int vcpu, unsigned timeout_ms)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(vm);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(vm, vcpu);
 	struct timespec ts = { 0, 200000 };
 	uint64_t waited_us = 0;
-	uint32_t seq = sc_vm_submit(vm);
+	uint32_t seq = sc_vm_submit(vm, vcpu);
 	int done;
 
-	while ((done = sc_vm_poll_done(vm, seq)) != 1) {
+	while ((done = sc_vm_poll_done(vm, vcpu, seq)) != 1) {
 		if (done < 0)
 			return -EFAULT;
 		if (waited_us / 1000 >= timeout_ms) {
-			snprintf(vm->error, sizeof(vm->error), "workload %u did not finish within %u ms",
-				 mb->workload, timeout_ms);
+			pthread_mutex_lock(&vm->lock);
+			snprintf(vm->error, sizeof(vm->error), "vCPU %d: workload %u did not finish within %u ms",
+				 vcpu, mb->workload, timeout_ms);
+			pthread_mutex_unlock(&vm->lock);
 			return -ETIMEDOUT;
 		}
 		nanosleep(&ts, NULL);

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "benches/vmblk.h"
 #include "cpuset/cpuset.h"
@@ -57,9 +58,9 @@ Test(microvm, polled_requests_cause_no_exits)
 	/* Warm-up: the first touches of each page fault into KVM's shadow page tables. */
 	cr_assert_eq(vmblk_run(&b, 4, 512, 2000, 0, &r), 0);
 
-	uint64_t irq0 = sc_vm_vcpu_stat(b.vm, "irq_exits");
+	uint64_t irq0 = sc_vm_vcpu_stat(b.vm, 0, "irq_exits");
 	cr_assert_eq(vmblk_run(&b, 4, 512, 20000, 0, &r), 0, "%s", sc_vm_error(b.vm));
-	uint64_t irqs = sc_vm_vcpu_stat(b.vm, "irq_exits") - irq0;
+	uint64_t irqs = sc_vm_vcpu_stat(b.vm, 0, "irq_exits") - irq0;
 	cr_assert_eq(r.ops, 20000);
 	cr_assert_eq(r.guest_error, 0, "a completion had the wrong length");
 	cr_assert_eq(r.nsamples, 20000);
@@ -86,9 +87,9 @@ Test(microvm, user_exit_mode_serves_on_the_vcpu_thread)
 
 Test(microvm, unexpected_exit_is_reported_not_hung)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(b.vm);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b.vm, 0);
 	mb->workload = SC_WL_PRIVILEGED;   /* hlt at CPL3: #GP, no IDT, triple fault */
-	cr_assert_eq(sc_vm_run_workload(b.vm, 5000), -EFAULT);
+	cr_assert_eq(sc_vm_run_workload(b.vm, 0, 5000), -EFAULT);
 	cr_assert(strstr(sc_vm_error(b.vm), "SHUTDOWN") && strstr(sc_vm_error(b.vm), "rip 0x"),
 		  "message: %s", sc_vm_error(b.vm));
 	cr_assert_eq(sc_vm_wait(b.vm, 1000), -EFAULT);
@@ -96,9 +97,52 @@ Test(microvm, unexpected_exit_is_reported_not_hung)
 
 Test(microvm, spinning_guest_is_stopped_by_the_timeout)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(b.vm);
+	struct sc_vm_mailbox *mb = sc_vm_mailbox(b.vm, 0);
 	mb->workload = SC_WL_SPIN;
-	cr_assert_eq(sc_vm_run_workload(b.vm, 200), -ETIMEDOUT);
+	cr_assert_eq(sc_vm_run_workload(b.vm, 0, 200), -ETIMEDOUT);
 	cr_assert_eq(sc_vm_wait(b.vm, 200), -ETIMEDOUT, "the vCPU was stopped");
 	cr_assert(strstr(sc_vm_error(b.vm), "did not finish"), "%s", sc_vm_error(b.vm));
+}
+
+static int ignore_port(void *ctx, uint16_t port, uint32_t value, unsigned size)
+{
+	(void)ctx, (void)port, (void)value, (void)size;
+	return 0;
+}
+
+Test(microvm, two_vcpus_each_on_its_own_thread_and_cpu)
+{
+	struct sc_vm *vm;
+	int cpus[2] = { b.guest_cpu, b.sidecore_cpu };
+	uint32_t seq[2];
+
+	cr_assert_eq(sc_vm_create(2, &vm), 0);
+	cr_assert_eq(sc_vm_nvcpus(vm), 2);
+	cr_assert_eq(sc_vm_on_pio(vm, SC_VM_PORT_USER, 1, ignore_port, NULL), 0);
+	cr_assert_eq(sc_vm_start(vm, cpus), 0);
+
+	/* Both vCPUs at once, each through its own mailbox. */
+	for (int i = 0; i < 2; i++) {
+		struct sc_vm_mailbox *mb = sc_vm_mailbox(vm, i);
+		mb->workload = SC_WL_PIO_USER;
+		mb->iterations = 100 + 50 * (uint64_t)i;
+		seq[i] = sc_vm_submit(vm, i);
+	}
+	for (int i = 0; i < 2; i++) {
+		int done;
+		for (int waited = 0; (done = sc_vm_poll_done(vm, i, seq[i])) == 0 && waited < 10000; waited++)
+			usleep(1000);
+		cr_assert_eq(done, 1, "vCPU %d: %s", i, sc_vm_error(vm));
+		cr_assert_eq(sc_vm_mailbox(vm, i)->ops, 100 + 50 * (uint64_t)i, "each vCPU ran its own command");
+		cr_assert_gt(sc_vm_samples(vm, i)[0], 100);
+		cr_assert_geq(sc_vm_vcpu_stat(vm, i, "exits"), 100 + 50 * (uint64_t)i, "per-vCPU exit counters");
+	}
+	cr_assert_neq(sc_vm_vcpu_tid(vm, 0), sc_vm_vcpu_tid(vm, 1), "one host thread per vCPU");
+
+	for (int i = 0; i < 2; i++) {
+		sc_vm_mailbox(vm, i)->workload = SC_WL_NONE;
+		sc_vm_submit(vm, i);
+	}
+	cr_assert_eq(sc_vm_wait(vm, 5000), 0, "%s", sc_vm_error(vm));
+	sc_vm_destroy(vm);
 }

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* Guest entry: the VMM starts us at CPL3 in long mode with rsp set; call main, then say done. */
+/*
+ * Guest entry: the VMM starts each vCPU at CPL3 in long mode with its own
+ * rsp and its number in rdi (guest_main's argument); call main, then say done.
+ */
 	.section .text.entry, "ax"
 	.globl _start
 _start:
-	movq	$0x100000, %rsp
 	call	guest_main
 1:	movw	$0x500, %dx		/* SC_VM_PORT_DONE */
 	outb	%al, %dx

@@ -16,7 +16,7 @@
 #include "driver/driver.h"
 #include "microvm/mailbox.h"
 
-void guest_main(void);
+void guest_main(uint64_t vcpu);
 
 /* The compiler may emit calls to these even freestanding. */
 void *memset(void *d, int c, size_t n);
@@ -37,8 +37,22 @@ void *memcpy(void *d, const void *s, size_t n)
 	return d;
 }
 
-static struct sc_vm_mailbox *const mb = (struct sc_vm_mailbox *)SC_VM_MAILBOX_GPA;
-static uint32_t *const samples = (uint32_t *)SC_VM_SAMPLES_GPA;
+#define BLK_MAX_QSIZE 1024
+#define BLK_MAX_DEPTH 256
+
+/*
+ * Everything one vCPU owns. All vCPUs run this image, so nothing per-vCPU may
+ * live in .data or .bss: guest_main keeps this on the vCPU's own stack.
+ */
+struct gcpu {
+	struct sc_vm_mailbox *mb;
+	uint32_t *samples;
+	uint64_t ring_gpa, buf_gpa;
+	uint64_t touched;                       /* sample entries already faulted in */
+	struct sc_drv_vq vq;
+	uint16_t slot_of_head[BLK_MAX_QSIZE];
+	uint64_t submitted_at[BLK_MAX_DEPTH];
+};
 
 static inline void outb(uint16_t port, uint8_t v)
 {
@@ -46,58 +60,61 @@ static inline void outb(uint16_t port, uint8_t v)
 }
 
 /* Samples are a ring: a long run keeps its most recent SC_VM_SAMPLES_MAX. */
-static inline void record(uint64_t i, uint64_t cycles)
+static inline void record(struct gcpu *c, uint64_t i, uint64_t cycles)
 {
-	samples[i & (SC_VM_SAMPLES_MAX - 1)] = cycles > UINT32_MAX ? UINT32_MAX : (uint32_t)cycles;
+	c->samples[i & (SC_VM_SAMPLES_MAX - 1)] = cycles > UINT32_MAX ? UINT32_MAX : (uint32_t)cycles;
+}
+
+static void set_done(struct gcpu *c, uint64_t n)
+{
+	c->mb->ops = n;
+	c->mb->samples = n < SC_VM_SAMPLES_MAX ? n : SC_VM_SAMPLES_MAX;
 }
 
 /*
  * Touch the sample pages before timing: under shadow paging the first write
  * to each page is an exit, which would be charged to the workload.
  */
-static void touch_samples(uint64_t n)
+static void touch_samples(struct gcpu *c, uint64_t n)
 {
-	static uint64_t touched;   /* entries already faulted in */
 	if (n > SC_VM_SAMPLES_MAX)
 		n = SC_VM_SAMPLES_MAX;
-	for (; touched < n; touched += 1024)
-		sc_store_once(&samples[touched], 0);
+	for (; c->touched < n; c->touched += 1024)
+		sc_store_once(&c->samples[c->touched], 0);
 }
 
 static bool is_amd(void)
 {
-	uint32_t a = 0, b, c, d;
+	uint32_t a = 0, b, cx, d;
 	/* cpuid exits, but only once, outside any timed region. */
-	__asm__ __volatile__("cpuid" : "+a"(a), "=b"(b), "=c"(c), "=d"(d));
+	__asm__ __volatile__("cpuid" : "+a"(a), "=b"(b), "=c"(cx), "=d"(d));
 	return b == 0x68747541;   /* "Auth" of AuthenticAMD */
 }
 
 /* ---- exit-cost workloads: one timed operation each ---- */
 
-static void wl_pio(uint16_t port, uint64_t n)
+static void wl_pio(struct gcpu *c, uint16_t port, uint64_t n)
 {
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t t0 = sc_rdtsc();
 		outb(port, 1);
-		record(i, sc_rdtscp() - t0);
+		record(c, i, sc_rdtscp() - t0);
 	}
-	mb->ops = n;
-	mb->samples = n < SC_VM_SAMPLES_MAX ? n : SC_VM_SAMPLES_MAX;
+	set_done(c, n);
 }
 
-static void wl_mmio(uint64_t addr, uint64_t n)
+static void wl_mmio(struct gcpu *c, uint64_t addr, uint64_t n)
 {
 	volatile uint32_t *p = (volatile uint32_t *)addr;
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t t0 = sc_rdtsc();
 		*p = 1;
-		record(i, sc_rdtscp() - t0);
+		record(c, i, sc_rdtscp() - t0);
 	}
-	mb->ops = n;
-	mb->samples = n < SC_VM_SAMPLES_MAX ? n : SC_VM_SAMPLES_MAX;
+	set_done(c, n);
 }
 
-static void wl_vmcall(uint64_t n)
+static void wl_vmcall(struct gcpu *c, uint64_t n)
 {
 	bool amd = is_amd();
 	for (uint64_t i = 0; i < n; i++) {
@@ -107,90 +124,89 @@ static void wl_vmcall(uint64_t n)
 			__asm__ __volatile__("vmmcall" : "+a"(rax) : : "memory");
 		else
 			__asm__ __volatile__("vmcall" : "+a"(rax) : : "memory");
-		record(i, sc_rdtscp() - t0);
+		record(c, i, sc_rdtscp() - t0);
 	}
-	mb->ops = n;
-	mb->samples = n < SC_VM_SAMPLES_MAX ? n : SC_VM_SAMPLES_MAX;
+	set_done(c, n);
 }
 
-static void wl_pingpong(uint64_t n)
+static void wl_pingpong(struct gcpu *c, uint64_t n)
 {
 	for (uint64_t i = 1; i <= n; i++) {
 		uint64_t t0 = sc_rdtsc();
 		/* Release pairs with the host echo thread's acquire; its release with our acquire. */
-		sc_store_release(&mb->ping, i);
-		while (sc_load_acquire(&mb->pong) != i)
+		sc_store_release(&c->mb->ping, i);
+		while (sc_load_acquire(&c->mb->pong) != i)
 			sc_cpu_relax();
-		record(i - 1, sc_rdtscp() - t0);
+		record(c, i - 1, sc_rdtscp() - t0);
 	}
-	mb->ops = n;
-	mb->samples = n < SC_VM_SAMPLES_MAX ? n : SC_VM_SAMPLES_MAX;
+	set_done(c, n);
 }
 
 /* ---- virtio-blk through the driver library ---- */
 
-#define BLK_MAX_QSIZE 1024
-#define BLK_MAX_DEPTH 256
-
-static struct sc_drv_vq vq;
-static uint16_t slot_of_head[BLK_MAX_QSIZE];
-static uint64_t submitted_at[BLK_MAX_DEPTH];
-
-static void wl_blk_setup(void)
+static void wl_blk_setup(struct gcpu *c)
 {
-	struct sc_vm_blk_params *p = &mb->blk;
+	struct sc_vm_blk_params *p = &c->mb->blk;
 	if (p->queue_size > BLK_MAX_QSIZE ||
-	    sc_drv_vq_init(&vq, (void *)SC_VM_RING_GPA, SC_VM_RING_GPA, (uint16_t)p->queue_size,
+	    sc_drv_vq_init(&c->vq, (void *)c->ring_gpa, c->ring_gpa, (uint16_t)p->queue_size,
 			   p->features_lo) < 0) {
-		mb->error = SC_VM_ERR_DRIVER;
+		c->mb->error = SC_VM_ERR_DRIVER;
 		return;
 	}
-	sc_drv_vq_interrupts_disable(&vq);   /* we reap by polling the used ring */
-	p->desc_gpa = vq.desc_gpa;
-	p->avail_gpa = vq.avail_gpa;
-	p->used_gpa = vq.used_gpa;
+	sc_drv_vq_interrupts_disable(&c->vq);   /* we reap by polling the used ring */
+	p->desc_gpa = c->vq.desc_gpa;
+	p->avail_gpa = c->vq.avail_gpa;
+	p->used_gpa = c->vq.used_gpa;
 }
 
-static uint64_t req_gpa(uint32_t slot) { return SC_VM_BUF_GPA + (uint64_t)slot * 64; }
-static uint64_t data_gpa(uint32_t slot, uint32_t bs) { return SC_VM_BUF_GPA + 0x10000 + (uint64_t)slot * bs; }
+static uint64_t req_gpa(struct gcpu *c, uint32_t slot) { return c->buf_gpa + (uint64_t)slot * 64; }
+static uint64_t data_gpa(struct gcpu *c, uint32_t slot, uint32_t bs) { return c->buf_gpa + 0x10000 + (uint64_t)slot * bs; }
 
-static bool blk_submit(uint32_t slot, uint32_t bs)
+static bool blk_submit(struct gcpu *c, uint32_t slot, uint32_t bs)
 {
 	struct sc_drv_seg segs[3] = {
-		{ req_gpa(slot), sizeof(struct virtio_blk_outhdr) },
-		{ data_gpa(slot, bs), bs },
-		{ req_gpa(slot) + sizeof(struct virtio_blk_outhdr), 1 },
+		{ req_gpa(c, slot), sizeof(struct virtio_blk_outhdr) },
+		{ data_gpa(c, slot, bs), bs },
+		{ req_gpa(c, slot) + sizeof(struct virtio_blk_outhdr), 1 },
 	};
-	int head = sc_drv_vq_add(&vq, segs, 1, 2);
+	int head = sc_drv_vq_add(&c->vq, segs, 1, 2);
 	if (head < 0)
 		return false;
-	slot_of_head[head] = (uint16_t)slot;
-	submitted_at[slot] = sc_rdtsc();
+	c->slot_of_head[head] = (uint16_t)slot;
+	c->submitted_at[slot] = sc_rdtsc();
 	return true;
 }
 
-static void wl_blk(void)
+static void kick_if_needed(struct gcpu *c)
 {
+	sc_drv_vq_publish(&c->vq);
+	if (sc_drv_vq_kick_needed(&c->vq))
+		outb(SC_VM_PORT_KICK, 1);
+}
+
+static void wl_blk(struct gcpu *c)
+{
+	struct sc_vm_mailbox *mb = c->mb;
 	struct sc_vm_blk_params *p = &mb->blk;
 	uint32_t qd = p->queue_depth, bs = p->block_size;
 	uint64_t n = mb->iterations, done = 0, issued = 0, recorded = 0;
 	uint64_t deadline = p->duration_ms ? sc_rdtsc() + mb->tsc_hz / 1000 * p->duration_ms : 0;
 
-	if (qd == 0 || qd > BLK_MAX_DEPTH || qd > p->queue_size || bs == 0) {
+	/* Headers, then qd data buffers, must fit this vCPU's 1 MiB buffer area. */
+	if (qd == 0 || qd > BLK_MAX_DEPTH || qd > p->queue_size || bs == 0 ||
+	    0x10000 + (uint64_t)qd * bs > 0x100000) {
 		mb->error = SC_VM_ERR_DRIVER;
 		return;
 	}
 	/* Headers are written once: a driver that reuses buffers does not pull them back. */
 	for (uint32_t s = 0; s < qd; s++)
-		*(struct virtio_blk_outhdr *)req_gpa(s) =
+		*(struct virtio_blk_outhdr *)req_gpa(c, s) =
 			(struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = (uint64_t)s * (bs / 512) };
 
-	uint64_t kicks0 = vq.kicks, start = sc_rdtsc();
+	uint64_t kicks0 = c->vq.kicks, start = sc_rdtsc();
 	for (uint32_t s = 0; s < qd && (deadline || issued < n); s++)
-		issued += blk_submit(s, bs);
-	sc_drv_vq_publish(&vq);
-	if (sc_drv_vq_kick_needed(&vq))
-		outb(SC_VM_PORT_KICK, 1);
+		issued += blk_submit(c, s, bs);
+	kick_if_needed(c);
 
 	while (done < issued) {
 		uint16_t head;
@@ -198,14 +214,14 @@ static void wl_blk(void)
 		bool resubmitted = false;
 		int got;
 
-		while ((got = sc_drv_vq_get_used(&vq, &head, &len)) == 1) {
-			uint32_t slot = slot_of_head[head];
-			record(recorded++, sc_rdtscp() - submitted_at[slot]);
+		while ((got = sc_drv_vq_get_used(&c->vq, &head, &len)) == 1) {
+			uint32_t slot = c->slot_of_head[head];
+			record(c, recorded++, sc_rdtscp() - c->submitted_at[slot]);
 			if (len != bs + 1)
 				mb->error = SC_VM_ERR_STATUS;
 			done++;
 			bool more = deadline ? sc_rdtsc() < deadline : issued < n;
-			if (more && blk_submit(slot, bs)) {
+			if (more && blk_submit(c, slot, bs)) {
 				issued++;
 				resubmitted = true;
 			}
@@ -215,9 +231,7 @@ static void wl_blk(void)
 			break;
 		}
 		if (resubmitted) {
-			sc_drv_vq_publish(&vq);
-			if (sc_drv_vq_kick_needed(&vq))
-				outb(SC_VM_PORT_KICK, 1);
+			kick_if_needed(c);
 			/* Release: the samples up to 'done' are written before the host reads them. */
 			sc_store_release(&mb->progress, done);
 		} else {
@@ -227,11 +241,19 @@ static void wl_blk(void)
 	mb->total_cycles = sc_rdtsc() - start;
 	mb->ops = done;
 	mb->samples = recorded < SC_VM_SAMPLES_MAX ? recorded : SC_VM_SAMPLES_MAX;
-	mb->kicks = vq.kicks - kicks0;
+	mb->kicks = c->vq.kicks - kicks0;
 }
 
-void guest_main(void)
+void guest_main(uint64_t vcpu)
 {
+	struct gcpu self = {
+		.mb = (struct sc_vm_mailbox *)SC_VM_MAILBOX_GPA(vcpu),
+		.samples = (uint32_t *)SC_VM_SAMPLES_GPA(vcpu),
+		.ring_gpa = SC_VM_RING_GPA(vcpu),
+		.buf_gpa = SC_VM_BUF_GPA(vcpu),
+	};
+	struct gcpu *c = &self;
+	struct sc_vm_mailbox *mb = c->mb;
 	uint32_t seen = 0;
 
 	for (;;) {
@@ -246,15 +268,15 @@ void guest_main(void)
 		uint64_t n = mb->iterations, t0 = sc_rdtsc();
 		switch (mb->workload) {
 		case SC_WL_NONE: return;   /* entry.S reports done */
-		case SC_WL_PIO_USER: wl_pio(SC_VM_PORT_USER, n); break;
-		case SC_WL_PIO_IOEVENTFD: wl_pio(SC_VM_PORT_IOEVENTFD, n); break;
-		case SC_WL_MMIO_USER: wl_mmio(SC_VM_MMIO_USER, n); break;
-		case SC_WL_MMIO_IOEVENTFD: wl_mmio(SC_VM_MMIO_IOEVENTFD, n); break;
-		case SC_WL_VMCALL: wl_vmcall(n); break;
-		case SC_WL_PINGPONG: wl_pingpong(n); break;
-		case SC_WL_BLK_SETUP: wl_blk_setup(); break;
-		case SC_WL_BLK: wl_blk(); break;
-		case SC_WL_TOUCH: touch_samples(n); break;
+		case SC_WL_PIO_USER: wl_pio(c, SC_VM_PORT_USER, n); break;
+		case SC_WL_PIO_IOEVENTFD: wl_pio(c, SC_VM_PORT_IOEVENTFD, n); break;
+		case SC_WL_MMIO_USER: wl_mmio(c, SC_VM_MMIO_USER, n); break;
+		case SC_WL_MMIO_IOEVENTFD: wl_mmio(c, SC_VM_MMIO_IOEVENTFD, n); break;
+		case SC_WL_VMCALL: wl_vmcall(c, n); break;
+		case SC_WL_PINGPONG: wl_pingpong(c, n); break;
+		case SC_WL_BLK_SETUP: wl_blk_setup(c); break;
+		case SC_WL_BLK: wl_blk(c); break;
+		case SC_WL_TOUCH: touch_samples(c, n); break;
 		case SC_WL_SPIN: for (;;) sc_cpu_relax();
 		case SC_WL_PRIVILEGED: __asm__ __volatile__("hlt"); break;   /* #GP at CPL3 */
 		default: mb->error = SC_VM_ERR_WORKLOAD; break;
