@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "cpuset/cpuset.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <hwloc.h>
 #include <numa.h>
@@ -10,27 +11,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "cpuset/cpulist.h"
 
 int sc_cpulist_parse(const char *s, bool *set, int nset)
 {
+	/* Digits only: strtol alone would also take spaces and signs. */
 	while (*s && *s != '\n') {
 		char *end;
-		long a = strtol(s, &end, 10), b;
-		if (end == s || a < 0)
+		if (!isdigit((unsigned char)*s))
 			return -EINVAL;
-		b = a;
+		long a = strtol(s, &end, 10), b = a;
 		s = end;
 		if (*s == '-') {
+			if (!isdigit((unsigned char)s[1]))
+				return -EINVAL;
 			b = strtol(s + 1, &end, 10);
-			if (end == s + 1 || b < a)
+			if (b < a)
 				return -EINVAL;
 			s = end;
 		}
+		/* An absurd number (strtol clamps to LONG_MAX) only lands past the array. */
 		for (long c = a; c <= b && c < nset; c++)
 			set[c] = true;
-		if (*s == ',')
+		if (*s == ',' && isdigit((unsigned char)s[1]))
 			s++;
 		else if (*s && *s != '\n')
 			return -EINVAL;
@@ -38,16 +43,46 @@ int sc_cpulist_parse(const char *s, bool *set, int nset)
 	return 0;
 }
 
-/* Read a sysfs cpu list; a missing file means "none". */
+/* Larger than any kernel's NR_CPUS (8192): bounds the masks we allocate. */
+#define CPUSET_MAX_CPU 65536
+
+/*
+ * The calling thread's affinity mask, sized to fit the kernel's: the
+ * fixed cpu_set_t holds 1024 cpus and sched_getaffinity fails with EINVAL
+ * on a mask smaller than the kernel's. NULL on failure; CPU_FREE it.
+ */
+static cpu_set_t *get_affinity(size_t *size)
+{
+	for (int n = 1024; n <= CPUSET_MAX_CPU; n *= 2) {
+		cpu_set_t *set = CPU_ALLOC(n);
+		if (!set)
+			return NULL;
+		*size = CPU_ALLOC_SIZE(n);
+		if (sched_getaffinity(0, *size, set) == 0)
+			return set;
+		CPU_FREE(set);
+		if (errno != EINVAL)
+			return NULL;
+	}
+	return NULL;
+}
+
+/*
+ * Read a sysfs cpu list; a missing or empty file means "none" (nohz_full
+ * exists only on kernels built with it). A malformed list keeps what parsed:
+ * these flags only steer a preference.
+ */
 static void read_cpulist(const char *path, bool *set, int nset)
 {
-	char buf[4096];
+	char *line = NULL;
+	size_t cap = 0;
 	FILE *f = fopen(path, "r");
 
 	if (!f)
 		return;
-	if (fgets(buf, sizeof(buf), f))
-		sc_cpulist_parse(buf, set, nset);
+	if (getline(&line, &cap, f) > 0)
+		sc_cpulist_parse(line, set, nset);
+	free(line);
 	fclose(f);
 }
 
@@ -55,24 +90,37 @@ int sc_topology_load(struct sc_topology *t)
 {
 	bool isolated[SC_MAX_CPUS] = { 0 }, nohz[SC_MAX_CPUS] = { 0 };
 	hwloc_topology_t topo;
+	size_t affsz;
+	cpu_set_t *aff;
+	int ret = 0;
 
 	memset(t, 0, sizeof(*t));
 	read_cpulist("/sys/devices/system/cpu/isolated", isolated, SC_MAX_CPUS);
 	read_cpulist("/sys/devices/system/cpu/nohz_full", nohz, SC_MAX_CPUS);
 
-	if (hwloc_topology_init(&topo) < 0)
+	/*
+	 * "Allowed" is our affinity mask, so taskset and cgroups both narrow
+	 * what the plan picks from. It is the calling thread's mask: callers
+	 * load the topology before they pin anything.
+	 */
+	errno = 0;
+	aff = get_affinity(&affsz);
+	if (!aff)
+		return errno ? -errno : -ENOMEM;
+	if (hwloc_topology_init(&topo) < 0) {
+		CPU_FREE(aff);
 		return -ENOMEM;
-	/* Whole machine, not just our cgroup: "allowed" comes from our affinity. */
+	}
+	/* Whole machine, not just our cgroup: cpus we may not use are listed as such. */
 	hwloc_topology_set_flags(topo, HWLOC_TOPOLOGY_FLAG_INCLUDE_DISALLOWED);
 	if (hwloc_topology_load(topo) < 0) {
-		hwloc_topology_destroy(topo);
-		return -EIO;
+		ret = -EIO;
+		goto out;
 	}
-	/* The process's cpus (cgroup cpuset), not this thread's affinity, which may be pinned already. */
-	hwloc_const_cpuset_t allowed = hwloc_topology_get_allowed_cpuset(topo);
+	int nnodes = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
 	int npu = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU);
 	t->ncores = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE);
-	t->nnumas = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
+	t->nnumas = nnodes;
 	if (t->nnumas < 1)
 		t->nnumas = 1;
 	for (int i = 0; i < npu && t->ncpus < SC_MAX_CPUS; i++) {
@@ -84,19 +132,24 @@ int sc_topology_load(struct sc_topology *t)
 		c->cpu = cpu;
 		c->core = core ? (int)core->logical_index : cpu;
 		c->numa = 0;
-		for (int n = 0; n < hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE); n++) {
+		for (int n = 0; n < nnodes; n++) {
 			hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, (unsigned)n);
 			if (hwloc_bitmap_isset(node->cpuset, (unsigned)cpu))
 				c->numa = (int)node->os_index;
 		}
-		c->allowed = hwloc_bitmap_isset(allowed, (unsigned)cpu);
+		c->allowed = CPU_ISSET_S((size_t)cpu, affsz, aff);
 		c->isolated = cpu < SC_MAX_CPUS && isolated[cpu];
 		c->nohz_full = cpu < SC_MAX_CPUS && nohz[cpu];
 	}
+	/* A topology without cores (some hypervisors): each cpu is its own core. */
 	if (t->ncores < 1)
 		t->ncores = t->ncpus;
+	if (!t->ncpus)
+		ret = -ENODEV;
+out:
 	hwloc_topology_destroy(topo);
-	return t->ncpus ? 0 : -ENODEV;
+	CPU_FREE(aff);
+	return ret;
 }
 
 const struct sc_cpu_info *sc_topology_cpu(const struct sc_topology *t, int cpu)
@@ -107,29 +160,47 @@ const struct sc_cpu_info *sc_topology_cpu(const struct sc_topology *t, int cpu)
 	return NULL;
 }
 
-/* Higher is better: isolated helps a sidecore most, then nohz_full. */
-static int cpu_score(const struct sc_cpu_info *c)
-{
-	return (c->isolated ? 2 : 0) + (c->nohz_full ? 1 : 0);
-}
+/*
+ * Pair preferences, strongest first; each weight outranks the sum of all
+ * below it. Different physical cores: SMT siblings share the core's
+ * pipeline and caches, so a spinning sidecore slows its sibling. Isolated
+ * (isolcpus): the operator set those cpus aside for this kind of work, and
+ * the scheduler leaves them alone. Same NUMA node: the ring's cache lines
+ * move between the two cpus on every request. nohz_full: no tick jitter.
+ * The sidecore's own quiet matters more than the guest cpu's.
+ */
+enum {
+	W_OTHER_CORE = 1000,
+	W_SIDECORE_ISOLATED = 200,
+	W_GUEST_ISOLATED = 100,
+	W_SAME_NUMA = 10,
+	W_SIDECORE_NOHZ = 2,
+	W_GUEST_NOHZ = 1,
+};
 
 int sc_cpuset_pick_pair(const struct sc_topology *t, int *sidecore, int *guest)
 {
 	int best = -1, best_s = -1, best_g = -1;
 
-	/*
-	 * Score every ordered pair: different physical cores first (SMT
-	 * siblings share the caches the round trip is about), then the same
-	 * NUMA node, then how isolated the sidecore is. The sidecore gets the
-	 * higher-numbered cpu on a tie: cpu 0 takes most housekeeping.
-	 */
 	for (int i = 0; i < t->ncpus; i++) {
+		const struct sc_cpu_info *s = &t->cpus[i];
+		if (!s->allowed)
+			continue;
 		for (int j = 0; j < t->ncpus; j++) {
-			const struct sc_cpu_info *s = &t->cpus[i], *g = &t->cpus[j];
-			if (i == j || !s->allowed || !g->allowed)
+			const struct sc_cpu_info *g = &t->cpus[j];
+			if (i == j || !g->allowed)
 				continue;
-			int score = (s->core != g->core ? 100 : 0) + (s->numa == g->numa ? 10 : 0) +
-				    cpu_score(s) * 2 + cpu_score(g);
+			int score = (s->core != g->core ? W_OTHER_CORE : 0) +
+				    (s->isolated ? W_SIDECORE_ISOLATED : 0) +
+				    (g->isolated ? W_GUEST_ISOLATED : 0) +
+				    (s->numa == g->numa ? W_SAME_NUMA : 0) +
+				    (s->nohz_full ? W_SIDECORE_NOHZ : 0) +
+				    (g->nohz_full ? W_GUEST_NOHZ : 0);
+			/*
+			 * On a tie the sidecore takes the higher-numbered cpu
+			 * (cpu 0 does most of the housekeeping) and the guest
+			 * the first one listed, so the choice is stable.
+			 */
 			if (score > best || (score == best && s->cpu > best_s)) {
 				best = score;
 				best_s = s->cpu;
@@ -146,14 +217,22 @@ int sc_cpuset_pick_pair(const struct sc_topology *t, int *sidecore, int *guest)
 
 int sc_cpu_pin_self(int cpu)
 {
-	cpu_set_t set;
-
-	if (cpu < 0 || cpu >= CPU_SETSIZE)
+	/*
+	 * "May run on" is the kernel's answer (cgroup cpuset, online cpus;
+	 * EINVAL otherwise), not this thread's current mask: a thread pinned
+	 * once, or created by a pinned thread, must be able to move.
+	 */
+	if (cpu < 0 || cpu >= CPUSET_MAX_CPU)
 		return -EINVAL;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	int ret = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-	return ret ? -ret : 0;
+	size_t sz = CPU_ALLOC_SIZE(cpu + 1);
+	cpu_set_t *set = CPU_ALLOC(cpu + 1);
+	if (!set)
+		return -ENOMEM;
+	CPU_ZERO_S(sz, set);
+	CPU_SET_S((size_t)cpu, sz, set);
+	int ret = pthread_setaffinity_np(pthread_self(), sz, set);
+	CPU_FREE(set);
+	return -ret;
 }
 
 void *sc_numa_alloc_on_cpu(int cpu, size_t size)
@@ -170,39 +249,67 @@ void *sc_numa_alloc_on_cpu(int cpu, size_t size)
 
 void sc_numa_free(void *p, size_t size)
 {
-	/* numa_alloc_onnode memory is an mmap as well; munmap frees either. */
+	/* numa_free is munmap (libnuma maps whole pages), so one call frees either kind. */
 	if (p)
 		munmap(p, size);
 }
 
+/* Is word one of the space-separated tokens of list? */
+static bool has_token(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *s = list; (s = strstr(s, word)) != NULL; s += n)
+		if ((s == list || s[-1] == ' ' || s[-1] == '\t') && (s[n] == 0 || s[n] == ' ' || s[n] == '\n'))
+			return true;
+	return false;
+}
+
+static const char *plural(int n)
+{
+	return n == 1 ? "" : "s";
+}
+
 int sc_machine_describe(char *buf, size_t len)
 {
-	char model[128] = "unknown cpu", line[1024];
-	bool guest = false;
+	char model[128] = "unknown cpu";
+	char *line = NULL;
+	size_t cap = 0;
+	bool guest = false, have_model = false;
 	FILE *f = fopen("/proc/cpuinfo", "r");
-	struct sc_topology *t = calloc(1, sizeof(*t));
+	struct sc_topology *t;
+	int n;
 
+	if (!buf || !len)
+		return -EINVAL;
 	if (f) {
-		while (fgets(line, sizeof(line), f)) {
+		/* getline: the flags line is longer than any fixed buffer we would pick. */
+		while (getline(&line, &cap, f) > 0) {
 			char *v = strchr(line, ':');
 			if (!v)
 				continue;
-			v += 2;
+			v++;
+			v += strspn(v, " \t");
 			v[strcspn(v, "\n")] = 0;
-			if (!strncmp(line, "model name", 10))
+			if (!have_model && !strncmp(line, "model name", 10)) {
 				snprintf(model, sizeof(model), "%s", v);
-			else if (!strncmp(line, "flags", 5) && strstr(v, " hypervisor"))
+				have_model = true;
+			} else if (!strncmp(line, "flags", 5) && has_token(v, "hypervisor")) {
+				/* CPUID.1:ECX[31], which hypervisors set for their guests. */
 				guest = true;
+			}
 		}
+		free(line);
 		fclose(f);
 	}
+	t = calloc(1, sizeof(*t));
 	if (!t || sc_topology_load(t) < 0) {
 		free(t);
-		return snprintf(buf, len, "%s%s", model, guest ? ", running as a VM guest" : "");
+		n = snprintf(buf, len, "%s%s", model, guest ? ", running as a VM guest" : "");
+		return n < 0 ? -EIO : n;
 	}
-	int n = snprintf(buf, len, "%s, %d cpus, %d cores, %d numa node%s%s", model, t->ncpus,
-			 t->ncores, t->nnumas, t->nnumas == 1 ? "" : "s",
-			 guest ? ", running as a VM guest (nested KVM)" : "");
+	n = snprintf(buf, len, "%s, %d cpu%s, %d core%s, %d numa node%s%s", model,
+		     t->ncpus, plural(t->ncpus), t->ncores, plural(t->ncores),
+		     t->nnumas, plural(t->nnumas), guest ? ", running as a VM guest" : "");
 	free(t);
-	return n;
+	return n < 0 ? -EIO : n;
 }

@@ -32,7 +32,10 @@ struct sc_topology {
 	struct sc_cpu_info cpus[SC_MAX_CPUS];
 };
 
-/* Read the topology (hwloc) and this process's affinity. Returns 0 or -errno. */
+/*
+ * Read the topology (hwloc) and this process's affinity: the calling
+ * thread's mask, so load it before pinning threads. Returns 0 or -errno.
+ */
 int sc_topology_load(struct sc_topology *t);
 
 /* The entry for OS cpu number cpu, or NULL if there is none. */
@@ -56,7 +59,11 @@ int sc_cpu_pin_self(int cpu);
 void *sc_numa_alloc_on_cpu(int cpu, size_t size);
 void sc_numa_free(void *p, size_t size);
 
-/* One line describing the machine: cpu model, cpus, cores, nodes, and whether we are a guest. */
+/*
+ * One line describing the machine: cpu model, cpus, cores, nodes, and
+ * whether we are a guest. Returns its length (snprintf's, so >= len means
+ * it was cut) or -EINVAL for an empty buffer.
+ */
 int sc_machine_describe(char *buf, size_t len);
 
 #endif

@@ -8,9 +8,12 @@
 #include "polling/polling.h"
 
 #include <errno.h>
-#include <stddef.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -19,21 +22,27 @@
 #include <unistd.h>
 
 #include "common/barrier.h"
+#include "common/compiler.h"
 #include "common/tsc.h"
+
+/* Larger than any kernel's NR_CPUS (8192): a bound on the mask we allocate, not a policy. */
+#define POLLER_MAX_CPU 65536
+/* Ready fds handled per wake-up; more stay readable and wake the next epoll_wait. */
+#define POLLER_MAX_EVENTS 64
 
 enum cmd { CMD_NONE, CMD_ATTACH, CMD_DETACH, CMD_STOP };
 
 struct sc_poller {
-	/* sidecore-private */
+	/* sidecore-private, read every round */
 	struct sc_pollq *queues[SC_POLLER_MAX_QUEUES];
 	unsigned nqueues;
 	unsigned budget;
-	uint64_t idle_spin_cycles;
+	uint64_t idle_spin_cycles;      /* UINT64_MAX: never sleep */
 	int epfd;
 	struct sc_poller_stats stats;   /* written by the sidecore only, read relaxed */
 
 	/* control: the sidecore reads cmd_pending every round, the rest under lock */
-	int cmd_pending;
+	sc_cache_aligned int cmd_pending;
 	pthread_mutex_t serial;          /* one control caller at a time, for the whole command */
 	pthread_mutex_t lock;            /* guards the slot; the sidecore takes it only for a command */
 	pthread_cond_t done_cv;
@@ -48,7 +57,7 @@ struct sc_poller {
 	clockid_t cpu_clock;
 	bool thread_ready;
 	int start_error;
-	const char *name;
+	char name[16];                   /* the kernel keeps 15 chars and a NUL */
 };
 
 static void stat_add(uint64_t *c, uint64_t v)
@@ -57,10 +66,19 @@ static void stat_add(uint64_t *c, uint64_t v)
 	__atomic_store_n(c, *c + v, __ATOMIC_RELAXED);
 }
 
+static void stat_set32(uint32_t *c, uint32_t v)
+{
+	__atomic_store_n(c, v, __ATOMIC_RELAXED);
+}
+
 static void drain(int fd)
 {
 	uint64_t v;
-	/* Nonblocking eventfd: one read resets the counter; EAGAIN means already drained. */
+	/*
+	 * Every fd we read is nonblocking (ours by creation, kick fds since
+	 * attach), so a counter someone else reset cannot park the sidecore
+	 * here. One read resets an eventfd; EAGAIN means already drained.
+	 */
 	while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
 		;
 }
@@ -69,22 +87,31 @@ static void drain(int fd)
 
 static int apply_attach(struct sc_poller *p, struct sc_pollq *q)
 {
-	if (q->poller)
-		return -EBUSY;
 	if (p->nqueues == SC_POLLER_MAX_QUEUES)
 		return -ENOSPC;
 	if (q->kick_fd >= 0) {
 		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = q };
 		if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, q->kick_fd, &ev) < 0)
 			return -errno;
+		/*
+		 * The drain after a wake-up must never block the sidecore. The
+		 * flag is shared with the kicker's descriptor; an eventfd writer
+		 * (QEMU's notifiers are nonblocking already, KVM's ioeventfd
+		 * signals in the kernel) is not affected by it.
+		 */
+		int fl = fcntl(q->kick_fd, F_GETFL);
+		if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(q->kick_fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+			int err = -errno;
+			epoll_ctl(p->epfd, EPOLL_CTL_DEL, q->kick_fd, NULL);
+			return err;
+		}
 	}
 	q->stopped = false;
 	q->error = 0;
-	q->poller = p;
 	/* We poll from now on: the guest need not kick. */
 	q->ops->notify_disable(q);
 	p->queues[p->nqueues++] = q;
-	__atomic_store_n(&p->stats.queues, p->nqueues, __ATOMIC_RELAXED);
+	stat_set32(&p->stats.queues, p->nqueues);
 	return 0;
 }
 
@@ -96,15 +123,20 @@ static int apply_detach(struct sc_poller *p, struct sc_pollq *q)
 		;
 	if (i == p->nqueues)
 		return -ENOENT;
-	if (q->kick_fd >= 0)
+	/* A stopped queue left the epoll set when it stopped. */
+	if (q->kick_fd >= 0 && !q->stopped)
 		epoll_ctl(p->epfd, EPOLL_CTL_DEL, q->kick_fd, NULL);
 	/* Keep the order of the others: round robin stays fair across a detach. */
 	memmove(&p->queues[i], &p->queues[i + 1], (p->nqueues - i - 1) * sizeof(p->queues[0]));
 	p->nqueues--;
 	if (q->stopped)
-		__atomic_store_n(&p->stats.stopped_queues, p->stats.stopped_queues - 1, __ATOMIC_RELAXED);
-	__atomic_store_n(&p->stats.queues, p->nqueues, __ATOMIC_RELAXED);
-	q->poller = NULL;
+		stat_set32(&p->stats.stopped_queues, p->stats.stopped_queues - 1);
+	stat_set32(&p->stats.queues, p->nqueues);
+	/*
+	 * Release pairs with the acquire load in sc_poller_attach: whoever
+	 * sees NULL sees every store the sidecore made to q before it.
+	 */
+	__atomic_store_n(&q->poller, NULL, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -114,6 +146,11 @@ static bool handle_command(struct sc_poller *p)
 	bool run = true;
 
 	pthread_mutex_lock(&p->lock);
+	/*
+	 * submit() wrote ctl_fd under this lock, so its wake-up is consumed
+	 * here and a later sleep is not cut short by a command already done.
+	 */
+	drain(p->ctl_fd);
 	switch (p->cmd) {
 	case CMD_ATTACH: p->cmd_result = apply_attach(p, p->cmd_q); break;
 	case CMD_DETACH: p->cmd_result = apply_detach(p, p->cmd_q); break;
@@ -122,8 +159,11 @@ static bool handle_command(struct sc_poller *p)
 	}
 	p->cmd = CMD_NONE;
 	p->cmd_done = true;
-	/* Release pairs with the acquire in the round: the next command is seen whole. */
-	__atomic_store_n(&p->cmd_pending, 0, __ATOMIC_RELEASE);
+	/*
+	 * Relaxed is enough: cleared under the lock, before the next caller
+	 * (who takes the lock after us) can set it again.
+	 */
+	__atomic_store_n(&p->cmd_pending, 0, __ATOMIC_RELAXED);
 	pthread_cond_broadcast(&p->done_cv);
 	pthread_mutex_unlock(&p->lock);
 	return run;
@@ -135,6 +175,9 @@ static int submit(struct sc_poller *p, enum cmd cmd, struct sc_pollq *q)
 	static const uint64_t one = 1;
 	int ret;
 
+	/* The sidecore would wait on itself for ever. */
+	if (pthread_equal(pthread_self(), p->thread))
+		return -EDEADLK;
 	/*
 	 * Held until our result is read: otherwise a second caller could reuse
 	 * the slot between the sidecore finishing our command and us waking.
@@ -144,12 +187,15 @@ static int submit(struct sc_poller *p, enum cmd cmd, struct sc_pollq *q)
 	p->cmd = cmd;
 	p->cmd_q = q;
 	p->cmd_done = false;
-	/* Pairs with the sidecore's acquire load of cmd_pending. */
+	/*
+	 * Release pairs with the sidecore's acquire load of cmd_pending at the
+	 * top of each round; it then takes the lock, which orders the slot.
+	 */
 	__atomic_store_n(&p->cmd_pending, 1, __ATOMIC_RELEASE);
 	/*
-	 * Wake it if it sleeps; harmless if it spins (drained on its next
-	 * sleep). It can fail only if the counter is full, and then a wake-up
-	 * is pending anyway.
+	 * Wake it if it sleeps; a spinning sidecore sees the flag first and
+	 * drains this in handle_command. It fails only if the counter is
+	 * full, and then a wake-up is pending anyway.
 	 */
 	ssize_t w = write(p->ctl_fd, &one, sizeof(one));
 	(void)w;
@@ -163,21 +209,32 @@ static int submit(struct sc_poller *p, enum cmd cmd, struct sc_pollq *q)
 
 /* ---- the loop ---- */
 
-/* One pass over every queue; returns the requests served. */
-static unsigned poll_round(struct sc_poller *p)
+/* A broken queue breaks only itself: stop polling it, serve the rest. */
+static void stop_queue(struct sc_poller *p, struct sc_pollq *q, int err)
 {
-	unsigned served = 0;
+	q->stopped = true;
+	q->error = err;
+	/*
+	 * Off the epoll set too, so a guest that keeps kicking a broken queue
+	 * cannot keep the sidecore awake. A syscall, but on the error path.
+	 */
+	if (q->kick_fd >= 0)
+		epoll_ctl(p->epfd, EPOLL_CTL_DEL, q->kick_fd, NULL);
+	stat_set32(&p->stats.stopped_queues, p->stats.stopped_queues + 1);
+}
+
+/* One pass over every queue; returns the requests served. */
+static uint64_t poll_round(struct sc_poller *p)
+{
+	uint64_t served = 0;
 
 	for (unsigned i = 0; i < p->nqueues; i++) {
 		struct sc_pollq *q = p->queues[i];
 		if (q->stopped)
 			continue;
 		int n = q->ops->poll(q, p->budget);
-		if (n < 0) {
-			/* A broken queue breaks only itself: stop polling it, serve the rest. */
-			q->stopped = true;
-			q->error = n;
-			__atomic_store_n(&p->stats.stopped_queues, p->stats.stopped_queues + 1, __ATOMIC_RELAXED);
+		if (sc_unlikely(n < 0)) {
+			stop_queue(p, q, n);
 			continue;
 		}
 		served += (unsigned)n;
@@ -204,7 +261,8 @@ static void notify_disable_all(struct sc_poller *p)
 /*
  * Re-arm notifications on every queue and re-check them (the SQPOLL
  * handshake: set "wake me", full barrier, look again; the barrier is inside
- * each queue's notify_enable). True if it is safe to sleep.
+ * each queue's notify_enable, paired with the one the guest executes between
+ * publishing work and reading the flag). True if it is safe to sleep.
  */
 static bool rearm(struct sc_poller *p)
 {
@@ -222,31 +280,37 @@ static bool rearm(struct sc_poller *p)
 	return !work;
 }
 
-/* Sleep until a kick or a control command. */
-static void sleep_on_kicks(struct sc_poller *p)
+/* Sleep until a kick or a control command; returns the TSC at wake-up. */
+static uint64_t sleep_on_kicks(struct sc_poller *p)
 {
-	struct epoll_event evs[64];
-	uint64_t t0 = sc_rdtsc();
+	struct epoll_event evs[POLLER_MAX_EVENTS];
+	uint64_t t0 = sc_rdtsc(), t1;
+	bool kicked = false;
 	int n;
 
 	stat_add(&p->stats.sleeps, 1);
 	do
-		n = epoll_wait(p->epfd, evs, 64, -1);
+		n = epoll_wait(p->epfd, evs, POLLER_MAX_EVENTS, -1);
 	while (n < 0 && errno == EINTR);
+	t1 = sc_rdtsc();
 
-	bool kicked = false;
 	for (int i = 0; i < n; i++) {
 		if (evs[i].data.ptr == NULL) {
+			/*
+			 * A command. submit() set cmd_pending before writing, so
+			 * the next round sees it even if this read takes the write.
+			 */
 			drain(p->ctl_fd);
-		} else {
-			drain(((struct sc_pollq *)evs[i].data.ptr)->kick_fd);
-			kicked = true;
+			continue;
 		}
+		drain(((struct sc_pollq *)evs[i].data.ptr)->kick_fd);
+		kicked = true;
 	}
 	if (kicked)
 		stat_add(&p->stats.wakeups, 1);
-	stat_add(&p->stats.sleep_cycles, sc_rdtsc() - t0);
+	stat_add(&p->stats.sleep_cycles, t1 - t0);
 	notify_disable_all(p);
+	return t1;
 }
 
 static void *poller_main(void *arg)
@@ -256,12 +320,22 @@ static void *poller_main(void *arg)
 
 	pthread_mutex_lock(&p->lock);
 	if (p->cpu >= 0) {
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		CPU_SET(p->cpu, &set);
-		p->start_error = -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+		size_t sz = CPU_ALLOC_SIZE(p->cpu + 1);
+		cpu_set_t *set = CPU_ALLOC(p->cpu + 1);
+		if (!set) {
+			p->start_error = -ENOMEM;
+		} else {
+			CPU_ZERO_S(sz, set);
+			CPU_SET_S(p->cpu, sz, set);
+			/* The kernel says EINVAL for a cpu outside our cgroup or offline. */
+			p->start_error = -pthread_setaffinity_np(pthread_self(), sz, set);
+			CPU_FREE(set);
+		}
 	}
-	pthread_getcpuclockid(pthread_self(), &p->cpu_clock);
+	/* Best effort: a name helps top and perf, but nothing depends on it. */
+	pthread_setname_np(pthread_self(), p->name);
+	if (!p->start_error)
+		p->start_error = -pthread_getcpuclockid(pthread_self(), &p->cpu_clock);
 	p->thread_ready = true;
 	pthread_cond_broadcast(&p->done_cv);
 	pthread_mutex_unlock(&p->lock);
@@ -270,11 +344,11 @@ static void *poller_main(void *arg)
 
 	last_work = t = sc_rdtsc();
 	for (;;) {
-		/* Acquire pairs with the release in submit(): the command slot is complete. */
-		if (__atomic_load_n(&p->cmd_pending, __ATOMIC_ACQUIRE) && !handle_command(p))
+		/* Acquire pairs with the release store in submit(). */
+		if (sc_unlikely(__atomic_load_n(&p->cmd_pending, __ATOMIC_ACQUIRE)) && !handle_command(p))
 			break;
 
-		unsigned served = poll_round(p);
+		uint64_t served = poll_round(p);
 		uint64_t now = sc_rdtsc();
 		stat_add(served ? &p->stats.busy_cycles : &p->stats.idle_cycles, now - t);
 		stat_add(&p->stats.rounds, 1);
@@ -288,61 +362,85 @@ static void *poller_main(void *arg)
 			sc_cpu_relax();
 			continue;
 		}
-		if (rearm(p)) {
-			if (!__atomic_load_n(&p->cmd_pending, __ATOMIC_ACQUIRE))
-				sleep_on_kicks(p);
-			else
-				notify_disable_all(p);   /* a command first; we keep polling after it */
+		if (!rearm(p)) {
+			/* Work arrived while we re-armed: poll it, and spin a full window again. */
+			last_work = sc_rdtsc();
+			continue;
 		}
-		t = last_work = sc_rdtsc();
+		if (__atomic_load_n(&p->cmd_pending, __ATOMIC_ACQUIRE)) {
+			/* Pairs with submit()'s release: a command first, then we keep polling. */
+			notify_disable_all(p);
+			last_work = sc_rdtsc();
+			continue;
+		}
+		/* The re-arm counts as idle time; the sleep has its own counter. */
+		now = sc_rdtsc();
+		stat_add(&p->stats.idle_cycles, now - t);
+		t = last_work = sleep_on_kicks(p);
 	}
 
 	/* Let go of every queue: they belong to their devices again. */
 	for (unsigned i = 0; i < p->nqueues; i++)
-		p->queues[i]->poller = NULL;
+		__atomic_store_n(&p->queues[i]->poller, NULL, __ATOMIC_RELEASE);   /* pairs with attach's acquire */
 	p->nqueues = 0;
+	stat_set32(&p->stats.queues, 0);
+	stat_set32(&p->stats.stopped_queues, 0);
 	return NULL;
 }
 
 int sc_poller_create(const struct sc_poller_config *cfg, struct sc_poller **out)
 {
 	struct sc_poller *p;
+	sigset_t all, old;
 	int ret;
 
 	/*
-	 * Whether the cpu is one we may use is the kernel's answer to the
-	 * thread pinning itself (cgroups, offline cpus), not the caller's own
-	 * affinity, which may already be pinned elsewhere.
+	 * Whether we may use the cpu is the kernel's answer when the thread
+	 * pins itself (cgroup cpuset, online cpus), not the caller's own
+	 * affinity: the caller is often pinned already, to the guest's cpu.
 	 */
-	if (cfg->cpu < -1 || cfg->cpu >= CPU_SETSIZE)
+	if (cfg->cpu < -1 || cfg->cpu >= POLLER_MAX_CPU)
 		return -EINVAL;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
+	p->epfd = p->ctl_fd = -1;
 	p->cpu = cfg->cpu;
 	p->budget = cfg->budget ? cfg->budget : SC_POLLER_DEFAULT_BUDGET;
-	p->idle_spin_cycles = cfg->idle_spin_ns == SC_POLLER_NEVER_SLEEP ? UINT64_MAX
+	/* Converted once; past ~10^17 ns (years) the double product would overflow the cast. */
+	p->idle_spin_cycles = cfg->idle_spin_ns >= (UINT64_MAX >> 6) ? UINT64_MAX
 			      : sc_ns_to_cycles(cfg->idle_spin_ns);
-	p->name = cfg->name ? cfg->name : "sidecore";
+	snprintf(p->name, sizeof(p->name), "%s", cfg->name ? cfg->name : "sidecore");
 	pthread_mutex_init(&p->serial, NULL);
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->done_cv, NULL);
 
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
-	p->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (p->epfd < 0 || p->ctl_fd < 0) {
+	if (p->epfd < 0) {
 		ret = -errno;
 		goto err;
 	}
+	p->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (p->ctl_fd < 0) {
+		ret = -errno;
+		goto err;
+	}
+	/* data.ptr NULL marks the control fd; queues use their own address. */
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
 	if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->ctl_fd, &ev) < 0) {
 		ret = -errno;
 		goto err;
 	}
+	/*
+	 * The sidecore starts with every signal blocked, so process-directed
+	 * signals go to the service's other threads and never into the loop.
+	 */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
 	ret = -pthread_create(&p->thread, NULL, poller_main, p);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (ret)
 		goto err;
-	pthread_setname_np(p->thread, p->name);
 
 	pthread_mutex_lock(&p->lock);
 	while (!p->thread_ready)
@@ -356,10 +454,10 @@ int sc_poller_create(const struct sc_poller_config *cfg, struct sc_poller **out)
 	*out = p;
 	return 0;
 err:
-	if (p->epfd >= 0)
-		close(p->epfd);
 	if (p->ctl_fd >= 0)
 		close(p->ctl_fd);
+	if (p->epfd >= 0)
+		close(p->epfd);
 	pthread_cond_destroy(&p->done_cv);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->serial);
@@ -373,8 +471,8 @@ void sc_poller_destroy(struct sc_poller *p)
 		return;
 	submit(p, CMD_STOP, NULL);
 	pthread_join(p->thread, NULL);
-	close(p->epfd);
 	close(p->ctl_fd);
+	close(p->epfd);
 	pthread_cond_destroy(&p->done_cv);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->serial);
@@ -383,7 +481,20 @@ void sc_poller_destroy(struct sc_poller *p)
 
 int sc_poller_attach(struct sc_poller *p, struct sc_pollq *q)
 {
-	return submit(p, CMD_ATTACH, q);
+	struct sc_poller *none = NULL;
+	int ret;
+
+	/*
+	 * Claim q before asking the sidecore, so two attaches of one queue
+	 * (to this poller or another) cannot both win. Acquire pairs with the
+	 * release store of NULL in apply_detach and at poller exit.
+	 */
+	if (!__atomic_compare_exchange_n(&q->poller, &none, p, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+		return -EBUSY;
+	ret = submit(p, CMD_ATTACH, q);
+	if (ret < 0)
+		__atomic_store_n(&q->poller, NULL, __ATOMIC_RELEASE);
+	return ret;
 }
 
 int sc_poller_detach(struct sc_poller *p, struct sc_pollq *q)
@@ -391,16 +502,27 @@ int sc_poller_detach(struct sc_poller *p, struct sc_pollq *q)
 	return submit(p, CMD_DETACH, q);
 }
 
+/* A new counter must be added to the loads below, too. */
+_Static_assert(sizeof(struct sc_poller_stats) == 8 * sizeof(uint64_t) + 2 * sizeof(uint32_t),
+	       "sc_poller_get_stats copies every field of sc_poller_stats");
+
 void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st)
 {
-	const uint64_t *src = (const uint64_t *)&p->stats;
-	uint64_t *dst = (uint64_t *)st;
+	const struct sc_poller_stats *s = &p->stats;
 
 	/* Field by field, tear-free; the set is not a snapshot of one instant. */
-	for (size_t i = 0; i < offsetof(struct sc_poller_stats, queues) / sizeof(uint64_t); i++)
-		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
-	st->queues = __atomic_load_n(&p->stats.queues, __ATOMIC_RELAXED);
-	st->stopped_queues = __atomic_load_n(&p->stats.stopped_queues, __ATOMIC_RELAXED);
+#define LOAD(f) st->f = __atomic_load_n(&s->f, __ATOMIC_RELAXED)
+	LOAD(busy_cycles);
+	LOAD(idle_cycles);
+	LOAD(sleep_cycles);
+	LOAD(rounds);
+	LOAD(requests);
+	LOAD(sleeps);
+	LOAD(wakeups);
+	LOAD(rearm_races);
+	LOAD(queues);
+	LOAD(stopped_queues);
+#undef LOAD
 }
 
 uint64_t sc_poller_cpu_time_ns(struct sc_poller *p)

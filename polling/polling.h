@@ -94,14 +94,16 @@ void sc_poller_destroy(struct sc_poller *p);
 /*
  * Hand q to the sidecore. Returns once the sidecore is polling it: 0,
  * -EBUSY if q is attached somewhere, -ENOSPC if the poller is full, or
- * epoll_ctl's -errno for a bad kick_fd. Any thread but the sidecore's.
+ * epoll_ctl's -errno for a bad kick_fd (which the poller sets O_NONBLOCK,
+ * so draining it can never block the sidecore). Any thread but the
+ * sidecore's (-EDEADLK from the sidecore itself).
  */
 int sc_poller_attach(struct sc_poller *p, struct sc_pollq *q);
 
 /*
  * Take q back. Returns once the sidecore no longer touches q (it is then
  * safe to free): 0, or -ENOENT if q is not attached to p.
- * Any thread but the sidecore's.
+ * Any thread but the sidecore's (-EDEADLK from the sidecore itself).
  */
 int sc_poller_detach(struct sc_poller *p, struct sc_pollq *q);
 
@@ -111,6 +113,7 @@ void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st);
 /* CPU time the sidecore thread has used, in ns (from its thread clock). */
 uint64_t sc_poller_cpu_time_ns(struct sc_poller *p);
 
+/* The cpu the sidecore is pinned to, or -1 if it is not pinned. */
 int sc_poller_cpu(const struct sc_poller *p);
 
 #endif
