@@ -73,6 +73,37 @@ json_t *samples_json(struct samples *s)
 	return json_pack("{s:I, s:o, s:o}", "samples", (json_int_t)s->n, "cycles", cyc, "ns", ns);
 }
 
+/* Which KVM this is: loaded module names tell PVM from hardware KVM. */
+static const char *kvm_flavour(void)
+{
+	static const char *mods[] = { "kvm_pvm", "kvm_amd", "kvm_intel" };
+	char path[64];
+	for (size_t i = 0; i < sizeof(mods) / sizeof(mods[0]); i++) {
+		snprintf(path, sizeof(path), "/sys/module/%s", mods[i]);
+		if (access(path, F_OK) == 0)
+			return mods[i];
+	}
+	return "unknown";
+}
+
+/* Running under a hypervisor (cpuid's hypervisor bit, as /proc/cpuinfo shows it). */
+static bool is_vm_guest(void)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	bool guest = false;
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	while (f && getline(&line, &cap, f) > 0)
+		if (!strncmp(line, "flags", 5) && strstr(line, " hypervisor")) {
+			guest = true;
+			break;
+		}
+	free(line);
+	if (f)
+		fclose(f);
+	return guest;
+}
+
 json_t *bench_json_header(const char *bench, const struct bench_opts *o, int sidecore, int guest)
 {
 	char machine[256], date[32];
@@ -82,11 +113,14 @@ json_t *bench_json_header(const char *bench, const struct bench_opts *o, int sid
 	sc_machine_describe(machine, sizeof(machine));
 	uname(&u);
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b}",
+	bool kvm = access("/dev/kvm", R_OK | W_OK) == 0, vm_guest = is_vm_guest();
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b, s:{s:b, s:b, s:s}}",
 			 "bench", bench, "version", SC_VERSION, "date", date,
 			 "machine", machine, "kernel", u.release,
 			 "tsc_hz", (json_int_t)sc_tsc_hz(),
-			 "sidecore_cpu", sidecore, "guest_cpu", guest, "quick", o->quick);
+			 "sidecore_cpu", sidecore, "guest_cpu", guest, "quick", o->quick,
+			 "kvm", "available", kvm, "nested", kvm && vm_guest,
+			 "module", kvm ? kvm_flavour() : "none");
 }
 
 int bench_json_write(json_t *root, const char *path)
