@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The vhost-user protocol as the back end sees it (QEMU's
+ * docs/interop/vhost-user.rst): message layout, and reading one message with
+ * its file descriptors off the socket, checked once at the edge.
+ *
+ * Every message is hostile input. sc_vu_msg_recv returns a message only if
+ * its size matches its type, it carries exactly the fds its type allows, its
+ * vring index is in range, and its payload is self-consistent (memory
+ * regions that do not overflow or overlap, a power-of-two queue size, a
+ * config window inside the config space). Anything else is refused with its
+ * own errno and one line saying why, and every fd that came with it is
+ * closed.
+ */
+#ifndef SC_RUNTIME_VHOST_USER_H
+#define SC_RUNTIME_VHOST_USER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum sc_vu_request {
+	VHOST_USER_GET_FEATURES = 1,
+	VHOST_USER_SET_FEATURES = 2,
+	VHOST_USER_SET_OWNER = 3,
+	VHOST_USER_RESET_OWNER = 4,
+	VHOST_USER_SET_MEM_TABLE = 5,
+	VHOST_USER_SET_LOG_BASE = 6,
+	VHOST_USER_SET_LOG_FD = 7,
+	VHOST_USER_SET_VRING_NUM = 8,
+	VHOST_USER_SET_VRING_ADDR = 9,
+	VHOST_USER_SET_VRING_BASE = 10,
+	VHOST_USER_GET_VRING_BASE = 11,
+	VHOST_USER_SET_VRING_KICK = 12,
+	VHOST_USER_SET_VRING_CALL = 13,
+	VHOST_USER_SET_VRING_ERR = 14,
+	VHOST_USER_GET_PROTOCOL_FEATURES = 15,
+	VHOST_USER_SET_PROTOCOL_FEATURES = 16,
+	VHOST_USER_GET_QUEUE_NUM = 17,
+	VHOST_USER_SET_VRING_ENABLE = 18,
+	VHOST_USER_GET_CONFIG = 24,
+	VHOST_USER_SET_CONFIG = 25,
+	VHOST_USER_GET_INFLIGHT_FD = 31,
+	VHOST_USER_SET_INFLIGHT_FD = 32,
+	VHOST_USER_RESET_DEVICE = 34,
+	VHOST_USER_GET_MAX_MEM_SLOTS = 36,
+	VHOST_USER_ADD_MEM_REG = 37,
+	VHOST_USER_REM_MEM_REG = 38,
+	VHOST_USER_SET_STATUS = 39,
+	VHOST_USER_GET_STATUS = 40,
+	VHOST_USER_REQUEST_MAX = 41,
+};
+
+/* Header flags. */
+#define VHOST_USER_VERSION      0x1
+#define VHOST_USER_VERSION_MASK 0x3
+#define VHOST_USER_REPLY        (1u << 2)
+#define VHOST_USER_NEED_REPLY   (1u << 3)
+
+/* SET_VRING_KICK/CALL/ERR: vring index in bits 0-7, "no fd" in bit 8. */
+#define VHOST_USER_VRING_IDX_MASK 0xffu
+#define VHOST_USER_VRING_NOFD     (1u << 8)
+
+#define SC_VU_MAX_MEM_REGIONS 8     /* in one SET_MEM_TABLE */
+#define SC_VU_MAX_FDS 8
+#define SC_VU_CONFIG_SPACE 256      /* bytes of device config space the protocol carries */
+#define SC_VU_MAX_QUEUE_SIZE 32768
+
+struct sc_vu_region {
+	uint64_t guest_phys_addr;
+	uint64_t memory_size;
+	uint64_t userspace_addr;
+	uint64_t mmap_offset;
+};
+
+struct sc_vu_vring_state {
+	uint32_t index;
+	uint32_t num;
+};
+
+struct sc_vu_vring_addr {
+	uint32_t index;
+	uint32_t flags;
+	uint64_t desc_user_addr;
+	uint64_t used_user_addr;
+	uint64_t avail_user_addr;
+	uint64_t log_guest_addr;
+};
+
+struct sc_vu_config {
+	uint32_t offset;
+	uint32_t size;
+	uint32_t flags;
+	uint8_t region[SC_VU_CONFIG_SPACE];
+};
+
+struct sc_vu_inflight {
+	uint64_t mmap_size;
+	uint64_t mmap_offset;
+	uint16_t num_queues;
+	uint16_t queue_size;
+};
+
+struct sc_vu_hdr {
+	uint32_t request;
+	uint32_t flags;
+	uint32_t size;      /* payload bytes after the header */
+} __attribute__((packed));
+
+/* One received message. fds are owned by the message: close them with sc_vu_msg_close_fds. */
+struct sc_vu_msg {
+	struct sc_vu_hdr hdr;
+	union {
+		uint64_t u64;
+		struct sc_vu_vring_state state;
+		struct sc_vu_vring_addr addr;
+		struct {
+			uint32_t nregions;
+			uint32_t padding;
+			struct sc_vu_region regions[SC_VU_MAX_MEM_REGIONS];
+		} memory;
+		struct {
+			uint64_t padding;
+			struct sc_vu_region region;
+		} mem_reg;
+		struct sc_vu_config config;
+		struct sc_vu_inflight inflight;
+		uint8_t raw[sizeof(struct sc_vu_config)];
+	} payload;
+	int fds[SC_VU_MAX_FDS];
+	unsigned nfds;
+};
+
+/* The request's name ("SET_MEM_TABLE"), or "unknown". */
+const char *sc_vu_request_name(uint32_t request);
+
+/*
+ * Read one message from sock and check it (nvrings: vrings the device
+ * has). Returns 1 with *m filled, 0 if the peer closed the connection
+ * cleanly, or a negative errno with one line in err and every received fd
+ * closed:
+ *   -EPROTO     bad version flags, a payload larger than any message has,
+ *               or a connection that ends inside a message
+ *   -EBADMSG    payload size wrong for the request type
+ *   -EBADF      wrong number of fds for the request type
+ *   -ERANGE     vring index out of range
+ *   -EINVAL     bad value: queue size, memory region, config window, enable flag
+ *   -ENOTSUP    unknown request type (the connection can go on)
+ */
+int sc_vu_msg_recv(int sock, unsigned nvrings, struct sc_vu_msg *m, char *err, size_t errlen);
+
+/*
+ * The same checks on a message already in memory (fds in m->fds). Returns
+ * 0 or a negative errno as sc_vu_msg_recv, closing m's fds on failure.
+ */
+int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t errlen);
+
+/* Close every fd the message still owns. */
+void sc_vu_msg_close_fds(struct sc_vu_msg *m);
+
+/* Send a reply (REPLY flag set, same request) with a payload of size bytes. Returns 0 or -errno. */
+int sc_vu_reply(int sock, const struct sc_vu_msg *req, const void *payload, uint32_t size);
+
+#endif
