@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sidecored: serves the virtio-blk disks its config file names to VMMs over
+ * vhost-user, on sidecore threads pinned to the config's cpus.
+ *
+ * Start-up failures print one line (file and line, path, cpu) and exit 2.
+ * SIGTERM or SIGINT stops cleanly: every vring is detached from its
+ * sidecore and its in-flight requests finished, then the sockets removed.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cpuset/cpuset.h"
+#include "polling/polling.h"
+#include "runtime/config.h"
+#include "runtime/vu_blk.h"
+
+static const char usage[] =
+	"usage: sidecored --config FILE\n"
+	"\n"
+	"Serves the virtio-blk disks FILE names over vhost-user sockets, polled by\n"
+	"sidecore threads pinned to the cpus FILE gives. SIGTERM stops cleanly.\n"
+	"See the README's config reference for the file's sections and keys.\n";
+
+struct disk {
+	struct sc_blk_backend be;
+	struct sc_vu_blk dev;
+	struct sc_vu_server *srv;
+};
+
+static int fail(const char *msg)
+{
+	fprintf(stderr, "sidecored: %s\n", msg);
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' }, { 0 },
+	};
+	static struct sc_config cfg;
+	static struct sc_topology topo;
+	static struct disk disks[SC_CONFIG_MAX_DEVICES];
+	struct sc_poller *pollers[SC_CONFIG_MAX_CPUS];
+	const char *path = NULL;
+	char err[8192];   /* a line may quote a 4 KiB path */
+	int c, ret = 2, npollers = 0, ndisks = 0;
+
+	while ((c = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c': path = optarg; break;
+		case 'h': fputs(usage, stdout); return 0;
+		case 'V': printf("sidecored %s\n", SC_VERSION); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	if (!path) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (sc_config_load(path, &cfg, err, sizeof(err)) < 0 || sc_config_check_paths(&cfg, err, sizeof(err)) < 0)
+		return fail(err);
+	if (sc_topology_load(&topo) < 0)
+		return fail("cannot read the cpu topology (hwloc)");
+	bool allowed[SC_MAX_CPUS] = { 0 };
+	int ncpus = 0;
+	for (int i = 0; i < topo.ncpus; i++) {
+		if (topo.cpus[i].cpu < SC_MAX_CPUS && topo.cpus[i].allowed)
+			allowed[topo.cpus[i].cpu] = true;
+		if (topo.cpus[i].cpu + 1 > ncpus)
+			ncpus = topo.cpus[i].cpu + 1;
+	}
+	if (sc_config_check_cpus(&cfg, allowed, ncpus, err, sizeof(err)) < 0)
+		return fail(err);
+
+	/* Block the stop signals before any thread starts, so every thread inherits the mask. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+	int sfd = signalfd(-1, &stop, SFD_CLOEXEC);
+
+	for (int i = 0; i < cfg.ncpus; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "sidecore%d", cfg.cpus[i]);
+		struct sc_poller_config pc = { .cpu = cfg.cpus[i], .budget = cfg.budget,
+					       .idle_spin_ns = cfg.idle_spin_ns, .name = name };
+		int r = sc_poller_create(&pc, &pollers[npollers]);
+		if (r < 0) {
+			snprintf(err, sizeof(err), "%s:%d: cannot start a sidecore on cpu %d: %s", cfg.path, cfg.cpus_line,
+				 cfg.cpus[i], strerror(-r));
+			fail(err);
+			goto out;
+		}
+		npollers++;
+	}
+	for (int i = 0; i < cfg.nblk; i++) {
+		const struct sc_blk_config *b = &cfg.blk[i];
+		struct disk *d = &disks[i];
+		if (sc_blk_backend_open(&d->be, b->backing, b->read_only, b->direct, b->name, err, sizeof(err)) < 0) {
+			fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", cfg.path, b->line, b->name, err);
+			goto out;
+		}
+		ndisks = i + 1;
+		sc_vu_blk_init(&d->dev, &d->be, pollers, (unsigned)npollers, b->queues);
+		if (sc_vu_server_create(b->socket, &d->dev.ops, &d->dev, &d->srv, err, sizeof(err)) < 0) {
+			fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", cfg.path, b->line, b->name, err);
+			goto out;
+		}
+		printf("sidecored: [blk.%s] %s (%llu MiB%s) on %s, %u queue%s\n", b->name, b->backing,
+		       (unsigned long long)(d->be.capacity >> 11), b->read_only ? ", read-only" : "", b->socket,
+		       b->queues, b->queues == 1 ? "" : "s");
+	}
+	printf("sidecored: %d sidecore%s on cpu%s", npollers, npollers == 1 ? "" : "s", npollers == 1 ? "" : "s");
+	for (int i = 0; i < cfg.ncpus; i++)
+		printf(" %d", cfg.cpus[i]);
+	printf("; ready\n");
+	fflush(stdout);
+
+	for (;;) {
+		struct pollfd p[SC_CONFIG_MAX_DEVICES + 1];
+		p[0] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+		for (int i = 0; i < ndisks; i++) {
+			int fd = sc_vu_server_conn_fd(disks[i].srv);
+			p[i + 1] = (struct pollfd){ .fd = fd >= 0 ? fd : sc_vu_server_listen_fd(disks[i].srv), .events = POLLIN };
+		}
+		if (poll(p, (nfds_t)ndisks + 1, -1) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) == sizeof(si))
+				printf("sidecored: %s: stopping\n", strsignal((int)si.ssi_signo));
+			ret = 0;
+			break;
+		}
+		for (int i = 0; i < ndisks; i++)
+			if (p[i + 1].revents)
+				sc_vu_server_poll(disks[i].srv, 0);
+	}
+out:
+	/* Servers first: each stops its vrings (detach, finish in flight) and removes its socket. */
+	for (int i = 0; i < ndisks; i++) {
+		sc_vu_server_destroy(disks[i].srv);
+		sc_blk_backend_close(&disks[i].be);
+	}
+	for (int i = 0; i < npollers; i++)
+		sc_poller_destroy(pollers[i]);
+	if (ret == 0)
+		printf("sidecored: stopped cleanly\n");
+	return ret;
+}
