@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds a tiny initramfs for the e2e guest: static busybox, the virtio-blk
+# modules of Debian's kernel, and an /init that runs the test the kernel
+# command line names (sc_test=write|check) and powers off.
+# usage: mkinitramfs.sh KERNEL_VERSION OUT.cpio.gz
+set -euo pipefail
+kver=$1 out=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work"/{bin,proc,sys,dev,lib,tmp}
+cp /bin/busybox "$work/bin/busybox"
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+  f=$(find "/lib/modules/$kver" -name "$m.ko*" | head -n1)
+  [ -n "$f" ] || { echo "mkinitramfs: module $m not found under /lib/modules/$kver" >&2; exit 1; }
+  case "$f" in
+    *.xz) xz -dc "$f" > "$work/lib/$m.ko" ;;
+    *.zst) zstd -dc "$f" > "$work/lib/$m.ko" ;;
+    *) cp "$f" "$work/lib/$m.ko" ;;
+  esac
+done
+cat > "$work/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+  insmod /lib/$m.ko 2>&1 | sed "s/^/SC-INSMOD $m: /"
+done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+[ -b /dev/vda ] || echo "SC-ERROR no /dev/vda"
+mb=$(sed -n 's/.*sc_mb=\([0-9]*\).*/\1/p' /proc/cmdline)
+case "$(cat /proc/cmdline)" in
+  *sc_test=write*)
+    # A known pattern across the disk, synced; then read back what the disk holds.
+    yes sidecore-e2e | head -c $((mb * 1048576)) | dd of=/dev/vda bs=1M conv=fsync 2>/dev/null && echo "SC-WRITE-DONE"
+    echo 3 > /proc/sys/vm/drop_caches
+    echo "SC-READBACK $(dd if=/dev/vda bs=1M count=$mb 2>/dev/null | md5sum | cut -d' ' -f1)" ;;
+  *sc_test=check*)
+    echo "SC-READBACK $(dd if=/dev/vda bs=1M count=$mb 2>/dev/null | md5sum | cut -d' ' -f1)" ;;
+esac
+sync
+poweroff -f
+INIT
+chmod +x "$work/init"
+(cd "$work" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$out"
