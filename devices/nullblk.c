@@ -4,14 +4,14 @@
  * every request without I/O. The request header is copied out of the chain
  * once and only the copy is used.
  */
-#include <errno.h>
 #include <string.h>
 
 #include "common/barrier.h"
 #include "common/compiler.h"
 #include "devices/devices.h"
 
-#define NULLBLK_IOV_MAX 64   /* a request of up to 62 data segments, like seg_max 62 */
+/* Segments one request may have (header, data, status); a longer chain breaks the queue (-ENOBUFS). */
+#define NULLBLK_IOV_MAX 64
 
 static int pq_poll(struct sc_pollq *q, unsigned budget)
 {
@@ -38,59 +38,78 @@ int sc_nullblk_init(struct sc_nullblk *d, const struct sc_vq_config *cfg,
 		    uint64_t capacity, const char *name)
 {
 	static const char id[] = "sidecore-null";
+	_Static_assert(sizeof(id) <= VIRTIO_BLK_ID_BYTES, "id fits the GET_ID reply");
 
-	memset(d, 0, sizeof(*d));
+	memset(&d->stats, 0, sizeof(d->stats));
 	d->capacity = capacity;
-	memcpy(d->id, id, sizeof(id));
-	d->pq = (struct sc_pollq){ .ops = &nullblk_pollq_ops, .ctx = d,
-				   .kick_fd = cfg->kick_fd, .name = name };
+	/* §5.2.6: the id is zero-padded to 20 bytes, with no NUL if it fills them. */
+	memset(d->id, 0, sizeof(d->id));
+	memcpy(d->id, id, sizeof(id) - 1);
+	d->pq = (struct sc_pollq){
+		.ops = &nullblk_pollq_ops,
+		.ctx = d,
+		.kick_fd = cfg->kick_fd,
+		.name = name,
+	};
 	return sc_vq_init(&d->vq, cfg);
 }
 
-/* Is [sector, sector + bytes/512) a whole number of sectors inside the disk? */
-static bool in_range(const struct sc_nullblk *d, uint64_t sector, uint64_t bytes)
+/* Is [sector, sector + bytes / 512) whole sectors inside the disk? Written so nothing can overflow. */
+static bool in_range(const struct sc_nullblk *d, uint64_t sector, uint32_t bytes)
 {
 	uint64_t n = bytes / VIRTIO_BLK_SECTOR_SIZE;
+
 	return bytes % VIRTIO_BLK_SECTOR_SIZE == 0 && sector <= d->capacity &&
 	       n <= d->capacity - sector;
+}
+
+/* §5.2.6: the status is the last byte of the device-writable part (in_len ≥ 1). */
+static void put_status(const struct sc_vq_elem *e, uint8_t status)
+{
+	const struct iovec *last = &e->iov[e->out_num + e->in_num - 1];
+
+	if (sc_likely(last->iov_len >= 1))
+		((uint8_t *)last->iov_base)[last->iov_len - 1] = status;
+	else
+		sc_iov_copy_to(e->iov + e->out_num, e->in_num, e->in_len - 1, &status, 1);
 }
 
 /* Serve one request; returns the bytes written into the chain (the used length). */
 static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 {
-	const struct iovec *in = e->iov + e->out_num;
 	struct virtio_blk_outhdr h;
 	uint8_t status = VIRTIO_BLK_S_OK;
-	uint32_t written = 1;
+	uint32_t written = 1;   /* the status byte */
 
-	/* A request is a 16-byte header the device reads and a status byte it writes, at least. */
-	if (e->in_len < 1 || e->out_len < sizeof(h)) {
+	/* Every request has a 16-byte header the device reads and a status byte it writes. */
+	if (e->out_len < sizeof(h) || e->in_len < 1) {
 		d->stats.bad_requests++;
 		if (e->in_len < 1)
-			return 0;
-		status = VIRTIO_BLK_S_IOERR;
-		goto done;
+			return 0;   /* nowhere to say so: complete with nothing written */
+		put_status(e, VIRTIO_BLK_S_IOERR);
+		return 1;
 	}
 
 	/*
 	 * Copy, then check, then use: the guest may rewrite its header while we
-	 * look. The barrier stops the compiler from re-reading guest memory in
-	 * place of the local copy (a memcpy alone would allow it).
+	 * look, so only the local copy is read from here on. The compiler
+	 * barrier keeps an inlined copy (LTO) from being replaced by re-reads of
+	 * guest memory.
 	 */
-	if (sc_likely(e->iov[0].iov_len >= sizeof(h)))
-		memcpy(&h, e->iov[0].iov_base, sizeof(h));
-	else
-		sc_iov_copy_from(e->iov, e->out_num, 0, &h, sizeof(h));
+	sc_iov_copy_from(e->iov, e->out_num, 0, &h, sizeof(h));
 	sc_barrier();
 
-	uint32_t data_in = e->in_len - 1, data_out = e->out_len - (uint32_t)sizeof(h);
+	uint32_t data_in = e->in_len - 1;                    /* writable part less the status */
+	uint32_t data_out = e->out_len - (uint32_t)sizeof(h); /* readable part after the header */
+
 	switch (h.type) {
 	case VIRTIO_BLK_T_IN:
 		if (!in_range(d, h.sector, data_in))
 			goto bad;
+		/* A null disk leaves the buffer as it is. */
 		d->stats.reads++;
 		d->stats.bytes_read += data_in;
-		written += data_in;   /* a null disk "reads" whatever the buffer held */
+		written += data_in;
 		break;
 	case VIRTIO_BLK_T_OUT:
 		if (!in_range(d, h.sector, data_out))
@@ -103,9 +122,9 @@ static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 		break;
 	case VIRTIO_BLK_T_GET_ID: {
 		uint32_t n = data_in < VIRTIO_BLK_ID_BYTES ? data_in : VIRTIO_BLK_ID_BYTES;
-		sc_iov_copy_to(in, e->in_num, 0, d->id, n);
-		written += n;
+		sc_iov_copy_to(e->iov + e->out_num, e->in_num, 0, d->id, n);
 		d->stats.get_ids++;
+		written += n;
 		break;
 	}
 	default:
@@ -113,19 +132,13 @@ static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 		status = VIRTIO_BLK_S_UNSUPP;
 		break;
 	}
-	goto done;
+	put_status(e, status);
+	return written;
+
 bad:
 	d->stats.bad_requests++;
-	status = VIRTIO_BLK_S_IOERR;
-	written = 1;
-done:
-	/* The status byte is the last byte of the device-writable part. */
-	const struct iovec *last = &in[e->in_num - 1];
-	if (sc_likely(last->iov_len >= 1))
-		((uint8_t *)last->iov_base)[last->iov_len - 1] = status;
-	else
-		sc_iov_copy_to(in, e->in_num, e->in_len - 1, &status, 1);
-	return written;
+	put_status(e, VIRTIO_BLK_S_IOERR);
+	return 1;
 }
 
 int sc_nullblk_poll(struct sc_nullblk *d, unsigned budget)
@@ -142,6 +155,7 @@ int sc_nullblk_poll(struct sc_nullblk *d, unsigned budget)
 		sc_vq_push(&d->vq, e.head, serve(d, &e));
 		served++;
 	}
+	/* One used->idx store (and at most one interrupt) per batch, also before reporting a break. */
 	if (served)
 		sc_vq_flush(&d->vq);
 	return ret < 0 ? ret : (int)served;
