@@ -49,8 +49,9 @@ struct sc_drv_vq {
 uint64_t sc_drv_vq_ring_bytes(uint16_t size);
 
 /*
- * Lay out and zero a ring of size entries (a power of two ≤ 32768) in mem,
- * whose guest address is mem_gpa (64-byte aligned). features: the
+ * Lay out and zero a ring of size entries (a power of two ≤ 32768) in mem
+ * (sc_drv_vq_ring_bytes(size) bytes), whose guest address is mem_gpa; both
+ * mem and mem_gpa 64-byte aligned. features: the
  * negotiated bits (EVENT_IDX, INDIRECT_DESC are honoured). The avail and
  * used rings start on their own cache lines so the two sides never share
  * one. Returns 0 or -22 (EINVAL) for a bad size or alignment.
@@ -64,7 +65,8 @@ int sc_drv_vq_init(struct sc_drv_vq *vq, void *mem, uint64_t mem_gpa, uint16_t s
  * A descriptor whose content is unchanged is not rewritten, so a driver
  * that reuses buffers does not pull the descriptor's cache line away from
  * the device. Returns the head (≥ 0) or -28 (ENOSPC) if descriptors run out,
- * -22 (EINVAL) for an empty request.
+ * -22 (EINVAL) for an empty request or one of more segments than the queue
+ * size (it could never fit).
  */
 int sc_drv_vq_add(struct sc_drv_vq *vq, const struct sc_drv_seg *segs,
 		  unsigned out, unsigned in);
@@ -72,7 +74,9 @@ int sc_drv_vq_add(struct sc_drv_vq *vq, const struct sc_drv_seg *segs,
 /*
  * Queue a request through an indirect table at table (guest address
  * table_gpa, room for out + in descriptors). Uses one ring descriptor.
- * Returns the head or a negative errno as sc_drv_vq_add.
+ * Returns the head, -28 (ENOSPC) if no ring descriptor is free, or -22
+ * (EINVAL) if INDIRECT_DESC was not negotiated or the table would be empty
+ * or longer than 32768 entries.
  */
 int sc_drv_vq_add_indirect(struct sc_drv_vq *vq, struct vring_desc *table,
 			   uint64_t table_gpa, const struct sc_drv_seg *segs,
@@ -89,7 +93,10 @@ bool sc_drv_vq_kick_needed(struct sc_drv_vq *vq);
 
 /*
  * Reap one completion: returns 1 and sets *head and *len, or 0 if none.
- * The chain's descriptors return to the free list.
+ * The chain's descriptors return to the free list. Returns -5 (EIO), and
+ * keeps returning it, if the device completed a head outside the table.
+ * With EVENT_IDX and interrupts on, also asks for an interrupt at the next
+ * completion (used_event); to wait for one, call interrupts_enable first.
  */
 int sc_drv_vq_get_used(struct sc_drv_vq *vq, uint16_t *head, uint32_t *len);
 
