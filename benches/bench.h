@@ -62,5 +62,6 @@ void bench_pin(int cpu, const char *who);
 int bench_roundtrip(int argc, char **argv);
 int bench_exits(int argc, char **argv);
 int bench_latency(int argc, char **argv);
+int bench_vhost_blk(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ static const struct {
 } benches[] = {
 	{ "roundtrip", bench_roundtrip, "one request at a time: sidecore polling vs eventfd vs the cache-line floor" },
 	{ "exits", bench_exits, "what an exit costs a KVM guest, by kind, beside a sidecore round trip" },
+	{ "vhost-blk", bench_vhost_blk, "sidecored vs qemu-storage-daemon over vhost-user, same file and client" },
 	{ "latency", bench_latency, "KVM guest virtio-blk latency at QD 1-64: sidecore vs eventfd vs user-space exit" },
 };
 

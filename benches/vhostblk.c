@@ -1,0 +1,322 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sidecore-bench vhost-blk: the same vhost-user-blk workload against
+ * sidecored and against qemu-storage-daemon (with an iothread), on the same
+ * backing file on tmpfs (so the disk is not what is measured), driven by the
+ * same user-space front end (runtime/vu_frontend.c) on the guest cpu; each
+ * server runs pinned to the sidecore cpu. Random 4 KiB reads at QD1 and
+ * QD32: latency from the front end, IOPS, and host cpu per I/O from each
+ * server process's own cpu time.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "benches/bench.h"
+#include "common/barrier.h"
+#include "common/tsc.h"
+#include "devices/virtio_blk.h"
+#include "runtime/vu_frontend.h"
+
+static const char usage[] =
+	"usage: sidecore-bench vhost-blk [--json FILE] [--quick] [--cpus S,G]\n"
+	"\n"
+	"Random 4 KiB reads at QD1 and QD32 from one user-space vhost-user front end\n"
+	"on cpu G, against sidecored and against qemu-storage-daemon (iothread),\n"
+	"each pinned to cpu S, on the same 256 MiB file in /dev/shm. Prints p50/p99\n"
+	"latency, IOPS and IOPS per host cpu, with sidecored's ratio to the daemon.\n";
+
+#define DISK_MB 256
+#define MEM (64u << 20)
+
+struct server {
+	const char *name;
+	pid_t pid;
+	char sock[108];
+};
+
+struct result {
+	struct samples lat;
+	double iops, cpu_s, ops;
+};
+
+static uint64_t proc_cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024];
+	unsigned long long ut = 0, st = 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (fgets(buf, sizeof(buf), f)) {
+		const char *p = strrchr(buf, ')');   /* comm may contain spaces */
+		if (p)
+			sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st);
+	}
+	fclose(f);
+	return ut + st;
+}
+
+/* Start argv pinned to cpu, quiet, and wait for its socket. */
+static int spawn(struct server *s, char *const argv[], int cpu, const char *log)
+{
+	s->pid = fork();
+	if (s->pid < 0)
+		return -errno;
+	if (s->pid == 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		sched_setaffinity(0, sizeof(set), &set);
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 100; i++) {
+		struct stat st;
+		if (stat(s->sock, &st) == 0 && S_ISSOCK(st.st_mode))
+			return 0;
+		int status;
+		if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+			fprintf(stderr, "sidecore-bench: %s exited at start; see %s\n", s->name, log);
+			s->pid = 0;
+			return -ECHILD;
+		}
+		usleep(50000);
+	}
+	fprintf(stderr, "sidecore-bench: %s did not create %s within 5 s; see %s\n", s->name, s->sock, log);
+	return -ETIMEDOUT;
+}
+
+static void stop(struct server *s)
+{
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, SIGTERM);
+	for (int i = 0; i < 50; i++) {
+		if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
+			s->pid = 0;
+			return;
+		}
+		usleep(20000);
+	}
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, NULL, 0);
+	s->pid = 0;
+}
+
+static uint64_t xorshift(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
+/* Random 4 KiB reads at depth qd for ms milliseconds. */
+static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, struct result *r)
+{
+	struct sc_drv_vq *vq = &fe->vq[0];
+	uint64_t submitted[256], rng = 0x9e3779b97f4a7c15ull, sectors = fe->capacity ? fe->capacity : DISK_MB * 2048ull;
+	uint16_t slot_of[1024];
+	uint64_t hz = sc_tsc_hz(), deadline, ops = 0, t0;
+	unsigned free_slots[256], nfree = qd, inflight = 0;
+
+	for (unsigned s = 0; s < qd; s++)
+		free_slots[s] = s;
+
+	if (samples_init(&r->lat, 4u << 20) < 0)
+		return -ENOMEM;
+	for (unsigned s = 0; s < qd; s++)
+		((uint8_t *)fe->mem)[fe->buf_gpa + s * 64 + 16] = 0xff;
+
+	uint64_t cpu0 = proc_cpu_ticks(server);
+	t0 = sc_rdtsc();
+	deadline = t0 + hz / 1000 * ms;
+	for (;;) {
+		bool more = sc_rdtsc() < deadline;
+		bool added = false;
+		while (more && nfree) {
+			unsigned s = free_slots[--nfree];
+			uint64_t hdr = fe->buf_gpa + s * 64, data = fe->buf_gpa + 0x10000 + s * 4096;
+			*(struct virtio_blk_outhdr *)(fe->mem + hdr) = (struct virtio_blk_outhdr){
+				.type = VIRTIO_BLK_T_IN, .sector = (xorshift(&rng) % (sectors / 8)) * 8 };
+			struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, 4096 }, { hdr + 16, 1 } };
+			int head = sc_drv_vq_add(vq, segs, 1, 2);
+			if (head < 0) {
+				free_slots[nfree++] = s;
+				break;
+			}
+			slot_of[head] = (uint16_t)s;
+			submitted[s] = sc_rdtsc();
+			inflight++;
+			added = true;
+		}
+		if (added) {
+			sc_drv_vq_publish(vq);
+			sc_vu_fe_kick(fe, 0);
+		}
+		if (!inflight)
+			break;
+		uint16_t head;
+		uint32_t len;
+		int got;
+		while ((got = sc_drv_vq_get_used(vq, &head, &len)) == 1) {
+			unsigned s = slot_of[head];
+			samples_add(&r->lat, sc_rdtscp() - submitted[s]);
+			if (len != 4097) {
+				fprintf(stderr, "sidecore-bench: a read completed with length %u\n", len);
+				return -EIO;
+			}
+			free_slots[nfree++] = s;
+			inflight--;
+			ops++;
+		}
+		if (got < 0)
+			return -EIO;
+		if (sc_rdtsc() > deadline + hz * 5) {
+			fprintf(stderr, "sidecore-bench: %u requests never completed\n", inflight);
+			return -ETIMEDOUT;
+		}
+	}
+	double secs = (double)(sc_rdtsc() - t0) / (double)hz;
+	r->ops = (double)ops;
+	r->iops = (double)ops / secs;
+	r->cpu_s = (double)(proc_cpu_ticks(server) - cpu0) / (double)sysconf(_SC_CLK_TCK);
+	return 0;
+}
+
+int bench_vhost_blk(int argc, char **argv)
+{
+	struct bench_opts o = { 0 };
+	char dir[] = "/dev/shm/sidecore-bench-XXXXXX", disk[128], conf[160], log[160];
+	struct server srv[2] = { { .name = "sidecored" }, { .name = "qemu-storage-daemon" } };
+	static struct result res[2][2];
+	static const unsigned depths[2] = { 1, 32 };
+	int ret = 1;
+
+	if (bench_parse_common(argc, argv, &o, usage) < 0 || bench_pick_cpus(&o) < 0)
+		return 2;
+	if (access("/usr/bin/qemu-storage-daemon", X_OK) < 0) {
+		fprintf(stderr, "sidecore-bench vhost-blk: qemu-storage-daemon is not installed (apt-get install qemu-system-common)\n");
+		return 77;
+	}
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 32);
+	if (n < 0 || !mkdtemp(dir))
+		return 1;
+	self[n] = 0;
+	/* sidecored is built next to us: build/benches/.. -> build/runtime/sidecored */
+	char *slash = strrchr(self, '/');
+	snprintf(slash, 32, "/../runtime/sidecored");
+	snprintf(disk, sizeof(disk), "%s/disk.img", dir);
+	int fd = open(disk, O_CREAT | O_RDWR, 0644);
+	if (fd < 0 || ftruncate(fd, DISK_MB << 20) < 0)
+		return 1;
+	/* Real data, so reads copy pages rather than hit holes. */
+	char buf[1 << 16];
+	memset(buf, 0x5a, sizeof(buf));
+	for (unsigned i = 0; i < (DISK_MB << 20) / sizeof(buf); i++)
+		if (write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+			return 1;
+	close(fd);
+	unsigned ms = o.quick ? 300 : 2000;
+	printf("vhost-blk: front end on cpu %d, servers pinned to cpu %d, %u MiB file on tmpfs, %u ms per run\n",
+	       o.guest_cpu, o.sidecore_cpu, DISK_MB, ms);
+	bench_pin(o.guest_cpu, "front end");
+
+	for (int k = 0; k < 2; k++) {
+		struct server *s = &srv[k];
+		snprintf(s->sock, sizeof(s->sock), "%s/%d.sock", dir, k);
+		snprintf(log, sizeof(log), "%s/%d.log", dir, k);
+		if (k == 0) {
+			snprintf(conf, sizeof(conf), "%s/sc.conf", dir);
+			FILE *f = fopen(conf, "w");
+			fprintf(f, "[sidecore]\ncpus = %d\n[blk.bench]\nsocket = %s\nbacking = %s\n", o.sidecore_cpu, s->sock, disk);
+			fclose(f);
+			char *args[] = { self, "--config", conf, NULL };
+			if (spawn(s, args, o.sidecore_cpu, log) < 0)
+				goto out;
+		} else {
+			char bd[256], ex[256];
+			snprintf(bd, sizeof(bd), "driver=file,node-name=disk,filename=%s", disk);
+			snprintf(ex, sizeof(ex), "type=vhost-user-blk,id=exp,node-name=disk,addr.type=unix,addr.path=%s,writable=on,iothread=io0",
+				 s->sock);
+			char *args[] = { "qemu-storage-daemon", "--blockdev", bd, "--object", "iothread,id=io0", "--export", ex, NULL };
+			if (spawn(s, args, o.sidecore_cpu, log) < 0)
+				goto out;
+		}
+		struct sc_vu_fe fe;
+		char err[256];
+		if (sc_vu_fe_connect(&fe, s->sock, MEM, 1, 128, err, sizeof(err)) < 0) {
+			fprintf(stderr, "sidecore-bench: %s: %s\n", s->name, err);
+			goto out;
+		}
+		for (int d = 0; d < 2; d++) {
+			printf("  %-20s QD%-2u ...", s->name, depths[d]);
+			fflush(stdout);
+			if (run(&fe, depths[d], ms, s->pid, &res[k][d]) < 0) {
+				sc_vu_fe_close(&fe);
+				goto out;
+			}
+			printf(" %.0f IOPS, p50 %.1f us\n", res[k][d].iops, sc_cycles_to_ns(samples_pct(&res[k][d].lat, 50)) / 1000);
+		}
+		sc_vu_fe_close(&fe);
+		stop(s);
+	}
+
+	printf("\n%-20s %4s %10s %10s %12s %10s %14s\n", "server", "QD", "p50 us", "p99 us", "IOPS", "host cpu", "IOPS/host cpu");
+	for (int k = 0; k < 2; k++)
+		for (int d = 0; d < 2; d++) {
+			struct result *r = &res[k][d];
+			double cpu = r->cpu_s / (ms / 1000.0);
+			printf("%-20s %4u %10.2f %10.2f %12.0f %9.2f %14.0f\n", srv[k].name, depths[d],
+			       sc_cycles_to_ns(samples_pct(&r->lat, 50)) / 1000, sc_cycles_to_ns(samples_pct(&r->lat, 99)) / 1000,
+			       r->iops, cpu, cpu > 0 ? r->iops / cpu : 0);
+		}
+	double lat_ratio = (double)samples_pct(&res[1][0].lat, 50) / (double)samples_pct(&res[0][0].lat, 50);
+	double cpu0 = res[0][1].cpu_s / (ms / 1000.0), cpu1 = res[1][1].cpu_s / (ms / 1000.0);
+	double eff_ratio = (cpu0 > 0 && cpu1 > 0) ? (res[0][1].iops / cpu0) / (res[1][1].iops / cpu1) : 0;
+	printf("\ntargets: sidecored QD1 p50 >= 3x lower than qemu-storage-daemon: %s (%.1fx)\n", lat_ratio >= 3 ? "met" : "MISSED", lat_ratio);
+	printf("         sidecored IOPS per host cpu at QD32 >= 1.5x higher: %s (%.2fx)\n", eff_ratio >= 1.5 ? "met" : "MISSED", eff_ratio);
+
+	if (o.json_path) {
+		json_t *root = bench_json_header("vhost-blk", &o, o.sidecore_cpu, o.guest_cpu), *arr = json_array();
+		for (int k = 0; k < 2; k++)
+			for (int d = 0; d < 2; d++) {
+				struct result *r = &res[k][d];
+				json_array_append_new(arr, json_pack("{s:s, s:i, s:o, s:f, s:f}", "server", srv[k].name,
+					"queue_depth", depths[d], "latency", samples_json(&r->lat), "iops", r->iops,
+					"host_cpu", r->cpu_s / (ms / 1000.0)));
+			}
+		json_object_set_new(root, "runs", arr);
+		json_object_set_new(root, "ratios", json_pack("{s:f, s:f}", "qd1_p50_qsd_over_sidecored", lat_ratio,
+							      "qd32_iops_per_cpu_sidecored_over_qsd", eff_ratio));
+		bench_json_write(root, o.json_path);
+		json_decref(root);
+	}
+	ret = 0;
+out:
+	for (int k = 0; k < 2; k++)
+		stop(&srv[k]);
+	for (int k = 0; k < 2; k++)
+		for (int d = 0; d < 2; d++)
+			samples_free(&res[k][d].lat);
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "sidecore-bench: could not remove %s\n", dir);
+	return ret;
+}

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+#include "runtime/vu_frontend.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/compiler.h"
+#include "devices/virtio_blk.h"
+#include "guestmem/guestmem.h"
+#include "runtime/vhost_user.h"
+#include "runtime/vu_server.h"
+
+static int send_msg(struct sc_vu_fe *fe, uint32_t req, uint32_t flags, const void *payload,
+		    uint32_t size, int fd)
+{
+	struct sc_vu_hdr h = { req, VHOST_USER_VERSION | flags, size };
+	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, size } };
+	char control[CMSG_SPACE(sizeof(int))];
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
+
+	if (fd >= 0) {
+		mh.msg_control = control;
+		mh.msg_controllen = sizeof(control);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	return sendmsg(fe->sock, &mh, MSG_NOSIGNAL) == (ssize_t)(sizeof(h) + size) ? 0 : -EIO;
+}
+
+static int recv_reply(struct sc_vu_fe *fe, uint32_t req, void *payload, uint32_t size)
+{
+	struct sc_vu_hdr h;
+	if (recv(fe->sock, &h, sizeof(h), MSG_WAITALL) != sizeof(h) || h.request != req ||
+	    !(h.flags & VHOST_USER_REPLY) || h.size > size)
+		return -EPROTO;
+	if (h.size && recv(fe->sock, payload, h.size, MSG_WAITALL) != (ssize_t)h.size)
+		return -EPROTO;
+	return (int)h.size;
+}
+
+static int get_u64(struct sc_vu_fe *fe, uint32_t req, uint64_t *v)
+{
+	int ret = send_msg(fe, req, 0, NULL, 0, -1);
+	if (ret == 0)
+		ret = recv_reply(fe, req, v, 8) == 8 ? 0 : -EPROTO;
+	return ret;
+}
+
+int sc_vu_fe_connect(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, unsigned nq,
+		     uint16_t qsize, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	uint64_t f, pf;
+	int ret;
+
+	memset(fe, 0, sizeof(*fe));
+	fe->sock = fe->memfd = -1;
+	for (unsigned i = 0; i < SC_VU_FE_MAX_QUEUES; i++)
+		fe->kick[i] = fe->call[i] = -1;
+	if (nq == 0 || nq > SC_VU_FE_MAX_QUEUES || strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "%s: bad front-end parameters", path);
+		return -EINVAL;
+	}
+	fe->nq = nq;
+	fe->qsize = qsize;
+	strcpy(sa.sun_path, path);
+	fe->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (connect(fe->sock, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "%s: connect: %s", path, strerror(errno));
+		goto fail;
+	}
+#define STEP(what, call)                                                              \
+	do {                                                                          \
+		if ((ret = (call)) < 0) {                                              \
+			snprintf(err, errlen, "%s: %s failed: %s", path, what, strerror(-ret)); \
+			goto fail;                                                    \
+		}                                                                     \
+	} while (0)
+	STEP("GET_FEATURES", get_u64(fe, VHOST_USER_GET_FEATURES, &f));
+	/* A plain client: version 1 and protocol features; the back end's blk bits it offers for the config. */
+	fe->features = f & ((1ull << VIRTIO_F_VERSION_1) | (1ull << SC_VU_F_PROTOCOL_FEATURES) |
+			    (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |
+			    (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_MQ));
+	if (!(f & (1ull << SC_VU_F_PROTOCOL_FEATURES))) {
+		snprintf(err, errlen, "%s: the back end lacks VHOST_USER_F_PROTOCOL_FEATURES", path);
+		ret = -ENOTSUP;
+		goto fail;
+	}
+	STEP("GET_PROTOCOL_FEATURES", get_u64(fe, VHOST_USER_GET_PROTOCOL_FEATURES, &pf));
+	pf &= (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG);
+	STEP("SET_PROTOCOL_FEATURES", send_msg(fe, VHOST_USER_SET_PROTOCOL_FEATURES, 0, &pf, 8, -1));
+	STEP("SET_OWNER", send_msg(fe, VHOST_USER_SET_OWNER, 0, NULL, 0, -1));
+	STEP("SET_FEATURES", send_msg(fe, VHOST_USER_SET_FEATURES, 0, &fe->features, 8, -1));
+	if (pf & (1ull << VHOST_USER_PROTOCOL_F_CONFIG)) {
+		struct { uint32_t offset, size, flags; struct virtio_blk_config c; } __attribute__((packed)) cfg = {
+			0, sizeof(struct virtio_blk_config), 0, { 0 } };
+		STEP("GET_CONFIG", send_msg(fe, VHOST_USER_GET_CONFIG, 0, &cfg, sizeof(cfg), -1));
+		STEP("GET_CONFIG reply", recv_reply(fe, VHOST_USER_GET_CONFIG, &cfg, sizeof(cfg)));
+		fe->capacity = cfg.c.capacity;
+	}
+
+	fe->mem_size = mem_size;
+	fe->memfd = sc_mem_memfd_create("sidecore-frontend", mem_size);
+	STEP("memfd", fe->memfd);
+	fe->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, fe->memfd, 0);
+	if (fe->mem == MAP_FAILED) {
+		fe->mem = NULL;
+		ret = -errno;
+		snprintf(err, errlen, "%s: mapping front-end memory: %s", path, strerror(errno));
+		goto fail;
+	}
+	struct { uint32_t n, pad; struct sc_vu_region r; } mt = { 1, 0, { 0, mem_size, (uintptr_t)fe->mem, 0 } };
+	STEP("SET_MEM_TABLE", send_msg(fe, VHOST_USER_SET_MEM_TABLE, 0, &mt, sizeof(mt), fe->memfd));
+
+	uint64_t off = 0;
+	for (unsigned q = 0; q < nq; q++) {
+		struct sc_drv_vq *vq = &fe->vq[q];
+		STEP("ring layout", sc_drv_vq_init(vq, fe->mem + off, off, qsize, fe->features));
+		off += SC_ALIGN_UP(sc_drv_vq_ring_bytes(qsize), 4096ull);
+		sc_drv_vq_interrupts_disable(vq);   /* we reap by polling */
+		struct sc_vu_vring_state num = { q, qsize }, base = { q, 0 }, en = { q, 1 };
+		struct sc_vu_vring_addr a = { .index = q, .desc_user_addr = (uintptr_t)vq->desc,
+					      .avail_user_addr = (uintptr_t)vq->avail, .used_user_addr = (uintptr_t)vq->used };
+		uint64_t idx = q;
+		fe->kick[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		fe->call[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		STEP("SET_VRING_NUM", send_msg(fe, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1));
+		STEP("SET_VRING_BASE", send_msg(fe, VHOST_USER_SET_VRING_BASE, 0, &base, 8, -1));
+		STEP("SET_VRING_ADDR", send_msg(fe, VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1));
+		STEP("SET_VRING_CALL", send_msg(fe, VHOST_USER_SET_VRING_CALL, 0, &idx, 8, fe->call[q]));
+		STEP("SET_VRING_KICK", send_msg(fe, VHOST_USER_SET_VRING_KICK, 0, &idx, 8, fe->kick[q]));
+		STEP("SET_VRING_ENABLE", send_msg(fe, VHOST_USER_SET_VRING_ENABLE, 0, &en, 8, -1));
+	}
+#undef STEP
+	fe->buf_gpa = off;
+	/* A round trip so we know the back end has taken every message before I/O starts. */
+	uint64_t nqueues;
+	if (get_u64(fe, VHOST_USER_GET_QUEUE_NUM, &nqueues) < 0) {
+		snprintf(err, errlen, "%s: the back end closed the connection during set-up", path);
+		ret = -EPROTO;
+		goto fail;
+	}
+	return 0;
+fail:
+	sc_vu_fe_close(fe);
+	return ret;
+}
+
+void sc_vu_fe_kick(struct sc_vu_fe *fe, unsigned q)
+{
+	static const uint64_t one = 1;
+	if (sc_drv_vq_kick_needed(&fe->vq[q]) && write(fe->kick[q], &one, sizeof(one)) != sizeof(one)) {
+		/* A full counter means a kick is pending anyway. */
+	}
+}
+
+void sc_vu_fe_close(struct sc_vu_fe *fe)
+{
+	if (fe->sock >= 0) {
+		for (unsigned q = 0; q < fe->nq && fe->mem; q++) {
+			struct sc_vu_vring_state st = { q, 0 };
+			if (send_msg(fe, VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1) == 0)
+				recv_reply(fe, VHOST_USER_GET_VRING_BASE, &st, sizeof(st));
+		}
+		close(fe->sock);
+	}
+	for (unsigned q = 0; q < SC_VU_FE_MAX_QUEUES; q++) {
+		if (fe->kick[q] >= 0)
+			close(fe->kick[q]);
+		if (fe->call[q] >= 0)
+			close(fe->call[q]);
+	}
+	if (fe->mem)
+		munmap(fe->mem, fe->mem_size);
+	if (fe->memfd >= 0)
+		close(fe->memfd);
+	memset(fe, 0, sizeof(*fe));
+	fe->sock = fe->memfd = -1;
+}

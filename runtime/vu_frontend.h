@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vu_frontend: a user-space vhost-user front end (what DPDK's virtio-user
+ * is), built on the driver library. It connects to any vhost-user-blk back
+ * end (sidecored, qemu-storage-daemon), shares memfd "guest" memory with it,
+ * and drives split rings from this process. Benchmarks use it so that every
+ * back end is driven by the same client.
+ */
+#ifndef SC_RUNTIME_VU_FRONTEND_H
+#define SC_RUNTIME_VU_FRONTEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "driver/driver.h"
+
+#define SC_VU_FE_MAX_QUEUES 8
+
+struct sc_vu_fe {
+	int sock;
+	int memfd;
+	uint8_t *mem;                 /* guest memory; GPA 0 is mem[0] */
+	uint64_t mem_size;
+	unsigned nq;
+	uint16_t qsize;
+	uint64_t features;            /* negotiated */
+	uint64_t capacity;            /* sectors, from the config space */
+	struct sc_drv_vq vq[SC_VU_FE_MAX_QUEUES];
+	int kick[SC_VU_FE_MAX_QUEUES];
+	int call[SC_VU_FE_MAX_QUEUES];
+	uint64_t buf_gpa;             /* free memory after the rings, for requests */
+};
+
+/*
+ * Connect to the back end at path, negotiate, share mem_size bytes of
+ * memory and start nq rings of qsize entries. Returns 0 or a negative
+ * errno with one line in err.
+ */
+int sc_vu_fe_connect(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, unsigned nq,
+		     uint16_t qsize, char *err, size_t errlen);
+
+/* Tell the driver it may kick queue q if the back end asked (an eventfd write). */
+void sc_vu_fe_kick(struct sc_vu_fe *fe, unsigned q);
+
+/* Stop the rings (GET_VRING_BASE) and disconnect. */
+void sc_vu_fe_close(struct sc_vu_fe *fe);
+
+#endif
