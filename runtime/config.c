@@ -1,226 +1,491 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * Line numbers: inih's handler gets no line number (Debian builds it without
+ * INI_HANDLER_LINENO), so we feed inih through ini_parse_stream() with our
+ * own reader, which counts lines. inih handles each line before it asks for
+ * the next, so in the handler p->line is the line of that key. inih calls the
+ * handler per key only, so the reader also spots [section] headers itself:
+ * that gives each section its header line and lets an empty section count.
+ */
 #include "runtime/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define CPU_ID_MAX 65535    /* beyond any machine we run on; keeps numbers in an int */
+#define SEC_MAX_KEYS 8
+
+enum sec_kind { SEC_NONE, SEC_SIDECORE, SEC_BLK };
+
+static const char *const sidecore_keys[] = { "cpus", "idle_spin_us", "budget", NULL };
+static const char *const blk_keys[] = { "socket", "backing", "queues", "queue_size", "read_only", "direct", NULL };
+enum { K_CPUS, K_IDLE, K_BUDGET };
+enum { K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT };
 
 struct parse {
 	struct sc_config *c;
 	FILE *f;
-	int line;                /* the line inih is handling (counted by our reader) */
-	int section_line;        /* the line of the last [section] header */
-	int open_line;           /* the header line of the section being read */
-	int error;
+	int line;                    /* the line inih is handling (counted by reader()) */
+	bool indented;               /* that line starts with white space */
+	int read_errno;              /* fgets failed with this, not EOF */
+
+	enum sec_kind kind;          /* the section being read */
+	struct sc_blk_config *blk;   /* its device, for SEC_BLK */
+	int section_line;
+	bool key_in_section;         /* inih's prev_name: an indented line now continues a value */
+	int key_line[SEC_MAX_KEYS];  /* where each key of this section was set, 0 if not */
+	int sidecore_line;           /* of [sidecore], 0 until seen */
+
+	int error, error_line;       /* the first error we found, 0 if none */
 	char *err;
 	size_t errlen;
-	bool in_sidecore, seen_sidecore;
-	struct sc_blk_config *blk;   /* the [blk.X] being read, or NULL */
-	unsigned seen;               /* keys seen in this section (bit per key) */
-	char section[128];
 };
 
-static int parse_fail(struct parse *p, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int parse_fail(struct parse *p, int err, const char *fmt, ...)
+/* Record the first error, on the current line; returns it. */
+static int fail(struct parse *p, int error, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct parse *p, int error, const char *fmt, ...)
 {
 	va_list ap;
 	int n = snprintf(p->err, p->errlen, "%s:%d: ", p->c->path, p->line);
 
-	va_start(ap, fmt);
-	if (n >= 0 && (size_t)n < p->errlen)
+	if (n >= 0 && (size_t)n < p->errlen) {
+		va_start(ap, fmt);
 		vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
-	va_end(ap);
-	p->error = err;
-	return 0;   /* stop inih */
+		va_end(ap);
+	}
+	p->error = error;
+	p->error_line = p->line;
+	return error;
 }
 
-static char *reader(char *str, int num, void *stream)
+static const char *skip_space(const char *s)
 {
-	struct parse *p = stream;
-	char *s = fgets(str, num, p->f);
-	if (s) {
-		p->line++;
-		/* inih calls us per key, not per header: remember where sections start. */
-		const char *t = s + strspn(s, " \t");
-		if (*t == '[')
-			p->section_line = p->line;
-	}
+	while (isspace((unsigned char)*s))
+		s++;
 	return s;
 }
 
-/* A whole decimal number in [lo, hi]. */
-static bool parse_uint(const char *v, unsigned long long lo, unsigned long long hi, unsigned long long *out)
+/* The section's name as errors show it: "sidecore" or "blk.NAME". */
+static const char *section_name(const struct parse *p, char *buf, size_t len)
+{
+	if (p->kind == SEC_SIDECORE)
+		return "sidecore";
+	snprintf(buf, len, "blk.%s", p->blk->name);
+	return buf;
+}
+
+/* Open the section whose header is name (between the brackets, trimmed). */
+static int open_section(struct parse *p, const char *name)
+{
+	struct sc_config *c = p->c;
+	const char *dot = strchr(name, '.');
+	const char *dev = dot ? dot + 1 : "";
+	size_t typelen = dot ? (size_t)(dot - name) : strlen(name);
+
+	p->kind = SEC_NONE;
+	p->blk = NULL;
+	p->section_line = p->line;
+	p->key_in_section = false;
+	memset(p->key_line, 0, sizeof(p->key_line));
+
+	if (!strcmp(name, "sidecore")) {
+		if (p->sidecore_line)
+			return fail(p, -EEXIST, "[sidecore] appears twice (first on line %d); merge the two", p->sidecore_line);
+		p->kind = SEC_SIDECORE;
+		p->sidecore_line = p->line;
+		return 0;
+	}
+	if (typelen != 3 || strncmp(name, "blk", 3)) {
+		if (dot)
+			return fail(p, -EINVAL, "unknown section type '%.*s' in [%s]; the only device type is blk: [blk.NAME]",
+				    (int)typelen, name, name);
+		return fail(p, -EINVAL, "unknown section [%s]; sections are [sidecore] and [blk.NAME]", name);
+	}
+	if (!*dev)
+		return fail(p, -EINVAL, "section [%s] has no device name; write [blk.NAME]", name);
+	if (strlen(dev) >= sizeof(c->blk[0].name) || strspn(dev, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+								 "0123456789_-") != strlen(dev))
+		return fail(p, -EINVAL, "device name '%s' in [%s] is not 1..%zu letters, digits, '_' or '-'; rename it", dev,
+			    name, sizeof(c->blk[0].name) - 1);
+	for (int i = 0; i < c->nblk; i++)
+		if (!strcmp(c->blk[i].name, dev))
+			return fail(p, -EEXIST, "[%s] is defined twice (first on line %d); rename one or merge them", name,
+				    c->blk[i].line);
+	if (c->nblk == SC_CONFIG_MAX_DEVICES)
+		return fail(p, -E2BIG, "[%s] is device %d, more than the %d one service serves; split them across two configs",
+			    name, c->nblk + 1, SC_CONFIG_MAX_DEVICES);
+	p->kind = SEC_BLK;
+	p->blk = &c->blk[c->nblk++];
+	*p->blk = (struct sc_blk_config){ .queues = 1, .queue_size = 256, .line = p->line };
+	strcpy(p->blk->name, dev);
+	return 0;
+}
+
+/*
+ * inih's line source. Counts lines, refuses a line that does not fit inih's
+ * buffer (inih would cut it in two), and opens [section]s as inih will see
+ * them. Returning NULL ends the parse, as at end of file.
+ */
+static char *reader(char *str, int num, void *stream)
+{
+	struct parse *p = stream;
+	char *s;
+
+	if (p->error)
+		return NULL;
+	s = fgets(str, num, p->f);
+	if (!s) {
+		if (ferror(p->f))
+			p->read_errno = errno ? errno : EIO;
+		return NULL;
+	}
+	p->line++;
+	size_t len = strlen(s);
+	if (len && s[len - 1] != '\n') {
+		int ch = getc(p->f);
+		if (ch != EOF) {
+			/* num counts the newline and the NUL */
+			fail(p, -E2BIG, "line is longer than %d characters; shorten it (a symlink gives a long path a short name)",
+			     num - 2);
+			return NULL;
+		}
+	}
+
+	/* What inih does with the line: skip a UTF-8 BOM on line 1, then white space. */
+	const char *t = s;
+	if (p->line == 1 && !strncmp(t, "\xEF\xBB\xBF", 3))
+		t += 3;
+	p->indented = isspace((unsigned char)*t);
+	t = skip_space(t);
+	/* An indented line after a key is a value continuation to inih, not a header. */
+	if (*t == '[' && !(p->indented && p->key_in_section)) {
+		/* inih ends the name at ']', or at an inline comment (';' after white space). */
+		const char *e = t + 1;
+		bool was_space = false;
+		while (*e && *e != ']' && !(was_space && *e == ';')) {
+			was_space = isspace((unsigned char)*e);
+			e++;
+		}
+		if (*e == ']') {
+			char name[256];   /* longer than any line inih reads */
+			const char *b = skip_space(t + 1);
+			while (e > b && isspace((unsigned char)e[-1]))
+				e--;
+			snprintf(name, sizeof(name), "%.*s", (int)(e - b), b);
+			open_section(p, name);
+		}
+		/* else inih reports a syntax error on this line */
+	}
+	return p->error ? NULL : s;
+}
+
+static int key_index(const char *const *keys, const char *name)
+{
+	for (int i = 0; keys[i]; i++)
+		if (!strcmp(keys[i], name))
+			return i;
+	return -1;
+}
+
+/* A whole decimal number: 0, -EINVAL if not one, -ERANGE if outside lo..hi. */
+static int parse_uint(const char *v, unsigned long long lo, unsigned long long hi, unsigned long long *out)
 {
 	char *end;
-	if (*v < '0' || *v > '9')
-		return false;
+
+	if (!isdigit((unsigned char)*v))
+		return -EINVAL;
 	errno = 0;
 	unsigned long long x = strtoull(v, &end, 10);
-	if (errno || *end || x < lo || x > hi)
-		return false;
+	if (*end)
+		return -EINVAL;
+	if (errno == ERANGE || x < lo || x > hi)
+		return -ERANGE;
 	*out = x;
-	return true;
+	return 0;
 }
 
 static bool parse_bool(const char *v, bool *out)
 {
-	static const char *yes[] = { "yes", "true", "1", "on" }, *no[] = { "no", "false", "0", "off" };
-	for (int i = 0; i < 4; i++) {
-		if (!strcmp(v, yes[i]))
-			return *out = true;
-		if (!strcmp(v, no[i]))
-			return !(*out = false);
+	static const char *const yes[] = { "yes", "true", "1" }, *const no[] = { "no", "false", "0" };
+
+	for (int i = 0; i < 3; i++) {
+		if (!strcasecmp(v, yes[i]) || !strcasecmp(v, no[i])) {
+			*out = !strcasecmp(v, yes[i]);
+			return true;
+		}
 	}
 	return false;
 }
 
-/* "1,3" or "2-5,7" into c->cpus. */
-static bool parse_cpus(struct sc_config *c, const char *v)
+/* One cpu number at *s, advancing *s. 0, or -EINVAL / -ERANGE. */
+static int parse_cpu(const char **s, int *cpu)
 {
-	const char *s = v;
-	c->ncpus = 0;
-	if (!*s)
-		return false;
-	while (*s) {
-		char *end;
-		if (*s < '0' || *s > '9')
-			return false;
-		long a = strtol(s, &end, 10), b = a;
-		s = end;
-		if (*s == '-') {
-			if (s[1] < '0' || s[1] > '9')
-				return false;
-			b = strtol(s + 1, &end, 10);
-			s = end;
-		}
-		if (b < a || b > 65535)
-			return false;
-		for (long x = a; x <= b; x++) {
-			if (c->ncpus == SC_CONFIG_MAX_CPUS)
-				return false;
-			c->cpus[c->ncpus++] = (int)x;
-		}
-		if (*s == ',') {
-			if (!*++s)
-				return false;
-		} else if (*s) {
-			return false;
-		}
-	}
-	return true;
+	char *end;
+
+	if (!isdigit((unsigned char)**s))
+		return -EINVAL;
+	errno = 0;
+	unsigned long x = strtoul(*s, &end, 10);
+	*s = end;
+	if (errno == ERANGE || x > CPU_ID_MAX)
+		return -ERANGE;
+	*cpu = (int)x;
+	return 0;
 }
 
-enum { K_CPUS = 1, K_IDLE = 2, K_BUDGET = 4, K_SOCKET = 8, K_BACKING = 16, K_QUEUES = 32, K_RO = 64, K_DIRECT = 128 };
+/*
+ * "1,3" or "2-5,7" (white space allowed around numbers) into c->cpus, each
+ * cpu once. 0, or a negative errno with the reason in why.
+ */
+static int parse_cpus(struct sc_config *c, const char *v, char *why, size_t whylen)
+{
+	const char *s = skip_space(v);
+
+	c->ncpus = 0;
+	if (!*s) {
+		snprintf(why, whylen, "the list is empty");
+		return -EINVAL;
+	}
+	for (;;) {
+		const char *entry = s;
+		int entrylen = (int)strcspn(entry, ",");
+		int a, b, r;
+
+		if (*s == ',' || !*s) {
+			snprintf(why, whylen, "an entry is empty");
+			return -EINVAL;
+		}
+		r = parse_cpu(&s, &a);
+		if (r == -EINVAL) {
+			snprintf(why, whylen, "'%.*s' is not a cpu number", entrylen, entry);
+			return r;
+		}
+		if (r == 0) {
+			b = a;
+			s = skip_space(s);
+			if (*s == '-') {
+				s = skip_space(s + 1);
+				if (!*s || *s == ',') {
+					snprintf(why, whylen, "range '%.*s' has no end", entrylen, entry);
+					return -EINVAL;
+				}
+				r = parse_cpu(&s, &b);
+				if (r == -EINVAL) {
+					snprintf(why, whylen, "'%.*s' is not a cpu number or range", entrylen, entry);
+					return r;
+				}
+			}
+		}
+		if (r == -ERANGE) {
+			snprintf(why, whylen, "'%.*s' is beyond cpu %d", entrylen, entry, CPU_ID_MAX);
+			return r;
+		}
+		s = skip_space(s);
+		if (*s && *s != ',') {
+			snprintf(why, whylen, "'%.*s' is not a cpu number or range", entrylen, entry);
+			return -EINVAL;
+		}
+		if (b < a) {
+			snprintf(why, whylen, "range %d-%d runs backwards", a, b);
+			return -EINVAL;
+		}
+		for (int x = a; x <= b; x++) {
+			for (int i = 0; i < c->ncpus; i++)
+				if (c->cpus[i] == x) {
+					snprintf(why, whylen, "cpu %d is listed twice", x);
+					return -EEXIST;
+				}
+			if (c->ncpus == SC_CONFIG_MAX_CPUS) {
+				snprintf(why, whylen, "it has more than %d cpus", SC_CONFIG_MAX_CPUS);
+				return -E2BIG;
+			}
+			c->cpus[c->ncpus++] = x;
+		}
+		if (!*s)
+			return 0;
+		s = skip_space(s + 1);   /* past the ',' */
+	}
+}
+
+/* A number key: its value in lo..hi, or an error naming the key and the range. */
+static bool number(struct parse *p, const char *name, const char *v, unsigned long long lo, unsigned long long hi,
+		   unsigned long long *out)
+{
+	int r = parse_uint(v, lo, hi, out);
+
+	if (r == -EINVAL)
+		fail(p, r, "%s = '%s' is not a whole number; use a number in %llu..%llu", name, v, lo, hi);
+	else if (r == -ERANGE)
+		fail(p, r, "%s = %s is out of range; use a number in %llu..%llu", name, v, lo, hi);
+	return r == 0;
+}
+
+static int sidecore_key(struct parse *p, int key, const char *v)
+{
+	struct sc_config *c = p->c;
+	unsigned long long n;
+	char why[128];
+	int r;
+
+	switch (key) {
+	case K_CPUS:
+		r = parse_cpus(c, v, why, sizeof(why));
+		if (r < 0)
+			return fail(p, r, "cpus = '%s': %s; write a cpu list like 1,3 or 2-5,7", v, why);
+		c->cpus_line = p->line;
+		break;
+	case K_IDLE:
+		/* 10 s: longer than any useful spin, and n * 1000 stays far from overflow */
+		if (number(p, "idle_spin_us", v, 0, 10000000, &n))
+			c->idle_spin_ns = n * 1000;
+		break;
+	case K_BUDGET:
+		if (number(p, "budget", v, 1, 1024, &n))
+			c->budget = (unsigned)n;
+		break;
+	}
+	return p->error;
+}
+
+static int blk_key(struct parse *p, int key, const char *name, const char *v)
+{
+	struct sc_blk_config *b = p->blk;
+	unsigned long long n;
+
+	switch (key) {
+	case K_SOCKET:
+	case K_BACKING: {
+		char *dst = key == K_SOCKET ? b->socket : b->backing;
+		size_t size = key == K_SOCKET ? sizeof(b->socket) : sizeof(b->backing);
+		if (!*v)
+			return fail(p, -EINVAL, "%s is empty in [blk.%s]; give a path", name, b->name);
+		if (strlen(v) >= size)
+			return fail(p, -ENAMETOOLONG, "%s path is %zu bytes, longer than the %zu a %s holds; use a shorter path",
+				    name, strlen(v), size - 1, key == K_SOCKET ? "unix socket path (sun_path)" : "path");
+		memcpy(dst, v, strlen(v) + 1);
+		break;
+	}
+	case K_QUEUES:
+		if (number(p, "queues", v, 1, 64, &n))
+			b->queues = (unsigned)n;
+		break;
+	case K_QSIZE:
+		/* virtio 1.2 §2.7: a split ring's size is a power of two */
+		if (!number(p, "queue_size", v, 64, 32768, &n))
+			return p->error;
+		if (n & (n - 1))
+			return fail(p, -EINVAL, "queue_size = %s is not a power of two; use 64, 128, 256, ... 32768", v);
+		b->queue_size = (unsigned)n;
+		break;
+	case K_RO:
+	case K_DIRECT:
+		if (!parse_bool(v, key == K_RO ? &b->read_only : &b->direct))
+			return fail(p, -EINVAL, "%s = '%s' is not a boolean; use yes or no", name, v);
+		break;
+	}
+	return p->error;
+}
 
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse *p = user;
-	struct sc_config *c = p->c;
-	unsigned long long n;
-	unsigned key;
+	char sec[80];
+	int key;
 
 	if (p->error)
 		return 0;
-	if (strcmp(section, p->section) || p->section_line != p->open_line) {
-		/*
-		 * A new section: inih calls us per key, so a section starts at its
-		 * first key. The header line tells a repeated [blk.a] from the same one.
-		 */
-		snprintf(p->section, sizeof(p->section), "%s", section);
-		p->open_line = p->section_line;
-		p->seen = 0;
-		p->blk = NULL;
-		p->in_sidecore = false;
-		if (!strcmp(section, "sidecore")) {
-			if (p->seen_sidecore)
-				return parse_fail(p, -EINVAL, "[sidecore] appears twice; merge the two sections");
-			p->in_sidecore = p->seen_sidecore = true;
-		} else if (!strncmp(section, "blk.", 4)) {
-			const char *dev = section + 4;
-			if (!*dev || strlen(dev) >= sizeof(c->blk[0].name))
-				return parse_fail(p, -EINVAL, "[%s] needs a name of 1..63 characters: [blk.NAME]", section);
-			for (int i = 0; i < c->nblk; i++)
-				if (!strcmp(c->blk[i].name, dev))
-					return parse_fail(p, -EINVAL, "[%s] is defined twice (first on line %d)", section,
-							  c->blk[i].line);
-			if (c->nblk == SC_CONFIG_MAX_DEVICES)
-				return parse_fail(p, -EINVAL, "more than %d devices", SC_CONFIG_MAX_DEVICES);
-			p->blk = &c->blk[c->nblk++];
-			*p->blk = (struct sc_blk_config){ .queues = 1, .line = p->section_line };
-			strcpy(p->blk->name, dev);
-		} else if (!*section) {
-			return parse_fail(p, -EINVAL, "'%s' is outside any section; put it under [sidecore] or [blk.NAME]", name);
-		} else {
-			return parse_fail(p, -EINVAL, "unknown section [%s]; sections are [sidecore] and [blk.NAME]", section);
-		}
+	if (!value)   /* only if someone turned on inih's ini_allow_no_value */
+		value = "";
+	if (p->indented && p->key_in_section) {
+		fail(p, -EINVAL, "indented line continues the value of '%s'; remove the indentation", name);
+		return 0;
 	}
+	p->key_in_section = true;
+	if (!*name) {
+		fail(p, -EINVAL, "'= %s' has no key; write key = value", value);
+		return 0;
+	}
+	switch (p->kind) {
+	case SEC_NONE:
+		fail(p, -EINVAL, "key '%s' comes before any section; put it under [sidecore] or [blk.NAME]", name);
+		return 0;
+	case SEC_SIDECORE:
+		key = key_index(sidecore_keys, name);
+		if (key < 0) {
+			fail(p, -EINVAL, "unknown key '%s' in [sidecore]; known keys: cpus, idle_spin_us, budget", name);
+			return 0;
+		}
+		break;
+	case SEC_BLK:
+		key = key_index(blk_keys, name);
+		if (key < 0) {
+			fail(p, -EINVAL, "unknown key '%s' in [blk.%s]; known keys: socket, backing, queues, queue_size, "
+			     "read_only, direct", name, p->blk->name);
+			return 0;
+		}
+		break;
+	default:
+		return 0;
+	}
+	if (p->key_line[key]) {
+		fail(p, -EEXIST, "'%s' is set twice in [%s] (first on line %d); keep one", name,
+		     section_name(p, sec, sizeof(sec)), p->key_line[key]);
+		return 0;
+	}
+	p->key_line[key] = p->line;
+	if (p->kind == SEC_SIDECORE)
+		sidecore_key(p, key, value);
+	else
+		blk_key(p, key, name, value);
+	return !p->error;
+}
 
-	if (p->in_sidecore) {
-		if (!strcmp(name, "cpus")) {
-			key = K_CPUS;
-			if (!parse_cpus(c, value))
-				return parse_fail(p, -EINVAL, "cpus = '%s' is not a cpu list like 1,3 or 2-5", value);
-			c->cpus_line = p->line;
-		} else if (!strcmp(name, "idle_spin_us")) {
-			key = K_IDLE;
-			if (!parse_uint(value, 0, 10000000, &n))
-				return parse_fail(p, -EINVAL, "idle_spin_us = '%s' is not a number of microseconds in 0..10000000", value);
-			c->idle_spin_ns = n * 1000;
-		} else if (!strcmp(name, "budget")) {
-			key = K_BUDGET;
-			if (!parse_uint(value, 1, 1024, &n))
-				return parse_fail(p, -EINVAL, "budget = '%s' is not a number in 1..1024", value);
-			c->budget = (unsigned)n;
-		} else {
-			return parse_fail(p, -EINVAL, "unknown key '%s' in [sidecore]; known keys: cpus, idle_spin_us, budget", name);
+/* What must be there once the whole file is read: [sidecore] with cpus, each device's socket and backing. */
+static int check_required(struct sc_config *c, int sidecore_line, char *err, size_t errlen)
+{
+	if (!sidecore_line) {
+		snprintf(err, errlen, "%s: no [sidecore] section; add one with cpus = LIST (the sidecore cpus)", c->path);
+		return -EINVAL;
+	}
+	/* In file order, so the first error in the file is the one reported. */
+	for (int i = 0, cpus_checked = 0; i <= c->nblk; i++) {
+		if (!cpus_checked && (i == c->nblk || c->blk[i].line > sidecore_line)) {
+			cpus_checked = 1;
+			if (!c->ncpus) {
+				snprintf(err, errlen, "%s:%d: [sidecore] has no cpus; add cpus = LIST, like 1,3 or 2-5,7", c->path,
+					 sidecore_line);
+				return -EINVAL;
+			}
 		}
-	} else {
-		struct sc_blk_config *b = p->blk;
-		if (!strcmp(name, "socket")) {
-			key = K_SOCKET;
-			if (strlen(value) >= sizeof(b->socket))
-				return parse_fail(p, -ENAMETOOLONG, "socket path longer than %zu bytes", sizeof(b->socket) - 1);
-			strcpy(b->socket, value);
-		} else if (!strcmp(name, "backing")) {
-			key = K_BACKING;
-			if (strlen(value) >= sizeof(b->backing))
-				return parse_fail(p, -ENAMETOOLONG, "backing path too long");
-			strcpy(b->backing, value);
-		} else if (!strcmp(name, "queues")) {
-			key = K_QUEUES;
-			if (!parse_uint(value, 1, 64, &n))
-				return parse_fail(p, -EINVAL, "queues = '%s' is not a number in 1..64", value);
-			b->queues = (unsigned)n;
-		} else if (!strcmp(name, "read_only") || !strcmp(name, "direct")) {
-			key = name[0] == 'r' ? K_RO : K_DIRECT;
-			if (!parse_bool(value, key == K_RO ? &b->read_only : &b->direct))
-				return parse_fail(p, -EINVAL, "%s = '%s' is not yes or no", name, value);
-		} else {
-			return parse_fail(p, -EINVAL, "unknown key '%s' in [%s]; known keys: socket, backing, queues, read_only, direct",
-					  name, section);
+		if (i == c->nblk)
+			break;
+		const struct sc_blk_config *b = &c->blk[i];
+		if (!b->socket[0] || !b->backing[0]) {
+			snprintf(err, errlen, "%s:%d: [blk.%s] has no %s", c->path, b->line, b->name,
+				 !b->socket[0] ? "socket; add socket = PATH (its vhost-user socket)"
+					       : "backing; add backing = PATH (a file or block device)");
+			return -EINVAL;
 		}
 	}
-	if (p->seen & key)
-		return parse_fail(p, -EINVAL, "'%s' is set twice in [%s]", name, section);
-	p->seen |= key;
-	return 1;
+	return 0;
 }
 
 int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errlen)
 {
-	/* section starts as a name no file can have, so the first key always opens one. */
-	struct parse p = { .c = c, .err = err, .errlen = errlen, .section = "\n" };
+	struct parse p = { .c = c, .err = err, .errlen = errlen };
 	int ret;
 
 	memset(c, 0, sizeof(*c));
 	snprintf(c->path, sizeof(c->path), "%s", path);
-	c->idle_spin_ns = 200000;
+	c->idle_spin_ns = 200 * 1000;
 	c->budget = 32;
 	p.f = fopen(path, "r");
 	if (!p.f) {
@@ -230,22 +495,126 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
 	}
 	ret = ini_parse_stream(reader, &p, handler, &p);
 	fclose(p.f);
+	/* inih goes on after a syntax error and returns its line; ours stop the parse. */
+	if (ret > 0 && (!p.error || ret < p.error_line)) {
+		snprintf(err, errlen, "%s:%d: syntax error; a line is [section], key = value, or a ; comment", path, ret);
+		return -EINVAL;
+	}
 	if (p.error)
 		return p.error;
-	if (ret > 0) {
-		snprintf(err, errlen, "%s:%d: syntax error; lines are [section], key = value, or ; comments", path, ret);
+	if (p.read_errno) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(p.read_errno));
+		return -p.read_errno;
+	}
+	if (ret < 0) {   /* inih's own failure (-2: out of memory), not expected with a reader */
+		snprintf(err, errlen, "%s: cannot parse (inih returned %d)", path, ret);
+		return -ENOMEM;
+	}
+	return check_required(c, p.sidecore_line, err, errlen);
+}
+
+/* The identity of a file, to tell two spellings of one path apart. */
+struct file_id {
+	dev_t dev;
+	ino_t ino;
+};
+
+static struct file_id file_id(const struct stat *st)
+{
+	/* two nodes for one block device (/dev/sda, /dev/disk/by-id/...) share st_rdev */
+	if (S_ISBLK(st->st_mode))
+		return (struct file_id){ .dev = st->st_rdev, .ino = 0 };
+	return (struct file_id){ .dev = st->st_dev, .ino = st->st_ino };
+}
+
+static bool same_file(struct file_id a, struct file_id b)
+{
+	return a.dev == b.dev && a.ino == b.ino;
+}
+
+static int check_backing(const struct sc_config *c, int i, struct file_id *ids, char *err, size_t errlen)
+{
+	const struct sc_blk_config *b = &c->blk[i];
+	struct stat st;
+
+	if (stat(b->backing, &st) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s:%d: [blk.%s] backing '%s': %s; create it or fix the path", c->path, b->line, b->name,
+			 b->backing, strerror(e));
+		return -e;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		snprintf(err, errlen, "%s:%d: [blk.%s] backing '%s' is %s, not a regular file or block device; fix the path",
+			 c->path, b->line, b->name, b->backing, S_ISDIR(st.st_mode) ? "a directory" : "a special file");
 		return -EINVAL;
 	}
-	if (!p.seen_sidecore || c->ncpus == 0) {
-		snprintf(err, errlen, "%s: no sidecore cpus; add [sidecore] with cpus = LIST", path);
-		return -EINVAL;
+	if (access(b->backing, R_OK | (b->read_only ? 0 : W_OK)) < 0) {
+		int e = errno;
+		bool readable = access(b->backing, R_OK) == 0;
+		snprintf(err, errlen, "%s:%d: [blk.%s] backing '%s' is not %s (%s); %s", c->path, b->line, b->name, b->backing,
+			 readable ? "writable" : "readable", strerror(e),
+			 readable ? "set read_only = yes or make it writable" : "fix its permissions or run as its owner");
+		return -e;
 	}
-	for (int i = 0; i < c->nblk; i++) {
-		struct sc_blk_config *b = &c->blk[i];
-		if (!b->socket[0] || !b->backing[0]) {
-			snprintf(err, errlen, "%s:%d: [blk.%s] needs %s", path, b->line, b->name,
-				 !b->socket[0] ? "socket = PATH (the vhost-user socket)" : "backing = PATH (a file or block device)");
-			return -EINVAL;
+	ids[i] = file_id(&st);
+	for (int j = 0; j < i; j++) {
+		const struct sc_blk_config *o = &c->blk[j];
+		if (same_file(ids[j], ids[i]) && !(o->read_only && b->read_only)) {
+			snprintf(err, errlen, "%s:%d: [blk.%s] backing '%s' is also [blk.%s]'s (line %d), and one writes to it; "
+				 "give each its own or make both read_only", c->path, b->line, b->name, b->backing, o->name, o->line);
+			return -EEXIST;
+		}
+	}
+	return 0;
+}
+
+static int check_socket(const struct sc_config *c, int i, struct file_id *dirs, char *err, size_t errlen)
+{
+	const struct sc_blk_config *b = &c->blk[i];
+	char dir[sizeof(b->socket)];
+	const char *slash = strrchr(b->socket, '/');
+	const char *base = slash ? slash + 1 : b->socket;
+	struct stat st;
+
+	/* The directory the socket goes in: what precedes the last '/', "/" or "." */
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == b->socket)
+		strcpy(dir, "/");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - b->socket), b->socket);
+
+	if (stat(dir, &st) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s:%d: [blk.%s] socket '%s': directory '%s': %s; create it or fix the path", c->path,
+			 b->line, b->name, b->socket, dir, strerror(e));
+		return -e;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s:%d: [blk.%s] socket '%s': '%s' is not a directory; fix the path", c->path, b->line,
+			 b->name, b->socket, dir);
+		return -ENOTDIR;
+	}
+	if (access(dir, W_OK | X_OK) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s:%d: [blk.%s] socket '%s': directory not writable (%s); make '%s' writable for this "
+			 "user or choose another directory", c->path, b->line, b->name, b->socket, strerror(e), dir);
+		return -e;
+	}
+	dirs[i] = file_id(&st);
+	/* The server replaces an old socket, never anything else. */
+	if (lstat(b->socket, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s:%d: [blk.%s] socket '%s' exists and is not a socket; remove it or choose another path",
+			 c->path, b->line, b->name, b->socket);
+		return -EEXIST;
+	}
+	for (int j = 0; j < i; j++) {
+		const struct sc_blk_config *o = &c->blk[j];
+		const char *oslash = strrchr(o->socket, '/');
+		if (same_file(dirs[j], dirs[i]) && !strcmp(oslash ? oslash + 1 : o->socket, base)) {
+			snprintf(err, errlen, "%s:%d: [blk.%s] socket '%s' is also [blk.%s]'s (line %d); give each device its own",
+				 c->path, b->line, b->name, b->socket, o->name, o->line);
+			return -EEXIST;
 		}
 	}
 	return 0;
@@ -253,53 +622,58 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
 
 int sc_config_check_paths(const struct sc_config *c, char *err, size_t errlen)
 {
-	for (int i = 0; i < c->nblk; i++) {
-		const struct sc_blk_config *b = &c->blk[i];
-		struct stat st;
-		char dir[sizeof(b->socket)];
+	struct file_id backing[SC_CONFIG_MAX_DEVICES], sockdir[SC_CONFIG_MAX_DEVICES];
+	int r;
 
-		if (stat(b->backing, &st) < 0) {
-			int e = errno;
-			snprintf(err, errlen, "%s:%d: [blk.%s] backing '%s': %s; create it or fix the path", c->path, b->line,
-				 b->name, b->backing, strerror(e));
-			return -e;
-		}
-		if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-			snprintf(err, errlen, "%s:%d: [blk.%s] backing '%s' is not a file or block device", c->path, b->line,
-				 b->name, b->backing);
-			return -EINVAL;
-		}
-		if (!b->read_only && access(b->backing, W_OK) < 0) {
-			int e = errno;
-			snprintf(err, errlen, "%s:%d: [blk.%s] backing '%s' is not writable (%s); set read_only = yes or fix its mode",
-				 c->path, b->line, b->name, b->backing, strerror(e));
-			return -e;
-		}
-		strcpy(dir, b->socket);
-		const char *d = dirname(dir);
-		if (access(d, W_OK | X_OK) < 0) {
-			int e = errno;
-			snprintf(err, errlen, "%s:%d: [blk.%s] socket '%s': directory '%s' not writable (%s); create it or choose another path",
-				 c->path, b->line, b->name, b->socket, d, strerror(e));
-			return -e;
-		}
-		for (int j = 0; j < i; j++)
-			if (!strcmp(c->blk[j].socket, b->socket)) {
-				snprintf(err, errlen, "%s:%d: [blk.%s] socket '%s' is also [blk.%s]'s (line %d); give each disk its own",
-					 c->path, b->line, b->name, b->socket, c->blk[j].name, c->blk[j].line);
-				return -EEXIST;
-			}
+	for (int i = 0; i < c->nblk && i < SC_CONFIG_MAX_DEVICES; i++) {
+		r = check_backing(c, i, backing, err, errlen);
+		if (r < 0)
+			return r;
+		r = check_socket(c, i, sockdir, err, errlen);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }
 
+/* allowed[0..n) as a cpu list ("0-1,4"), "..." if it does not fit. */
+static void format_cpus(const bool *allowed, int n, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (int a = 0; a < n; a++) {
+		if (!allowed[a])
+			continue;
+		int b = a;
+		while (b + 1 < n && allowed[b + 1])
+			b++;
+		char one[32];
+		int k = b > a ? snprintf(one, sizeof(one), "%s%d-%d", used ? "," : "", a, b)
+			      : snprintf(one, sizeof(one), "%s%d", used ? "," : "", a);
+		if (used + (size_t)k + 4 >= len) {
+			snprintf(buf + used, len - used, ",...");
+			return;
+		}
+		memcpy(buf + used, one, (size_t)k + 1);
+		used += (size_t)k;
+		a = b;
+	}
+	if (!used)
+		snprintf(buf, len, "none");
+}
+
 int sc_config_check_cpus(const struct sc_config *c, const bool *allowed, int n, char *err, size_t errlen)
 {
-	for (int i = 0; i < c->ncpus; i++)
-		if (c->cpus[i] >= n || !allowed[c->cpus[i]]) {
-			snprintf(err, errlen, "%s:%d: cpu %d is not a cpu this process may use; fix 'cpus' in [sidecore]",
-				 c->path, c->cpus_line, c->cpus[i]);
+	for (int i = 0; i < c->ncpus; i++) {
+		int cpu = c->cpus[i];
+		if (!allowed || cpu >= n || !allowed[cpu]) {
+			char list[128];
+			format_cpus(allowed, allowed ? n : 0, list, sizeof(list));
+			snprintf(err, errlen, "%s:%d: cpu %d is not a cpu this process may use (allowed: %s); fix 'cpus' in "
+				 "[sidecore]", c->path, c->cpus_line, cpu, list);
 			return -EINVAL;
 		}
+	}
 	return 0;
 }
