@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/barrier.h"
@@ -85,6 +86,13 @@ int sc_blk_backend_open(struct sc_blk_backend *be, const char *path, bool read_o
 	be->capacity = bytes / VIRTIO_BLK_SECTOR_SIZE;
 	be->read_only = read_only;
 	be->direct = direct;
+	/*
+	 * Buffered files may manage nonblocking I/O; the first -EOPNOTSUPP turns
+	 * a direction off for good (tmpfs cannot at all; ext4 writes cannot on
+	 * this kernel). A zero-length probe is not trustworthy for writes.
+	 */
+	be->nowait_read = !direct;
+	be->nowait_write = !direct && !read_only;
 	strncpy(be->serial, serial ? serial : "sidecore", sizeof(be->serial));   /* not NUL-terminated at 20 */
 	return 0;
 }
@@ -236,6 +244,28 @@ static struct io_uring_sqe *get_sqe(struct sc_blk_queue *q)
 	return sqe;
 }
 
+/*
+ * Buffered backends: try the transfer now, without blocking (RWF_NOWAIT). A
+ * page-cache hit then costs one preadv2/pwritev2 on the sidecore instead of
+ * an io_uring round trip that, for files whose reads cannot be done
+ * nonblocking inside io_uring (tmpfs here), goes through an io-wq worker
+ * pinned to the sidecore's own cpu: measured 1 us against 65 us. Returns
+ * true if the request is complete. Only where the backend probed support
+ * (never O_DIRECT: a nonblocking direct transfer still waits for the device).
+ */
+static bool try_now(struct sc_blk_queue *q, struct sc_blk_req *r, unsigned n, uint64_t off, bool write)
+{
+	ssize_t done = write ? pwritev2(q->be->fd, r->iov, (int)n, (off_t)off, RWF_NOWAIT)
+			     : preadv2(q->be->fd, r->iov, (int)n, (off_t)off, RWF_NOWAIT);
+	if (done < 0 && errno == EOPNOTSUPP)   /* never will: stop trying (queues share the flag) */
+		__atomic_store_n(write ? &q->be->nowait_write : &q->be->nowait_read, false, __ATOMIC_RELAXED);
+	if (done != r->expect)
+		return false;   /* would block, short, or failed: io_uring does it (and reports errors) */
+	complete(q, r, VIRTIO_BLK_S_OK);
+	q->sync_done++;
+	return true;
+}
+
 /* Start one request. Returns false if the ring must be marked broken. */
 static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 {
@@ -279,25 +309,33 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		if (!in_range(be, h.sector, data))
 			goto bad;
 		n = iov_slice(in, e->in_num, 0, 1, r->iov, BLK_IOV_MAX);
-		if (n < 0 || !(sqe = get_sqe(q)))
+		if (n < 0)
 			goto bad;
-		io_uring_prep_readv(sqe, be->fd, r->iov, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE);
 		r->expect = (int64_t)data;
 		r->used_len = (uint32_t)data + 1;
 		q->stats.reads++;
 		q->stats.bytes_read += data;
+		if (__atomic_load_n(&be->nowait_read, __ATOMIC_RELAXED) && try_now(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, false))
+			return true;
+		if (!(sqe = get_sqe(q)))
+			goto bad;
+		io_uring_prep_readv(sqe, be->fd, r->iov, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE);
 		break;
 	case VIRTIO_BLK_T_OUT:
 		data = e->out_len - sizeof(h);
 		if (be->read_only || !in_range(be, h.sector, data))
 			goto bad;
 		n = iov_slice(e->iov, e->out_num, sizeof(h), 0, r->iov, BLK_IOV_MAX);
-		if (n < 0 || !(sqe = get_sqe(q)))
+		if (n < 0)
 			goto bad;
-		io_uring_prep_writev(sqe, be->fd, r->iov, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE);
 		r->expect = (int64_t)data;
 		q->stats.writes++;
 		q->stats.bytes_written += data;
+		if (__atomic_load_n(&be->nowait_write, __ATOMIC_RELAXED) && try_now(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, true))
+			return true;
+		if (!(sqe = get_sqe(q)))
+			goto bad;
+		io_uring_prep_writev(sqe, be->fd, r->iov, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE);
 		break;
 	case VIRTIO_BLK_T_FLUSH:
 		if (!(sqe = get_sqe(q)))

@@ -60,6 +60,7 @@ struct sc_blk_backend {
 	bool read_only;
 	bool direct;             /* O_DIRECT: buffers must then be blk_size aligned */
 	bool is_blockdev;
+	bool nowait_read, nowait_write;   /* buffered I/O is tried at once (RWF_NOWAIT) until the fs says it cannot */
 	char serial[VIRTIO_BLK_ID_BYTES];
 };
 
@@ -91,6 +92,7 @@ struct sc_blk_queue {
 	unsigned unsubmitted;            /* SQEs prepared this round */
 	struct sc_blk_stats stats;
 	uint64_t io_errors;              /* backend I/O that failed (completed IOERR) */
+	uint64_t sync_done;              /* reads/writes completed at once (page cache, RWF_NOWAIT) */
 };
 
 /*
