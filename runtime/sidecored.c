@@ -113,6 +113,7 @@ int main(int argc, char **argv)
 		}
 		ndisks = i + 1;
 		sc_vu_blk_init(&d->dev, &d->be, pollers, (unsigned)npollers, b->queues);
+		d->dev.ops.max_queue_size = b->queue_size;   /* the front end chooses; this is the ceiling */
 		if (sc_vu_server_create(b->socket, &d->dev.ops, &d->dev, &d->srv, err, sizeof(err)) < 0) {
 			fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", cfg.path, b->line, b->name, err);
 			goto out;

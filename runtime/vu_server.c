@@ -344,6 +344,11 @@ static int handle(struct sc_vu_server *s, struct sc_vu_msg *m, bool *replied, ch
 			snprintf(err, errlen, "SET_VRING_NUM on running vring %u", m->payload.state.index);
 			return -EBUSY;
 		}
+		if (s->ops->max_queue_size && m->payload.state.num > s->ops->max_queue_size) {
+			snprintf(err, errlen, "vring %u: queue size %u is above this disk's queue_size %u",
+				 m->payload.state.index, m->payload.state.num, s->ops->max_queue_size);
+			return -EINVAL;
+		}
 		v->num = m->payload.state.num;
 		return 0;
 	case VHOST_USER_SET_VRING_ADDR:

@@ -33,6 +33,7 @@
 struct sc_vu_device_ops {
 	uint64_t features;         /* virtio feature bits offered */
 	unsigned num_queues;
+	uint32_t max_queue_size;   /* largest SET_VRING_NUM accepted; 0 means 32768 */
 	/* Copy len bytes of config space from offset into buf. 0 or -errno. */
 	int (*get_config)(void *ctx, uint8_t *buf, uint32_t offset, uint32_t len);
 	/* Serve vring idx described by cfg (create the queue, attach it). 0 or -errno. */

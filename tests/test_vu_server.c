@@ -326,6 +326,17 @@ Test(vu_server, unsupported_request_is_answered_and_the_connection_goes_on)
 	cr_assert_eq(fe_io(VIRTIO_BLK_T_IN, 0, 0), VIRTIO_BLK_S_OK, "still served");
 }
 
+Test(vu_server, queue_size_above_the_disks_limit_is_refused)
+{
+	dev.ops.max_queue_size = 32;   /* the config's queue_size */
+	fe_connect();
+	struct sc_vu_vring_state num = { 0, QSIZE };   /* 64 > 32 */
+	fe_send(VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	char c;
+	cr_assert_eq(recv(fe, &c, 1, 0), 0, "the server dropped the connection");
+	dev.ops.max_queue_size = 0;
+}
+
 Test(vu_server, socket_path_errors_are_clear)
 {
 	struct sc_vu_server *s2;
