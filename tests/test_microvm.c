@@ -59,17 +59,24 @@ Test(microvm, polled_requests_cause_no_exits)
 	cr_assert_eq(vmblk_run(&b, 4, 512, 2000, 0, &r), 0);
 
 	uint64_t irq0 = sc_vm_vcpu_stat(b.vm, 0, "irq_exits");
+	struct sc_poller_stats st0, st1;
+	sc_poller_get_stats(b.poller, &st0);
 	cr_assert_eq(vmblk_run(&b, 4, 512, 20000, 0, &r), 0, "%s", sc_vm_error(b.vm));
 	uint64_t irqs = sc_vm_vcpu_stat(b.vm, 0, "irq_exits") - irq0;
+	sc_poller_get_stats(b.poller, &st1);
 	cr_assert_eq(r.ops, 20000);
 	cr_assert_eq(r.guest_error, 0, "a completion had the wrong length");
 	cr_assert_eq(r.nsamples, 20000);
-	/* At most one kick: the first request may find the sidecore asleep after the pause. */
-	cr_assert_leq(r.kicks, 1, "the guest kicked %llu times while the sidecore polled", (unsigned long long)r.kicks);
+	/*
+	 * A kick only wakes a sidecore that slept: after the pause, or when a
+	 * noisy host stalled the guest past the idle window. Each is one sleep.
+	 */
+	cr_assert_leq(r.kicks, 1 + (st1.sleeps - st0.sleeps), "the guest kicked %llu times; the sidecore slept %llu times",
+		      (unsigned long long)r.kicks, (unsigned long long)(st1.sleeps - st0.sleeps));
 	/* Host timer interrupts may land on the guest cpu; nothing else the guest did may exit. */
 	cr_assert_leq(r.exits, irqs + r.kicks, "%llu exits in the polled phase: %llu host interrupts, %llu kicks",
 		      (unsigned long long)r.exits, (unsigned long long)irqs, (unsigned long long)r.kicks);
-	cr_assert_lt(r.exits, 20, "%llu exits", (unsigned long long)r.exits);
+	cr_assert_lt(r.exits, 20 + r.kicks, "%llu exits", (unsigned long long)r.exits);
 	cr_assert_eq(__atomic_load_n(&b.dev.stats.reads, __ATOMIC_RELAXED), 22000, "the device served every read");
 	vmblk_stop(&b);
 }

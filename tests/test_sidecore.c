@@ -134,12 +134,22 @@ Test(sidecore, polled_requests_need_no_kicks)
 	post_read(&q[0], 0);
 	cr_assert_eq(reap(&q[0], 2000000000ull), VIRTIO_BLK_S_OK);
 	uint64_t kicks = q[0].dvq.kicks;
+	struct sc_poller_stats st0, st1;
+	sc_poller_get_stats(poller, &st0);
 	for (int i = 0; i < 10000; i++) {
 		post_read(&q[0], (uint64_t)i % 1024);
 		cr_assert_eq(reap(&q[0], 2000000000ull), VIRTIO_BLK_S_OK, "request %d", i);
 	}
-	cr_assert_eq(q[0].dvq.kicks, kicks, "%llu kicks while polling",
-		     (unsigned long long)(q[0].dvq.kicks - kicks));
+	sc_poller_get_stats(poller, &st1);
+	/*
+	 * Every kick must be explained by the sidecore having gone to sleep (a
+	 * noisy host can stall this thread past the idle window); a polling
+	 * sidecore is never kicked.
+	 */
+	uint64_t k = q[0].dvq.kicks - kicks, sleeps = st1.sleeps - st0.sleeps;
+	cr_assert_leq(k, sleeps, "%llu kicks while polling, the sidecore slept %llu times",
+		      (unsigned long long)k, (unsigned long long)sleeps);
+	cr_assert_lt(k, 100, "%llu kicks in 10000 requests", (unsigned long long)k);
 	cr_assert_geq(sc_vq_stat(&q[0].dev.vq, offsetof(struct sc_vq_stats, kicks_avoided)), 1);
 	cr_assert_eq(__atomic_load_n(&q[0].dev.stats.reads, __ATOMIC_RELAXED), 10001);
 }
