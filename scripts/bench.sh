@@ -10,5 +10,6 @@ b=./build/benches/sidecore-bench
 $b roundtrip --json results/roundtrip.json --plot results/roundtrip.png
 $b exits --json results/exits.json --plot results/exits.png
 $b latency --json results/latency.json --plot results/latency.png
+$b vhost-blk --json results/vhost-blk.json
 ./build/benches/sidecore-demo --seconds 3 --json results/demo.json
 python3 scripts/results-md.py results

@@ -63,6 +63,20 @@ if r:
                   f"{c['kicks_per_req']:.2f} | {c['device_cpu_ns_per_req']:.0f} | {l['p50'] / side[c['queue_depth']]:.1f}× |")
     print()
 
+r = load("vhost-blk")
+if r:
+    print("### vhost-blk (sidecored vs qemu-storage-daemon)\n\n" + head(r))
+    print("| server | QD | p50 µs | p99 µs | IOPS | host cpu | IOPS per host cpu |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for x in r["runs"]:
+        ns = x["latency"]["ns"]
+        eff = x["iops"] / x["host_cpu"] if x["host_cpu"] else 0
+        print(f"| {x['server']} | {x['queue_depth']} | {ns['p50'] / 1000:.1f} | {ns['p99'] / 1000:.1f} | "
+              f"{x['iops']:.0f} | {x['host_cpu']:.2f} | {eff:.0f} |")
+    q = r["ratios"]
+    print(f"\nQD1 p50: qemu-storage-daemon ÷ sidecored = {q['qd1_p50_qsd_over_sidecored']:.2f}×; "
+          f"IOPS per host cpu at QD32: sidecored ÷ qemu-storage-daemon = {q['qd32_iops_per_cpu_sidecored_over_qsd']:.2f}×.\n")
+
 r = load("demo")
 if r:
     print(f"### demo (queue depth {r['queue_depth']})\n\n" + head(r))
