@@ -158,6 +158,12 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 /* Close every fd the message still owns. */
 void sc_vu_msg_close_fds(struct sc_vu_msg *m);
 
+/*
+ * Send one message: request, flags (the version is added), size bytes of
+ * payload, and fd (if ≥ 0) in the same sendmsg. Returns 0 or -errno.
+ */
+int sc_vu_send(int sock, uint32_t request, uint32_t flags, const void *payload, uint32_t size, int fd);
+
 /* Send a reply (REPLY flag set, same request) with a payload of size bytes. Returns 0 or -errno. */
 int sc_vu_reply(int sock, const struct sc_vu_msg *req, const void *payload, uint32_t size);
 

@@ -19,21 +19,7 @@
 static int send_msg(struct sc_vu_fe *fe, uint32_t req, uint32_t flags, const void *payload,
 		    uint32_t size, int fd)
 {
-	struct sc_vu_hdr h = { req, VHOST_USER_VERSION | flags, size };
-	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, size } };
-	char control[CMSG_SPACE(sizeof(int))];
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
-
-	if (fd >= 0) {
-		mh.msg_control = control;
-		mh.msg_controllen = sizeof(control);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
-	return sendmsg(fe->sock, &mh, MSG_NOSIGNAL) == (ssize_t)(sizeof(h) + size) ? 0 : -EIO;
+	return sc_vu_send(fe->sock, req, flags, payload, size, fd);
 }
 
 static int recv_reply(struct sc_vu_fe *fe, uint32_t req, void *payload, uint32_t size)

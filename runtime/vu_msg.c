@@ -56,10 +56,20 @@ static const struct rule rules[VHOST_USER_REQUEST_MAX] = {
 };
 #undef RULE
 
+/* Requests the protocol defines that this back end does not take (they get -ENOTSUP). */
+static const char *const unsupported_names[VHOST_USER_REQUEST_MAX] = {
+	[6] = "SET_LOG_BASE", [7] = "SET_LOG_FD", [19] = "SEND_RARP", [20] = "NET_SET_MTU",
+	[21] = "SET_BACKEND_REQ_FD", [22] = "IOTLB_MSG", [23] = "SET_VRING_ENDIAN",
+	[26] = "CREATE_CRYPTO_SESSION", [27] = "CLOSE_CRYPTO_SESSION", [28] = "POSTCOPY_ADVISE",
+	[29] = "POSTCOPY_LISTEN", [30] = "POSTCOPY_END", [33] = "GPU_SET_SOCKET", [35] = "VRING_KICK",
+};
+
 const char *sc_vu_request_name(uint32_t request)
 {
 	if (request < VHOST_USER_REQUEST_MAX && rules[request].name)
 		return rules[request].name;
+	if (request < VHOST_USER_REQUEST_MAX && unsupported_names[request])
+		return unsupported_names[request];
 	return "unknown";
 }
 
@@ -283,18 +293,33 @@ int sc_vu_msg_recv(int sock, unsigned nvrings, struct sc_vu_msg *m, char *err, s
 	return ret < 0 ? ret : 1;
 }
 
-int sc_vu_reply(int sock, const struct sc_vu_msg *req, const void *payload, uint32_t size)
+int sc_vu_send(int sock, uint32_t request, uint32_t flags, const void *payload, uint32_t size, int fd)
 {
-	struct sc_vu_hdr h = { .request = req->hdr.request, .flags = VHOST_USER_VERSION | VHOST_USER_REPLY,
-			       .size = size };
+	struct sc_vu_hdr h = { .request = request, .flags = VHOST_USER_VERSION | flags, .size = size };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, size } };
+	char control[CMSG_SPACE(sizeof(int))];
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
 	ssize_t n;
 
+	if (fd >= 0) {
+		/* The fd travels with the header's bytes, as the receiver expects. */
+		mh.msg_control = control;
+		mh.msg_controllen = sizeof(control);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
 	do
 		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
 	return (size_t)n == sizeof(h) + size ? 0 : -EIO;
+}
+
+int sc_vu_reply(int sock, const struct sc_vu_msg *req, const void *payload, uint32_t size)
+{
+	return sc_vu_send(sock, req->hdr.request, VHOST_USER_REPLY, payload, size, -1);
 }

@@ -103,20 +103,8 @@ static void fe_connect(void)
 
 static void fe_send(uint32_t req, uint32_t flags, const void *payload, uint32_t size, int fd)
 {
-	struct sc_vu_hdr h = { req, VHOST_USER_VERSION | flags, size };
-	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, size } };
-	char control[CMSG_SPACE(sizeof(int))];
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
-	if (fd >= 0) {
-		mh.msg_control = control;
-		mh.msg_controllen = sizeof(control);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
-	cr_assert_eq(sendmsg(fe, &mh, MSG_NOSIGNAL), (ssize_t)(sizeof(h) + size), "%s", strerror(errno));
+	int ret = sc_vu_send(fe, req, flags, payload, size, fd);
+	cr_assert_eq(ret, 0, "sending %s: %s", sc_vu_request_name(req), strerror(-ret));
 }
 
 /* Read a reply to req into buf (size bytes of payload expected). */
