@@ -90,6 +90,7 @@ struct sc_vm_mailbox {
 	uint64_t total_cycles;      /* rdtsc from first op to last */
 	uint64_t kicks;             /* notifications the guest had to send */
 	uint64_t progress;          /* ops so far, updated while running (for live output) */
+	uint64_t result;            /* workload-specific: SC_WL_VMCALL's last rax (KVM: -KVM_EPERM at CPL3) */
 
 	/* ping-pong lines, each on its own cache line */
 	uint64_t ping __attribute__((aligned(64)));

@@ -49,23 +49,36 @@ struct sc_vm_mailbox *sc_vm_mailbox(struct sc_vm *vm, int vcpu);
 /* The vCPU's per-operation cycle counts (a ring of SC_VM_SAMPLES_MAX). */
 const uint32_t *sc_vm_samples(struct sc_vm *vm, int vcpu);
 
-/* Route writes to ports [port, port + n) / MMIO [addr, addr + len) to fn. */
+/*
+ * Route guest writes to ports [port, port + n) / MMIO [addr, addr + len) to
+ * fn, on the vCPU thread; a read there reads all ones. A guest access
+ * nobody handles stops its vCPU with one line naming the port or address.
+ * Call before sc_vm_start. Returns 0 or -ENOSPC (at most 8 ranges of each).
+ */
 int sc_vm_on_pio(struct sc_vm *vm, uint16_t port, uint16_t n, sc_vm_pio_fn fn, void *ctx);
 int sc_vm_on_mmio(struct sc_vm *vm, uint64_t addr, uint64_t len, sc_vm_mmio_fn fn, void *ctx);
 
 /*
- * Register an ioeventfd: a guest write to the port (pio) or MMIO address
- * signals fd inside the kernel, with no exit to user space. Returns 0 or
- * -errno (printed).
+ * Register an ioeventfd: a guest write of len bytes (1, 2, 4, 8) to the port
+ * (pio) or MMIO address signals the eventfd fd inside the kernel, with no
+ * exit to user space. The _match variants fire only for writes of exactly
+ * value (KVM_IOEVENTFD_FLAG_DATAMATCH); other values exit to user space as
+ * usual. Remove with the same arguments. Any thread, any time. Returns 0 or
+ * -errno (printed): -EEXIST if one is already there, -ENOENT on removing
+ * one that is not.
  */
 int sc_vm_ioeventfd(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd);
 int sc_vm_ioeventfd_remove(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd);
+int sc_vm_ioeventfd_match(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd, uint64_t value);
+int sc_vm_ioeventfd_match_remove(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd, uint64_t value);
 
 /*
  * Start each vCPU i on its own host thread pinned to cpus[i] (cpus NULL, or
- * -1: unpinned). A vCPU runs the guest until the guest writes
- * SC_VM_PORT_DONE, a handler stops it, an unexpected exit happens, or
- * sc_vm_stop. Returns 0 or -errno.
+ * -1: unpinned); the caller picks the cpus (guest cpus, not sidecores). A
+ * vCPU runs the guest until the guest writes SC_VM_PORT_DONE, a handler
+ * stops it, an unexpected exit happens, or sc_vm_stop. Installs a no-op
+ * SIGUSR1 handler (how sc_vm_stop kicks a vCPU out of KVM_RUN). Returns 0,
+ * or -errno (printed; -EINVAL for a cpu that is offline or not ours).
  */
 int sc_vm_start(struct sc_vm *vm, const int *cpus);
 
@@ -95,11 +108,29 @@ uint32_t sc_vm_submit(struct sc_vm *vm, int vcpu);
 int sc_vm_poll_done(struct sc_vm *vm, int vcpu, uint32_t seq);
 
 /*
- * KVM binary statistics (KVM_GET_STATS_FD) of a vCPU, by name: "exits",
- * "io_exits", "mmio_exits", "irq_exits", "hypercalls", ... Returns the
- * value, or UINT64_MAX if this kernel has no such counter.
+ * KVM binary statistics (KVM_GET_STATS_FD), by name. The descriptors are
+ * read once when the VM is created; each call preads one value, so it is
+ * cheap enough to call around a measured phase, from any thread. Only
+ * single-value counters are found (not histograms). Returns the value, or
+ * UINT64_MAX if this kernel has no such counter (names vary by kernel and
+ * by KVM flavour: list them with sc_vm_stat_each).
+ *   sc_vm_vcpu_stat      one vCPU's counter: "exits", "io_exits",
+ *                        "mmio_exits", "irq_exits", "halt_exits",
+ *                        "hypercalls", "signal_exits", ...
+ *   sc_vm_vcpu_stat_sum  the same counter summed over every vCPU
+ *   sc_vm_stat           a VM-wide counter: "remote_tlb_flush", ...
  */
 uint64_t sc_vm_vcpu_stat(struct sc_vm *vm, int vcpu, const char *name);
+uint64_t sc_vm_vcpu_stat_sum(struct sc_vm *vm, const char *name);
+uint64_t sc_vm_stat(struct sc_vm *vm, const char *name);
+
+/*
+ * Call fn once for each single-value counter of vcpu (or of the VM, for
+ * vcpu -1), in the kernel's order. Returns how many, -ENOTSUP if this kernel
+ * has no binary stats, -EINVAL for a bad vcpu.
+ */
+typedef void (*sc_vm_stat_fn)(void *ctx, const char *name, uint64_t value);
+int sc_vm_stat_each(struct sc_vm *vm, int vcpu, sc_vm_stat_fn fn, void *ctx);
 
 /* Host thread id of a vCPU (for CPU-time accounting), 0 before start. */
 int sc_vm_vcpu_tid(struct sc_vm *vm, int vcpu);

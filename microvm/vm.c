@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/barrier.h"
+#include "common/compiler.h"
 #include "guestmem/guestmem.h"
 
 /* The guest image, linked in from guest.bin (microvm/blob.S). */
@@ -26,6 +27,18 @@ extern const uint8_t sc_guest_image[], sc_guest_image_end[];
 #define MAX_HANDLERS 8
 
 struct pio_handler { uint16_t port, n; sc_vm_pio_fn fn; void *ctx; };
+
+/*
+ * One KVM binary statistics file (KVM_GET_STATS_FD, api.rst 4.133): its
+ * header and descriptors are read once at open; values are pread by offset
+ * on each query, since only the data block changes (api.rst: "the
+ * descriptors ... are constant for the lifetime of the fd").
+ */
+struct stats {
+	int fd;
+	struct kvm_stats_header hdr;
+	uint8_t *desc;            /* num_desc entries of sizeof(kvm_stats_desc) + name_size */
+};
 struct mmio_handler { uint64_t addr, len; sc_vm_mmio_fn fn; void *ctx; };
 
 struct sc_vcpu {
@@ -40,14 +53,12 @@ struct sc_vcpu {
 	int stop;                 /* asked to stop (any thread) */
 	int state;                /* VM_RUNNING, VM_DONE, VM_FAILED; under vm->lock */
 
-	/* binary stats (KVM_GET_STATS_FD) */
-	int stats_fd;
-	struct kvm_stats_header stats_hdr;
-	uint8_t *stats_desc;
+	struct stats stats;       /* this vCPU's counters */
 };
 
 struct sc_vm {
 	int kvm_fd, vm_fd, memfd;
+	struct stats stats;       /* VM-wide counters */
 	uint8_t *mem;
 	uint64_t mem_size;
 	size_t run_size;
@@ -60,7 +71,7 @@ struct sc_vm {
 	int nvcpus;
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
-	char error[256];          /* why the first vCPU that failed stopped */
+	char error[320];          /* why the first vCPU that failed stopped */
 };
 
 enum { VM_RUNNING, VM_DONE, VM_FAILED };
@@ -156,46 +167,116 @@ static int setup_vcpu_state(struct sc_vm *vm, struct sc_vcpu *v)
 	return 0;
 }
 
-/* The descriptors are read once; values are read by offset on each query. */
-static void stats_open(struct sc_vcpu *v)
+/* Open owner's stats fd (a VM or vCPU fd). An old kernel has none: its counters read as absent. */
+static void stats_open(struct stats *st, int owner_fd)
 {
-	v->stats_fd = ioctl(v->fd, KVM_GET_STATS_FD, NULL);
-	if (v->stats_fd < 0) {
-		v->stats_fd = -1;
-		return;   /* old kernel: counters read as unavailable */
+	st->fd = ioctl(owner_fd, KVM_GET_STATS_FD, NULL);
+	if (st->fd < 0) {
+		st->fd = -1;
+		return;
 	}
-	if (pread(v->stats_fd, &v->stats_hdr, sizeof(v->stats_hdr), 0) != sizeof(v->stats_hdr))
+	if (pread(st->fd, &st->hdr, sizeof(st->hdr), 0) != sizeof(st->hdr))
 		goto bad;
-	size_t dsz = sizeof(struct kvm_stats_desc) + v->stats_hdr.name_size;
-	size_t total = dsz * v->stats_hdr.num_desc;
-	v->stats_desc = malloc(total);
-	if (!v->stats_desc || pread(v->stats_fd, v->stats_desc, total, v->stats_hdr.desc_offset) != (ssize_t)total)
+	size_t total = (sizeof(struct kvm_stats_desc) + st->hdr.name_size) * st->hdr.num_desc;
+	st->desc = malloc(total);
+	if (!st->desc || pread(st->fd, st->desc, total, st->hdr.desc_offset) != (ssize_t)total)
 		goto bad;
 	return;
 bad:
-	free(v->stats_desc);
-	v->stats_desc = NULL;
-	close(v->stats_fd);
-	v->stats_fd = -1;
+	free(st->desc);
+	st->desc = NULL;
+	close(st->fd);
+	st->fd = -1;
+}
+
+static void stats_close(struct stats *st)
+{
+	if (st->fd >= 0)
+		close(st->fd);
+	free(st->desc);
+	st->fd = -1;
+	st->desc = NULL;
+}
+
+static const struct kvm_stats_desc *stats_desc(const struct stats *st, uint32_t i)
+{
+	return (const struct kvm_stats_desc *)(st->desc + i * (sizeof(struct kvm_stats_desc) + st->hdr.name_size));
+}
+
+/* A plain counter is one u64; histograms (size > 1) are not read by name. */
+static bool stats_is_scalar(const struct kvm_stats_desc *d)
+{
+	uint32_t type = d->flags & KVM_STATS_TYPE_MASK;
+	return d->size == 1 && (type == KVM_STATS_TYPE_CUMULATIVE || type == KVM_STATS_TYPE_INSTANT ||
+				type == KVM_STATS_TYPE_PEAK);
+}
+
+static uint64_t stats_value(const struct stats *st, const struct kvm_stats_desc *d)
+{
+	uint64_t val;
+	if (pread(st->fd, &val, sizeof(val), (off_t)(st->hdr.data_offset + d->offset)) != sizeof(val))
+		return UINT64_MAX;
+	return val;
+}
+
+static uint64_t stats_read(const struct stats *st, const char *name)
+{
+	if (st->fd < 0)
+		return UINT64_MAX;
+	for (uint32_t i = 0; i < st->hdr.num_desc; i++) {
+		const struct kvm_stats_desc *d = stats_desc(st, i);
+		if (stats_is_scalar(d) && strncmp(d->name, name, st->hdr.name_size) == 0)
+			return stats_value(st, d);
+	}
+	return UINT64_MAX;
+}
+
+static int stats_each(const struct stats *st, sc_vm_stat_fn fn, void *ctx)
+{
+	int n = 0;
+
+	if (st->fd < 0)
+		return -ENOTSUP;
+	for (uint32_t i = 0; i < st->hdr.num_desc; i++) {
+		const struct kvm_stats_desc *d = stats_desc(st, i);
+		if (!stats_is_scalar(d))
+			continue;
+		fn(ctx, d->name, stats_value(st, d));
+		n++;
+	}
+	return n;
 }
 
 uint64_t sc_vm_vcpu_stat(struct sc_vm *vm, int vcpu, const char *name)
 {
-	struct sc_vcpu *v = &vm->vcpus[vcpu];
-	size_t dsz = sizeof(struct kvm_stats_desc) + v->stats_hdr.name_size;
-
-	if (vcpu < 0 || vcpu >= vm->nvcpus || v->stats_fd < 0)
+	if (vcpu < 0 || vcpu >= vm->nvcpus)
 		return UINT64_MAX;
-	for (uint32_t i = 0; i < v->stats_hdr.num_desc; i++) {
-		struct kvm_stats_desc *d = (struct kvm_stats_desc *)(v->stats_desc + i * dsz);
-		if (strcmp(d->name, name))
-			continue;
-		uint64_t val;
-		if (pread(v->stats_fd, &val, sizeof(val), v->stats_hdr.data_offset + d->offset) != sizeof(val))
+	return stats_read(&vm->vcpus[vcpu].stats, name);
+}
+
+uint64_t sc_vm_vcpu_stat_sum(struct sc_vm *vm, const char *name)
+{
+	uint64_t sum = 0;
+
+	for (int i = 0; i < vm->nvcpus; i++) {
+		uint64_t v = stats_read(&vm->vcpus[i].stats, name);
+		if (v == UINT64_MAX)
 			return UINT64_MAX;
-		return val;
+		sum += v;
 	}
-	return UINT64_MAX;
+	return sum;
+}
+
+uint64_t sc_vm_stat(struct sc_vm *vm, const char *name)
+{
+	return stats_read(&vm->stats, name);
+}
+
+int sc_vm_stat_each(struct sc_vm *vm, int vcpu, sc_vm_stat_fn fn, void *ctx)
+{
+	if (vcpu < -1 || vcpu >= vm->nvcpus)
+		return -EINVAL;
+	return stats_each(vcpu < 0 ? &vm->stats : &vm->vcpus[vcpu].stats, fn, ctx);
 }
 
 int sc_vm_create(int nvcpus, struct sc_vm **out)
@@ -213,9 +294,15 @@ int sc_vm_create(int nvcpus, struct sc_vm **out)
 	}
 	vm->kvm_fd = vm->vm_fd = vm->memfd = -1;
 	for (int i = 0; i < SC_VM_MAX_VCPUS; i++)
-		vm->vcpus[i] = (struct sc_vcpu){ .vm = vm, .id = i, .fd = -1, .stats_fd = -1 };
+		vm->vcpus[i] = (struct sc_vcpu){ .vm = vm, .id = i, .fd = -1, .stats = { .fd = -1 } };
+	vm->stats.fd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->cv, NULL);
+	/* Timeouts must not move with the wall clock (NTP steps, suspend). */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->cv, &ca);
+	pthread_condattr_destroy(&ca);
 
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0) {
@@ -223,17 +310,26 @@ int sc_vm_create(int nvcpus, struct sc_vm **out)
 					     : "KVM is not available on this machine (no /dev/kvm)");
 		goto err;
 	}
-	if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
-		ret = fail("/dev/kvm", EINVAL, "KVM API version is not 12");
+	/* api.rst 4.1: applications should refuse to run if KVM_GET_API_VERSION is not 12. */
+	int api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (api != KVM_API_VERSION) {
+		char what[96];
+		snprintf(what, sizeof(what), "/dev/kvm: KVM_GET_API_VERSION returned %d, not %d", api, KVM_API_VERSION);
+		ret = fail(what, api < 0 ? errno : EPROTO, "this kernel's KVM is not supported");
 		goto err;
 	}
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (vm->vm_fd < 0) {
-		ret = fail("KVM_CREATE_VM", errno, NULL);
+		ret = fail("KVM_CREATE_VM", errno, errno == EBUSY ? "another hypervisor owns VMX/SVM on this cpu"
+					       : "is the kvm_intel/kvm_amd module loaded?");
 		goto err;
 	}
-	/* Intel needs three pages for its real-mode TSS even if we never use real mode. */
+	/*
+	 * api.rst 4.48: Intel needs three pages below 4 GiB for a real-mode TSS
+	 * even if we never use real mode; on AMD the ioctl is accepted and unused.
+	 */
 	ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000ul);
+	stats_open(&vm->stats, vm->vm_fd);
 
 	vm->mem_size = mem_size;
 	vm->memfd = sc_mem_memfd_create("sidecore-microvm", mem_size);
@@ -284,7 +380,7 @@ int sc_vm_create(int nvcpus, struct sc_vm **out)
 		ret = setup_vcpu_state(vm, v);
 		if (ret < 0)
 			goto err;
-		stats_open(v);
+		stats_open(&v->stats, v->fd);
 	}
 	*out = vm;
 	return 0;
@@ -304,12 +400,11 @@ void sc_vm_destroy(struct sc_vm *vm)
 			pthread_join(v->thread, NULL);
 		if (v->run)
 			munmap(v->run, vm->run_size);
-		if (v->stats_fd >= 0)
-			close(v->stats_fd);
-		free(v->stats_desc);
+		stats_close(&v->stats);
 		if (v->fd >= 0)
 			close(v->fd);
 	}
+	stats_close(&vm->stats);
 	if (vm->mem)
 		munmap(vm->mem, vm->mem_size);
 	if (vm->memfd >= 0)
@@ -343,7 +438,7 @@ const uint32_t *sc_vm_samples(struct sc_vm *vm, int vcpu)
 int sc_vm_on_pio(struct sc_vm *vm, uint16_t port, uint16_t n, sc_vm_pio_fn fn, void *ctx)
 {
 	if (vm->npio == MAX_HANDLERS)
-		return -ENOSPC;
+		return fail("sc_vm_on_pio", ENOSPC, "at most 8 port ranges (MAX_HANDLERS in microvm/vm.c)");
 	vm->pio[vm->npio++] = (struct pio_handler){ port, n, fn, ctx };
 	return 0;
 }
@@ -351,44 +446,80 @@ int sc_vm_on_pio(struct sc_vm *vm, uint16_t port, uint16_t n, sc_vm_pio_fn fn, v
 int sc_vm_on_mmio(struct sc_vm *vm, uint64_t addr, uint64_t len, sc_vm_mmio_fn fn, void *ctx)
 {
 	if (vm->nmmio == MAX_HANDLERS)
-		return -ENOSPC;
+		return fail("sc_vm_on_mmio", ENOSPC, "at most 8 MMIO ranges (MAX_HANDLERS in microvm/vm.c)");
 	vm->mmio[vm->nmmio++] = (struct mmio_handler){ addr, len, fn, ctx };
 	return 0;
 }
 
-static int ioeventfd(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd, bool remove)
+/*
+ * KVM_IOEVENTFD (api.rst 4.59): a guest write of len bytes (1, 2, 4 or 8) to
+ * addr signals fd in the kernel. With datamatch, only writes of exactly that
+ * value do; others exit to user space as before. A deassign must repeat the
+ * same addr, len, flags and datamatch.
+ */
+static int ioeventfd(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd,
+		     const uint64_t *datamatch, bool remove)
 {
 	struct kvm_ioeventfd io = {
-		.addr = addr, .len = len, .fd = fd,
-		.flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (remove ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0),
+		.addr = addr, .len = len, .fd = fd, .datamatch = datamatch ? *datamatch : 0,
+		.flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (remove ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0) |
+			 (datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0),
 	};
-	if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) < 0)
-		return fail(pio ? "KVM_IOEVENTFD (port)" : "KVM_IOEVENTFD (mmio)", errno, NULL);
-	return 0;
+	char what[96];
+
+	if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) == 0)
+		return 0;
+	int err = errno;
+	snprintf(what, sizeof(what), "KVM_IOEVENTFD %s %s 0x%llx, %u bytes%s", remove ? "removing" : "on",
+		 pio ? "port" : "MMIO", (unsigned long long)addr, len, datamatch ? ", datamatch" : "");
+	return fail(what, err, err == EEXIST ? "one is already registered there"
+			       : err == ENOENT ? "none is registered there with these parameters"
+			       : err == EINVAL ? "len must be 1, 2, 4 or 8 and the range must not wrap" : NULL);
 }
 
 int sc_vm_ioeventfd(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd)
 {
-	return ioeventfd(vm, addr, pio, len, fd, false);
+	return ioeventfd(vm, addr, pio, len, fd, NULL, false);
 }
 
 int sc_vm_ioeventfd_remove(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd)
 {
-	return ioeventfd(vm, addr, pio, len, fd, true);
+	return ioeventfd(vm, addr, pio, len, fd, NULL, true);
+}
+
+int sc_vm_ioeventfd_match(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd, uint64_t value)
+{
+	return ioeventfd(vm, addr, pio, len, fd, &value, false);
+}
+
+int sc_vm_ioeventfd_match_remove(struct sc_vm *vm, uint64_t addr, bool pio, unsigned len, int fd, uint64_t value)
+{
+	return ioeventfd(vm, addr, pio, len, fd, &value, true);
 }
 
 /* ---- the vCPU thread ---- */
 
+#ifndef KVM_EXIT_MEMORY_FAULT
+#define KVM_EXIT_MEMORY_FAULT 39   /* newer than Debian 12's <linux/kvm.h> */
+#endif
+
 static const char *exit_name(uint32_t r)
 {
-	static const char *names[] = {
-		[KVM_EXIT_UNKNOWN] = "UNKNOWN", [KVM_EXIT_EXCEPTION] = "EXCEPTION", [KVM_EXIT_IO] = "IO",
-		[KVM_EXIT_HYPERCALL] = "HYPERCALL", [KVM_EXIT_DEBUG] = "DEBUG", [KVM_EXIT_HLT] = "HLT",
-		[KVM_EXIT_MMIO] = "MMIO", [KVM_EXIT_IRQ_WINDOW_OPEN] = "IRQ_WINDOW_OPEN",
-		[KVM_EXIT_SHUTDOWN] = "SHUTDOWN", [KVM_EXIT_FAIL_ENTRY] = "FAIL_ENTRY", [KVM_EXIT_INTR] = "INTR",
-		[KVM_EXIT_INTERNAL_ERROR] = "INTERNAL_ERROR", [KVM_EXIT_SYSTEM_EVENT] = "SYSTEM_EVENT",
+	static const char *const names[] = {
+		[KVM_EXIT_UNKNOWN] = "KVM_EXIT_UNKNOWN", [KVM_EXIT_EXCEPTION] = "KVM_EXIT_EXCEPTION",
+		[KVM_EXIT_IO] = "KVM_EXIT_IO", [KVM_EXIT_HYPERCALL] = "KVM_EXIT_HYPERCALL",
+		[KVM_EXIT_DEBUG] = "KVM_EXIT_DEBUG", [KVM_EXIT_HLT] = "KVM_EXIT_HLT",
+		[KVM_EXIT_MMIO] = "KVM_EXIT_MMIO", [KVM_EXIT_IRQ_WINDOW_OPEN] = "KVM_EXIT_IRQ_WINDOW_OPEN",
+		[KVM_EXIT_SHUTDOWN] = "KVM_EXIT_SHUTDOWN", [KVM_EXIT_FAIL_ENTRY] = "KVM_EXIT_FAIL_ENTRY",
+		[KVM_EXIT_INTR] = "KVM_EXIT_INTR", [KVM_EXIT_SET_TPR] = "KVM_EXIT_SET_TPR",
+		[KVM_EXIT_TPR_ACCESS] = "KVM_EXIT_TPR_ACCESS", [KVM_EXIT_NMI] = "KVM_EXIT_NMI",
+		[KVM_EXIT_INTERNAL_ERROR] = "KVM_EXIT_INTERNAL_ERROR", [KVM_EXIT_SYSTEM_EVENT] = "KVM_EXIT_SYSTEM_EVENT",
+		[KVM_EXIT_IOAPIC_EOI] = "KVM_EXIT_IOAPIC_EOI", [KVM_EXIT_X86_RDMSR] = "KVM_EXIT_X86_RDMSR",
+		[KVM_EXIT_X86_WRMSR] = "KVM_EXIT_X86_WRMSR", [KVM_EXIT_DIRTY_RING_FULL] = "KVM_EXIT_DIRTY_RING_FULL",
+		[KVM_EXIT_X86_BUS_LOCK] = "KVM_EXIT_X86_BUS_LOCK", [KVM_EXIT_NOTIFY] = "KVM_EXIT_NOTIFY",
+		[KVM_EXIT_MEMORY_FAULT] = "KVM_EXIT_MEMORY_FAULT",
 	};
-	return r < sizeof(names) / sizeof(names[0]) && names[r] ? names[r] : "?";
+	return r < SC_ARRAY_SIZE(names) && names[r] ? names[r] : "unknown exit";
 }
 
 static const char *exit_hint(uint32_t r)
@@ -399,9 +530,13 @@ static const char *exit_hint(uint32_t r)
 	case KVM_EXIT_FAIL_ENTRY:
 		return "KVM refused the vCPU state (segments, control registers)";
 	case KVM_EXIT_INTERNAL_ERROR:
-		return "KVM could not emulate an instruction";
+		return "KVM could not emulate an instruction (run.internal.suberror says why)";
 	case KVM_EXIT_HLT:
-		return "the guest halted";
+		return "the guest halted (it cannot at CPL3: is it running at CPL0?)";
+	case KVM_EXIT_MEMORY_FAULT:
+		return "the guest touched memory KVM could not map: outside the memslot?";
+	case KVM_EXIT_SYSTEM_EVENT:
+		return "the guest asked for a reset or power-off";
 	default:
 		return "the VMM does not handle this exit";
 	}
@@ -413,7 +548,7 @@ static int vcpu_stopped(struct sc_vcpu *v, const char *fmt, ...) __attribute__((
 static int vcpu_stopped(struct sc_vcpu *v, const char *fmt, ...)
 {
 	struct sc_vm *vm = v->vm;
-	char msg[200];
+	char msg[288];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -426,54 +561,100 @@ static int vcpu_stopped(struct sc_vcpu *v, const char *fmt, ...)
 	return VM_FAILED;
 }
 
-/* One line: which exit, where the guest was, and what it probably means. */
-static int vcpu_failed(struct sc_vcpu *v, uint32_t reason)
+/* Why a port or MMIO access could not be served (err from handle_io/handle_mmio), into buf. */
+static const char *access_problem(int err, char *buf, size_t len)
 {
+	if (err == -ENOENT)
+		return "no handler is registered for it (sc_vm_on_pio / sc_vm_on_mmio)";
+	if (err == -EOPNOTSUPP)
+		return "string I/O (rep ins/outs) is not supported";
+	snprintf(buf, len, "its handler failed: %s", strerror(-err));
+	return buf;
+}
+
+/* One line: which exit, where the guest was, and what it probably means. */
+static int vcpu_failed(struct sc_vcpu *v, uint32_t reason, int err)
+{
+	struct kvm_run *r = v->run;
 	struct kvm_regs regs = { 0 };
+	unsigned long long rip;
+	char why[96];
 	int state;
 
-	ioctl(v->fd, KVM_GET_REGS, &regs);
+	rip = ioctl(v->fd, KVM_GET_REGS, &regs) == 0 ? (unsigned long long)regs.rip : ~0ull;
 	if (reason == KVM_EXIT_IO)
-		state = vcpu_stopped(v, "stopped: write to port 0x%x at guest rip 0x%llx has no handler",
-				     v->run->io.port, (unsigned long long)regs.rip);
+		state = vcpu_stopped(v, "stopped: %s (%u): %u-byte %s port 0x%x at guest rip 0x%llx: %s",
+				     exit_name(reason), reason, r->io.size,
+				     r->io.direction == KVM_EXIT_IO_OUT ? "write to" : "read from",
+				     r->io.port, rip, access_problem(err, why, sizeof(why)));
 	else if (reason == KVM_EXIT_MMIO)
-		state = vcpu_stopped(v, "stopped: MMIO write to 0x%llx at guest rip 0x%llx has no handler",
-				     (unsigned long long)v->run->mmio.phys_addr, (unsigned long long)regs.rip);
+		state = vcpu_stopped(v, "stopped: %s (%u): %u-byte %s 0x%llx at guest rip 0x%llx: %s",
+				     exit_name(reason), reason, r->mmio.len, r->mmio.is_write ? "write to" : "read from",
+				     (unsigned long long)r->mmio.phys_addr, rip, access_problem(err, why, sizeof(why)));
 	else
-		state = vcpu_stopped(v, "stopped: exit %s (%u) at guest rip 0x%llx: %s", exit_name(reason),
-				     reason, (unsigned long long)regs.rip, exit_hint(reason));
+		state = vcpu_stopped(v, "stopped: %s (%u) at guest rip 0x%llx: %s", exit_name(reason),
+				     reason, rip, exit_hint(reason));
 	fprintf(stderr, "sidecore microvm: %s\n", v->vm->error);
 	return state;
 }
 
-static int handle_io(struct sc_vm *vm, struct kvm_run *r)
+static const struct pio_handler *find_pio(const struct sc_vm *vm, uint16_t port)
 {
-	uint32_t value = 0;
-
-	if (r->io.direction != KVM_EXIT_IO_OUT || r->io.count != 1)
-		return -EINVAL;
-	memcpy(&value, (uint8_t *)r + r->io.data_offset, r->io.size);
-	if (r->io.port == SC_VM_PORT_DONE)
-		return 1;
 	for (unsigned i = 0; i < vm->npio; i++)
-		if ((uint16_t)(r->io.port - vm->pio[i].port) < vm->pio[i].n)
-			return vm->pio[i].fn(vm->pio[i].ctx, r->io.port, value, r->io.size);
-	return -ENOENT;
+		if ((uint16_t)(port - vm->pio[i].port) < vm->pio[i].n)
+			return &vm->pio[i];
+	return NULL;
 }
 
+static const struct mmio_handler *find_mmio(const struct sc_vm *vm, uint64_t addr)
+{
+	for (unsigned i = 0; i < vm->nmmio; i++)
+		if (addr - vm->mmio[i].addr < vm->mmio[i].len)
+			return &vm->mmio[i];
+	return NULL;
+}
+
+/*
+ * KVM_EXIT_IO (api.rst 5, kvm_run): the data is at run + data_offset. Returns
+ * 1 for the "done" port, 0 to resume, or -errno to stop the vCPU. Handlers
+ * take writes; a read of a handled port reads all ones, as a bus with
+ * nothing driving it does.
+ */
+static int handle_io(struct sc_vm *vm, struct kvm_run *r)
+{
+	uint8_t *data = (uint8_t *)r + r->io.data_offset;
+	const struct pio_handler *h;
+	uint32_t value = 0;
+
+	if (r->io.direction == KVM_EXIT_IO_OUT && r->io.port == SC_VM_PORT_DONE)
+		return 1;
+	h = find_pio(vm, r->io.port);
+	if (!h)
+		return -ENOENT;
+	if (r->io.count != 1 || r->io.size > sizeof(value))
+		return -EOPNOTSUPP;
+	if (r->io.direction == KVM_EXIT_IO_IN) {
+		memset(data, 0xff, r->io.size);
+		return 0;
+	}
+	memcpy(&value, data, r->io.size);
+	return h->fn(h->ctx, r->io.port, value, r->io.size);
+}
+
+/* KVM_EXIT_MMIO: same contract as handle_io. */
 static int handle_mmio(struct sc_vm *vm, struct kvm_run *r)
 {
+	const struct mmio_handler *h = find_mmio(vm, r->mmio.phys_addr);
 	uint64_t value = 0;
 
+	if (!h)
+		return -ENOENT;
 	if (!r->mmio.is_write) {
-		memset(r->mmio.data, 0xff, sizeof(r->mmio.data));   /* reads of nothing read ones */
+		memset(r->mmio.data, 0xff, sizeof(r->mmio.data));
 		return 0;
 	}
 	memcpy(&value, r->mmio.data, r->mmio.len <= 8 ? r->mmio.len : 8);
-	for (unsigned i = 0; i < vm->nmmio; i++)
-		if (r->mmio.phys_addr - vm->mmio[i].addr < vm->mmio[i].len)
-			return vm->mmio[i].fn(vm->mmio[i].ctx, r->mmio.phys_addr, value, r->mmio.len);
-	return -ENOENT;
+	return h->fn(h->ctx, r->mmio.phys_addr, value, r->mmio.len);
 }
 
 static void set_state(struct sc_vcpu *v, int state)
@@ -501,13 +682,13 @@ static int vcpu_loop(struct sc_vcpu *v)
 		switch (reason) {
 		case KVM_EXIT_IO: ret = handle_io(vm, v->run); break;
 		case KVM_EXIT_MMIO: ret = handle_mmio(vm, v->run); break;
-		case KVM_EXIT_INTR: ret = 0; break;
+		case KVM_EXIT_INTR: ret = 0; break;   /* a signal: loop and re-check stop */
 		default: ret = -EFAULT; break;
 		}
 		if (ret == 1)
 			return VM_DONE;
 		if (ret < 0)
-			return vcpu_failed(v, reason);
+			return vcpu_failed(v, reason, ret);
 	}
 }
 
@@ -515,18 +696,47 @@ static void *vcpu_main(void *arg)
 {
 	struct sc_vcpu *v = arg;
 
+	/* Pinned before its first instruction by start_vcpu's thread attributes. */
 	__atomic_store_n(&v->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
-	if (v->cpu >= 0) {
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		CPU_SET(v->cpu, &set);
-		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-	}
 	set_state(v, vcpu_loop(v));
 	return NULL;
 }
 
 static void on_sigusr1(int sig) { (void)sig; }
+
+/*
+ * The thread is created already pinned (the affinity is in its attributes),
+ * so a cpu that does not exist or is outside our cpuset fails here, in the
+ * caller, and the guest never runs a single instruction on the wrong cpu.
+ */
+static int start_vcpu(struct sc_vcpu *v, int cpu)
+{
+	pthread_attr_t attr;
+	char what[64], name[16];
+	int ret;
+
+	v->cpu = cpu;
+	v->state = VM_RUNNING;
+	v->stop = 0;
+	v->run->immediate_exit = 0;   /* left set by an earlier sc_vm_stop */
+	pthread_attr_init(&attr);
+	if (cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+	}
+	ret = pthread_create(&v->thread, &attr, vcpu_main, v);
+	pthread_attr_destroy(&attr);
+	if (ret) {
+		snprintf(what, sizeof(what), "starting vCPU %d on cpu %d", v->id, cpu);
+		return fail(what, ret, ret == EINVAL ? "is that cpu online and in this process's cpuset?" : NULL);
+	}
+	snprintf(name, sizeof(name), "sc-vcpu%d", v->id);
+	pthread_setname_np(v->thread, name);
+	v->started = true;
+	return 0;
+}
 
 int sc_vm_start(struct sc_vm *vm, const int *cpus)
 {
@@ -536,18 +746,9 @@ int sc_vm_start(struct sc_vm *vm, const int *cpus)
 	sigaction(SIGUSR1, &sa, NULL);
 
 	for (int i = 0; i < vm->nvcpus; i++) {
-		struct sc_vcpu *v = &vm->vcpus[i];
-		char name[16];
-
-		v->cpu = cpus ? cpus[i] : -1;
-		v->state = VM_RUNNING;
-		v->stop = 0;
-		int ret = pthread_create(&v->thread, NULL, vcpu_main, v);
-		if (ret)
-			return fail("starting a vCPU thread", ret, NULL);
-		snprintf(name, sizeof(name), "sc-vcpu%d", i);
-		pthread_setname_np(v->thread, name);
-		v->started = true;
+		int ret = start_vcpu(&vm->vcpus[i], cpus ? cpus[i] : -1);
+		if (ret < 0)
+			return ret;
 	}
 	return 0;
 }
@@ -579,7 +780,7 @@ int sc_vm_wait(struct sc_vm *vm, unsigned timeout_ms)
 	struct timespec deadline;
 	bool running, failed = false;
 
-	clock_gettime(CLOCK_REALTIME, &deadline);
+	clock_gettime(CLOCK_MONOTONIC, &deadline);   /* vm->cv waits on the monotonic clock */
 	deadline.tv_sec += timeout_ms / 1000;
 	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
 	if (deadline.tv_nsec >= 1000000000) {

@@ -117,8 +117,10 @@ static void wl_mmio(struct gcpu *c, uint64_t addr, uint64_t n)
 static void wl_vmcall(struct gcpu *c, uint64_t n)
 {
 	bool amd = is_amd();
+	uint64_t rax = 0;
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t rax = 0, t0 = sc_rdtsc();
+		uint64_t t0 = sc_rdtsc();
+		rax = 0;   /* nr 0: no such hypercall, and KVM refuses any at CPL3 anyway */
 		/* At CPL3 KVM answers -KVM_EPERM and resumes: a full exit handled in the kernel. */
 		if (amd)
 			__asm__ __volatile__("vmmcall" : "+a"(rax) : : "memory");
@@ -126,6 +128,7 @@ static void wl_vmcall(struct gcpu *c, uint64_t n)
 			__asm__ __volatile__("vmcall" : "+a"(rax) : : "memory");
 		record(c, i, sc_rdtscp() - t0);
 	}
+	c->mb->result = rax;   /* lets the host see who answered: KVM says -KVM_EPERM (-1) */
 	set_done(c, n);
 }
 
@@ -263,7 +266,7 @@ void guest_main(uint64_t vcpu)
 			sc_cpu_relax();
 		seen = seq;
 		mb->error = 0;
-		mb->ops = mb->samples = mb->total_cycles = mb->kicks = mb->progress = 0;
+		mb->ops = mb->samples = mb->total_cycles = mb->kicks = mb->progress = mb->result = 0;
 
 		uint64_t n = mb->iterations, t0 = sc_rdtsc();
 		switch (mb->workload) {
