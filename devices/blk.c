@@ -455,6 +455,7 @@ void sc_blk_queue_fini(struct sc_blk_queue *q)
 	if (!q->vq.broken)
 		sc_vq_flush(&q->vq);
 	io_uring_queue_exit(ring_of(q));
+	sc_vq_fini(&q->vq);
 	free(q->ring);
 	free(q->reqs);
 	q->ring = NULL;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #define PROTOCOL_FEATURES                                                                        \
 	((1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |        \
 	 (1ull << VHOST_USER_PROTOCOL_F_CONFIG) | (1ull << VHOST_USER_PROTOCOL_F_RESET_DEVICE) | \
+	 (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) |                                        \
 	 (1ull << VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | (1ull << VHOST_USER_PROTOCOL_F_STATUS))
 
 struct vring {
@@ -47,6 +49,11 @@ struct sc_vu_server {
 	struct uva_map map[SC_MEM_MAX_REGIONS];
 	unsigned nmap;
 	struct vring vrings[SC_VU_MAX_VRINGS];
+
+	/* inflight tracking: a memfd the VMM keeps across our restarts */
+	uint8_t *inflight;
+	size_t inflight_size;
+	uint16_t inflight_nq, inflight_qsize;
 };
 
 static void vring_init(struct vring *v)
@@ -160,6 +167,8 @@ static int vring_maybe_start(struct sc_vu_server *s, unsigned idx, char *err, si
 		.size = v->num, .features = s->features, .last_avail = v->base,
 		.xlate = sc_mem_xlate(&s->mem), .call_fd = v->call_fd, .kick_fd = v->kick_fd,
 	};
+	if (s->inflight && idx < s->inflight_nq && v->num == s->inflight_qsize)
+		cfg.inflight = (struct sc_vq_inflight *)(s->inflight + idx * sc_vq_inflight_bytes(v->num));
 	if (!uva_to_gpa(s, v->addr.desc_user_addr, &cfg.desc_addr) ||
 	    !uva_to_gpa(s, v->addr.avail_user_addr, &cfg.avail_addr) ||
 	    !uva_to_gpa(s, v->addr.used_user_addr, &cfg.used_addr)) {
@@ -210,6 +219,35 @@ static void reset_device(struct sc_vu_server *s)
 	s->nmap = 0;
 	s->features = s->protocol_features = 0;
 	s->status = 0;
+	if (s->inflight)
+		munmap(s->inflight, s->inflight_size);
+	s->inflight = NULL;
+}
+
+/* Map an inflight region of nq queues of qsize entries from fd (taken). */
+static int inflight_map(struct sc_vu_server *s, int fd, uint64_t size, uint64_t offset, uint16_t nq,
+			uint16_t qsize, char *err, size_t errlen)
+{
+	if (size < (uint64_t)nq * sc_vq_inflight_bytes(qsize) || size > (1ull << 30)) {
+		close(fd);
+		snprintf(err, errlen, "inflight area of %llu bytes does not fit %u queues of %u entries",
+			 (unsigned long long)size, nq, qsize);
+		return -EINVAL;
+	}
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)offset);
+	int e = errno;
+	close(fd);   /* the mapping keeps the memory; the VMM keeps its own fd */
+	if (p == MAP_FAILED) {
+		snprintf(err, errlen, "mapping the inflight area: %s", strerror(e));
+		return -e;
+	}
+	if (s->inflight)
+		munmap(s->inflight, s->inflight_size);
+	s->inflight = p;
+	s->inflight_size = size;
+	s->inflight_nq = nq;
+	s->inflight_qsize = qsize;
+	return 0;
 }
 
 /* ---- memory ---- */
@@ -406,6 +444,35 @@ static int handle(struct sc_vu_server *s, struct sc_vu_msg *m, bool *replied, ch
 		}
 		*replied = true;
 		return sc_vu_reply(s->conn_fd, m, &c, 12 + c.size);
+	}
+	case VHOST_USER_GET_INFLIGHT_FD: {
+		/* We lay it out (vqueue's format); the VMM only keeps it and gives it back. */
+		struct sc_vu_inflight in = m->payload.inflight;
+		uint64_t size = (uint64_t)in.num_queues * sc_vq_inflight_bytes(in.queue_size);
+		int fd = sc_mem_memfd_create("sidecore-inflight", size);
+		if (fd < 0) {
+			snprintf(err, errlen, "GET_INFLIGHT_FD: memfd: %s", strerror(-fd));
+			return fd;
+		}
+		int send_fd = dup(fd);
+		ret = inflight_map(s, fd, size, 0, in.num_queues, in.queue_size, err, errlen);
+		if (ret < 0) {
+			close(send_fd);
+			return ret;
+		}
+		struct sc_vu_inflight reply = { size, 0, in.num_queues, in.queue_size };
+		*replied = true;
+		ret = sc_vu_send(s->conn_fd, VHOST_USER_GET_INFLIGHT_FD, VHOST_USER_REPLY, &reply, 24, send_fd);
+		close(send_fd);
+		return ret;
+	}
+	case VHOST_USER_SET_INFLIGHT_FD: {
+		struct sc_vu_inflight in = m->payload.inflight;
+		ret = inflight_map(s, m->fds[0], in.mmap_size, in.mmap_offset, in.num_queues, in.queue_size,
+				   err, errlen);
+		m->fds[0] = -1;
+		m->nfds = 0;
+		return ret;
 	}
 	case VHOST_USER_SET_STATUS:
 		s->status = (uint8_t)u;

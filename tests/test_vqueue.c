@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The split ring's normal behaviour: pop, push, flush, notification suppression both ways. */
+#include <stdlib.h>
+
 #include "vq_fixture.h"
 
 static struct fx f;
@@ -224,4 +226,111 @@ Test(vq, iov_copy_crosses_segments)
 	cr_assert_eq(sc_iov_copy_to(iov, 2, 1, "XYZ", 3), 3);
 	cr_assert_eq(a[1], 'X');
 	cr_assert_eq(b[1], 'Z');
+}
+
+/* ---- inflight tracking (vhost-user "Inflight I/O tracking") ---- */
+
+static struct sc_vq_inflight *inflight_region(void)
+{
+	struct sc_vq_inflight *in = calloc(1, sc_vq_inflight_bytes(FX_QSZ));
+	cr_assert_not_null(in);
+	return in;
+}
+
+static void post_n(uint16_t first, uint16_t n)
+{
+	for (uint16_t i = first; i < first + n; i++) {
+		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, VIRTQ_DESC_F_WRITE, 0);
+		fx_post(&f, i);
+	}
+}
+
+Test(vq, inflight_records_pops_and_clears_what_is_published)
+{
+	struct sc_vq_inflight *in = inflight_region();
+	f.cfg.inflight = in;
+	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
+	cr_assert_eq(in->version, 1);
+	cr_assert_eq(in->desc_num, FX_QSZ);
+	post_n(0, 3);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	cr_assert(in->desc[0].inflight && in->desc[1].inflight && in->desc[2].inflight);
+	cr_assert(in->desc[0].counter < in->desc[1].counter && in->desc[1].counter < in->desc[2].counter);
+	sc_vq_push(&f.vq, 1, 8);
+	cr_assert(in->desc[1].inflight, "not cleared before it is published");
+	sc_vq_flush(&f.vq);
+	cr_assert(!in->desc[1].inflight && in->desc[0].inflight && in->desc[2].inflight);
+	cr_assert_eq(in->used_idx, 1);
+	sc_vq_fini(&f.vq);
+	free(in);
+}
+
+Test(vq, restart_serves_unfinished_requests_first_in_their_order)
+{
+	struct sc_vq_inflight *in = inflight_region();
+	f.cfg.inflight = in;
+	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
+	post_n(0, 3);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	sc_vq_push(&f.vq, 1, 8);   /* out of order: the middle one finishes */
+	sc_vq_flush(&f.vq);
+	sc_vq_fini(&f.vq);         /* the back end dies here */
+
+	/* A new back end; the VMM restores the base to the used index, as QEMU does after a crash. */
+	f.cfg.last_avail = 1;
+	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
+	cr_assert_eq(sc_vq_resubmit_pending(&f.vq), 2);
+	cr_assert_eq(f.vq.last_avail, 3, "the avail ring resumes after everything already popped");
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	cr_assert_eq(f.e.head, 0);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	cr_assert_eq(f.e.head, 2);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 0, "nothing new yet, and head 1 is not served twice");
+	post_n(3, 1);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	cr_assert_eq(f.e.head, 3);
+	sc_vq_fini(&f.vq);
+	free(in);
+}
+
+Test(vq, restart_after_a_crash_between_publish_and_clear)
+{
+	struct sc_vq_inflight *in = inflight_region();
+	f.cfg.inflight = in;
+	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
+	post_n(0, 2);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	sc_vq_push(&f.vq, 0, 8);
+	sc_vq_push(&f.vq, 1, 8);
+	sc_vq_flush(&f.vq);
+	sc_vq_fini(&f.vq);
+	/* As if the old back end died after used->idx but before it cleared the batch. */
+	in->desc[0].inflight = in->desc[1].inflight = 1;
+	in->used_idx = 0;
+	f.cfg.last_avail = 2;
+	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
+	cr_assert_eq(sc_vq_resubmit_pending(&f.vq), 0, "the used ring shows both finished");
+	cr_assert_eq(f.vq.last_avail, 2);
+	cr_assert(!in->desc[0].inflight && !in->desc[1].inflight);
+	sc_vq_fini(&f.vq);
+	free(in);
+}
+
+Test(vq, restart_ignores_garbage_ids_in_the_used_ring)
+{
+	struct sc_vq_inflight *in = inflight_region();
+	f.cfg.inflight = in;
+	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
+	sc_vq_fini(&f.vq);
+	/* A used index ahead of the region, over entries a hostile guest scribbled on. */
+	for (int i = 0; i < FX_QSZ; i++)
+		fx_used(&f)->ring[i].id = 0xdead0000u + (uint32_t)i;
+	fx_used(&f)->idx = 5;
+	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
+	cr_assert_eq(sc_vq_resubmit_pending(&f.vq), 0);
+	sc_vq_fini(&f.vq);
+	free(in);
 }

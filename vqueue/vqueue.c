@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -74,6 +75,8 @@ static void *map_ring(struct sc_vq *vq, const char *what, uint64_t addr, uint64_
 	return iov.iov_base;
 }
 
+static int inflight_init(struct sc_vq *vq, struct sc_vq_inflight *in);
+
 int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 {
 	int err = 0;
@@ -110,12 +113,85 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 
 	/* Resume where the previous owner stopped (vhost-user SET_VRING_BASE). */
 	vq->last_avail = cfg->last_avail;
-	vq->avail_seen = cfg->last_avail;
 	vq->used_idx = sc_load_once(&vq->used->idx);
 	vq->used_published = vq->used_idx;
 	vq->used_signalled = vq->used_idx;
 	vq->notify_on = true;
+	if (cfg->inflight) {
+		err = inflight_init(vq, cfg->inflight);
+		if (err < 0)
+			return err;
+	}
+	vq->avail_seen = vq->last_avail;
 	return 0;
+}
+
+static int cmp_counter(const void *a, const void *b, void *arg)
+{
+	const struct sc_vq_inflight *in = arg;
+	uint64_t x = in->desc[*(const uint16_t *)a].counter, y = in->desc[*(const uint16_t *)b].counter;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Take over an inflight region: a fresh one is laid out; one a previous
+ * back end left is reconciled with the used ring and its unfinished
+ * requests queued to be served again. Only the back end writes this
+ * region, but it is read back after a crash, so every index is checked.
+ */
+static int inflight_init(struct sc_vq *vq, struct sc_vq_inflight *in)
+{
+	uint16_t used = vq->used_idx;
+
+	vq->batch = calloc(vq->size, sizeof(*vq->batch));
+	vq->resubmit = calloc(vq->size, sizeof(*vq->resubmit));
+	if (!vq->batch || !vq->resubmit) {
+		sc_vq_fini(vq);
+		sc_vq_set_broken(vq, -ENOMEM, "no memory for inflight tracking");
+		return -ENOMEM;
+	}
+	vq->inflight = in;
+	if (in->version != 1 || in->desc_num != vq->size) {
+		/* Fresh (or laid out for another size): start clean; SET_VRING_BASE stands. */
+		memset(in->desc, 0, vq->size * sizeof(in->desc[0]));
+		in->version = 1;
+		in->desc_num = (uint16_t)vq->size;
+		in->used_idx = used;
+		return 0;
+	}
+	/* A batch published as used but not yet cleared when the old back end died. */
+	for (uint16_t i = in->used_idx; i != used; i++) {
+		uint32_t head = sc_load_once(&vq->used->ring[i & vq->mask].id);
+		if (head < vq->size)
+			in->desc[head].inflight = 0;
+		if ((uint16_t)(i - in->used_idx) >= vq->size)
+			break;   /* more than a queue's worth: the region is not from this ring */
+	}
+	in->used_idx = used;
+	for (uint32_t h = 0; h < vq->size; h++) {
+		if (!in->desc[h].inflight)
+			continue;
+		vq->resubmit[vq->nresubmit++] = (uint16_t)h;
+		if (in->desc[h].counter > vq->inflight_counter)
+			vq->inflight_counter = in->desc[h].counter;
+	}
+	qsort_r(vq->resubmit, vq->nresubmit, sizeof(*vq->resubmit), cmp_counter, in);
+	/*
+	 * Everything popped is either used (used_idx) or in flight: that is
+	 * where the avail ring resumes, whatever base the VMM restored (QEMU
+	 * falls back to the used index when the back end died).
+	 */
+	vq->last_avail = (uint16_t)(used + vq->nresubmit);
+	return 0;
+}
+
+void sc_vq_fini(struct sc_vq *vq)
+{
+	free(vq->batch);
+	free(vq->resubmit);
+	vq->batch = vq->resubmit = NULL;
+	vq->nresubmit = vq->resubmit_pos = 0;
+	vq->inflight = NULL;
 }
 
 /*
@@ -186,7 +262,8 @@ static int indirect_enter(struct sc_vq *vq, const struct vring_desc *d,
 	return 0;
 }
 
-int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
+/* Walk the chain at head into elem, checking everything. 1, or the ring's -errno. */
+static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 {
 	const struct vring_desc *table = vq->desc;
 	uint32_t table_size = vq->size, steps = 0;
@@ -194,19 +271,9 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 	unsigned nseg = 0, in_num = 0;
 	bool in_indirect = false;
 	struct vring_desc d;
-	uint16_t head, idx;
+	uint16_t idx = head;
 	int ret;
 
-	if (sc_unlikely(vq->broken))
-		return vq->broken_err;
-	if (vq->last_avail == vq->avail_seen) {
-		ret = avail_refresh(vq);
-		if (ret <= 0)
-			return ret;
-	}
-
-	head = sc_load_once(&vq->avail->ring[vq->last_avail & vq->mask]);
-	idx = head;
 	for (;;) {
 		if (sc_unlikely(idx >= table_size)) {
 			sc_vq_set_broken(vq, -EINVAL, "%sdescriptor index %u out of range (table of %u) in chain %u",
@@ -279,8 +346,37 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 	elem->in_num = (uint16_t)in_num;
 	elem->out_len = (uint32_t)out_len;
 	elem->in_len = (uint32_t)in_len;
-	vq->last_avail++;
 	vq->stats.requests++;
+	return 1;
+}
+
+int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
+{
+	uint16_t head;
+	int ret;
+
+	if (sc_unlikely(vq->broken))
+		return vq->broken_err;
+	/* Requests a previous back end started and never finished come first, in their order. */
+	if (sc_unlikely(vq->resubmit_pos < vq->nresubmit))
+		return walk_chain(vq, vq->resubmit[vq->resubmit_pos++], elem);
+	if (vq->last_avail == vq->avail_seen) {
+		ret = avail_refresh(vq);
+		if (ret <= 0)
+			return ret;
+	}
+
+	head = sc_load_once(&vq->avail->ring[vq->last_avail & vq->mask]);
+	ret = walk_chain(vq, head, elem);   /* checks head < size first */
+	if (ret < 0)
+		return ret;
+	vq->last_avail++;
+	if (vq->inflight) {
+		/* Recorded before we act on it: a crash from here on re-serves it. */
+		struct sc_vq_inflight_desc *d = &vq->inflight->desc[head];
+		d->counter = ++vq->inflight_counter;
+		sc_store_release(&d->inflight, 1);
+	}
 	return 1;
 }
 
@@ -291,6 +387,8 @@ void sc_vq_push(struct sc_vq *vq, uint16_t head, uint32_t len)
 	/* Not yet visible: the driver reads entries only below used->idx. */
 	sc_store_once(&e->id, head);
 	sc_store_once(&e->len, len);
+	if (vq->inflight)
+		vq->batch[(uint16_t)(vq->used_idx - vq->used_published) & vq->mask] = head;
 	vq->used_idx++;
 }
 
@@ -311,6 +409,17 @@ bool sc_vq_flush(struct sc_vq *vq)
 		return false;
 	/* Pairs with the driver's acquire load of used->idx: entries first, then the index. */
 	sc_store_release(&vq->used->idx, new_idx);
+	if (vq->inflight) {
+		/*
+		 * The batch is now the guest's: clear it from the inflight region,
+		 * then record how far we got. A crash between the two is repaired
+		 * at the next init from the used ring itself.
+		 */
+		uint16_t n = (uint16_t)(new_idx - vq->used_published);
+		for (uint16_t i = 0; i < n; i++)
+			sc_store_once(&vq->inflight->desc[vq->batch[i]].inflight, 0);
+		sc_store_release(&vq->inflight->used_idx, new_idx);
+	}
 	vq->used_published = new_idx;
 
 	if (vq->call_fd < 0)

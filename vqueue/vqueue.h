@@ -39,6 +39,35 @@ struct sc_stat_name {
 extern const struct sc_stat_name sc_vq_stat_names[];
 extern const unsigned sc_vq_stat_count;
 
+/*
+ * vhost-user inflight tracking for a split ring (QEMU's vhost-user.rst,
+ * "Inflight I/O tracking"). The region lives in a memfd the back end
+ * creates and the VMM keeps across back-end restarts; only the back end
+ * reads its content, so the layout is ours: a header, then one entry per
+ * descriptor head.
+ */
+struct sc_vq_inflight_desc {
+	uint8_t inflight;        /* popped, not yet published as used */
+	uint8_t padding[5];
+	uint16_t next;
+	uint64_t counter;        /* pop order, to re-serve in the same order */
+};
+
+struct sc_vq_inflight {
+	uint64_t features;
+	uint16_t version;        /* 0: fresh region */
+	uint16_t desc_num;       /* the queue size it was laid out for */
+	uint16_t last_batch_head;
+	uint16_t used_idx;       /* used->idx when the last batch was cleared */
+	struct sc_vq_inflight_desc desc[];
+};
+
+/* Bytes of inflight region one queue of size entries needs (64-byte multiple). */
+static inline size_t sc_vq_inflight_bytes(uint32_t size)
+{
+	return (sizeof(struct sc_vq_inflight) + size * sizeof(struct sc_vq_inflight_desc) + 63) & ~(size_t)63;
+}
+
 /* What sc_vq_init needs: the rings as the driver described them. */
 struct sc_vq_config {
 	uint32_t size;              /* queue size: a power of two, 1..32768 (32 bits, so 65536 cannot wrap to 0) */
@@ -50,6 +79,13 @@ struct sc_vq_config {
 	struct sc_xlate xlate;      /* how guest addresses reach host memory */
 	int call_fd;                /* eventfd that interrupts the driver, or -1 */
 	int kick_fd;                /* eventfd the driver kicks, or -1 (read by the poller) */
+	/*
+	 * Optional inflight region for this queue (sc_vq_inflight_bytes(size)
+	 * bytes). If it records requests a previous back end popped but never
+	 * completed, sc_vq_pop returns those first, in their old order, and
+	 * last_avail is taken from the region, not from last_avail above.
+	 */
+	struct sc_vq_inflight *inflight;
 };
 
 struct sc_vq {
@@ -73,6 +109,12 @@ struct sc_vq {
 	int kick_fd;
 	int broken_err;             /* -errno sc_vq_pop keeps returning once broken */
 	struct sc_vq_stats stats;
+	/* inflight tracking (all NULL/0 without a region) */
+	struct sc_vq_inflight *inflight;
+	uint64_t inflight_counter;
+	uint16_t *batch;            /* heads pushed since the last flush */
+	uint16_t *resubmit;         /* heads to serve again, in pop order */
+	uint32_t nresubmit, resubmit_pos;
 	char broken_reason[112];
 };
 
@@ -101,6 +143,15 @@ struct sc_vq_elem {
  * Call from the control thread, before the queue is attached to a poller.
  */
 int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg);
+
+/* Free what sc_vq_init allocated (the inflight bookkeeping). Control thread. */
+void sc_vq_fini(struct sc_vq *vq);
+
+/* Requests recovered from the inflight region that sc_vq_pop has not returned yet. */
+static inline uint32_t sc_vq_resubmit_pending(const struct sc_vq *vq)
+{
+	return vq->nresubmit - vq->resubmit_pos;
+}
 
 /*
  * Pop the next available chain into elem. Returns 1 if a chain was popped,
