@@ -34,6 +34,7 @@ mb=$(sed -n 's/.*sc_mb=\([0-9]*\).*/\1/p' /proc/cmdline)
 case "$(cat /proc/cmdline)" in
   *sc_test=write*)
     # A known pattern across the disk, synced; then read back what the disk holds.
+    echo "SC-WRITE-START"
     yes sidecore-e2e | head -c $((mb * 1048576)) | dd of=/dev/vda bs=1M conv=fsync 2>/dev/null && echo "SC-WRITE-DONE"
     echo 3 > /proc/sys/vm/drop_caches
     echo "SC-READBACK $(dd if=/dev/vda bs=1M count=$mb 2>/dev/null | md5sum | cut -d' ' -f1)" ;;

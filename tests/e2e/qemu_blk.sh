@@ -31,9 +31,9 @@ ok() { n=$((n + 1)); echo "ok $n - $*"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
 
-echo "1..5"
+echo "1..7"
 "$here/mkinitramfs.sh" "$kver" "$work/initrd.gz" || { echo "Bail out! cannot build the initramfs"; exit 1; }
-truncate -s 64M "$work/disk.img"
+truncate -s 128M "$work/disk.img"
 cat > "$work/sc.conf" <<CONF
 [sidecore]
 cpus = $(( $(nproc) - 1 ))
@@ -51,12 +51,13 @@ start_sidecored() {
   return 1
 }
 
-boot_guest() { # test name -> guest console in $work/guest.log
+boot_guest() { # test name [MiB] -> guest console in $work/guest.log
+  local size=${2:-$mb}
   timeout 240 qemu-system-x86_64 -machine q35,accel=tcg -m 512M -smp 1 \
     -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
-    -chardev socket,id=c0,path="$work/disk0.sock" -device vhost-user-blk-pci,chardev=c0,num-queues=1 \
+    -chardev socket,id=c0,path="$work/disk0.sock",reconnect=1 -device vhost-user-blk-pci,chardev=c0,num-queues=1 \
     -kernel "$kernel" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 quiet panic=-1 sc_test=$1 sc_mb=$mb" \
+    -append "console=ttyS0 quiet panic=-1 sc_test=$1 sc_mb=$size" \
     -nographic -no-reboot -display none -serial stdio -monitor none < /dev/null > "$work/guest.log" 2>&1
 }
 
@@ -78,5 +79,23 @@ check "the socket is removed on stop" [ ! -e "$work/disk0.sock" ]
 start_sidecored || { echo "Bail out! sidecored did not restart"; exit 1; }
 boot_guest check
 check "after a restart of sidecored a new guest reads the same data" [ "$(readback)" = "$expected" ]
+
+# Kill sidecored (SIGKILL) in the middle of a 64 MiB write, start it again;
+# QEMU reconnects, the inflight region brings back what was in flight, and
+# the guest's write must finish with nothing it was told is written lost.
+big=64
+big_expected=$(yes sidecore-e2e | head -c $((big * 1048576)) | md5sum | cut -d' ' -f1)
+boot_guest write $big &
+qemu_pid=$!
+for _ in $(seq 600); do grep -qa SC-WRITE-START "$work/guest.log" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+kill -KILL "$sd_pid"; wait "$sd_pid" 2>/dev/null; sd_pid=
+echo "# sidecored killed with SIGKILL during the guest's write; restarting it"
+start_sidecored || { echo "Bail out! sidecored did not restart after the kill"; exit 1; }
+wait "$qemu_pid"
+grep -a "serving again" "$work/sidecored.log" | sed 's/^/# /'
+check "killed and restarted in the middle of writes, the guest's write completes" grep -qa SC-WRITE-DONE "$work/guest.log"
+check "no acknowledged write is lost (guest read-back and backing file match)" \
+  [ "$(readback)" = "$big_expected" -a "$(head -c $((big * 1048576)) "$work/disk.img" | md5sum | cut -d' ' -f1)" = "$big_expected" ]
 [ $failed -eq 0 ] || { echo "# guest console:"; tail -n 20 "$work/guest.log" | sed 's/^/#   /'; echo "# sidecored:"; sed 's/^/#   /' "$work/sidecored.log"; }
 exit $((failed > 0))
