@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -93,6 +95,15 @@ int sc_blk_backend_open(struct sc_blk_backend *be, const char *path, bool read_o
 	 */
 	be->nowait_read = !direct;
 	be->nowait_write = !direct && !read_only;
+	/*
+	 * On tmpfs and ramfs a read or write is a copy to or from the page
+	 * cache: it never waits for a device, so the sidecore does it itself.
+	 * Through io_uring it would go to an io-wq worker (these file systems
+	 * cannot do nonblocking I/O) that has to preempt the sidecore.
+	 */
+	struct statfs sfs;
+	be->memory_backed = !direct && fstatfs(be->fd, &sfs) == 0 &&
+			    (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
 	strncpy(be->serial, serial ? serial : "sidecore", sizeof(be->serial));   /* not NUL-terminated at 20 */
 	return 0;
 }
@@ -255,9 +266,11 @@ static struct io_uring_sqe *get_sqe(struct sc_blk_queue *q)
  */
 static bool try_now(struct sc_blk_queue *q, struct sc_blk_req *r, unsigned n, uint64_t off, bool write)
 {
-	ssize_t done = write ? pwritev2(q->be->fd, r->iov, (int)n, (off_t)off, RWF_NOWAIT)
-			     : preadv2(q->be->fd, r->iov, (int)n, (off_t)off, RWF_NOWAIT);
-	if (done < 0 && errno == EOPNOTSUPP)   /* never will: stop trying (queues share the flag) */
+	/* Memory-backed files never wait for a device: no RWF_NOWAIT needed (nor supported). */
+	int flags = q->be->memory_backed ? 0 : RWF_NOWAIT;
+	ssize_t done = write ? pwritev2(q->be->fd, r->iov, (int)n, (off_t)off, flags)
+			     : preadv2(q->be->fd, r->iov, (int)n, (off_t)off, flags);
+	if (done < 0 && errno == EOPNOTSUPP && flags)   /* never will: stop trying (queues share the flag) */
 		__atomic_store_n(write ? &q->be->nowait_write : &q->be->nowait_read, false, __ATOMIC_RELAXED);
 	if (done != r->expect)
 		return false;   /* would block, short, or failed: io_uring does it (and reports errors) */
@@ -315,7 +328,7 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		r->used_len = (uint32_t)data + 1;
 		q->stats.reads++;
 		q->stats.bytes_read += data;
-		if (__atomic_load_n(&be->nowait_read, __ATOMIC_RELAXED) && try_now(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, false))
+		if ((be->memory_backed || __atomic_load_n(&be->nowait_read, __ATOMIC_RELAXED)) && try_now(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, false))
 			return true;
 		if (!(sqe = get_sqe(q)))
 			goto bad;
@@ -331,7 +344,7 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		r->expect = (int64_t)data;
 		q->stats.writes++;
 		q->stats.bytes_written += data;
-		if (__atomic_load_n(&be->nowait_write, __ATOMIC_RELAXED) && try_now(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, true))
+		if ((be->memory_backed || __atomic_load_n(&be->nowait_write, __ATOMIC_RELAXED)) && try_now(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, true))
 			return true;
 		if (!(sqe = get_sqe(q)))
 			goto bad;

@@ -61,6 +61,7 @@ struct sc_blk_backend {
 	bool direct;             /* O_DIRECT: buffers must then be blk_size aligned */
 	bool is_blockdev;
 	bool nowait_read, nowait_write;   /* buffered I/O is tried at once (RWF_NOWAIT) until the fs says it cannot */
+	bool memory_backed;               /* tmpfs/ramfs: a transfer is a copy, done on the sidecore */
 	char serial[VIRTIO_BLK_ID_BYTES];
 };
 

@@ -340,3 +340,33 @@ Test(blk, config_space_describes_the_disk)
 	uint64_t f = sc_blk_features(&be);
 	cr_assert(f & (1ull << VIRTIO_BLK_F_FLUSH) && f & (1ull << VIRTIO_BLK_F_MQ) && !(f & (1ull << VIRTIO_BLK_F_RO)));
 }
+
+Test(blk, memory_backed_disks_are_served_on_the_sidecore)
+{
+	/* The same disk on tmpfs: every read and write is a copy, done without io_uring. */
+	char shm[] = "/dev/shm/sidecore-blk-XXXXXX", err[256];
+	int fd = mkstemp(shm);
+	if (fd < 0)
+		cr_skip_test("no /dev/shm here");
+	cr_assert_eq(ftruncate(fd, DISK_BYTES), 0);
+	close(fd);
+	sc_blk_queue_fini(&q);
+	sc_blk_backend_close(&be);
+	sc_drv_vq_init(&dvq, base, 0, QSIZE, 0);
+	struct sc_vq_config cfg = {
+		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
+		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .kick_fd = -1,
+	};
+	cr_assert_eq(sc_blk_backend_open(&be, shm, false, false, NULL, err, sizeof(err)), 0, "%s", err);
+	unlink(shm);
+	cr_assert(be.memory_backed, "/dev/shm is tmpfs");
+	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
+	memset(base + DATA(0), 0x77, 4096);
+	post(0, VIRTIO_BLK_T_OUT, 0, 4096, false);
+	post(1, VIRTIO_BLK_T_IN, 0, 4096, true);
+	run(2, NULL);
+	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(memcmp(base + DATA(1), base + DATA(0), 4096), 0);
+	cr_assert_eq(q.sync_done, 2, "both done on the sidecore");
+}
