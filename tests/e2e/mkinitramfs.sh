@@ -31,11 +31,13 @@ i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 [ -b /dev/vda ] || echo "SC-ERROR no /dev/vda"
 mb=$(sed -n 's/.*sc_mb=\([0-9]*\).*/\1/p' /proc/cmdline)
+pat=$(sed -n 's/.*sc_pat=\([a-z0-9-]*\).*/\1/p' /proc/cmdline)
+[ -n "$pat" ] || pat=sidecore-e2e
 case "$(cat /proc/cmdline)" in
   *sc_test=write*)
     # A known pattern across the disk, synced; then read back what the disk holds.
     echo "SC-WRITE-START"
-    yes sidecore-e2e | head -c $((mb * 1048576)) | dd of=/dev/vda bs=1M conv=fsync 2>/dev/null && echo "SC-WRITE-DONE"
+    yes "$pat" | head -c $((mb * 1048576)) | dd of=/dev/vda bs=1M conv=fsync 2>/dev/null && echo "SC-WRITE-DONE"
     echo 3 > /proc/sys/vm/drop_caches
     echo "SC-READBACK $(dd if=/dev/vda bs=1M count=$mb 2>/dev/null | md5sum | cut -d' ' -f1)" ;;
   *sc_test=check*)

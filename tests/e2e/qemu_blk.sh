@@ -9,7 +9,7 @@
 set -uo pipefail
 sidecored=$1
 here=$(cd "$(dirname "$0")" && pwd)
-mb=16
+mb=64
 
 skip() { echo "1..0 # SKIP $*"; exit 77; }
 command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed (scripts/deps.sh installs it)"
@@ -33,7 +33,7 @@ check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; f
 
 echo "1..7"
 "$here/mkinitramfs.sh" "$kver" "$work/initrd.gz" || { echo "Bail out! cannot build the initramfs"; exit 1; }
-truncate -s 128M "$work/disk.img"
+truncate -s 64M "$work/disk.img"
 cat > "$work/sc.conf" <<CONF
 [sidecore]
 cpus = $(( $(nproc) - 1 ))
@@ -51,13 +51,13 @@ start_sidecored() {
   return 1
 }
 
-boot_guest() { # test name [MiB] -> guest console in $work/guest.log
-  local size=${2:-$mb}
+boot_guest() { # test name [MiB [pattern]] -> guest console in $work/guest.log
+  local size=${2:-$mb} pat=${3:-sidecore-e2e}
   timeout 240 qemu-system-x86_64 -machine q35,accel=tcg -m 512M -smp 1 \
     -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
     -chardev socket,id=c0,path="$work/disk0.sock",reconnect=1 -device vhost-user-blk-pci,chardev=c0,num-queues=1 \
     -kernel "$kernel" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 quiet panic=-1 sc_test=$1 sc_mb=$size" \
+    -append "console=ttyS0 quiet panic=-1 sc_test=$1 sc_mb=$size sc_pat=$pat" \
     -nographic -no-reboot -display none -serial stdio -monitor none < /dev/null > "$work/guest.log" 2>&1
 }
 
@@ -82,10 +82,11 @@ check "after a restart of sidecored a new guest reads the same data" [ "$(readba
 
 # Kill sidecored (SIGKILL) in the middle of a 64 MiB write, start it again;
 # QEMU reconnects, the inflight region brings back what was in flight, and
-# the guest's write must finish with nothing it was told is written lost.
+# the guest's write must finish with nothing it was told is written lost. A
+# new pattern, so a lost write cannot hide behind the first run's data.
 big=64
-big_expected=$(yes sidecore-e2e | head -c $((big * 1048576)) | md5sum | cut -d' ' -f1)
-boot_guest write $big &
+big_expected=$(yes sidecore-kill | head -c $((big * 1048576)) | md5sum | cut -d' ' -f1)
+boot_guest write $big sidecore-kill &
 qemu_pid=$!
 for _ in $(seq 600); do grep -qa SC-WRITE-START "$work/guest.log" 2>/dev/null && break; sleep 0.1; done
 sleep 1
