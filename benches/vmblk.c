@@ -243,47 +243,21 @@ int vmblk_run(struct vmblk *b, uint32_t qd, uint32_t block_size, uint64_t n,
 	return vmblk_end(b, r);
 }
 
-/* Ping-pong echo on the sidecore cpu: the raw floor for a guest/host round trip. */
-struct echo {
-	struct sc_vm_mailbox *mb;
-	uint64_t n;
-	int cpu;
-};
-
-static void *echo_main(void *arg)
-{
-	struct echo *e = arg;
-	sc_cpu_pin_self(e->cpu);
-	for (uint64_t i = 1; i <= e->n; i++) {
-		uint64_t deadline = sc_rdtsc() + sc_tsc_hz() * 5;
-		/* Acquire pairs with the guest's release of ping; our release with its acquire of pong. */
-		while (sc_load_acquire(&e->mb->ping) != i)
-			if (sc_rdtsc() > deadline)
-				return NULL;   /* the guest died: do not spin forever */
-		sc_store_release(&e->mb->pong, i);
-	}
-	return NULL;
-}
-
 int vmblk_workload(struct vmblk *b, enum sc_vm_workload wl, uint64_t n, struct vmblk_result *r)
 {
-	struct sc_vm_mailbox *mb = sc_vm_mailbox(b->vm, 0);
-	struct echo e = { mb, n, b->sidecore_cpu };
-	pthread_t t;
+	struct sc_vm_echo peer;
 	int ret;
 
 	ret = guest_command(b, SC_WL_TOUCH, n, 10000);
 	if (ret < 0)
 		return ret;
-	if (wl == SC_WL_PINGPONG) {
-		mb->ping = mb->pong = 0;
-		if (pthread_create(&t, NULL, echo_main, &e))
-			return -EAGAIN;
-	}
+	/* The raw floor: a host thread on the sidecore cpu echoes the guest's pings. */
+	if (wl == SC_WL_PINGPONG && (ret = sc_vm_echo_start(b->vm, 0, n, b->sidecore_cpu, &peer)) < 0)
+		return ret;
 	uint64_t exits0 = sc_vm_vcpu_stat(b->vm, 0, "exits");
 	ret = guest_command(b, wl, n, 60000);
 	if (wl == SC_WL_PINGPONG)
-		pthread_join(t, NULL);
+		sc_vm_echo_join(&peer);
 	memset(r, 0, sizeof(*r));
 	collect(b, r, exits0);
 	return ret;

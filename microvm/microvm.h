@@ -16,6 +16,7 @@
 #ifndef SC_MICROVM_H
 #define SC_MICROVM_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -134,5 +135,19 @@ int sc_vm_stat_each(struct sc_vm *vm, int vcpu, sc_vm_stat_fn fn, void *ctx);
 
 /* Host thread id of a vCPU (for CPU-time accounting), 0 before start. */
 int sc_vm_vcpu_tid(struct sc_vm *vm, int vcpu);
+
+/*
+ * The host side of SC_WL_PINGPONG on vcpu: a thread pinned to cpu that
+ * echoes the guest's n pings (it gives up after 5 s without one, so a dead
+ * guest cannot leave it spinning). Start it before the workload; join after.
+ */
+struct sc_vm_echo {
+	pthread_t thread;
+	struct sc_vm_mailbox *mb;
+	uint64_t n;
+	int cpu;
+};
+int sc_vm_echo_start(struct sc_vm *vm, int vcpu, uint64_t n, int cpu, struct sc_vm_echo *e);
+void sc_vm_echo_join(struct sc_vm_echo *e);
 
 #endif

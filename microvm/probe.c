@@ -143,48 +143,6 @@ static int guest_run(struct sc_vm *vm, enum sc_vm_workload wl, uint64_t n)
 	return mb->error ? -EIO : 0;
 }
 
-/* ---- the ping-pong peer ---- */
-
-struct echo {
-	struct sc_vm_mailbox *mb;
-	uint64_t n;
-	int cpu;
-};
-
-static void *echo_main(void *arg)
-{
-	struct echo *e = arg;
-	uint64_t patience = sc_tsc_hz() * 5;
-
-	for (uint64_t i = 1; i <= e->n; i++) {
-		uint64_t deadline = sc_rdtsc() + patience;
-		/* Acquire pairs with the guest's release of ping; our release with its acquire of pong. */
-		while (sc_load_acquire(&e->mb->ping) != i)
-			if (sc_rdtsc() > deadline)
-				return NULL;   /* the guest died: do not spin forever */
-		sc_store_release(&e->mb->pong, i);
-	}
-	return NULL;
-}
-
-static int echo_start(struct echo *e, pthread_t *t)
-{
-	pthread_attr_t attr;
-	cpu_set_t set;
-	int ret;
-
-	e->mb->ping = e->mb->pong = 0;
-	CPU_ZERO(&set);
-	CPU_SET(e->cpu, &set);
-	pthread_attr_init(&attr);
-	pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
-	ret = pthread_create(t, &attr, echo_main, e);
-	pthread_attr_destroy(&attr);
-	if (ret)
-		fprintf(stderr, PROG ": starting the ping-pong peer on cpu %d: %s\n", e->cpu, strerror(ret));
-	return -ret;
-}
-
 /* ---- counters and samples ---- */
 
 static void counters_add(void *ctx, const char *name, uint64_t value)
@@ -263,8 +221,7 @@ static int summarize(struct sc_vm *vm, struct result *r)
 
 static int measure(struct probe *p, struct sc_vm *vm, const struct op *op, int efd, struct result *r)
 {
-	struct echo e = { sc_vm_mailbox(vm, 0), p->n, p->peer_cpu };
-	pthread_t peer;
+	struct sc_vm_echo peer;
 	uint64_t signals = 0;
 	int ret;
 
@@ -272,14 +229,14 @@ static int measure(struct probe *p, struct sc_vm *vm, const struct op *op, int e
 	ret = guest_run(vm, SC_WL_TOUCH, p->n);
 	if (ret < 0)
 		return ret;
-	if (op->wl == SC_WL_PINGPONG && (ret = echo_start(&e, &peer)) < 0)
+	if (op->wl == SC_WL_PINGPONG && (ret = sc_vm_echo_start(vm, 0, p->n, p->peer_cpu, &peer)) < 0)
 		return ret;
 	p->user_exits = 0;
 	counters_read(vm, &p->before);
 	ret = guest_run(vm, op->wl, p->n);
 	counters_read(vm, &p->after);
 	if (op->wl == SC_WL_PINGPONG)
-		pthread_join(peer, NULL);
+		sc_vm_echo_join(&peer);
 	if (ret < 0)
 		return ret;
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/barrier.h"
+#include "common/tsc.h"
 #include "common/compiler.h"
 #include "guestmem/guestmem.h"
 
@@ -850,4 +851,47 @@ int sc_vm_run_workload(struct sc_vm *vm, int vcpu, unsigned timeout_ms)
 		waited_us += 200;
 	}
 	return 0;
+}
+
+/* ---- the ping-pong peer ---- */
+
+static void *echo_main(void *arg)
+{
+	struct sc_vm_echo *e = arg;
+	uint64_t patience = sc_tsc_hz() * 5;
+
+	for (uint64_t i = 1; i <= e->n; i++) {
+		uint64_t deadline = sc_rdtsc() + patience;
+		/* Acquire pairs with the guest's release of ping; our release with its acquire of pong. */
+		while (sc_load_acquire(&e->mb->ping) != i)
+			if (sc_rdtsc() > deadline)
+				return NULL;   /* the guest died: do not spin forever */
+		sc_store_release(&e->mb->pong, i);
+	}
+	return NULL;
+}
+
+int sc_vm_echo_start(struct sc_vm *vm, int vcpu, uint64_t n, int cpu, struct sc_vm_echo *e)
+{
+	pthread_attr_t attr;
+	cpu_set_t set;
+	int ret;
+
+	*e = (struct sc_vm_echo){ .mb = sc_vm_mailbox(vm, vcpu), .n = n, .cpu = cpu };
+	e->mb->ping = e->mb->pong = 0;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_attr_init(&attr);
+	/* Created already pinned: the peer's first ping is answered from its own cpu. */
+	pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+	ret = pthread_create(&e->thread, &attr, echo_main, e);
+	pthread_attr_destroy(&attr);
+	if (ret)
+		return fail("starting the ping-pong peer", ret, "check the cpu number");
+	return 0;
+}
+
+void sc_vm_echo_join(struct sc_vm_echo *e)
+{
+	pthread_join(e->thread, NULL);
 }

@@ -42,8 +42,8 @@ static void open_disk(bool ro)
 	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
 }
 
-/* Reopen the disk with O_DIRECT, where reads and writes really are in flight; skips if unsupported. */
-static void reopen_direct(void)
+/* Start over on file (opened with O_DIRECT if asked) with a fresh ring; skips if it cannot be opened. */
+static void reopen(const char *file, bool direct)
 {
 	char err[256];
 	struct sc_vq_config cfg = {
@@ -53,9 +53,15 @@ static void reopen_direct(void)
 	sc_blk_queue_fini(&q);
 	sc_blk_backend_close(&be);
 	sc_drv_vq_init(&dvq, base, 0, QSIZE, 0);
-	if (sc_blk_backend_open(&be, path, false, true, NULL, err, sizeof(err)) < 0)
-		cr_skip_test("O_DIRECT not supported here: %s", err);
+	if (sc_blk_backend_open(&be, file, false, direct, NULL, err, sizeof(err)) < 0)
+		cr_skip_test("cannot open %s%s here: %s", file, direct ? " with O_DIRECT" : "", err);
 	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
+}
+
+/* O_DIRECT: where reads and writes really are in flight. */
+static void reopen_direct(void)
+{
+	reopen(path, true);
 }
 
 static void setup(void)
@@ -184,17 +190,7 @@ Test(blk, flush_waits_for_slow_direct_writes)
 	 * O_DIRECT writes of 1 MiB really are in flight when the flush is
 	 * submitted; without the drain, the fdatasync can overtake them.
 	 */
-	char err[256];
-	sc_blk_queue_fini(&q);
-	sc_blk_backend_close(&be);
-	sc_drv_vq_init(&dvq, base, 0, QSIZE, 0);
-	struct sc_vq_config cfg = {
-		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
-		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .kick_fd = -1,
-	};
-	if (sc_blk_backend_open(&be, path, false, true, NULL, err, sizeof(err)) < 0)
-		cr_skip_test("O_DIRECT not supported here: %s", err);
-	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
+	reopen_direct();
 
 	for (int round = 0; round < 20; round++) {
 		int heads[4];
@@ -344,23 +340,15 @@ Test(blk, config_space_describes_the_disk)
 Test(blk, memory_backed_disks_are_served_on_the_sidecore)
 {
 	/* The same disk on tmpfs: every read and write is a copy, done without io_uring. */
-	char shm[] = "/dev/shm/sidecore-blk-XXXXXX", err[256];
+	char shm[] = "/dev/shm/sidecore-blk-XXXXXX";
 	int fd = mkstemp(shm);
 	if (fd < 0)
 		cr_skip_test("no /dev/shm here");
 	cr_assert_eq(ftruncate(fd, DISK_BYTES), 0);
 	close(fd);
-	sc_blk_queue_fini(&q);
-	sc_blk_backend_close(&be);
-	sc_drv_vq_init(&dvq, base, 0, QSIZE, 0);
-	struct sc_vq_config cfg = {
-		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
-		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .kick_fd = -1,
-	};
-	cr_assert_eq(sc_blk_backend_open(&be, shm, false, false, NULL, err, sizeof(err)), 0, "%s", err);
+	reopen(shm, false);
 	unlink(shm);
 	cr_assert(be.memory_backed, "/dev/shm is tmpfs");
-	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
 	memset(base + DATA(0), 0x77, 4096);
 	post(0, VIRTIO_BLK_T_OUT, 0, 4096, false);
 	post(1, VIRTIO_BLK_T_IN, 0, 4096, true);
