@@ -279,6 +279,38 @@ static bool try_now(struct sc_blk_queue *q, struct sc_blk_req *r, unsigned n, ui
 	return true;
 }
 
+/* Account an SQE prepared for r: it goes out with the round's one submit. */
+static void queue_sqe(struct sc_blk_queue *q, struct io_uring_sqe *sqe, const struct sc_blk_req *r)
+{
+	io_uring_sqe_set_data64(sqe, r->head);
+	q->unsubmitted++;
+	q->inflight++;
+}
+
+/*
+ * Move a read's or write's data: at once where the backend allows it (memory
+ * backed, or nonblocking I/O not yet refused), else through io_uring.
+ * Returns false only if no SQE could be had.
+ */
+static bool transfer(struct sc_blk_queue *q, struct sc_blk_req *r, unsigned n, uint64_t off, bool write)
+{
+	struct sc_blk_backend *be = q->be;
+	bool now = be->memory_backed ||
+		   __atomic_load_n(write ? &be->nowait_write : &be->nowait_read, __ATOMIC_RELAXED);
+	struct io_uring_sqe *sqe;
+
+	if (now && try_now(q, r, n, off, write))
+		return true;
+	if (!(sqe = get_sqe(q)))
+		return false;
+	if (write)
+		io_uring_prep_writev(sqe, be->fd, r->iov, n, off);
+	else
+		io_uring_prep_readv(sqe, be->fd, r->iov, n, off);
+	queue_sqe(q, sqe, r);
+	return true;
+}
+
 /* Start one request. Returns false if the ring must be marked broken. */
 static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 {
@@ -328,12 +360,9 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		r->used_len = (uint32_t)data + 1;
 		q->stats.reads++;
 		q->stats.bytes_read += data;
-		if ((be->memory_backed || __atomic_load_n(&be->nowait_read, __ATOMIC_RELAXED)) && try_now(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, false))
-			return true;
-		if (!(sqe = get_sqe(q)))
+		if (!transfer(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, false))
 			goto bad;
-		io_uring_prep_readv(sqe, be->fd, r->iov, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE);
-		break;
+		return true;
 	case VIRTIO_BLK_T_OUT:
 		data = e->out_len - sizeof(h);
 		if (be->read_only || !in_range(be, h.sector, data))
@@ -344,12 +373,9 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		r->expect = (int64_t)data;
 		q->stats.writes++;
 		q->stats.bytes_written += data;
-		if ((be->memory_backed || __atomic_load_n(&be->nowait_write, __ATOMIC_RELAXED)) && try_now(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, true))
-			return true;
-		if (!(sqe = get_sqe(q)))
+		if (!transfer(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, true))
 			goto bad;
-		io_uring_prep_writev(sqe, be->fd, r->iov, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE);
-		break;
+		return true;
 	case VIRTIO_BLK_T_FLUSH:
 		if (!(sqe = get_sqe(q)))
 			goto bad;
@@ -395,9 +421,7 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		complete(q, r, VIRTIO_BLK_S_UNSUPP);
 		return true;
 	}
-	io_uring_sqe_set_data64(sqe, e->head);
-	q->unsubmitted++;
-	q->inflight++;
+	queue_sqe(q, sqe, r);
 	return true;
 bad:
 	q->stats.bad_requests++;

@@ -97,7 +97,7 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 	vq->event_idx = cfg->features & (1ull << VIRTIO_F_EVENT_IDX);
 	vq->indirect = cfg->features & (1ull << VIRTIO_F_INDIRECT_DESC);
 
-	/* +2: the event index after each ring exists only with EVENT_IDX, but mapping it always is harmless. */
+	/* The byte counts include the event index after avail and used: mapped always, used only with EVENT_IDX. */
 	vq->desc = map_ring(vq, "descriptor", cfg->desc_addr, vring_desc_bytes(vq->size),
 			    VRING_DESC_ALIGN, SC_PERM_READ, &err);
 	if (!vq->desc)
