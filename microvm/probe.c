@@ -369,10 +369,13 @@ int main(int argc, char **argv)
 	if (!p)
 		return 1;
 	p->n = 10000;
-	if (parse_args(argc, argv, p) < 0)
+	if (parse_args(argc, argv, p) < 0) {
+		free(p);
 		return 2;
+	}
 	if (!sc_vm_available()) {
 		fprintf(stderr, PROG ": /dev/kvm cannot be opened (%s): this probe needs KVM\n", strerror(errno));
+		free(p);
 		return 77;
 	}
 	uname(&u);
