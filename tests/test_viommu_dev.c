@@ -575,3 +575,32 @@ Test(viommu_dev, optimistic_unmap_answers_at_once)
 	cr_assert_eq(st.reused, 1);
 	cr_assert_eq(sc_drv_vq_get_used(&rq, &head, &len), 0);
 }
+
+Test(viommu_dev, held_head_posted_again_breaks_only_the_requestq)
+{
+	/* A context stays in its round, so every answer that removes translations is held. */
+	sc_viommu_tc_enter(&tc);
+	struct virtio_iommu_req_attach a = { .head.type = VIRTIO_IOMMU_T_ATTACH, .domain = 1, .endpoint = EP };
+	struct req r = new_req(&a, OUT(struct virtio_iommu_req_attach), TAIL);
+	int h = post(&r);
+	cr_assert_eq(sc_viommu_dev_poll(&dev, 32), 1);   /* first attach: nothing removed, answered */
+	uint16_t head;
+	uint32_t len;
+	cr_assert_eq(sc_drv_vq_get_used(&rq, &head, &len), 1);
+	/* A hostile driver re-posts the same head: each time the endpoint moves domain, and the answer is held. */
+	int ret = 0;
+	for (int i = 0; i <= QSIZE && ret >= 0; i++) {
+		struct virtio_iommu_req_attach *body = (void *)r.buf;
+		body->domain = 2 + (uint32_t)(i & 1);
+		rq.avail->ring[rq.avail->idx % QSIZE] = (uint16_t)h;
+		__atomic_store_n(&rq.avail->idx, (uint16_t)(rq.avail->idx + 1), __ATOMIC_RELEASE);
+		ret = sc_viommu_dev_poll(&dev, 32);
+	}
+	cr_assert_eq(ret, -EPROTO, "more held answers than the queue has heads");
+	cr_assert(sc_vq_broken(&dev.req));
+	cr_assert(strstr(dev.req.broken_reason, "reused"), "%s", dev.req.broken_reason);
+	cr_assert_eq(dev.npending, QSIZE, "the held list never overflows");
+	sc_viommu_tc_exit(&tc);
+	struct iovec iov[1];
+	cr_assert_eq(sc_viommu_translate(&tc, 0x10000, 8, SC_PERM_READ, iov, 1), -EFAULT, "translation still works (and faults)");
+}

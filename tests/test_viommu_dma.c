@@ -97,7 +97,11 @@ static int pq_device(struct pq *q)
 		.used_addr = q->dvq.used_gpa, .features = FEAT, .xlate = sc_viommu_tc_xlate(&q->tc),
 		.call_fd = -1, .kick_fd = -1,
 	};
-	return sc_nullblk_init(&q->blk, &cfg, 1024, "protected");
+	/* sc_vq_init translates the rings: inside a round, as the header asks. */
+	sc_viommu_tc_enter(&q->tc);
+	int ret = sc_nullblk_init(&q->blk, &cfg, 1024, "protected");
+	sc_viommu_tc_exit(&q->tc);
+	return ret;
 }
 
 static void pq_setup(struct pq *q, uint32_t ep, uint64_t iova)

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/barrier.h"
 #include "common/compiler.h"
@@ -285,13 +284,6 @@ static unsigned deliver_faults(struct sc_viommu_dev *d, unsigned budget)
 	return n;
 }
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 int sc_viommu_dev_poll(struct sc_viommu_dev *d, unsigned budget)
 {
 	struct iovec iov[REQ_IOV_MAX];
@@ -327,7 +319,7 @@ int sc_viommu_dev_poll(struct sc_viommu_dev *d, unsigned budget)
 		sc_vq_flush(&d->evt);
 	/* Teardown and grace periods move on every round; the clock is read only while they wait. */
 	if (d->v->ndying || d->v->grace_active || d->v->nretire)
-		sc_viommu_tick(d->v, mono_ns());
+		sc_viommu_tick(d->v, sc_viommu_now_ns());
 	return ret < 0 ? ret : (int)(served + held_done);
 }
 
@@ -342,7 +334,7 @@ static bool pq_notify_enable(struct sc_pollq *q)
 	bool work = sc_vq_notify_enable(&d->req);
 
 	/* Held answers and dying mappings need rounds: sleeping would stretch the window. */
-	return work || d->npending || sc_viommu_tick(d->v, mono_ns());
+	return work || d->npending || sc_viommu_tick(d->v, sc_viommu_now_ns());
 }
 
 static void pq_notify_disable(struct sc_pollq *q)

@@ -13,18 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "common/barrier.h"
 #include "common/compiler.h"
 #include "viommu/viommu_priv.h"
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 void sc_viommu_config_default(struct sc_viommu_config *cfg, struct sc_mem *mem)
 {
@@ -108,8 +100,13 @@ const struct sc_viommu_config *sc_viommu_get_config(const struct sc_viommu *v)
 
 void sc_viommu_get_stats(struct sc_viommu *v, struct sc_viommu_stats *st)
 {
-	*st = v->stats;
-	st->faults_dropped = v->stats.faults_dropped;
+	const uint64_t *src = (const uint64_t *)&v->stats;
+	uint64_t *dst = (uint64_t *)st;
+
+	_Static_assert(sizeof(*st) % sizeof(uint64_t) == 0, "counters only");
+	/* Written by the writer's thread: one tear-free load each. */
+	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
+		dst[i] = sc_load_once(&src[i]);
 	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++)
 		st->faults_dropped += sc_load_once(&v->slots[i].faults_dropped);
 }
@@ -676,7 +673,7 @@ int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_
 		return -ERANGE;
 
 	if (v->cfg.teardown == SC_VIOMMU_OPTIMISTIC) {
-		uint64_t deadline = mono_ns() + v->cfg.window_ns;
+		uint64_t deadline = sc_viommu_now_ns() + v->cfg.window_ns;
 		if (!v->ndying || deadline < v->next_deadline)
 			v->next_deadline = deadline;
 		for (uint32_t j = i; j < i + k; j++) {

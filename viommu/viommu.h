@@ -72,7 +72,7 @@ struct sc_viommu_fault {
 	uint64_t address;
 };
 
-/* Counters, written by the writer only (read with sc_viommu_stat-like care). */
+/* Counters (uint64_t only), written by the writer; read with sc_viommu_get_stats. */
 struct sc_viommu_stats {
 	uint64_t maps, unmaps, attaches, detaches;
 	uint64_t reused;          /* optimistic: an identical MAP revived a dying mapping */
@@ -152,8 +152,11 @@ struct sc_xlate sc_viommu_tc_xlate(struct sc_viommu_tc *tc);
  * segment count; -EFAULT if a byte has no mapping (or the range wraps),
  * -EPERM if a mapping lacks perm, -ENOBUFS for more than iov_max segments.
  * A miss or a permission fault also queues a fault for the eventq.
- * tc's sidecore, between sc_viommu_tc_enter and sc_viommu_tc_exit (or on
- * any single thread when nothing else runs).
+ * tc's sidecore, between sc_viommu_tc_enter and sc_viommu_tc_exit. That
+ * includes sc_vq_init, which translates the rings on the control thread:
+ * bracket it too (before the queue is attached, the control thread is the
+ * context's only user), or a concurrent DETACH could free the domain
+ * under it.
  */
 int sc_viommu_translate(void *tc, uint64_t iova, uint64_t len, unsigned perm,
 			struct iovec *iov, unsigned iov_max);
@@ -235,7 +238,7 @@ bool sc_viommu_fault_pop(struct sc_viommu *v, struct sc_viommu_fault *f);
 /* Mappings domain holds now (dying ones included), or -ENOENT. Writer. */
 int sc_viommu_domain_mappings(struct sc_viommu *v, uint32_t domain);
 
-/* The counters (a copy). */
+/* A copy of the counters, from any thread (each read tear-free, not all at one instant). */
 void sc_viommu_get_stats(struct sc_viommu *v, struct sc_viommu_stats *st);
 
 /* The config the IOMMU was created with (defaults applied). */

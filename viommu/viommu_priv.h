@@ -3,7 +3,17 @@
 #ifndef SC_VIOMMU_PRIV_H
 #define SC_VIOMMU_PRIV_H
 
+#include <time.h>
+
 #include "viommu/viommu.h"
+
+/* CLOCK_MONOTONIC in ns: the clock of optimistic deadlines and sc_viommu_tick. */
+static inline uint64_t sc_viommu_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /* One mapping: [iova, last] -> gpa. */
 struct sc_viommu_map {
