@@ -101,6 +101,8 @@ static int pq_device(struct pq *q)
 	sc_viommu_tc_enter(&q->tc);
 	int ret = sc_nullblk_init(&q->blk, &cfg, 1024, "protected");
 	sc_viommu_tc_exit(&q->tc);
+	if (ret == 0)
+		cr_assert_eq(sc_viommu_tc_pin_rings(&q->tc, &cfg), 0);
 	return ret;
 }
 
@@ -293,8 +295,73 @@ Test(viommu_dma, unmap_then_io_faults)
 	cr_assert_eq(blk_io(&q1, VIRTIO_BLK_T_IN, bi(&q1, 0), bi(&q1, 0x1000), 0x1000, bi(&q1, 0x3000)), 1);
 	expect_served(&q1, VIRTIO_BLK_S_OK);
 	cr_assert_eq(unmap(1, bi(&q1, 0), 0x10000), VIRTIO_IOMMU_S_OK, "no context is in a round: answered at once");
+	cr_assert(!sc_viommu_tc_revoked(&q1.tc), "buffers are not rings: the queue stays");
 	put_hdr(&q1, VIRTIO_BLK_T_IN);
 	cr_assert_eq(blk_io(&q1, VIRTIO_BLK_T_IN, bi(&q1, 0), bi(&q1, 0x1000), 0x1000, bi(&q1, 0x3000)), -EFAULT,
 		     "the cached translation of the header is gone too");
 	other_queue_works();
+}
+
+/* One round of q's queue through its wrapper, as a poller would run it. */
+static int wrapped_round(struct pq *q)
+{
+	struct sc_pollq *w = sc_viommu_tc_wrap(&q->tc, &q->blk.pq);
+	return w->ops->poll(w, 32);
+}
+
+Test(viommu_dma, unmapping_a_live_ring_stops_its_queue)
+{
+	pq_setup(&q1, 1, 0x7f000000);
+	pq_setup(&q2, 2, 0x5f000000);
+	uint64_t ev = event_buffer();
+	put_hdr(&q1, VIRTIO_BLK_T_IN);
+	struct sc_drv_seg s[3] = { { bi(&q1, 0), 16 }, { bi(&q1, 0x1000), 512 }, { bi(&q1, 0x3000), 1 } };
+	cr_assert_geq(sc_drv_vq_add(&q1.dvq, s, 1, 2), 0);
+	sc_drv_vq_publish(&q1.dvq);
+	cr_assert_eq(wrapped_round(&q1), 1, "served while the ring is mapped");
+	expect_served(&q1, VIRTIO_BLK_S_OK);
+
+	/* The guest unmaps the ring under a running queue: vqueue keeps host pointers, so the queue must stop. */
+	cr_assert_eq(unmap(1, q1.iova, 0x10000), VIRTIO_IOMMU_S_OK);
+	cr_assert(sc_viommu_tc_revoked(&q1.tc));
+	cr_assert_geq(sc_drv_vq_add(&q1.dvq, s, 1, 2), 0);
+	sc_drv_vq_publish(&q1.dvq);
+	cr_assert_eq(wrapped_round(&q1), -EFAULT, "the poller stops it");
+	cr_assert_eq(wrapped_round(&q1), -EFAULT, "and it stays stopped");
+	cr_assert_eq(q1.blk.stats.reads, 1, "the request after the UNMAP was never served");
+	expect_fault_event(ev, VIRTIO_IOMMU_FAULT_R_MAPPING, VIRTIO_IOMMU_FAULT_F_READ, 1, q1.iova);
+	cr_assert(!sc_viommu_tc_revoked(&q2.tc));
+	other_queue_works();
+}
+
+Test(viommu_dma, detaching_the_endpoint_stops_its_queue)
+{
+	pq_setup(&q1, 1, 0x7f000000);
+	pq_setup(&q2, 2, 0x5f000000);
+	struct virtio_iommu_req_detach d = { .head.type = VIRTIO_IOMMU_T_DETACH, .domain = 1, .endpoint = 1 };
+	cr_assert_eq(iommu_req(&d, offsetof(struct virtio_iommu_req_detach, tail)), VIRTIO_IOMMU_S_OK);
+	cr_assert(sc_viommu_tc_revoked(&q1.tc));
+	cr_assert_eq(wrapped_round(&q1), -EFAULT);
+	other_queue_works();
+}
+
+Test(viommu_dma, optimistic_teardown_of_a_ring_stops_its_queue_after_the_window)
+{
+	sc_viommu_dev_fini(&iommu);
+	sc_viommu_destroy(v);
+	vcfg.teardown = SC_VIOMMU_OPTIMISTIC;
+	cr_assert_eq(sc_viommu_create(&vcfg, &v), 0);
+	struct sc_vq_config rc, ec;
+	rh_vq_config(&g, &rq, 0, &rc);
+	rh_vq_config(&g, &eq, 0, &ec);
+	rc.last_avail = rq.avail_idx;   /* the same rings, resumed */
+	ec.last_avail = eq.avail_idx;
+	cr_assert_eq(sc_viommu_dev_init(&iommu, v, SC_VIOMMU_FEATURES, &rc, &ec), 0);
+	pq_setup(&q1, 1, 0x7f000000);
+	cr_assert_eq(unmap(1, q1.iova, 0x10000), VIRTIO_IOMMU_S_OK);
+	cr_assert(!sc_viommu_tc_revoked(&q1.tc), "inside the window the ring still works");
+	cr_assert_eq(wrapped_round(&q1), 0);
+	sc_viommu_tick(v, UINT64_MAX);   /* long after the window */
+	cr_assert(sc_viommu_tc_revoked(&q1.tc));
+	cr_assert_eq(wrapped_round(&q1), -EFAULT);
 }

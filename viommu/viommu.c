@@ -145,6 +145,9 @@ int sc_viommu_tc_init(struct sc_viommu *v, struct sc_viommu_tc *tc, uint32_t end
 		tc->v = v;
 		tc->slot = s;
 		tc->ep = (uint32_t)(ep - v->eps);
+		s->ep = tc->ep;
+		s->revoked = false;
+		s->npins = 0;
 		/* Quiescent (even) and empty before the writer may look at it. */
 		sc_store_release(&s->used, true);
 		return 0;
@@ -159,6 +162,30 @@ void sc_viommu_tc_fini(struct sc_viommu_tc *tc)
 	/* A context is let go outside a round: its counter is even, so no grace period waits on it. */
 	sc_store_release(&tc->slot->used, false);
 	tc->slot = NULL;
+}
+
+int sc_viommu_tc_pin_rings(struct sc_viommu_tc *tc, const struct sc_vq_config *cfg)
+{
+	struct sc_viommu_slot *s = tc->slot;
+	const uint64_t at[SC_VIOMMU_MAX_PINS] = { cfg->desc_addr, cfg->avail_addr, cfg->used_addr };
+	const uint64_t len[SC_VIOMMU_MAX_PINS] = { vring_desc_bytes(cfg->size), vring_avail_bytes(cfg->size),
+						   vring_used_bytes(cfg->size) };
+
+	if (!SC_IS_POW2(cfg->size) || cfg->size > VIRTQ_MAX_SIZE)
+		return -EINVAL;
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_PINS; i++) {
+		s->pins[i].iova = at[i];
+		/* sc_vq_init mapped it, so it does not wrap; saturate anyway rather than trust that. */
+		s->pins[i].last = at[i] + len[i] - 1 < at[i] ? UINT64_MAX : at[i] + len[i] - 1;
+	}
+	/* The writer reads pins[] only after this: paired with the acquire in revoke_range. */
+	sc_store_release(&s->npins, SC_VIOMMU_MAX_PINS);
+	return 0;
+}
+
+bool sc_viommu_tc_revoked(const struct sc_viommu_tc *tc)
+{
+	return sc_load_acquire(&tc->slot->revoked);
 }
 
 struct sc_xlate sc_viommu_tc_xlate(struct sc_viommu_tc *tc)
@@ -187,12 +214,28 @@ void sc_viommu_tc_exit(struct sc_viommu_tc *tc)
 	sc_store_release(&s->qs, s->qs + 1);
 }
 
+static void fault_record(struct sc_viommu_tc *tc, uint8_t reason, unsigned perm, uint64_t addr);
+
 static int wrap_poll(struct sc_pollq *q, unsigned budget)
 {
 	struct sc_viommu_tc *tc = q->ctx;
+	int ret;
 
 	sc_viommu_tc_enter(tc);
-	int ret = tc->inner->ops->poll(tc->inner, budget);
+	/*
+	 * Read after enter's full barrier: either we see the revocation, or the
+	 * writer saw us in this round and waits for its end (the Dekker pair
+	 * of enter and grace_begin).
+	 */
+	if (sc_unlikely(sc_load_acquire(&tc->slot->revoked))) {
+		if (!tc->revoke_reported) {
+			tc->revoke_reported = true;
+			fault_record(tc, VIRTIO_IOMMU_FAULT_R_MAPPING, SC_PERM_READ, tc->slot->pins[0].iova);
+		}
+		ret = -EFAULT;
+	} else {
+		ret = tc->inner->ops->poll(tc->inner, budget);
+	}
 	sc_viommu_tc_exit(tc);
 	return ret;
 }
@@ -454,6 +497,35 @@ static void gen_bump(struct sc_viommu *v)
 	sc_store_release(&v->gen, v->gen + 1);
 }
 
+/* Revoke every context of an endpoint in domain d that pins something in [iova, last]. */
+static void revoke_range(struct sc_viommu *v, const struct sc_viommu_domain *d, uint64_t iova, uint64_t last)
+{
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++) {
+		struct sc_viommu_slot *s = &v->slots[i];
+		uint32_t n = sc_load_once(&s->used) ? sc_load_acquire(&s->npins) : 0;
+		if (!n || v->eps[s->ep].domain != d)
+			continue;
+		for (uint32_t k = 0; k < n; k++)
+			if (s->pins[k].iova <= last && iova <= s->pins[k].last) {
+				/* Before the grace period that covers this removal begins: see wrap_poll. */
+				sc_store_release(&s->revoked, true);
+				break;
+			}
+	}
+}
+
+/* Revoke every context of endpoint ep that pins rings: its domain is going away. */
+static void revoke_endpoint(struct sc_viommu *v, const struct sc_viommu_ep *ep)
+{
+	uint32_t idx = (uint32_t)(ep - v->eps);
+
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++) {
+		struct sc_viommu_slot *s = &v->slots[i];
+		if (sc_load_once(&s->used) && s->ep == idx && sc_load_acquire(&s->npins))
+			sc_store_release(&s->revoked, true);
+	}
+}
+
 static struct sc_viommu_domain *domain_find(struct sc_viommu *v, uint32_t id, uint32_t *slot)
 {
 	for (uint32_t i = 0; i < v->cfg.max_domains; i++) {
@@ -534,6 +606,8 @@ int sc_viommu_attach(struct sc_viommu *v, uint32_t domain, uint32_t endpoint, bo
 		if (ret < 0)
 			return ret;
 	}
+	if (old && !old->bypass)
+		revoke_endpoint(v, ep);
 	d->nendpoints++;
 	sc_store_release(&ep->domain, d);
 	v->stats.attaches++;
@@ -560,6 +634,8 @@ int sc_viommu_detach(struct sc_viommu *v, uint32_t domain, uint32_t endpoint, bo
 		return -ENOENT;
 	if (ep->domain != d)
 		return -EINVAL;
+	if (!d->bypass)
+		revoke_endpoint(v, ep);
 	sc_store_release(&ep->domain, NULL);
 	d->nendpoints--;
 	gen_bump(v);
@@ -587,11 +663,13 @@ static uint32_t first_reaching(const struct sc_viommu_domain *d, uint64_t iova)
 /* Remove entries [i, i + k) (sequence count held by the caller). */
 static void maps_remove(struct sc_viommu *v, struct sc_viommu_domain *d, uint32_t i, uint32_t k)
 {
-	for (uint32_t j = i; j < i + k; j++)
+	for (uint32_t j = i; j < i + k; j++) {
+		revoke_range(v, d, d->maps[j].iova, d->maps[j].last);
 		if (d->maps[j].dying) {
 			d->ndying--;
 			v->ndying--;
 		}
+	}
 	memmove(&d->maps[i], &d->maps[i + k], (d->n - i - k) * sizeof(d->maps[0]));
 	sc_store_once(&d->n, d->n - k);
 }
@@ -715,6 +793,7 @@ static uint32_t domain_expire(struct sc_viommu *v, struct sc_viommu_domain *d, u
 	for (uint32_t r = 0; r < d->n; r++) {
 		struct sc_viommu_map *m = &d->maps[r];
 		if (m->dying && m->deadline <= now) {
+			revoke_range(v, d, m->iova, m->last);
 			gone++;
 			continue;
 		}

@@ -41,6 +41,8 @@
 #define SC_VIOMMU_TC_WAYS 4
 /* Faults a context can hold until the eventq takes them. */
 #define SC_VIOMMU_FAULT_RING 16
+/* IOVA ranges a context can pin (a split ring's three parts). */
+#define SC_VIOMMU_MAX_PINS 3
 
 enum sc_viommu_teardown {
 	SC_VIOMMU_STRICT,      /* UNMAP completes once no device can use the mapping */
@@ -88,6 +90,10 @@ struct sc_viommu;
 struct sc_viommu_slot {
 	uint64_t qs;              /* odd while the context is inside a poll round */
 	bool used;
+	bool revoked;             /* set by the writer: a pinned range lost its mapping */
+	uint32_t ep;              /* endpoint index */
+	uint32_t npins;           /* published (release) after pins[] */
+	struct { uint64_t iova, last; } pins[SC_VIOMMU_MAX_PINS];
 	uint32_t fault_head;      /* written by the context (producer) */
 	uint32_t fault_tail;      /* written by the writer (consumer) */
 	uint64_t faults_dropped;  /* written by the context */
@@ -112,6 +118,7 @@ struct sc_viommu_tc {
 	uint32_t ep;              /* index of the endpoint */
 	struct sc_viommu_tce cache[SC_VIOMMU_TC_WAYS];
 	uint64_t hits, misses, faults;
+	bool revoke_reported;
 	/* the wrapper pollq (sc_viommu_tc_wrap) */
 	struct sc_pollq pq;
 	struct sc_pollq *inner;
@@ -172,10 +179,29 @@ void sc_viommu_tc_enter(struct sc_viommu_tc *tc);
 void sc_viommu_tc_exit(struct sc_viommu_tc *tc);
 
 /*
+ * Pin the rings of the queue cfg describes (after sc_vq_init succeeded,
+ * before the queue is attached). vqueue translates ring addresses once
+ * and keeps the host pointers, so a translation cache cannot be dropped
+ * for them: instead, when a pinned range loses its mapping (UNMAP,
+ * teardown, DETACH, or the endpoint moving to another domain) the context
+ * is revoked and its wrapped pollq fails from its next round on (-EFAULT:
+ * the poller stops polling it, and a fault event names the ring). A strict
+ * UNMAP is answered only after that round boundary, as for any mapping.
+ * Returns 0, or -EINVAL for a ring size that is not a power of two.
+ * Control thread.
+ */
+int sc_viommu_tc_pin_rings(struct sc_viommu_tc *tc, const struct sc_vq_config *cfg);
+
+/* True once a pinned range of tc lost its mapping. Any thread. */
+bool sc_viommu_tc_revoked(const struct sc_viommu_tc *tc);
+
+/*
  * Wrap the device queue inner (e.g. &nullblk->pq) so that each of its poll
- * rounds is bracketed by enter/exit; attach the returned pollq to the
- * poller instead of inner. This is the one call devices need: polling/
- * itself needs no change.
+ * rounds is bracketed by enter/exit, and a revoked context stops (see
+ * sc_viommu_tc_pin_rings); attach the returned pollq to the poller instead
+ * of inner. This is the one call devices need: polling/ itself needs no
+ * change. A device that lets DMA run past its poll round (io_uring) must
+ * not use it as is: the round must last until that DMA is done.
  */
 struct sc_pollq *sc_viommu_tc_wrap(struct sc_viommu_tc *tc, struct sc_pollq *inner);
 
