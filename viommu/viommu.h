@@ -127,7 +127,7 @@ struct sc_viommu_tc {
 /*
  * Create a VM's IOMMU. Returns 0 and *out, -EINVAL for a bad config (no
  * memory table, a page_size_mask without 4 KiB or larger pages, an empty
- * range), -ENOMEM. Control thread.
+ * range, max_mappings above 2^24), -ENOMEM. Control thread.
  */
 int sc_viommu_create(const struct sc_viommu_config *cfg, struct sc_viommu **out);
 
