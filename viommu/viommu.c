@@ -1,0 +1,834 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * viommu core: domains, mappings, translation, grace periods.
+ *
+ * A domain's mappings are a sorted array of disjoint inclusive ranges,
+ * allocated at its cap (max_mappings) as a lazily backed anonymous mapping
+ * so it never moves: a reader that races the writer may read stale entries
+ * but never outside the array, and the sequence count makes it retry.
+ * Binary search was measured against the cache (tests/test_viommu.c,
+ * lookup_cycles): the per-queue cache answers the common case.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "common/barrier.h"
+#include "common/compiler.h"
+#include "viommu/viommu_priv.h"
+
+void sc_viommu_config_default(struct sc_viommu_config *cfg, struct sc_mem *mem)
+{
+	*cfg = (struct sc_viommu_config){
+		.mem = mem,
+		.max_domains = 256,
+		.max_mappings = 65536,
+		.max_endpoints = 64,
+		.page_size_mask = ~0xfffull,
+		.input_start = 0,
+		.input_end = UINT64_MAX,
+		.domain_start = 0,
+		.domain_end = UINT32_MAX,
+		.bypass = false,
+		.teardown = SC_VIOMMU_STRICT,
+		.window_ns = 2000000,
+		/* x86's MSI doorbell window: DMA there is an interrupt, never memory (§5.13.6.8.2). */
+		.msi_start = 0xfee00000ull,
+		.msi_end = 0xfeefffffull,
+	};
+}
+
+int sc_viommu_create(const struct sc_viommu_config *cfg, struct sc_viommu **out)
+{
+	struct sc_viommu *v;
+
+	/* The granule is the smallest page size; we translate in 4 KiB pages or larger. */
+	if (!cfg->mem || !cfg->max_domains || !cfg->max_mappings || !cfg->max_endpoints ||
+	    !(cfg->page_size_mask & ~0xfffull) || (cfg->page_size_mask & 0xfffull) ||
+	    cfg->input_end < cfg->input_start || cfg->domain_end < cfg->domain_start ||
+	    cfg->max_mappings > (1u << 24))
+		return -EINVAL;
+	v = aligned_alloc(64, SC_ALIGN_UP(sizeof(*v), 64ul));
+	if (!v)
+		return -ENOMEM;
+	memset(v, 0, sizeof(*v));
+	v->cfg = *cfg;
+	v->granule = cfg->page_size_mask & -cfg->page_size_mask;
+	v->bypass = cfg->bypass;
+	v->gen = 1;   /* 0 marks an empty cache entry */
+	v->eps = calloc(cfg->max_endpoints, sizeof(*v->eps));
+	v->domains = calloc(cfg->max_domains, sizeof(*v->domains));
+	v->retire = calloc(cfg->max_domains, sizeof(*v->retire));
+	if (!v->eps || !v->domains || !v->retire) {
+		sc_viommu_destroy(v);
+		return -ENOMEM;
+	}
+	*out = v;
+	return 0;
+}
+
+static void domain_free(struct sc_viommu_domain *d)
+{
+	if (!d)
+		return;
+	if (d->maps)
+		munmap(d->maps, d->maps_bytes);
+	free(d);
+}
+
+void sc_viommu_destroy(struct sc_viommu *v)
+{
+	if (!v)
+		return;
+	if (v->domains)
+		for (uint32_t i = 0; i < v->cfg.max_domains; i++)
+			domain_free(v->domains[i]);
+	if (v->retire)
+		for (uint32_t i = 0; i < v->nretire; i++)
+			domain_free(v->retire[i].d);
+	free(v->retire);
+	free(v->domains);
+	free(v->eps);
+	free(v);
+}
+
+const struct sc_viommu_config *sc_viommu_get_config(const struct sc_viommu *v)
+{
+	return &v->cfg;
+}
+
+void sc_viommu_get_stats(struct sc_viommu *v, struct sc_viommu_stats *st)
+{
+	const uint64_t *src = (const uint64_t *)&v->stats;
+	uint64_t *dst = (uint64_t *)st;
+
+	_Static_assert(sizeof(*st) % sizeof(uint64_t) == 0, "counters only");
+	/* Written by the writer's thread: one tear-free load each. */
+	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
+		dst[i] = sc_load_once(&src[i]);
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++)
+		st->faults_dropped += sc_load_once(&v->slots[i].faults_dropped);
+}
+
+static struct sc_viommu_ep *ep_find(struct sc_viommu *v, uint32_t id)
+{
+	for (uint32_t i = 0; i < v->neps; i++)
+		if (v->eps[i].id == id)
+			return &v->eps[i];
+	return NULL;
+}
+
+int sc_viommu_endpoint_add(struct sc_viommu *v, uint32_t id)
+{
+	if (ep_find(v, id))
+		return -EEXIST;
+	if (v->neps == v->cfg.max_endpoints)
+		return -ENOSPC;
+	v->eps[v->neps++] = (struct sc_viommu_ep){ .id = id };
+	return 0;
+}
+
+/* ---- translation contexts (readers) ---- */
+
+int sc_viommu_tc_init(struct sc_viommu *v, struct sc_viommu_tc *tc, uint32_t endpoint)
+{
+	struct sc_viommu_ep *ep = ep_find(v, endpoint);
+
+	if (!ep)
+		return -ENOENT;
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++) {
+		struct sc_viommu_slot *s = &v->slots[i];
+		if (s->used)
+			continue;
+		memset(tc, 0, sizeof(*tc));
+		tc->v = v;
+		tc->slot = s;
+		tc->ep = (uint32_t)(ep - v->eps);
+		s->ep = tc->ep;
+		s->revoked = false;
+		s->npins = 0;
+		/* Quiescent (even) and empty before the writer may look at it. */
+		sc_store_release(&s->used, true);
+		return 0;
+	}
+	return -ENOSPC;
+}
+
+void sc_viommu_tc_fini(struct sc_viommu_tc *tc)
+{
+	if (!tc->slot)
+		return;
+	/* A context is let go outside a round: its counter is even, so no grace period waits on it. */
+	sc_store_release(&tc->slot->used, false);
+	tc->slot = NULL;
+}
+
+int sc_viommu_tc_pin_rings(struct sc_viommu_tc *tc, const struct sc_vq_config *cfg)
+{
+	struct sc_viommu_slot *s = tc->slot;
+	const uint64_t at[SC_VIOMMU_MAX_PINS] = { cfg->desc_addr, cfg->avail_addr, cfg->used_addr };
+	const uint64_t len[SC_VIOMMU_MAX_PINS] = { vring_desc_bytes(cfg->size), vring_avail_bytes(cfg->size),
+						   vring_used_bytes(cfg->size) };
+
+	if (!SC_IS_POW2(cfg->size) || cfg->size > VIRTQ_MAX_SIZE)
+		return -EINVAL;
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_PINS; i++) {
+		s->pins[i].iova = at[i];
+		/* sc_vq_init mapped it, so it does not wrap; saturate anyway rather than trust that. */
+		s->pins[i].last = at[i] + len[i] - 1 < at[i] ? UINT64_MAX : at[i] + len[i] - 1;
+	}
+	/* The writer reads pins[] only after this: paired with the acquire in revoke_range. */
+	sc_store_release(&s->npins, SC_VIOMMU_MAX_PINS);
+	return 0;
+}
+
+bool sc_viommu_tc_revoked(const struct sc_viommu_tc *tc)
+{
+	return sc_load_acquire(&tc->slot->revoked);
+}
+
+struct sc_xlate sc_viommu_tc_xlate(struct sc_viommu_tc *tc)
+{
+	return (struct sc_xlate){ .map = sc_viommu_translate, .ctx = tc, .mem = NULL };
+}
+
+void sc_viommu_tc_enter(struct sc_viommu_tc *tc)
+{
+	struct sc_viommu_slot *s = tc->slot;
+
+	sc_store_once(&s->qs, s->qs + 1);   /* odd: in a round */
+	/*
+	 * Store-load order: the writer must see us in a round, or we must see
+	 * its removal (gen, mapping array). Paired with the full barrier in
+	 * grace_begin between the writer's removal and its read of qs.
+	 */
+	sc_smp_mb();
+}
+
+void sc_viommu_tc_exit(struct sc_viommu_tc *tc)
+{
+	struct sc_viommu_slot *s = tc->slot;
+
+	/* Everything this round read (and the DMA it did) happens before: paired with the acquire in grace_passed. */
+	sc_store_release(&s->qs, s->qs + 1);
+}
+
+static void fault_record(struct sc_viommu_tc *tc, uint8_t reason, unsigned perm, uint64_t addr);
+
+static int wrap_poll(struct sc_pollq *q, unsigned budget)
+{
+	struct sc_viommu_tc *tc = q->ctx;
+	int ret;
+
+	sc_viommu_tc_enter(tc);
+	/*
+	 * Read after enter's full barrier: either we see the revocation, or the
+	 * writer saw us in this round and waits for its end (the Dekker pair
+	 * of enter and grace_begin).
+	 */
+	if (sc_unlikely(sc_load_acquire(&tc->slot->revoked))) {
+		if (!tc->revoke_reported) {
+			tc->revoke_reported = true;
+			fault_record(tc, VIRTIO_IOMMU_FAULT_R_MAPPING, SC_PERM_READ, tc->slot->pins[0].iova);
+		}
+		ret = -EFAULT;
+	} else {
+		ret = tc->inner->ops->poll(tc->inner, budget);
+	}
+	sc_viommu_tc_exit(tc);
+	return ret;
+}
+
+static bool wrap_notify_enable(struct sc_pollq *q)
+{
+	struct sc_viommu_tc *tc = q->ctx;
+	return tc->inner->ops->notify_enable(tc->inner);
+}
+
+static void wrap_notify_disable(struct sc_pollq *q)
+{
+	struct sc_viommu_tc *tc = q->ctx;
+	tc->inner->ops->notify_disable(tc->inner);
+}
+
+static const struct sc_pollq_ops wrap_ops = {
+	.poll = wrap_poll,
+	.notify_enable = wrap_notify_enable,
+	.notify_disable = wrap_notify_disable,
+};
+
+struct sc_pollq *sc_viommu_tc_wrap(struct sc_viommu_tc *tc, struct sc_pollq *inner)
+{
+	tc->inner = inner;
+	tc->pq = (struct sc_pollq){ .ops = &wrap_ops, .ctx = tc, .kick_fd = inner->kick_fd,
+				    .name = inner->name };
+	return &tc->pq;
+}
+
+/* Queue a fault for the eventq; a full ring counts it as dropped (never blocks). */
+static void fault_record(struct sc_viommu_tc *tc, uint8_t reason, unsigned perm, uint64_t addr)
+{
+	struct sc_viommu_slot *s = tc->slot;
+	uint32_t head = s->fault_head;
+
+	tc->faults++;
+	/* Paired with the release store of fault_tail in sc_viommu_fault_pop: the slot is free to reuse. */
+	if (head - sc_load_acquire(&s->fault_tail) >= SC_VIOMMU_FAULT_RING) {
+		sc_store_once(&s->faults_dropped, s->faults_dropped + 1);
+		return;
+	}
+	s->faults[head % SC_VIOMMU_FAULT_RING] = (struct sc_viommu_fault){
+		.reason = reason,
+		.flags = ((perm & SC_PERM_READ) ? VIRTIO_IOMMU_FAULT_F_READ : 0) |
+			 ((perm & SC_PERM_WRITE) ? VIRTIO_IOMMU_FAULT_F_WRITE : 0) |
+			 VIRTIO_IOMMU_FAULT_F_ADDRESS,
+		.endpoint = tc->v->eps[tc->ep].id,
+		.address = addr,
+	};
+	/* The entry is written before it is published: paired with the acquire in sc_viommu_fault_pop. */
+	sc_store_release(&s->fault_head, head + 1);
+}
+
+bool sc_viommu_fault_pop(struct sc_viommu *v, struct sc_viommu_fault *f)
+{
+	for (unsigned n = 0; n < SC_VIOMMU_MAX_TC; n++) {
+		/* Round-robin over contexts so one faulting queue cannot hide another's faults. */
+		struct sc_viommu_slot *s = &v->slots[v->fault_rr];
+		v->fault_rr = (v->fault_rr + 1) % SC_VIOMMU_MAX_TC;
+		if (!sc_load_acquire(&s->used))
+			continue;
+		uint32_t tail = s->fault_tail;
+		if (sc_load_acquire(&s->fault_head) == tail)
+			continue;
+		*f = s->faults[tail % SC_VIOMMU_FAULT_RING];
+		sc_store_release(&s->fault_tail, tail + 1);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * The mapping of domain d that contains iova, copied under the sequence
+ * count. Returns true and *out, or false on a miss.
+ */
+static bool domain_lookup(const struct sc_viommu_domain *d, uint64_t iova, struct sc_viommu_map *out)
+{
+	for (;;) {
+		/* Paired with the release store that ends the writer's change (seq_end). */
+		uint32_t seq = sc_load_acquire(&d->seq);
+		if (sc_unlikely(seq & 1)) {
+			sc_cpu_relax();
+			continue;
+		}
+		uint32_t lo = 0, hi = sc_load_once(&d->n);
+		bool found = false;
+
+		/* The last entry with start ≤ iova. */
+		while (lo < hi) {
+			uint32_t mid = lo + (hi - lo) / 2;
+			if (sc_load_once(&d->maps[mid].iova) <= iova)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo > 0) {
+			const struct sc_viommu_map *m = &d->maps[lo - 1];
+			out->iova = sc_load_once(&m->iova);
+			out->last = sc_load_once(&m->last);
+			out->gpa = sc_load_once(&m->gpa);
+			out->perm = sc_load_once(&m->perm);
+			found = iova <= out->last;
+		}
+		/* The copies above are done before we re-read seq (seqlock read side). */
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (sc_load_once(&d->seq) == seq)
+			return found;
+	}
+}
+
+int sc_viommu_translate(void *ctx, uint64_t iova, uint64_t len, unsigned perm,
+			struct iovec *iov, unsigned iov_max)
+{
+	struct sc_viommu_tc *tc = ctx;
+	struct sc_viommu *v = tc->v;
+	uint64_t last;
+	unsigned n = 0;
+
+	if (len == 0)
+		return 0;
+	/* Load gen before the domain: a removal after this load invalidates what we cache. */
+	uint64_t gen = sc_load_acquire(&v->gen);
+	struct sc_viommu_domain *d = sc_load_acquire(&v->eps[tc->ep].domain);
+
+	if (__builtin_add_overflow(iova, len - 1, &last)) {
+		fault_record(tc, VIRTIO_IOMMU_FAULT_R_MAPPING, perm, iova);
+		return -EFAULT;
+	}
+	if (!d || d->bypass) {
+		if (d || sc_load_once(&v->bypass))
+			return sc_mem_translate_iov(v->cfg.mem, iova, len, perm, iov, iov_max);
+		/* §5.13.6.2: an unattached endpoint without bypass may not DMA at all. */
+		fault_record(tc, VIRTIO_IOMMU_FAULT_R_DOMAIN, perm, iova);
+		return -EFAULT;
+	}
+
+	while (len > 0) {
+		struct sc_viommu_tce *e = &tc->cache[(iova >> 12) & (SC_VIOMMU_TC_WAYS - 1)];
+		struct sc_viommu_map m;
+
+		if (sc_likely(e->gen == gen && iova - e->iova <= e->last - e->iova)) {
+			tc->hits++;
+			m = (struct sc_viommu_map){ .iova = e->iova, .last = e->last, .gpa = e->gpa,
+						    .perm = e->perm };
+		} else {
+			tc->misses++;
+			if (!domain_lookup(d, iova, &m)) {
+				fault_record(tc, VIRTIO_IOMMU_FAULT_R_MAPPING, perm, iova);
+				return -EFAULT;
+			}
+			*e = (struct sc_viommu_tce){ .iova = m.iova, .last = m.last, .gpa = m.gpa,
+						     .gen = gen, .perm = m.perm };
+		}
+		if (sc_unlikely((m.perm & perm) != perm)) {
+			fault_record(tc, VIRTIO_IOMMU_FAULT_R_MAPPING, perm, iova);
+			return -EPERM;
+		}
+		/* Bytes up to the mapping's end or the request's, written so nothing overflows. */
+		uint64_t chunk = m.last - iova < len - 1 ? m.last - iova + 1 : len;
+		int r = sc_mem_translate_iov(v->cfg.mem, m.gpa + (iova - m.iova), chunk, perm,
+					     iov + n, iov_max - n);
+		if (r < 0)
+			return r;
+		n += (unsigned)r;
+		iova += chunk;   /* cannot wrap: iova + len - 1 did not */
+		len -= chunk;
+	}
+	return (int)n;
+}
+
+/* ---- grace periods ---- */
+
+static bool grace_passed(struct sc_viommu *v)
+{
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++) {
+		uint64_t snap = v->snap[i];
+		/* Even: it was between rounds. Changed: it has ended that round. Paired with the release in tc_exit. */
+		if ((snap & 1) && sc_load_acquire(&v->slots[i].qs) == snap)
+			return false;
+	}
+	return true;
+}
+
+static void grace_begin(struct sc_viommu *v)
+{
+	/*
+	 * The removals (mapping array, gen, endpoint's domain) are stored before
+	 * we read any context's counter: paired with the full barrier in
+	 * sc_viommu_tc_enter.
+	 */
+	sc_smp_mb();
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++)
+		v->snap[i] = sc_load_once(&v->slots[i].used) ? sc_load_acquire(&v->slots[i].qs) : 0;
+	v->grace_active = true;
+	v->grace_started++;
+}
+
+/* Move grace periods on; never waits. */
+static void grace_advance(struct sc_viommu *v)
+{
+	if (v->grace_active && grace_passed(v)) {
+		v->grace_active = false;
+		v->grace_completed = v->grace_started;
+		v->stats.grace_periods++;
+	}
+	if (!v->grace_active && v->grace_wanted > v->grace_completed) {
+		grace_begin(v);
+		if (grace_passed(v)) {
+			v->grace_active = false;
+			v->grace_completed = v->grace_started;
+			v->stats.grace_periods++;
+		}
+	}
+	/* Free the domains whose grace period has ended (FIFO: tickets only grow). */
+	uint32_t k = 0;
+	while (k < v->nretire && v->retire[k].ticket <= v->grace_completed)
+		domain_free(v->retire[k++].d);
+	if (k) {
+		memmove(v->retire, v->retire + k, (v->nretire - k) * sizeof(*v->retire));
+		v->nretire -= k;
+	}
+}
+
+uint64_t sc_viommu_grace_start(struct sc_viommu *v)
+{
+	/* A running grace period began before the latest removal: it takes the next one. */
+	uint64_t ticket = v->grace_started + 1;
+
+	if (ticket > v->grace_wanted)
+		v->grace_wanted = ticket;
+	grace_advance(v);
+	return ticket;
+}
+
+bool sc_viommu_grace_done(struct sc_viommu *v, uint64_t ticket)
+{
+	grace_advance(v);
+	return v->grace_completed >= ticket;
+}
+
+/* ---- domains and mappings (the writer) ---- */
+
+static void seq_begin(struct sc_viommu_domain *d)
+{
+	sc_store_once(&d->seq, d->seq + 1);
+	/* Readers that see a changed entry also see the odd count: paired with the acquire fence in domain_lookup. */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static void seq_end(struct sc_viommu_domain *d)
+{
+	/* Paired with the acquire load of seq at the start of domain_lookup. */
+	sc_store_release(&d->seq, d->seq + 1);
+}
+
+static void gen_bump(struct sc_viommu *v)
+{
+	sc_store_release(&v->gen, v->gen + 1);
+}
+
+/* Revoke every context of an endpoint in domain d that pins something in [iova, last]. */
+static void revoke_range(struct sc_viommu *v, const struct sc_viommu_domain *d, uint64_t iova, uint64_t last)
+{
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++) {
+		struct sc_viommu_slot *s = &v->slots[i];
+		uint32_t n = sc_load_once(&s->used) ? sc_load_acquire(&s->npins) : 0;
+		if (!n || v->eps[s->ep].domain != d)
+			continue;
+		for (uint32_t k = 0; k < n; k++)
+			if (s->pins[k].iova <= last && iova <= s->pins[k].last) {
+				/* Before the grace period that covers this removal begins: see wrap_poll. */
+				sc_store_release(&s->revoked, true);
+				break;
+			}
+	}
+}
+
+/* Revoke every context of endpoint ep that pins rings: its domain is going away. */
+static void revoke_endpoint(struct sc_viommu *v, const struct sc_viommu_ep *ep)
+{
+	uint32_t idx = (uint32_t)(ep - v->eps);
+
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++) {
+		struct sc_viommu_slot *s = &v->slots[i];
+		if (sc_load_once(&s->used) && s->ep == idx && sc_load_acquire(&s->npins))
+			sc_store_release(&s->revoked, true);
+	}
+}
+
+static struct sc_viommu_domain *domain_find(struct sc_viommu *v, uint32_t id, uint32_t *slot)
+{
+	for (uint32_t i = 0; i < v->cfg.max_domains; i++) {
+		struct sc_viommu_domain *d = v->domains[i];
+		if (d && d->id == id) {
+			if (slot)
+				*slot = i;
+			return d;
+		}
+	}
+	return NULL;
+}
+
+static int domain_new(struct sc_viommu *v, uint32_t id, bool bypass, struct sc_viommu_domain **out)
+{
+	uint32_t free_slot = UINT32_MAX;
+
+	/* Domains waiting to be freed count too: attach/detach loops cannot outrun the grace periods. */
+	if (v->ndomains + v->nretire >= v->cfg.max_domains)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < v->cfg.max_domains && free_slot == UINT32_MAX; i++)
+		if (!v->domains[i])
+			free_slot = i;
+	struct sc_viommu_domain *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->id = id;
+	d->bypass = bypass;
+	if (!bypass) {
+		/* Reserved, never moved: backed page by page as mappings arrive. */
+		d->maps_bytes = (size_t)v->cfg.max_mappings * sizeof(struct sc_viommu_map);
+		d->maps = mmap(NULL, d->maps_bytes, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (d->maps == MAP_FAILED) {
+			free(d);
+			return -ENOMEM;
+		}
+	}
+	v->domains[free_slot] = d;
+	v->ndomains++;
+	*out = d;
+	return 0;
+}
+
+/* Drop the domain in slot once no endpoint uses it; freed after a grace period. */
+static void domain_release(struct sc_viommu *v, struct sc_viommu_domain *d)
+{
+	uint32_t slot;
+
+	if (d->nendpoints || !domain_find(v, d->id, &slot))
+		return;
+	v->domains[slot] = NULL;
+	v->ndomains--;
+	v->ndying -= d->ndying;
+	v->retire[v->nretire++] = (struct sc_viommu_retire){ .d = d, .ticket = sc_viommu_grace_start(v) };
+}
+
+int sc_viommu_attach(struct sc_viommu *v, uint32_t domain, uint32_t endpoint, bool bypass,
+		     bool *removed)
+{
+	struct sc_viommu_ep *ep = ep_find(v, endpoint);
+	struct sc_viommu_domain *d, *old;
+	int ret;
+
+	*removed = false;
+	if (!ep)
+		return -ENOENT;
+	if (domain < v->cfg.domain_start || domain > v->cfg.domain_end)
+		return -ERANGE;
+	d = domain_find(v, domain, NULL);
+	if (d && d->bypass != bypass)
+		return -EINVAL;
+	old = ep->domain;
+	if (d && old == d)
+		return 0;   /* already there */
+	if (!d) {
+		ret = domain_new(v, domain, bypass, &d);
+		if (ret < 0)
+			return ret;
+	}
+	if (old && !old->bypass)
+		revoke_endpoint(v, ep);
+	d->nendpoints++;
+	sc_store_release(&ep->domain, d);
+	v->stats.attaches++;
+	if (old) {
+		/* §5.13.6.3: attaching elsewhere detaches first; the old translations go. */
+		old->nendpoints--;
+		gen_bump(v);
+		domain_release(v, old);
+		*removed = true;
+	}
+	return 0;
+}
+
+int sc_viommu_detach(struct sc_viommu *v, uint32_t domain, uint32_t endpoint, bool *removed)
+{
+	struct sc_viommu_ep *ep = ep_find(v, endpoint);
+	struct sc_viommu_domain *d;
+
+	*removed = false;
+	if (!ep)
+		return -ENOENT;
+	d = domain_find(v, domain, NULL);
+	if (!d)
+		return -ENOENT;
+	if (ep->domain != d)
+		return -EINVAL;
+	if (!d->bypass)
+		revoke_endpoint(v, ep);
+	sc_store_release(&ep->domain, NULL);
+	d->nendpoints--;
+	gen_bump(v);
+	domain_release(v, d);
+	v->stats.detaches++;
+	*removed = true;
+	return 0;
+}
+
+/* First entry whose last ≥ iova (the first that may overlap [iova, ...]). */
+static uint32_t first_reaching(const struct sc_viommu_domain *d, uint64_t iova)
+{
+	uint32_t lo = 0, hi = d->n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (d->maps[mid].last < iova)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Remove entries [i, i + k) (sequence count held by the caller). */
+static void maps_remove(struct sc_viommu *v, struct sc_viommu_domain *d, uint32_t i, uint32_t k)
+{
+	for (uint32_t j = i; j < i + k; j++) {
+		revoke_range(v, d, d->maps[j].iova, d->maps[j].last);
+		if (d->maps[j].dying) {
+			d->ndying--;
+			v->ndying--;
+		}
+	}
+	memmove(&d->maps[i], &d->maps[i + k], (d->n - i - k) * sizeof(d->maps[0]));
+	sc_store_once(&d->n, d->n - k);
+}
+
+int sc_viommu_map(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
+		  uint64_t gpa, unsigned perm)
+{
+	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
+	uint64_t gmask = v->granule - 1, gpa_last;
+
+	if (!d)
+		return -ENOENT;
+	if (last < iova || __builtin_add_overflow(gpa, last - iova, &gpa_last) || d->bypass ||
+	    (perm & ~SC_PERM_RW))
+		return -EINVAL;
+	/* §5.13.6.5: start, end + 1 and phys_start aligned to the granule; inside input_range. */
+	if ((iova & gmask) || ((last + 1) & gmask) || (gpa & gmask) ||
+	    iova < v->cfg.input_start || last > v->cfg.input_end)
+		return -ERANGE;
+
+	uint32_t i = first_reaching(d, iova), k = 0;
+	while (i + k < d->n && d->maps[i + k].iova <= last)
+		k++;
+	if (k) {
+		struct sc_viommu_map *m = &d->maps[i];
+		/* Optimistic reuse: the very mapping the guest just unmapped comes back for free. */
+		if (k == 1 && m->dying && m->iova == iova && m->last == last && m->gpa == gpa &&
+		    m->perm == perm) {
+			m->dying = false;
+			d->ndying--;
+			v->ndying--;
+			v->stats.reused++;
+			v->stats.maps++;
+			return 0;
+		}
+		for (uint32_t j = i; j < i + k; j++)
+			if (!d->maps[j].dying)
+				return -EEXIST;   /* §5.13.6.5: overlapping a live mapping changes nothing */
+		/* Only dying mappings in the way: they go now (the guest unmapped them already). */
+		seq_begin(d);
+		maps_remove(v, d, i, k);
+		seq_end(d);
+		gen_bump(v);
+		v->stats.torn_down += k;
+	}
+	if (d->n == v->cfg.max_mappings)
+		return -ENOMEM;
+
+	seq_begin(d);
+	memmove(&d->maps[i + 1], &d->maps[i], (d->n - i) * sizeof(d->maps[0]));
+	d->maps[i] = (struct sc_viommu_map){ .iova = iova, .last = last, .gpa = gpa, .perm = perm };
+	sc_store_once(&d->n, d->n + 1);
+	seq_end(d);
+	v->stats.maps++;
+	return 0;
+}
+
+int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
+		    bool *removed)
+{
+	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
+
+	*removed = false;
+	if (!d)
+		return -ENOENT;
+	if (last < iova)
+		return -EINVAL;
+	v->stats.unmaps++;
+	if (d->bypass)
+		return 0;
+
+	uint32_t i = first_reaching(d, iova), k = 0;
+	while (i + k < d->n && d->maps[i + k].iova <= last)
+		k++;
+	if (!k)
+		return 0;   /* §5.13.6.6: nothing mapped there is not an error */
+	/* §5.13.6.6: a range that would split a mapping removes nothing. */
+	if (d->maps[i].iova < iova || d->maps[i + k - 1].last > last)
+		return -ERANGE;
+
+	if (v->cfg.teardown == SC_VIOMMU_OPTIMISTIC) {
+		uint64_t deadline = sc_viommu_now_ns() + v->cfg.window_ns;
+		if (!v->ndying || deadline < v->next_deadline)
+			v->next_deadline = deadline;
+		for (uint32_t j = i; j < i + k; j++) {
+			struct sc_viommu_map *m = &d->maps[j];
+			if (m->dying)
+				continue;
+			m->dying = true;
+			m->deadline = deadline;
+			d->ndying++;
+			v->ndying++;
+		}
+		return 0;
+	}
+	seq_begin(d);
+	maps_remove(v, d, i, k);
+	seq_end(d);
+	gen_bump(v);
+	*removed = true;
+	return 0;
+}
+
+int sc_viommu_domain_mappings(struct sc_viommu *v, uint32_t domain)
+{
+	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
+	return d ? (int)d->n : -ENOENT;
+}
+
+/* Remove the dying mappings of d whose window ended. Returns how many. */
+static uint32_t domain_expire(struct sc_viommu *v, struct sc_viommu_domain *d, uint64_t now)
+{
+	uint32_t w = 0, gone = 0;
+	bool due = false;
+
+	for (uint32_t r = 0; r < d->n && !due; r++)
+		due = d->maps[r].dying && d->maps[r].deadline <= now;
+	if (!due)
+		return 0;
+	seq_begin(d);
+	for (uint32_t r = 0; r < d->n; r++) {
+		struct sc_viommu_map *m = &d->maps[r];
+		if (m->dying && m->deadline <= now) {
+			revoke_range(v, d, m->iova, m->last);
+			gone++;
+			continue;
+		}
+		if (w != r)
+			d->maps[w] = *m;
+		w++;
+	}
+	sc_store_once(&d->n, w);
+	seq_end(d);
+	d->ndying -= gone;
+	v->ndying -= gone;
+	return gone;
+}
+
+bool sc_viommu_tick(struct sc_viommu *v, uint64_t now_ns)
+{
+	/* Scan only when the earliest window has ended: a tick is one compare otherwise. */
+	if (v->ndying && now_ns >= v->next_deadline) {
+		uint32_t gone = 0;
+		uint64_t next = UINT64_MAX;
+		for (uint32_t i = 0; i < v->cfg.max_domains; i++) {
+			struct sc_viommu_domain *d = v->domains[i];
+			if (!d || !d->ndying)
+				continue;
+			gone += domain_expire(v, d, now_ns);
+			for (uint32_t j = 0; j < d->n; j++)
+				if (d->maps[j].dying && d->maps[j].deadline < next)
+					next = d->maps[j].deadline;
+		}
+		v->next_deadline = next;
+		if (gone) {
+			gen_bump(v);
+			v->stats.torn_down += gone;
+		}
+	}
+	grace_advance(v);
+	return v->ndying || v->grace_active || v->nretire;
+}
