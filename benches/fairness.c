@@ -307,7 +307,7 @@ static void run_role(struct tenant *t)
 		sched_yield();
 	}
 	f->ops = ops;
-	f->secs = (double)(tend - tw) / (double)hz;
+	f->secs = tend > tw ? (double)(tend - tw) / (double)hz : 0;   /* 0: stopped within the warm-up */
 	f->iops = f->secs > 0 ? (double)ops / f->secs : 0;
 }
 
