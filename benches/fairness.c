@@ -89,7 +89,7 @@ struct tenant {
 	int err;
 };
 
-/* The largest read tenant 0 issues, from the device's config space. */
+/* The device's limits as its config space says (read by tenant 0's front end), and the largest read. */
 struct huge_plan {
 	uint64_t bytes;       /* the read */
 	uint32_t seg_len;     /* each data segment; the last may be shorter */
@@ -207,7 +207,7 @@ static void run_role(struct tenant *t)
 	uint64_t submitted[MAX_QD], hz = sc_tsc_hz();
 	uint16_t slot_of[QSIZE];
 	unsigned free_slots[MAX_QD], nfree, inflight = 0;
-	uint64_t blk = t->be.blk_size, cap = fe->capacity ? fe->capacity : t->be.capacity;
+	uint64_t blk = huge.blk_size, cap = fe->capacity ? fe->capacity : t->be.capacity;
 	struct figures *f = &t->fig;
 	bool keep = t->role != ROLE_FLOOD;   /* the flood's own latency is not the question */
 
