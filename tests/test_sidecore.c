@@ -408,7 +408,8 @@ Test(sidecore_budget, a_lone_request_waits_for_one_budget_of_a_flood)
 Test(sidecore_budget, an_unlimited_budget_lets_the_flood_go_first)
 {
 	fair_run(UINT_MAX);
+	/* All FAIR_FLOOD of them today; more than the bound above is what matters. */
 	cr_assert_gt(fair.flood_served_at_lone, 2 * SC_POLLER_DEFAULT_BUDGET,
-		     "only %llu flooded requests went first", (unsigned long long)fair.flood_served_at_lone);
-	cr_assert_eq(fair.flood_served_at_lone, FAIR_FLOOD);
+		     "only %llu of %d flooded requests went first", (unsigned long long)fair.flood_served_at_lone,
+		     FAIR_FLOOD);
 }
