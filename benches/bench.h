@@ -55,6 +55,15 @@ int bench_json_write(json_t *root, const char *path);
 int bench_plot_cdf(const char *png, const char *title, struct samples **sets,
 		   const char **names, int nsets);
 
+/* A cheap pseudo-random stream for request offsets (xorshift64); *x must start non-zero. */
+static inline uint64_t bench_xorshift(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
 /* Parse common options; returns the index of the first unparsed arg or -1 on error. */
 int bench_parse_common(int argc, char **argv, struct bench_opts *o, const char *usage);
 

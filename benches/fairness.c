@@ -108,14 +108,6 @@ static unsigned flood_qd = MAX_QD;
 static uint64_t warm_cycles;
 static int guest_cpu;
 
-static uint64_t xorshift(uint64_t *x)
-{
-	*x ^= *x << 13;
-	*x ^= *x >> 7;
-	*x ^= *x << 17;
-	return *x;
-}
-
 /* ---- the control thread: vhost-user messages for all four servers ---- */
 
 static void *control_main(void *arg)
@@ -240,7 +232,7 @@ static void run_role(struct tenant *t)
 				nin = huge.nseg + 1;
 			} else {
 				uint64_t per = f->req_bytes / VIRTIO_BLK_SECTOR_SIZE;
-				sector = xorshift(&t->rng) % (cap / per) * per;
+				sector = bench_xorshift(&t->rng) % (cap / per) * per;
 				segs[1] = (struct sc_drv_seg){ data, (uint32_t)f->req_bytes };
 			}
 			segs[nin] = (struct sc_drv_seg){ hdr + 16, 1 };
