@@ -143,13 +143,16 @@ Test(sidecore, polled_requests_need_no_kicks)
 	}
 	sc_poller_get_stats(poller, &st1);
 	/*
-	 * Every kick must be explained by the sidecore having gone to sleep (a
-	 * noisy host can stall this thread past the idle window); a polling
-	 * sidecore is never kicked.
+	 * Every kick must be explained by the sidecore having re-armed
+	 * notifications to go to sleep (a noisy host can stall this thread past
+	 * the idle window): it slept, or its re-check found our request and it
+	 * stayed up (a re-arm race). One more may come from a sleep that began
+	 * before the first snapshot. A polling sidecore is never kicked.
 	 */
 	uint64_t k = q[0].dvq.kicks - kicks, sleeps = st1.sleeps - st0.sleeps;
-	cr_assert_leq(k, sleeps, "%llu kicks while polling, the sidecore slept %llu times",
-		      (unsigned long long)k, (unsigned long long)sleeps);
+	uint64_t races = st1.rearm_races - st0.rearm_races;
+	cr_assert_leq(k, sleeps + races + 1, "%llu kicks while polling, the sidecore slept %llu times (%llu re-arm races)",
+		      (unsigned long long)k, (unsigned long long)sleeps, (unsigned long long)races);
 	cr_assert_lt(k, 100, "%llu kicks in 10000 requests", (unsigned long long)k);
 	cr_assert_geq(sc_vq_stat(&q[0].dev.vq, offsetof(struct sc_vq_stats, kicks_avoided)), 1);
 	cr_assert_eq(__atomic_load_n(&q[0].dev.stats.reads, __ATOMIC_RELAXED), 10001);
