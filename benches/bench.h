@@ -40,6 +40,11 @@ json_t *samples_json(struct samples *s);
 
 /* The run's context: date, machine, cpus, TSC rate. Caller adds its results. */
 json_t *bench_json_header(const char *bench, const struct bench_opts *o, int sidecore, int guest);
+/* The 1-minute load average (from /proc/loadavg), or -1 if unknown. */
+double bench_loadavg(void);
+/* Say on stdout if other work is running (load average above 1): the figures will show it. */
+void bench_note_load(void);
+
 /* Write root to path (pretty), print where; returns 0 or -1 with a message. */
 int bench_json_write(json_t *root, const char *path);
 
@@ -50,8 +55,25 @@ int bench_json_write(json_t *root, const char *path);
 int bench_plot_cdf(const char *png, const char *title, struct samples **sets,
 		   const char **names, int nsets);
 
+/* A cheap pseudo-random stream for request offsets (xorshift64); *x must start non-zero. */
+static inline uint64_t bench_xorshift(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
 /* Parse common options; returns the index of the first unparsed arg or -1 on error. */
 int bench_parse_common(int argc, char **argv, struct bench_opts *o, const char *usage);
+
+/*
+ * Take a subcommand's own "--name VALUE" (or "--name=VALUE") out of argv,
+ * before bench_parse_common sees it: a number in [min, max] into *v.
+ * Returns 1 if it was there, 0 if not (*v untouched), or -1 with one line
+ * on stderr if the value is missing or out of range.
+ */
+int bench_take_number(int *argc, char **argv, const char *name, double min, double max, double *v);
 
 /* Choose cpus from o or the topology; prints the plan. Returns 0 or -1 with a message. */
 int bench_pick_cpus(struct bench_opts *o);
@@ -63,5 +85,7 @@ int bench_roundtrip(int argc, char **argv);
 int bench_exits(int argc, char **argv);
 int bench_latency(int argc, char **argv);
 int bench_vhost_blk(int argc, char **argv);
+int bench_fairness(int argc, char **argv);
+int bench_scale(int argc, char **argv);
 
 #endif

@@ -104,6 +104,25 @@ static bool is_vm_guest(void)
 	return guest;
 }
 
+double bench_loadavg(void)
+{
+	double l = -1;
+	FILE *f = fopen("/proc/loadavg", "r");
+	if (f) {
+		if (fscanf(f, "%lf", &l) != 1)
+			l = -1;
+		fclose(f);
+	}
+	return l;
+}
+
+void bench_note_load(void)
+{
+	double l = bench_loadavg();
+	if (l > 1)
+		printf("  note: load average %.2f: other work shares these cpus, and the tails will show it\n", l);
+}
+
 json_t *bench_json_header(const char *bench, const struct bench_opts *o, int sidecore, int guest)
 {
 	char machine[256], date[32];
@@ -114,12 +133,12 @@ json_t *bench_json_header(const char *bench, const struct bench_opts *o, int sid
 	uname(&u);
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
 	bool kvm = access("/dev/kvm", R_OK | W_OK) == 0, vm_guest = is_vm_guest();
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b, s:{s:b, s:b, s:s}}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b, s:f, s:{s:b, s:b, s:s}}",
 			 "bench", bench, "version", SC_VERSION, "date", date,
 			 "machine", machine, "kernel", u.release,
 			 "tsc_hz", (json_int_t)sc_tsc_hz(),
 			 "sidecore_cpu", sidecore, "guest_cpu", guest, "quick", o->quick,
-			 "kvm", "available", kvm, "nested", kvm && vm_guest,
+			 "loadavg_1min", bench_loadavg(), "kvm", "available", kvm, "nested", kvm && vm_guest,
 			 "module", kvm ? kvm_flavour() : "none");
 }
 
@@ -211,6 +230,39 @@ int bench_parse_common(int argc, char **argv, struct bench_opts *o, const char *
 		}
 	}
 	return optind;
+}
+
+int bench_take_number(int *argc, char **argv, const char *name, double min, double max, double *v)
+{
+	size_t len = strlen(name);
+
+	for (int i = 1; i < *argc; i++) {
+		const char *a = argv[i], *val;
+		int used;
+		if (strncmp(a, "--", 2) || strncmp(a + 2, name, len))
+			continue;
+		if (a[2 + len] == '=') {
+			val = a + 3 + len;
+			used = 1;
+		} else if (a[2 + len] == 0) {
+			val = i + 1 < *argc ? argv[i + 1] : NULL;
+			used = 2;
+		} else {
+			continue;   /* a longer option that starts with name */
+		}
+		char *end = NULL;
+		double x = val ? strtod(val, &end) : 0;
+		if (!val || end == val || *end || !(x >= min && x <= max)) {
+			fprintf(stderr, "sidecore-bench: --%s wants a number from %g to %g, got '%s'\n", name, min, max,
+				val ? val : "nothing");
+			return -1;
+		}
+		*v = x;
+		memmove(&argv[i], &argv[i + used], (size_t)(*argc - i - used + 1) * sizeof(*argv));
+		*argc -= used;
+		return 1;
+	}
+	return 0;
 }
 
 int bench_pick_cpus(struct bench_opts *o)

@@ -13,6 +13,8 @@ static const struct {
 	{ "roundtrip", bench_roundtrip, "one request at a time: sidecore polling vs eventfd vs the cache-line floor" },
 	{ "exits", bench_exits, "what an exit costs a KVM guest, by kind, beside a sidecore round trip" },
 	{ "vhost-blk", bench_vhost_blk, "sidecored vs qemu-storage-daemon over vhost-user, same file and client" },
+	{ "fairness", bench_fairness, "four tenants on one sidecore: quiet QD1 readers beside a flood and beside huge reads" },
+	{ "scale", bench_scale, "1 to 64 queues on one sidecore: aggregate IOPS, and what an idle queue costs a round" },
 	{ "latency", bench_latency, "KVM guest virtio-blk latency at QD 1-64: sidecore vs eventfd vs user-space exit" },
 };
 

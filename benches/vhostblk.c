@@ -117,14 +117,6 @@ static void stop(struct server *s)
 	s->pid = 0;
 }
 
-static uint64_t xorshift(uint64_t *x)
-{
-	*x ^= *x << 13;
-	*x ^= *x >> 7;
-	*x ^= *x << 17;
-	return *x;
-}
-
 /* Random 4 KiB reads at depth qd for ms milliseconds. */
 static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, struct result *r)
 {
@@ -152,7 +144,7 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 			unsigned s = free_slots[--nfree];
 			uint64_t hdr = fe->buf_gpa + s * 64, data = fe->buf_gpa + 0x10000 + s * 4096;
 			*(struct virtio_blk_outhdr *)(fe->mem + hdr) = (struct virtio_blk_outhdr){
-				.type = VIRTIO_BLK_T_IN, .sector = (xorshift(&rng) % (sectors / 8)) * 8 };
+				.type = VIRTIO_BLK_T_IN, .sector = (bench_xorshift(&rng) % (sectors / 8)) * 8 };
 			struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, 4096 }, { hdr + 16, 1 } };
 			int head = sc_drv_vq_add(vq, segs, 1, 2);
 			if (head < 0) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark into results/ (JSON and PNG), then prints the tables
-# the README shows. Takes about two minutes; needs /dev/kvm for exits/latency.
+# the README shows. Takes about three minutes; needs /dev/kvm for exits/latency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -11,5 +11,7 @@ $b roundtrip --json results/roundtrip.json --plot results/roundtrip.png
 $b exits --json results/exits.json --plot results/exits.png
 $b latency --json results/latency.json --plot results/latency.png
 $b vhost-blk --json results/vhost-blk.json
+$b fairness --json results/fairness.json --plot results/fairness.png
+$b scale --json results/scale.json --plot results/scale.png
 ./build/benches/sidecore-demo --seconds 3 --json results/demo.json
 python3 scripts/results-md.py results

@@ -77,6 +77,49 @@ if r:
     print(f"\nQD1 p50: qemu-storage-daemon ÷ sidecored = {q['qd1_p50_qsd_over_sidecored']:.2f}×; "
           f"IOPS per host cpu at QD32: sidecored ÷ qemu-storage-daemon = {q['qd32_iops_per_cpu_sidecored_over_qsd']:.2f}×.\n")
 
+r = load("fairness")
+if r:
+    st, hg, t = r["setup"], r["huge_read"], r["targets"]
+    print("### fairness (four tenants on one sidecore)\n\n" + head(r))
+    print(f"Load average {r.get('loadavg_1min', -1):.2f}; budget {st['budget']} per queue per round; "
+          f"{st['seconds_per_scenario']:.1f} s per scenario. Alone: {st['alone_means']}.\n")
+    print("| scenario | tenant | role | QD | request | p50 µs | p99 µs | p99.9 µs | IOPS | p50 ÷ alone | p99 ÷ alone | IOPS ÷ alone |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for sc in r["scenarios"]:
+        for x in sc["tenants"]:
+            size = x["request_bytes"]
+            size = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size} B"
+            lat = x.get("latency_ns")
+            cells = (f"{lat['p50'] / 1000:.1f} | {lat['p99'] / 1000:.1f} | {lat['p99_9'] / 1000:.1f}"
+                     if lat else " | | ")
+            ra = x.get("ratio_to_alone")
+            ratios = f"{ra['p50']:.2f}× | {ra['p99']:.2f}× | {ra['iops']:.2f}×" if ra else " | | "
+            print(f"| {sc['scenario']} | {x['tenant']} | {x['role']} | {x['queue_depth']} | {size} | {cells} | "
+                  f"{x['iops']:.0f} | {ratios} |")
+    print(f"\nBeside the flood, the quiet tenants' worst ratio to alone is {t['flood_worst_ratio_to_alone']:.2f}× "
+          f"(bar: 1.10×, {'met' if t['flood_within_10pct'] else 'missed'}); four quiet tenants sharing the front-end "
+          f"cpu already cost {t['shared_worst_ratio_to_alone']:.2f}×, and the flood {t['flood_worst_ratio_to_shared']:.2f}× "
+          f"on top of that. Beside {hg['bytes'] / 2**20:.1f} MiB reads ({hg['segments']} segments; "
+          f"seg_max {hg['seg_max']}, size_max {hg['size_max'] or 'not offered'}), the worst quiet p99 is "
+          f"{t['huge_worst_quiet_p99_ns'] / 1000:.0f} µs (bar: under 1 ms, {'met' if t['huge_p99_under_1ms'] else 'missed'}).\n")
+
+r = load("scale")
+if r:
+    st = r["setup"]
+    print("### scale (queues on one sidecore)\n\n" + head(r))
+    print(f"Null virtio-blk queues, budget {st['budget']}, busy queues at QD{st['busy_queue_depth']}, "
+          f"{st['seconds_per_run']:.1f} s per run; the sidecore never sleeps. Load average {r.get('loadavg_1min', -1):.2f}.\n")
+    print("| queues | mode | driven | IOPS | ns per round | requests per round | sidecore busy | p50 µs | p99 µs | ns per idle queue |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for x in r["runs"]:
+        lat = x.get("latency")
+        cells = f"{lat['ns']['p50'] / 1000:.2f} | {lat['ns']['p99'] / 1000:.2f}" if lat else " | "
+        idle = f"{x['idle_queue_ns']:.1f}" if "idle_queue_ns" in x else ""
+        print(f"| {x['queues']} | {x['mode']} | {x['driven_queues']} | {x['iops']:.0f} | {x['round_ns']:.0f} | "
+              f"{x['requests_per_round']:.2f} | {x['sidecore_busy'] * 100:.0f}% | {cells} | {idle} |")
+    print("\nidle: one queue driven at QD1, the rest attached and empty; its last column is (round(N) − round(1)) ÷ (N − 1). "
+          "empty: nothing driven; round ÷ N.\n")
+
 r = load("demo")
 if r:
     print(f"### demo (queue depth {r['queue_depth']})\n\n" + head(r))
