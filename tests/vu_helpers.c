@@ -223,6 +223,26 @@ void t_fe_close(struct t_fe *fe)
 	fe->sock = -1;
 }
 
+unsigned t_flood_unread(int sock)
+{
+	struct sc_vu_hdr hdr = { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION, 0 };
+	int64_t last = t_now_ms();
+	unsigned n = 0;
+	while (t_now_ms() - last < 200) {
+		cr_assert_lt(n, 10000000u, "the server takes requests for ever while nobody reads its replies");
+		ssize_t r = send(sock, &hdr, sizeof(hdr), MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (r == (ssize_t)sizeof(hdr)) {
+			n++;
+			last = t_now_ms();
+		} else if (r < 0 && errno != EAGAIN) {
+			break;   /* already dropped */
+		} else {
+			usleep(1000);
+		}
+	}
+	return n;
+}
+
 bool t_wait_eof(int sock, int ms)
 {
 	int64_t end = t_now_ms() + ms;

@@ -69,6 +69,13 @@ int t_fe_io(struct t_fe *fe, uint32_t type, uint64_t sector);
 void t_fe_verified_io(struct t_fe *fe, const char *img, uint64_t sector);
 void t_fe_close(struct t_fe *fe);
 
+/*
+ * Send GET_FEATURES on sock and never read a reply, until the server has
+ * taken none for 200 ms (its reply send is blocked) or closed the
+ * connection. Returns how many went out.
+ */
+unsigned t_flood_unread(int sock);
+
 /* Did the server close sock within ms (data before the end is read and dropped)? */
 bool t_wait_eof(int sock, int ms);
 
