@@ -26,7 +26,8 @@ static char dir[] = "/tmp/sidecore-d-XXXXXX", log_path[96];
 static char sock[2][96], img[2][96];
 static pid_t pid = -1;
 
-static void setup(void)
+/* Start sidecored on two disks; control_timeout_ms = timeout_ms unless it is 0 (the default then). */
+static void start(int timeout_ms)
 {
 	const char *bin = getenv("SIDECORED");
 	if (!bin || access(bin, X_OK) != 0)
@@ -45,6 +46,8 @@ static void setup(void)
 		if (CPU_ISSET(i, &set))
 			cpu = i;
 	fprintf(f, "[sidecore]\ncpus = %d\nidle_spin_us = 0\n", cpu);
+	if (timeout_ms)
+		fprintf(f, "control_timeout_ms = %d\n", timeout_ms);
 	for (int i = 0; i < 2; i++) {
 		snprintf(sock[i], sizeof(sock[i]), "%s/%c.sock", dir, 'a' + i);
 		snprintf(img[i], sizeof(img[i]), "%s/%c.img", dir, 'a' + i);
@@ -72,6 +75,16 @@ static void setup(void)
 	}
 }
 
+static void setup(void)
+{
+	start(0);
+}
+
+static void setup_short_timeout(void)
+{
+	start(300);
+}
+
 static void teardown(void)
 {
 	if (pid > 0 && waitpid(pid, NULL, WNOHANG) == 0) {
@@ -87,6 +100,7 @@ static void teardown(void)
 }
 
 TestSuite(sidecored, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(sidecored_timeout, .init = setup_short_timeout, .fini = teardown, .timeout = 60);
 
 /* SIGTERM; assert a clean exit within 1 s and return how long it took (ms). */
 static int64_t stop_within_a_second(void)
@@ -139,4 +153,21 @@ Test(sidecored, a_peer_that_never_reads_its_replies_does_not_hold_up_sigterm)
 	stop_within_a_second();
 	t_fe_close(&fe);
 	close(h);
+}
+
+Test(sidecored_timeout, control_timeout_ms_from_the_config_drops_a_stuck_peer)
+{
+	int h = t_connect(sock[0]);
+	uint32_t half[2] = { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION };
+	cr_assert_eq(send(h, half, 6, MSG_NOSIGNAL), 6);
+	int64_t t0 = t_now_ms();
+	cr_assert(t_wait_eof(h, 3000), "the stuck peer was never dropped");
+	int64_t dt = t_now_ms() - t0;
+	cr_assert(dt >= 250 && dt < 1300, "dropped after %lld ms with control_timeout_ms = 300", (long long)dt);
+	close(h);
+	struct t_fe fe;
+	t_fe_start(&fe, sock[0]);
+	t_fe_verified_io(&fe, img[0], 0);
+	t_fe_close(&fe);
+	stop_within_a_second();
 }
