@@ -17,7 +17,11 @@
  * newer one. Nothing a front end does blocks another server.
  *
  * Threads: each server has one control thread, its own (sc_vu_server_start)
- * or the caller's (sc_vu_server_poll); the device's ops run on it.
+ * or the caller's (sc_vu_server_poll); the device's ops run on it. A thread
+ * per device rather than one event loop for all: stopping a ring waits for
+ * the sidecore and for the device's in-flight I/O, and that wait must cost
+ * only this device. Every wait on the peer has a deadline and wakes on
+ * sc_vu_server_destroy.
  */
 #ifndef SC_RUNTIME_VU_SERVER_H
 #define SC_RUNTIME_VU_SERVER_H
