@@ -731,8 +731,12 @@ static bool conn_replaceable(const struct sc_vu_server *s, int64_t *wait_ms)
 static void accept_connection(struct sc_vu_server *s)
 {
 	int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0)
-		return;   /* gone before we took it, or out of fds: the next poll tries again */
+	if (fd < 0) {
+		/* Gone before we took it (EAGAIN), or out of fds: pause so a full fd table is no busy loop. */
+		if (errno != EAGAIN)
+			usleep(10000);
+		return;
+	}
 	if (s->conn_fd >= 0) {
 		fprintf(stderr, "sidecore: %s: a new front end replaces one that started no ring in %d ms\n", s->path,
 			s->timeout_ms);
@@ -742,10 +746,11 @@ static void accept_connection(struct sc_vu_server *s)
 	s->conn_since = now_ms();
 }
 
-int sc_vu_server_poll(struct sc_vu_server *s, int timeout_ms)
+/* Wait for a connection, a message or the stop fd, and handle it. */
+static void serve_once(struct sc_vu_server *s)
 {
 	struct pollfd p[3] = { { .fd = s->stop_fd, .events = POLLIN } };
-	int64_t wait = -1;
+	int64_t wait = -1;   /* until the connection may be replaced: then look again */
 	nfds_t n = 1;
 	int listen_at = -1, conn_at = -1;
 
@@ -757,29 +762,19 @@ int sc_vu_server_poll(struct sc_vu_server *s, int timeout_ms)
 		listen_at = (int)n;
 		p[n++] = (struct pollfd){ .fd = s->listen_fd, .events = POLLIN };
 	}
-	if (wait >= 0 && (timeout_ms < 0 || wait < timeout_ms))
-		timeout_ms = (int)wait;   /* then look again whether the connection may be replaced */
-	int r = poll(p, n, timeout_ms);
-	if (r < 0)
-		return errno == EINTR ? 0 : -errno;
-	if (r == 0 || p[0].revents)
-		return 0;
-	if (conn_at >= 0 && p[conn_at].revents) {
+	if (poll(p, n, (int)wait) <= 0 || p[0].revents)
+		return;   /* time to look again, or to stop */
+	if (conn_at >= 0 && p[conn_at].revents)
 		handle_message(s);
-		return 1;
-	}
-	if (listen_at >= 0 && p[listen_at].revents) {
+	else if (listen_at >= 0 && p[listen_at].revents)
 		accept_connection(s);
-		return 1;
-	}
-	return 0;
 }
 
 static void *server_main(void *arg)
 {
 	struct sc_vu_server *s = arg;
 	while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
-		sc_vu_server_poll(s, -1);
+		serve_once(s);
 	return NULL;
 }
 

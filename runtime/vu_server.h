@@ -16,8 +16,8 @@
  * connection that has started no ring within the timeout gives way to a
  * newer one. Nothing a front end does blocks another server.
  *
- * Threads: each server has one control thread, its own (sc_vu_server_start)
- * or the caller's (sc_vu_server_poll); the device's ops run on it. A thread
+ * Threads: each server has its own control thread (sc_vu_server_start);
+ * the device's ops run on it. A thread
  * per device rather than one event loop for all: stopping a ring waits for
  * the sidecore and for the device's in-flight I/O, and that wait must cost
  * only this device. Every wait on the peer has a deadline and wakes on
@@ -87,16 +87,6 @@ int sc_vu_server_start(struct sc_vu_server *s);
  * close the connection, remove the socket file.
  */
 void sc_vu_server_destroy(struct sc_vu_server *s);
-
-/*
- * For a caller that drives the server itself instead of sc_vu_server_start:
- * wait up to timeout_ms (-1: no limit) for a connection or a message and
- * handle it. Returns 1 if something was handled, 0 on timeout, or a
- * negative errno for a failure of the server itself. A bad message or a
- * front end that misbehaves only drops that connection (said on stderr,
- * one line).
- */
-int sc_vu_server_poll(struct sc_vu_server *s, int timeout_ms);
 
 /* How many vrings are being served now (any thread). */
 unsigned sc_vu_server_started(const struct sc_vu_server *s);

@@ -106,6 +106,7 @@ uint64_t t_set_u64_ack(int sock, uint32_t req, uint64_t v)
 void t_fe_open(struct t_fe *fe, const char *path)
 {
 	memset(fe, 0, sizeof(*fe));
+	fe->memfd = fe->kick = fe->call = -1;
 	fe->sock = t_connect(path);
 	fe->memfd = sc_mem_memfd_create("t-fe", T_MEM);
 	cr_assert_geq(fe->memfd, 0);
@@ -137,13 +138,11 @@ uint64_t t_fe_mem_table(struct t_fe *fe, int fd)
 	return ack;
 }
 
-void t_fe_ring(struct t_fe *fe)
+void t_fe_ring_resume(struct t_fe *fe, uint16_t base)
 {
-	cr_assert_eq(sc_drv_vq_init(&fe->vq, fe->mem, 0, T_QSIZE, 1ull << VIRTIO_F_VERSION_1), 0);
-	sc_drv_vq_interrupts_disable(&fe->vq);
-	struct sc_vu_vring_state num = { 0, T_QSIZE }, base = { 0, 0 };
+	struct sc_vu_vring_state num = { 0, T_QSIZE }, b = { 0, base };
 	t_send(fe->sock, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
-	t_send(fe->sock, VHOST_USER_SET_VRING_BASE, 0, &base, 8, -1);
+	t_send(fe->sock, VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
 	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = (uintptr_t)fe->vq.desc,
 				      .avail_user_addr = (uintptr_t)fe->vq.avail,
 				      .used_user_addr = (uintptr_t)fe->vq.used };
@@ -156,6 +155,22 @@ void t_fe_ring(struct t_fe *fe)
 	t_send(fe->sock, VHOST_USER_SET_VRING_ENABLE, VHOST_USER_NEED_REPLY, &en, 8, -1);
 	t_reply(fe->sock, VHOST_USER_SET_VRING_ENABLE, &ack, 8);
 	cr_assert_eq(ack, 0, "enable refused: %llu", (unsigned long long)ack);
+}
+
+void t_fe_ring(struct t_fe *fe)
+{
+	cr_assert_eq(sc_drv_vq_init(&fe->vq, fe->mem, 0, T_QSIZE, 1ull << VIRTIO_F_VERSION_1), 0);
+	sc_drv_vq_interrupts_disable(&fe->vq);
+	t_fe_ring_resume(fe, 0);
+}
+
+uint16_t t_fe_get_base(struct t_fe *fe)
+{
+	struct sc_vu_vring_state st = { 0, 0 };
+	t_send(fe->sock, VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);
+	t_reply(fe->sock, VHOST_USER_GET_VRING_BASE, &st, 8);
+	cr_assert_eq(st.index, 0);
+	return (uint16_t)st.num;
 }
 
 void t_fe_start(struct t_fe *fe, const char *path)
@@ -212,15 +227,14 @@ void t_fe_verified_io(struct t_fe *fe, const char *img, uint64_t sector)
 
 void t_fe_close(struct t_fe *fe)
 {
-	if (fe->sock > 0)
-		close(fe->sock);
+	int *fds[] = { &fe->sock, &fe->memfd, &fe->kick, &fe->call };
 	if (fe->mem)
 		munmap(fe->mem, T_MEM);
-	for (int *f = &fe->memfd; f; f = f == &fe->memfd ? &fe->kick : f == &fe->kick ? &fe->call : NULL)
-		if (*f > 0)
-			close(*f);
+	for (unsigned i = 0; i < 4; i++)
+		if (*fds[i] >= 0)
+			close(*fds[i]);
 	memset(fe, 0, sizeof(*fe));
-	fe->sock = -1;
+	fe->sock = fe->memfd = fe->kick = fe->call = -1;
 }
 
 unsigned t_flood_unread(int sock)
@@ -241,6 +255,20 @@ unsigned t_flood_unread(int sock)
 		}
 	}
 	return n;
+}
+
+void t_fe_disconnect(struct t_fe *fe)
+{
+	close(fe->sock);
+	fe->sock = -1;
+}
+
+void t_fe_reconnect(struct t_fe *fe, const char *path, uint16_t base)
+{
+	fe->sock = t_connect(path);
+	t_fe_negotiate(fe);
+	cr_assert_eq(t_fe_mem_table(fe, fe->memfd), 0, "memory table refused");
+	t_fe_ring_resume(fe, base);
 }
 
 bool t_wait_eof(int sock, int ms)

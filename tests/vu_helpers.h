@@ -61,6 +61,10 @@ void t_fe_negotiate(struct t_fe *fe);
 uint64_t t_fe_mem_table(struct t_fe *fe, int fd);
 /* Describe and enable vring 0 (a fresh ring at GPA 0) with the front end's eventfds; asserts the ack. */
 void t_fe_ring(struct t_fe *fe);
+/* The same for the ring already in memory, resuming at base (a front end that came back). */
+void t_fe_ring_resume(struct t_fe *fe, uint16_t base);
+/* GET_VRING_BASE of vring 0: stops it; returns where the back end left it. */
+uint16_t t_fe_get_base(struct t_fe *fe);
 /* open + negotiate + memory + ring: a well-behaved front end with a live ring. */
 void t_fe_start(struct t_fe *fe, const char *path);
 /* One 4 KiB request through the ring at sector; returns the status byte (asserts a completion in 5 s). */
@@ -68,6 +72,9 @@ int t_fe_io(struct t_fe *fe, uint32_t type, uint64_t sector);
 /* Write a fresh pattern at sector, check the backing file holds it, read it back through the ring. */
 void t_fe_verified_io(struct t_fe *fe, const char *img, uint64_t sector);
 void t_fe_close(struct t_fe *fe);
+/* Close the connection only (memory and ring stay); t_fe_reconnect makes a new one and resumes at base. */
+void t_fe_disconnect(struct t_fe *fe);
+void t_fe_reconnect(struct t_fe *fe, const char *path, uint16_t base);
 
 /*
  * Send GET_FEATURES on sock and never read a reply, until the server has
