@@ -375,29 +375,34 @@ static ssize_t read_until(int sock, struct sc_vu_msg *m, void *buf, size_t len, 
 	return (ssize_t)got;
 }
 
+/* Refuse a message whose header or payload (part, "a 12-byte header") stopped short after got bytes or -errno. */
+static int refuse_short(struct sc_vu_msg *m, ssize_t got, const char *part, int timeout_ms, char *err, size_t errlen)
+{
+	if (got == -ETIMEDOUT)
+		return refuse(m, -ETIMEDOUT, err, errlen, "only part of %s came within %d ms", part, timeout_ms);
+	if (got == -ECANCELED)
+		return refuse(m, -ECANCELED, err, errlen, "stopped while %s was arriving", part);
+	if (got < 0)
+		return refuse(m, (int)got, err, errlen, "recvmsg: %s", strerror((int)-got));
+	return refuse(m, -EPROTO, err, errlen, "connection ended after %zd bytes of %s", got, part);
+}
+
 int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int timeout_ms, int stop_fd,
 			 char *err, size_t errlen)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 	bool too_many = false;
+	char part[48];
 	ssize_t n;
 
 	memset(m, 0, sizeof(*m));
 	n = read_until(sock, m, &m->hdr, sizeof(m->hdr), deadline, stop_fd, &too_many);
 	if (too_many)
 		return refuse(m, -EBADF, err, errlen, "more than %u file descriptors", SC_VU_MAX_FDS);
-	if (n == -ETIMEDOUT)
-		return refuse(m, -ETIMEDOUT, err, errlen, "only part of a message header came within %d ms", timeout_ms);
-	if (n == -ECANCELED)
-		return refuse(m, -ECANCELED, err, errlen, "stopped while a message was arriving");
-	if (n < 0) {
-		int e = (int)-n;
-		return refuse(m, -e, err, errlen, "recvmsg: %s", strerror(e));
-	}
 	if (n == 0 && m->nfds == 0)
 		return 0;   /* the front end closed the connection */
-	if ((size_t)n < sizeof(m->hdr))
-		return refuse(m, -EPROTO, err, errlen, "connection ended inside a message header");
+	if (n != (ssize_t)sizeof(m->hdr))
+		return refuse_short(m, n, "a message header", timeout_ms, err, errlen);
 	if ((m->hdr.flags & VHOST_USER_VERSION_MASK) != VHOST_USER_VERSION)
 		return refuse(m, -EPROTO, err, errlen, "protocol version %u, expected 1",
 			      m->hdr.flags & VHOST_USER_VERSION_MASK);
@@ -407,14 +412,9 @@ int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int ti
 	n = read_until(sock, m, &m->payload, m->hdr.size, deadline, stop_fd, &too_many);
 	if (too_many)
 		return refuse(m, -EBADF, err, errlen, "more than %u file descriptors", SC_VU_MAX_FDS);
-	if (n == -ETIMEDOUT)
-		return refuse(m, -ETIMEDOUT, err, errlen, "only part of a %u-byte payload came within %d ms",
-			      m->hdr.size, timeout_ms);
-	if (n == -ECANCELED)
-		return refuse(m, -ECANCELED, err, errlen, "stopped while a message was arriving");
-	if (n < 0 || (uint32_t)n < m->hdr.size)
-		return refuse(m, -EPROTO, err, errlen, "connection ended after %zd of %u payload bytes",
-			      n < 0 ? (ssize_t)0 : n, m->hdr.size);
+	snprintf(part, sizeof(part), "a %u-byte payload", m->hdr.size);
+	if (n != (ssize_t)m->hdr.size)
+		return refuse_short(m, n, part, timeout_ms, err, errlen);
 	int ret = sc_vu_msg_check(m, nvrings, err, errlen);
 	return ret < 0 ? ret : 1;
 }

@@ -174,7 +174,7 @@ Test(vu_msg, message_shorter_than_its_header_says)
 		{ VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, 8 }, 7 };
 	cr_assert_eq(write(sv[1], &msg, sizeof(msg)), (ssize_t)sizeof(msg));
 	shutdown(sv[1], SHUT_WR);
-	expect_refused(-EPROTO, "after 4 of 8 payload bytes");
+	expect_refused(-EPROTO, "after 4 bytes of a 8-byte payload");
 }
 
 Test(vu_msg, payload_size_wrong_for_the_type)
