@@ -207,13 +207,16 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 
 /* ---- the fds a message brings ---- */
 
-/* What /proc says fd is ("anon_inode:[eventfd]", "/memfd:name (deleted)"); "" if it cannot tell. */
+/* What /proc says fd is ("anon_inode:[eventfd]", "/memfd:name (deleted)"), for checks and log lines. */
 static void fd_link(int fd, char *buf, size_t len)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	ssize_t n = readlink(path, buf, len - 1);
-	buf[n > 0 ? n : 0] = '\0';
+	if (n <= 0)
+		snprintf(buf, len, "unknown: %s unreadable, mount /proc", path);
+	else
+		buf[n] = '\0';
 }
 
 /* Memory to map: a regular file covering [offset, offset + size); a memfd sealed against shrinking. */
