@@ -62,6 +62,14 @@ struct sc_vu_server {
 	unsigned nmap;
 	struct vring vrings[SC_VU_MAX_VRINGS];
 
+	/* The reply to the message being handled: sent once the rings are re-evaluated. */
+	struct {
+		bool set;
+		uint32_t size;
+		int fd;   /* owned; -1 if none */
+		uint8_t payload[sizeof(struct sc_vu_config)];
+	} out;
+
 	/* inflight tracking: a memfd the VMM keeps across our restarts */
 	uint8_t *inflight;
 	size_t inflight_size;
@@ -115,6 +123,7 @@ int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, vo
 	s->ctx = ctx;
 	s->nvrings = ops->num_queues;
 	s->conn_fd = -1;
+	s->out.fd = -1;
 	s->timeout_ms = SC_VU_CONTROL_TIMEOUT_MS;
 	sc_mem_init(&s->mem);
 	for (unsigned i = 0; i < SC_VU_MAX_VRINGS; i++) {
@@ -335,40 +344,57 @@ static int mem_add(struct sc_vu_server *s, const struct sc_vu_region *r, int fd,
 /*
  * A handler acts on a checked message whose fds were checked too. v is the
  * vring the message names (NULL if none). It returns 0 (acked if the front
- * end asked), 1 if it sent the reply itself, or a negative errno with err
+ * end asked), 1 if it set the reply (reply()), or a negative errno with err
  * set (-ENOTSUP: answered, the connection goes on; anything else drops it).
  * It takes the fds it keeps out of m (fds[i] = -1); the rest are closed.
  */
 #define HANDLER(name) \
 	static int vu_##name(struct sc_vu_server *s, struct sc_vu_msg *m, struct vring *v, char *err, size_t errlen)
-#define UNUSED_ARGS (void)s, (void)m, (void)v, (void)err, (void)errlen
+
+/*
+ * Set the reply (size ≤ sizeof(s->out.payload); fd, if ≥ 0, is taken).
+ * It goes out after the rings are re-evaluated, so that a front end that
+ * has its answer also sees the rings in their new state.
+ */
+static int reply(struct sc_vu_server *s, const void *payload, uint32_t size, int fd)
+{
+	memcpy(s->out.payload, payload, size);
+	s->out.size = size;
+	s->out.fd = fd;
+	s->out.set = true;
+	return 1;
+}
+
+static int reply_u64(struct sc_vu_server *s, uint64_t u)
+{
+	return reply(s, &u, sizeof(u), -1);
+}
+
+static void reply_discard(struct sc_vu_server *s)
+{
+	close_fd(&s->out.fd);
+	s->out.set = false;
+}
 
 /* Replies go out with the same limits as messages come in. */
-static int reply(struct sc_vu_server *s, const struct sc_vu_msg *m, const void *payload, uint32_t size, int fd,
-		 char *err, size_t errlen)
+static int reply_send(struct sc_vu_server *s, const struct sc_vu_msg *m, char *err, size_t errlen)
 {
-	int ret = sc_vu_send_timed(s->conn_fd, m->hdr.request, VHOST_USER_REPLY, payload, size, fd, s->timeout_ms,
-				   s->stop_fd);
+	int ret = sc_vu_send_timed(s->conn_fd, m->hdr.request, VHOST_USER_REPLY, s->out.payload, s->out.size,
+				   s->out.fd, s->timeout_ms, s->stop_fd);
+	reply_discard(s);
 	if (ret < 0)
 		snprintf(err, errlen, "%s reply: %s", sc_vu_request_name(m->hdr.request),
 			 ret == -ETIMEDOUT ? "the front end did not read it in time" : strerror(-ret));
-	return ret < 0 ? ret : 1;
-}
-
-static int reply_u64(struct sc_vu_server *s, const struct sc_vu_msg *m, uint64_t u, char *err, size_t errlen)
-{
-	return reply(s, m, &u, sizeof(u), -1, err, errlen);
+	return ret;
 }
 
 HANDLER(GET_FEATURES)
 {
-	(void)v;
-	return reply_u64(s, m, s->ops->features | (1ull << SC_VU_F_PROTOCOL_FEATURES), err, errlen);
+	return reply_u64(s, s->ops->features | (1ull << SC_VU_F_PROTOCOL_FEATURES));
 }
 
 HANDLER(SET_FEATURES)
 {
-	(void)v;
 	uint64_t u = m->payload.u64;
 	if (u & ~(s->ops->features | (1ull << SC_VU_F_PROTOCOL_FEATURES))) {
 		snprintf(err, errlen, "SET_FEATURES 0x%llx asks for features never offered", (unsigned long long)u);
@@ -380,52 +406,44 @@ HANDLER(SET_FEATURES)
 
 HANDLER(GET_PROTOCOL_FEATURES)
 {
-	(void)v;
-	return reply_u64(s, m, PROTOCOL_FEATURES, err, errlen);
+	return reply_u64(s, PROTOCOL_FEATURES);
 }
 
 HANDLER(SET_PROTOCOL_FEATURES)
 {
-	UNUSED_ARGS;
 	s->protocol_features = m->payload.u64 & PROTOCOL_FEATURES;
 	return 0;
 }
 
 HANDLER(SET_OWNER)
 {
-	UNUSED_ARGS;
-	return 0;
-}
-
-HANDLER(RESET_OWNER)
-{
-	UNUSED_ARGS;
-	reset_device(s, true);
 	return 0;
 }
 
 HANDLER(RESET_DEVICE)
 {
-	UNUSED_ARGS;
 	reset_device(s, true);
 	return 0;
 }
 
+/* Older front ends say RESET_OWNER where they mean a reset of the device. */
+HANDLER(RESET_OWNER)
+{
+	return vu_RESET_DEVICE(s, m, v, err, errlen);
+}
+
 HANDLER(GET_QUEUE_NUM)
 {
-	(void)v;
-	return reply_u64(s, m, s->nvrings, err, errlen);
+	return reply_u64(s, s->nvrings);
 }
 
 HANDLER(GET_MAX_MEM_SLOTS)
 {
-	(void)v;
-	return reply_u64(s, m, SC_MEM_MAX_REGIONS, err, errlen);
+	return reply_u64(s, SC_MEM_MAX_REGIONS);
 }
 
 HANDLER(SET_MEM_TABLE)
 {
-	(void)v;
 	sc_mem_fini(&s->mem);
 	s->nmap = 0;
 	for (unsigned i = 0; i < m->payload.memory.nregions; i++) {
@@ -439,7 +457,6 @@ HANDLER(SET_MEM_TABLE)
 
 HANDLER(ADD_MEM_REG)
 {
-	(void)v;
 	int fd = m->fds[0];
 	m->fds[0] = -1;
 	return mem_add(s, &m->payload.mem_reg.region, fd, err, errlen);
@@ -447,7 +464,6 @@ HANDLER(ADD_MEM_REG)
 
 HANDLER(REM_MEM_REG)
 {
-	(void)v;
 	const struct sc_vu_region *r = &m->payload.mem_reg.region;
 	for (unsigned i = 0; i < s->nmap; i++)
 		if (s->map[i].gpa == r->guest_phys_addr && s->map[i].size == r->memory_size) {
@@ -483,7 +499,6 @@ HANDLER(SET_VRING_NUM)
 
 HANDLER(SET_VRING_ADDR)
 {
-	(void)s;
 	int ret = vring_not_running(v, m, err, errlen);
 	if (ret < 0)
 		return ret;
@@ -494,7 +509,6 @@ HANDLER(SET_VRING_ADDR)
 
 HANDLER(SET_VRING_BASE)
 {
-	(void)s;
 	int ret = vring_not_running(v, m, err, errlen);
 	if (ret < 0)
 		return ret;
@@ -507,7 +521,7 @@ HANDLER(GET_VRING_BASE)
 	/* Stopped already (SC_VU_RINGS_ONE): the answer is where the sidecore really left the ring. */
 	struct sc_vu_vring_state st = { m->payload.state.index, v->base };
 	close_fd(&v->kick_fd);   /* the ring is stopped until a new kick fd comes */
-	return reply(s, m, &st, sizeof(st), -1, err, errlen);
+	return reply(s, &st, sizeof(st), -1);
 }
 
 /* SET_VRING_KICK/CALL/ERR: the ring is stopped (SC_VU_RINGS_ONE); swap the fd, the update restarts it. */
@@ -523,51 +537,44 @@ static int vring_set_fd(int *slot, struct sc_vu_msg *m)
 
 HANDLER(SET_VRING_KICK)
 {
-	(void)s, (void)err, (void)errlen;
 	return vring_set_fd(&v->kick_fd, m);
 }
 
 HANDLER(SET_VRING_CALL)
 {
-	(void)s, (void)err, (void)errlen;
 	return vring_set_fd(&v->call_fd, m);
 }
 
 HANDLER(SET_VRING_ERR)
 {
-	(void)s, (void)err, (void)errlen;
 	return vring_set_fd(&v->err_fd, m);
 }
 
 HANDLER(SET_VRING_ENABLE)
 {
-	(void)s, (void)err, (void)errlen;
 	v->enabled = m->payload.state.num;   /* the update stops or starts it */
 	return 0;
 }
 
 HANDLER(GET_CONFIG)
 {
-	(void)v;
 	struct sc_vu_config c = m->payload.config;
 	int ret = s->ops->get_config ? s->ops->get_config(s->ctx, c.region, c.offset, c.size) : -ENOTSUP;
 	if (ret < 0) {
 		snprintf(err, errlen, "GET_CONFIG: %s", strerror(-ret));
 		return ret;
 	}
-	return reply(s, m, &c, 12 + c.size, -1, err, errlen);
+	return reply(s, &c, 12 + c.size, -1);
 }
 
 HANDLER(SET_CONFIG)
 {
-	UNUSED_ARGS;
 	snprintf(err, errlen, "SET_CONFIG: the config space is read-only");
 	return -ENOTSUP;
 }
 
 HANDLER(GET_INFLIGHT_FD)
 {
-	(void)v;
 	/* We lay it out (vqueue's format); the VMM only keeps it and gives it back. Sealed by sc_mem_memfd_create. */
 	struct sc_vu_inflight in = m->payload.inflight;
 	uint64_t size = (uint64_t)in.num_queues * sc_vq_inflight_bytes(in.queue_size);
@@ -578,17 +585,17 @@ HANDLER(GET_INFLIGHT_FD)
 	}
 	int send_fd = dup(fd);
 	int ret = inflight_map(s, fd, size, 0, in.num_queues, in.queue_size, err, errlen);
-	if (ret == 0) {
-		struct sc_vu_inflight out = { size, 0, in.num_queues, in.queue_size };
-		ret = reply(s, m, &out, 24, send_fd, err, errlen);
+	if (ret < 0) {
+		close(send_fd);
+		return ret;
 	}
-	close(send_fd);
-	return ret;
+	uint8_t out[24] = { 0 };   /* the 20-byte description padded, as QEMU sends it */
+	memcpy(out, &(struct sc_vu_inflight){ size, 0, in.num_queues, in.queue_size }, sizeof(struct sc_vu_inflight));
+	return reply(s, out, sizeof(out), send_fd);
 }
 
 HANDLER(SET_INFLIGHT_FD)
 {
-	(void)v;
 	struct sc_vu_inflight in = m->payload.inflight;
 	int fd = m->fds[0];
 	m->fds[0] = -1;
@@ -597,24 +604,21 @@ HANDLER(SET_INFLIGHT_FD)
 
 HANDLER(SET_STATUS)
 {
-	UNUSED_ARGS;
 	s->status = (uint8_t)m->payload.u64;
 	return 0;
 }
 
 HANDLER(GET_STATUS)
 {
-	(void)v;
 	uint64_t st = s->status;
 	/* A started queue the guest broke: the driver has to reset the device (contract 3). */
 	for (unsigned i = 0; i < s->nvrings && s->ops->queue_broken; i++)
 		if (s->vrings[i].started && s->ops->queue_broken(s->ctx, i))
 			st |= VIRTIO_CONFIG_S_NEEDS_RESET;
-	return reply_u64(s, m, st, err, errlen);
+	return reply_u64(s, st);
 }
 
 #undef HANDLER
-#undef UNUSED_ARGS
 
 typedef int handler_fn(struct sc_vu_server *s, struct sc_vu_msg *m, struct vring *v, char *err, size_t errlen);
 static const struct handler {
@@ -683,16 +687,19 @@ static void handle_message(struct sc_vu_server *s)
 	if (ret >= 0)
 		ret = dispatch(s, &m, err, sizeof(err));
 	sc_vu_msg_close_fds(&m);   /* whatever the handler did not take */
+	if (ret < 0)
+		reply_discard(s);
 	/*
 	 * REPLY_ACK: the front end asked to hear how it went. A connection that
 	 * ends inside a message, or timed out, gets no answer.
 	 */
-	if (ret != 1 && ret != -EPROTO && ret != -ETIMEDOUT && ret != -ECANCELED &&
+	if (!s->out.set && ret != -EPROTO && ret != -ETIMEDOUT && ret != -ECANCELED &&
 	    (m.hdr.flags & VHOST_USER_NEED_REPLY) &&
-	    (s->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK))) {
-		uint64_t ack = ret < 0 ? (uint64_t)-ret : 0;
+	    (s->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK)))
+		reply_u64(s, ret < 0 ? (uint64_t)-ret : 0);
+	if (s->out.set) {
 		char err2[128];
-		int r = reply(s, &m, &ack, sizeof(ack), -1, err2, sizeof(err2));
+		int r = reply_send(s, &m, err2, sizeof(err2));
 		if (r < 0 && ret >= 0) {
 			ret = r;
 			snprintf(err, sizeof(err), "%s", err2);

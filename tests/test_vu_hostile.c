@@ -255,35 +255,51 @@ Test(vu_hostile, remove_then_add_the_ring_region_keeps_the_device)
 	t_alive(&A, &B);
 }
 
-Test(vu_hostile, second_set_inflight_fd_while_rings_run)
+/* GET_INFLIGHT_FD for 2 queues: returns the area's fd, its description in *got. */
+static int get_inflight(struct t_fe *fe, struct sc_vu_inflight *got)
 {
-	struct t_fe fe;
-	t_fe_open(&fe, A.sock);
-	t_fe_negotiate(&fe);
-	struct sc_vu_inflight in = { 0, 0, 2, T_QSIZE }, got;
+	struct sc_vu_inflight in = { 0, 0, 2, T_QSIZE };
 	struct sc_vu_hdr h;
 	char control[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = { &h, sizeof(h) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
 	uint8_t pad[24] = { 0 };
+	int fd;
 	memcpy(pad, &in, sizeof(in));
-	t_send(fe.sock, VHOST_USER_GET_INFLIGHT_FD, 0, pad, 24, -1);
-	cr_assert_eq(recvmsg(fe.sock, &mh, MSG_WAITALL), (ssize_t)sizeof(h));
+	t_send(fe->sock, VHOST_USER_GET_INFLIGHT_FD, 0, pad, 24, -1);
+	cr_assert_eq(recvmsg(fe->sock, &mh, MSG_WAITALL), (ssize_t)sizeof(h));
+	cr_assert_eq(h.request, VHOST_USER_GET_INFLIGHT_FD);
 	cr_assert_eq(h.size, 24);
-	cr_assert_eq(recv(fe.sock, pad, 24, MSG_WAITALL), 24);
-	memcpy(&got, pad, sizeof(got));
-	int ifd;
-	memcpy(&ifd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
+	cr_assert_not_null(CMSG_FIRSTHDR(&mh), "no inflight fd");
+	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
+	cr_assert_eq(recv(fe->sock, pad, 24, MSG_WAITALL), 24);
+	memcpy(got, pad, sizeof(*got));
+	return fd;
+}
+
+Test(vu_hostile, inflight_area_replaced_while_rings_run)
+{
+	struct t_fe fe;
+	struct sc_vu_inflight got;
+	t_fe_open(&fe, A.sock);
+	t_fe_negotiate(&fe);
+	int ifd = get_inflight(&fe, &got);
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
 	t_fe_ring(&fe);
 	t_fe_verified_io(&fe, A.img, 0);
-	/* A second inflight area, twice, while the ring runs: the old mapping must not be in use when it goes. */
-	for (int i = 0; i < 2; i++) {
-		uint64_t ack;
-		memcpy(pad, &got, sizeof(got));
-		t_send(fe.sock, VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_NEED_REPLY, pad, 24, ifd);
-		t_reply(fe.sock, VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
-		cr_assert_eq(ack, 0, "SET_INFLIGHT_FD refused: %llu", (unsigned long long)ack);
+	/* SET_INFLIGHT_FD twice, then a new GET_INFLIGHT_FD, while the ring runs: the old mapping goes only once the ring let go. */
+	for (int i = 0; i < 3; i++) {
+		if (i < 2) {
+			uint8_t pad[24] = { 0 };
+			uint64_t ack;
+			memcpy(pad, &got, sizeof(got));
+			t_send(fe.sock, VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_NEED_REPLY, pad, 24, ifd);
+			t_reply(fe.sock, VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
+			cr_assert_eq(ack, 0, "SET_INFLIGHT_FD refused: %llu", (unsigned long long)ack);
+		} else {
+			close(ifd);
+			ifd = get_inflight(&fe, &got);
+		}
 		cr_assert_eq(sc_vu_server_started(A.srv), 1, "the ring did not run again");
 		t_fe_verified_io(&fe, A.img, 8 + 8 * (uint64_t)i);
 	}
