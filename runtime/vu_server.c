@@ -32,6 +32,7 @@ struct vring {
 	bool addr_set;
 	bool enabled;
 	bool started;      /* written on the control thread; read anywhere with atomics */
+	bool said_unmapped;   /* "waits for memory" was logged (once per connection) */
 	struct sc_vu_vring_addr addr;
 	int kick_fd, call_fd, err_fd;
 	char name[sizeof(((struct sockaddr_un *)0)->sun_path) + 16];   /* "PATH vring N", for vqueue's log line */
@@ -87,7 +88,7 @@ static void vring_init(struct vring *v)
 {
 	v->num = 0;
 	v->base = 0;
-	v->addr_set = v->enabled = false;
+	v->addr_set = v->enabled = v->said_unmapped = false;
 	__atomic_store_n(&v->started, false, __ATOMIC_RELAXED);
 	v->kick_fd = v->call_fd = v->err_fd = -1;
 }
@@ -238,8 +239,14 @@ static int vring_maybe_start(struct sc_vu_server *s, unsigned idx, char *err, si
 	/* Whole rings, event index fields included (virtio 1.2 §2.7). */
 	if (!uva_to_gpa(s, v->addr.desc_user_addr, 16ull * v->num, &cfg.desc_addr) ||
 	    !uva_to_gpa(s, v->addr.avail_user_addr, 6 + 2ull * v->num, &cfg.avail_addr) ||
-	    !uva_to_gpa(s, v->addr.used_user_addr, 6 + 8ull * v->num, &cfg.used_addr))
+	    !uva_to_gpa(s, v->addr.used_user_addr, 6 + 8ull * v->num, &cfg.used_addr)) {
+		/* No stall without a word: say it once (QEMU's REM/ADD_MEM_REG passes through here legitimately). */
+		if (!v->said_unmapped)
+			fprintf(stderr, "sidecore: %s: its rings are not (all) in the memory table; it waits until they are\n",
+				v->name);
+		v->said_unmapped = true;
 		return 0;
+	}
 	int ret = s->ops->queue_start(s->ctx, idx, &cfg);
 	if (ret < 0) {
 		snprintf(err, errlen, "vring %u: the device could not start it: %s", idx, strerror(-ret));
