@@ -17,11 +17,11 @@
  * newer one. Nothing a front end does blocks another server.
  *
  * Threads: each server has its own control thread (sc_vu_server_start);
- * the device's ops run on it. A thread
- * per device rather than one event loop for all: stopping a ring waits for
- * the sidecore and for the device's in-flight I/O, and that wait must cost
- * only this device. Every wait on the peer has a deadline and wakes on
- * sc_vu_server_destroy.
+ * the device's ops run on it. A thread per device rather than one event
+ * loop for all: stopping a ring waits for the sidecore and for the
+ * device's in-flight I/O, and that wait must cost only this device. Every
+ * wait on the peer has a deadline and wakes at once on
+ * sc_vu_server_destroy (called from another thread).
  */
 #ifndef SC_RUNTIME_VU_SERVER_H
 #define SC_RUNTIME_VU_SERVER_H
