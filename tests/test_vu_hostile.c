@@ -363,3 +363,38 @@ Test(vu_hostile, get_status_says_needs_reset_after_a_ring_attack)
 	t_fe_close(&fe);
 	t_alive(&A, &B);
 }
+
+/* ---- one device's slow ring stop ---- */
+
+static uint16_t (*blk_stop)(void *ctx, unsigned idx);
+
+/* A device whose in-flight I/O takes 1.5 s to finish when its ring stops. */
+static uint16_t slow_stop(void *ctx, unsigned idx)
+{
+	usleep(1500 * 1000);
+	return blk_stop(ctx, idx);
+}
+
+Test(vu_hostile, a_slow_ring_stop_on_one_disk_does_not_hold_up_the_other)
+{
+	blk_stop = A.dev.ops.queue_stop;
+	A.dev.ops.queue_stop = slow_stop;   /* read by A's control thread when a ring stops */
+	struct t_fe fa, fb;
+	t_fe_start(&fa, A.sock);
+	t_fe_verified_io(&fa, A.img, 0);
+	struct sc_vu_vring_state st = { 0, 0 };
+	t_send(fa.sock, VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);   /* A's control thread now waits 1.5 s */
+	usleep(100 * 1000);
+	int64_t t0 = t_now_ms();
+	t_fe_start(&fb, B.sock);
+	t_fe_verified_io(&fb, B.img, 0);
+	cr_assert_eq(t_fe_get_base(&fb), 2, "B's ring stopped where it was");
+	int64_t dt = t_now_ms() - t0;
+	cr_assert_lt(dt, 1000, "disk B's set-up, I/O and ring stop took %lld ms behind disk A's slow stop", (long long)dt);
+	t_reply(fa.sock, VHOST_USER_GET_VRING_BASE, &st, 8);
+	cr_assert_eq(st.num, 2);
+	t_fe_close(&fa);
+	t_fe_close(&fb);
+	A.dev.ops.queue_stop = blk_stop;
+	t_alive(&A, &B);
+}
