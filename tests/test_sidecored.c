@@ -174,7 +174,7 @@ Test(sidecored_timeout, control_timeout_ms_from_the_config_drops_a_stuck_peer)
 	t_fe_close(&fe);
 	stop_within_a_second();
 	/* One line said what happened, and where. */
-	char log[8192] = "", want[160];
+	char log[8192] = "", want[256];
 	FILE *f = fopen(log_path, "r");
 	cr_assert_not_null(f);
 	size_t n = fread(log, 1, sizeof(log) - 1, f);
