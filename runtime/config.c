@@ -25,9 +25,9 @@
 
 enum sec_kind { SEC_NONE, SEC_SIDECORE, SEC_BLK };
 
-static const char *const sidecore_keys[] = { "cpus", "idle_spin_us", "budget", NULL };
+static const char *const sidecore_keys[] = { "cpus", "idle_spin_us", "budget", "control_timeout_ms", NULL };
 static const char *const blk_keys[] = { "socket", "backing", "queues", "queue_size", "read_only", "direct", NULL };
-enum { K_CPUS, K_IDLE, K_BUDGET };
+enum { K_CPUS, K_IDLE, K_BUDGET, K_CONTROL_TIMEOUT };
 enum { K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT };
 
 struct parse {
@@ -351,6 +351,11 @@ static int sidecore_key(struct parse *p, int key, const char *v)
 		if (number(p, "budget", v, 1, 1024, &n))
 			c->budget = (unsigned)n;
 		break;
+	case K_CONTROL_TIMEOUT:
+		/* 10 ms: below that a loaded host drops honest front ends; 10 min: above that a stall is no longer bounded. */
+		if (number(p, "control_timeout_ms", v, 10, 600000, &n))
+			c->control_timeout_ms = (unsigned)n;
+		break;
 	}
 	return p->error;
 }
@@ -420,7 +425,7 @@ static int handler(void *user, const char *section, const char *name, const char
 	case SEC_SIDECORE:
 		key = key_index(sidecore_keys, name);
 		if (key < 0) {
-			fail(p, -EINVAL, "unknown key '%s' in [sidecore]; known keys: cpus, idle_spin_us, budget", name);
+			fail(p, -EINVAL, "unknown key '%s' in [sidecore]; known keys: cpus, idle_spin_us, budget, control_timeout_ms", name);
 			return 0;
 		}
 		break;
@@ -487,6 +492,7 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	c->idle_spin_ns = 200 * 1000;
 	c->budget = 32;
+	c->control_timeout_ms = 5000;
 	p.f = fopen(path, "r");
 	if (!p.f) {
 		int e = errno;

@@ -4,12 +4,13 @@
  * vhost-user, on sidecore threads pinned to the config's cpus.
  *
  * Start-up failures print one line (file and line, path, cpu) and exit 2.
- * SIGTERM or SIGINT stops cleanly: every vring is detached from its
- * sidecore and its in-flight requests finished, then the sockets removed.
+ * SIGTERM or SIGINT stops cleanly, whatever the front ends do: every vring
+ * is detached from its sidecore and its in-flight requests finished, then
+ * the sockets removed. Each disk's vhost-user control path runs on its own
+ * thread, so a stuck front end holds up only its own disk.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,8 @@ int main(int argc, char **argv)
 	sigaddset(&stop, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 	int sfd = signalfd(-1, &stop, SFD_CLOEXEC);
+	/* A front end that closes its socket or a pipe must never kill the service (sends use MSG_NOSIGNAL too). */
+	signal(SIGPIPE, SIG_IGN);
 
 	for (int i = 0; i < cfg.ncpus; i++) {
 		char name[16];
@@ -118,6 +121,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", cfg.path, b->line, b->name, err);
 			goto out;
 		}
+		sc_vu_server_set_timeout(d->srv, (int)cfg.control_timeout_ms);
 		printf("sidecored: [blk.%s] %s (%llu MiB%s) on %s, %u queue%s\n", b->name, b->backing,
 		       (unsigned long long)(d->be.capacity >> 11), b->read_only ? ", read-only" : "", b->socket,
 		       b->queues, b->queues == 1 ? "" : "s");
@@ -128,25 +132,27 @@ int main(int argc, char **argv)
 	printf("; ready\n");
 	fflush(stdout);
 
-	for (;;) {
-		struct pollfd p[SC_CONFIG_MAX_DEVICES + 1];
-		p[0] = (struct pollfd){ .fd = sfd, .events = POLLIN };
-		for (int i = 0; i < ndisks; i++) {
-			int fd = sc_vu_server_conn_fd(disks[i].srv);
-			p[i + 1] = (struct pollfd){ .fd = fd >= 0 ? fd : sc_vu_server_listen_fd(disks[i].srv), .events = POLLIN };
+	/* Each disk's control path runs on its own thread: a stuck front end costs only its own disk. */
+	for (int i = 0; i < ndisks; i++) {
+		int r = sc_vu_server_start(disks[i].srv);
+		if (r < 0) {
+			fprintf(stderr, "sidecored: %s:%d: [blk.%s] cannot start its control thread: %s\n", cfg.path,
+				cfg.blk[i].line, cfg.blk[i].name, strerror(-r));
+			goto out;
 		}
-		if (poll(p, (nfds_t)ndisks + 1, -1) < 0 && errno != EINTR)
-			break;
-		if (p[0].revents) {
-			struct signalfd_siginfo si;
-			if (read(sfd, &si, sizeof(si)) == sizeof(si))
-				printf("sidecored: %s: stopping\n", strsignal((int)si.ssi_signo));
+	}
+	/* This thread only waits for the stop signal; destroying a server wakes its thread wherever it waits. */
+	for (;;) {
+		struct signalfd_siginfo si;
+		ssize_t n = read(sfd, &si, sizeof(si));
+		if (n == sizeof(si)) {
+			printf("sidecored: %s: stopping\n", strsignal((int)si.ssi_signo));
+			fflush(stdout);
 			ret = 0;
 			break;
 		}
-		for (int i = 0; i < ndisks; i++)
-			if (p[i + 1].revents)
-				sc_vu_server_poll(disks[i].srv, 0);
+		if (n < 0 && errno != EINTR)
+			break;
 	}
 out:
 	/* Servers first: each stops its vrings (detach, finish in flight) and removes its socket. */

@@ -55,6 +55,12 @@ static uint16_t blk_queue_stop(void *ctx, unsigned idx)
 	return q->vq.last_avail;
 }
 
+static bool blk_queue_broken(void *ctx, unsigned idx)
+{
+	struct sc_vu_blk *d = ctx;
+	return idx < d->num_queues && d->live[idx] && sc_vq_broken(&d->queues[idx].vq);
+}
+
 void sc_vu_blk_init(struct sc_vu_blk *d, struct sc_blk_backend *be, struct sc_poller **pollers,
 		    unsigned npollers, unsigned num_queues)
 {
@@ -71,5 +77,6 @@ void sc_vu_blk_init(struct sc_vu_blk *d, struct sc_blk_backend *be, struct sc_po
 		.get_config = blk_get_config,
 		.queue_start = blk_queue_start,
 		.queue_stop = blk_queue_stop,
+		.queue_broken = blk_queue_broken,
 	};
 }

@@ -1,59 +1,35 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Reading and checking vhost-user messages. Each request type declares its
- * payload size, how many fds it carries and whether it names a vring, in
- * one table; the value checks that depend on the payload follow it.
+ * payload size, how many fds it carries, what they must be and whether it
+ * names a vring, in one table (SC_VU_REQUESTS in vhost_user.h); the value
+ * checks that depend on the payload follow it.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/vhost_user.h"
 
-enum size_rule { SZ_EXACT, SZ_MEM_TABLE, SZ_CONFIG };
-enum vring_rule { NO_VRING, VRING_STATE, VRING_ADDR, VRING_FILE };
-
 struct rule {
 	const char *name;
-	enum size_rule size_rule;
-	uint32_t size;            /* SZ_EXACT: the payload size */
+	enum sc_vu_size_rule size_rule;
+	uint32_t size;            /* SC_VU_SZ_EXACT: the payload size */
 	uint8_t fds_min, fds_max;
-	enum vring_rule vring;
+	enum sc_vu_vring_rule vring;
+	enum sc_vu_fd_kind fd_kind;
 };
 
-#define RULE(req, sr, sz, fmin, fmax, vr) [VHOST_USER_##req] = { #req, sr, sz, fmin, fmax, vr }
-static const struct rule rules[VHOST_USER_REQUEST_MAX] = {
-	RULE(GET_FEATURES, SZ_EXACT, 0, 0, 0, NO_VRING),
-	RULE(SET_FEATURES, SZ_EXACT, 8, 0, 0, NO_VRING),
-	RULE(SET_OWNER, SZ_EXACT, 0, 0, 0, NO_VRING),
-	RULE(RESET_OWNER, SZ_EXACT, 0, 0, 0, NO_VRING),
-	RULE(SET_MEM_TABLE, SZ_MEM_TABLE, 0, 0, SC_VU_MAX_MEM_REGIONS, NO_VRING),
-	RULE(SET_VRING_NUM, SZ_EXACT, 8, 0, 0, VRING_STATE),
-	RULE(SET_VRING_ADDR, SZ_EXACT, sizeof(struct sc_vu_vring_addr), 0, 0, VRING_ADDR),
-	RULE(SET_VRING_BASE, SZ_EXACT, 8, 0, 0, VRING_STATE),
-	RULE(GET_VRING_BASE, SZ_EXACT, 8, 0, 0, VRING_STATE),
-	RULE(SET_VRING_KICK, SZ_EXACT, 8, 0, 1, VRING_FILE),
-	RULE(SET_VRING_CALL, SZ_EXACT, 8, 0, 1, VRING_FILE),
-	RULE(SET_VRING_ERR, SZ_EXACT, 8, 0, 1, VRING_FILE),
-	RULE(GET_PROTOCOL_FEATURES, SZ_EXACT, 0, 0, 0, NO_VRING),
-	RULE(SET_PROTOCOL_FEATURES, SZ_EXACT, 8, 0, 0, NO_VRING),
-	RULE(GET_QUEUE_NUM, SZ_EXACT, 0, 0, 0, NO_VRING),
-	RULE(SET_VRING_ENABLE, SZ_EXACT, 8, 0, 0, VRING_STATE),
-	RULE(GET_CONFIG, SZ_CONFIG, 0, 0, 0, NO_VRING),
-	RULE(SET_CONFIG, SZ_CONFIG, 0, 0, 0, NO_VRING),
-	/* QEMU sends the 20-byte inflight description padded to 24. */
-	RULE(GET_INFLIGHT_FD, SZ_EXACT, 24, 0, 0, NO_VRING),
-	RULE(SET_INFLIGHT_FD, SZ_EXACT, 24, 1, 1, NO_VRING),
-	RULE(RESET_DEVICE, SZ_EXACT, 0, 0, 0, NO_VRING),
-	RULE(GET_MAX_MEM_SLOTS, SZ_EXACT, 0, 0, 0, NO_VRING),
-	RULE(ADD_MEM_REG, SZ_EXACT, 8 + sizeof(struct sc_vu_region), 1, 1, NO_VRING),
-	RULE(REM_MEM_REG, SZ_EXACT, 8 + sizeof(struct sc_vu_region), 0, 1, NO_VRING),
-	RULE(SET_STATUS, SZ_EXACT, 8, 0, 0, NO_VRING),
-	RULE(GET_STATUS, SZ_EXACT, 0, 0, 0, NO_VRING),
-};
+#define RULE(req, sr, sz, fmin, fmax, vr, fk, rings) \
+	[VHOST_USER_##req] = { #req, SC_VU_SZ_##sr, sz, fmin, fmax, SC_VU_VRING_##vr, SC_VU_FD_##fk },
+static const struct rule rules[VHOST_USER_REQUEST_MAX] = { SC_VU_REQUESTS(RULE) };
 #undef RULE
 
 /* Requests the protocol defines that this back end does not take (they get -ENOTSUP). */
@@ -125,11 +101,11 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 
 	/* Size first: everything below reads the payload. */
 	switch (r->size_rule) {
-	case SZ_EXACT:
+	case SC_VU_SZ_EXACT:
 		if (size != r->size)
 			return refuse(m, -EBADMSG, err, errlen, "payload of %u bytes, expected %u", size, r->size);
 		break;
-	case SZ_MEM_TABLE:
+	case SC_VU_SZ_MEM_TABLE:
 		if (size < 8)
 			return refuse(m, -EBADMSG, err, errlen, "payload of %u bytes, shorter than its region count", size);
 		if (m->payload.memory.nregions > SC_VU_MAX_MEM_REGIONS)
@@ -139,7 +115,7 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 			return refuse(m, -EBADMSG, err, errlen, "payload of %u bytes does not hold %u regions", size,
 				      m->payload.memory.nregions);
 		break;
-	case SZ_CONFIG:
+	case SC_VU_SZ_CONFIG:
 		if (size < 12 || size > sizeof(struct sc_vu_config))
 			return refuse(m, -EBADMSG, err, errlen, "payload of %u bytes, expected 12..%zu", size,
 				      sizeof(struct sc_vu_config));
@@ -156,9 +132,9 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 
 	/* fds: SET_VRING_* carry one unless they say "no fd"; a memory table one per region. */
 	unsigned want_min = r->fds_min, want_max = r->fds_max;
-	if (r->vring == VRING_FILE)
+	if (r->vring == SC_VU_VRING_FILE)
 		want_min = want_max = (m->payload.u64 & VHOST_USER_VRING_NOFD) ? 0 : 1;
-	else if (r->size_rule == SZ_MEM_TABLE)
+	else if (r->size_rule == SC_VU_SZ_MEM_TABLE)
 		want_min = want_max = m->payload.memory.nregions;
 	if (m->nfds < want_min || m->nfds > want_max) {
 		if (want_min == want_max)
@@ -169,16 +145,16 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 
 	/* The vring index, in the one place every vring message passes. */
 	switch (r->vring) {
-	case VRING_STATE: index = m->payload.state.index; break;
-	case VRING_ADDR: index = m->payload.addr.index; break;
-	case VRING_FILE:
+	case SC_VU_VRING_STATE: index = m->payload.state.index; break;
+	case SC_VU_VRING_ADDR: index = m->payload.addr.index; break;
+	case SC_VU_VRING_FILE:
 		if (m->payload.u64 & ~(uint64_t)(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD))
 			return refuse(m, -EINVAL, err, errlen, "unknown bits in 0x%llx", (unsigned long long)m->payload.u64);
 		index = (uint32_t)(m->payload.u64 & VHOST_USER_VRING_IDX_MASK);
 		break;
-	case NO_VRING: break;
+	case SC_VU_VRING_NONE: break;
 	}
-	if (r->vring != NO_VRING && index >= nvrings)
+	if (r->vring != SC_VU_VRING_NONE && index >= nvrings)
 		return refuse(m, -ERANGE, err, errlen, "vring %u, the device has %u", index, nvrings);
 
 	/* Values. */
@@ -229,77 +205,236 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 	return 0;
 }
 
-/* Read exactly len bytes (no fds expected); 0 at a clean EOF before any byte. */
-static ssize_t read_full(int sock, void *buf, size_t len)
+/* ---- the fds a message brings ---- */
+
+/* What /proc says fd is ("anon_inode:[eventfd]", "/memfd:name (deleted)"), for checks and log lines. */
+static void fd_link(int fd, char *buf, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, buf, len - 1);
+	if (n <= 0)
+		snprintf(buf, len, "unknown: %s unreadable, mount /proc", path);
+	else
+		buf[n] = '\0';
+}
+
+/* Memory to map: a regular file covering [offset, offset + size); a memfd sealed against shrinking. */
+static int check_mem_fd(struct sc_vu_msg *m, int fd, const char *what, uint64_t offset, uint64_t size, char *err,
+			size_t errlen)
+{
+	char link[128];
+	struct stat st;
+	uint64_t end;
+
+	fd_link(fd, link, sizeof(link));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return refuse(m, -EBADFD, err, errlen, "%s fd is not a regular file or memfd ('%s'); pass shared memory", what,
+			      link);
+	if (__builtin_add_overflow(offset, size, &end) || (uint64_t)st.st_size < end)
+		return refuse(m, -ENXIO, err, errlen,
+			      "%s fd holds %llu bytes, less than the %llu (offset %llu + size %llu) it claims", what,
+			      (unsigned long long)st.st_size, (unsigned long long)end, (unsigned long long)offset,
+			      (unsigned long long)size);
+	/* A memfd can be sealed, so it must be: shrunk later, it would fault under a sidecore. */
+	if (strncmp(link, "/memfd:", 7) == 0) {
+		int seals = fcntl(fd, F_GET_SEALS);
+		if (seals < 0 || !(seals & F_SEAL_SHRINK))
+			return refuse(m, -EPERM, err, errlen,
+				      "%s memfd is not sealed against shrinking; add F_SEAL_SHRINK (QEMU: "
+				      "memory-backend-memfd with seal=on, its default)", what);
+	}
+	return 0;
+}
+
+int sc_vu_msg_check_fds(struct sc_vu_msg *m, char *err, size_t errlen)
+{
+	uint32_t req = m->hdr.request;
+	char link[128];
+	int ret = 0;
+
+	if (req >= VHOST_USER_REQUEST_MAX || !rules[req].name)
+		return 0;
+	switch (rules[req].fd_kind) {
+	case SC_VU_FD_NONE:
+	case SC_VU_FD_IGNORED:
+		break;
+	case SC_VU_FD_EVENT:
+		/* A pipe or socket could block or SIGPIPE the sidecore that signals it. */
+		for (unsigned i = 0; i < m->nfds; i++) {
+			fd_link(m->fds[i], link, sizeof(link));
+			if (strcmp(link, "anon_inode:[eventfd]") != 0)
+				return refuse(m, -EBADFD, err, errlen, "vring %u: fd is '%s', not an eventfd",
+					      (unsigned)(m->payload.u64 & VHOST_USER_VRING_IDX_MASK), link);
+		}
+		break;
+	case SC_VU_FD_MEM:
+		if (req == VHOST_USER_SET_MEM_TABLE) {
+			for (unsigned i = 0; i < m->nfds && ret == 0; i++) {
+				const struct sc_vu_region *r = &m->payload.memory.regions[i];
+				char what[32];
+				snprintf(what, sizeof(what), "region %u", i);
+				ret = check_mem_fd(m, m->fds[i], what, r->mmap_offset, r->memory_size, err, errlen);
+			}
+		} else {
+			const struct sc_vu_region *r = &m->payload.mem_reg.region;
+			ret = check_mem_fd(m, m->fds[0], "region", r->mmap_offset, r->memory_size, err, errlen);
+		}
+		break;
+	case SC_VU_FD_INFLIGHT:
+		ret = check_mem_fd(m, m->fds[0], "inflight", m->payload.inflight.mmap_offset,
+				   m->payload.inflight.mmap_size, err, errlen);
+		break;
+	}
+	return ret;
+}
+
+/* ---- the socket ---- */
+
+static int64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/*
+ * Wait until sock has events, up to deadline (ms on CLOCK_MONOTONIC, < 0:
+ * none). 0, -ETIMEDOUT, -ECANCELED (stop_fd readable) or -errno.
+ */
+static int wait_sock(int sock, short events, int64_t deadline, int stop_fd)
+{
+	for (;;) {
+		struct pollfd p[2] = { { .fd = sock, .events = events }, { .fd = stop_fd, .events = POLLIN } };
+		int left = -1;
+		if (deadline >= 0) {
+			int64_t d = deadline - now_ms();
+			if (d <= 0)
+				return -ETIMEDOUT;
+			left = d > 60000 ? 60000 : (int)d;
+		}
+		int n = poll(p, stop_fd >= 0 ? 2 : 1, left);
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n > 0 && p[1].revents)
+			return -ECANCELED;
+		if (n > 0)
+			return 0;   /* ready, or an error the next call reports */
+	}
+}
+
+/* Take the fds a recvmsg brought; false if there were more than a message may carry. */
+static bool take_fds(struct sc_vu_msg *m, struct msghdr *mh)
+{
+	bool ok = !(mh->msg_flags & MSG_CTRUNC);
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		unsigned k = (unsigned)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (unsigned i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (m->nfds < SC_VU_MAX_FDS) {
+				m->fds[m->nfds++] = fd;
+			} else {
+				close(fd);
+				ok = false;
+			}
+		}
+	}
+	return ok;
+}
+
+/*
+ * Read len bytes into buf before deadline, taking fds that come with them.
+ * Returns the bytes read (fewer at EOF), or -errno.
+ */
+static ssize_t read_until(int sock, struct sc_vu_msg *m, void *buf, size_t len, int64_t deadline, int stop_fd,
+			  bool *too_many_fds)
 {
 	size_t got = 0;
 	while (got < len) {
-		ssize_t n = recv(sock, (char *)buf + got, len - got, 0);
+		char control[CMSG_SPACE(SC_VU_MAX_FDS * sizeof(int))];
+		struct iovec iov = { (char *)buf + got, len - got };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+				     .msg_controllen = sizeof(control) };
+		ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			int w = wait_sock(sock, POLLIN, deadline, stop_fd);
+			if (w < 0)
+				return w;
+			continue;
+		}
 		if (n < 0)
 			return -errno;
+		if (!take_fds(m, &mh))
+			*too_many_fds = true;
 		if (n == 0)
-			return (ssize_t)got;
+			break;
 		got += (size_t)n;
 	}
 	return (ssize_t)got;
 }
 
-int sc_vu_msg_recv(int sock, unsigned nvrings, struct sc_vu_msg *m, char *err, size_t errlen)
+/* Refuse a message whose header or payload (part, "a 12-byte header") stopped short after got bytes or -errno. */
+static int refuse_short(struct sc_vu_msg *m, ssize_t got, const char *part, int timeout_ms, char *err, size_t errlen)
 {
-	char control[CMSG_SPACE(SC_VU_MAX_FDS * sizeof(int))];
-	struct iovec iov = { &m->hdr, sizeof(m->hdr) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-			     .msg_controllen = sizeof(control) };
+	if (got == -ETIMEDOUT)
+		return refuse(m, -ETIMEDOUT, err, errlen, "only part of %s came within %d ms", part, timeout_ms);
+	if (got == -ECANCELED)
+		return refuse(m, -ECANCELED, err, errlen, "stopped while %s was arriving", part);
+	if (got < 0)
+		return refuse(m, (int)got, err, errlen, "recvmsg: %s", strerror((int)-got));
+	return refuse(m, -EPROTO, err, errlen, "connection ended after %zd bytes of %s", got, part);
+}
+
+int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int timeout_ms, int stop_fd,
+			 char *err, size_t errlen)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	bool too_many = false;
+	char part[48];
 	ssize_t n;
 
 	memset(m, 0, sizeof(*m));
-	/* The fds travel with the header's bytes: one recvmsg for the header. */
-	do
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		snprintf(err, errlen, "vhost-user: recvmsg: %s", strerror(errno));
-		return -errno;
-	}
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		unsigned k = (unsigned)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-		for (unsigned i = 0; i < k && m->nfds < SC_VU_MAX_FDS; i++)
-			memcpy(&m->fds[m->nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-	}
-	if (mh.msg_flags & MSG_CTRUNC)
+	n = read_until(sock, m, &m->hdr, sizeof(m->hdr), deadline, stop_fd, &too_many);
+	if (too_many)
 		return refuse(m, -EBADF, err, errlen, "more than %u file descriptors", SC_VU_MAX_FDS);
 	if (n == 0 && m->nfds == 0)
 		return 0;   /* the front end closed the connection */
-	if ((size_t)n < sizeof(m->hdr)) {
-		ssize_t more = read_full(sock, (char *)&m->hdr + n, sizeof(m->hdr) - (size_t)n);
-		if (more < 0 || (size_t)n + (size_t)more < sizeof(m->hdr))
-			return refuse(m, -EPROTO, err, errlen, "connection ended inside a message header");
-	}
+	if (n != (ssize_t)sizeof(m->hdr))
+		return refuse_short(m, n, "a message header", timeout_ms, err, errlen);
 	if ((m->hdr.flags & VHOST_USER_VERSION_MASK) != VHOST_USER_VERSION)
 		return refuse(m, -EPROTO, err, errlen, "protocol version %u, expected 1",
 			      m->hdr.flags & VHOST_USER_VERSION_MASK);
 	if (m->hdr.size > sizeof(m->payload))
 		return refuse(m, -EPROTO, err, errlen, "payload of %u bytes, larger than any message (%zu)",
 			      m->hdr.size, sizeof(m->payload));
-	n = read_full(sock, &m->payload, m->hdr.size);
-	if (n < 0 || (uint32_t)n < m->hdr.size)
-		return refuse(m, -EPROTO, err, errlen, "connection ended after %zd of %u payload bytes",
-			      n < 0 ? (ssize_t)0 : n, m->hdr.size);
+	n = read_until(sock, m, &m->payload, m->hdr.size, deadline, stop_fd, &too_many);
+	if (too_many)
+		return refuse(m, -EBADF, err, errlen, "more than %u file descriptors", SC_VU_MAX_FDS);
+	snprintf(part, sizeof(part), "a %u-byte payload", m->hdr.size);
+	if (n != (ssize_t)m->hdr.size)
+		return refuse_short(m, n, part, timeout_ms, err, errlen);
 	int ret = sc_vu_msg_check(m, nvrings, err, errlen);
 	return ret < 0 ? ret : 1;
 }
 
-int sc_vu_send(int sock, uint32_t request, uint32_t flags, const void *payload, uint32_t size, int fd)
+int sc_vu_msg_recv(int sock, unsigned nvrings, struct sc_vu_msg *m, char *err, size_t errlen)
+{
+	return sc_vu_msg_recv_timed(sock, nvrings, m, -1, -1, err, errlen);
+}
+
+int sc_vu_send_timed(int sock, uint32_t request, uint32_t flags, const void *payload, uint32_t size, int fd,
+		     int timeout_ms, int stop_fd)
 {
 	struct sc_vu_hdr h = { .request = request, .flags = VHOST_USER_VERSION | flags, .size = size };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, size } };
 	char control[CMSG_SPACE(sizeof(int))];
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
-	ssize_t n;
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 
 	if (fd >= 0) {
 		/* The fd travels with the header's bytes, as the receiver expects. */
@@ -311,12 +446,37 @@ int sc_vu_send(int sock, uint32_t request, uint32_t flags, const void *payload, 
 		c->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(c), &fd, sizeof(int));
 	}
-	do
-		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	return (size_t)n == sizeof(h) + size ? 0 : -EIO;
+	while (mh.msg_iovlen) {
+		/* Never block and never SIGPIPE: a peer that does not read costs us at most the timeout. */
+		ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			int w = wait_sock(sock, POLLOUT, deadline, stop_fd);
+			if (w < 0)
+				return w;
+			continue;
+		}
+		if (n < 0)
+			return -errno;
+		mh.msg_control = NULL;   /* the fd went with the first byte */
+		mh.msg_controllen = 0;
+		while (mh.msg_iovlen && (size_t)n >= mh.msg_iov->iov_len) {
+			n -= (ssize_t)mh.msg_iov->iov_len;
+			mh.msg_iov++;
+			mh.msg_iovlen--;
+		}
+		if (mh.msg_iovlen) {
+			mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + n;
+			mh.msg_iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+int sc_vu_send(int sock, uint32_t request, uint32_t flags, const void *payload, uint32_t size, int fd)
+{
+	return sc_vu_send_timed(sock, request, flags, payload, size, fd, -1, -1);
 }
 
 int sc_vu_reply(int sock, const struct sc_vu_msg *req, const void *payload, uint32_t size)

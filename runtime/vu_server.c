@@ -3,13 +3,16 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "guestmem/guestmem.h"
@@ -21,14 +24,18 @@
 	 (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) |                                        \
 	 (1ull << VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | (1ull << VHOST_USER_PROTOCOL_F_STATUS))
 
+#define VIRTIO_CONFIG_S_NEEDS_RESET 0x40   /* virtio 1.2 §2.1 */
+
 struct vring {
 	uint32_t num;
 	uint16_t base;
 	bool addr_set;
 	bool enabled;
-	bool started;
+	bool started;      /* written on the control thread; read anywhere with atomics */
+	bool said_unmapped;   /* "waits for memory" was logged (once per connection) */
 	struct sc_vu_vring_addr addr;
 	int kick_fd, call_fd, err_fd;
+	char name[sizeof(((struct sockaddr_un *)0)->sun_path) + 16];   /* "PATH vring N", for vqueue's log line */
 };
 
 /* Where the front end's addresses (ring addresses are its virtual ones) fall in guest memory. */
@@ -42,6 +49,12 @@ struct sc_vu_server {
 	const struct sc_vu_device_ops *ops;
 	void *ctx;
 	unsigned nvrings;
+	int timeout_ms;
+	int stop_fd;            /* eventfd: readable once the server is being destroyed */
+	int stopping;           /* atomic */
+	bool threaded;
+	pthread_t thread;
+	int64_t conn_since;     /* when the current connection was accepted (ms, monotonic) */
 
 	uint64_t features, protocol_features;
 	uint8_t status;
@@ -50,15 +63,34 @@ struct sc_vu_server {
 	unsigned nmap;
 	struct vring vrings[SC_VU_MAX_VRINGS];
 
+	/* The reply to the message being handled: sent once the rings are re-evaluated. */
+	struct {
+		bool set;
+		uint32_t size;
+		int fd;   /* owned; -1 if none */
+		uint8_t payload[sizeof(struct sc_vu_config)];
+	} out;
+
 	/* inflight tracking: a memfd the VMM keeps across our restarts */
 	uint8_t *inflight;
 	size_t inflight_size;
 	uint16_t inflight_nq, inflight_qsize;
 };
 
+static int64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 static void vring_init(struct vring *v)
 {
-	*v = (struct vring){ .kick_fd = -1, .call_fd = -1, .err_fd = -1 };
+	v->num = 0;
+	v->base = 0;
+	v->addr_set = v->enabled = v->said_unmapped = false;
+	__atomic_store_n(&v->started, false, __ATOMIC_RELAXED);
+	v->kick_fd = v->call_fd = v->err_fd = -1;
 }
 
 static void close_fd(int *fd)
@@ -92,20 +124,33 @@ int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, vo
 	s->ctx = ctx;
 	s->nvrings = ops->num_queues;
 	s->conn_fd = -1;
+	s->out.fd = -1;
+	s->timeout_ms = SC_VU_CONTROL_TIMEOUT_MS;
 	sc_mem_init(&s->mem);
-	for (unsigned i = 0; i < SC_VU_MAX_VRINGS; i++)
+	for (unsigned i = 0; i < SC_VU_MAX_VRINGS; i++) {
 		vring_init(&s->vrings[i]);
+		snprintf(s->vrings[i].name, sizeof(s->vrings[i].name), "%s vring %u", path, i);
+	}
+	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->stop_fd < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s: eventfd: %s", path, strerror(e));
+		free(s);
+		return -e;
+	}
 
 	/* A socket file left by a previous run is ours to replace; anything else is not. */
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
 			snprintf(err, errlen, "%s: exists and is not a socket; remove it or choose another path", path);
+			close(s->stop_fd);
 			free(s);
 			return -EEXIST;
 		}
 		unlink(path);
 	}
-	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Non-blocking: a connection that goes away between poll and accept must not block us. */
+	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (s->listen_fd < 0 || bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    listen(s->listen_fd, 1) < 0) {
 		int e = errno;
@@ -113,6 +158,7 @@ int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, vo
 			 e == EACCES || e == ENOENT ? "; check that the directory exists and is writable" : "");
 		if (s->listen_fd >= 0)
 			close(s->listen_fd);
+		close(s->stop_fd);
 		free(s);
 		return -e;
 	}
@@ -120,26 +166,31 @@ int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, vo
 	return 0;
 }
 
-int sc_vu_server_listen_fd(const struct sc_vu_server *s) { return s->listen_fd; }
-int sc_vu_server_conn_fd(const struct sc_vu_server *s) { return s->conn_fd; }
+void sc_vu_server_set_timeout(struct sc_vu_server *s, int timeout_ms)
+{
+	s->timeout_ms = timeout_ms > 0 ? timeout_ms : SC_VU_CONTROL_TIMEOUT_MS;
+}
 
 unsigned sc_vu_server_started(const struct sc_vu_server *s)
 {
 	unsigned n = 0;
 	for (unsigned i = 0; i < s->nvrings; i++)
-		n += s->vrings[i].started;
+		n += __atomic_load_n(&s->vrings[i].started, __ATOMIC_RELAXED);
 	return n;
 }
 
 /* ---- vrings ---- */
 
-static bool uva_to_gpa(const struct sc_vu_server *s, uint64_t uva, uint64_t *gpa)
+/* The guest address of the front end's [uva, uva + len), if it lies inside one region. */
+static bool uva_to_gpa(const struct sc_vu_server *s, uint64_t uva, uint64_t len, uint64_t *gpa)
 {
-	for (unsigned i = 0; i < s->nmap; i++)
-		if (uva - s->map[i].uva < s->map[i].size) {
-			*gpa = s->map[i].gpa + (uva - s->map[i].uva);
+	for (unsigned i = 0; i < s->nmap; i++) {
+		uint64_t off = uva - s->map[i].uva;
+		if (off < s->map[i].size && len <= s->map[i].size - off) {
+			*gpa = s->map[i].gpa + off;
 			return true;
 		}
+	}
 	return false;
 }
 
@@ -150,64 +201,89 @@ static void vring_stop(struct sc_vu_server *s, unsigned idx)
 	if (!v->started)
 		return;
 	v->base = s->ops->queue_stop(s->ctx, idx);
-	v->started = false;
+	__atomic_store_n(&v->started, false, __ATOMIC_RELAXED);
 }
 
-/* Start a vring once it is fully described. */
+static void vrings_stop(struct sc_vu_server *s)
+{
+	for (unsigned i = 0; i < s->nvrings; i++)
+		vring_stop(s, i);
+}
+
+/* Size, addresses, a kick fd and (with protocol features) enabled: the front end meant it to run. */
+static bool vring_described(const struct sc_vu_server *s, const struct vring *v)
+{
+	bool need_enable = s->features & (1ull << SC_VU_F_PROTOCOL_FEATURES);
+	return v->num && v->addr_set && v->kick_fd >= 0 && (v->enabled || !need_enable);
+}
+
+/*
+ * Start vring idx if it is described and its rings map completely; a ring
+ * that does not map (yet: no table, or between QEMU's REM_MEM_REG and
+ * ADD_MEM_REG) waits without an error. Fails only if the device cannot.
+ */
 static int vring_maybe_start(struct sc_vu_server *s, unsigned idx, char *err, size_t errlen)
 {
 	struct vring *v = &s->vrings[idx];
-	bool need_enable = s->features & (1ull << SC_VU_F_PROTOCOL_FEATURES);
 	struct sc_vq_config cfg;
 
-	if (v->started || !v->num || !v->addr_set || v->kick_fd < 0 || !s->mem.nregions ||
-	    (need_enable && !v->enabled))
+	if (v->started || !vring_described(s, v))
 		return 0;
 	cfg = (struct sc_vq_config){
 		.size = v->num, .features = s->features, .last_avail = v->base,
 		.xlate = sc_mem_xlate(&s->mem), .call_fd = v->call_fd, .kick_fd = v->kick_fd,
+		.err_fd = v->err_fd, .name = v->name,
 	};
 	if (s->inflight && idx < s->inflight_nq && v->num == s->inflight_qsize)
 		cfg.inflight = (struct sc_vq_inflight *)(s->inflight + idx * sc_vq_inflight_bytes(v->num));
-	if (!uva_to_gpa(s, v->addr.desc_user_addr, &cfg.desc_addr) ||
-	    !uva_to_gpa(s, v->addr.avail_user_addr, &cfg.avail_addr) ||
-	    !uva_to_gpa(s, v->addr.used_user_addr, &cfg.used_addr)) {
-		snprintf(err, errlen, "vring %u: a ring address is outside the memory table", idx);
-		return -EFAULT;
+	/* Whole rings, event index fields included (virtio 1.2 §2.7). */
+	if (!uva_to_gpa(s, v->addr.desc_user_addr, 16ull * v->num, &cfg.desc_addr) ||
+	    !uva_to_gpa(s, v->addr.avail_user_addr, 6 + 2ull * v->num, &cfg.avail_addr) ||
+	    !uva_to_gpa(s, v->addr.used_user_addr, 6 + 8ull * v->num, &cfg.used_addr)) {
+		/* No stall without a word: say it once (QEMU's REM/ADD_MEM_REG passes through here legitimately). */
+		if (!v->said_unmapped)
+			fprintf(stderr, "sidecore: %s: its rings are not (all) in the memory table; it waits until they are\n",
+				v->name);
+		v->said_unmapped = true;
+		return 0;
 	}
 	int ret = s->ops->queue_start(s->ctx, idx, &cfg);
 	if (ret < 0) {
 		snprintf(err, errlen, "vring %u: the device could not start it: %s", idx, strerror(-ret));
 		return ret;
 	}
-	v->started = true;
+	__atomic_store_n(&v->started, true, __ATOMIC_RELAXED);
 	return 0;
 }
 
-static void stop_all(struct sc_vu_server *s, bool *was_started)
+/* After any change: stop what can no longer run, start what now can. */
+static int vrings_update(struct sc_vu_server *s, char *err, size_t errlen)
 {
 	for (unsigned i = 0; i < s->nvrings; i++) {
-		if (was_started)
-			was_started[i] = s->vrings[i].started;
-		vring_stop(s, i);
+		if (s->vrings[i].started && !vring_described(s, &s->vrings[i]))
+			vring_stop(s, i);
+		int ret = vring_maybe_start(s, i, err, errlen);
+		if (ret < 0)
+			return ret;
 	}
-}
-
-static int restart(struct sc_vu_server *s, const bool *was_started, char *err, size_t errlen)
-{
-	for (unsigned i = 0; i < s->nvrings; i++)
-		if (was_started[i]) {
-			int ret = vring_maybe_start(s, i, err, errlen);
-			if (ret < 0)
-				return ret;
-		}
 	return 0;
 }
 
-/* Forget the connection's device state: vrings, memory, features. */
-static void reset_device(struct sc_vu_server *s)
+static void inflight_unmap(struct sc_vu_server *s)
 {
-	stop_all(s, NULL);
+	if (s->inflight)
+		munmap(s->inflight, s->inflight_size);
+	s->inflight = NULL;
+}
+
+/*
+ * Forget the device state: vrings, memory, features. A reset keeps the
+ * negotiated protocol features (QEMU does not negotiate them again); a
+ * new connection starts from nothing.
+ */
+static void reset_device(struct sc_vu_server *s, bool keep_protocol_features)
+{
+	vrings_stop(s);
 	for (unsigned i = 0; i < s->nvrings; i++) {
 		struct vring *v = &s->vrings[i];
 		close_fd(&v->kick_fd);
@@ -217,14 +293,14 @@ static void reset_device(struct sc_vu_server *s)
 	}
 	sc_mem_fini(&s->mem);
 	s->nmap = 0;
-	s->features = s->protocol_features = 0;
+	s->features = 0;
+	if (!keep_protocol_features)
+		s->protocol_features = 0;
 	s->status = 0;
-	if (s->inflight)
-		munmap(s->inflight, s->inflight_size);
-	s->inflight = NULL;
+	inflight_unmap(s);
 }
 
-/* Map an inflight region of nq queues of qsize entries from fd (taken). */
+/* Map an inflight region of nq queues of qsize entries from fd (taken). Rings are stopped. */
 static int inflight_map(struct sc_vu_server *s, int fd, uint64_t size, uint64_t offset, uint16_t nq,
 			uint16_t qsize, char *err, size_t errlen)
 {
@@ -241,8 +317,7 @@ static int inflight_map(struct sc_vu_server *s, int fd, uint64_t size, uint64_t 
 		snprintf(err, errlen, "mapping the inflight area: %s", strerror(e));
 		return -e;
 	}
-	if (s->inflight)
-		munmap(s->inflight, s->inflight_size);
+	inflight_unmap(s);
 	s->inflight = p;
 	s->inflight_size = size;
 	s->inflight_nq = nq;
@@ -250,7 +325,7 @@ static int inflight_map(struct sc_vu_server *s, int fd, uint64_t size, uint64_t 
 	return 0;
 }
 
-/* ---- memory ---- */
+/* ---- memory (every ring is stopped while these run: SC_VU_RINGS_ALL) ---- */
 
 static int mem_add(struct sc_vu_server *s, const struct sc_vu_region *r, int fd, char *err, size_t errlen)
 {
@@ -271,287 +346,474 @@ static int mem_add(struct sc_vu_server *s, const struct sc_vu_region *r, int fd,
 	return 0;
 }
 
-static int mem_remove(struct sc_vu_server *s, const struct sc_vu_region *r)
+/* ---- one handler per request (the rows of SC_VU_REQUESTS) ---- */
+
+/*
+ * A handler acts on a checked message whose fds were checked too. v is the
+ * vring the message names (NULL if none). It returns 0 (acked if the front
+ * end asked), 1 if it set the reply (reply()), or a negative errno with err
+ * set (-ENOTSUP: answered, the connection goes on; anything else drops it).
+ * It takes the fds it keeps out of m (fds[i] = -1); the rest are closed.
+ */
+#define HANDLER(name) \
+	static int vu_##name(struct sc_vu_server *s, struct sc_vu_msg *m, struct vring *v, char *err, size_t errlen)
+
+/*
+ * Set the reply (size ≤ sizeof(s->out.payload); fd, if ≥ 0, is taken).
+ * It goes out after the rings are re-evaluated, so that a front end that
+ * has its answer also sees the rings in their new state.
+ */
+static int reply(struct sc_vu_server *s, const void *payload, uint32_t size, int fd)
 {
+	memcpy(s->out.payload, payload, size);
+	s->out.size = size;
+	s->out.fd = fd;
+	s->out.set = true;
+	return 1;
+}
+
+static int reply_u64(struct sc_vu_server *s, uint64_t u)
+{
+	return reply(s, &u, sizeof(u), -1);
+}
+
+static void reply_discard(struct sc_vu_server *s)
+{
+	close_fd(&s->out.fd);
+	s->out.set = false;
+}
+
+/* Replies go out with the same limits as messages come in. */
+static int reply_send(struct sc_vu_server *s, const struct sc_vu_msg *m, char *err, size_t errlen)
+{
+	int ret = sc_vu_send_timed(s->conn_fd, m->hdr.request, VHOST_USER_REPLY, s->out.payload, s->out.size,
+				   s->out.fd, s->timeout_ms, s->stop_fd);
+	reply_discard(s);
+	if (ret < 0)
+		snprintf(err, errlen, "%s reply: %s", sc_vu_request_name(m->hdr.request),
+			 ret == -ETIMEDOUT ? "the front end did not read it in time" : strerror(-ret));
+	return ret;
+}
+
+HANDLER(GET_FEATURES)
+{
+	return reply_u64(s, s->ops->features | (1ull << SC_VU_F_PROTOCOL_FEATURES));
+}
+
+HANDLER(SET_FEATURES)
+{
+	uint64_t u = m->payload.u64;
+	if (u & ~(s->ops->features | (1ull << SC_VU_F_PROTOCOL_FEATURES))) {
+		snprintf(err, errlen, "SET_FEATURES 0x%llx asks for features never offered", (unsigned long long)u);
+		return -EINVAL;
+	}
+	s->features = u;
+	return 0;
+}
+
+HANDLER(GET_PROTOCOL_FEATURES)
+{
+	return reply_u64(s, PROTOCOL_FEATURES);
+}
+
+HANDLER(SET_PROTOCOL_FEATURES)
+{
+	s->protocol_features = m->payload.u64 & PROTOCOL_FEATURES;
+	return 0;
+}
+
+HANDLER(SET_OWNER)
+{
+	return 0;
+}
+
+HANDLER(RESET_DEVICE)
+{
+	reset_device(s, true);
+	return 0;
+}
+
+/* Older front ends say RESET_OWNER where they mean a reset of the device. */
+HANDLER(RESET_OWNER)
+{
+	return vu_RESET_DEVICE(s, m, v, err, errlen);
+}
+
+HANDLER(GET_QUEUE_NUM)
+{
+	return reply_u64(s, s->nvrings);
+}
+
+HANDLER(GET_MAX_MEM_SLOTS)
+{
+	return reply_u64(s, SC_MEM_MAX_REGIONS);
+}
+
+HANDLER(SET_MEM_TABLE)
+{
+	sc_mem_fini(&s->mem);
+	s->nmap = 0;
+	for (unsigned i = 0; i < m->payload.memory.nregions; i++) {
+		int ret = mem_add(s, &m->payload.memory.regions[i], m->fds[i], err, errlen);
+		m->fds[i] = -1;   /* taken (or closed) by mem_add */
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+HANDLER(ADD_MEM_REG)
+{
+	int fd = m->fds[0];
+	m->fds[0] = -1;
+	return mem_add(s, &m->payload.mem_reg.region, fd, err, errlen);
+}
+
+HANDLER(REM_MEM_REG)
+{
+	const struct sc_vu_region *r = &m->payload.mem_reg.region;
 	for (unsigned i = 0; i < s->nmap; i++)
 		if (s->map[i].gpa == r->guest_phys_addr && s->map[i].size == r->memory_size) {
 			s->map[i] = s->map[--s->nmap];
 			return sc_mem_remove(&s->mem, r->guest_phys_addr);
 		}
+	snprintf(err, errlen, "REM_MEM_REG of a region that is not in the table");
 	return -ENOENT;
 }
 
-/* ---- messages ---- */
-
-/*
- * Act on a checked message. Returns 0, or a negative errno with err set
- * (-ENOTSUP: answered, the connection goes on; anything else drops it).
- * *replied says the handler sent the reply itself.
- */
-static int handle(struct sc_vu_server *s, struct sc_vu_msg *m, bool *replied, char *err, size_t errlen)
+/* The ring's layout may change only while it is stopped. */
+static int vring_not_running(const struct vring *v, const struct sc_vu_msg *m, char *err, size_t errlen)
 {
-	bool was[SC_VU_MAX_VRINGS];
-	struct vring *v = NULL;
-	uint64_t u = m->payload.u64;
-	int ret = 0;
+	if (!v->started)
+		return 0;
+	snprintf(err, errlen, "%s on a running vring", sc_vu_request_name(m->hdr.request));
+	return -EBUSY;
+}
 
-	switch (m->hdr.request) {
-	case VHOST_USER_SET_VRING_NUM:
-	case VHOST_USER_SET_VRING_BASE:
-	case VHOST_USER_GET_VRING_BASE:
-	case VHOST_USER_SET_VRING_ENABLE:
-		v = &s->vrings[m->payload.state.index];
-		break;
-	case VHOST_USER_SET_VRING_ADDR:
-		v = &s->vrings[m->payload.addr.index];
-		break;
-	case VHOST_USER_SET_VRING_KICK:
-	case VHOST_USER_SET_VRING_CALL:
-	case VHOST_USER_SET_VRING_ERR:
-		v = &s->vrings[u & VHOST_USER_VRING_IDX_MASK];
-		break;
+HANDLER(SET_VRING_NUM)
+{
+	int ret = vring_not_running(v, m, err, errlen);
+	if (ret < 0)
+		return ret;
+	if (s->ops->max_queue_size && m->payload.state.num > s->ops->max_queue_size) {
+		snprintf(err, errlen, "vring %u: queue size %u is above this disk's queue_size %u",
+			 m->payload.state.index, m->payload.state.num, s->ops->max_queue_size);
+		return -EINVAL;
 	}
+	v->num = m->payload.state.num;
+	return 0;
+}
 
-	switch (m->hdr.request) {
-	case VHOST_USER_GET_FEATURES: {
-		uint64_t f = s->ops->features | (1ull << SC_VU_F_PROTOCOL_FEATURES);
-		*replied = true;
-		return sc_vu_reply(s->conn_fd, m, &f, sizeof(f));
-	}
-	case VHOST_USER_SET_FEATURES:
-		if (u & ~(s->ops->features | (1ull << SC_VU_F_PROTOCOL_FEATURES))) {
-			snprintf(err, errlen, "SET_FEATURES 0x%llx asks for features never offered", (unsigned long long)u);
-			return -EINVAL;
-		}
-		s->features = u;
-		return 0;
-	case VHOST_USER_GET_PROTOCOL_FEATURES: {
-		uint64_t f = PROTOCOL_FEATURES;
-		*replied = true;
-		return sc_vu_reply(s->conn_fd, m, &f, sizeof(f));
-	}
-	case VHOST_USER_SET_PROTOCOL_FEATURES:
-		s->protocol_features = u & PROTOCOL_FEATURES;
-		return 0;
-	case VHOST_USER_SET_OWNER:
-		return 0;
-	case VHOST_USER_RESET_OWNER:
-	case VHOST_USER_RESET_DEVICE:
-		reset_device(s);
-		return 0;
-	case VHOST_USER_GET_QUEUE_NUM: {
-		uint64_t n = s->nvrings;
-		*replied = true;
-		return sc_vu_reply(s->conn_fd, m, &n, sizeof(n));
-	}
-	case VHOST_USER_GET_MAX_MEM_SLOTS: {
-		uint64_t n = SC_MEM_MAX_REGIONS;
-		*replied = true;
-		return sc_vu_reply(s->conn_fd, m, &n, sizeof(n));
-	}
-	case VHOST_USER_SET_MEM_TABLE:
-		/* The rings may point into the old table: stop them, swap, restart. */
-		stop_all(s, was);
-		sc_mem_fini(&s->mem);
-		s->nmap = 0;
-		for (unsigned i = 0; i < m->payload.memory.nregions; i++) {
-			ret = mem_add(s, &m->payload.memory.regions[i], m->fds[i], err, errlen);
-			m->fds[i] = -1;   /* taken (or closed) by mem_add */
-			if (ret < 0) {
-				for (unsigned k = i + 1; k < m->payload.memory.nregions; k++)
-					close_fd(&m->fds[k]);
-				return ret;
-			}
-		}
-		m->nfds = 0;
-		return restart(s, was, err, errlen);
-	case VHOST_USER_ADD_MEM_REG:
-		stop_all(s, was);
-		ret = mem_add(s, &m->payload.mem_reg.region, m->fds[0], err, errlen);
+HANDLER(SET_VRING_ADDR)
+{
+	int ret = vring_not_running(v, m, err, errlen);
+	if (ret < 0)
+		return ret;
+	v->addr = m->payload.addr;
+	v->addr_set = true;
+	return 0;
+}
+
+HANDLER(SET_VRING_BASE)
+{
+	int ret = vring_not_running(v, m, err, errlen);
+	if (ret < 0)
+		return ret;
+	v->base = (uint16_t)m->payload.state.num;
+	return 0;
+}
+
+HANDLER(GET_VRING_BASE)
+{
+	/* Stopped already (SC_VU_RINGS_ONE): the answer is where the sidecore really left the ring. */
+	struct sc_vu_vring_state st = { m->payload.state.index, v->base };
+	close_fd(&v->kick_fd);   /* the ring is stopped until a new kick fd comes */
+	return reply(s, &st, sizeof(st), -1);
+}
+
+/* SET_VRING_KICK/CALL/ERR: the ring is stopped (SC_VU_RINGS_ONE); swap the fd, the update restarts it. */
+static int vring_set_fd(int *slot, struct sc_vu_msg *m)
+{
+	close_fd(slot);
+	if (m->nfds) {
+		*slot = m->fds[0];
 		m->fds[0] = -1;
-		m->nfds = 0;
-		return ret < 0 ? ret : restart(s, was, err, errlen);
-	case VHOST_USER_REM_MEM_REG:
-		stop_all(s, was);
-		ret = mem_remove(s, &m->payload.mem_reg.region);
-		if (ret < 0)
-			snprintf(err, errlen, "REM_MEM_REG of a region that is not in the table");
-		return ret < 0 ? ret : restart(s, was, err, errlen);
-	case VHOST_USER_SET_VRING_NUM:
-		if (v->started) {
-			snprintf(err, errlen, "SET_VRING_NUM on running vring %u", m->payload.state.index);
-			return -EBUSY;
-		}
-		if (s->ops->max_queue_size && m->payload.state.num > s->ops->max_queue_size) {
-			snprintf(err, errlen, "vring %u: queue size %u is above this disk's queue_size %u",
-				 m->payload.state.index, m->payload.state.num, s->ops->max_queue_size);
-			return -EINVAL;
-		}
-		v->num = m->payload.state.num;
-		return 0;
-	case VHOST_USER_SET_VRING_ADDR:
-		if (v->started) {
-			snprintf(err, errlen, "SET_VRING_ADDR on running vring %u", m->payload.addr.index);
-			return -EBUSY;
-		}
-		v->addr = m->payload.addr;
-		v->addr_set = true;
-		return vring_maybe_start(s, m->payload.addr.index, err, errlen);
-	case VHOST_USER_SET_VRING_BASE:
-		if (v->started) {
-			snprintf(err, errlen, "SET_VRING_BASE on running vring %u", m->payload.state.index);
-			return -EBUSY;
-		}
-		v->base = (uint16_t)m->payload.state.num;
-		return 0;
-	case VHOST_USER_GET_VRING_BASE: {
-		/* Stop first: the answer is where the sidecore really left the ring. */
-		unsigned idx = m->payload.state.index;
-		vring_stop(s, idx);
-		struct sc_vu_vring_state st = { idx, v->base };
-		close_fd(&v->kick_fd);   /* the ring is stopped until a new kick fd comes */
-		*replied = true;
-		return sc_vu_reply(s->conn_fd, m, &st, sizeof(st));
 	}
-	case VHOST_USER_SET_VRING_KICK:
-	case VHOST_USER_SET_VRING_CALL:
-	case VHOST_USER_SET_VRING_ERR: {
-		unsigned idx = (unsigned)(u & VHOST_USER_VRING_IDX_MASK);
-		int *slot = m->hdr.request == VHOST_USER_SET_VRING_KICK ? &v->kick_fd
-			    : m->hdr.request == VHOST_USER_SET_VRING_CALL ? &v->call_fd : &v->err_fd;
-		/* A new fd under a running ring: stop it, swap, start again. */
-		vring_stop(s, idx);
-		close_fd(slot);
-		if (m->nfds) {
-			*slot = m->fds[0];
-			m->nfds = 0;
-		}
-		return vring_maybe_start(s, idx, err, errlen);
+	return 0;
+}
+
+HANDLER(SET_VRING_KICK)
+{
+	return vring_set_fd(&v->kick_fd, m);
+}
+
+HANDLER(SET_VRING_CALL)
+{
+	return vring_set_fd(&v->call_fd, m);
+}
+
+HANDLER(SET_VRING_ERR)
+{
+	return vring_set_fd(&v->err_fd, m);
+}
+
+HANDLER(SET_VRING_ENABLE)
+{
+	v->enabled = m->payload.state.num;   /* the update stops or starts it */
+	return 0;
+}
+
+HANDLER(GET_CONFIG)
+{
+	struct sc_vu_config c = m->payload.config;
+	int ret = s->ops->get_config ? s->ops->get_config(s->ctx, c.region, c.offset, c.size) : -ENOTSUP;
+	if (ret < 0) {
+		snprintf(err, errlen, "GET_CONFIG: %s", strerror(-ret));
+		return ret;
 	}
-	case VHOST_USER_SET_VRING_ENABLE: {
-		unsigned idx = m->payload.state.index;
-		v->enabled = m->payload.state.num;
-		if (!v->enabled)
-			vring_stop(s, idx);
-		return vring_maybe_start(s, idx, err, errlen);
+	return reply(s, &c, 12 + c.size, -1);
+}
+
+HANDLER(SET_CONFIG)
+{
+	snprintf(err, errlen, "SET_CONFIG: the config space is read-only");
+	return -ENOTSUP;
+}
+
+HANDLER(GET_INFLIGHT_FD)
+{
+	/* We lay it out (vqueue's format); the VMM only keeps it and gives it back. Sealed by sc_mem_memfd_create. */
+	struct sc_vu_inflight in = m->payload.inflight;
+	uint64_t size = (uint64_t)in.num_queues * sc_vq_inflight_bytes(in.queue_size);
+	int fd = sc_mem_memfd_create("sidecore-inflight", size);
+	if (fd < 0) {
+		snprintf(err, errlen, "GET_INFLIGHT_FD: memfd: %s", strerror(-fd));
+		return fd;
 	}
-	case VHOST_USER_GET_CONFIG: {
-		struct sc_vu_config c = m->payload.config;
-		ret = s->ops->get_config ? s->ops->get_config(s->ctx, c.region, c.offset, c.size) : -ENOTSUP;
-		if (ret < 0) {
-			snprintf(err, errlen, "GET_CONFIG: %s", strerror(-ret));
-			return ret;
-		}
-		*replied = true;
-		return sc_vu_reply(s->conn_fd, m, &c, 12 + c.size);
-	}
-	case VHOST_USER_GET_INFLIGHT_FD: {
-		/* We lay it out (vqueue's format); the VMM only keeps it and gives it back. */
-		struct sc_vu_inflight in = m->payload.inflight;
-		uint64_t size = (uint64_t)in.num_queues * sc_vq_inflight_bytes(in.queue_size);
-		int fd = sc_mem_memfd_create("sidecore-inflight", size);
-		if (fd < 0) {
-			snprintf(err, errlen, "GET_INFLIGHT_FD: memfd: %s", strerror(-fd));
-			return fd;
-		}
-		int send_fd = dup(fd);
-		ret = inflight_map(s, fd, size, 0, in.num_queues, in.queue_size, err, errlen);
-		if (ret < 0) {
-			close(send_fd);
-			return ret;
-		}
-		struct sc_vu_inflight reply = { size, 0, in.num_queues, in.queue_size };
-		*replied = true;
-		ret = sc_vu_send(s->conn_fd, VHOST_USER_GET_INFLIGHT_FD, VHOST_USER_REPLY, &reply, 24, send_fd);
+	int send_fd = dup(fd);
+	int ret = inflight_map(s, fd, size, 0, in.num_queues, in.queue_size, err, errlen);
+	if (ret < 0) {
 		close(send_fd);
 		return ret;
 	}
-	case VHOST_USER_SET_INFLIGHT_FD: {
-		struct sc_vu_inflight in = m->payload.inflight;
-		ret = inflight_map(s, m->fds[0], in.mmap_size, in.mmap_offset, in.num_queues, in.queue_size,
-				   err, errlen);
-		m->fds[0] = -1;
-		m->nfds = 0;
-		return ret;
-	}
-	case VHOST_USER_SET_STATUS:
-		s->status = (uint8_t)u;
-		return 0;
-	case VHOST_USER_GET_STATUS: {
-		uint64_t st = s->status;
-		*replied = true;
-		return sc_vu_reply(s->conn_fd, m, &st, sizeof(st));
-	}
-	default:
-		snprintf(err, errlen, "%s is not supported by this back end", sc_vu_request_name(m->hdr.request));
-		return -ENOTSUP;
-	}
+	uint8_t out[24] = { 0 };   /* the 20-byte description padded, as QEMU sends it */
+	memcpy(out, &(struct sc_vu_inflight){ size, 0, in.num_queues, in.queue_size }, sizeof(struct sc_vu_inflight));
+	return reply(s, out, sizeof(out), send_fd);
 }
+
+HANDLER(SET_INFLIGHT_FD)
+{
+	struct sc_vu_inflight in = m->payload.inflight;
+	int fd = m->fds[0];
+	m->fds[0] = -1;
+	return inflight_map(s, fd, in.mmap_size, in.mmap_offset, in.num_queues, in.queue_size, err, errlen);
+}
+
+HANDLER(SET_STATUS)
+{
+	s->status = (uint8_t)m->payload.u64;
+	return 0;
+}
+
+HANDLER(GET_STATUS)
+{
+	uint64_t st = s->status;
+	/* A started queue the guest broke: the driver has to reset the device (contract 3). */
+	for (unsigned i = 0; i < s->nvrings && s->ops->queue_broken; i++)
+		if (s->vrings[i].started && s->ops->queue_broken(s->ctx, i))
+			st |= VIRTIO_CONFIG_S_NEEDS_RESET;
+	return reply_u64(s, st);
+}
+
+#undef HANDLER
+
+typedef int handler_fn(struct sc_vu_server *s, struct sc_vu_msg *m, struct vring *v, char *err, size_t errlen);
+static const struct handler {
+	handler_fn *fn;
+	enum sc_vu_vring_rule vring;
+	enum sc_vu_rings rings;
+} handlers[VHOST_USER_REQUEST_MAX] = {
+#define ROW(req, sr, sz, fmin, fmax, vr, fk, rings) \
+	[VHOST_USER_##req] = { vu_##req, SC_VU_VRING_##vr, SC_VU_RINGS_##rings },
+	SC_VU_REQUESTS(ROW)
+#undef ROW
+};
+
+/* The vring a checked message names (its index was range-checked), or NULL. */
+static struct vring *msg_vring(struct sc_vu_server *s, const struct sc_vu_msg *m, const struct handler *h)
+{
+	switch (h->vring) {
+	case SC_VU_VRING_STATE: return &s->vrings[m->payload.state.index];
+	case SC_VU_VRING_ADDR: return &s->vrings[m->payload.addr.index];
+	case SC_VU_VRING_FILE: return &s->vrings[m->payload.u64 & VHOST_USER_VRING_IDX_MASK];
+	case SC_VU_VRING_NONE: break;
+	}
+	return NULL;
+}
+
+/* Run a checked message's row: stop the rings it replaces, its handler, then re-evaluate every ring. */
+static int dispatch(struct sc_vu_server *s, struct sc_vu_msg *m, char *err, size_t errlen)
+{
+	const struct handler *h = &handlers[m->hdr.request];
+	struct vring *v = msg_vring(s, m, h);
+	int ret;
+
+	if (h->rings == SC_VU_RINGS_ALL)
+		vrings_stop(s);   /* no unmap while a sidecore can still touch the mapping */
+	else if (h->rings == SC_VU_RINGS_ONE)
+		vring_stop(s, (unsigned)(v - s->vrings));
+	ret = h->fn(s, m, v, err, errlen);
+	if (ret < 0 && ret != -ENOTSUP)
+		return ret;
+	int up = vrings_update(s, err, errlen);
+	return up < 0 ? up : ret;
+}
+
+/* ---- the connection ---- */
 
 static void drop_connection(struct sc_vu_server *s)
 {
 	/* A front end that goes away may come back: its device is stopped, not lost. */
-	reset_device(s);
+	reset_device(s, false);
 	close_fd(&s->conn_fd);
 }
 
-static int handle_message(struct sc_vu_server *s)
+static void handle_message(struct sc_vu_server *s)
 {
 	struct sc_vu_msg m;
 	char err[256] = "";
-	bool replied = false;
-	int ret = sc_vu_msg_recv(s->conn_fd, s->nvrings, &m, err, sizeof(err));
+	int ret = sc_vu_msg_recv_timed(s->conn_fd, s->nvrings, &m, s->timeout_ms, s->stop_fd, err, sizeof(err));
 
-	if (ret == 0) {
-		drop_connection(s);
-		return 1;
-	}
-	if (ret == -ENOTSUP || ret > 0) {
-		if (ret > 0)
-			ret = handle(s, &m, &replied, err, sizeof(err));
-		sc_vu_msg_close_fds(&m);   /* whatever the handler did not take */
-		/* REPLY_ACK: the front end asked to hear how it went. */
-		if (!replied && (m.hdr.flags & VHOST_USER_NEED_REPLY) &&
-		    (s->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK))) {
-			uint64_t ack = ret < 0 ? (uint64_t)-ret : 0;
-			sc_vu_reply(s->conn_fd, &m, &ack, sizeof(ack));
-		}
-		if (ret < 0)
-			fprintf(stderr, "sidecore: %s: %s\n", s->path, err);
-		/* An unsupported request is answered; anything else that failed ends the connection. */
-		if (ret < 0 && ret != -ENOTSUP)
+	if (ret == 0 || ret == -ECANCELED) {
+		if (ret == 0)
 			drop_connection(s);
-		return 1;
+		return;   /* a front end that left, or sc_vu_server_destroy: nothing to say */
 	}
-	fprintf(stderr, "sidecore: %s: %s; dropping the connection\n", s->path, err);
-	drop_connection(s);
-	return 1;
+	if (ret > 0)
+		ret = sc_vu_msg_check_fds(&m, err, sizeof(err));
+	if (ret >= 0)
+		ret = dispatch(s, &m, err, sizeof(err));
+	sc_vu_msg_close_fds(&m);   /* whatever the handler did not take */
+	if (ret < 0)
+		reply_discard(s);
+	/*
+	 * REPLY_ACK: the front end asked to hear how it went. A connection that
+	 * ends inside a message, or timed out, gets no answer.
+	 */
+	if (!s->out.set && ret != -EPROTO && ret != -ETIMEDOUT && ret != -ECANCELED &&
+	    (m.hdr.flags & VHOST_USER_NEED_REPLY) &&
+	    (s->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK)))
+		reply_u64(s, ret < 0 ? (uint64_t)-ret : 0);
+	if (s->out.set) {
+		char err2[128];
+		int r = reply_send(s, &m, err2, sizeof(err2));
+		if (r < 0 && ret >= 0) {
+			ret = r;
+			snprintf(err, sizeof(err), "%s", err2);
+		}
+	}
+	if (ret == -ECANCELED)
+		return;
+	if (ret == -ENOTSUP) {
+		fprintf(stderr, "sidecore: %s: %s\n", s->path, err);
+		return;   /* an unsupported request is answered; the connection goes on */
+	}
+	if (ret < 0) {
+		fprintf(stderr, "sidecore: %s: %s; dropping the connection\n", s->path, err);
+		drop_connection(s);
+	}
 }
 
-int sc_vu_server_poll(struct sc_vu_server *s, int timeout_ms)
+/*
+ * May the current connection give way to a newer one? Only if it has
+ * started no ring within the timeout: a VMM with running rings is never
+ * displaced, and one that connects and sends nothing (or stalls before
+ * starting its rings) cannot keep the device from the next front end.
+ */
+static bool conn_replaceable(const struct sc_vu_server *s, int64_t *wait_ms)
 {
-	struct pollfd p = { .fd = s->conn_fd >= 0 ? s->conn_fd : s->listen_fd, .events = POLLIN };
-	int n = poll(&p, 1, timeout_ms);
-
-	if (n < 0)
-		return errno == EINTR ? 0 : -errno;
-	if (n == 0)
-		return 0;
-	if (s->conn_fd < 0) {
-		s->conn_fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		return s->conn_fd < 0 ? -errno : 1;
+	if (sc_vu_server_started(s))
+		return false;
+	int64_t left = s->conn_since + s->timeout_ms - now_ms();
+	if (left > 0) {
+		*wait_ms = left;
+		return false;
 	}
-	if (p.revents & (POLLIN | POLLHUP | POLLERR))
-		return handle_message(s);
-	return 0;
+	return true;
+}
+
+static void accept_connection(struct sc_vu_server *s)
+{
+	int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0) {
+		/* Gone before we took it (EAGAIN), or out of fds: pause so a full fd table is no busy loop. */
+		if (errno != EAGAIN)
+			usleep(10000);
+		return;
+	}
+	if (s->conn_fd >= 0) {
+		fprintf(stderr, "sidecore: %s: a new front end replaces one that started no ring in %d ms\n", s->path,
+			s->timeout_ms);
+		drop_connection(s);
+	}
+	s->conn_fd = fd;
+	s->conn_since = now_ms();
+}
+
+/* Wait for a connection, a message or the stop fd, and handle it. */
+static void serve_once(struct sc_vu_server *s)
+{
+	struct pollfd p[3] = { { .fd = s->stop_fd, .events = POLLIN } };
+	int64_t wait = -1;   /* until the connection may be replaced: then look again */
+	nfds_t n = 1;
+	int listen_at = -1, conn_at = -1;
+
+	if (s->conn_fd >= 0) {
+		conn_at = (int)n;
+		p[n++] = (struct pollfd){ .fd = s->conn_fd, .events = POLLIN };
+	}
+	if (s->conn_fd < 0 || conn_replaceable(s, &wait)) {
+		listen_at = (int)n;
+		p[n++] = (struct pollfd){ .fd = s->listen_fd, .events = POLLIN };
+	}
+	if (poll(p, n, (int)wait) <= 0 || p[0].revents)
+		return;   /* time to look again, or to stop */
+	if (conn_at >= 0 && p[conn_at].revents)
+		handle_message(s);
+	else if (listen_at >= 0 && p[listen_at].revents)
+		accept_connection(s);
+}
+
+static void *server_main(void *arg)
+{
+	struct sc_vu_server *s = arg;
+	while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
+		serve_once(s);
+	return NULL;
+}
+
+int sc_vu_server_start(struct sc_vu_server *s)
+{
+	int ret = pthread_create(&s->thread, NULL, server_main, s);
+	if (ret == 0)
+		s->threaded = true;
+	return -ret;
 }
 
 void sc_vu_server_destroy(struct sc_vu_server *s)
 {
 	if (!s)
 		return;
+	/* Wake the control thread wherever it waits (poll, a slow message, an unread reply). */
+	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+	if (eventfd_write(s->stop_fd, 1) < 0) {
+		/* the counter is already non-zero: it is readable anyway */
+	}
+	if (s->threaded)
+		pthread_join(s->thread, NULL);
 	drop_connection(s);
 	close(s->listen_fd);
+	close(s->stop_fd);
 	unlink(s->path);
 	free(s);
 }

@@ -2,23 +2,37 @@
 /*
  * vu_server: the back end of one vhost-user socket (QEMU's
  * docs/interop/vhost-user.rst). It listens, takes one front end at a time,
- * keeps the device's state (features, guest memory, vrings), and starts a
- * vring on a sidecore once it is fully described (size, addresses, kick fd,
- * and enabled when protocol features are on). GET_VRING_BASE, RESET_DEVICE,
- * a new memory table and a disconnect first stop the vring: the device
- * detaches it from its sidecore and waits until the sidecore let go.
+ * keeps the device's state (features, guest memory, vrings), and runs a
+ * vring on a sidecore whenever it is fully described (size, addresses,
+ * kick fd, enabled when protocol features are on) and its rings lie in
+ * mapped memory; every message re-evaluates that. GET_VRING_BASE, a reset,
+ * a new memory table or inflight area and a disconnect first stop the
+ * vrings they concern: the device detaches each from its sidecore and waits
+ * until the sidecore let go.
  *
- * Threads: one control thread calls sc_vu_server_poll; the device's
- * queue_start/queue_stop run on it.
+ * The front end is untrusted: a message must arrive whole, and a reply be
+ * read, within the control timeout, or the connection is dropped; its fds
+ * must be eventfds and sealed memfds (or files) of the size they claim. A
+ * connection that has started no ring within the timeout gives way to a
+ * newer one. Nothing a front end does blocks another server.
+ *
+ * Threads: each server has its own control thread (sc_vu_server_start);
+ * the device's ops run on it. A thread per device rather than one event
+ * loop for all: stopping a ring waits for the sidecore and for the
+ * device's in-flight I/O, and that wait must cost only this device. Every
+ * wait on the peer has a deadline and wakes at once on
+ * sc_vu_server_destroy (called from another thread).
  */
 #ifndef SC_RUNTIME_VU_SERVER_H
 #define SC_RUNTIME_VU_SERVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "vqueue/vqueue.h"
 
 #define SC_VU_MAX_VRINGS 64
+#define SC_VU_CONTROL_TIMEOUT_MS 5000   /* default control timeout ([sidecore] control_timeout_ms) */
 #define SC_VU_F_PROTOCOL_FEATURES 30   /* VHOST_USER_F_PROTOCOL_FEATURES */
 
 /* Protocol feature bits the server implements. */
@@ -41,6 +55,8 @@ struct sc_vu_device_ops {
 	int (*queue_start)(void *ctx, unsigned idx, const struct sc_vq_config *cfg);
 	/* Stop serving idx: detach, finish in-flight requests; return where the ring is. */
 	uint16_t (*queue_stop)(void *ctx, unsigned idx);
+	/* Has started vring idx been broken by its guest? GET_STATUS then adds NEEDS_RESET. NULL: never. */
+	bool (*queue_broken)(void *ctx, unsigned idx);
 };
 
 struct sc_vu_server;
@@ -52,22 +68,27 @@ struct sc_vu_server;
 int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, void *ctx,
 			struct sc_vu_server **out, char *err, size_t errlen);
 
-/* Stop every vring, close the connection, remove the socket file. */
-void sc_vu_server_destroy(struct sc_vu_server *s);
+/*
+ * Set the control timeout (ms; ≤ 0 means the default, 5000): how long a
+ * message may take to arrive once begun, a reply to be read, and a
+ * connection to start a ring before a newer connection may replace it.
+ * Call before sc_vu_server_start.
+ */
+void sc_vu_server_set_timeout(struct sc_vu_server *s, int timeout_ms);
 
 /*
- * Wait up to timeout_ms for a connection or a message and handle it.
- * Returns 1 if something was handled, 0 on timeout, or a negative errno
- * for a failure of the server itself. A bad message or a front end that
- * misbehaves only drops that connection (said on stderr, one line).
+ * Serve the socket on a control thread of its own until
+ * sc_vu_server_destroy. Returns 0 or a negative errno (pthread_create).
  */
-int sc_vu_server_poll(struct sc_vu_server *s, int timeout_ms);
+int sc_vu_server_start(struct sc_vu_server *s);
 
-/* The fds to wait on (listening socket, connection or -1), for a caller's own epoll. */
-int sc_vu_server_listen_fd(const struct sc_vu_server *s);
-int sc_vu_server_conn_fd(const struct sc_vu_server *s);
+/*
+ * Stop the control thread (wherever it waits, at once), stop every vring,
+ * close the connection, remove the socket file.
+ */
+void sc_vu_server_destroy(struct sc_vu_server *s);
 
-/* How many vrings are being served now. */
+/* How many vrings are being served now (any thread). */
 unsigned sc_vu_server_started(const struct sc_vu_server *s);
 
 #endif

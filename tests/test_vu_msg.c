@@ -8,9 +8,11 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/vhost_user.h"
@@ -172,7 +174,7 @@ Test(vu_msg, message_shorter_than_its_header_says)
 		{ VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, 8 }, 7 };
 	cr_assert_eq(write(sv[1], &msg, sizeof(msg)), (ssize_t)sizeof(msg));
 	shutdown(sv[1], SHUT_WR);
-	expect_refused(-EPROTO, "after 4 of 8 payload bytes");
+	expect_refused(-EPROTO, "after 4 bytes of a 8-byte payload");
 }
 
 Test(vu_msg, payload_size_wrong_for_the_type)
@@ -333,4 +335,84 @@ Test(vu_msg, inflight_area_that_does_not_fit_the_device)
 	send_msg(VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_VERSION, &in, 24, 0);
 	expect_refused(-EBADF, "expected 1");
 	next_message_is_fine();
+}
+
+/* ---- limits on a slow peer (sc_vu_msg_recv_timed, sc_vu_send_timed) ---- */
+
+static int64_t ms_now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+Test(vu_msg, half_a_header_times_out_and_its_fd_is_closed)
+{
+	/* 6 header bytes with an eventfd, then nothing. */
+	struct sc_vu_hdr h = { VHOST_USER_SET_VRING_CALL, VHOST_USER_VERSION, 8 };
+	int fd = eventfd(0, EFD_CLOEXEC);
+	char control[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &h, 6 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	cr_assert_eq(sendmsg(sv[1], &mh, 0), 6);
+	close(fd);
+	struct sc_vu_msg m;
+	char buf[256] = "";
+	int64_t t0 = ms_now();
+	cr_assert_eq(sc_vu_msg_recv_timed(sv[0], NVRINGS, &m, 100, -1, buf, sizeof(buf)), -ETIMEDOUT, "%s", buf);
+	int64_t dt = ms_now() - t0;
+	cr_assert(dt >= 90 && dt < 1000, "gave up after %lld ms", (long long)dt);
+	cr_assert(strstr(buf, "within 100 ms"), "%s", buf);
+	cr_assert_eq(open_fds(), fds_before, "the fd of the unfinished message was not closed");
+}
+
+Test(vu_msg, a_stop_fd_ends_the_wait_for_a_payload)
+{
+	struct sc_vu_hdr h = { VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, 8 };
+	cr_assert_eq(send(sv[1], &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	int stop = eventfd(1, EFD_CLOEXEC);   /* already readable */
+	struct sc_vu_msg m;
+	char buf[256] = "";
+	int64_t t0 = ms_now();
+	cr_assert_eq(sc_vu_msg_recv_timed(sv[0], NVRINGS, &m, 5000, stop, buf, sizeof(buf)), -ECANCELED, "%s", buf);
+	cr_assert_lt(ms_now() - t0, 1000);
+	close(stop);
+}
+
+Test(vu_msg, a_reply_nobody_reads_times_out)
+{
+	uint64_t v = 0;
+	int ret = 0;
+	int64_t t0 = ms_now();
+	/* Fill the peer's socket until our send has to wait, then give up after 100 ms. */
+	for (unsigned n = 0; n < 1000000 && ret == 0; n++)
+		ret = sc_vu_send_timed(sv[0], VHOST_USER_GET_FEATURES, VHOST_USER_REPLY, &v, 8, -1, 100, -1);
+	cr_assert_eq(ret, -ETIMEDOUT, "got %d", ret);
+	cr_assert_lt(ms_now() - t0, 5000);
+}
+
+Test(vu_msg, kick_fd_that_is_a_pipe_is_refused_and_closed)
+{
+	uint64_t idx = 1;
+	send_msg(VHOST_USER_SET_VRING_KICK, VHOST_USER_VERSION, &idx, 8, 1);   /* an eventfd: fine */
+	struct sc_vu_msg m;
+	char buf[256] = "";
+	cr_assert_eq(sc_vu_msg_recv(sv[0], NVRINGS, &m, buf, sizeof(buf)), 1, "%s", buf);
+	cr_assert_eq(sc_vu_msg_check_fds(&m, buf, sizeof(buf)), 0, "%s", buf);
+	sc_vu_msg_close_fds(&m);
+
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	m.nfds = 1;
+	m.fds[0] = p[0];
+	cr_assert_eq(sc_vu_msg_check_fds(&m, buf, sizeof(buf)), -EBADFD);
+	cr_assert(strstr(buf, "not an eventfd") && strstr(buf, "pipe:"), "%s", buf);
+	cr_assert_eq(m.nfds, 0, "the refused fd is closed");
+	cr_assert_eq(fcntl(p[0], F_GETFD), -1, "the refused fd is closed");
+	close(p[1]);
 }

@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Hostile front ends against the vhost-user back end, one test per fault:
+ * messages that stall, replies nobody reads, fds of the wrong kind or size,
+ * memory and inflight areas replaced under running rings, protocol state
+ * across a reset, a ring the guest broke. Two disks share one sidecore;
+ * after each fault the server is alive and a fresh front end does verified
+ * I/O on the same disk and on the other one.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/barrier.h"
+#include "guestmem/guestmem.h"
+#include "runtime/vhost_user.h"
+#include "vu_helpers.h"
+
+#define TIMEOUT_MS 400   /* the control timeout the disks use here */
+
+static struct sc_poller *poller;
+static struct t_disk A, B;
+
+static void setup(void)
+{
+	struct sc_poller_config pc = { .cpu = -1, .idle_spin_ns = 100000, .name = "sc-hostile" };
+	cr_assert_eq(sc_poller_create(&pc, &poller), 0);
+	t_disk_open(&A, poller, TIMEOUT_MS, "a");
+	t_disk_open(&B, poller, TIMEOUT_MS, "b");
+}
+
+static void teardown(void)
+{
+	t_disk_close(&A);
+	t_disk_close(&B);
+	sc_poller_destroy(poller);
+}
+
+TestSuite(vu_hostile, .init = setup, .fini = teardown, .timeout = 60);
+
+/* ---- stalls ---- */
+
+Test(vu_hostile, half_a_header_then_silence_drops_only_that_connection)
+{
+	int h = t_connect(A.sock);
+	uint32_t half[2] = { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION };
+	cr_assert_eq(send(h, half, 6, MSG_NOSIGNAL), 6);
+	int64_t t0 = t_now_ms();
+	t_alive(&B, NULL);   /* the other disk does not wait for it */
+	cr_assert(t_wait_eof(h, TIMEOUT_MS + 2000), "the stalled connection was never dropped");
+	int64_t dt = t_now_ms() - t0;
+	cr_assert(dt >= TIMEOUT_MS - 50 && dt < TIMEOUT_MS + 1000, "dropped after %lld ms", (long long)dt);
+	close(h);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, half_a_payload_then_silence_drops_the_connection)
+{
+	int h = t_connect(A.sock);
+	struct sc_vu_hdr hdr = { VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, 8 };
+	uint8_t msg[sizeof(hdr) + 4] = { 0 };
+	memcpy(msg, &hdr, sizeof(hdr));
+	cr_assert_eq(send(h, msg, sizeof(msg), MSG_NOSIGNAL), (ssize_t)sizeof(msg));
+	cr_assert(t_wait_eof(h, TIMEOUT_MS + 2000), "the stalled connection was never dropped");
+	close(h);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, one_byte_at_a_time_cannot_stretch_a_message)
+{
+	/* Each byte comes well within the timeout; the message as a whole does not. */
+	int h = t_connect(A.sock);
+	struct sc_vu_hdr hdr = { VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, 8 };
+	uint8_t msg[sizeof(hdr) + 8] = { 0 };
+	memcpy(msg, &hdr, sizeof(hdr));
+	int64_t t0 = t_now_ms();
+	size_t sent = 0;
+	for (; sent < sizeof(msg); sent++) {
+		if (send(h, msg + sent, 1, MSG_NOSIGNAL) != 1)
+			break;
+		if (t_wait_eof(h, TIMEOUT_MS / 4))
+			break;
+	}
+	cr_assert_lt(sent, sizeof(msg), "the whole message trickled in");
+	cr_assert_lt(t_now_ms() - t0, TIMEOUT_MS + 1000, "dropped too late");
+	close(h);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, never_reading_replies_drops_the_connection)
+{
+	int h = t_connect(A.sock);
+	t_flood_unread(h);
+	t_alive(&B, NULL);
+	usleep((TIMEOUT_MS + 300) * 1000);
+	/* Now read: a server that gave up ends the stream after what it sent; one still waiting goes on. */
+	cr_assert(t_wait_eof(h, 3000), "the connection that never read its replies is still served");
+	close(h);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, a_connection_that_sends_nothing_gives_way_to_the_next)
+{
+	int idle = t_connect(A.sock);
+	usleep(50000);
+	int64_t t0 = t_now_ms();
+	t_alive(&A, NULL);   /* waits in the backlog until the idle one is replaced */
+	cr_assert_lt(t_now_ms() - t0, TIMEOUT_MS + 2000);
+	cr_assert(t_wait_eof(idle, 1000), "the idle connection was not dropped");
+	close(idle);
+	t_alive(&A, &B);
+}
+
+/* ---- fds ---- */
+
+/* Set up vring 0 up to its call fd, which is fd; expect a refusal and a dropped connection. */
+static void call_fd_refused(int fd, uint32_t req)
+{
+	struct t_fe fe;
+	t_fe_open(&fe, A.sock);
+	t_fe_negotiate(&fe);
+	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
+	uint64_t idx0 = 0, ack;
+	t_send(fe.sock, req, VHOST_USER_NEED_REPLY, &idx0, 8, fd);
+	t_reply(fe.sock, req, &ack, 8);
+	cr_assert_eq(ack, EBADFD, "%s with a non-eventfd was acked %llu", sc_vu_request_name(req),
+		     (unsigned long long)ack);
+	cr_assert(t_wait_eof(fe.sock, 1000));
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, call_fd_that_is_a_pipe_is_refused)
+{
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	call_fd_refused(p[1], VHOST_USER_SET_VRING_CALL);
+	close(p[0]);
+	close(p[1]);
+}
+
+Test(vu_hostile, kick_and_err_fds_that_are_sockets_are_refused)
+{
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	call_fd_refused(sv[0], VHOST_USER_SET_VRING_KICK);
+	call_fd_refused(sv[0], VHOST_USER_SET_VRING_ERR);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* A memory table whose one region comes from fd: refused with want (0: accepted). */
+static void mem_fd_gets(int fd, uint64_t want)
+{
+	struct t_fe fe;
+	t_fe_open(&fe, A.sock);
+	t_fe_negotiate(&fe);
+	uint64_t ack = t_fe_mem_table(&fe, fd);
+	cr_assert_eq(ack, want, "SET_MEM_TABLE acked %llu, expected %llu", (unsigned long long)ack,
+		     (unsigned long long)want);
+	if (want)
+		cr_assert(t_wait_eof(fe.sock, 1000));
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, memfd_smaller_than_its_region_is_refused)
+{
+	int fd = sc_mem_memfd_create("small", T_MEM / 4);   /* sealed, but a quarter of what it claims */
+	mem_fd_gets(fd, ENXIO);
+	close(fd);
+}
+
+Test(vu_hostile, unsealed_memfd_is_refused)
+{
+	int fd = memfd_create("unsealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	cr_assert_eq(ftruncate(fd, T_MEM), 0);
+	mem_fd_gets(fd, EPERM);
+	close(fd);
+}
+
+Test(vu_hostile, a_pipe_as_memory_is_refused)
+{
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	mem_fd_gets(p[0], EBADFD);
+	close(p[0]);
+	close(p[1]);
+}
+
+Test(vu_hostile, regular_file_memory_is_accepted_and_serves_io)
+{
+	/* A file cannot be sealed; it is taken (a fault on it is vqueue's to contain). */
+	char path[] = "/tmp/sidecore-mem-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert_eq(ftruncate(fd, T_MEM), 0);
+	unlink(path);
+	struct t_fe fe;
+	t_fe_open(&fe, A.sock);
+	munmap(fe.mem, T_MEM);
+	fe.mem = mmap(NULL, T_MEM, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert_neq(fe.mem, MAP_FAILED);
+	t_fe_negotiate(&fe);
+	cr_assert_eq(t_fe_mem_table(&fe, fd), 0, "a regular file was refused");
+	t_fe_ring(&fe);
+	t_fe_verified_io(&fe, A.img, 40);
+	t_fe_close(&fe);
+	close(fd);
+	t_alive(&A, &B);
+}
+
+/* ---- memory and inflight replaced under running rings ---- */
+
+Test(vu_hostile, empty_memory_table_then_a_good_one_runs_the_rings_again)
+{
+	struct t_fe fe;
+	t_fe_start(&fe, A.sock);
+	t_fe_verified_io(&fe, A.img, 0);
+	struct { uint32_t n, pad; } empty = { 0, 0 };
+	uint64_t ack;
+	t_send(fe.sock, VHOST_USER_SET_MEM_TABLE, VHOST_USER_NEED_REPLY, &empty, sizeof(empty), -1);
+	t_reply(fe.sock, VHOST_USER_SET_MEM_TABLE, &ack, 8);
+	cr_assert_eq(ack, 0, "an empty table was refused");
+	cr_assert_eq(sc_vu_server_started(A.srv), 0, "a ring ran without memory");
+	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
+	cr_assert_eq(sc_vu_server_started(A.srv), 1, "the ring did not run again");
+	t_fe_verified_io(&fe, A.img, 8);
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, remove_then_add_the_ring_region_keeps_the_device)
+{
+	/* QEMU's own update path: REM_MEM_REG then ADD_MEM_REG of the region holding rings and buffers. */
+	struct t_fe fe;
+	t_fe_start(&fe, A.sock);
+	t_fe_verified_io(&fe, A.img, 0);
+	struct { uint64_t pad; struct sc_vu_region r; } reg = { 0, { 0, T_MEM, (uintptr_t)fe.mem, 0 } };
+	uint64_t ack;
+	t_send(fe.sock, VHOST_USER_REM_MEM_REG, VHOST_USER_NEED_REPLY, &reg, sizeof(reg), fe.memfd);
+	t_reply(fe.sock, VHOST_USER_REM_MEM_REG, &ack, 8);
+	cr_assert_eq(ack, 0, "REM_MEM_REG refused: %llu", (unsigned long long)ack);
+	cr_assert_eq(sc_vu_server_started(A.srv), 0, "the ring ran with its region gone");
+	t_send(fe.sock, VHOST_USER_ADD_MEM_REG, VHOST_USER_NEED_REPLY, &reg, sizeof(reg), fe.memfd);
+	t_reply(fe.sock, VHOST_USER_ADD_MEM_REG, &ack, 8);
+	cr_assert_eq(ack, 0, "ADD_MEM_REG refused: %llu", (unsigned long long)ack);
+	cr_assert_eq(sc_vu_server_started(A.srv), 1, "the ring did not run again");
+	t_fe_verified_io(&fe, A.img, 16);
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+/* GET_INFLIGHT_FD for 2 queues: returns the area's fd, its description in *got. */
+static int get_inflight(struct t_fe *fe, struct sc_vu_inflight *got)
+{
+	struct sc_vu_inflight in = { 0, 0, 2, T_QSIZE };
+	struct sc_vu_hdr h;
+	char control[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &h, sizeof(h) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
+	uint8_t pad[24] = { 0 };
+	int fd;
+	memcpy(pad, &in, sizeof(in));
+	t_send(fe->sock, VHOST_USER_GET_INFLIGHT_FD, 0, pad, 24, -1);
+	cr_assert_eq(recvmsg(fe->sock, &mh, MSG_WAITALL), (ssize_t)sizeof(h));
+	cr_assert_eq(h.request, VHOST_USER_GET_INFLIGHT_FD);
+	cr_assert_eq(h.size, 24);
+	cr_assert_not_null(CMSG_FIRSTHDR(&mh), "no inflight fd");
+	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
+	cr_assert_eq(recv(fe->sock, pad, 24, MSG_WAITALL), 24);
+	memcpy(got, pad, sizeof(*got));
+	return fd;
+}
+
+Test(vu_hostile, inflight_area_replaced_while_rings_run)
+{
+	struct t_fe fe;
+	struct sc_vu_inflight got;
+	t_fe_open(&fe, A.sock);
+	t_fe_negotiate(&fe);
+	int ifd = get_inflight(&fe, &got);
+	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
+	t_fe_ring(&fe);
+	t_fe_verified_io(&fe, A.img, 0);
+	/* SET_INFLIGHT_FD twice, then a new GET_INFLIGHT_FD, while the ring runs: the old mapping goes only once the ring let go. */
+	for (int i = 0; i < 3; i++) {
+		if (i < 2) {
+			uint8_t pad[24] = { 0 };
+			uint64_t ack;
+			memcpy(pad, &got, sizeof(got));
+			t_send(fe.sock, VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_NEED_REPLY, pad, 24, ifd);
+			t_reply(fe.sock, VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
+			cr_assert_eq(ack, 0, "SET_INFLIGHT_FD refused: %llu", (unsigned long long)ack);
+		} else {
+			close(ifd);
+			ifd = get_inflight(&fe, &got);
+		}
+		cr_assert_eq(sc_vu_server_started(A.srv), 1, "the ring did not run again");
+		t_fe_verified_io(&fe, A.img, 8 + 8 * (uint64_t)i);
+	}
+	close(ifd);
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, inflight_fd_smaller_than_it_claims_is_refused)
+{
+	struct t_fe fe;
+	t_fe_open(&fe, A.sock);
+	t_fe_negotiate(&fe);
+	int fd = sc_mem_memfd_create("small-inflight", 4096);
+	struct sc_vu_inflight in = { 1u << 20, 0, 2, T_QSIZE };
+	uint8_t pad[24] = { 0 };
+	uint64_t ack;
+	memcpy(pad, &in, sizeof(in));
+	t_send(fe.sock, VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_NEED_REPLY, pad, 24, fd);
+	t_reply(fe.sock, VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
+	cr_assert_eq(ack, ENXIO);
+	cr_assert(t_wait_eof(fe.sock, 1000));
+	close(fd);
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+/* ---- protocol state ---- */
+
+Test(vu_hostile, need_reply_is_acked_after_reset_device)
+{
+	struct t_fe fe;
+	t_fe_start(&fe, A.sock);
+	t_send(fe.sock, VHOST_USER_RESET_DEVICE, 0, NULL, 0, -1);
+	uint64_t f = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1);
+	cr_assert_eq(t_set_u64_ack(fe.sock, VHOST_USER_SET_FEATURES, f), 0, "no ack after the reset");
+	cr_assert_eq(sc_vu_server_started(A.srv), 0, "the reset stopped the ring");
+	/* The device is usable again on the same connection. */
+	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
+	t_fe_ring(&fe);
+	t_fe_verified_io(&fe, A.img, 24);
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, get_status_says_needs_reset_after_a_ring_attack)
+{
+	struct t_fe fe;
+	t_fe_start(&fe, A.sock);
+	t_fe_verified_io(&fe, A.img, 0);
+	cr_assert_eq(t_get_u64(fe.sock, VHOST_USER_GET_STATUS) & 0x40, 0);
+	/* The driver claims far more available entries than the ring holds (virtio 1.2 §2.7.6). */
+	sc_store_release(&fe.vq.avail->idx, (uint16_t)(fe.vq.avail_idx + T_QSIZE + 5));
+	uint64_t one = 1;
+	cr_assert_eq(write(fe.kick, &one, 8), 8);
+	int64_t t0 = t_now_ms();
+	while (!(t_get_u64(fe.sock, VHOST_USER_GET_STATUS) & 0x40)) {
+		cr_assert_lt(t_now_ms() - t0, 3000, "GET_STATUS never said DEVICE_NEEDS_RESET");
+		usleep(10000);
+	}
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+/* ---- one device's slow ring stop ---- */
+
+static uint16_t (*blk_stop)(void *ctx, unsigned idx);
+
+/* A device whose in-flight I/O takes 1.5 s to finish when its ring stops. */
+static uint16_t slow_stop(void *ctx, unsigned idx)
+{
+	usleep(1500 * 1000);
+	return blk_stop(ctx, idx);
+}
+
+Test(vu_hostile, a_slow_ring_stop_on_one_disk_does_not_hold_up_the_other)
+{
+	blk_stop = A.dev.ops.queue_stop;
+	A.dev.ops.queue_stop = slow_stop;   /* read by A's control thread when a ring stops */
+	struct t_fe fa, fb;
+	t_fe_start(&fa, A.sock);
+	t_fe_verified_io(&fa, A.img, 0);
+	struct sc_vu_vring_state st = { 0, 0 };
+	t_send(fa.sock, VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);   /* A's control thread now waits 1.5 s */
+	usleep(100 * 1000);
+	int64_t t0 = t_now_ms();
+	t_fe_start(&fb, B.sock);
+	t_fe_verified_io(&fb, B.img, 0);
+	cr_assert_eq(t_fe_get_base(&fb), 2, "B's ring stopped where it was");
+	int64_t dt = t_now_ms() - t0;
+	cr_assert_lt(dt, 1000, "disk B's set-up, I/O and ring stop took %lld ms behind disk A's slow stop", (long long)dt);
+	t_reply(fa.sock, VHOST_USER_GET_VRING_BASE, &st, 8);
+	cr_assert_eq(st.num, 2);
+	t_fe_close(&fa);
+	t_fe_close(&fb);
+	A.dev.ops.queue_stop = blk_stop;
+	t_alive(&A, &B);
+}

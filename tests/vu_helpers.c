@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: MIT */
+#include "vu_helpers.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/barrier.h"
+#include "guestmem/guestmem.h"
+#include "runtime/vhost_user.h"
+
+int64_t t_now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void t_disk_open(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name)
+{
+	char err[256];
+	memset(d, 0, sizeof(*d));
+	snprintf(d->dir, sizeof(d->dir), "/tmp/sidecore-vuh-XXXXXX");
+	cr_assert_not_null(mkdtemp(d->dir));
+	snprintf(d->sock, sizeof(d->sock), "%s/%s.sock", d->dir, name);
+	snprintf(d->img, sizeof(d->img), "%s/%s.img", d->dir, name);
+	int fd = open(d->img, O_CREAT | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ftruncate(fd, T_DISK), 0);
+	close(fd);
+	cr_assert_eq(sc_blk_backend_open(&d->be, d->img, false, false, name, err, sizeof(err)), 0, "%s", err);
+	d->poller = p;
+	sc_vu_blk_init(&d->dev, &d->be, &d->poller, 1, 2);
+	cr_assert_eq(sc_vu_server_create(d->sock, &d->dev.ops, &d->dev, &d->srv, err, sizeof(err)), 0, "%s", err);
+	sc_vu_server_set_timeout(d->srv, timeout_ms);
+	cr_assert_eq(sc_vu_server_start(d->srv), 0);
+}
+
+void t_disk_close(struct t_disk *d)
+{
+	if (!d->srv)
+		return;
+	sc_vu_server_destroy(d->srv);
+	d->srv = NULL;
+	sc_blk_backend_close(&d->be);
+	unlink(d->img);
+	rmdir(d->dir);
+}
+
+int t_connect(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timeval tv = { 5, 0 };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(s, 0);
+	cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect %s: %s", path, strerror(errno));
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return s;
+}
+
+void t_send(int sock, uint32_t req, uint32_t flags, const void *payload, uint32_t size, int fd)
+{
+	int ret = sc_vu_send(sock, req, flags, payload, size, fd);
+	cr_assert_eq(ret, 0, "sending %s: %s", sc_vu_request_name(req), strerror(-ret));
+}
+
+void t_reply(int sock, uint32_t req, void *buf, uint32_t size)
+{
+	struct sc_vu_hdr h;
+	cr_assert_eq(recv(sock, &h, sizeof(h), MSG_WAITALL), (ssize_t)sizeof(h), "no reply to %s",
+		     sc_vu_request_name(req));
+	cr_assert_eq(h.request, req, "reply to %u, expected %s", h.request, sc_vu_request_name(req));
+	cr_assert(h.flags & VHOST_USER_REPLY);
+	cr_assert_eq(h.size, size, "reply of %u bytes to %s", h.size, sc_vu_request_name(req));
+	if (size)
+		cr_assert_eq(recv(sock, buf, size, MSG_WAITALL), (ssize_t)size);
+}
+
+uint64_t t_get_u64(int sock, uint32_t req)
+{
+	uint64_t v;
+	t_send(sock, req, 0, NULL, 0, -1);
+	t_reply(sock, req, &v, 8);
+	return v;
+}
+
+uint64_t t_set_u64_ack(int sock, uint32_t req, uint64_t v)
+{
+	uint64_t ack;
+	t_send(sock, req, VHOST_USER_NEED_REPLY, &v, 8, -1);
+	t_reply(sock, req, &ack, 8);
+	return ack;
+}
+
+void t_fe_open(struct t_fe *fe, const char *path)
+{
+	memset(fe, 0, sizeof(*fe));
+	fe->memfd = fe->kick = fe->call = -1;
+	fe->sock = t_connect(path);
+	fe->memfd = sc_mem_memfd_create("t-fe", T_MEM);
+	cr_assert_geq(fe->memfd, 0);
+	fe->mem = mmap(NULL, T_MEM, PROT_READ | PROT_WRITE, MAP_SHARED, fe->memfd, 0);
+	cr_assert_neq(fe->mem, MAP_FAILED);
+	fe->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	fe->call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	cr_assert(fe->kick >= 0 && fe->call >= 0);
+}
+
+void t_fe_negotiate(struct t_fe *fe)
+{
+	uint64_t f = t_get_u64(fe->sock, VHOST_USER_GET_FEATURES);
+	cr_assert(f & (1ull << SC_VU_F_PROTOCOL_FEATURES));
+	uint64_t want = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1);
+	t_send(fe->sock, VHOST_USER_SET_FEATURES, 0, &want, 8, -1);
+	uint64_t pf = t_get_u64(fe->sock, VHOST_USER_GET_PROTOCOL_FEATURES);
+	cr_assert(pf & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK));
+	t_send(fe->sock, VHOST_USER_SET_PROTOCOL_FEATURES, 0, &pf, 8, -1);
+	t_send(fe->sock, VHOST_USER_SET_OWNER, 0, NULL, 0, -1);
+}
+
+uint64_t t_fe_mem_table(struct t_fe *fe, int fd)
+{
+	struct { uint32_t n, pad; struct sc_vu_region r; } mt = { 1, 0, { 0, T_MEM, (uintptr_t)fe->mem, 0 } };
+	uint64_t ack;
+	t_send(fe->sock, VHOST_USER_SET_MEM_TABLE, VHOST_USER_NEED_REPLY, &mt, sizeof(mt), fd);
+	t_reply(fe->sock, VHOST_USER_SET_MEM_TABLE, &ack, 8);
+	return ack;
+}
+
+void t_fe_ring_resume(struct t_fe *fe, uint16_t base)
+{
+	struct sc_vu_vring_state num = { 0, T_QSIZE }, b = { 0, base };
+	t_send(fe->sock, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	t_send(fe->sock, VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
+	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = (uintptr_t)fe->vq.desc,
+				      .avail_user_addr = (uintptr_t)fe->vq.avail,
+				      .used_user_addr = (uintptr_t)fe->vq.used };
+	t_send(fe->sock, VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
+	uint64_t idx0 = 0;
+	t_send(fe->sock, VHOST_USER_SET_VRING_CALL, 0, &idx0, 8, fe->call);
+	t_send(fe->sock, VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe->kick);
+	struct sc_vu_vring_state en = { 0, 1 };
+	uint64_t ack;
+	t_send(fe->sock, VHOST_USER_SET_VRING_ENABLE, VHOST_USER_NEED_REPLY, &en, 8, -1);
+	t_reply(fe->sock, VHOST_USER_SET_VRING_ENABLE, &ack, 8);
+	cr_assert_eq(ack, 0, "enable refused: %llu", (unsigned long long)ack);
+}
+
+void t_fe_ring(struct t_fe *fe)
+{
+	cr_assert_eq(sc_drv_vq_init(&fe->vq, fe->mem, 0, T_QSIZE, 1ull << VIRTIO_F_VERSION_1), 0);
+	sc_drv_vq_interrupts_disable(&fe->vq);
+	t_fe_ring_resume(fe, 0);
+}
+
+uint16_t t_fe_get_base(struct t_fe *fe)
+{
+	struct sc_vu_vring_state st = { 0, 0 };
+	t_send(fe->sock, VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);
+	t_reply(fe->sock, VHOST_USER_GET_VRING_BASE, &st, 8);
+	cr_assert_eq(st.index, 0);
+	return (uint16_t)st.num;
+}
+
+void t_fe_start(struct t_fe *fe, const char *path)
+{
+	t_fe_open(fe, path);
+	t_fe_negotiate(fe);
+	cr_assert_eq(t_fe_mem_table(fe, fe->memfd), 0, "memory table refused");
+	t_fe_ring(fe);
+}
+
+int t_fe_io(struct t_fe *fe, uint32_t type, uint64_t sector)
+{
+	unsigned slot = fe->slot++ % 32;
+	uint64_t hdr = T_HDR_GPA + slot * 64, data = T_DATA_GPA + slot * 4096;
+	*(struct virtio_blk_outhdr *)(fe->mem + hdr) = (struct virtio_blk_outhdr){ .type = type, .sector = sector };
+	fe->mem[hdr + 16] = 0xee;
+	struct sc_drv_seg s[3] = { { hdr, 16 }, { data, 4096 }, { hdr + 16, 1 } };
+	bool out = type == VIRTIO_BLK_T_OUT;
+	cr_assert_geq(sc_drv_vq_add(&fe->vq, s, out ? 2 : 1, out ? 1 : 2), 0);
+	sc_drv_vq_publish(&fe->vq);
+	if (sc_drv_vq_kick_needed(&fe->vq)) {
+		uint64_t one = 1;
+		cr_assert_eq(write(fe->kick, &one, 8), 8);
+	}
+	uint16_t head;
+	uint32_t len;
+	int64_t t0 = t_now_ms();
+	while (sc_drv_vq_get_used(&fe->vq, &head, &len) == 0) {
+		cr_assert_lt(t_now_ms() - t0, 5000, "no completion in 5 s");
+		usleep(50);
+	}
+	return fe->mem[hdr + 16];
+}
+
+void t_fe_verified_io(struct t_fe *fe, const char *img, uint64_t sector)
+{
+	static unsigned seed = 1;
+	unsigned slot = fe->slot % 32;
+	uint8_t *buf = fe->mem + T_DATA_GPA + slot * 4096, disk[4096], want[4096];
+	seed++;
+	for (int i = 0; i < 4096; i++)
+		want[i] = (uint8_t)(i * 7 + seed * 13 + sector);
+	memcpy(buf, want, 4096);
+	cr_assert_eq(t_fe_io(fe, VIRTIO_BLK_T_OUT, sector), VIRTIO_BLK_S_OK, "write to %s", img);
+	int fd = open(img, O_RDONLY);
+	cr_assert_eq(pread(fd, disk, 4096, (off_t)sector * 512), 4096);
+	close(fd);
+	cr_assert_eq(memcmp(disk, want, 4096), 0, "%s holds what the guest wrote", img);
+	slot = fe->slot % 32;
+	memset(fe->mem + T_DATA_GPA + slot * 4096, 0, 4096);
+	cr_assert_eq(t_fe_io(fe, VIRTIO_BLK_T_IN, sector), VIRTIO_BLK_S_OK, "read from %s", img);
+	cr_assert_eq(memcmp(fe->mem + T_DATA_GPA + slot * 4096, want, 4096), 0, "read back what was written");
+}
+
+void t_fe_close(struct t_fe *fe)
+{
+	int *fds[] = { &fe->sock, &fe->memfd, &fe->kick, &fe->call };
+	if (fe->mem)
+		munmap(fe->mem, T_MEM);
+	for (unsigned i = 0; i < 4; i++)
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+	memset(fe, 0, sizeof(*fe));
+	fe->sock = fe->memfd = fe->kick = fe->call = -1;
+}
+
+unsigned t_flood_unread(int sock)
+{
+	struct sc_vu_hdr hdr = { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION, 0 };
+	int64_t last = t_now_ms();
+	unsigned n = 0;
+	while (t_now_ms() - last < 200) {
+		cr_assert_lt(n, 10000000u, "the server takes requests for ever while nobody reads its replies");
+		ssize_t r = send(sock, &hdr, sizeof(hdr), MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (r == (ssize_t)sizeof(hdr)) {
+			n++;
+			last = t_now_ms();
+		} else if (r < 0 && errno != EAGAIN) {
+			break;   /* already dropped */
+		} else {
+			usleep(1000);
+		}
+	}
+	return n;
+}
+
+void t_fe_disconnect(struct t_fe *fe)
+{
+	close(fe->sock);
+	fe->sock = -1;
+}
+
+void t_fe_reconnect(struct t_fe *fe, const char *path, uint16_t base)
+{
+	fe->sock = t_connect(path);
+	t_fe_negotiate(fe);
+	cr_assert_eq(t_fe_mem_table(fe, fe->memfd), 0, "memory table refused");
+	t_fe_ring_resume(fe, base);
+}
+
+bool t_wait_eof(int sock, int ms)
+{
+	int64_t end = t_now_ms() + ms;
+	char buf[4096];
+	for (;;) {
+		int left = (int)(end - t_now_ms());
+		if (left <= 0)
+			return false;
+		struct pollfd p = { .fd = sock, .events = POLLIN };
+		if (poll(&p, 1, left) <= 0)
+			continue;
+		ssize_t n = recv(sock, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return true;
+	}
+}
+
+void t_alive(struct t_disk *a, struct t_disk *b)
+{
+	struct t_disk *disks[2] = { a, b };
+	for (int i = 0; i < 2 && disks[i]; i++) {
+		struct t_fe fe;
+		t_fe_start(&fe, disks[i]->sock);
+		t_fe_verified_io(&fe, disks[i]->img, 8 + (uint64_t)i * 16);
+		t_fe_close(&fe);
+		/* The next front end must find the device free again. */
+		int64_t t0 = t_now_ms();
+		while (sc_vu_server_started(disks[i]->srv)) {
+			cr_assert_lt(t_now_ms() - t0, 5000, "%s: the ring kept running after its front end left",
+				     disks[i]->sock);
+			usleep(1000);
+		}
+	}
+}

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Test harness for the vhost-user back end: disks served by sc_vu_server on
+ * their own control threads, and front ends written here against the
+ * protocol (raw sockets, memfd guest memory, one split ring from the driver
+ * library) that a test can make misbehave at any step. Every helper asserts
+ * with Criterion; waits are bounded.
+ */
+#ifndef SC_TESTS_VU_HELPERS_H
+#define SC_TESTS_VU_HELPERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "driver/driver.h"
+#include "runtime/vu_blk.h"
+
+#define T_MEM (4u << 20)      /* front-end guest memory */
+#define T_QSIZE 64
+#define T_DISK (1u << 20)     /* backing file size */
+#define T_HDR_GPA 0x100000    /* request headers; the ring is at GPA 0 */
+#define T_DATA_GPA 0x200000   /* 4 KiB data buffers */
+
+/* A disk behind a vhost-user socket, served by its own control thread. */
+struct t_disk {
+	char dir[64], sock[96], img[96];
+	struct sc_blk_backend be;
+	struct sc_vu_blk dev;
+	struct sc_vu_server *srv;
+	struct sc_poller *poller;   /* the device keeps a pointer to its poller array */
+};
+
+/* Create a disk (name for the log) whose server uses timeout_ms, on poller p. */
+void t_disk_open(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name);
+void t_disk_close(struct t_disk *d);
+
+/* A front end: its socket, guest memory in fd (a sealed memfd unless a test swaps it), one ring. */
+struct t_fe {
+	int sock, memfd, kick, call;
+	uint8_t *mem;
+	struct sc_drv_vq vq;
+	unsigned slot;   /* next request buffer */
+};
+
+/* Connect a raw socket to path; reads on it give up after 5 s. */
+int t_connect(const char *path);
+
+/* Send one message, asserting it went out. */
+void t_send(int sock, uint32_t req, uint32_t flags, const void *payload, uint32_t size, int fd);
+/* Read the reply to req into buf: exactly size bytes of payload. */
+void t_reply(int sock, uint32_t req, void *buf, uint32_t size);
+uint64_t t_get_u64(int sock, uint32_t req);
+/* Send req with value v and NEED_REPLY; return the ack (0: done, else an errno). */
+uint64_t t_set_u64_ack(int sock, uint32_t req, uint64_t v);
+
+/* Connect and make guest memory; nothing sent yet. */
+void t_fe_open(struct t_fe *fe, const char *path);
+/* GET/SET_FEATURES, protocol features (REPLY_ACK included), SET_OWNER. */
+void t_fe_negotiate(struct t_fe *fe);
+/* SET_MEM_TABLE with the whole guest memory as one region from fd; returns the ack. */
+uint64_t t_fe_mem_table(struct t_fe *fe, int fd);
+/* Describe and enable vring 0 (a fresh ring at GPA 0) with the front end's eventfds; asserts the ack. */
+void t_fe_ring(struct t_fe *fe);
+/* The same for the ring already in memory, resuming at base (a front end that came back). */
+void t_fe_ring_resume(struct t_fe *fe, uint16_t base);
+/* GET_VRING_BASE of vring 0: stops it; returns where the back end left it. */
+uint16_t t_fe_get_base(struct t_fe *fe);
+/* open + negotiate + memory + ring: a well-behaved front end with a live ring. */
+void t_fe_start(struct t_fe *fe, const char *path);
+/* One 4 KiB request through the ring at sector; returns the status byte (asserts a completion in 5 s). */
+int t_fe_io(struct t_fe *fe, uint32_t type, uint64_t sector);
+/* Write a fresh pattern at sector, check the backing file holds it, read it back through the ring. */
+void t_fe_verified_io(struct t_fe *fe, const char *img, uint64_t sector);
+void t_fe_close(struct t_fe *fe);
+/* Close the connection only (memory and ring stay); t_fe_reconnect makes a new one and resumes at base. */
+void t_fe_disconnect(struct t_fe *fe);
+void t_fe_reconnect(struct t_fe *fe, const char *path, uint16_t base);
+
+/*
+ * Send GET_FEATURES on sock and never read a reply, until the server has
+ * taken none for 200 ms (its reply send is blocked) or closed the
+ * connection. Returns how many went out.
+ */
+unsigned t_flood_unread(int sock);
+
+/* Did the server close sock within ms (data before the end is read and dropped)? */
+bool t_wait_eof(int sock, int ms);
+
+/* A fresh well-behaved front end does verified I/O on each disk given (NULL ends the list). */
+void t_alive(struct t_disk *a, struct t_disk *b);
+
+int64_t t_now_ms(void);
+
+#endif
