@@ -102,33 +102,11 @@ static struct tenant tenants[NT];
 static struct sc_poller *poller;
 static struct huge_plan huge;
 static pthread_barrier_t start_bar, end_bar;
-static int stop_run, quit, ctl_stop;
+static int stop_run, quit;
 static bool one_shot;            /* each active tenant issues a single request (warming up) */
 static unsigned flood_qd = MAX_QD;
 static uint64_t warm_cycles;
 static int guest_cpu;
-
-/* ---- the control thread: vhost-user messages for all four servers ---- */
-
-static void *control_main(void *arg)
-{
-	(void)arg;
-	bench_pin(guest_cpu, "vhost-user control");
-	while (!__atomic_load_n(&ctl_stop, __ATOMIC_ACQUIRE)) {
-		struct pollfd p[NT];
-		for (int i = 0; i < NT; i++) {
-			int fd = sc_vu_server_conn_fd(tenants[i].srv);
-			p[i] = (struct pollfd){ .fd = fd >= 0 ? fd : sc_vu_server_listen_fd(tenants[i].srv), .events = POLLIN };
-		}
-		/* A short timeout: the stop flag is checked this often; asleep otherwise. */
-		if (poll(p, NT, 20) <= 0)
-			continue;
-		for (int i = 0; i < NT; i++)
-			if (p[i].revents)
-				sc_vu_server_poll(tenants[i].srv, 0);
-	}
-	return NULL;
-}
 
 /* ---- reading the device's limits as a front end does ---- */
 
@@ -482,8 +460,6 @@ int bench_fairness(int argc, char **argv)
 	struct bench_opts o = { 0 };
 	char dir[] = "/dev/shm/sidecore-fairness-XXXXXX", err[256];
 	double seconds = 0, qd = MAX_QD, huge_mb = 0, budget = SC_POLLER_DEFAULT_BUDGET;
-	pthread_t ctl;
-	bool ctl_started = false;
 	int nservers = 0, nfe = 0, ret = 1;
 
 	if (bench_take_number(&argc, argv, "seconds", 0.05, 3600, &seconds) < 0 ||
@@ -542,12 +518,12 @@ int bench_fairness(int argc, char **argv)
 			goto out;
 		}
 		nservers++;
+		/* Its control thread inherits this thread's cpu (the front ends' cpu). */
+		if ((r = sc_vu_server_start(t->srv)) < 0) {
+			fprintf(stderr, "sidecore-bench fairness: cannot start %s's control thread: %s\n", t->sock, strerror(-r));
+			goto out;
+		}
 	}
-	if (pthread_create(&ctl, NULL, control_main, NULL)) {
-		fprintf(stderr, "sidecore-bench fairness: cannot start the vhost-user control thread\n");
-		goto out;
-	}
-	ctl_started = true;
 	for (int i = 0; i < NT; i++) {
 		struct tenant *t = &tenants[i];
 		uint64_t mem = (4u << 20) + (i ? 0 : ((huge_cap + 4095) & ~4095ull));
@@ -688,10 +664,6 @@ out_threads:
 out:
 	for (int i = 0; i < nfe; i++)
 		sc_vu_fe_close(&tenants[i].fe);
-	if (ctl_started) {
-		__atomic_store_n(&ctl_stop, 1, __ATOMIC_RELEASE);
-		pthread_join(ctl, NULL);
-	}
 	for (int i = 0; i < nservers; i++) {
 		sc_vu_server_destroy(tenants[i].srv);
 		sc_blk_backend_close(&tenants[i].be);
