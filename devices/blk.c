@@ -409,9 +409,17 @@ static void piece_end(struct sc_blk_req *r, size_t moved)
 	}
 }
 
-/* What one poll round may still do. */
+/*
+ * What one poll round may still do. A round walks the active list twice:
+ * first everything but the transfers already under way, then those, so a
+ * small request behind a huge one on the same queue is not kept waiting by
+ * it; the second walk moves at least one piece of a split transfer even
+ * when new requests spent the bytes, so neither side starves.
+ */
 struct round {
 	size_t bytes;             /* left to move on the sidecore itself */
+	bool under_way;           /* this walk steps the transfers under way (and only those) */
+	bool split_moved;         /* a piece of a split transfer moved on the sidecore */
 	bool write_before;        /* a write-like request earlier on the active list is not done */
 	unsigned work;
 };
@@ -456,7 +464,7 @@ static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct r
 
 	if (r->done == r->total)
 		return transfer_moved(q, r);
-	if (now && !rd->bytes)
+	if (now && !rd->bytes && !(rd->under_way && !rd->split_moved))
 		return true;   /* this round's share is spent: next round */
 	n = piece_begin(r, SC_BLK_PIECE_BYTES, &len);
 	if (now) {
@@ -468,6 +476,7 @@ static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct r
 		if (got < 0 && errno == EOPNOTSUPP && flags)   /* never will: stop trying (queues share the flag) */
 			__atomic_store_n(write ? &be->nowait_write : &be->nowait_read, false, __ATOMIC_RELAXED);
 		rd->work++;
+		rd->split_moved |= r->total > SC_BLK_PIECE_BYTES;
 		if (got < 0)
 			got = 0;
 		rd->bytes -= (size_t)got < rd->bytes ? (size_t)got : rd->bytes;
@@ -525,14 +534,26 @@ static bool step(struct sc_blk_queue *q, struct sc_blk_req *r, struct round *rd)
 	return true;
 }
 
-/* Step the active requests from index from on, in pop order, and drop the finished ones. */
+static bool is_under_way(const struct sc_blk_req *r)
+{
+	return (r->op == OP_READ || r->op == OP_WRITE || r->op == OP_ZERO_WRITE) && r->done;
+}
+
+/*
+ * Step the active requests from index from on, in pop order (the new ones
+ * or the under-way ones, as rd says), and drop the finished ones.
+ */
 static void walk(struct sc_blk_queue *q, unsigned from, struct round *rd)
 {
 	unsigned k = from;
 
+	if (!from)
+		rd->write_before = false;
 	for (unsigned i = from; i < q->nactive; i++) {
 		struct sc_blk_req *r = &q->reqs[q->active[i]];
-		if (!step(q, r, rd))
+		if (r->op != OP_NONE && is_under_way(r) != rd->under_way)
+			; /* not this walk's: keep */
+		else if (!step(q, r, rd))
 			continue;
 		q->active[k++] = q->active[i];
 		if (is_write(r))
@@ -729,7 +750,7 @@ int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget)
 
 	if (q->inflight)
 		rd.work += reap(q);
-	/* What is under way goes first: a split request keeps its place ahead of new ones. */
+	/* Drops what reap finished before a pop can bring its head back. */
 	walk(q, 0, &rd);
 	first_new = q->nactive;
 	while (started < budget) {
@@ -745,6 +766,8 @@ int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget)
 		started++;
 	}
 	walk(q, first_new, &rd);
+	rd.under_way = true;
+	walk(q, 0, &rd);
 	if (q->unsubmitted) {
 		io_uring_submit(ring_of(q));   /* the one system call of the round */
 		q->unsubmitted = 0;
@@ -764,6 +787,8 @@ void sc_blk_queue_fini(struct sc_blk_queue *q)
 	while (q->nactive) {
 		struct round rd = { .bytes = SIZE_MAX };
 		struct io_uring_cqe *cqe;
+		walk(q, 0, &rd);
+		rd.under_way = true;
 		walk(q, 0, &rd);
 		if (q->unsubmitted) {
 			io_uring_submit(ring_of(q));
