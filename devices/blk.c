@@ -155,7 +155,7 @@ uint64_t sc_blk_features(const struct sc_blk_backend *be)
 }
 
 /* seg_max as enforced: a request's segments must fit in its slot. */
-static uint32_t seg_max(const struct sc_blk_backend *be)
+static uint32_t seg_limit(const struct sc_blk_backend *be)
 {
 	return be->seg_max < SC_BLK_SEG_MAX ? be->seg_max : SC_BLK_SEG_MAX;
 }
@@ -166,7 +166,7 @@ void sc_blk_config_space(const struct sc_blk_backend *be, uint16_t num_queues,
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->capacity = be->capacity;
 	cfg->size_max = be->size_max;
-	cfg->seg_max = seg_max(be);
+	cfg->seg_max = seg_limit(be);
 	cfg->blk_size = be->blk_size;
 	cfg->num_queues = num_queues;
 	cfg->max_discard_sectors = BLK_MAX_DISCARD_SECTORS;
@@ -476,9 +476,10 @@ static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct r
 		if (got < 0 && errno == EOPNOTSUPP && flags)   /* never will: stop trying (queues share the flag) */
 			__atomic_store_n(write ? &be->nowait_write : &be->nowait_read, false, __ATOMIC_RELAXED);
 		rd->work++;
-		rd->split_moved |= r->total > SC_BLK_PIECE_BYTES;
 		if (got < 0)
 			got = 0;
+		if (got && r->total > SC_BLK_PIECE_BYTES)
+			rd->split_moved = true;
 		rd->bytes -= (size_t)got < rd->bytes ? (size_t)got : rd->bytes;
 		piece_end(r, (size_t)got);
 		if ((size_t)got == len)
@@ -551,10 +552,9 @@ static void walk(struct sc_blk_queue *q, unsigned from, struct round *rd)
 		rd->write_before = false;
 	for (unsigned i = from; i < q->nactive; i++) {
 		struct sc_blk_req *r = &q->reqs[q->active[i]];
-		if (r->op != OP_NONE && is_under_way(r) != rd->under_way)
-			; /* not this walk's: keep */
-		else if (!step(q, r, rd))
-			continue;
+		bool mine = r->op == OP_NONE || is_under_way(r) == rd->under_way;
+		if (mine && !step(q, r, rd))
+			continue;   /* finished: off the list */
 		q->active[k++] = q->active[i];
 		if (is_write(r))
 			rd->write_before = true;
@@ -629,7 +629,7 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		data = e->in_len - 1u;
 		if (!in_range(be, h.sector, data))
 			goto bad;
-		n = iov_slice(in, e->in_num, 0, 1, r->iov, seg_max(be));
+		n = iov_slice(in, e->in_num, 0, 1, r->iov, seg_limit(be));
 		if (n < 0 || !segs_fit(be, r->iov, (unsigned)n))
 			goto bad;
 		r->used_len = (uint32_t)data + 1;
@@ -644,7 +644,7 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		data = e->out_len - sizeof(h);
 		if (be->read_only || !in_range(be, h.sector, data))
 			goto bad;
-		n = iov_slice(e->iov, e->out_num, sizeof(h), 0, r->iov, seg_max(be));
+		n = iov_slice(e->iov, e->out_num, sizeof(h), 0, r->iov, seg_limit(be));
 		if (n < 0 || !segs_fit(be, r->iov, (unsigned)n))
 			goto bad;
 		q->stats.writes++;
