@@ -5,10 +5,16 @@
  * completions without blocking, then publishes them with one used-ring
  * update.
  *
- * Durability: FLUSH is an fdatasync with IOSQE_IO_DRAIN, so it starts only
- * after every request submitted before it has completed; writes the guest
- * saw complete before it sent the FLUSH are therefore durable when the FLUSH
- * completes.
+ * Every request with I/O to do stays on the queue's active list, in pop
+ * order, until it is done. A transfer larger than SC_BLK_PIECE_BYTES moves
+ * one piece per round (the request keeps its progress), and the queue moves
+ * at most about that many bytes on the sidecore per round: one huge request
+ * costs its neighbours on the sidecore a piece's time, not its own.
+ *
+ * Durability: a FLUSH (fdatasync) is issued only when no write, write-zeroes
+ * or discard popped before it is still on the active list, split ones
+ * included; whatever the guest sent before the FLUSH is therefore durable
+ * when the FLUSH completes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/barrier.h"
@@ -32,16 +39,31 @@
 #define BLK_IOV_MAX (SC_BLK_SEG_MAX + 2)          /* data segments, header, status */
 #define BLK_MAX_DISCARD_SECTORS (1u << 22)        /* 2 GiB per DISCARD / WRITE_ZEROES */
 
+/* What a request on the active list still has to do. */
+enum req_op { OP_NONE, OP_READ, OP_WRITE, OP_ZERO_WRITE, OP_FLUSH, OP_DISCARD, OP_ZERO_FALLOC };
+
 /* A request from pop to completion, in the slot of its head descriptor. */
 struct sc_blk_req {
-	bool busy;
+	bool busy;                /* popped, not yet pushed to the used ring */
+	bool in_ring;             /* an SQE of it is in io_uring */
+	bool via_ring;            /* part of it went through io_uring */
+	uint8_t op;               /* enum req_op; OP_NONE once done */
+	uint8_t result;           /* status kept while the completion is held (delay) */
+	uint8_t zero_mode;        /* OP_ZERO_FALLOC: enum sc_blk_zero_mode in use */
 	uint16_t head;
 	uint8_t *status;          /* the guest's status byte */
 	uint32_t used_len;        /* bytes written to the guest if it succeeds */
-	int64_t expect;           /* io_uring result that means success */
-	unsigned niov;
+	uint64_t off;             /* byte offset on the disk */
+	uint64_t done, total;     /* transfer progress, bytes */
+	uint64_t start_ns;        /* when it was popped (only with a delay) */
+	unsigned niov, cur;       /* data segments; the first one not fully moved */
+	unsigned cut_idx;         /* the segment a piece ends inside, */
+	size_t cut;               /* and the bytes taken off its end meanwhile */
 	struct iovec iov[BLK_IOV_MAX];   /* must live until the I/O completes */
 };
+
+/* Never written: the source of WRITE_ZEROES by writing. */
+static uint8_t zero_buf[64 << 10];
 
 /* ---- backend ---- */
 
@@ -104,6 +126,9 @@ int sc_blk_backend_open(struct sc_blk_backend *be, const char *path, bool read_o
 	struct statfs sfs;
 	be->memory_backed = !direct && fstatfs(be->fd, &sfs) == 0 &&
 			    (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+	be->zero_mode = SC_BLK_ZERO_RANGE;
+	be->size_max = SC_BLK_SIZE_MAX;
+	be->seg_max = SC_BLK_SEG_MAX;
 	strncpy(be->serial, serial ? serial : "sidecore", sizeof(be->serial));   /* not NUL-terminated at 20 */
 	return 0;
 }
@@ -119,6 +144,7 @@ uint64_t sc_blk_features(const struct sc_blk_backend *be)
 {
 	uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_EVENT_IDX) |
 		     (1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_BLK_F_SEG_MAX) |
+		     (1ull << VIRTIO_BLK_F_SIZE_MAX) |
 		     (1ull << VIRTIO_BLK_F_BLK_SIZE) | (1ull << VIRTIO_BLK_F_FLUSH) |
 		     (1ull << VIRTIO_BLK_F_MQ);
 	if (be->read_only)
@@ -128,12 +154,19 @@ uint64_t sc_blk_features(const struct sc_blk_backend *be)
 	return f;
 }
 
+/* seg_max as enforced: a request's segments must fit in its slot. */
+static uint32_t seg_limit(const struct sc_blk_backend *be)
+{
+	return be->seg_max < SC_BLK_SEG_MAX ? be->seg_max : SC_BLK_SEG_MAX;
+}
+
 void sc_blk_config_space(const struct sc_blk_backend *be, uint16_t num_queues,
 			 struct virtio_blk_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->capacity = be->capacity;
-	cfg->seg_max = SC_BLK_SEG_MAX;
+	cfg->size_max = be->size_max;
+	cfg->seg_max = seg_limit(be);
 	cfg->blk_size = be->blk_size;
 	cfg->num_queues = num_queues;
 	cfg->max_discard_sectors = BLK_MAX_DISCARD_SECTORS;
@@ -156,10 +189,12 @@ static bool pq_notify_enable(struct sc_pollq *pq)
 {
 	struct sc_blk_queue *q = pq->ctx;
 	/*
-	 * With I/O in flight the sidecore must not sleep: it would only wake
-	 * on a guest kick, not on the io_uring completion. Say "work pending".
+	 * With I/O in flight, a split request half moved or completions held
+	 * for a delay, the sidecore must not sleep: it would only wake on a
+	 * guest kick, not on the io_uring completion or the clock. Say "work
+	 * pending".
 	 */
-	if (q->inflight)
+	if (q->nactive || q->nheld)
 		return true;
 	return sc_vq_notify_enable(&q->vq);
 }
@@ -184,11 +219,14 @@ int sc_blk_queue_init(struct sc_blk_queue *q, struct sc_blk_backend *be,
 		return ret;
 	q->reqs = calloc(cfg->size, sizeof(*q->reqs));
 	q->ring = calloc(1, sizeof(struct io_uring));
-	if (!q->reqs || !q->ring) {
+	/* A head is on each list at most once (busy until pushed). */
+	q->active = calloc(cfg->size, sizeof(*q->active));
+	q->held = calloc(cfg->size, sizeof(*q->held));
+	if (!q->reqs || !q->ring || !q->active || !q->held) {
 		ret = -ENOMEM;
 		goto err;
 	}
-	/* At most one request per descriptor head in flight: a queue-sized ring never overflows. */
+	/* At most one SQE per descriptor head in flight: a queue-sized ring never overflows. */
 	ret = io_uring_queue_init(cfg->size, ring_of(q), 0);
 	if (ret < 0)
 		goto err;
@@ -196,17 +234,70 @@ int sc_blk_queue_init(struct sc_blk_queue *q, struct sc_blk_backend *be,
 err:
 	free(q->reqs);
 	free(q->ring);
+	free(q->active);
+	free(q->held);
 	q->reqs = NULL;
 	q->ring = NULL;
+	q->active = q->held = NULL;
 	return ret;
 }
 
-/* Complete a request now: write its status and put it on the used ring. */
-static void complete(struct sc_blk_queue *q, struct sc_blk_req *r, uint8_t status)
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Give a finished request back: write its status and put it on the used ring. */
+static void publish(struct sc_blk_queue *q, struct sc_blk_req *r, uint8_t status)
 {
 	*r->status = status;
 	sc_vq_push(&q->vq, r->head, status == VIRTIO_BLK_S_OK ? r->used_len : 1);
 	r->busy = false;
+}
+
+/*
+ * A request is done: publish it, or with a delay hold it (still busy, so its
+ * head cannot be reused) on the FIFO that release() drains in order.
+ */
+static void complete(struct sc_blk_queue *q, struct sc_blk_req *r, uint8_t status)
+{
+	r->op = OP_NONE;
+	if (!q->be->delay_ns) {
+		publish(q, r, status);
+		return;
+	}
+	r->result = status;
+	q->held[(q->held_first + q->nheld++) & q->vq.mask] = r->head;
+}
+
+/*
+ * Publish held completions, oldest first, whose delay has passed; with wait
+ * (control thread only) sleep until each is due. Returns how many.
+ */
+static unsigned release(struct sc_blk_queue *q, bool wait)
+{
+	unsigned n = 0;
+	uint64_t now = now_ns();
+
+	while (q->nheld) {
+		struct sc_blk_req *r = &q->reqs[q->held[q->held_first & q->vq.mask]];
+		uint64_t due = r->start_ns + q->be->delay_ns;
+		if (now < due) {
+			if (!wait)
+				break;
+			struct timespec ts = { (time_t)((due - now) / 1000000000u), (long)((due - now) % 1000000000u) };
+			nanosleep(&ts, NULL);
+			now = now_ns();
+			continue;
+		}
+		publish(q, r, r->result);
+		q->held_first++;
+		q->nheld--;
+		n++;
+	}
+	return n;
 }
 
 /*
@@ -255,70 +346,252 @@ static struct io_uring_sqe *get_sqe(struct sc_blk_queue *q)
 	return sqe;
 }
 
-/*
- * Buffered backends: try the transfer now, without blocking (RWF_NOWAIT). A
- * page-cache hit then costs one preadv2/pwritev2 on the sidecore instead of
- * an io_uring round trip that, for files whose reads cannot be done
- * nonblocking inside io_uring (tmpfs here), goes through an io-wq worker
- * pinned to the sidecore's own cpu: measured 1 us against 65 us. Returns
- * true if the request is complete. Only where the backend probed support
- * (never O_DIRECT: a nonblocking direct transfer still waits for the device).
- */
-static bool try_now(struct sc_blk_queue *q, struct sc_blk_req *r, unsigned n, uint64_t off, bool write)
-{
-	/* Memory-backed files never wait for a device: no RWF_NOWAIT needed (nor supported). */
-	int flags = q->be->memory_backed ? 0 : RWF_NOWAIT;
-	ssize_t done = write ? pwritev2(q->be->fd, r->iov, (int)n, (off_t)off, flags)
-			     : preadv2(q->be->fd, r->iov, (int)n, (off_t)off, flags);
-	if (done < 0 && errno == EOPNOTSUPP && flags)   /* never will: stop trying (queues share the flag) */
-		__atomic_store_n(write ? &q->be->nowait_write : &q->be->nowait_read, false, __ATOMIC_RELAXED);
-	if (done != r->expect)
-		return false;   /* would block, short, or failed: io_uring does it (and reports errors) */
-	complete(q, r, VIRTIO_BLK_S_OK);
-	q->sync_done++;
-	return true;
-}
-
 /* Account an SQE prepared for r: it goes out with the round's one submit. */
-static void queue_sqe(struct sc_blk_queue *q, struct io_uring_sqe *sqe, const struct sc_blk_req *r)
+static void queue_sqe(struct sc_blk_queue *q, struct io_uring_sqe *sqe, struct sc_blk_req *r)
 {
 	io_uring_sqe_set_data64(sqe, r->head);
+	r->in_ring = true;
 	q->unsubmitted++;
 	q->inflight++;
 }
 
 /*
- * Move a read's or write's data: at once where the backend allows it (memory
- * backed, or nonblocking I/O not yet refused), else through io_uring.
- * Returns false only if no SQE could be had.
+ * Point iov[cur..cur+n) at the next at most max bytes of r's data and
+ * return n, the piece's length in *len; piece_end() puts back the segment
+ * it cut. WRITE_ZEROES by writing takes its data from zero_buf.
  */
-static bool transfer(struct sc_blk_queue *q, struct sc_blk_req *r, unsigned n, uint64_t off, bool write)
+static unsigned piece_begin(struct sc_blk_req *r, size_t max, size_t *len)
+{
+	size_t want = r->total - r->done < max ? (size_t)(r->total - r->done) : max, got = 0;
+	unsigned i = r->cur;
+
+	if (r->op == OP_ZERO_WRITE) {
+		for (i = 0; got < want; i++) {
+			size_t l = want - got < sizeof(zero_buf) ? want - got : sizeof(zero_buf);
+			r->iov[i] = (struct iovec){ zero_buf, l };
+			got += l;
+		}
+		r->cur = 0;
+		*len = got;
+		return i;
+	}
+	for (; i < r->niov && got < want; i++)
+		got += r->iov[i].iov_len;
+	if (got > want) {
+		r->cut_idx = i - 1;
+		r->cut = got - want;
+		r->iov[i - 1].iov_len -= r->cut;
+		got = want;
+	}
+	*len = got;
+	return i - r->cur;
+}
+
+/* The current piece moved moved bytes: put back the cut, step past them. */
+static void piece_end(struct sc_blk_req *r, size_t moved)
+{
+	r->done += moved;
+	if (r->op == OP_ZERO_WRITE)
+		return;
+	if (r->cut) {
+		r->iov[r->cut_idx].iov_len += r->cut;
+		r->cut = 0;
+	}
+	while (moved && r->cur < r->niov) {
+		struct iovec *v = &r->iov[r->cur];
+		if (moved < v->iov_len) {
+			v->iov_base = (char *)v->iov_base + moved;
+			v->iov_len -= moved;
+			break;
+		}
+		moved -= v->iov_len;
+		r->cur++;
+	}
+}
+
+/*
+ * What one poll round may still do. A round walks the active list twice:
+ * first everything but the transfers already under way, then those, so a
+ * small request behind a huge one on the same queue is not kept waiting by
+ * it; the second walk moves at least one piece of a split transfer even
+ * when new requests spent the bytes, so neither side starves.
+ */
+struct round {
+	size_t bytes;             /* left to move on the sidecore itself */
+	bool under_way;           /* this walk steps the transfers under way (and only those) */
+	bool split_moved;         /* a piece of a split transfer moved on the sidecore */
+	bool write_before;        /* a write-like request earlier on the active list is not done */
+	unsigned work;
+};
+
+static bool is_write(const struct sc_blk_req *r)
+{
+	return r->op == OP_WRITE || r->op == OP_ZERO_WRITE || r->op == OP_DISCARD || r->op == OP_ZERO_FALLOC;
+}
+
+/* A transfer moved some more: complete it if it is whole. Returns true while it has more to do. */
+static bool transfer_moved(struct sc_blk_queue *q, struct sc_blk_req *r)
+{
+	if (r->done < r->total)
+		return true;
+	if (r->total > SC_BLK_PIECE_BYTES)
+		q->split++;
+	if (!r->via_ring)
+		q->sync_done++;
+	complete(q, r, VIRTIO_BLK_S_OK);
+	return false;
+}
+
+/*
+ * Move the next piece of a read or write. On the sidecore where the backend
+ * allows it and the round has bytes left: memory-backed files (a copy that
+ * never waits for a device), or buffered files tried with RWF_NOWAIT until
+ * the file system refuses (a page-cache hit costs 1 us there against 65 us
+ * through an io-wq worker on the sidecore's own cpu). Otherwise, and for
+ * what a nonblocking try left of the piece, through io_uring (never
+ * O_DIRECT on the sidecore: a nonblocking direct transfer still waits for
+ * the device). Returns true while r has more to do.
+ */
+static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct round *rd)
 {
 	struct sc_blk_backend *be = q->be;
+	bool write = r->op != OP_READ;
 	bool now = be->memory_backed ||
 		   __atomic_load_n(write ? &be->nowait_write : &be->nowait_read, __ATOMIC_RELAXED);
 	struct io_uring_sqe *sqe;
+	size_t len;
+	unsigned n;
 
-	if (now && try_now(q, r, n, off, write))
-		return true;
-	if (!(sqe = get_sqe(q)))
-		return false;
+	if (r->done == r->total)
+		return transfer_moved(q, r);
+	if (now && !rd->bytes && !(rd->under_way && !rd->split_moved))
+		return true;   /* this round's share is spent: next round */
+	n = piece_begin(r, SC_BLK_PIECE_BYTES, &len);
+	if (now) {
+		/* Memory-backed files never wait for a device: no RWF_NOWAIT needed (nor supported). */
+		int flags = be->memory_backed ? 0 : RWF_NOWAIT;
+		off_t at = (off_t)(r->off + r->done);
+		ssize_t got = write ? pwritev2(be->fd, r->iov + r->cur, (int)n, at, flags)
+				    : preadv2(be->fd, r->iov + r->cur, (int)n, at, flags);
+		if (got < 0 && errno == EOPNOTSUPP && flags)   /* never will: stop trying (queues share the flag) */
+			__atomic_store_n(write ? &be->nowait_write : &be->nowait_read, false, __ATOMIC_RELAXED);
+		rd->work++;
+		if (got < 0)
+			got = 0;
+		if (got && r->total > SC_BLK_PIECE_BYTES)
+			rd->split_moved = true;
+		rd->bytes -= (size_t)got < rd->bytes ? (size_t)got : rd->bytes;
+		piece_end(r, (size_t)got);
+		if ((size_t)got == len)
+			return transfer_moved(q, r);
+		/* Would block, short, or failed: io_uring does the rest of the piece (and reports errors). */
+		n = piece_begin(r, len - (size_t)got, &len);
+	}
+	if (!(sqe = get_sqe(q))) {
+		piece_end(r, 0);
+		return true;   /* cannot happen with a queue-sized ring; try again next round */
+	}
 	if (write)
-		io_uring_prep_writev(sqe, be->fd, r->iov, n, off);
+		io_uring_prep_writev(sqe, be->fd, r->iov + r->cur, n, r->off + r->done);
 	else
-		io_uring_prep_readv(sqe, be->fd, r->iov, n, off);
+		io_uring_prep_readv(sqe, be->fd, r->iov + r->cur, n, r->off + r->done);
+	r->via_ring = true;
 	queue_sqe(q, sqe, r);
 	return true;
 }
 
-/* Start one request. Returns false if the ring must be marked broken. */
+/* Take r's next step. Returns true while it stays on the active list. */
+static bool step(struct sc_blk_queue *q, struct sc_blk_req *r, struct round *rd)
+{
+	struct sc_blk_backend *be = q->be;
+	struct io_uring_sqe *sqe;
+
+	if (r->op == OP_NONE)
+		return false;
+	if (r->in_ring)
+		return true;
+	switch (r->op) {
+	case OP_FLUSH:
+		/* Only once every write before it is done: it must cover what the guest saw complete. */
+		if (rd->write_before || !(sqe = get_sqe(q)))
+			return true;
+		io_uring_prep_fsync(sqe, be->fd, IORING_FSYNC_DATASYNC);
+		break;
+	case OP_DISCARD:
+	case OP_ZERO_FALLOC: {
+		if (!(sqe = get_sqe(q)))
+			return true;
+		/* A punched hole reads back zeroes too (§5.2.6.2 lets WRITE_ZEROES deallocate). */
+		int mode = r->op == OP_DISCARD || r->zero_mode == SC_BLK_ZERO_PUNCH
+			   ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+			   : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+		io_uring_prep_fallocate(sqe, be->fd, mode, r->off, r->total);
+		break;
+	}
+	default:   /* reads and writes */
+		return transfer_step(q, r, rd);
+	}
+	queue_sqe(q, sqe, r);
+	return true;
+}
+
+static bool is_under_way(const struct sc_blk_req *r)
+{
+	return (r->op == OP_READ || r->op == OP_WRITE || r->op == OP_ZERO_WRITE) && r->done;
+}
+
+/*
+ * Step the active requests from index from on, in pop order (the new ones
+ * or the under-way ones, as rd says), and drop the finished ones.
+ */
+static void walk(struct sc_blk_queue *q, unsigned from, struct round *rd)
+{
+	unsigned k = from;
+
+	if (!from)
+		rd->write_before = false;
+	for (unsigned i = from; i < q->nactive; i++) {
+		struct sc_blk_req *r = &q->reqs[q->active[i]];
+		bool mine = r->op == OP_NONE || is_under_way(r) == rd->under_way;
+		if (mine && !step(q, r, rd))
+			continue;   /* finished: off the list */
+		q->active[k++] = q->active[i];
+		if (is_write(r))
+			rd->write_before = true;
+	}
+	q->nactive = k;
+}
+
+/* WRITE_ZEROES by fallocate met EOPNOTSUPP: the next way down, for it and for the backend. */
+static void zero_fallback(struct sc_blk_backend *be, struct sc_blk_req *r)
+{
+	uint8_t mode = r->zero_mode + 1, cur = __atomic_load_n(&be->zero_mode, __ATOMIC_RELAXED);
+
+	while (cur < mode && !__atomic_compare_exchange_n(&be->zero_mode, &cur, mode, false,
+							  __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+	if (mode == SC_BLK_ZERO_WRITE)
+		r->op = OP_ZERO_WRITE;
+	else
+		r->zero_mode = mode;
+}
+
+/* Each data segment within size_max (virtio 1.2 §5.2.4); seg_max was checked by the slice. */
+static bool segs_fit(const struct sc_blk_backend *be, const struct iovec *iov, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (iov[i].iov_len > be->size_max)
+			return false;
+	return true;
+}
+
+/* Parse one request: complete it, or put it on the active list. Returns false if the ring must be marked broken. */
 static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 {
 	struct sc_blk_backend *be = q->be;
 	struct sc_blk_req *r = &q->reqs[e->head];
 	const struct iovec *in = e->iov + e->out_num;
 	struct virtio_blk_outhdr h;
-	struct io_uring_sqe *sqe;
 	uint64_t data;
 	int n;
 
@@ -342,7 +615,10 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 	}
 	r->status = (uint8_t *)in[e->in_num - 1].iov_base + in[e->in_num - 1].iov_len - 1;
 	r->used_len = 1;
-	r->expect = 0;
+	r->in_ring = r->via_ring = false;
+	r->done = r->total = 0;
+	r->cur = 0;
+	r->cut = 0;
 
 	/* Copy, then check, then use; the barrier pins later uses to the copy. */
 	sc_iov_copy_from(e->iov, e->out_num, 0, &h, sizeof(h));
@@ -353,36 +629,34 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		data = e->in_len - 1u;
 		if (!in_range(be, h.sector, data))
 			goto bad;
-		n = iov_slice(in, e->in_num, 0, 1, r->iov, BLK_IOV_MAX);
-		if (n < 0)
+		n = iov_slice(in, e->in_num, 0, 1, r->iov, seg_limit(be));
+		if (n < 0 || !segs_fit(be, r->iov, (unsigned)n))
 			goto bad;
-		r->expect = (int64_t)data;
 		r->used_len = (uint32_t)data + 1;
 		q->stats.reads++;
 		q->stats.bytes_read += data;
-		if (!transfer(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, false))
-			goto bad;
-		return true;
+		r->op = OP_READ;
+		r->niov = (unsigned)n;
+		r->off = h.sector * VIRTIO_BLK_SECTOR_SIZE;
+		r->total = data;
+		break;
 	case VIRTIO_BLK_T_OUT:
 		data = e->out_len - sizeof(h);
 		if (be->read_only || !in_range(be, h.sector, data))
 			goto bad;
-		n = iov_slice(e->iov, e->out_num, sizeof(h), 0, r->iov, BLK_IOV_MAX);
-		if (n < 0)
+		n = iov_slice(e->iov, e->out_num, sizeof(h), 0, r->iov, seg_limit(be));
+		if (n < 0 || !segs_fit(be, r->iov, (unsigned)n))
 			goto bad;
-		r->expect = (int64_t)data;
 		q->stats.writes++;
 		q->stats.bytes_written += data;
-		if (!transfer(q, r, (unsigned)n, h.sector * VIRTIO_BLK_SECTOR_SIZE, true))
-			goto bad;
-		return true;
+		r->op = OP_WRITE;
+		r->niov = (unsigned)n;
+		r->off = h.sector * VIRTIO_BLK_SECTOR_SIZE;
+		r->total = data;
+		break;
 	case VIRTIO_BLK_T_FLUSH:
-		if (!(sqe = get_sqe(q)))
-			goto bad;
-		io_uring_prep_fsync(sqe, be->fd, IORING_FSYNC_DATASYNC);
-		/* Drain: starts after everything submitted before it has completed. */
-		sqe->flags |= IOSQE_IO_DRAIN;
 		q->stats.flushes++;
+		r->op = OP_FLUSH;
 		break;
 	case VIRTIO_BLK_T_GET_ID: {
 		uint32_t len = e->in_len - 1u < VIRTIO_BLK_ID_BYTES ? e->in_len - 1u : VIRTIO_BLK_ID_BYTES;
@@ -408,12 +682,14 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 			complete(q, r, VIRTIO_BLK_S_UNSUPP);
 			return true;
 		}
-		if (seg.num_sectors > BLK_MAX_DISCARD_SECTORS || !in_range(be, seg.sector, bytes) ||
-		    !(sqe = get_sqe(q)))
+		if (seg.num_sectors > BLK_MAX_DISCARD_SECTORS || !in_range(be, seg.sector, bytes))
 			goto bad;
-		int mode = discard ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-				   : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
-		io_uring_prep_fallocate(sqe, be->fd, mode, seg.sector * VIRTIO_BLK_SECTOR_SIZE, bytes);
+		r->off = seg.sector * VIRTIO_BLK_SECTOR_SIZE;
+		r->total = bytes;
+		r->op = discard ? OP_DISCARD : OP_ZERO_FALLOC;
+		r->zero_mode = __atomic_load_n(&be->zero_mode, __ATOMIC_RELAXED);
+		if (r->op == OP_ZERO_FALLOC && r->zero_mode == SC_BLK_ZERO_WRITE)
+			r->op = OP_ZERO_WRITE;
 		break;
 	}
 	default:
@@ -421,7 +697,8 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		complete(q, r, VIRTIO_BLK_S_UNSUPP);
 		return true;
 	}
-	queue_sqe(q, sqe, r);
+	/* I/O to do: the round's walk takes its first step. */
+	q->active[q->nactive++] = r->head;
 	return true;
 bad:
 	q->stats.bad_requests++;
@@ -437,11 +714,25 @@ static unsigned reap(struct sc_blk_queue *q)
 
 	io_uring_for_each_cqe(ring_of(q), head, cqe) {
 		struct sc_blk_req *r = &q->reqs[(uint16_t)io_uring_cqe_get_data64(cqe)];
-		bool ok = cqe->res == r->expect;
-		if (!ok)
-			q->io_errors++;
-		complete(q, r, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR);
+		int res = cqe->res;
+		r->in_ring = false;
 		n++;
+		if (r->op == OP_READ || r->op == OP_WRITE || r->op == OP_ZERO_WRITE) {
+			/* A short piece is fine (the rest goes next); nothing moved is an error. */
+			piece_end(r, res > 0 ? (size_t)res : 0);
+			if (res > 0) {
+				transfer_moved(q, r);
+				continue;
+			}
+		} else if (r->op == OP_ZERO_FALLOC && res == -EOPNOTSUPP) {
+			zero_fallback(q->be, r);   /* the walk issues it again, the next way down */
+			continue;
+		} else if (res == 0) {
+			complete(q, r, VIRTIO_BLK_S_OK);
+			continue;
+		}
+		q->io_errors++;
+		complete(q, r, VIRTIO_BLK_S_IOERR);
 	}
 	io_uring_cq_advance(ring_of(q), n);
 	q->inflight -= n;
@@ -452,49 +743,73 @@ int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget)
 {
 	struct iovec iov[BLK_IOV_MAX];
 	struct sc_vq_elem e = { .iov = iov, .iov_max = BLK_IOV_MAX };
-	unsigned work = 0, started = 0;
+	struct round rd = { .bytes = SC_BLK_PIECE_BYTES };
+	unsigned started = 0, first_new;
+	uint64_t now = q->be->delay_ns ? now_ns() : 0;
 	int ret = 0;
 
 	if (q->inflight)
-		work += reap(q);
+		rd.work += reap(q);
+	/* Drops what reap finished before a pop can bring its head back. */
+	walk(q, 0, &rd);
+	first_new = q->nactive;
 	while (started < budget) {
 		ret = sc_vq_pop(&q->vq, &e);
 		if (ret <= 0)
 			break;
+		if (!q->reqs[e.head].busy)
+			q->reqs[e.head].start_ns = now;
 		if (!start(q, &e)) {
 			ret = q->vq.broken_err;
 			break;
 		}
 		started++;
 	}
+	walk(q, first_new, &rd);
+	rd.under_way = true;
+	walk(q, 0, &rd);
 	if (q->unsubmitted) {
 		io_uring_submit(ring_of(q));   /* the one system call of the round */
 		q->unsubmitted = 0;
 	}
+	if (q->nheld)
+		rd.work += release(q, false);
 	sc_vq_flush(&q->vq);
-	work += started;
-	return ret < 0 ? ret : (int)work;
+	rd.work += started;
+	return ret < 0 ? ret : (int)rd.work;
 }
 
 void sc_blk_queue_fini(struct sc_blk_queue *q)
 {
 	if (!q->ring)
 		return;
-	if (q->unsubmitted)
-		io_uring_submit(ring_of(q));
-	/* Nothing started is dropped: wait for each and complete it to the guest. */
-	while (q->inflight) {
+	/* Nothing started is dropped: finish each (split ones piece by piece) and complete it to the guest. */
+	while (q->nactive) {
+		struct round rd = { .bytes = SIZE_MAX };
 		struct io_uring_cqe *cqe;
-		if (io_uring_wait_cqe(ring_of(q), &cqe) < 0)
-			break;
-		reap(q);
+		walk(q, 0, &rd);
+		rd.under_way = true;
+		walk(q, 0, &rd);
+		if (q->unsubmitted) {
+			io_uring_submit(ring_of(q));
+			q->unsubmitted = 0;
+		}
+		if (q->inflight) {
+			if (io_uring_wait_cqe(ring_of(q), &cqe) < 0)
+				break;
+			reap(q);
+		}
 	}
+	release(q, true);
 	if (!q->vq.broken)
 		sc_vq_flush(&q->vq);
 	io_uring_queue_exit(ring_of(q));
 	sc_vq_fini(&q->vq);
 	free(q->ring);
 	free(q->reqs);
+	free(q->active);
+	free(q->held);
 	q->ring = NULL;
 	q->reqs = NULL;
+	q->active = q->held = NULL;
 }

@@ -51,6 +51,22 @@ int sc_nullblk_poll(struct sc_nullblk *d, unsigned budget);
 
 /* Segments of one request's data: QEMU's default seg_max (queue of 128 less header and status). */
 #define SC_BLK_SEG_MAX 126
+/* Default size_max: bytes per data segment (virtio 1.2 §5.2.4). */
+#define SC_BLK_SIZE_MAX (1u << 20)
+/*
+ * The most a queue moves on its sidecore in one poll round, and the largest
+ * piece a transfer is cut into: a 128 KiB copy from tmpfs costs 14-40 us
+ * here, so a 4 KiB reader on another queue waits about that, not the
+ * whole of a 64 MiB request.
+ */
+#define SC_BLK_PIECE_BYTES (128u << 10)
+
+/* How WRITE_ZEROES is done; a backend starts at ZERO_RANGE and moves down on EOPNOTSUPP. */
+enum sc_blk_zero_mode {
+	SC_BLK_ZERO_RANGE,       /* fallocate(FALLOC_FL_ZERO_RANGE) */
+	SC_BLK_ZERO_PUNCH,       /* fallocate(FALLOC_FL_PUNCH_HOLE): tmpfs; reads back zeroes */
+	SC_BLK_ZERO_WRITE,       /* write zeroes, in pieces like any write */
+};
 
 /* The disk behind a virtio-blk device, shared by its queues. */
 struct sc_blk_backend {
@@ -62,6 +78,21 @@ struct sc_blk_backend {
 	bool is_blockdev;
 	bool nowait_read, nowait_write;   /* buffered I/O is tried at once (RWF_NOWAIT) until the fs says it cannot */
 	bool memory_backed;               /* tmpfs/ramfs: a transfer is a copy, done on the sidecore */
+	uint8_t zero_mode;                /* enum sc_blk_zero_mode; lowered by any queue, never raised */
+	/*
+	 * Request limits offered to the driver (VIRTIO_BLK_F_SIZE_MAX, _SEG_MAX);
+	 * a request beyond them completes with IOERR (counted in bad_requests).
+	 * sc_blk_backend_open sets SC_BLK_SIZE_MAX and SC_BLK_SEG_MAX; set
+	 * others before the first queue starts (seg_max at most SC_BLK_SEG_MAX).
+	 */
+	uint32_t size_max, seg_max;
+	/*
+	 * Hold every completion until at least this long after its request was
+	 * popped (0: off), in completion order, without blocking the sidecore;
+	 * like SPDK's delay bdev. For tests and benchmarks (a slow disk on
+	 * demand). Set before the first queue starts.
+	 */
+	uint64_t delay_ns;
 	char serial[VIRTIO_BLK_ID_BYTES];
 };
 
@@ -91,9 +122,14 @@ struct sc_blk_queue {
 	struct sc_blk_req *reqs;         /* one slot per descriptor head */
 	unsigned inflight;               /* submitted to io_uring, not yet completed */
 	unsigned unsubmitted;            /* SQEs prepared this round */
+	uint16_t *active;                /* heads of requests with I/O still to do, in pop order */
+	unsigned nactive;
+	uint16_t *held;                  /* done, held for be->delay_ns: a FIFO of heads */
+	unsigned held_first, nheld;
 	struct sc_blk_stats stats;
 	uint64_t io_errors;              /* backend I/O that failed (completed IOERR) */
-	uint64_t sync_done;              /* reads/writes completed at once (page cache, RWF_NOWAIT) */
+	uint64_t sync_done;              /* reads/writes completed on the sidecore alone (page cache, RWF_NOWAIT, tmpfs) */
+	uint64_t split;                  /* reads/writes moved in more than one piece */
 };
 
 /*
@@ -106,16 +142,22 @@ int sc_blk_queue_init(struct sc_blk_queue *q, struct sc_blk_backend *be,
 
 /*
  * Submit new requests (up to budget) and reap finished ones without
- * blocking; completions are published with one used-ring update. Returns
- * the work done (requests started + completed), or the ring's negative
- * errno once it is broken. Sidecore thread only.
+ * blocking; completions are published with one used-ring update. A read or
+ * write larger than SC_BLK_PIECE_BYTES is moved one piece per round, and
+ * the queue moves at most about SC_BLK_PIECE_BYTES on the sidecore per
+ * round, so a huge request cannot stall the other queues of the sidecore.
+ * A FLUSH starts only once every write, write-zeroes and discard popped
+ * before it has completed. Returns the work done (requests started,
+ * pieces moved, requests completed), or the ring's negative errno once it
+ * is broken. Sidecore thread only.
  */
 int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget);
 
 /*
- * Wait for every in-flight request and complete it to the guest (nothing
- * acknowledged is lost, nothing started is dropped), then free the queue.
- * Call after the queue was detached from its poller.
+ * Finish every started request, split ones included, and complete it to the
+ * guest (after its delay, if the backend has one): nothing acknowledged is
+ * lost, nothing started is dropped. Then free the queue. Blocks; call
+ * after the queue was detached from its poller.
  */
 void sc_blk_queue_fini(struct sc_blk_queue *q);
 

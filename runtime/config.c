@@ -26,9 +26,9 @@
 enum sec_kind { SEC_NONE, SEC_SIDECORE, SEC_BLK };
 
 static const char *const sidecore_keys[] = { "cpus", "idle_spin_us", "budget", "control_timeout_ms", NULL };
-static const char *const blk_keys[] = { "socket", "backing", "queues", "queue_size", "read_only", "direct", NULL };
+static const char *const blk_keys[] = { "socket", "backing", "queues", "queue_size", "read_only", "direct", "delay_us", NULL };
 enum { K_CPUS, K_IDLE, K_BUDGET, K_CONTROL_TIMEOUT };
-enum { K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT };
+enum { K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT, K_DELAY };
 
 struct parse {
 	struct sc_config *c;
@@ -395,6 +395,11 @@ static int blk_key(struct parse *p, int key, const char *name, const char *v)
 		if (!parse_bool(v, key == K_RO ? &b->read_only : &b->direct))
 			return fail(p, -EINVAL, "%s = '%s' is not a boolean; use yes or no", name, v);
 		break;
+	case K_DELAY:
+		/* 10 s: far beyond any disk worth imitating */
+		if (number(p, "delay_us", v, 0, 10000000, &n))
+			b->delay_ns = n * 1000;
+		break;
 	}
 	return p->error;
 }
@@ -433,7 +438,7 @@ static int handler(void *user, const char *section, const char *name, const char
 		key = key_index(blk_keys, name);
 		if (key < 0) {
 			fail(p, -EINVAL, "unknown key '%s' in [blk.%s]; known keys: socket, backing, queues, queue_size, "
-			     "read_only, direct", name, p->blk->name);
+			     "read_only, direct, delay_us", name, p->blk->name);
 			return 0;
 		}
 		break;

@@ -15,6 +15,7 @@
  *   queue_size = 256      ; a power of two in 64..32768
  *   read_only = no        ; yes/no/true/false/1/0
  *   direct = no           ; open the backing with O_DIRECT
+ *   delay_us = 0          ; hold each completion this long after its request (tests, benchmarks)
  *
  * Values are one line each: a line must fit inih's line buffer (198
  * characters), and an indented line after a key is refused (inih would
@@ -39,6 +40,7 @@ struct sc_blk_config {
 	char backing[4096];
 	unsigned queues, queue_size;
 	bool read_only, direct;
+	uint64_t delay_ns;       /* delay_us, for sc_blk_backend.delay_ns; 0: off */
 	int line;                /* of its section header, for later errors */
 };
 

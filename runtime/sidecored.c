@@ -114,6 +114,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", cfg.path, b->line, b->name, err);
 			goto out;
 		}
+		d->be.delay_ns = b->delay_ns;
 		ndisks = i + 1;
 		sc_vu_blk_init(&d->dev, &d->be, pollers, (unsigned)npollers, b->queues);
 		d->dev.ops.max_queue_size = b->queue_size;   /* the front end chooses; this is the ceiling */

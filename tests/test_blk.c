@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,12 +18,15 @@
 #include "driver/driver.h"
 #include "guestmem/guestmem.h"
 
-#define QSIZE 64
-#define MEM (4u << 20)
-#define DISK_BYTES (8u << 20)
+#define QSIZE 256                        /* room for a 64-segment chain */
+#define MEM (160u << 20)                 /* sparse: only what a test touches is memory */
+#define DISK_BYTES (128u << 20)
 #define HDR(i)  (0x10000ull + (uint64_t)(i) * 64)
 #define STAT(i) (HDR(i) + 16)
 #define DATA(i) (0x100000ull + (uint64_t)(i) * 0x2000)
+#define BIG (64u << 20)                  /* a 64 MiB request: BIG_W is written, BIG_R read into */
+#define BIG_W (16ull << 20)
+#define BIG_R (BIG_W + BIG)
 
 static struct sc_mem mem;
 static uint8_t *base;
@@ -30,6 +34,7 @@ static struct sc_drv_vq dvq;
 static struct sc_blk_backend be;
 static struct sc_blk_queue q;
 static char dir[] = "/tmp/sidecore-blk-XXXXXX", path[64];
+static unsigned polls;   /* poll calls made by run() */
 
 static void open_disk(bool ro)
 {
@@ -118,6 +123,7 @@ static void run(unsigned n, uint16_t *order)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (got < n) {
 		cr_assert_geq(sc_blk_queue_poll(&q, 32), 0, "%s", q.vq.broken_reason);
+		polls++;
 		while (got < n && sc_drv_vq_get_used(&dvq, &head, &len) == 1)
 			if (order)
 				order[got++] = head;
@@ -357,4 +363,324 @@ Test(blk, memory_backed_disks_are_served_on_the_sidecore)
 	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
 	cr_assert_eq(memcmp(base + DATA(1), base + DATA(0), 4096), 0);
 	cr_assert_eq(q.sync_done, 2, "both done on the sidecore");
+}
+
+/* ---- limits, split transfers, write-zeroes fallbacks, delay ---- */
+
+/* Start over on a fresh sparse disk file in folder (tmpfs: /dev/shm); skips if there is none. */
+static void reopen_in(const char *folder)
+{
+	char file[128];
+	snprintf(file, sizeof(file), "%s/sidecore-blk-XXXXXX", folder);
+	int fd = mkstemp(file);
+	if (fd < 0)
+		cr_skip_test("cannot create a file in %s here", folder);
+	cr_assert_eq(ftruncate(fd, DISK_BYTES), 0);
+	close(fd);
+	reopen(file, false);
+	unlink(file);   /* the open backend keeps it */
+}
+
+/* Queue request i with nseg data segments of seglen bytes each, from guest address data on. */
+static int post_segs(unsigned i, uint32_t type, uint64_t sector, uint64_t data, uint32_t seglen, unsigned nseg,
+		     bool data_in)
+{
+	struct sc_drv_seg s[SC_BLK_SEG_MAX + 4];
+	cr_assert_leq(nseg, SC_BLK_SEG_MAX + 1);
+	*(struct virtio_blk_outhdr *)(base + HDR(i)) = (struct virtio_blk_outhdr){ .type = type, .sector = sector };
+	base[STAT(i)] = 0xee;
+	s[0] = (struct sc_drv_seg){ HDR(i), 16 };
+	for (unsigned k = 0; k < nseg; k++)
+		s[1 + k] = (struct sc_drv_seg){ data + (uint64_t)k * seglen, seglen };
+	s[1 + nseg] = (struct sc_drv_seg){ STAT(i), 1 };
+	int head = data_in ? sc_drv_vq_add(&dvq, s, 1, nseg + 1) : sc_drv_vq_add(&dvq, s, nseg + 1, 1);
+	cr_assert_geq(head, 0);
+	return head;
+}
+
+static void fill(uint64_t gpa, size_t len, uint32_t seed)
+{
+	uint32_t *p = (uint32_t *)(base + gpa);
+	for (size_t k = 0; k < len / 4; k++)
+		p[k] = (uint32_t)k * 2654435761u + seed;
+}
+
+/* The disk holds len bytes of guest memory at gpa from byte off on (read through the backend's fd). */
+static bool disk_holds(uint64_t off, uint64_t gpa, size_t len)
+{
+	static uint8_t buf[1 << 20] __attribute__((aligned(4096)));   /* O_DIRECT backends too */
+	for (size_t k = 0; k < len; k += sizeof(buf)) {
+		size_t n = len - k < sizeof(buf) ? len - k : sizeof(buf);
+		if (pread(be.fd, buf, n, (off_t)(off + k)) != (ssize_t)n || memcmp(buf, base + gpa + k, n))
+			return false;
+	}
+	return true;
+}
+
+/* 64 MiB written and read back in one request each (64 segments of 1 MiB); returns nothing, asserts. */
+static void big_write_then_read(void)
+{
+	const unsigned pieces = BIG / SC_BLK_PIECE_BYTES;
+	fill(BIG_W, BIG, 1);
+	memset(base + BIG_R, 0, BIG);
+	unsigned p0 = polls;
+	post_segs(0, VIRTIO_BLK_T_OUT, 2048, BIG_W, 1 << 20, BIG >> 20, false);
+	run(1, NULL);
+	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert(disk_holds(1 << 20, BIG_W, BIG), "the disk holds the 64 MiB written");
+	/* A piece per round at most: fewer rounds would mean more than a piece moved in one. */
+	cr_assert_geq(polls - p0, pieces, "a 64 MiB write took %u rounds", polls - p0);
+	p0 = polls;
+	post_segs(1, VIRTIO_BLK_T_IN, 2048, BIG_R, 1 << 20, BIG >> 20, true);
+	run(1, NULL);
+	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_geq(polls - p0, pieces, "a 64 MiB read took %u rounds", polls - p0);
+	cr_assert_eq(memcmp(base + BIG_R, base + BIG_W, BIG), 0, "read back the 64 MiB written");
+	cr_assert_eq(q.split, 2);
+	cr_assert_eq(q.nactive, 0);
+	cr_assert(!sc_vq_broken(&q.vq));
+}
+
+Test(blk, a_64mib_read_and_write_on_tmpfs_move_in_pieces)
+{
+	reopen_in("/dev/shm");
+	cr_assert(be.memory_backed);
+	big_write_then_read();
+	cr_assert_eq(q.sync_done, 2, "all on the sidecore, a piece per round");
+}
+
+Test(blk, a_64mib_read_and_write_on_a_regular_file_move_in_pieces)
+{
+	reopen_in("/var/tmp");
+	big_write_then_read();
+}
+
+Test(blk, a_64mib_read_and_write_with_o_direct_move_in_pieces)
+{
+	reopen_direct();
+	big_write_then_read();
+}
+
+Test(blk, a_queue_moves_about_a_piece_per_round_on_the_sidecore)
+{
+	reopen_in("/dev/shm");
+	for (unsigned i = 0; i < 8; i++)
+		post_segs(i, VIRTIO_BLK_T_IN, i * 256, BIG_R + i * SC_BLK_PIECE_BYTES, SC_BLK_PIECE_BYTES, 1, true);
+	unsigned p0 = polls;
+	run(8, NULL);
+	cr_assert_geq(polls - p0, 8, "8 pieces moved in %u rounds", polls - p0);
+}
+
+Test(blk, a_small_request_is_not_kept_waiting_by_a_huge_one_on_its_queue)
+{
+	reopen_in("/dev/shm");
+	int big = post_segs(0, VIRTIO_BLK_T_IN, 0, BIG_R, 1 << 20, BIG >> 20, true);
+	sc_drv_vq_publish(&dvq);
+	cr_assert_geq(sc_blk_queue_poll(&q, 32), 0);
+	int small = post(1, VIRTIO_BLK_T_IN, 0, 4096, true);
+	uint16_t order[2];
+	unsigned p0 = polls;
+	run(1, order);
+	cr_assert_eq(order[0], small);
+	cr_assert_leq(polls - p0, 2, "the 4 KiB read waited %u rounds", polls - p0);
+	run(1, order + 1);
+	cr_assert_eq(order[1], big);
+	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+}
+
+Test(blk, requests_beyond_size_max_or_seg_max_fail_alone)
+{
+	struct virtio_blk_config cfg;
+	sc_blk_config_space(&be, 1, &cfg);
+	cr_assert(sc_blk_features(&be) & (1ull << VIRTIO_BLK_F_SIZE_MAX));
+	cr_assert_eq(cfg.size_max, SC_BLK_SIZE_MAX);
+	cr_assert_eq(cfg.seg_max, SC_BLK_SEG_MAX);
+
+	post_segs(0, VIRTIO_BLK_T_IN, 0, BIG_R, SC_BLK_SIZE_MAX + 512, 1, true);    /* a segment over size_max */
+	post_segs(1, VIRTIO_BLK_T_OUT, 0, BIG_W, SC_BLK_SIZE_MAX + 512, 1, false);
+	{
+		/*
+		 * More data segments than seg_max in a chain the ring still takes:
+		 * the header's descriptor carries the first 512 bytes of data.
+		 */
+		const uint64_t hdr = BIG_R;
+		struct sc_drv_seg s[SC_BLK_SEG_MAX + 2] = { { hdr, 16 + 512 } };
+		*(struct virtio_blk_outhdr *)(base + hdr) = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_OUT };
+		for (unsigned k = 1; k <= SC_BLK_SEG_MAX; k++)
+			s[k] = (struct sc_drv_seg){ BIG_W + k * 512, 512 };
+		s[SC_BLK_SEG_MAX + 1] = (struct sc_drv_seg){ STAT(2), 1 };
+		base[STAT(2)] = 0xee;
+		cr_assert_geq(sc_drv_vq_add(&dvq, s, SC_BLK_SEG_MAX + 1, 1), 0);
+	}
+	post(3, VIRTIO_BLK_T_IN, 0, 4096, true);                                     /* a good one after them */
+	run(4, NULL);
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_IOERR, "request %u", i);
+	cr_assert_eq(base[STAT(3)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(q.stats.bad_requests, 3);
+
+	/* A smaller seg_max is offered and kept; seg_max * size_max bounds a request's data with it. */
+	be.seg_max = 4;
+	sc_blk_config_space(&be, 1, &cfg);
+	cr_assert_eq(cfg.seg_max, 4);
+	post_segs(4, VIRTIO_BLK_T_OUT, 0, BIG_W, 4096, 5, false);
+	post_segs(5, VIRTIO_BLK_T_IN, 0, BIG_R, SC_BLK_SIZE_MAX, 4, true);   /* at both limits: fine */
+	run(2, NULL);
+	cr_assert_eq(base[STAT(4)], VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(base[STAT(5)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(q.stats.bad_requests, 4);
+	cr_assert(!sc_vq_broken(&q.vq), "%s", q.vq.broken_reason);
+}
+
+Test(blk, a_flush_after_a_split_write_completes_after_all_its_pieces)
+{
+	reopen_in("/dev/shm");
+	fill(BIG_W, 16 << 20, 7);
+	int w = post_segs(0, VIRTIO_BLK_T_OUT, 0, BIG_W, 1 << 20, 16, false);
+	int f = post(1, VIRTIO_BLK_T_FLUSH, 0, 0, false);
+	uint16_t order[2];
+	run(2, order);
+	cr_assert_eq(order[0], w, "the flush completed before the split write it follows");
+	cr_assert_eq(order[1], f);
+	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert(disk_holds(0, BIG_W, 16 << 20));
+}
+
+/* Stop the queue with a 64 MiB write a few pieces in: fini finishes it, nothing is lost. */
+static void stop_mid_split(void)
+{
+	fill(BIG_W, BIG, 9);
+	post_segs(0, VIRTIO_BLK_T_OUT, 0, BIG_W, 1 << 20, BIG >> 20, false);
+	sc_drv_vq_publish(&dvq);
+	for (int k = 0; k < 4; k++)
+		cr_assert_geq(sc_blk_queue_poll(&q, 32), 0);
+	cr_assert_eq(dvq.used->idx, 0, "the write is still under way");
+	cr_assert_eq(q.nactive, 1);
+	sc_blk_queue_fini(&q);
+	cr_assert_eq(dvq.used->idx, 1, "fini completed the split write to the guest");
+	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert(disk_holds(0, BIG_W, BIG), "all 64 MiB are on the disk");
+}
+
+Test(blk, stopping_a_queue_mid_split_finishes_the_request)
+{
+	reopen_in("/dev/shm");
+	stop_mid_split();
+}
+
+Test(blk, stopping_a_queue_mid_split_with_a_piece_in_io_uring_finishes_the_request)
+{
+	reopen_direct();
+	stop_mid_split();
+}
+
+/* WRITE_ZEROES of 768 KiB inside 1 MiB of ones (more than a piece, for the write fallback). */
+static void write_zeroes_zero(void)
+{
+	static uint8_t disk[1 << 20];
+	memset(disk, 0xff, sizeof(disk));
+	cr_assert_eq(pwrite(be.fd, disk, sizeof(disk), 0), (ssize_t)sizeof(disk));
+	struct virtio_blk_discard_write_zeroes *seg = (void *)(base + DATA(0));
+	*seg = (struct virtio_blk_discard_write_zeroes){ .sector = 256, .num_sectors = (768 << 10) / 512 };
+	post(0, VIRTIO_BLK_T_WRITE_ZEROES, 0, 16, false);
+	post(1, VIRTIO_BLK_T_IN, 0, 4096, true);   /* and the queue goes on */
+	run(2, NULL);
+	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK, "zero mode %u", be.zero_mode);
+	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(pread(be.fd, disk, sizeof(disk), 0), (ssize_t)sizeof(disk));
+	for (size_t k = 0; k < sizeof(disk); k++)
+		cr_assert_eq(disk[k], k >= (128 << 10) && k < (896 << 10) ? 0 : 0xff, "byte %zu", k);
+	cr_assert_eq(q.io_errors, 0);
+}
+
+Test(blk, write_zeroes_on_tmpfs_punches_a_hole)
+{
+	reopen_in("/dev/shm");
+	write_zeroes_zero();
+	cr_assert_eq(be.zero_mode, SC_BLK_ZERO_PUNCH, "tmpfs has no ZERO_RANGE: the backend moved down once");
+	write_zeroes_zero();   /* straight to the hole now */
+}
+
+Test(blk, write_zeroes_on_a_regular_file)
+{
+	reopen_in("/var/tmp");
+	write_zeroes_zero();
+}
+
+Test(blk, write_zeroes_by_writing_zeroes)
+{
+	/* Where neither ZERO_RANGE nor a hole works; forced here on both kinds of file. */
+	reopen_in("/var/tmp");
+	be.zero_mode = SC_BLK_ZERO_WRITE;
+	write_zeroes_zero();
+	reopen_in("/dev/shm");
+	be.zero_mode = SC_BLK_ZERO_WRITE;
+	write_zeroes_zero();
+	cr_assert_eq(q.sync_done, 2, "done on the sidecore in pieces, the read too");
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+Test(blk, delay_holds_each_completion_while_the_queue_goes_on)
+{
+	const uint64_t delay = 20000000;   /* 20 ms */
+	uint64_t t[2] = { 0, 0 }, done[2] = { 0, 0 };
+	uint16_t head;
+	uint32_t len;
+	int heads[2];
+	unsigned got = 0;
+
+	reopen_in("/dev/shm");
+	be.delay_ns = delay;
+	t[0] = mono_ns();
+	heads[0] = post(0, VIRTIO_BLK_T_IN, 0, 4096, true);
+	sc_drv_vq_publish(&dvq);
+	bool posted_second = false;
+	struct rusage ru0, ru1;
+	getrusage(RUSAGE_THREAD, &ru0);
+	while (got < 2) {
+		uint64_t a = mono_ns();
+		if (!posted_second && a - t[0] > delay / 4) {
+			t[1] = a;
+			heads[1] = post(1, VIRTIO_BLK_T_IN, 8, 4096, true);
+			sc_drv_vq_publish(&dvq);
+			posted_second = true;
+		}
+		cr_assert_geq(sc_blk_queue_poll(&q, 32), 0);
+		uint64_t b = mono_ns();
+		if (posted_second && !got)
+			cr_assert_eq(q.stats.reads, 2, "the second request is served while the first is held");
+		if (q.nheld)
+			cr_assert(q.pq.ops->notify_enable(&q.pq), "held completions keep the sidecore awake");
+		while (sc_drv_vq_get_used(&dvq, &head, &len) == 1) {
+			cr_assert_eq(head, heads[got], "completions leave in order");
+			done[got++] = b;
+		}
+		cr_assert_lt(b - t[0], 2000000000ull, "requests did not complete");
+	}
+	cr_assert_geq(done[0] - t[0], delay, "completed %llu ns after it started", (unsigned long long)(done[0] - t[0]));
+	cr_assert_geq(done[1] - t[1], delay);
+	/* Preemption on a busy machine is involuntary; a poll that slept would show as voluntary. */
+	getrusage(RUSAGE_THREAD, &ru1);
+	cr_assert_eq(ru1.ru_nvcsw, ru0.ru_nvcsw, "the polling thread went to sleep %ld times", ru1.ru_nvcsw - ru0.ru_nvcsw);
+	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+
+	/* Stopping the queue completes a held request, no sooner than its delay. */
+	t[0] = mono_ns();
+	post(2, VIRTIO_BLK_T_IN, 0, 4096, true);
+	sc_drv_vq_publish(&dvq);
+	cr_assert_geq(sc_blk_queue_poll(&q, 32), 0);
+	cr_assert_eq(q.nheld, 1);
+	sc_blk_queue_fini(&q);
+	cr_assert_geq(mono_ns() - t[0], delay);
+	cr_assert_eq(dvq.used->idx, 3);
+	cr_assert_eq(base[STAT(2)], VIRTIO_BLK_S_OK);
 }

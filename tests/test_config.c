@@ -688,3 +688,17 @@ Test(config, all_cpus_allowed)
 	load_ok();
 	cr_assert_eq(sc_config_check_cpus(&c, allowed, 8, err, sizeof(err)), 0, "%s", err);
 }
+
+Test(config, delay_us_is_a_bounded_number_of_microseconds)
+{
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\ndelay_us = 2500\n");
+	load_ok();
+	cr_assert_eq(c.blk[0].delay_ns, 2500000);
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\n");
+	load_ok();
+	cr_assert_eq(c.blk[0].delay_ns, 0, "off by default");
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\ndelay_us = 10000001\n");
+	load_fails(-ERANGE, 6, "delay_us = 10000001 is out of range; use a number in 0..10000000");
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\ndelay_us = 1ms\n");
+	load_fails(-EINVAL, 6, "delay_us = '1ms' is not a whole number");
+}

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Builds a tiny initramfs for the e2e guest: static busybox, the virtio-blk
 # modules of Debian's kernel, and an /init that runs the test the kernel
-# command line names (sc_test=write|check) and powers off.
+# command line names (sc_test=write|check) and powers off. With sc_direct=1
+# the write makes the pattern in memory first, then writes it with O_DIRECT,
+# so the disk sees one write after the other for the whole write (the kill
+# test needs requests at the disk all along: not one burst at the fsync, nor
+# gaps while this slow guest makes the next MiB).
 # usage: mkinitramfs.sh KERNEL_VERSION OUT.cpio.gz
 set -euo pipefail
 kver=$1 out=$2
@@ -33,11 +37,20 @@ while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 mb=$(sed -n 's/.*sc_mb=\([0-9]*\).*/\1/p' /proc/cmdline)
 pat=$(sed -n 's/.*sc_pat=\([a-z0-9-]*\).*/\1/p' /proc/cmdline)
 [ -n "$pat" ] || pat=sidecore-e2e
+direct=
+case "$(cat /proc/cmdline)" in *sc_direct=1*) direct=1 ;; esac
 case "$(cat /proc/cmdline)" in
   *sc_test=write*)
     # A known pattern across the disk, synced; then read back what the disk holds.
-    echo "SC-WRITE-START"
-    yes "$pat" | head -c $((mb * 1048576)) | dd of=/dev/vda bs=1M conv=fsync 2>/dev/null && echo "SC-WRITE-DONE"
+    if [ -n "$direct" ]; then
+      yes "$pat" | head -c $((mb * 1048576)) > /tmp/pattern
+      echo "SC-WRITE-START"
+      dd if=/tmp/pattern of=/dev/vda bs=1M oflag=direct conv=fsync 2>/dev/null && echo "SC-WRITE-DONE"
+      rm -f /tmp/pattern
+    else
+      echo "SC-WRITE-START"
+      yes "$pat" | head -c $((mb * 1048576)) | dd of=/dev/vda bs=1M conv=fsync 2>/dev/null && echo "SC-WRITE-DONE"
+    fi
     echo 3 > /proc/sys/vm/drop_caches
     echo "SC-READBACK $(dd if=/dev/vda bs=1M count=$mb 2>/dev/null | md5sum | cut -d' ' -f1)" ;;
   *sc_test=check*)
