@@ -329,6 +329,7 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 	}
 	r->head = e->head;
 	r->busy = true;
+	/* Too short, or oversized (vqueue then passes out_len 0 and at most the status byte): IOERR. */
 	if (e->in_len < 1 || e->out_len < sizeof(h)) {
 		q->stats.bad_requests++;
 		if (e->in_len < 1) {   /* nowhere to put a status */

@@ -10,7 +10,7 @@
 #include "common/compiler.h"
 #include "devices/devices.h"
 
-/* Segments one request may have (header, data, status); a longer chain breaks the queue (-ENOBUFS). */
+/* Segments one request may have (header, data, status); a longer chain completes with IOERR. */
 #define NULLBLK_IOV_MAX 64
 
 static int pq_poll(struct sc_pollq *q, unsigned budget)
@@ -81,7 +81,11 @@ static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 	uint8_t status = VIRTIO_BLK_S_OK;
 	uint32_t written = 1;   /* the status byte */
 
-	/* Every request has a 16-byte header the device reads and a status byte it writes. */
+	/*
+	 * Every request has a 16-byte header the device reads and a status byte
+	 * it writes. An oversized chain (more segments than NULLBLK_IOV_MAX)
+	 * arrives as out_len 0 and at most the status byte: IOERR here too.
+	 */
 	if (e->out_len < sizeof(h) || e->in_len < 1) {
 		d->stats.bad_requests++;
 		if (e->in_len < 1)
