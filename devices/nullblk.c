@@ -4,6 +4,7 @@
  * every request without I/O. The request header is copied out of the chain
  * once and only the copy is used.
  */
+#include <errno.h>
 #include <string.h>
 
 #include "common/barrier.h"
@@ -28,10 +29,16 @@ static void pq_notify_disable(struct sc_pollq *q)
 	sc_vq_notify_disable(&((struct sc_nullblk *)q->ctx)->vq);
 }
 
+static void pq_fault(struct sc_pollq *q, const char *reason)
+{
+	sc_vq_set_broken(&((struct sc_nullblk *)q->ctx)->vq, -EFAULT, "%s", reason);
+}
+
 static const struct sc_pollq_ops nullblk_pollq_ops = {
 	.poll = pq_poll,
 	.notify_enable = pq_notify_enable,
 	.notify_disable = pq_notify_disable,
+	.fault = pq_fault,
 };
 
 int sc_nullblk_init(struct sc_nullblk *d, const struct sc_vq_config *cfg,

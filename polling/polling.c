@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -32,8 +33,19 @@
 
 enum cmd { CMD_NONE, CMD_ATTACH, CMD_DETACH, CMD_STOP };
 
+/*
+ * Where a SIGBUS on guest memory goes. One per sidecore thread; armed
+ * (q != NULL) only while the sidecore is inside a queue's ops.
+ */
+struct fault_guard {
+	sigjmp_buf jb;
+	struct sc_pollq *volatile q;   /* the queue being served; the handler reads it */
+	void *addr;                    /* what faulted */
+};
+
 struct sc_poller {
 	/* sidecore-private, read every round */
+	struct fault_guard guard;
 	struct sc_pollq *queues[SC_POLLER_MAX_QUEUES];
 	unsigned nqueues;
 	unsigned budget;
@@ -85,6 +97,8 @@ static void drain(int fd)
 
 /* ---- control commands, applied on the sidecore ---- */
 
+static void notify_disable_one(struct sc_poller *p, struct sc_pollq *q);
+
 static int apply_attach(struct sc_poller *p, struct sc_pollq *q)
 {
 	if (p->nqueues == SC_POLLER_MAX_QUEUES)
@@ -108,10 +122,10 @@ static int apply_attach(struct sc_poller *p, struct sc_pollq *q)
 	}
 	q->stopped = false;
 	q->error = 0;
-	/* We poll from now on: the guest need not kick. */
-	q->ops->notify_disable(q);
 	p->queues[p->nqueues++] = q;
 	stat_set32(&p->stats.queues, p->nqueues);
+	/* We poll from now on: the guest need not kick. */
+	notify_disable_one(p, q);
 	return 0;
 }
 
@@ -207,8 +221,6 @@ static int submit(struct sc_poller *p, enum cmd cmd, struct sc_pollq *q)
 	return ret;
 }
 
-/* ---- the loop ---- */
-
 /* A broken queue breaks only itself: stop polling it, serve the rest. */
 static void stop_queue(struct sc_poller *p, struct sc_pollq *q, int err)
 {
@@ -223,15 +235,89 @@ static void stop_queue(struct sc_poller *p, struct sc_pollq *q, int err)
 	stat_set32(&p->stats.stopped_queues, p->stats.stopped_queues + 1);
 }
 
-/* One pass over every queue; returns the requests served. */
-static uint64_t poll_round(struct sc_poller *p)
+/* ---- faults on guest memory ---- */
+
+static __thread struct fault_guard *tls_guard;   /* this thread's, if it is a sidecore */
+static struct sigaction sigbus_prev;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
+/*
+ * SIGBUS: a fault (si_code > 0, not a kill) while this sidecore is inside a
+ * queue's ops jumps back to the walk that called it. Anything else gets
+ * what it would have got without us.
+ */
+static void sigbus_handler(int sig, siginfo_t *si, void *uc)
+{
+	struct fault_guard *g = tls_guard;
+
+	if (g && g->q && si->si_code > 0) {
+		g->addr = si->si_addr;
+		siglongjmp(g->jb, 1);
+	}
+	if ((sigbus_prev.sa_flags & SA_SIGINFO) && sigbus_prev.sa_sigaction) {
+		sigbus_prev.sa_sigaction(sig, si, uc);
+		return;
+	}
+	if (!(sigbus_prev.sa_flags & SA_SIGINFO) && sigbus_prev.sa_handler != SIG_DFL &&
+	    sigbus_prev.sa_handler != SIG_IGN) {
+		sigbus_prev.sa_handler(sig);
+		return;
+	}
+	/* The default action: a fault re-executes the access and dies of it; a kill is sent again. */
+	signal(SIGBUS, SIG_DFL);
+	if (si->si_code <= 0)
+		raise(SIGBUS);
+}
+
+static void sigbus_install(void)
+{
+	/*
+	 * NODEFER: the walk leaves the handler by siglongjmp without restoring
+	 * a mask (sigsetjmp(jb, 0) saves none: no system call per round), so
+	 * SIGBUS must not stay blocked for the next fault.
+	 */
+	struct sigaction sa = { .sa_sigaction = sigbus_handler, .sa_flags = SA_SIGINFO | SA_NODEFER };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &sigbus_prev);
+}
+
+/*
+ * After a SIGBUS in the ops of guard.q: stop that queue with the reason and
+ * return its index, so the walk goes on with the next one.
+ */
+static unsigned queue_faulted(struct sc_poller *p)
+{
+	struct sc_pollq *q = p->guard.q;
+	char reason[112];
+	unsigned i;
+
+	p->guard.q = NULL;
+	snprintf(reason, sizeof(reason),
+		 "SIGBUS at %p while serving it (guest memory shrank or failed under the sidecore)",
+		 p->guard.addr);
+	if (q->ops->fault)
+		q->ops->fault(q, reason);
+	else
+		fprintf(stderr, "sidecore: %s: queue stopped: %s\n", q->name ? q->name : "unnamed queue", reason);
+	stop_queue(p, q, -EFAULT);
+	stat_add(&p->stats.faults, 1);
+	for (i = 0; i < p->nqueues && p->queues[i] != q; i++)
+		;
+	return i;
+}
+
+/* ---- the loop ---- */
+
+/* Poll queues[from..]; returns the requests served. Armed guard: see poll_round. */
+static uint64_t poll_from(struct sc_poller *p, unsigned from)
 {
 	uint64_t served = 0;
 
-	for (unsigned i = 0; i < p->nqueues; i++) {
+	for (unsigned i = from; i < p->nqueues; i++) {
 		struct sc_pollq *q = p->queues[i];
 		if (q->stopped)
 			continue;
+		p->guard.q = q;
 		int n = q->ops->poll(q, p->budget);
 		if (sc_unlikely(n < 0)) {
 			stop_queue(p, q, n);
@@ -239,7 +325,22 @@ static uint64_t poll_round(struct sc_poller *p)
 		}
 		served += (unsigned)n;
 	}
+	p->guard.q = NULL;
 	return served;
+}
+
+/*
+ * One pass over every queue; returns the requests served. A SIGBUS inside
+ * a queue lands here: that queue is stopped and the pass goes on with the
+ * next (the faulted pass counts as busy, what it served before is not
+ * counted). Not inlined, and no locals: nothing sigsetjmp saved can be
+ * stale after the jump.
+ */
+static __attribute__((noinline)) uint64_t poll_round(struct sc_poller *p)
+{
+	if (sc_unlikely(sigsetjmp(p->guard.jb, 0)))
+		return poll_from(p, queue_faulted(p) + 1) + 1;
+	return poll_from(p, 0);
 }
 
 /* Can every live queue wake us with a kick? */
@@ -251,11 +352,56 @@ static bool can_sleep(const struct sc_poller *p)
 	return true;
 }
 
+/* Re-arm (enable) or silence queues[from..]; true if a re-arm found work waiting. */
+static bool notify_from(struct sc_poller *p, unsigned from, bool enable)
+{
+	bool work = false;
+
+	for (unsigned i = from; i < p->nqueues; i++) {
+		struct sc_pollq *q = p->queues[i];
+		if (q->stopped)
+			continue;
+		p->guard.q = q;
+		if (!enable)
+			q->ops->notify_disable(q);
+		else if (q->ops->notify_enable(q))
+			work = true;
+	}
+	p->guard.q = NULL;
+	return work;
+}
+
+/*
+ * notify_from over every queue, guarded as poll_round; a fault counts as
+ * work (poll again before sleeping). Not inlined, no locals, as poll_round.
+ */
+static __attribute__((noinline)) bool notify_all(struct sc_poller *p, bool enable)
+{
+	if (sc_unlikely(sigsetjmp(p->guard.jb, 0))) {
+		notify_from(p, queue_faulted(p) + 1, enable);
+		return true;
+	}
+	return notify_from(p, 0, enable);
+}
+
 static void notify_disable_all(struct sc_poller *p)
 {
-	for (unsigned i = 0; i < p->nqueues; i++)
-		if (!p->queues[i]->stopped)
-			p->queues[i]->ops->notify_disable(p->queues[i]);
+	notify_all(p, false);
+}
+
+/*
+ * One queue's notify_disable, guarded (at attach, under the command lock:
+ * a fault jumps back here, below the lock, which the caller then drops).
+ */
+static __attribute__((noinline)) void notify_disable_one(struct sc_poller *p, struct sc_pollq *q)
+{
+	if (sc_unlikely(sigsetjmp(p->guard.jb, 0))) {
+		queue_faulted(p);
+		return;
+	}
+	p->guard.q = q;
+	q->ops->notify_disable(q);
+	p->guard.q = NULL;
 }
 
 /*
@@ -266,13 +412,8 @@ static void notify_disable_all(struct sc_poller *p)
  */
 static bool rearm(struct sc_poller *p)
 {
-	bool work = false;
+	bool work = notify_all(p, true);
 
-	for (unsigned i = 0; i < p->nqueues; i++) {
-		struct sc_pollq *q = p->queues[i];
-		if (!q->stopped && q->ops->notify_enable(q))
-			work = true;
-	}
 	if (work) {
 		stat_add(&p->stats.rearm_races, 1);
 		notify_disable_all(p);
@@ -341,6 +482,16 @@ static void *poller_main(void *arg)
 	pthread_mutex_unlock(&p->lock);
 	if (p->start_error)
 		return NULL;
+	/*
+	 * The thread was created with every signal blocked; a fault on guest
+	 * memory must reach our handler (a blocked SIGBUS from a fault kills
+	 * the process). A kill -BUS that lands here still takes the default.
+	 */
+	tls_guard = &p->guard;
+	sigset_t bus;
+	sigemptyset(&bus);
+	sigaddset(&bus, SIGBUS);
+	pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
 
 	last_work = t = sc_rdtsc();
 	for (;;) {
@@ -401,6 +552,7 @@ int sc_poller_create(const struct sc_poller_config *cfg, struct sc_poller **out)
 	 */
 	if (cfg->cpu < -1 || cfg->cpu >= POLLER_MAX_CPU)
 		return -EINVAL;
+	pthread_once(&sigbus_once, sigbus_install);
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
@@ -503,7 +655,7 @@ int sc_poller_detach(struct sc_poller *p, struct sc_pollq *q)
 }
 
 /* A new counter must be added to the loads below, too. */
-_Static_assert(sizeof(struct sc_poller_stats) == 8 * sizeof(uint64_t) + 2 * sizeof(uint32_t),
+_Static_assert(sizeof(struct sc_poller_stats) == 9 * sizeof(uint64_t) + 2 * sizeof(uint32_t),
 	       "sc_poller_get_stats copies every field of sc_poller_stats");
 
 void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st)
@@ -520,6 +672,7 @@ void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st)
 	LOAD(sleeps);
 	LOAD(wakeups);
 	LOAD(rearm_races);
+	LOAD(faults);
 	LOAD(queues);
 	LOAD(stopped_queues);
 #undef LOAD
