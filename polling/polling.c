@@ -38,9 +38,10 @@ enum cmd { CMD_NONE, CMD_ATTACH, CMD_DETACH, CMD_STOP };
  * (q != NULL) only while the sidecore is inside a queue's ops.
  */
 struct fault_guard {
-	sigjmp_buf jb;
 	struct sc_pollq *volatile q;   /* the queue being served; the handler reads it */
+	sigjmp_buf *volatile jb;       /* where the handler jumps: loop_jb, or a control command's */
 	void *addr;                    /* what faulted */
+	sigjmp_buf loop_jb;            /* set once per run of the loop (poller_run) */
 };
 
 struct sc_poller {
@@ -252,7 +253,7 @@ static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 
 	if (g && g->q && si->si_code > 0) {
 		g->addr = si->si_addr;
-		siglongjmp(g->jb, 1);
+		siglongjmp(*g->jb, 1);
 	}
 	if ((sigbus_prev.sa_flags & SA_SIGINFO) && sigbus_prev.sa_sigaction) {
 		sigbus_prev.sa_sigaction(sig, si, uc);
@@ -308,16 +309,16 @@ static unsigned queue_faulted(struct sc_poller *p)
 
 /* ---- the loop ---- */
 
-/* Poll queues[from..]; returns the requests served. Armed guard: see poll_round. */
-static uint64_t poll_from(struct sc_poller *p, unsigned from)
+/* One pass over every queue; returns the requests served. */
+static uint64_t poll_round(struct sc_poller *p)
 {
 	uint64_t served = 0;
 
-	for (unsigned i = from; i < p->nqueues; i++) {
+	for (unsigned i = 0; i < p->nqueues; i++) {
 		struct sc_pollq *q = p->queues[i];
 		if (q->stopped)
 			continue;
-		p->guard.q = q;
+		p->guard.q = q;   /* a SIGBUS from here on is this queue's (poller_run) */
 		int n = q->ops->poll(q, p->budget);
 		if (sc_unlikely(n < 0)) {
 			stop_queue(p, q, n);
@@ -329,20 +330,6 @@ static uint64_t poll_from(struct sc_poller *p, unsigned from)
 	return served;
 }
 
-/*
- * One pass over every queue; returns the requests served. A SIGBUS inside
- * a queue lands here: that queue is stopped and the pass goes on with the
- * next (the faulted pass counts as busy, what it served before is not
- * counted). Not inlined, and no locals: nothing sigsetjmp saved can be
- * stale after the jump.
- */
-static __attribute__((noinline)) uint64_t poll_round(struct sc_poller *p)
-{
-	if (sc_unlikely(sigsetjmp(p->guard.jb, 0)))
-		return poll_from(p, queue_faulted(p) + 1) + 1;
-	return poll_from(p, 0);
-}
-
 /* Can every live queue wake us with a kick? */
 static bool can_sleep(const struct sc_poller *p)
 {
@@ -352,12 +339,12 @@ static bool can_sleep(const struct sc_poller *p)
 	return true;
 }
 
-/* Re-arm (enable) or silence queues[from..]; true if a re-arm found work waiting. */
-static bool notify_from(struct sc_poller *p, unsigned from, bool enable)
+/* Re-arm (enable) or silence every live queue; true if a re-arm found work waiting. */
+static bool notify_all(struct sc_poller *p, bool enable)
 {
 	bool work = false;
 
-	for (unsigned i = from; i < p->nqueues; i++) {
+	for (unsigned i = 0; i < p->nqueues; i++) {
 		struct sc_pollq *q = p->queues[i];
 		if (q->stopped)
 			continue;
@@ -371,37 +358,30 @@ static bool notify_from(struct sc_poller *p, unsigned from, bool enable)
 	return work;
 }
 
-/*
- * notify_from over every queue, guarded as poll_round; a fault counts as
- * work (poll again before sleeping). Not inlined, no locals, as poll_round.
- */
-static __attribute__((noinline)) bool notify_all(struct sc_poller *p, bool enable)
-{
-	if (sc_unlikely(sigsetjmp(p->guard.jb, 0))) {
-		notify_from(p, queue_faulted(p) + 1, enable);
-		return true;
-	}
-	return notify_from(p, 0, enable);
-}
-
 static void notify_disable_all(struct sc_poller *p)
 {
 	notify_all(p, false);
 }
 
 /*
- * One queue's notify_disable, guarded (at attach, under the command lock:
- * a fault jumps back here, below the lock, which the caller then drops).
+ * One queue's notify_disable, at attach: inside a control command, under
+ * its lock, so a fault must not jump out to the loop (the lock would stay
+ * held). It jumps back here instead, and the caller drops the lock.
  */
 static __attribute__((noinline)) void notify_disable_one(struct sc_poller *p, struct sc_pollq *q)
 {
-	if (sc_unlikely(sigsetjmp(p->guard.jb, 0))) {
+	sigjmp_buf here;
+
+	p->guard.jb = &here;
+	if (sc_unlikely(sigsetjmp(here, 0))) {
+		p->guard.jb = &p->guard.loop_jb;
 		queue_faulted(p);
 		return;
 	}
 	p->guard.q = q;
 	q->ops->notify_disable(q);
 	p->guard.q = NULL;
+	p->guard.jb = &p->guard.loop_jb;
 }
 
 /*
@@ -454,10 +434,66 @@ static uint64_t sleep_on_kicks(struct sc_poller *p)
 	return t1;
 }
 
+/* The loop proper, until told to stop. Not inlined: after a fault it starts afresh, in its own frame. */
+static __attribute__((noinline)) void poller_loop(struct sc_poller *p)
+{
+	uint64_t last_work, t;
+
+	last_work = t = sc_rdtsc();
+	for (;;) {
+		/* Acquire pairs with the release store in submit(). */
+		if (sc_unlikely(__atomic_load_n(&p->cmd_pending, __ATOMIC_ACQUIRE)) && !handle_command(p))
+			return;
+
+		uint64_t served = poll_round(p);
+		uint64_t now = sc_rdtsc();
+		stat_add(served ? &p->stats.busy_cycles : &p->stats.idle_cycles, now - t);
+		stat_add(&p->stats.rounds, 1);
+		t = now;
+		if (served) {
+			stat_add(&p->stats.requests, served);
+			last_work = now;
+			continue;
+		}
+		if (now - last_work < p->idle_spin_cycles || !can_sleep(p)) {
+			sc_cpu_relax();
+			continue;
+		}
+		if (!rearm(p)) {
+			/* Work arrived while we re-armed: poll it, and spin a full window again. */
+			last_work = sc_rdtsc();
+			continue;
+		}
+		if (__atomic_load_n(&p->cmd_pending, __ATOMIC_ACQUIRE)) {
+			/* Pairs with submit()'s release: a command first, then we keep polling. */
+			notify_disable_all(p);
+			last_work = sc_rdtsc();
+			continue;
+		}
+		/* The re-arm counts as idle time; the sleep has its own counter. */
+		now = sc_rdtsc();
+		stat_add(&p->stats.idle_cycles, now - t);
+		t = last_work = sleep_on_kicks(p);
+	}
+}
+
+/*
+ * Run the loop with the fault guard armed: one sigsetjmp for as long as no
+ * queue faults, so a round costs only the guard.q stores. A SIGBUS in a
+ * queue's ops lands here: that queue is stopped and the loop starts again
+ * (a fresh round; the interval that faulted is not counted busy or idle).
+ */
+static __attribute__((noinline)) void poller_run(struct sc_poller *p)
+{
+	p->guard.jb = &p->guard.loop_jb;
+	if (sigsetjmp(p->guard.loop_jb, 0))
+		queue_faulted(p);
+	poller_loop(p);
+}
+
 static void *poller_main(void *arg)
 {
 	struct sc_poller *p = arg;
-	uint64_t last_work, t;
 
 	pthread_mutex_lock(&p->lock);
 	if (p->cpu >= 0) {
@@ -493,42 +529,7 @@ static void *poller_main(void *arg)
 	sigaddset(&bus, SIGBUS);
 	pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
 
-	last_work = t = sc_rdtsc();
-	for (;;) {
-		/* Acquire pairs with the release store in submit(). */
-		if (sc_unlikely(__atomic_load_n(&p->cmd_pending, __ATOMIC_ACQUIRE)) && !handle_command(p))
-			break;
-
-		uint64_t served = poll_round(p);
-		uint64_t now = sc_rdtsc();
-		stat_add(served ? &p->stats.busy_cycles : &p->stats.idle_cycles, now - t);
-		stat_add(&p->stats.rounds, 1);
-		t = now;
-		if (served) {
-			stat_add(&p->stats.requests, served);
-			last_work = now;
-			continue;
-		}
-		if (now - last_work < p->idle_spin_cycles || !can_sleep(p)) {
-			sc_cpu_relax();
-			continue;
-		}
-		if (!rearm(p)) {
-			/* Work arrived while we re-armed: poll it, and spin a full window again. */
-			last_work = sc_rdtsc();
-			continue;
-		}
-		if (__atomic_load_n(&p->cmd_pending, __ATOMIC_ACQUIRE)) {
-			/* Pairs with submit()'s release: a command first, then we keep polling. */
-			notify_disable_all(p);
-			last_work = sc_rdtsc();
-			continue;
-		}
-		/* The re-arm counts as idle time; the sleep has its own counter. */
-		now = sc_rdtsc();
-		stat_add(&p->stats.idle_cycles, now - t);
-		t = last_work = sleep_on_kicks(p);
-	}
+	poller_run(p);
 
 	/* Let go of every queue: they belong to their devices again. */
 	for (unsigned i = 0; i < p->nqueues; i++)

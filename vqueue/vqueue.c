@@ -407,7 +407,8 @@ static int indirect_enter(struct sc_vq *vq, const struct vring_desc *d,
  * spans more host segments than the scratch holds is only "more
  * segments", which is what the caller already knows.
  */
-static int check_buffer(struct sc_vq *vq, const struct vring_desc *d, unsigned perm)
+static __attribute__((cold, noinline)) int check_buffer(struct sc_vq *vq, const struct vring_desc *d,
+							 unsigned perm)
 {
 	struct iovec scratch[8];
 	int ret = xlate(vq, d->addr, d->len, perm, scratch, SC_ARRAY_SIZE(scratch));
@@ -418,18 +419,31 @@ static int check_buffer(struct sc_vq *vq, const struct vring_desc *d, unsigned p
 /*
  * A valid chain with more segments than elem->iov_max: hand the device
  * only where its status goes, the last byte of the writable part (contract
- * in vqueue.h, struct sc_vq_elem).
+ * in vqueue.h, struct sc_vq_elem). That is the last byte of wlast, the last
+ * writable descriptor after the iovec filled, or else of the last writable
+ * segment that made it into the iovec (last_seg).
  */
-static void elem_oversized(struct sc_vq *vq, struct sc_vq_elem *elem, const struct vring_desc *wlast)
+static __attribute__((cold, noinline)) void elem_oversized(struct sc_vq *vq, struct sc_vq_elem *elem,
+							   const struct vring_desc *wlast,
+							   const struct iovec *last_seg)
 {
+	struct iovec status = { 0 };
+
+	if (wlast) {
+		/* Checked during the walk, so the one byte maps. */
+		if (xlate(vq, wlast->addr + wlast->len - 1, 1, SC_PERM_WRITE, &status, 1) != 1)
+			status.iov_len = 0;
+	} else if (last_seg) {
+		status = (struct iovec){ (uint8_t *)last_seg->iov_base + last_seg->iov_len - 1, 1 };
+	}
 	elem->out_num = 0;
 	elem->out_len = 0;
 	elem->in_num = 0;
 	elem->in_len = 0;
 	elem->oversized = true;
 	vq->stats.oversized++;
-	/* Checked during the walk, so the one byte maps (iov_max 0 leaves the device nothing). */
-	if (wlast && xlate(vq, wlast->addr + wlast->len - 1, 1, SC_PERM_WRITE, elem->iov, elem->iov_max) == 1) {
+	if (status.iov_len && elem->iov_max) {
+		elem->iov[0] = status;
 		elem->in_num = 1;
 		elem->in_len = 1;
 	}
@@ -442,8 +456,8 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 	uint32_t table_size = vq->size, steps = 0;
 	uint64_t out_len = 0, in_len = 0;
 	unsigned nseg = 0, in_num = 0;
-	bool in_indirect = false, oversized = false, any_in = false;
-	struct vring_desc d, wlast = { 0 };
+	bool in_indirect = false, oversized = false, have_wlast = false;
+	struct vring_desc d, wlast;
 	uint16_t idx = head;
 	int ret;
 
@@ -479,13 +493,9 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 		if (d.flags & VIRTQ_DESC_F_WRITE) {
 			perm = SC_PERM_WRITE;
 			in_len += d.len;
-			if (d.len) {
-				wlast = d;
-				any_in = true;
-			}
 		} else {
 			/* §2.7.4.2: device-readable descriptors come before device-writable ones. */
-			if (sc_unlikely(in_num || any_in)) {
+			if (sc_unlikely(in_num || have_wlast)) {
 				sc_vq_set_broken(vq, -EPROTO, "readable descriptor after a writable one in chain %u", head);
 				return -EPROTO;
 			}
@@ -500,24 +510,27 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 
 		if (sc_likely(!oversized)) {
 			ret = xlate(vq, d.addr, d.len, perm, &elem->iov[nseg], elem->iov_max - nseg);
-			if (sc_unlikely(ret == -ENOBUFS)) {
-				/* Not the guest's fault: finish checking the chain, then complete it with an error. */
+			if (sc_likely(ret >= 0)) {
+				nseg += (unsigned)ret;
+				if (perm == SC_PERM_WRITE)
+					in_num += (unsigned)ret;
+			} else if (ret == -ENOBUFS) {
+				/* Not the guest's fault: check the rest of the chain, then complete it with an error. */
 				oversized = true;
-				ret = check_buffer(vq, &d, perm);
 			}
-		} else {
+		}
+		if (sc_unlikely(oversized)) {
 			ret = check_buffer(vq, &d, perm);
+			if (ret >= 0 && perm == SC_PERM_WRITE && d.len) {
+				wlast = d;
+				have_wlast = true;
+			}
 		}
 		if (sc_unlikely(ret < 0)) {
 			sc_vq_set_broken(vq, ret, "chain %u: buffer [0x%llx, +%u) is not %s guest memory",
 					 head, (unsigned long long)d.addr, d.len,
 					 ret == -EPERM ? "accessible" : "in");
 			return vq->broken_err;
-		}
-		if (!oversized) {
-			nseg += (unsigned)ret;
-			if (perm == SC_PERM_WRITE)
-				in_num += (unsigned)ret;
 		}
 
 		if (!(d.flags & VIRTQ_DESC_F_NEXT))
@@ -528,7 +541,7 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 	elem->head = head;
 	vq->stats.requests++;
 	if (sc_unlikely(oversized)) {
-		elem_oversized(vq, elem, any_in ? &wlast : NULL);
+		elem_oversized(vq, elem, have_wlast ? &wlast : NULL, in_num ? &elem->iov[nseg - 1] : NULL);
 		return 1;
 	}
 	elem->out_num = (uint16_t)(nseg - in_num);

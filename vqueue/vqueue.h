@@ -120,12 +120,9 @@ struct sc_vq {
 	bool indirect;
 	bool notify_on;             /* driver has been asked to kick */
 	bool broken;                /* written once by sc_vq_set_broken; read with sc_vq_broken from any thread */
-	bool break_claimed;         /* the first sc_vq_set_broken took it */
 	struct sc_xlate xlate;
 	int call_fd;
 	int kick_fd;
-	int err_fd;
-	const char *name;
 	int broken_err;             /* -errno sc_vq_pop keeps returning once broken */
 	struct sc_vq_stats stats;
 	/* inflight tracking (all NULL/0 without a region) */
@@ -134,6 +131,10 @@ struct sc_vq {
 	uint16_t *batch;            /* heads pushed since the last flush */
 	uint16_t *resubmit;         /* heads to serve again, in pop order */
 	uint32_t nresubmit, resubmit_pos;
+	/* cold: only when the queue breaks */
+	int err_fd;
+	bool break_claimed;         /* the first sc_vq_set_broken took it */
+	const char *name;
 	char broken_reason[112];
 };
 
