@@ -6,6 +6,7 @@
  * naming the queue, stats.broken), and that another queue in the same
  * guest memory is still served.
  */
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include "devices/devices.h"
@@ -559,4 +560,41 @@ Test(hostile, avail_ring_wraps_address_space)
 {
 	f.cfg.avail_addr = UINT64_MAX - 15;
 	expect_init_fails(&f.cfg, -EFAULT, "available ring");
+}
+
+/* The sidecore and the control thread break a queue at the same moment: still reported once. */
+struct breaker {
+	int ready, go;   /* spun on, so both calls start within a few cycles */
+	struct sc_vq *vq;
+};
+
+static void *break_it(void *arg)
+{
+	struct breaker *b = arg;
+	__atomic_store_n(&b->ready, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&b->go, __ATOMIC_ACQUIRE))
+		;
+	sc_vq_set_broken(b->vq, -EIO, "from the control thread");
+	return NULL;
+}
+
+Test(hostile, two_threads_breaking_at_once_report_once)
+{
+	const int rounds = 300;
+	struct breaker b = { .vq = &f.vq };
+
+	for (int i = 0; i < rounds; i++) {
+		pthread_t t;
+		cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
+		b.ready = b.go = 0;
+		cr_assert_eq(pthread_create(&t, NULL, break_it, &b), 0);
+		while (!__atomic_load_n(&b.ready, __ATOMIC_ACQUIRE))
+			;
+		__atomic_store_n(&b.go, 1, __ATOMIC_RELEASE);
+		sc_vq_set_broken(&f.vq, -EPROTO, "from the sidecore");
+		pthread_join(t, NULL);
+		cr_assert(sc_vq_broken(&f.vq));
+		cr_assert(f.vq.broken_err == -EIO || f.vq.broken_err == -EPROTO);
+		cr_assert_eq(fx_eventfd_take(f.err_fd), 1, "round %d: err eventfd written once", i);
+	}
 }
