@@ -244,8 +244,8 @@ static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
 
 /*
  * SIGBUS: a fault (si_code > 0, not a kill) while this sidecore is inside a
- * queue's ops jumps back to the walk that called it. Anything else gets
- * what it would have got without us.
+ * queue's ops jumps back to poller_run (or notify_disable_one). Anything
+ * else gets what it would have got without us.
  */
 static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 {
@@ -282,15 +282,11 @@ static void sigbus_install(void)
 	sigaction(SIGBUS, &sa, &sigbus_prev);
 }
 
-/*
- * After a SIGBUS in the ops of guard.q: stop that queue with the reason and
- * return its index, so the walk goes on with the next one.
- */
-static unsigned queue_faulted(struct sc_poller *p)
+/* After a SIGBUS in the ops of guard.q: stop that queue, with the reason. */
+static void queue_faulted(struct sc_poller *p)
 {
 	struct sc_pollq *q = p->guard.q;
 	char reason[112];
-	unsigned i;
 
 	p->guard.q = NULL;
 	snprintf(reason, sizeof(reason),
@@ -302,9 +298,6 @@ static unsigned queue_faulted(struct sc_poller *p)
 		fprintf(stderr, "sidecore: %s: queue stopped: %s\n", q->name ? q->name : "unnamed queue", reason);
 	stop_queue(p, q, -EFAULT);
 	stat_add(&p->stats.faults, 1);
-	for (i = 0; i < p->nqueues && p->queues[i] != q; i++)
-		;
-	return i;
 }
 
 /* ---- the loop ---- */

@@ -19,8 +19,8 @@
  * us. A SIGBUS while the sidecore is inside a queue's ops (the fault
  * address is kernel-reported, si_code > 0) stops that queue only, with a
  * reason naming the address (ops->fault), and the sidecore goes on. The
- * cost is one sigsetjmp per round and a thread-local pointer store per
- * queue; no system call. A SIGBUS anywhere else (another thread, poller
+ * cost is a pointer store per queue per round (one sigsetjmp per run of
+ * the loop, again only after a fault); no system call. A SIGBUS anywhere else (another thread, poller
  * code between queues, a kill) behaves as if the handler were not there.
  * The handler is installed process-wide by the first sc_poller_create.
  */

@@ -174,15 +174,18 @@ static int inflight_refuse(struct sc_vq *vq, const char *fmt, ...)
 /*
  * Check each head the region says is in flight against the rings (see
  * sc_vq_init). used is used->idx, next the avail slot where the ring will
- * resume (used + n), avail the driver's avail->idx. seen[h] is scratch.
+ * resume (used + n), avail the driver's avail->idx. seen and mark are
+ * scratch of a queue's size. Linear in the queue size.
  */
 static int inflight_check_heads(struct sc_vq *vq, const struct replay *r, uint32_t n,
-				uint16_t used, uint16_t next, uint16_t avail, uint32_t *seen)
+				uint16_t used, uint16_t next, uint16_t avail, uint32_t *seen,
+				uint8_t *mark)
 {
 	uint32_t consumed_visible = vq->size - (uint16_t)(avail - next);
 
+	for (uint32_t i = 0; i < n; i++)
+		mark[r[i].head] = 1;
 	/* seen[h]: how far below next the driver last offered h, among consumed slots still in the ring (0: not there). */
-	memset(seen, 0, vq->size * sizeof(*seen));
 	for (uint32_t k = 1; k <= consumed_visible; k++) {
 		uint16_t h = sc_load_once(&vq->avail->ring[(uint16_t)(next - k) & vq->mask]);
 		if (h < vq->size && !seen[h])
@@ -195,10 +198,8 @@ static int inflight_check_heads(struct sc_vq *vq, const struct replay *r, uint32
 	/* Offered again after it was consumed: the driver had it back, so it is not in flight. */
 	for (uint16_t slot = next; slot != avail; slot++) {
 		uint16_t h = sc_load_once(&vq->avail->ring[slot & vq->mask]);
-		for (uint32_t i = 0; i < n; i++)
-			if (r[i].head == h)
-				return inflight_refuse(vq, "head %u in flight is offered again at avail slot %u",
-						       h, slot);
+		if (h < vq->size && mark[h])
+			return inflight_refuse(vq, "head %u in flight is offered again at avail slot %u", h, slot);
 	}
 	/*
 	 * Completed after its last offer: used slot u at or after avail slot s
@@ -208,12 +209,9 @@ static int inflight_check_heads(struct sc_vq *vq, const struct replay *r, uint32
 	 */
 	for (uint32_t k = 1; k <= vq->size; k++) {
 		uint32_t h = sc_load_once(&vq->used->ring[(uint16_t)(used - k) & vq->mask].id);
-		if (h >= vq->size || !seen[h] || n + k > seen[h])
-			continue;
-		for (uint32_t i = 0; i < n; i++)
-			if (r[i].head == h)
-				return inflight_refuse(vq, "head %u in flight was completed (used slot %u)",
-						       h, (uint16_t)(used - k));
+		if (h < vq->size && mark[h] && n + k <= seen[h])
+			return inflight_refuse(vq, "head %u in flight was completed (used slot %u)",
+					       h, (uint16_t)(used - k));
 	}
 	return 0;
 }
@@ -230,6 +228,7 @@ static int inflight_init(struct sc_vq *vq, struct sc_vq_inflight *in)
 	uint16_t used = vq->used_idx, version, desc_num, recorded;
 	struct replay *r = NULL;
 	uint32_t *seen = NULL, n = 0;
+	uint8_t *mark = NULL;
 	int ret = 0;
 
 	vq->batch = calloc(vq->size, sizeof(*vq->batch));
@@ -271,7 +270,8 @@ static int inflight_init(struct sc_vq *vq, struct sc_vq_inflight *in)
 
 	r = calloc(vq->size, sizeof(*r));
 	seen = calloc(vq->size, sizeof(*seen));
-	if (!r || !seen) {
+	mark = calloc(vq->size, sizeof(*mark));
+	if (!r || !seen || !mark) {
 		sc_vq_set_broken(vq, -ENOMEM, "no memory for inflight tracking");
 		ret = -ENOMEM;
 		goto out;
@@ -309,7 +309,7 @@ static int inflight_init(struct sc_vq *vq, struct sc_vq_inflight *in)
 	 * falls back to the used index when the back end died).
 	 */
 	uint16_t next = (uint16_t)(used + n);
-	ret = inflight_check_heads(vq, r, n, used, next, avail, seen);
+	ret = inflight_check_heads(vq, r, n, used, next, avail, seen, mark);
 	if (ret < 0)
 		goto out;
 	for (uint32_t i = 0; i < n; i++)
@@ -320,6 +320,7 @@ static int inflight_init(struct sc_vq *vq, struct sc_vq_inflight *in)
 out:
 	free(r);
 	free(seen);
+	free(mark);
 	return ret;
 }
 
