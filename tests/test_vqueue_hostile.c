@@ -35,6 +35,7 @@ Test(hostile, avail_idx_exactly_queue_size_ahead_is_valid)
 	for (int i = 0; i < FX_QSZ; i++)
 		cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1, "%s", f.vq.broken_reason);
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 0);
+	cr_assert_eq(fx_eventfd_take(f.err_fd), 0, "valid: nothing reported");
 }
 
 Test(hostile, avail_idx_wraps_16_bits)
@@ -53,6 +54,7 @@ Test(hostile, avail_idx_wraps_16_bits)
 		cr_assert_eq(f.e.head, i);
 	}
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 0);
+	cr_assert_eq(fx_eventfd_take(f.err_fd), 0, "valid: nothing reported");
 }
 
 Test(hostile, head_index_out_of_range)
@@ -351,6 +353,7 @@ Test(hostile, descriptor_rewritten_during_walk_is_not_fetched_twice)
 	cr_assert_eq(f.e.in_num, 0);
 	cr_assert_eq(f.e.iov[0].iov_len, 100);
 	cr_assert(!sc_vq_broken(&f.vq));
+	cr_assert_eq(fx_eventfd_take(f.err_fd), 0, "valid: nothing reported");
 }
 
 /*
