@@ -136,8 +136,10 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 	vq->notify_on = true;
 	if (cfg->inflight) {
 		err = inflight_init(vq, cfg->inflight);
-		if (err < 0)
+		if (err < 0) {
+			sc_vq_fini(vq);   /* callers do not fini a queue whose init failed */
 			return err;
+		}
 	}
 	vq->avail_seen = vq->last_avail;
 	return 0;
