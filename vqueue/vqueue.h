@@ -174,10 +174,11 @@ struct sc_vq_elem {
  * previous back end left (version 1) is replayed only if it is consistent
  * with the rings; otherwise init returns -EBADMSG, the queue is broken with
  * a reason, and nothing is replayed. A head is replayed only if it is
- * flagged in flight, the driver offered it in a consumed avail slot still
- * visible in the ring (the last size slots below where the avail ring
- * resumes) and did not offer it again after that, and no used entry at or
- * after that slot holds it (it was not completed). Also refused: another
+ * flagged in flight, the driver offered it in a consumed avail slot the
+ * ring still holds (below where the avail ring resumes, used->idx plus the
+ * heads in flight, and not more than a queue below avail->idx) and did
+ * not offer it again after that, and no used entry at or after that slot
+ * holds it (it was not completed). Also refused: another
  * version, a desc_num other than the queue size, a counter of 0 or of
  * 2^63 and above, two heads with the same counter, more heads in flight
  * than the driver has offered since used->idx, a used index or used entry
