@@ -290,7 +290,7 @@ static void queue_faulted(struct sc_poller *p)
 
 	p->guard.q = NULL;
 	snprintf(reason, sizeof(reason),
-		 "SIGBUS at %p while serving it (guest memory shrank or failed under the sidecore)",
+		 "SIGBUS at %p: its guest memory shrank or failed under the sidecore; reset the device",
 		 p->guard.addr);
 	if (q->ops->fault)
 		q->ops->fault(q, reason);
