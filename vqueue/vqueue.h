@@ -249,8 +249,8 @@ bool sc_vq_has_work(struct sc_vq *vq);
  * then on. The first call logs, signals err_fd and counts stats.broken;
  * later calls do nothing (the first reason stands). For vqueue itself, for
  * devices that find a request malformed beyond recovery, and for the
- * poller when guest memory faults. The queue's own thread (the sidecore,
- * or the control thread while the queue is not attached).
+ * poller when guest memory faults. Any thread; of concurrent callers the
+ * first wins and the others return at once.
  */
 void sc_vq_set_broken(struct sc_vq *vq, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
