@@ -452,15 +452,25 @@ static __attribute__((cold, noinline)) void elem_oversized(struct sc_vq *vq, str
 	}
 }
 
-/* Walk the chain at head into elem, checking everything. 1, or the ring's -errno. */
-static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
+/*
+ * Walk the chain at head into elem, checking everything. 1, or the ring's
+ * -errno. Two copies of one walk: the hot one (oversize false) gives up
+ * with WALK_OVERSIZED when the iovec fills, touching no state; the cold one
+ * walks the chain again from the head (nothing from the first walk is
+ * used, so each field is still fetched once per walk that counts), checks
+ * all of it, and hands the device only the status byte.
+ */
+#define WALK_OVERSIZED 2
+
+static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t head,
+							struct sc_vq_elem *elem, const bool oversize)
 {
 	const struct vring_desc *table = vq->desc;
 	uint32_t table_size = vq->size, steps = 0;
 	uint64_t out_len = 0, in_len = 0;
 	unsigned nseg = 0, in_num = 0;
 	bool in_indirect = false, oversized = false, have_wlast = false;
-	struct vring_desc d, wlast;
+	struct vring_desc d, wlast = { 0 };
 	uint16_t idx = head;
 	int ret;
 
@@ -511,22 +521,28 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 			return -EOVERFLOW;
 		}
 
-		if (sc_likely(!oversized)) {
-			ret = xlate(vq, d.addr, d.len, perm, &elem->iov[nseg], elem->iov_max - nseg);
-			if (sc_likely(ret >= 0)) {
-				nseg += (unsigned)ret;
-				if (perm == SC_PERM_WRITE)
-					in_num += (unsigned)ret;
-			} else if (ret == -ENOBUFS) {
-				/* Not the guest's fault: check the rest of the chain, then complete it with an error. */
-				oversized = true;
-			}
-		}
-		if (sc_unlikely(oversized)) {
+		if (oversize && oversized) {
 			ret = check_buffer(vq, &d, perm);
 			if (ret >= 0 && perm == SC_PERM_WRITE && d.len) {
 				wlast = d;
 				have_wlast = true;
+			}
+		} else {
+			ret = xlate(vq, d.addr, d.len, perm, &elem->iov[nseg], elem->iov_max - nseg);
+			if (sc_unlikely(ret == -ENOBUFS)) {
+				/* Not the guest's fault: the cold walk checks the whole chain, then it completes with an error. */
+				if (!oversize)
+					return WALK_OVERSIZED;
+				oversized = true;
+				ret = check_buffer(vq, &d, perm);
+				if (ret >= 0 && perm == SC_PERM_WRITE && d.len) {
+					wlast = d;
+					have_wlast = true;
+				}
+			} else if (sc_likely(ret >= 0)) {
+				nseg += (unsigned)ret;
+				if (perm == SC_PERM_WRITE)
+					in_num += (unsigned)ret;
 			}
 		}
 		if (sc_unlikely(ret < 0)) {
@@ -543,7 +559,7 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 
 	elem->head = head;
 	vq->stats.requests++;
-	if (sc_unlikely(oversized)) {
+	if (oversize && oversized) {
 		elem_oversized(vq, elem, have_wlast ? &wlast : NULL, in_num ? &elem->iov[nseg - 1] : NULL);
 		return 1;
 	}
@@ -553,6 +569,19 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 	elem->in_len = (uint32_t)in_len;
 	elem->oversized = false;
 	return 1;
+}
+
+static __attribute__((cold, noinline)) int walk_oversized(struct sc_vq *vq, uint16_t head,
+							  struct sc_vq_elem *elem)
+{
+	return walk(vq, head, elem, true);
+}
+
+static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
+{
+	int ret = walk(vq, head, elem, false);
+
+	return sc_unlikely(ret == WALK_OVERSIZED) ? walk_oversized(vq, head, elem) : ret;
 }
 
 int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
