@@ -567,7 +567,6 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 	elem->in_num = (uint16_t)in_num;
 	elem->out_len = (uint32_t)out_len;
 	elem->in_len = (uint32_t)in_len;
-	elem->oversized = false;
 	return 1;
 }
 
@@ -579,7 +578,10 @@ static __attribute__((cold, noinline)) int walk_oversized(struct sc_vq *vq, uint
 
 static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 {
-	int ret = walk(vq, head, elem, false);
+	int ret;
+
+	elem->oversized = false;
+	ret = walk(vq, head, elem, false);
 
 	return sc_unlikely(ret == WALK_OVERSIZED) ? walk_oversized(vq, head, elem) : ret;
 }
