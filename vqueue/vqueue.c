@@ -521,28 +521,24 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 			return -EOVERFLOW;
 		}
 
+		if (!(oversize && oversized)) {
+			ret = xlate(vq, d.addr, d.len, perm, &elem->iov[nseg], elem->iov_max - nseg);
+			if (sc_likely(ret >= 0)) {
+				nseg += (unsigned)ret;
+				if (perm == SC_PERM_WRITE)
+					in_num += (unsigned)ret;
+			} else if (ret == -ENOBUFS) {
+				/* Not the guest's fault: the cold walk checks the whole chain, then it completes with an error. */
+				if (!oversize)
+					return WALK_OVERSIZED;
+				oversized = true;
+			}
+		}
 		if (oversize && oversized) {
 			ret = check_buffer(vq, &d, perm);
 			if (ret >= 0 && perm == SC_PERM_WRITE && d.len) {
 				wlast = d;
 				have_wlast = true;
-			}
-		} else {
-			ret = xlate(vq, d.addr, d.len, perm, &elem->iov[nseg], elem->iov_max - nseg);
-			if (sc_unlikely(ret == -ENOBUFS)) {
-				/* Not the guest's fault: the cold walk checks the whole chain, then it completes with an error. */
-				if (!oversize)
-					return WALK_OVERSIZED;
-				oversized = true;
-				ret = check_buffer(vq, &d, perm);
-				if (ret >= 0 && perm == SC_PERM_WRITE && d.len) {
-					wlast = d;
-					have_wlast = true;
-				}
-			} else if (sc_likely(ret >= 0)) {
-				nseg += (unsigned)ret;
-				if (perm == SC_PERM_WRITE)
-					in_num += (unsigned)ret;
 			}
 		}
 		if (sc_unlikely(ret < 0)) {
