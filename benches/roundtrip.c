@@ -154,7 +154,7 @@ static int vq_setup(struct vq_setup *s)
 	struct sc_vq_config cfg = {
 		.size = QSIZE, .desc_addr = s->dvq.desc_gpa, .avail_addr = s->dvq.avail_gpa,
 		.used_addr = s->dvq.used_gpa, .features = 1ull << VIRTIO_F_VERSION_1,
-		.xlate = sc_mem_xlate(&s->mem), .call_fd = -1, .kick_fd = s->kick_fd,
+		.xlate = sc_mem_xlate(&s->mem), .call_fd = -1, .kick_fd = s->kick_fd, .err_fd = -1,
 	};
 	ret = sc_nullblk_init(&s->dev, &cfg, 1 << 20, "bench-null");
 	if (ret < 0) {

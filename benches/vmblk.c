@@ -131,7 +131,7 @@ int vmblk_start(struct vmblk *b, enum vmblk_mode mode, uint32_t qsize)
 	struct sc_vq_config cfg = {
 		.size = qsize, .desc_addr = mb->blk.desc_gpa, .avail_addr = mb->blk.avail_gpa,
 		.used_addr = mb->blk.used_gpa, .xlate = sc_mem_xlate(&b->mem),
-		.call_fd = -1, .kick_fd = mode == VMBLK_USER ? -1 : b->kick_fd,
+		.call_fd = -1, .err_fd = -1, .kick_fd = mode == VMBLK_USER ? -1 : b->kick_fd,
 	};
 	ret = sc_nullblk_init(&b->dev, &cfg, 1ull << 30, "vm-null");
 	if (ret < 0) {

@@ -204,7 +204,13 @@ static void pq_notify_disable(struct sc_pollq *pq)
 	sc_vq_notify_disable(&((struct sc_blk_queue *)pq->ctx)->vq);
 }
 
-static const struct sc_pollq_ops blk_pollq_ops = { pq_poll, pq_notify_enable, pq_notify_disable };
+/* Guest memory faulted under the sidecore (polling.h): the queue is broken, with the poller's reason. */
+static void pq_fault(struct sc_pollq *pq, const char *reason)
+{
+	sc_vq_set_broken(&((struct sc_blk_queue *)pq->ctx)->vq, -EFAULT, "%s", reason);
+}
+
+static const struct sc_pollq_ops blk_pollq_ops = { pq_poll, pq_notify_enable, pq_notify_disable, pq_fault };
 
 int sc_blk_queue_init(struct sc_blk_queue *q, struct sc_blk_backend *be,
 		      const struct sc_vq_config *cfg, const char *name)
@@ -602,6 +608,7 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 	}
 	r->head = e->head;
 	r->busy = true;
+	/* Too short, or oversized (vqueue then passes out_len 0 and at most the status byte): IOERR. */
 	if (e->in_len < 1 || e->out_len < sizeof(h)) {
 		q->stats.bad_requests++;
 		if (e->in_len < 1) {   /* nowhere to put a status */

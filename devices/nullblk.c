@@ -4,13 +4,14 @@
  * every request without I/O. The request header is copied out of the chain
  * once and only the copy is used.
  */
+#include <errno.h>
 #include <string.h>
 
 #include "common/barrier.h"
 #include "common/compiler.h"
 #include "devices/devices.h"
 
-/* Segments one request may have (header, data, status); a longer chain breaks the queue (-ENOBUFS). */
+/* Segments one request may have (header, data, status); a longer chain completes with IOERR. */
 #define NULLBLK_IOV_MAX 64
 
 static int pq_poll(struct sc_pollq *q, unsigned budget)
@@ -28,10 +29,16 @@ static void pq_notify_disable(struct sc_pollq *q)
 	sc_vq_notify_disable(&((struct sc_nullblk *)q->ctx)->vq);
 }
 
+static void pq_fault(struct sc_pollq *q, const char *reason)
+{
+	sc_vq_set_broken(&((struct sc_nullblk *)q->ctx)->vq, -EFAULT, "%s", reason);
+}
+
 static const struct sc_pollq_ops nullblk_pollq_ops = {
 	.poll = pq_poll,
 	.notify_enable = pq_notify_enable,
 	.notify_disable = pq_notify_disable,
+	.fault = pq_fault,
 };
 
 int sc_nullblk_init(struct sc_nullblk *d, const struct sc_vq_config *cfg,
@@ -81,7 +88,11 @@ static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 	uint8_t status = VIRTIO_BLK_S_OK;
 	uint32_t written = 1;   /* the status byte */
 
-	/* Every request has a 16-byte header the device reads and a status byte it writes. */
+	/*
+	 * Every request has a 16-byte header the device reads and a status byte
+	 * it writes. An oversized chain (more segments than NULLBLK_IOV_MAX)
+	 * arrives as out_len 0 and at most the status byte: IOERR here too.
+	 */
 	if (e->out_len < sizeof(h) || e->in_len < 1) {
 		d->stats.bad_requests++;
 		if (e->in_len < 1)

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void sc_mem_init(struct sc_mem *m)
@@ -67,6 +68,16 @@ int sc_mem_add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd,
 	if (size == 0 || size > SIZE_MAX || __builtin_add_overflow(fd_offset, size, &end) ||
 	    end > (uint64_t)INT64_MAX) {
 		ret = -EINVAL;
+		goto err_close;
+	}
+	/* The front end says how large its file is; fstat says how large it is. */
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto err_close;
+	}
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < end) {
+		ret = -ERANGE;
 		goto err_close;
 	}
 	/* mmap wants a page-aligned offset; map from the page below and point inside. */

@@ -78,8 +78,12 @@ void sc_mem_fini(struct sc_mem *m);
 /*
  * Map size bytes of fd at fd_offset (MAP_SHARED) as guest range
  * [gpa, gpa + size). The table takes ownership of fd, also on failure.
- * Returns 0; -EINVAL if size is 0 or a range overflows; -EEXIST if it
- * overlaps a region; -ENOSPC if the table is full; or mmap's -errno.
+ * Returns 0; -EINVAL if size is 0 or a range overflows; -ERANGE if fd is a
+ * regular file (memfd, tmpfs, hugetlbfs) shorter than fd_offset + size
+ * (touching the rest would SIGBUS); -EEXIST if it overlaps a region;
+ * -ENOSPC if the table is full; or fstat's or mmap's -errno. A file that
+ * shrinks after this can still fault: the sidecore contains that
+ * (polling.h), and sealed memfds (F_SEAL_SHRINK) cannot shrink at all.
  */
 int sc_mem_add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd,
 		  uint64_t fd_offset, unsigned prot);

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -32,8 +33,20 @@
 
 enum cmd { CMD_NONE, CMD_ATTACH, CMD_DETACH, CMD_STOP };
 
+/*
+ * Where a SIGBUS on guest memory goes. One per sidecore thread; armed
+ * (q != NULL) only while the sidecore is inside a queue's ops.
+ */
+struct fault_guard {
+	struct sc_pollq *volatile q;   /* the queue being served; the handler reads it */
+	sigjmp_buf *volatile jb;       /* where the handler jumps: loop_jb, or a control command's */
+	void *addr;                    /* what faulted */
+	sigjmp_buf loop_jb;            /* set once per run of the loop (poller_run) */
+};
+
 struct sc_poller {
 	/* sidecore-private, read every round */
+	struct fault_guard guard;
 	struct sc_pollq *queues[SC_POLLER_MAX_QUEUES];
 	unsigned nqueues;
 	unsigned budget;
@@ -85,6 +98,8 @@ static void drain(int fd)
 
 /* ---- control commands, applied on the sidecore ---- */
 
+static void notify_disable_one(struct sc_poller *p, struct sc_pollq *q);
+
 static int apply_attach(struct sc_poller *p, struct sc_pollq *q)
 {
 	if (p->nqueues == SC_POLLER_MAX_QUEUES)
@@ -108,10 +123,10 @@ static int apply_attach(struct sc_poller *p, struct sc_pollq *q)
 	}
 	q->stopped = false;
 	q->error = 0;
-	/* We poll from now on: the guest need not kick. */
-	q->ops->notify_disable(q);
 	p->queues[p->nqueues++] = q;
 	stat_set32(&p->stats.queues, p->nqueues);
+	/* We poll from now on: the guest need not kick. */
+	notify_disable_one(p, q);
 	return 0;
 }
 
@@ -207,8 +222,6 @@ static int submit(struct sc_poller *p, enum cmd cmd, struct sc_pollq *q)
 	return ret;
 }
 
-/* ---- the loop ---- */
-
 /* A broken queue breaks only itself: stop polling it, serve the rest. */
 static void stop_queue(struct sc_poller *p, struct sc_pollq *q, int err)
 {
@@ -223,6 +236,72 @@ static void stop_queue(struct sc_poller *p, struct sc_pollq *q, int err)
 	stat_set32(&p->stats.stopped_queues, p->stats.stopped_queues + 1);
 }
 
+/* ---- faults on guest memory ---- */
+
+static __thread struct fault_guard *tls_guard;   /* this thread's, if it is a sidecore */
+static struct sigaction sigbus_prev;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
+/*
+ * SIGBUS: a fault (si_code > 0, not a kill) while this sidecore is inside a
+ * queue's ops jumps back to poller_run (or notify_disable_one). Anything
+ * else gets what it would have got without us.
+ */
+static void sigbus_handler(int sig, siginfo_t *si, void *uc)
+{
+	struct fault_guard *g = tls_guard;
+
+	if (g && g->q && si->si_code > 0) {
+		g->addr = si->si_addr;
+		siglongjmp(*g->jb, 1);
+	}
+	if ((sigbus_prev.sa_flags & SA_SIGINFO) && sigbus_prev.sa_sigaction) {
+		sigbus_prev.sa_sigaction(sig, si, uc);
+		return;
+	}
+	if (!(sigbus_prev.sa_flags & SA_SIGINFO) && sigbus_prev.sa_handler != SIG_DFL &&
+	    sigbus_prev.sa_handler != SIG_IGN) {
+		sigbus_prev.sa_handler(sig);
+		return;
+	}
+	/* The default action: a fault re-executes the access and dies of it; a kill is sent again. */
+	signal(SIGBUS, SIG_DFL);
+	if (si->si_code <= 0)
+		raise(SIGBUS);
+}
+
+static void sigbus_install(void)
+{
+	/*
+	 * NODEFER: the walk leaves the handler by siglongjmp without restoring
+	 * a mask (sigsetjmp(jb, 0) saves none: no system call per round), so
+	 * SIGBUS must not stay blocked for the next fault.
+	 */
+	struct sigaction sa = { .sa_sigaction = sigbus_handler, .sa_flags = SA_SIGINFO | SA_NODEFER };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &sigbus_prev);
+}
+
+/* After a SIGBUS in the ops of guard.q: stop that queue, with the reason. */
+static void queue_faulted(struct sc_poller *p)
+{
+	struct sc_pollq *q = p->guard.q;
+	char reason[112];
+
+	p->guard.q = NULL;
+	snprintf(reason, sizeof(reason),
+		 "SIGBUS at %p: its guest memory shrank or failed under the sidecore; reset the device",
+		 p->guard.addr);
+	if (q->ops->fault)
+		q->ops->fault(q, reason);
+	else
+		fprintf(stderr, "sidecore: %s: queue stopped: %s\n", q->name ? q->name : "unnamed queue", reason);
+	stop_queue(p, q, -EFAULT);
+	stat_add(&p->stats.faults, 1);
+}
+
+/* ---- the loop ---- */
+
 /* One pass over every queue; returns the requests served. */
 static uint64_t poll_round(struct sc_poller *p)
 {
@@ -232,6 +311,7 @@ static uint64_t poll_round(struct sc_poller *p)
 		struct sc_pollq *q = p->queues[i];
 		if (q->stopped)
 			continue;
+		p->guard.q = q;   /* a SIGBUS from here on is this queue's (poller_run) */
 		int n = q->ops->poll(q, p->budget);
 		if (sc_unlikely(n < 0)) {
 			stop_queue(p, q, n);
@@ -239,6 +319,7 @@ static uint64_t poll_round(struct sc_poller *p)
 		}
 		served += (unsigned)n;
 	}
+	p->guard.q = NULL;
 	return served;
 }
 
@@ -251,11 +332,49 @@ static bool can_sleep(const struct sc_poller *p)
 	return true;
 }
 
+/* Re-arm (enable) or silence every live queue; true if a re-arm found work waiting. */
+static bool notify_all(struct sc_poller *p, bool enable)
+{
+	bool work = false;
+
+	for (unsigned i = 0; i < p->nqueues; i++) {
+		struct sc_pollq *q = p->queues[i];
+		if (q->stopped)
+			continue;
+		p->guard.q = q;
+		if (!enable)
+			q->ops->notify_disable(q);
+		else if (q->ops->notify_enable(q))
+			work = true;
+	}
+	p->guard.q = NULL;
+	return work;
+}
+
 static void notify_disable_all(struct sc_poller *p)
 {
-	for (unsigned i = 0; i < p->nqueues; i++)
-		if (!p->queues[i]->stopped)
-			p->queues[i]->ops->notify_disable(p->queues[i]);
+	notify_all(p, false);
+}
+
+/*
+ * One queue's notify_disable, at attach: inside a control command, under
+ * its lock, so a fault must not jump out to the loop (the lock would stay
+ * held). It jumps back here instead, and the caller drops the lock.
+ */
+static __attribute__((noinline)) void notify_disable_one(struct sc_poller *p, struct sc_pollq *q)
+{
+	sigjmp_buf here;
+
+	p->guard.jb = &here;
+	if (sc_unlikely(sigsetjmp(here, 0))) {
+		p->guard.jb = &p->guard.loop_jb;
+		queue_faulted(p);
+		return;
+	}
+	p->guard.q = q;
+	q->ops->notify_disable(q);
+	p->guard.q = NULL;
+	p->guard.jb = &p->guard.loop_jb;
 }
 
 /*
@@ -266,13 +385,8 @@ static void notify_disable_all(struct sc_poller *p)
  */
 static bool rearm(struct sc_poller *p)
 {
-	bool work = false;
+	bool work = notify_all(p, true);
 
-	for (unsigned i = 0; i < p->nqueues; i++) {
-		struct sc_pollq *q = p->queues[i];
-		if (!q->stopped && q->ops->notify_enable(q))
-			work = true;
-	}
 	if (work) {
 		stat_add(&p->stats.rearm_races, 1);
 		notify_disable_all(p);
@@ -313,40 +427,16 @@ static uint64_t sleep_on_kicks(struct sc_poller *p)
 	return t1;
 }
 
-static void *poller_main(void *arg)
+/* The loop proper, until told to stop. Not inlined: after a fault it starts afresh, in its own frame. */
+static __attribute__((noinline)) void poller_loop(struct sc_poller *p)
 {
-	struct sc_poller *p = arg;
 	uint64_t last_work, t;
-
-	pthread_mutex_lock(&p->lock);
-	if (p->cpu >= 0) {
-		size_t sz = CPU_ALLOC_SIZE(p->cpu + 1);
-		cpu_set_t *set = CPU_ALLOC(p->cpu + 1);
-		if (!set) {
-			p->start_error = -ENOMEM;
-		} else {
-			CPU_ZERO_S(sz, set);
-			CPU_SET_S(p->cpu, sz, set);
-			/* The kernel says EINVAL for a cpu outside our cgroup or offline. */
-			p->start_error = -pthread_setaffinity_np(pthread_self(), sz, set);
-			CPU_FREE(set);
-		}
-	}
-	/* Best effort: a name helps top and perf, but nothing depends on it. */
-	pthread_setname_np(pthread_self(), p->name);
-	if (!p->start_error)
-		p->start_error = -pthread_getcpuclockid(pthread_self(), &p->cpu_clock);
-	p->thread_ready = true;
-	pthread_cond_broadcast(&p->done_cv);
-	pthread_mutex_unlock(&p->lock);
-	if (p->start_error)
-		return NULL;
 
 	last_work = t = sc_rdtsc();
 	for (;;) {
 		/* Acquire pairs with the release store in submit(). */
 		if (sc_unlikely(__atomic_load_n(&p->cmd_pending, __ATOMIC_ACQUIRE)) && !handle_command(p))
-			break;
+			return;
 
 		uint64_t served = poll_round(p);
 		uint64_t now = sc_rdtsc();
@@ -378,6 +468,61 @@ static void *poller_main(void *arg)
 		stat_add(&p->stats.idle_cycles, now - t);
 		t = last_work = sleep_on_kicks(p);
 	}
+}
+
+/*
+ * Run the loop with the fault guard armed: one sigsetjmp for as long as no
+ * queue faults, so a round costs only the guard.q stores. A SIGBUS in a
+ * queue's ops lands here: that queue is stopped and the loop starts again
+ * (a fresh round; the interval that faulted is not counted busy or idle).
+ */
+static __attribute__((noinline)) void poller_run(struct sc_poller *p)
+{
+	p->guard.jb = &p->guard.loop_jb;
+	if (sigsetjmp(p->guard.loop_jb, 0))
+		queue_faulted(p);
+	poller_loop(p);
+}
+
+static void *poller_main(void *arg)
+{
+	struct sc_poller *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->cpu >= 0) {
+		size_t sz = CPU_ALLOC_SIZE(p->cpu + 1);
+		cpu_set_t *set = CPU_ALLOC(p->cpu + 1);
+		if (!set) {
+			p->start_error = -ENOMEM;
+		} else {
+			CPU_ZERO_S(sz, set);
+			CPU_SET_S(p->cpu, sz, set);
+			/* The kernel says EINVAL for a cpu outside our cgroup or offline. */
+			p->start_error = -pthread_setaffinity_np(pthread_self(), sz, set);
+			CPU_FREE(set);
+		}
+	}
+	/* Best effort: a name helps top and perf, but nothing depends on it. */
+	pthread_setname_np(pthread_self(), p->name);
+	if (!p->start_error)
+		p->start_error = -pthread_getcpuclockid(pthread_self(), &p->cpu_clock);
+	p->thread_ready = true;
+	pthread_cond_broadcast(&p->done_cv);
+	pthread_mutex_unlock(&p->lock);
+	if (p->start_error)
+		return NULL;
+	/*
+	 * The thread was created with every signal blocked; a fault on guest
+	 * memory must reach our handler (a blocked SIGBUS from a fault kills
+	 * the process). A kill -BUS that lands here still takes the default.
+	 */
+	tls_guard = &p->guard;
+	sigset_t bus;
+	sigemptyset(&bus);
+	sigaddset(&bus, SIGBUS);
+	pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+
+	poller_run(p);
 
 	/* Let go of every queue: they belong to their devices again. */
 	for (unsigned i = 0; i < p->nqueues; i++)
@@ -401,6 +546,7 @@ int sc_poller_create(const struct sc_poller_config *cfg, struct sc_poller **out)
 	 */
 	if (cfg->cpu < -1 || cfg->cpu >= POLLER_MAX_CPU)
 		return -EINVAL;
+	pthread_once(&sigbus_once, sigbus_install);
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
@@ -503,7 +649,7 @@ int sc_poller_detach(struct sc_poller *p, struct sc_pollq *q)
 }
 
 /* A new counter must be added to the loads below, too. */
-_Static_assert(sizeof(struct sc_poller_stats) == 8 * sizeof(uint64_t) + 2 * sizeof(uint32_t),
+_Static_assert(sizeof(struct sc_poller_stats) == 9 * sizeof(uint64_t) + 2 * sizeof(uint32_t),
 	       "sc_poller_get_stats copies every field of sc_poller_stats");
 
 void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st)
@@ -520,6 +666,7 @@ void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st)
 	LOAD(sleeps);
 	LOAD(wakeups);
 	LOAD(rearm_races);
+	LOAD(faults);
 	LOAD(queues);
 	LOAD(stopped_queues);
 #undef LOAD

@@ -14,6 +14,15 @@
  * Queues are attached and detached from other threads; both calls return
  * only once the sidecore has taken or let go of the queue, so a detached
  * queue may be torn down immediately.
+ *
+ * Faults: guest memory is a front end's file, which it can shrink under
+ * us. A SIGBUS while the sidecore is inside a queue's ops (the fault
+ * address is kernel-reported, si_code > 0) stops that queue only, with a
+ * reason naming the address (ops->fault), and the sidecore goes on. The
+ * cost is a pointer store per queue per round (one sigsetjmp per run of
+ * the loop, again only after a fault); no system call. A SIGBUS anywhere else (another thread, poller
+ * code between queues, a kill) behaves as if the handler were not there.
+ * The handler is installed process-wide by the first sc_poller_create.
  */
 #ifndef SC_POLLING_H
 #define SC_POLLING_H
@@ -35,6 +44,13 @@ struct sc_pollq_ops {
 	bool (*notify_enable)(struct sc_pollq *q);
 	/* Tell the guest not to notify: we are polling. */
 	void (*notify_disable)(struct sc_pollq *q);
+	/*
+	 * Optional. Guest memory faulted (SIGBUS) inside one of the calls above;
+	 * the call was abandoned where it faulted, and the poller stops the
+	 * queue. Mark the queue broken with reason (and touch no guest memory).
+	 * NULL: the poller logs "sidecore: NAME: queue stopped: REASON" itself.
+	 */
+	void (*fault)(struct sc_pollq *q, const char *reason);
 };
 
 /* A queue as the poller sees it; owned by the device, linked by the poller. */
@@ -45,8 +61,8 @@ struct sc_pollq {
 	const char *name;
 	/* private to the poller */
 	struct sc_poller *poller;
-	bool stopped;         /* poll() failed; skipped until detached */
-	int error;            /* what poll() returned when it failed */
+	bool stopped;         /* poll() failed or faulted; skipped until detached */
+	int error;            /* what poll() returned when it failed; -EFAULT after a SIGBUS */
 };
 
 struct sc_poller_config {
@@ -76,6 +92,7 @@ struct sc_poller_stats {
 	uint64_t sleeps;
 	uint64_t wakeups;        /* woken by a guest kick (not by control) */
 	uint64_t rearm_races;    /* re-arm found work already waiting: no sleep */
+	uint64_t faults;         /* queues stopped by a SIGBUS on guest memory */
 	uint32_t queues;         /* attached now */
 	uint32_t stopped_queues; /* attached but broken */
 };

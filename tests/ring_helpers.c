@@ -71,6 +71,7 @@ void rh_vq_config(struct rh_guest *g, const struct sc_drv_vq *dvq, uint64_t feat
 		.last_avail = 0,
 		.xlate = sc_mem_xlate(&g->mem),
 		.call_fd = -1,
+		.err_fd = -1,
 		.kick_fd = -1,
 	};
 }

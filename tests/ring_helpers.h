@@ -65,7 +65,7 @@ int rh_ring_init(struct rh_guest *g, struct sc_drv_vq *dvq, uint64_t gpa, uint16
 
 /*
  * The device-side config for the ring dvq: its size and three addresses,
- * features, translation through g's table, last_avail 0, no call or kick
+ * features, translation through g's table, last_avail 0, no call, kick or err
  * fd (-1). Tests change fields afterwards as they need.
  */
 void rh_vq_config(struct rh_guest *g, const struct sc_drv_vq *dvq, uint64_t features,

@@ -41,7 +41,7 @@ static void open_disk(bool ro)
 	char err[256];
 	struct sc_vq_config cfg = {
 		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
-		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .kick_fd = -1,
+		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
 	};
 	cr_assert_eq(sc_blk_backend_open(&be, path, ro, false, "disk-serial", err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
@@ -53,7 +53,7 @@ static void reopen(const char *file, bool direct)
 	char err[256];
 	struct sc_vq_config cfg = {
 		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
-		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .kick_fd = -1,
+		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
 	};
 	sc_blk_queue_fini(&q);
 	sc_blk_backend_close(&be);

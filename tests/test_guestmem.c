@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -60,11 +62,11 @@ Test(guestmem, overlap_and_bad_ranges_are_refused)
 	add(0x10000, 0x2000);
 	int fd = sc_mem_memfd_create("t", 0x1000);
 	cr_assert_eq(sc_mem_add_fd(&m, 0x11000, 0x1000, fd, 0, SC_PERM_RW), -EEXIST);
-	fd = sc_mem_memfd_create("t", 0x1000);
+	fd = sc_mem_memfd_create("t", 0x2000);
 	cr_assert_eq(sc_mem_add_fd(&m, 0xf000, 0x1001, fd, 0, SC_PERM_RW), -EEXIST);
 	fd = sc_mem_memfd_create("t", 0x1000);
 	cr_assert_eq(sc_mem_add_fd(&m, 0x20000, 0, fd, 0, SC_PERM_RW), -EINVAL, "size 0");
-	fd = sc_mem_memfd_create("t", 0x1000);
+	fd = sc_mem_memfd_create("t", 0x2000);
 	cr_assert_eq(sc_mem_add_fd(&m, UINT64_MAX - 0xfff, 0x2000, fd, 0, SC_PERM_RW), -EINVAL, "gpa wraps");
 	fd = sc_mem_memfd_create("t", 0x1000);
 	cr_assert_eq(sc_mem_add_fd(&m, 0x20000, 0x1000, fd, UINT64_MAX - 10, SC_PERM_RW), -EINVAL, "offset wraps");
@@ -142,4 +144,38 @@ Test(guestmem, memfd_cannot_shrink_under_a_peer)
 	cr_assert_eq(ftruncate(fd, 0x1000), -1);
 	cr_assert_eq(errno, EPERM);
 	close(fd);
+}
+
+/* A front end's fd shorter than the range it claims: touching the rest would SIGBUS. */
+static int file_of(uint64_t bytes)
+{
+	char path[] = "/tmp/sidecore-guestmem-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	unlink(path);
+	cr_assert_eq(ftruncate(fd, (off_t)bytes), 0);
+	return fd;
+}
+
+Test(guestmem, fd_shorter_than_the_region_is_refused)
+{
+	int fd = file_of(0x4000);
+	cr_assert_eq(sc_mem_add_fd(&m, 0x1000, 0x8000, fd, 0, SC_PERM_RW), -ERANGE);
+	cr_assert_eq(m.nregions, 0);
+	cr_assert_eq(fcntl(fd, F_GETFD), -1, "the fd was taken and closed");
+	add(0x1000, 0x4000);   /* the table still works */
+	cr_assert_not_null(sc_mem_translate(&m, 0x1000, 0x4000, SC_PERM_RW));
+}
+
+Test(guestmem, fd_offset_past_the_end_of_the_file_is_refused)
+{
+	cr_assert_eq(sc_mem_add_fd(&m, 0x1000, 0x1000, file_of(0x4000), 0x4000, SC_PERM_RW), -ERANGE);
+	cr_assert_eq(sc_mem_add_fd(&m, 0x1000, 0x2000, file_of(0x4000), 0x3000, SC_PERM_RW), -ERANGE);
+	cr_assert_eq(m.nregions, 0);
+}
+
+Test(guestmem, fd_exactly_as_large_as_the_region_is_accepted)
+{
+	cr_assert_eq(sc_mem_add_fd(&m, 0x1000, 0x3000, file_of(0x4000), 0x1000, SC_PERM_RW), 0);
+	cr_assert_not_null(sc_mem_translate(&m, 0x3fff, 1, SC_PERM_WRITE));
 }

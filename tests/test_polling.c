@@ -10,13 +10,20 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/barrier.h"
+#include "devices/devices.h"
+#include "driver/driver.h"
+#include "guestmem/guestmem.h"
 #include "polling/polling.h"
 
 static struct sc_poller *p;
@@ -121,7 +128,7 @@ static void fake_notify_disable(struct sc_pollq *q)
 	__atomic_add_fetch(&f->disables, 1, __ATOMIC_RELEASE);
 }
 
-static const struct sc_pollq_ops fake_ops = { fake_poll, fake_notify_enable, fake_notify_disable };
+static const struct sc_pollq_ops fake_ops = { fake_poll, fake_notify_enable, fake_notify_disable, NULL };
 
 static void fake_init(struct fake *f, bool with_kick_fd)
 {
@@ -578,4 +585,236 @@ Test(poller, concurrent_attach_and_detach_from_many_threads)
 	struct sc_poller_stats st;
 	sc_poller_get_stats(p, &st);
 	cr_assert_eq(st.queues, 0);
+}
+
+/*
+ * Guest memory that faults under the sidecore (a front end shrinks the file
+ * behind it; QEMU's memory-backend-file cannot be sealed). A SIGBUS inside
+ * one queue's ops stops that queue only, with the fault address in the
+ * reason, and the sidecore serves the rest.
+ */
+
+/* A page of a tmpfs file (not sealed), mapped shared; *fd keeps the file for ftruncate. */
+static volatile uint8_t *shrinkable_page(int *fd)
+{
+	char path[] = "/dev/shm/sidecore-fault-XXXXXX";
+	*fd = mkstemp(path);
+	if (*fd < 0)
+		cr_skip_test("needs a tmpfs at /dev/shm: %s", strerror(errno));
+	unlink(path);
+	cr_assert_eq(ftruncate(*fd, 4096), 0);
+	void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+	cr_assert_neq(m, MAP_FAILED);
+	return m;
+}
+
+static struct fake_faulting {
+	struct fake f;
+	volatile uint8_t *touch;     /* read in every poll (and notify_enable) when set */
+	int touch_in_notify;
+	uint64_t faults;
+	char reason[160];
+} fa;
+
+static int touching_poll(struct sc_pollq *q, unsigned budget)
+{
+	if (fa.touch && !fa.touch_in_notify)
+		(void)*fa.touch;
+	return fake_poll(q, budget);
+}
+
+static bool touching_notify_enable(struct sc_pollq *q)
+{
+	if (fa.touch && fa.touch_in_notify)
+		(void)*fa.touch;
+	return fake_notify_enable(q);
+}
+
+static void record_fault(struct sc_pollq *q, const char *reason)
+{
+	(void)q;
+	snprintf(fa.reason, sizeof(fa.reason), "%s", reason);
+	__atomic_add_fetch(&fa.faults, 1, __ATOMIC_RELEASE);
+}
+
+static const struct sc_pollq_ops faulting_ops = { touching_poll, touching_notify_enable,
+						  fake_notify_disable, record_fault };
+
+static void fault_setup(void)
+{
+	setup();
+	memset(&fa, 0, sizeof(fa));
+	fake_init(&fa.f, true);
+	fa.f.pq.ops = &faulting_ops;
+	fa.f.pq.ctx = &fa.f;
+}
+
+static void fault_teardown(void)
+{
+	teardown();
+	fake_fini(&fa.f);
+}
+
+TestSuite(fault, .init = fault_setup, .fini = fault_teardown, .timeout = 20);
+
+static void expect_fault_contained(int fd, uint64_t idle_ns)
+{
+	start(idle_ns, 0);
+	cr_assert_eq(sc_poller_attach(p, &fa.f.pq), 0);
+	cr_assert_eq(sc_poller_attach(p, &b.pq), 0);
+	__atomic_store_n(&b.pending, 10, __ATOMIC_RELEASE);
+	fake_kick(&b);
+	cr_assert(wait_for(&b.served, 10));
+	cr_assert_eq(fa.faults, 0, "no fault while the file is whole");
+
+	cr_assert_eq(ftruncate(fd, 0), 0);   /* the front end shrinks guest memory */
+	fake_kick(&fa.f);
+	cr_assert(wait_for(&fa.faults, 1), "the sidecore reported the fault");
+	char addr[32];
+	snprintf(addr, sizeof(addr), "SIGBUS at %p", (void *)fa.touch);
+	cr_assert(strstr(fa.reason, addr), "reason '%s' lacks '%s'", fa.reason, addr);
+	cr_assert(fa.f.pq.stopped);
+	cr_assert_eq(fa.f.pq.error, -EFAULT);
+
+	/* The sidecore lives and serves the other queue. */
+	__atomic_store_n(&b.pending, 30, __ATOMIC_RELEASE);
+	fake_kick(&b);
+	cr_assert(wait_for(&b.served, 30));
+	struct sc_poller_stats st;
+	sc_poller_get_stats(p, &st);
+	cr_assert_eq(st.faults, 1);
+	cr_assert_eq(st.stopped_queues, 1);
+	cr_assert_eq(fa.faults, 1, "a stopped queue is not touched again");
+	cr_assert_eq(sc_poller_detach(p, &fa.f.pq), 0);
+}
+
+Test(fault, sigbus_while_polling_stops_only_that_queue)
+{
+	int fd;
+	fa.touch = shrinkable_page(&fd);
+	expect_fault_contained(fd, SC_POLLER_NEVER_SLEEP);
+	close(fd);
+}
+
+Test(fault, sigbus_while_rearming_stops_only_that_queue)
+{
+	/* Idle at once: every empty round re-arms, so notify_enable is what faults. */
+	int fd;
+	fa.touch = shrinkable_page(&fd);
+	fa.touch_in_notify = 1;
+	expect_fault_contained(fd, 0);
+	close(fd);
+}
+
+/*
+ * What "as before" means depends on who handled SIGBUS before us: the
+ * default action, or AddressSanitizer's handler (it reports and exits 1).
+ */
+#ifdef __SANITIZE_ADDRESS__
+#define SIGBUS_AS_BEFORE .exit_code = 1
+#else
+#define SIGBUS_AS_BEFORE .signal = SIGBUS
+#endif
+
+Test(fault, sigbus_outside_a_queue_still_kills, SIGBUS_AS_BEFORE)
+{
+	int fd;
+	volatile uint8_t *m = shrinkable_page(&fd);
+	start(SC_POLLER_NEVER_SLEEP, 0);   /* the handler is installed */
+	cr_assert_eq(ftruncate(fd, 0), 0);
+	(void)*m;                          /* not a sidecore serving a queue: the default action */
+	cr_assert_fail("survived a SIGBUS outside a guarded queue");
+}
+
+/* The same with real queues: two null-blk queues on one sidecore, one on a file that shrinks. */
+
+struct blkq {
+	struct sc_drv_vq dvq;
+	struct sc_nullblk dev;
+	int err_fd;
+	uint64_t req_gpa;     /* header, 20-byte id, status */
+	uint8_t *req;
+};
+
+static void blkq_init(struct blkq *x, struct sc_mem *mem, uint64_t gpa, const char *name)
+{
+	const struct sc_mem_region *r = sc_mem_find(mem, gpa);
+	uint8_t *base = r->hva + (gpa - r->gpa);
+	cr_assert_eq(sc_drv_vq_init(&x->dvq, base, gpa, 16, 1ull << VIRTIO_F_VERSION_1), 0);
+	sc_drv_vq_interrupts_disable(&x->dvq);
+	x->req_gpa = gpa + 8192;
+	x->req = base + 8192;
+	x->err_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	struct sc_vq_config cfg = {
+		.size = 16, .desc_addr = x->dvq.desc_gpa, .avail_addr = x->dvq.avail_gpa,
+		.used_addr = x->dvq.used_gpa, .features = 1ull << VIRTIO_F_VERSION_1,
+		.xlate = sc_mem_xlate(mem), .call_fd = -1, .kick_fd = -1, .err_fd = x->err_fd,
+		.name = name,
+	};
+	cr_assert_eq(sc_nullblk_init(&x->dev, &cfg, 8, name), 0, "%s", x->dev.vq.broken_reason);
+}
+
+/* One GET_ID request through the driver ring; true once it completed with OK. */
+static bool blkq_get_id(struct blkq *x)
+{
+	struct virtio_blk_outhdr h = { .type = VIRTIO_BLK_T_GET_ID };
+	struct sc_drv_seg segs[] = { { x->req_gpa, sizeof(h) }, { x->req_gpa + 16, 20 },
+				     { x->req_gpa + 36, 1 } };
+	uint64_t deadline = now_ns() + 3000000000ull;
+	uint16_t head;
+	uint32_t len;
+
+	memcpy(x->req, &h, sizeof(h));
+	x->req[36] = 0xff;
+	cr_assert_geq(sc_drv_vq_add(&x->dvq, segs, 1, 2), 0);
+	sc_drv_vq_publish(&x->dvq);
+	while (sc_drv_vq_get_used(&x->dvq, &head, &len) != 1)
+		if (now_ns() > deadline)
+			return false;
+	return x->req[36] == VIRTIO_BLK_S_OK && memcmp(x->req + 16, "sidecore-null", 13) == 0;
+}
+
+Test(fault, truncated_guest_memory_breaks_only_its_queue)
+{
+	const uint64_t gpa_a = 0x100000, gpa_b = 0x200000, size = 64 << 10;
+	struct sc_mem mem;
+	struct blkq qa, qb;
+	int fd;
+
+	sc_mem_init(&mem);
+	shrinkable_page(&fd);   /* (the page itself is not used) */
+	cr_assert_eq(ftruncate(fd, (off_t)size), 0);
+	cr_assert_eq(sc_mem_add_fd(&mem, gpa_a, size, dup(fd), 0, SC_PERM_RW), 0);
+	cr_assert_eq(sc_mem_add_fd(&mem, gpa_b, size, sc_mem_memfd_create("b", size), 0, SC_PERM_RW), 0);
+	blkq_init(&qa, &mem, gpa_a, "shrinking.sock vring 0");
+	blkq_init(&qb, &mem, gpa_b, "other.sock vring 0");
+	start(SC_POLLER_NEVER_SLEEP, 0);
+	cr_assert_eq(sc_poller_attach(p, &qa.dev.pq), 0);
+	cr_assert_eq(sc_poller_attach(p, &qb.dev.pq), 0);
+	cr_assert(blkq_get_id(&qa));
+	cr_assert(blkq_get_id(&qb));
+
+	cr_assert_eq(ftruncate(fd, 0), 0);
+	uint64_t deadline = now_ns() + 3000000000ull;
+	while (!sc_vq_broken(&qa.dev.vq))
+		cr_assert_lt(now_ns(), deadline, "the queue on the shrunk file never broke");
+	cr_assert(strstr(qa.dev.vq.broken_reason, "SIGBUS at 0x"), "%s", qa.dev.vq.broken_reason);
+	cr_assert_eq(qa.dev.vq.broken_err, -EFAULT);
+	/* broken is published first (a VMM woken by the err fd must see it), the eventfd just after. */
+	uint64_t v = 0;
+	while (read(qa.err_fd, &v, 8) != 8)
+		cr_assert_lt(now_ns(), deadline, "the err eventfd was never written");
+	cr_assert_eq(v, 1);
+	cr_assert_eq(sc_vq_stat(&qa.dev.vq, offsetof(struct sc_vq_stats, broken)), 1);
+
+	cr_assert(blkq_get_id(&qb), "the other queue on the same sidecore is served");
+	cr_assert(blkq_get_id(&qb));
+	cr_assert(!sc_vq_broken(&qb.dev.vq));
+	cr_assert_eq(read(qb.err_fd, &v, 8), -1);
+	cr_assert_eq(sc_poller_detach(p, &qa.dev.pq), 0);
+	cr_assert_eq(sc_poller_detach(p, &qb.dev.pq), 0);
+	close(qa.err_fd);
+	close(qb.err_fd);
+	close(fd);
+	sc_mem_fini(&mem);
 }

@@ -55,7 +55,7 @@ static void queue_setup(struct queue *x, uint64_t gpa)
 	struct sc_vq_config cfg = {
 		.size = QSIZE, .desc_addr = x->dvq.desc_gpa, .avail_addr = x->dvq.avail_gpa,
 		.used_addr = x->dvq.used_gpa, .features = 1ull << VIRTIO_F_VERSION_1,
-		.xlate = sc_mem_xlate(&mem), .call_fd = -1, .kick_fd = x->kick_fd,
+		.xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = x->kick_fd,
 	};
 	cr_assert_eq(sc_nullblk_init(&x->dev, &cfg, 1024, "q"), 0);
 	sc_drv_vq_interrupts_disable(&x->dvq);

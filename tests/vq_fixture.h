@@ -4,14 +4,18 @@
  * memory directly (as a hostile guest would) and pops with the real vqueue.
  * Memory: one memfd region at FX_GPA; the attacked queue's rings at the
  * start, a second healthy queue ("other") after them, buffers above.
+ * Each queue has its own err eventfd and name, and stderr goes to a memfd
+ * (fx_log), so every test can check how a break was reported.
  */
 #ifndef SC_TESTS_VQ_FIXTURE_H
 #define SC_TESTS_VQ_FIXTURE_H
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "guestmem/guestmem.h"
@@ -28,6 +32,8 @@
 #define FX_O_USED    (FX_GPA + 0x6000)
 #define FX_BUF(i)    (FX_GPA + 0x10000 + (uint64_t)(i) * 0x1000)
 #define FX_FEATURES  ((1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_F_VERSION_1))
+#define FX_NAME      "fx.sock vring 0"
+#define FX_O_NAME    "fx.sock vring 1"
 
 struct fx {
 	struct sc_mem mem;
@@ -36,6 +42,8 @@ struct fx {
 	struct sc_vq_config cfg, ocfg;
 	struct iovec iov[16];
 	struct sc_vq_elem e;
+	int err_fd, oerr_fd;   /* the queues' err eventfds */
+	int log_fd, stderr_fd; /* stderr while the test runs, and the real one */
 };
 
 static inline void *fx_ptr(struct fx *f, uint64_t gpa) { return f->base + (gpa - FX_GPA); }
@@ -48,7 +56,8 @@ static inline void fx_config(struct fx *f, struct sc_vq_config *c, uint64_t d, u
 {
 	*c = (struct sc_vq_config){ .size = FX_QSZ, .desc_addr = d, .avail_addr = a,
 				    .used_addr = u, .features = features,
-				    .xlate = sc_mem_xlate(&f->mem), .call_fd = -1, .kick_fd = -1 };
+				    .xlate = sc_mem_xlate(&f->mem), .call_fd = -1, .kick_fd = -1,
+				    .err_fd = -1 };
 }
 
 /* Memory and configs, no sc_vq_init yet (for tests of init itself). */
@@ -62,7 +71,55 @@ static inline void fx_mem(struct fx *f, uint64_t features)
 	f->base = f->mem.regions[0].hva;
 	fx_config(f, &f->cfg, FX_DESC, FX_AVAIL, FX_USED, features);
 	fx_config(f, &f->ocfg, FX_O_DESC, FX_O_AVAIL, FX_O_USED, features);
+	f->err_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	f->oerr_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	cr_assert(f->err_fd >= 0 && f->oerr_fd >= 0);
+	f->cfg.err_fd = f->err_fd;
+	f->cfg.name = FX_NAME;
+	f->ocfg.err_fd = f->oerr_fd;
+	f->ocfg.name = FX_O_NAME;
 	f->e = (struct sc_vq_elem){ .iov = f->iov, .iov_max = 16 };
+	f->log_fd = memfd_create("fx-stderr", MFD_CLOEXEC);
+	f->stderr_fd = dup(STDERR_FILENO);
+	cr_assert(f->log_fd >= 0 && f->stderr_fd >= 0);
+	cr_assert_eq(dup2(f->log_fd, STDERR_FILENO), STDERR_FILENO);
+}
+
+/* What was written to stderr since fx_mem (NUL-terminated, truncated to 4 KiB). */
+static inline const char *fx_log(struct fx *f)
+{
+	static char buf[4096];
+	ssize_t n = pread(f->log_fd, buf, sizeof(buf) - 1, 0);
+	buf[n > 0 ? n : 0] = 0;
+	return buf;
+}
+
+/* Occurrences of needle in the log. */
+static inline unsigned fx_log_count(struct fx *f, const char *needle)
+{
+	unsigned n = 0;
+	for (const char *p = fx_log(f); (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+/* Read and reset an eventfd: what was written since the last read (0 if nothing). */
+static inline uint64_t fx_eventfd_take(int fd)
+{
+	uint64_t v = 0;
+	return read(fd, &v, sizeof(v)) == sizeof(v) ? v : 0;
+}
+
+/* The attacked queue's break was reported once: err eventfd written once, one log line naming it. */
+static inline void fx_expect_reported(struct fx *f)
+{
+	char line[160];
+	snprintf(line, sizeof(line), "sidecore: " FX_NAME ": queue broken: %s\n", f->vq.broken_reason);
+	cr_assert_eq(fx_eventfd_take(f->err_fd), 1, "err eventfd written once");
+	cr_assert_eq(fx_log_count(f, "queue broken"), 1, "one log line; log: '%s'", fx_log(f));
+	cr_assert(strstr(fx_log(f), line), "log '%s' lacks '%s'", fx_log(f), line);
+	cr_assert_eq(sc_vq_stat(&f->vq, offsetof(struct sc_vq_stats, broken)), 1);
+	cr_assert_eq(fx_eventfd_take(f->oerr_fd), 0, "the other queue is not reported");
 }
 
 static inline void fx_setup(struct fx *f, uint64_t features)
@@ -74,6 +131,11 @@ static inline void fx_setup(struct fx *f, uint64_t features)
 
 static inline void fx_teardown(struct fx *f)
 {
+	dup2(f->stderr_fd, STDERR_FILENO);
+	close(f->stderr_fd);
+	close(f->log_fd);
+	close(f->err_fd);
+	close(f->oerr_fd);
 	sc_mem_fini(&f->mem);
 }
 
@@ -126,6 +188,7 @@ static inline void fx_expect_broken(struct fx *f, int err, const char *what)
 		  f->vq.broken_reason, what);
 	cr_assert_eq(sc_vq_pop(&f->vq, &f->e), err, "a broken queue stays broken");
 	fx_other_still_works(f);
+	fx_expect_reported(f);
 }
 
 #endif

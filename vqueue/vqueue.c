@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "common/barrier.h"
@@ -25,6 +26,9 @@ const struct sc_stat_name sc_vq_stat_names[] = {
 	STAT(notify_enables),
 	STAT(interrupts),
 	STAT(interrupts_suppressed),
+	STAT(oversized),
+	STAT(broken),
+	STAT(resubmitted),
 #undef STAT
 };
 const unsigned sc_vq_stat_count = SC_ARRAY_SIZE(sc_vq_stat_names);
@@ -42,13 +46,24 @@ void sc_vq_set_broken(struct sc_vq *vq, int err, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (vq->broken)
-		return;   /* keep the first reason: later errors follow from it */
+	/*
+	 * The first caller wins (a queue breaks once, from whichever thread);
+	 * later errors follow from the first and keep its reason.
+	 */
+	if (__atomic_exchange_n(&vq->break_claimed, true, __ATOMIC_RELAXED))
+		return;
 	va_start(ap, fmt);
 	vsnprintf(vq->broken_reason, sizeof(vq->broken_reason), fmt, ap);
 	va_end(ap);
 	vq->broken_err = err;
-	vq->broken = true;
+	/* Pairs with the acquire in sc_vq_broken: reason and errno first. */
+	__atomic_store_n(&vq->broken, true, __ATOMIC_RELEASE);
+	__atomic_store_n(&vq->stats.broken, 1, __ATOMIC_RELAXED);
+	fprintf(stderr, "sidecore: %s: queue broken: %s\n", vq->name ? vq->name : "unnamed queue",
+		vq->broken_reason);
+	/* The VMM learns it here (vhost-user vring err fd); a full counter means it knows already. */
+	if (vq->err_fd >= 0)
+		(void)eventfd_write(vq->err_fd, 1);
 }
 
 /* Map a ring completely and contiguously, or fail: a ring is all or nothing. */
@@ -85,6 +100,8 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 	vq->xlate = cfg->xlate;
 	vq->call_fd = cfg->call_fd;
 	vq->kick_fd = cfg->kick_fd;
+	vq->err_fd = cfg->err_fd;
+	vq->name = cfg->name;
 
 	if (!SC_IS_POW2(cfg->size) || cfg->size > VIRTQ_MAX_SIZE) {
 		sc_vq_set_broken(vq, -EINVAL,
@@ -119,29 +136,102 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 	vq->notify_on = true;
 	if (cfg->inflight) {
 		err = inflight_init(vq, cfg->inflight);
-		if (err < 0)
+		if (err < 0) {
+			sc_vq_fini(vq);   /* callers do not fini a queue whose init failed */
 			return err;
+		}
 	}
 	vq->avail_seen = vq->last_avail;
 	return 0;
 }
 
-static int cmp_counter(const void *a, const void *b, void *arg)
+/* A head the old back end left in flight, with its pop order (copied once out of the region). */
+struct replay {
+	uint64_t counter;
+	uint16_t head;
+};
+
+static int cmp_replay(const void *a, const void *b)
 {
-	const struct sc_vq_inflight *in = arg;
-	uint64_t x = in->desc[*(const uint16_t *)a].counter, y = in->desc[*(const uint16_t *)b].counter;
+	uint64_t x = ((const struct replay *)a)->counter, y = ((const struct replay *)b)->counter;
 	return x < y ? -1 : x > y;
+}
+
+/* Beyond any real pop count (2^63 pops take centuries); also keeps ++counter from wrapping. */
+#define INFLIGHT_COUNTER_MAX (1ull << 63)
+
+static int inflight_refuse(struct sc_vq *vq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int inflight_refuse(struct sc_vq *vq, const char *fmt, ...)
+{
+	char why[96];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	sc_vq_set_broken(vq, -EBADMSG, "inflight region: %s", why);
+	return -EBADMSG;
+}
+
+/*
+ * Check each head the region says is in flight against the rings (see
+ * sc_vq_init). used is used->idx, next the avail slot where the ring will
+ * resume (used + n), avail the driver's avail->idx. seen and mark are
+ * scratch of a queue's size. Linear in the queue size.
+ */
+static int inflight_check_heads(struct sc_vq *vq, const struct replay *r, uint32_t n,
+				uint16_t used, uint16_t next, uint16_t avail, uint32_t *seen,
+				uint8_t *mark)
+{
+	uint32_t consumed_visible = vq->size - (uint16_t)(avail - next);
+
+	for (uint32_t i = 0; i < n; i++)
+		mark[r[i].head] = 1;
+	/* seen[h]: how far below next the driver last offered h, among consumed slots still in the ring (0: not there). */
+	for (uint32_t k = 1; k <= consumed_visible; k++) {
+		uint16_t h = sc_load_once(&vq->avail->ring[(uint16_t)(next - k) & vq->mask]);
+		if (h < vq->size && !seen[h])
+			seen[h] = k;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		if (!seen[r[i].head])
+			return inflight_refuse(vq, "head %u in flight was never offered (not in avail slots %u..%u)",
+					       r[i].head, (uint16_t)(next - consumed_visible), (uint16_t)(next - 1));
+	/* Offered again after it was consumed: the driver had it back, so it is not in flight. */
+	for (uint16_t slot = next; slot != avail; slot++) {
+		uint16_t h = sc_load_once(&vq->avail->ring[slot & vq->mask]);
+		if (h < vq->size && mark[h])
+			return inflight_refuse(vq, "head %u in flight is offered again at avail slot %u", h, slot);
+	}
+	/*
+	 * Completed after its last offer: used slot u at or after avail slot s
+	 * means the pop at s was answered (a re-offer comes after the
+	 * completion it follows, so after u). Distances are from next:
+	 * used slot used - k lies n + k below it.
+	 */
+	for (uint32_t k = 1; k <= vq->size; k++) {
+		uint32_t h = sc_load_once(&vq->used->ring[(uint16_t)(used - k) & vq->mask].id);
+		if (h < vq->size && mark[h] && n + k <= seen[h])
+			return inflight_refuse(vq, "head %u in flight was completed (used slot %u)",
+					       h, (uint16_t)(used - k));
+	}
+	return 0;
 }
 
 /*
  * Take over an inflight region: a fresh one is laid out; one a previous
  * back end left is reconciled with the used ring and its unfinished
- * requests queued to be served again. Only the back end writes this
- * region, but it is read back after a crash, so every index is checked.
+ * requests queued to be served again. The region comes from the front end
+ * (it keeps it across our restarts), so it is input like the rings: each
+ * field read once, every claim checked against the rings.
  */
 static int inflight_init(struct sc_vq *vq, struct sc_vq_inflight *in)
 {
-	uint16_t used = vq->used_idx;
+	uint16_t used = vq->used_idx, version, desc_num, recorded;
+	struct replay *r = NULL;
+	uint32_t *seen = NULL, n = 0;
+	uint8_t *mark = NULL;
+	int ret = 0;
 
 	vq->batch = calloc(vq->size, sizeof(*vq->batch));
 	vq->resubmit = calloc(vq->size, sizeof(*vq->resubmit));
@@ -151,38 +241,89 @@ static int inflight_init(struct sc_vq *vq, struct sc_vq_inflight *in)
 		return -ENOMEM;
 	}
 	vq->inflight = in;
-	if (in->version != 1 || in->desc_num != vq->size) {
-		/* Fresh (or laid out for another size): start clean; SET_VRING_BASE stands. */
+	version = sc_load_once(&in->version);
+	desc_num = sc_load_once(&in->desc_num);
+	if (version == 0) {
+		/* Fresh (GET_INFLIGHT_FD hands out zeroes): lay it out; SET_VRING_BASE stands. */
 		memset(in->desc, 0, vq->size * sizeof(in->desc[0]));
-		in->version = 1;
 		in->desc_num = (uint16_t)vq->size;
 		in->used_idx = used;
+		sc_store_release(&in->version, 1);
 		return 0;
 	}
+	if (version != 1)
+		return inflight_refuse(vq, "version %u, expected 0 (fresh) or 1", version);
+	/* The front end resets the area with the device; a size change without that is a lie. */
+	if (desc_num != vq->size)
+		return inflight_refuse(vq, "laid out for %u entries, the queue has %u", desc_num, vq->size);
+
 	/* A batch published as used but not yet cleared when the old back end died. */
-	for (uint16_t i = in->used_idx; i != used; i++) {
+	recorded = sc_load_once(&in->used_idx);
+	if ((uint16_t)(used - recorded) > vq->size)
+		return inflight_refuse(vq, "used index %u is more than a queue ahead of the recorded %u",
+				       used, recorded);
+	for (uint16_t i = recorded; i != used; i++) {
 		uint32_t head = sc_load_once(&vq->used->ring[i & vq->mask].id);
-		if (head < vq->size)
-			in->desc[head].inflight = 0;
-		if ((uint16_t)(i - in->used_idx) >= vq->size)
-			break;   /* more than a queue's worth: the region is not from this ring */
+		if (head >= vq->size)
+			return inflight_refuse(vq, "used slot %u holds head %u, out of range", i, head);
+		sc_store_once(&in->desc[head].inflight, 0);
 	}
-	in->used_idx = used;
+	sc_store_release(&in->used_idx, used);
+
+	r = calloc(vq->size, sizeof(*r));
+	seen = calloc(vq->size, sizeof(*seen));
+	mark = calloc(vq->size, sizeof(*mark));
+	if (!r || !seen || !mark) {
+		sc_vq_set_broken(vq, -ENOMEM, "no memory for inflight tracking");
+		ret = -ENOMEM;
+		goto out;
+	}
 	for (uint32_t h = 0; h < vq->size; h++) {
-		if (!in->desc[h].inflight)
+		uint8_t flag = sc_load_once(&in->desc[h].inflight);
+		if (!flag)
 			continue;
-		vq->resubmit[vq->nresubmit++] = (uint16_t)h;
-		if (in->desc[h].counter > vq->inflight_counter)
-			vq->inflight_counter = in->desc[h].counter;
+		uint64_t counter = sc_load_once(&in->desc[h].counter);
+		if (flag != 1 || counter == 0 || counter >= INFLIGHT_COUNTER_MAX) {
+			ret = inflight_refuse(vq, "head %u has flag %u, counter %llu", h, flag,
+					      (unsigned long long)counter);
+			goto out;
+		}
+		r[n++] = (struct replay){ .counter = counter, .head = (uint16_t)h };
 	}
-	qsort_r(vq->resubmit, vq->nresubmit, sizeof(*vq->resubmit), cmp_counter, in);
+	qsort(r, n, sizeof(*r), cmp_replay);
+	for (uint32_t i = 1; i < n; i++) {
+		if (r[i].counter == r[i - 1].counter) {
+			ret = inflight_refuse(vq, "heads %u and %u share counter %llu", r[i - 1].head,
+					      r[i].head, (unsigned long long)r[i].counter);
+			goto out;
+		}
+	}
+	/* Acquire pairs with the driver's release of avail->idx: the entries below it are written. */
+	uint16_t avail = sc_load_acquire(&vq->avail->idx), offered = (uint16_t)(avail - used);
+	if (offered > vq->size || n > offered) {
+		ret = inflight_refuse(vq, "%u heads in flight, but the driver has %u offered and not used (avail %u, used %u)",
+				      n, offered, avail, used);
+		goto out;
+	}
 	/*
 	 * Everything popped is either used (used_idx) or in flight: that is
 	 * where the avail ring resumes, whatever base the VMM restored (QEMU
 	 * falls back to the used index when the back end died).
 	 */
-	vq->last_avail = (uint16_t)(used + vq->nresubmit);
-	return 0;
+	uint16_t next = (uint16_t)(used + n);
+	ret = inflight_check_heads(vq, r, n, used, next, avail, seen, mark);
+	if (ret < 0)
+		goto out;
+	for (uint32_t i = 0; i < n; i++)
+		vq->resubmit[i] = r[i].head;
+	vq->nresubmit = n;
+	vq->inflight_counter = n ? r[n - 1].counter : 0;
+	vq->last_avail = next;
+out:
+	free(r);
+	free(seen);
+	free(mark);
+	return ret;
 }
 
 void sc_vq_fini(struct sc_vq *vq)
@@ -218,7 +359,8 @@ static int avail_refresh(struct sc_vq *vq)
 
 bool sc_vq_has_work(struct sc_vq *vq)
 {
-	return !vq->broken && sc_load_once(&vq->avail->idx) != vq->last_avail;
+	return !__atomic_load_n(&vq->broken, __ATOMIC_RELAXED) &&
+	       sc_load_once(&vq->avail->idx) != vq->last_avail;
 }
 
 /* One descriptor, fetched once. */
@@ -262,15 +404,73 @@ static int indirect_enter(struct sc_vq *vq, const struct vring_desc *d,
 	return 0;
 }
 
-/* Walk the chain at head into elem, checking everything. 1, or the ring's -errno. */
-static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
+/*
+ * Check a buffer of a chain that no longer fits elem->iov: translated for
+ * its errors only (the device will not touch it). A buffer that itself
+ * spans more host segments than the scratch holds is only "more
+ * segments", which is what the caller already knows.
+ */
+static __attribute__((cold, noinline)) int check_buffer(struct sc_vq *vq, const struct vring_desc *d,
+							 unsigned perm)
+{
+	struct iovec scratch[8];
+	int ret = xlate(vq, d->addr, d->len, perm, scratch, SC_ARRAY_SIZE(scratch));
+
+	return ret == -ENOBUFS ? 0 : ret;
+}
+
+/*
+ * A valid chain with more segments than elem->iov_max: hand the device
+ * only where its status goes, the last byte of the writable part (contract
+ * in vqueue.h, struct sc_vq_elem). That is the last byte of wlast, the last
+ * writable descriptor after the iovec filled, or else of the last writable
+ * segment that made it into the iovec (last_seg).
+ */
+static __attribute__((cold, noinline)) void elem_oversized(struct sc_vq *vq, struct sc_vq_elem *elem,
+							   const struct vring_desc *wlast,
+							   const struct iovec *last_seg)
+{
+	struct iovec status = { 0 };
+
+	if (wlast) {
+		/* Checked during the walk, so the one byte maps. */
+		if (xlate(vq, wlast->addr + wlast->len - 1, 1, SC_PERM_WRITE, &status, 1) != 1)
+			status.iov_len = 0;
+	} else if (last_seg) {
+		status = (struct iovec){ (uint8_t *)last_seg->iov_base + last_seg->iov_len - 1, 1 };
+	}
+	elem->out_num = 0;
+	elem->out_len = 0;
+	elem->in_num = 0;
+	elem->in_len = 0;
+	elem->oversized = true;
+	vq->stats.oversized++;
+	if (status.iov_len && elem->iov_max) {
+		elem->iov[0] = status;
+		elem->in_num = 1;
+		elem->in_len = 1;
+	}
+}
+
+/*
+ * Walk the chain at head into elem, checking everything. 1, or the ring's
+ * -errno. Two copies of one walk: the hot one (oversize false) gives up
+ * with WALK_OVERSIZED when the iovec fills, touching no state; the cold one
+ * walks the chain again from the head (nothing from the first walk is
+ * used, so each field is still fetched once per walk that counts), checks
+ * all of it, and hands the device only the status byte.
+ */
+#define WALK_OVERSIZED 2
+
+static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t head,
+							struct sc_vq_elem *elem, const bool oversize)
 {
 	const struct vring_desc *table = vq->desc;
 	uint32_t table_size = vq->size, steps = 0;
 	uint64_t out_len = 0, in_len = 0;
 	unsigned nseg = 0, in_num = 0;
-	bool in_indirect = false;
-	struct vring_desc d;
+	bool in_indirect = false, oversized = false, have_wlast = false;
+	struct vring_desc d, wlast = { 0 };
 	uint16_t idx = head;
 	int ret;
 
@@ -308,7 +508,7 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 			in_len += d.len;
 		} else {
 			/* §2.7.4.2: device-readable descriptors come before device-writable ones. */
-			if (sc_unlikely(in_num)) {
+			if (sc_unlikely(in_num || have_wlast)) {
 				sc_vq_set_broken(vq, -EPROTO, "readable descriptor after a writable one in chain %u", head);
 				return -EPROTO;
 			}
@@ -321,20 +521,32 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 			return -EOVERFLOW;
 		}
 
-		ret = xlate(vq, d.addr, d.len, perm, &elem->iov[nseg], elem->iov_max - nseg);
+		if (!(oversize && oversized)) {
+			ret = xlate(vq, d.addr, d.len, perm, &elem->iov[nseg], elem->iov_max - nseg);
+			if (sc_likely(ret >= 0)) {
+				nseg += (unsigned)ret;
+				if (perm == SC_PERM_WRITE)
+					in_num += (unsigned)ret;
+			} else if (ret == -ENOBUFS) {
+				/* Not the guest's fault: the cold walk checks the whole chain, then it completes with an error. */
+				if (!oversize)
+					return WALK_OVERSIZED;
+				oversized = true;
+			}
+		}
+		if (oversize && oversized) {
+			ret = check_buffer(vq, &d, perm);
+			if (ret >= 0 && perm == SC_PERM_WRITE && d.len) {
+				wlast = d;
+				have_wlast = true;
+			}
+		}
 		if (sc_unlikely(ret < 0)) {
-			if (ret == -ENOBUFS)
-				sc_vq_set_broken(vq, -ENOBUFS, "chain %u needs more than %u segments",
-						 head, elem->iov_max);
-			else
-				sc_vq_set_broken(vq, ret, "chain %u: buffer [0x%llx, +%u) is not %s guest memory",
-						 head, (unsigned long long)d.addr, d.len,
-						 ret == -EPERM ? "accessible" : "in");
+			sc_vq_set_broken(vq, ret, "chain %u: buffer [0x%llx, +%u) is not %s guest memory",
+					 head, (unsigned long long)d.addr, d.len,
+					 ret == -EPERM ? "accessible" : "in");
 			return vq->broken_err;
 		}
-		nseg += (unsigned)ret;
-		if (perm == SC_PERM_WRITE)
-			in_num += (unsigned)ret;
 
 		if (!(d.flags & VIRTQ_DESC_F_NEXT))
 			break;
@@ -342,12 +554,32 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 	}
 
 	elem->head = head;
+	vq->stats.requests++;
+	if (oversize && oversized) {
+		elem_oversized(vq, elem, have_wlast ? &wlast : NULL, in_num ? &elem->iov[nseg - 1] : NULL);
+		return 1;
+	}
 	elem->out_num = (uint16_t)(nseg - in_num);
 	elem->in_num = (uint16_t)in_num;
 	elem->out_len = (uint32_t)out_len;
 	elem->in_len = (uint32_t)in_len;
-	vq->stats.requests++;
 	return 1;
+}
+
+static __attribute__((cold, noinline)) int walk_oversized(struct sc_vq *vq, uint16_t head,
+							  struct sc_vq_elem *elem)
+{
+	return walk(vq, head, elem, true);
+}
+
+static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
+{
+	int ret;
+
+	elem->oversized = false;
+	ret = walk(vq, head, elem, false);
+
+	return sc_unlikely(ret == WALK_OVERSIZED) ? walk_oversized(vq, head, elem) : ret;
 }
 
 int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
@@ -355,11 +587,13 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 	uint16_t head;
 	int ret;
 
-	if (sc_unlikely(vq->broken))
+	if (sc_unlikely(__atomic_load_n(&vq->broken, __ATOMIC_RELAXED)))
 		return vq->broken_err;
 	/* Requests a previous back end started and never finished come first, in their order. */
-	if (sc_unlikely(vq->resubmit_pos < vq->nresubmit))
+	if (sc_unlikely(vq->resubmit_pos < vq->nresubmit)) {
+		vq->stats.resubmitted++;
 		return walk_chain(vq, vq->resubmit[vq->resubmit_pos++], elem);
+	}
 	if (vq->last_avail == vq->avail_seen) {
 		ret = avail_refresh(vq);
 		if (ret <= 0)
@@ -455,7 +689,7 @@ void sc_vq_notify_disable(struct sc_vq *vq)
 
 bool sc_vq_notify_enable(struct sc_vq *vq)
 {
-	if (vq->broken)
+	if (__atomic_load_n(&vq->broken, __ATOMIC_RELAXED))
 		return false;
 	if (!vq->notify_on) {
 		vq->notify_on = true;

@@ -9,7 +9,11 @@
  * set up again, and nothing else is affected.
  *
  * Threads: after sc_vq_init, a queue is used by exactly one thread at a time
- * (its sidecore). Statistics may be read from any thread.
+ * (its sidecore). Statistics and sc_vq_broken may be read from any thread.
+ *
+ * A queue breaks once, on one path (Linux's vq_err): the first break logs
+ * one line "sidecore: NAME: queue broken: REASON" to stderr, writes 1 to the
+ * config's err_fd (the vring's err eventfd), and counts stats.broken.
  */
 #ifndef SC_VQUEUE_H
 #define SC_VQUEUE_H
@@ -29,6 +33,9 @@ struct sc_vq_stats {
 	uint64_t notify_enables;        /* times notifications were re-armed (idle) */
 	uint64_t interrupts;            /* eventfd writes to call_fd */
 	uint64_t interrupts_suppressed; /* batches the driver asked not to be interrupted for */
+	uint64_t oversized;             /* valid chains with more segments than iov_max (completed with an error) */
+	uint64_t broken;                /* 1 once the queue broke (logged and signalled once) */
+	uint64_t resubmitted;           /* requests replayed from the inflight region */
 };
 
 /* Name/offset table of struct sc_vq_stats: adding a counter is one line. */
@@ -83,10 +90,19 @@ struct sc_vq_config {
 	int err_fd;                 /* eventfd signalled once when the queue breaks, or -1 */
 	const char *name;           /* for the log line ("/tmp/disk0.sock vring 1"); outlives the queue; NULL allowed */
 	/*
+	 * eventfd written once when the queue breaks (vhost-user's vring err
+	 * fd), or -1. Set it explicitly: 0 is a valid fd (stdin).
+	 */
+	int err_fd;
+	/* For the broken-queue log line, e.g. "/tmp/disk0.sock vring 1"; must outlive the queue; NULL allowed. */
+	const char *name;
+	/*
 	 * Optional inflight region for this queue (sc_vq_inflight_bytes(size)
 	 * bytes). If it records requests a previous back end popped but never
 	 * completed, sc_vq_pop returns those first, in their old order, and
 	 * last_avail is taken from the region, not from last_avail above.
+	 * The region comes from the front end and is checked like guest input:
+	 * see sc_vq_init for what breaks the queue.
 	 */
 	struct sc_vq_inflight *inflight;
 };
@@ -106,7 +122,7 @@ struct sc_vq {
 	bool event_idx;
 	bool indirect;
 	bool notify_on;             /* driver has been asked to kick */
-	bool broken;
+	bool broken;                /* written once by sc_vq_set_broken; read with sc_vq_broken from any thread */
 	struct sc_xlate xlate;
 	int call_fd;
 	int kick_fd;
@@ -118,6 +134,10 @@ struct sc_vq {
 	uint16_t *batch;            /* heads pushed since the last flush */
 	uint16_t *resubmit;         /* heads to serve again, in pop order */
 	uint32_t nresubmit, resubmit_pos;
+	/* cold: only when the queue breaks */
+	int err_fd;
+	bool break_claimed;         /* the first sc_vq_set_broken took it */
+	const char *name;
 	char broken_reason[112];
 };
 
@@ -135,14 +155,41 @@ struct sc_vq_elem {
 	uint32_t out_len;
 	uint32_t in_len;
 	struct iovec *iov;
+	/*
+	 * The chain is valid but needs more than iov_max segments. Then
+	 * out_num = 0 and, if the chain has a device-writable descriptor,
+	 * in_num = 1 with iov[0] the last byte of the last one (in_len = 1,
+	 * where a status byte goes), else in_num = 0. The device completes it
+	 * with an error (virtio-blk: VIRTIO_BLK_S_IOERR).
+	 */
+	bool oversized;
 };
 
 /*
  * Validate cfg and map the three rings through cfg->xlate; each ring must
  * map completely and contiguously or the queue is not set up. Notifications
  * start enabled (the driver may kick). Returns 0, or -EINVAL for a bad size
- * or misaligned ring, -EFAULT for a ring outside guest memory; on failure
- * the queue is left broken with the reason in vq->broken_reason.
+ * or misaligned ring, -EFAULT for a ring outside guest memory, -ENOMEM;
+ * on failure the queue is left broken with the reason in vq->broken_reason
+ * (and reported as sc_vq_set_broken says).
+ *
+ * With cfg->inflight, a region of version 0 is laid out fresh. A region a
+ * previous back end left (version 1) is replayed only if it is consistent
+ * with the rings; otherwise init returns -EBADMSG, the queue is broken with
+ * a reason, and nothing is replayed. A head is replayed only if it is
+ * flagged in flight, the driver offered it in a consumed avail slot the
+ * ring still holds (below where the avail ring resumes, used->idx plus the
+ * heads in flight, and not more than a queue below avail->idx) and did
+ * not offer it again after that, and no used entry at or after that slot
+ * holds it (it was not completed). Also refused: another
+ * version, a desc_num other than the queue size, a counter of 0 or of
+ * 2^63 and above, two heads with the same counter, more heads in flight
+ * than the driver has offered since used->idx, a used index or used entry
+ * the old back end cannot have written. Each replayed chain is walked with
+ * the normal checks when sc_vq_pop returns it. A legitimate request that
+ * stayed in flight while the driver offered a whole queue's worth after it
+ * is no longer visible in the avail ring and breaks the queue too: we
+ * cannot tell it from a lie.
  * Call from the control thread, before the queue is attached to a poller.
  */
 int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg);
@@ -157,12 +204,12 @@ static inline uint32_t sc_vq_resubmit_pending(const struct sc_vq *vq)
 }
 
 /*
- * Pop the next available chain into elem. Returns 1 if a chain was popped,
- * 0 if the ring is empty, or a negative errno if the ring is broken:
+ * Pop the next available chain into elem. Returns 1 if a chain was popped
+ * (elem->oversized says whether it fit in elem->iov_max segments), 0 if the
+ * ring is empty, or a negative errno if the ring is broken:
  *   -ERANGE    avail->idx ran more than the queue size ahead
  *   -EINVAL    a descriptor index is outside the table
  *   -ELOOP     a chain is longer than its table (a loop)
- *   -ENOBUFS   a chain needs more than elem->iov_max segments
  *   -EMLINK    an indirect table inside an indirect table
  *   -EBADMSG   an indirect table of length 0 or not a multiple of 16, with
  *              NEXT set, or used without VIRTIO_F_INDIRECT_DESC
@@ -202,12 +249,24 @@ bool sc_vq_has_work(struct sc_vq *vq);
 
 /*
  * Mark the queue broken with a reason (printf format); pop returns err from
- * then on. For devices that find a request malformed beyond recovery.
+ * then on. The first call logs, signals err_fd and counts stats.broken;
+ * later calls do nothing (the first reason stands). For vqueue itself, for
+ * devices that find a request malformed beyond recovery, and for the
+ * poller when guest memory faults. Any thread; of concurrent callers the
+ * first wins and the others return at once.
  */
 void sc_vq_set_broken(struct sc_vq *vq, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-static inline bool sc_vq_broken(const struct sc_vq *vq) { return vq->broken; }
+/*
+ * True once the queue is broken. Any thread; the acquire pairs with the
+ * release in sc_vq_set_broken, so broken_reason and broken_err are
+ * complete when this returns true.
+ */
+static inline bool sc_vq_broken(const struct sc_vq *vq)
+{
+	return __atomic_load_n(&vq->broken, __ATOMIC_ACQUIRE);
+}
 
 /* Read one counter from another thread (tear-free, no ordering). */
 static inline uint64_t sc_vq_stat(const struct sc_vq *vq, size_t offset)
