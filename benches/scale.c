@@ -103,7 +103,7 @@ static int queues_setup(void)
 		struct sc_vq_config cfg = {
 			.size = QSIZE, .desc_addr = q->dvq.desc_gpa, .avail_addr = q->dvq.avail_gpa,
 			.used_addr = q->dvq.used_gpa, .features = 1ull << VIRTIO_F_VERSION_1,
-			.xlate = sc_mem_xlate(&mem), .call_fd = -1, .kick_fd = q->kick_fd,
+			.xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = q->kick_fd,
 		};
 		if (q->kick_fd < 0 || sc_nullblk_init(&q->dev, &cfg, 1 << 20, "scale") < 0) {
 			fprintf(stderr, "sidecore-bench scale: queue %u: %s\n", i,

@@ -258,6 +258,14 @@ static uint64_t now_ns(void)
 /* Give a finished request back: write its status and put it on the used ring. */
 static void publish(struct sc_blk_queue *q, struct sc_blk_req *r, uint8_t status)
 {
+	/*
+	 * A broken queue is the guest's to reset, and its memory may be what
+	 * broke it (a SIGBUS): nothing more is written there, from any thread.
+	 */
+	if (sc_unlikely(sc_vq_broken(&q->vq))) {
+		r->busy = false;
+		return;
+	}
 	*r->status = status;
 	sc_vq_push(&q->vq, r->head, status == VIRTIO_BLK_S_OK ? r->used_len : 1);
 	r->busy = false;

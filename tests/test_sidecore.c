@@ -295,8 +295,8 @@ static void fair_notify_disable(struct sc_pollq *pq)
 	sc_vq_notify_disable(&((struct sc_nullblk *)pq->ctx)->vq);
 }
 
-static const struct sc_pollq_ops fair_flood_ops = { fair_poll_flood, fair_notify_enable, fair_notify_disable };
-static const struct sc_pollq_ops fair_lone_ops = { fair_poll_lone, fair_notify_enable, fair_notify_disable };
+static const struct sc_pollq_ops fair_flood_ops = { fair_poll_flood, fair_notify_enable, fair_notify_disable, NULL };
+static const struct sc_pollq_ops fair_lone_ops = { fair_poll_lone, fair_notify_enable, fair_notify_disable, NULL };
 
 static void fair_fini(void)
 {
@@ -343,7 +343,7 @@ static void fair_run(unsigned budget)
 		struct sc_vq_config cfg = {
 			.size = FAIR_QSIZE, .desc_addr = x->dvq.desc_gpa, .avail_addr = x->dvq.avail_gpa,
 			.used_addr = x->dvq.used_gpa, .features = 1ull << VIRTIO_F_VERSION_1,
-			.xlate = sc_mem_xlate(&fair.mem), .call_fd = -1, .kick_fd = x->kick_fd,
+			.xlate = sc_mem_xlate(&fair.mem), .call_fd = -1, .err_fd = -1, .kick_fd = x->kick_fd,
 		};
 		cr_assert_eq(sc_nullblk_init(&x->dev, &cfg, 1024, i ? "lone" : "flood"), 0);
 		x->dev.pq.ops = i ? &fair_lone_ops : &fair_flood_ops;

@@ -95,7 +95,7 @@ static int pq_device(struct pq *q)
 	struct sc_vq_config cfg = {
 		.size = QSIZE, .desc_addr = q->dvq.desc_gpa, .avail_addr = q->dvq.avail_gpa,
 		.used_addr = q->dvq.used_gpa, .features = FEAT, .xlate = sc_viommu_tc_xlate(&q->tc),
-		.call_fd = -1, .kick_fd = -1,
+		.call_fd = -1, .err_fd = -1, .kick_fd = -1,
 	};
 	/* sc_vq_init translates the rings: inside a round, as the header asks. */
 	sc_viommu_tc_enter(&q->tc);

@@ -86,9 +86,6 @@ struct sc_vq_config {
 	struct sc_xlate xlate;      /* how guest addresses reach host memory */
 	int call_fd;                /* eventfd that interrupts the driver, or -1 */
 	int kick_fd;                /* eventfd the driver kicks, or -1 (read by the poller) */
-	/* Contract 1 (the vq helper owns these): where a broken queue is reported. */
-	int err_fd;                 /* eventfd signalled once when the queue breaks, or -1 */
-	const char *name;           /* for the log line ("/tmp/disk0.sock vring 1"); outlives the queue; NULL allowed */
 	/*
 	 * eventfd written once when the queue breaks (vhost-user's vring err
 	 * fd), or -1. Set it explicitly: 0 is a valid fd (stdin).
