@@ -77,6 +77,19 @@ static void domain_free(struct sc_viommu_domain *d)
 	free(d);
 }
 
+/* Free the retired domains whose grace period has ended (FIFO: tickets only grow). */
+static void retire_reap(struct sc_viommu *v)
+{
+	uint32_t k = 0;
+
+	while (k < v->nretire && v->retire[k].ticket <= v->grace_completed)
+		domain_free(v->retire[k++].d);
+	if (k) {
+		memmove(v->retire, v->retire + k, (v->nretire - k) * sizeof(*v->retire));
+		v->nretire -= k;
+	}
+}
+
 void sc_viommu_destroy(struct sc_viommu *v)
 {
 	if (!v)
@@ -450,14 +463,7 @@ static void grace_advance(struct sc_viommu *v)
 			v->stats.grace_periods++;
 		}
 	}
-	/* Free the domains whose grace period has ended (FIFO: tickets only grow). */
-	uint32_t k = 0;
-	while (k < v->nretire && v->retire[k].ticket <= v->grace_completed)
-		domain_free(v->retire[k++].d);
-	if (k) {
-		memmove(v->retire, v->retire + k, (v->nretire - k) * sizeof(*v->retire));
-		v->nretire -= k;
-	}
+	retire_reap(v);
 }
 
 uint64_t sc_viommu_grace_start(struct sc_viommu *v)
@@ -580,7 +586,10 @@ static void domain_release(struct sc_viommu *v, struct sc_viommu_domain *d)
 	v->domains[slot] = NULL;
 	v->ndomains--;
 	v->ndying -= d->ndying;
-	v->retire[v->nretire++] = (struct sc_viommu_retire){ .d = d, .ticket = sc_viommu_grace_start(v) };
+	/* The ticket first: starting a grace period may free retired domains and move the FIFO. */
+	uint64_t ticket = sc_viommu_grace_start(v);
+	v->retire[v->nretire++] = (struct sc_viommu_retire){ .d = d, .ticket = ticket };
+	retire_reap(v);   /* with no sidecore inside a round, that grace period has ended already */
 }
 
 int sc_viommu_attach(struct sc_viommu *v, uint32_t domain, uint32_t endpoint, bool bypass,

@@ -101,8 +101,11 @@ big_expected=$(yes sidecore-kill | head -c $((big * 1048576)) | md5sum | cut -d'
 boot_guest write $big sidecore-kill sc_direct=1 &
 qemu_pid=$!
 for _ in $(seq 600); do grep -qa SC-WRITE-START "$work/guest.log" 2>/dev/null && break; sleep 0.1; done
-# 64 writes held >= 50 ms each take >= 3.2 s: 1 s in, the write is under way.
-sleep 1
+# The write is under way once its first bytes reach the backing file (a
+# TCG guest may take seconds from SC-WRITE-START to its first request).
+# 64 writes held >= 50 ms each take >= 3.2 s: 0.5 s later requests are held.
+for _ in $(seq 600); do [ "$(head -c 13 "$work/disk.img")" = sidecore-kill ] && break; sleep 0.1; done
+sleep 0.5
 grep -qa SC-WRITE-DONE "$work/guest.log" && echo "# the guest's write finished before the kill"
 kill -KILL "$sd_pid"; wait "$sd_pid" 2>/dev/null; sd_pid=
 echo "# sidecored killed with SIGKILL during the guest's write; restarting it"
