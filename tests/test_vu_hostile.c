@@ -10,7 +10,9 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -396,5 +398,203 @@ Test(vu_hostile, a_slow_ring_stop_on_one_disk_does_not_hold_up_the_other)
 	t_fe_close(&fa);
 	t_fe_close(&fb);
 	A.dev.ops.queue_stop = blk_stop;
+	t_alive(&A, &B);
+}
+
+/* ---- broken queues, reported through the server ---- */
+
+static uint64_t vq_stat(struct t_disk *d, size_t off)
+{
+	return sc_vq_stat(&d->dev.queues[0].vq, off);
+}
+
+/*
+ * Disk d's vring 0 (front end fe) broke: its err eventfd fired once, the
+ * break is counted, GET_STATUS says DEVICE_NEEDS_RESET, and the other disk
+ * (on the same sidecore) serves meanwhile. The log (captured since the
+ * fault) has one line naming the socket, the queue and why.
+ */
+static void expect_broken(struct t_fe *fe, struct t_disk *d, struct t_disk *other, struct t_log *log,
+			  const char *why)
+{
+	cr_assert_eq(t_fe_err_count(fe, 3000), 1, "the err eventfd did not fire (once)");
+	cr_assert_eq(vq_stat(d, offsetof(struct sc_vq_stats, broken)), 1);
+	cr_assert(t_get_u64(fe->sock, VHOST_USER_GET_STATUS) & 0x40, "GET_STATUS lacks DEVICE_NEEDS_RESET");
+	t_alive(other, NULL);
+	uint64_t one = 1;
+	cr_assert_eq(write(fe->kick, &one, 8), 8);   /* a guest that goes on kicking is not reported again */
+	cr_assert_eq(t_fe_err_count(fe, 200), 0, "the err eventfd fired again");
+	char *text = t_log_end(log), line[256];
+	snprintf(line, sizeof(line), "sidecore: %s vring 0: queue broken: ", d->sock);
+	cr_assert_eq(t_count(text, "queue broken"), 1, "not one line for the break:\n%s", text);
+	cr_assert_eq(t_count(text, line), 1, "no line names '%s':\n%s", line, text);
+	cr_assert(strstr(strstr(text, line), why), "the line does not say '%s':\n%s", why, text);
+	free(text);
+}
+
+/* ---- memory that faults under the sidecore (a plain file, shrunk by its front end) ---- */
+
+/* A front end whose guest memory is a plain file under dir, rings running, one verified write done. */
+static void fe_start_on_file(struct t_fe *fe, struct t_disk *d, const char *dir, uint8_t acked[4096])
+{
+	t_fe_open(fe, d->sock);
+	t_fe_use_file(fe, dir);
+	t_fe_negotiate(fe);
+	cr_assert_eq(t_fe_mem_table(fe, fe->memfd), 0, "a plain file was refused");
+	t_fe_ring(fe);
+	t_fe_verified_io(fe, d->img, 0);
+	t_disk_read(d->img, 0, acked);
+}
+
+Test(vu_hostile, memory_truncated_under_a_running_ring_breaks_only_that_queue)
+{
+	struct t_fe fe;
+	struct t_log log;
+	uint8_t acked[4096], now[4096];
+	fe_start_on_file(&fe, &A, "/tmp", acked);
+	t_log_begin(&log);
+	/* Rings and buffers gone: the sidecore's next look at the avail ring faults (SIGBUS). */
+	cr_assert_eq(ftruncate(fe.memfd, 0), 0);
+	uint64_t one = 1;
+	cr_assert_eq(write(fe.kick, &one, 8), 8);
+	expect_broken(&fe, &A, &B, &log, "SIGBUS");
+	struct sc_poller_stats st;
+	sc_poller_get_stats(poller, &st);
+	cr_assert_eq(st.faults, 1);
+	t_fe_close(&fe);   /* the ring stops on the control thread: nothing may touch the file again */
+	t_alive(&A, &B);
+	t_disk_read(A.img, 0, now);
+	cr_assert_eq(memcmp(acked, now, 4096), 0, "the acknowledged write is gone");
+}
+
+/*
+ * Writes in flight (held by delay_us after io_uring finished them) on a
+ * non-tmpfs backing when the front end cuts the file below its request
+ * headers: the rings still map, the status bytes do not. stop_at_once: the
+ * ring is stopped (GET_VRING_BASE) before the sidecore got to publish, so
+ * the control thread finishes the requests; else the sidecore faults first.
+ */
+static void truncated_with_writes_in_flight(bool stop_at_once)
+{
+	struct t_fe fe;
+	struct t_log log;
+	uint8_t acked[4096], now[4096];
+	t_disk_close(&A);
+	t_disk_open_in(&A, poller, TIMEOUT_MS, "a", "/var/tmp");
+	A.be.delay_ns = 300 * 1000000ull;
+	fe_start_on_file(&fe, &A, "/var/tmp", acked);
+	for (uint64_t i = 0; i < 4; i++)
+		t_fe_post(&fe, VIRTIO_BLK_T_OUT, 64 + 8 * i);
+	usleep(50 * 1000);   /* popped, written, held for the delay */
+	t_log_begin(&log);
+	cr_assert_eq(ftruncate(fe.memfd, T_HDR_GPA), 0);
+	if (stop_at_once) {
+		int64_t t0 = t_now_ms();
+		uint16_t base = t_fe_get_base(&fe);
+		cr_assert_eq(base, 6, "the ring stopped at %u", base);
+		cr_assert_lt(t_now_ms() - t0, 2000);
+		/* The used ring still maps: no completion was published over the missing status bytes. */
+		cr_assert_eq(sc_load_acquire(&fe.vq.used->idx), 2, "completions published into memory that is gone");
+		char *text = t_log_end(&log), line[256];
+		snprintf(line, sizeof(line), "sidecore: %s vring 0: queue broken: ", A.sock);
+		cr_assert_eq(t_count(text, line), 1, "no line names '%s':\n%s", line, text);
+		free(text);
+		cr_assert_eq(t_fe_err_count(&fe, 1000), 1, "the err eventfd did not fire (once)");
+	} else {
+		expect_broken(&fe, &A, &B, &log, "SIGBUS");
+		cr_assert_eq(sc_load_acquire(&fe.vq.used->idx), 2, "completions published into memory that is gone");
+	}
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+	t_disk_read(A.img, 0, now);
+	cr_assert_eq(memcmp(acked, now, 4096), 0, "the acknowledged write is gone");
+}
+
+Test(vu_hostile, memory_truncated_with_writes_in_flight_faults_on_the_sidecore)
+{
+	truncated_with_writes_in_flight(false);
+}
+
+Test(vu_hostile, memory_truncated_with_writes_in_flight_then_the_ring_stops_at_once)
+{
+	truncated_with_writes_in_flight(true);
+}
+
+/* ---- ring attacks ---- */
+
+Test(vu_hostile, avail_index_jump_is_reported_once_and_a_reset_serves_again)
+{
+	struct t_fe fe;
+	struct t_log log;
+	t_fe_start(&fe, A.sock);
+	t_fe_verified_io(&fe, A.img, 0);
+	t_log_begin(&log);
+	/* virtio 1.2 §2.7.6: at most a queue's worth may be outstanding. */
+	sc_store_release(&fe.vq.avail->idx, (uint16_t)(fe.vq.avail_idx + T_QSIZE + 5));
+	uint64_t one = 1;
+	cr_assert_eq(write(fe.kick, &one, 8), 8);
+	expect_broken(&fe, &A, &B, &log, "ahead");
+	/* The driver resets the device on the same connection and sets it up again. */
+	t_send(fe.sock, VHOST_USER_RESET_DEVICE, 0, NULL, 0, -1);
+	uint64_t f = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1);
+	cr_assert_eq(t_set_u64_ack(fe.sock, VHOST_USER_SET_FEATURES, f), 0);
+	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
+	fe.slot = 0;
+	t_fe_ring(&fe);
+	cr_assert_eq(t_get_u64(fe.sock, VHOST_USER_GET_STATUS) & 0x40, 0, "still NEEDS_RESET after the reset");
+	t_fe_verified_io(&fe, A.img, 8);
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, descriptor_loop_is_reported_once_and_a_new_connection_serves_again)
+{
+	struct t_fe fe;
+	struct t_log log;
+	t_fe_start(&fe, A.sock);
+	t_fe_verified_io(&fe, A.img, 0);
+	t_log_begin(&log);
+	/* Descriptor 9 chains to itself. */
+	fe.vq.desc[9] = (struct vring_desc){ T_HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 9 };
+	fe.vq.avail->ring[fe.vq.avail_idx & (T_QSIZE - 1)] = 9;
+	sc_store_release(&fe.vq.avail->idx, (uint16_t)(fe.vq.avail_idx + 1));
+	uint64_t one = 1;
+	cr_assert_eq(write(fe.kick, &one, 8), 8);
+	expect_broken(&fe, &A, &B, &log, "loop");
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, memory_truncated_before_the_ring_starts_refuses_the_start)
+{
+	/* The control thread reads the rings as it starts them: that read faults, not the process. */
+	struct t_fe fe;
+	struct t_log log;
+	t_fe_open(&fe, A.sock);
+	t_fe_use_file(&fe, "/tmp");
+	t_fe_negotiate(&fe);
+	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
+	cr_assert_eq(sc_drv_vq_init(&fe.vq, fe.mem, 0, T_QSIZE, 1ull << VIRTIO_F_VERSION_1), 0);
+	t_log_begin(&log);
+	cr_assert_eq(ftruncate(fe.memfd, 0), 0);
+	struct sc_vu_vring_state num = { 0, T_QSIZE }, en = { 0, 1 };
+	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = (uintptr_t)fe.vq.desc,
+				      .avail_user_addr = (uintptr_t)fe.vq.avail, .used_user_addr = (uintptr_t)fe.vq.used };
+	uint64_t idx0 = 0, ack;
+	t_send(fe.sock, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	t_send(fe.sock, VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
+	t_send(fe.sock, VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe.err);
+	t_send(fe.sock, VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe.kick);
+	t_send(fe.sock, VHOST_USER_SET_VRING_ENABLE, VHOST_USER_NEED_REPLY, &en, 8, -1);
+	t_reply(fe.sock, VHOST_USER_SET_VRING_ENABLE, &ack, 8);
+	cr_assert_eq(ack, EFAULT, "starting a ring in memory that is gone was acked %llu", (unsigned long long)ack);
+	cr_assert(t_wait_eof(fe.sock, 1000));
+	cr_assert_eq(t_fe_err_count(&fe, 1000), 1, "the err eventfd did not fire (once)");
+	char *text = t_log_end(&log), line[256];
+	snprintf(line, sizeof(line), "sidecore: %s vring 0: queue broken: SIGBUS", A.sock);
+	cr_assert_eq(t_count(text, line), 1, "no line '%s':\n%s", line, text);
+	free(text);
+	cr_assert_eq(sc_vu_server_started(A.srv), 0);
+	t_fe_close(&fe);
 	t_alive(&A, &B);
 }
