@@ -598,3 +598,134 @@ Test(vu_hostile, memory_truncated_before_the_ring_starts_refuses_the_start)
 	t_fe_close(&fe);
 	t_alive(&A, &B);
 }
+
+/* ---- a lying inflight area ---- */
+
+Test(vu_hostile, inflight_area_naming_a_head_never_offered_breaks_that_queue)
+{
+	struct t_fe fe;
+	struct t_log log;
+	struct sc_vu_inflight got;
+	t_fe_open(&fe, A.sock);
+	t_fe_negotiate(&fe);
+	int ifd = get_inflight(&fe, &got);
+	struct sc_vq_inflight *area = mmap(NULL, got.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
+	cr_assert_neq(area, MAP_FAILED);
+	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
+	t_fe_ring(&fe);
+	t_fe_verified_io(&fe, A.img, 0);
+	cr_assert_eq(t_fe_get_base(&fe), 2);
+	/* One real request waits in the ring; the area says head 40 (never offered) is in flight instead. */
+	t_fe_post(&fe, VIRTIO_BLK_T_IN, 0);
+	cr_assert_eq(area->version, 1);
+	area->desc[40].inflight = 1;
+	area->desc[40].counter = 7;
+	t_log_begin(&log);
+	struct sc_vu_vring_state num = { 0, T_QSIZE }, b = { 0, 2 };
+	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = (uintptr_t)fe.vq.desc,
+				      .avail_user_addr = (uintptr_t)fe.vq.avail, .used_user_addr = (uintptr_t)fe.vq.used };
+	uint64_t idx0 = 0, ack;
+	t_send(fe.sock, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	t_send(fe.sock, VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
+	t_send(fe.sock, VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
+	t_send(fe.sock, VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe.err);
+	t_send(fe.sock, VHOST_USER_SET_VRING_KICK, VHOST_USER_NEED_REPLY, &idx0, 8, fe.kick);   /* starts it */
+	t_reply(fe.sock, VHOST_USER_SET_VRING_KICK, &ack, 8);
+	cr_assert_eq(ack, EBADMSG, "a ring with a lying inflight area was started (ack %llu)", (unsigned long long)ack);
+	cr_assert(t_wait_eof(fe.sock, 1000));
+	cr_assert_eq(t_fe_err_count(&fe, 1000), 1, "the err eventfd did not fire (once)");
+	char *text = t_log_end(&log), line[256];
+	snprintf(line, sizeof(line), "sidecore: %s vring 0: queue broken: inflight region: head 40", A.sock);
+	cr_assert_eq(t_count(text, line), 1, "no line '%s':\n%s", line, text);
+	free(text);
+	usleep(100 * 1000);
+	cr_assert_eq(sc_load_acquire(&fe.vq.used->idx), 2, "used entries were published");
+	munmap(area, got.mmap_size);
+	close(ifd);
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+/* ---- stopping one disk's ring never waits on the other's I/O ---- */
+
+Test(vu_hostile, a_ring_stop_waiting_on_slow_io_does_not_hold_up_the_other_disk)
+{
+	enum { N = 8, DELAY_MS = 1000 };
+	struct t_fe fa, fb;
+	uint8_t want[N][4096], disk[4096];
+	A.be.delay_ns = DELAY_MS * 1000000ull;   /* a slow disk: every completion waits 1 s */
+	t_fe_start(&fa, A.sock);
+	int64_t posted = t_now_ms();
+	for (unsigned i = 0; i < N; i++) {
+		uint8_t *buf = fa.mem + T_DATA_GPA + (fa.slot % 32) * 4096;
+		for (unsigned k = 0; k < 4096; k++)
+			want[i][k] = (uint8_t)(k * 3 + i * 17 + 1);
+		memcpy(buf, want[i], 4096);
+		t_fe_post(&fa, VIRTIO_BLK_T_OUT, 128 + 8 * i);
+	}
+	usleep(50 * 1000);
+	struct sc_vu_vring_state st = { 0, 0 };
+	t_send(fa.sock, VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);   /* A's stop now waits for its I/O */
+	usleep(50 * 1000);
+	int64_t t0 = t_now_ms();
+	t_fe_start(&fb, B.sock);
+	t_fe_verified_io(&fb, B.img, 0);
+	cr_assert_eq(t_fe_get_base(&fb), 2);
+	int64_t dt = t_now_ms() - t0;
+	cr_assert_lt(dt, DELAY_MS / 2, "disk B's set-up, I/O and ring stop took %lld ms behind disk A's stop",
+		     (long long)dt);
+	t_reply(fa.sock, VHOST_USER_GET_VRING_BASE, &st, 8);
+	int64_t stop_ms = t_now_ms() - posted;
+	cr_assert_geq(stop_ms, DELAY_MS - 100, "A's stop returned after %lld ms, before its I/O was done", (long long)stop_ms);
+	cr_assert_eq(st.num, N);
+	cr_assert_eq(t_fe_wait(&fa, N, 1000), N, "A's requests were not all completed by its stop");
+	for (unsigned i = 0; i < N; i++) {
+		cr_assert_eq(fa.mem[T_HDR_GPA + i * 64 + 16], VIRTIO_BLK_S_OK);
+		t_disk_read(A.img, 128 + 8 * i, disk);
+		cr_assert_eq(memcmp(disk, want[i], 4096), 0, "acknowledged write %u is not on disk A", i);
+	}
+	t_fe_close(&fa);
+	t_fe_close(&fb);
+	A.be.delay_ns = 0;
+	t_alive(&A, &B);
+}
+
+/* ---- more bad inputs ---- */
+
+Test(vu_hostile, write_zeroes_after_reset_device_on_tmpfs)
+{
+	/* tmpfs has no ZERO_RANGE: the fallback must hold on a device set up again after a reset. */
+	t_disk_close(&A);
+	t_disk_open_in(&A, poller, TIMEOUT_MS, "a", "/dev/shm");
+	struct t_fe fe;
+	uint8_t disk[4096], zero[4096] = { 0 };
+	t_fe_start(&fe, A.sock);
+	t_fe_verified_io(&fe, A.img, 32);
+	t_send(fe.sock, VHOST_USER_RESET_DEVICE, 0, NULL, 0, -1);
+	uint64_t f = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1) |
+		     (1ull << VIRTIO_BLK_F_WRITE_ZEROES);
+	cr_assert_eq(t_set_u64_ack(fe.sock, VHOST_USER_SET_FEATURES, f), 0);
+	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
+	fe.slot = 0;
+	t_fe_ring(&fe);
+	cr_assert_eq(t_fe_write_zeroes(&fe, 32, 8), VIRTIO_BLK_S_OK);
+	t_disk_read(A.img, 32, disk);
+	cr_assert_eq(memcmp(disk, zero, 4096), 0, "the backing file was not zeroed");
+	unsigned slot = fe.slot % 32;
+	memset(fe.mem + T_DATA_GPA + slot * 4096, 0xa5, 4096);
+	cr_assert_eq(t_fe_io(&fe, VIRTIO_BLK_T_IN, 32), VIRTIO_BLK_S_OK);
+	cr_assert_eq(memcmp(fe.mem + T_DATA_GPA + slot * 4096, zero, 4096), 0, "zeroes did not read back");
+	t_fe_close(&fe);
+	t_alive(&A, &B);
+}
+
+Test(vu_hostile, call_and_err_fds_that_are_pipes_whose_reader_closed_are_refused)
+{
+	/* Were one written, SIGPIPE would kill the process: it is refused before that. */
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	close(p[0]);
+	call_fd_refused(p[1], VHOST_USER_SET_VRING_CALL);
+	call_fd_refused(p[1], VHOST_USER_SET_VRING_ERR);
+	close(p[1]);
+}
