@@ -319,18 +319,20 @@ int sc_fault_guard_run(void (*fn)(void *arg), void *arg, char *reason, size_t le
 	pthread_sigmask(SIG_UNBLOCK, &bus, &old);
 	g.jb = &jb;
 	tls_guard = &g;
-	int faulted = sigsetjmp(jb, 0);
-	if (!faulted) {
-		g.q = &armed;
-		fn(arg);
+	if (sigsetjmp(jb, 0)) {
+		/* Back from the handler (it disarmed nothing): fn was abandoned where it faulted. */
+		g.q = NULL;
+		tls_guard = prev;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		fault_reason(reason, len, ((volatile struct fault_guard *)&g)->addr);
+		return -EFAULT;
 	}
+	g.q = &armed;
+	fn(arg);
 	g.q = NULL;
 	tls_guard = prev;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (!faulted)
-		return 0;
-	fault_reason(reason, len, g.addr);
-	return -EFAULT;
+	return 0;
 }
 
 /* ---- the loop ---- */
