@@ -729,3 +729,35 @@ Test(vu_hostile, call_and_err_fds_that_are_pipes_whose_reader_closed_are_refused
 	call_fd_refused(p[1], VHOST_USER_SET_VRING_ERR);
 	close(p[1]);
 }
+
+Test(vu_hostile, inflight_file_truncated_under_a_running_ring_breaks_only_that_queue)
+{
+	/* The inflight area may be a plain file too (it cannot be sealed); the sidecore writes it on every pop. */
+	struct t_fe fe;
+	struct t_log log;
+	char path[] = "/tmp/sidecore-inflight-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	unlink(path);
+	struct sc_vu_inflight in = { 2 * sc_vq_inflight_bytes(T_QSIZE), 0, 2, T_QSIZE };
+	cr_assert_eq(ftruncate(fd, (off_t)in.mmap_size), 0);
+	t_fe_open(&fe, A.sock);
+	t_fe_negotiate(&fe);
+	uint8_t pad[24] = { 0 };
+	memcpy(pad, &in, sizeof(in));
+	t_send(fe.sock, VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_NEED_REPLY, pad, 24, fd);
+	uint64_t ack;
+	t_reply(fe.sock, VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
+	cr_assert_eq(ack, 0, "a plain file as the inflight area was refused: %llu", (unsigned long long)ack);
+	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
+	t_fe_ring(&fe);
+	t_fe_verified_io(&fe, A.img, 0);
+	t_log_begin(&log);
+	cr_assert_eq(ftruncate(fd, 0), 0);
+	t_fe_post(&fe, VIRTIO_BLK_T_IN, 0);
+	expect_broken(&fe, &A, &B, &log, "SIGBUS");
+	cr_assert_eq(sc_load_acquire(&fe.vq.used->idx), 2, "a completion was published past the fault");
+	t_fe_close(&fe);
+	close(fd);
+	t_alive(&A, &B);
+}

@@ -383,6 +383,7 @@ void t_log_begin(struct t_log *l)
 	snprintf(l->path, sizeof(l->path), "/tmp/sidecore-log-XXXXXX");
 	l->fd = mkstemp(l->path);
 	cr_assert_geq(l->fd, 0);
+	unlink(l->path);   /* nothing left behind by a test that fails before t_log_end */
 	fflush(stderr);
 	l->saved = dup(2);
 	cr_assert_eq(dup2(l->fd, 2), 2);
@@ -398,7 +399,6 @@ char *t_log_end(struct t_log *l)
 	cr_assert_not_null(text);
 	cr_assert_eq(pread(l->fd, text, (size_t)n, 0), n);
 	close(l->fd);
-	unlink(l->path);
 	fputs(text, stderr);   /* still in the test's own log */
 	return text;
 }
