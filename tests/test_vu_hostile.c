@@ -467,25 +467,33 @@ Test(vu_hostile, memory_truncated_under_a_running_ring_breaks_only_that_queue)
 	cr_assert_eq(memcmp(acked, now, 4096), 0, "the acknowledged write is gone");
 }
 
+enum in_flight { HELD_SIDECORE_FAULTS, HELD_STOP_AT_ONCE, CUT_WHILE_SUBMITTED };
+
 /*
- * Writes in flight (held by delay_us after io_uring finished them) on a
- * non-tmpfs backing when the front end cuts the file below its request
- * headers: the rings still map, the status bytes do not. stop_at_once: the
- * ring is stopped (GET_VRING_BASE) before the sidecore got to publish, so
- * the control thread finishes the requests; else the sidecore faults first.
+ * Writes in flight on an O_DIRECT backing under /var/tmp (each goes through
+ * io_uring, its completion then held 300 ms by delay_us) when the front end
+ * cuts the file below its request headers: the rings still map, headers,
+ * data and status bytes do not. HELD_*: cut once the writes are done and
+ * held; then the sidecore faults first when it publishes, or the ring is
+ * stopped (GET_VRING_BASE) before that and the control thread finishes the
+ * requests. CUT_WHILE_SUBMITTED: cut right after the kick, while the
+ * sidecore pops and io_uring writes (the kernel sees EFAULT, the sidecore
+ * SIGBUS on a header or status byte, whichever comes first).
  */
-static void truncated_with_writes_in_flight(bool stop_at_once)
+static void truncated_with_writes_in_flight(enum in_flight mode)
 {
 	struct t_fe fe;
 	struct t_log log;
 	uint8_t acked[4096], now[4096];
+	bool stop_at_once = mode == HELD_STOP_AT_ONCE;
 	t_disk_close(&A);
-	t_disk_open_in(&A, poller, TIMEOUT_MS, "a", "/var/tmp");
+	t_disk_open_in(&A, poller, TIMEOUT_MS, "a", "/var/tmp", true);
 	A.be.delay_ns = 300 * 1000000ull;
 	fe_start_on_file(&fe, &A, "/var/tmp", acked);
 	for (uint64_t i = 0; i < 4; i++)
 		t_fe_post(&fe, VIRTIO_BLK_T_OUT, 64 + 8 * i);
-	usleep(50 * 1000);   /* popped, written, held for the delay */
+	if (mode != CUT_WHILE_SUBMITTED)
+		usleep(50 * 1000);   /* popped, written, held for the delay */
 	t_log_begin(&log);
 	cr_assert_eq(ftruncate(fe.memfd, T_HDR_GPA), 0);
 	if (stop_at_once) {
@@ -512,12 +520,17 @@ static void truncated_with_writes_in_flight(bool stop_at_once)
 
 Test(vu_hostile, memory_truncated_with_writes_in_flight_faults_on_the_sidecore)
 {
-	truncated_with_writes_in_flight(false);
+	truncated_with_writes_in_flight(HELD_SIDECORE_FAULTS);
 }
 
 Test(vu_hostile, memory_truncated_with_writes_in_flight_then_the_ring_stops_at_once)
 {
-	truncated_with_writes_in_flight(true);
+	truncated_with_writes_in_flight(HELD_STOP_AT_ONCE);
+}
+
+Test(vu_hostile, memory_truncated_while_writes_are_submitted_to_io_uring)
+{
+	truncated_with_writes_in_flight(CUT_WHILE_SUBMITTED);
 }
 
 /* ---- ring attacks ---- */
@@ -696,7 +709,7 @@ Test(vu_hostile, write_zeroes_after_reset_device_on_tmpfs)
 {
 	/* tmpfs has no ZERO_RANGE: the fallback must hold on a device set up again after a reset. */
 	t_disk_close(&A);
-	t_disk_open_in(&A, poller, TIMEOUT_MS, "a", "/dev/shm");
+	t_disk_open_in(&A, poller, TIMEOUT_MS, "a", "/dev/shm", false);
 	struct t_fe fe;
 	uint8_t disk[4096], zero[4096] = { 0 };
 	t_fe_start(&fe, A.sock);

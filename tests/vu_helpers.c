@@ -28,7 +28,7 @@ int64_t t_now_ms(void)
 
 void t_disk_open(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name)
 {
-	t_disk_open_in(d, p, timeout_ms, name, "/tmp");
+	t_disk_open_in(d, p, timeout_ms, name, "/tmp", false);
 }
 
 void t_disk_read(const char *img, uint64_t sector, uint8_t *buf)
@@ -39,7 +39,8 @@ void t_disk_read(const char *img, uint64_t sector, uint8_t *buf)
 	close(fd);
 }
 
-void t_disk_open_in(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name, const char *base)
+void t_disk_open_in(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name, const char *base,
+		    bool direct)
 {
 	char err[256];
 	memset(d, 0, sizeof(*d));
@@ -51,7 +52,7 @@ void t_disk_open_in(struct t_disk *d, struct sc_poller *p, int timeout_ms, const
 	cr_assert_geq(fd, 0);
 	cr_assert_eq(ftruncate(fd, T_DISK), 0);
 	close(fd);
-	cr_assert_eq(sc_blk_backend_open(&d->be, d->img, false, false, name, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sc_blk_backend_open(&d->be, d->img, false, direct, name, err, sizeof(err)), 0, "%s", err);
 	d->poller = p;
 	sc_vu_blk_init(&d->dev, &d->be, &d->poller, 1, 2);
 	cr_assert_eq(sc_vu_server_create(d->sock, &d->dev.ops, &d->dev, &d->srv, err, sizeof(err)), 0, "%s", err);

@@ -32,8 +32,13 @@ struct t_disk {
 
 /* Create a disk (name for the log) whose server uses timeout_ms, on poller p, backed by a file under /tmp. */
 void t_disk_open(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name);
-/* The same with the backing file (and socket) in a directory under base, e.g. /var/tmp (not tmpfs: io_uring I/O). */
-void t_disk_open_in(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name, const char *base);
+/*
+ * The same with the backing file (and socket) in a directory under base,
+ * e.g. /var/tmp (not tmpfs: io_uring I/O); direct opens it O_DIRECT, so
+ * every read and write goes through io_uring.
+ */
+void t_disk_open_in(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name, const char *base,
+		    bool direct);
 /* Read 4 KiB of the backing file img at sector into buf. */
 void t_disk_read(const char *img, uint64_t sector, uint8_t *buf);
 void t_disk_close(struct t_disk *d);
