@@ -282,6 +282,12 @@ static void sigbus_install(void)
 	sigaction(SIGBUS, &sa, &sigbus_prev);
 }
 
+static void fault_reason(char *reason, size_t len, void *addr)
+{
+	snprintf(reason, len, "SIGBUS at %p: its guest memory shrank or failed under the sidecore; reset the device",
+		 addr);
+}
+
 /* After a SIGBUS in the ops of guard.q: stop that queue, with the reason. */
 static void queue_faulted(struct sc_poller *p)
 {
@@ -289,15 +295,44 @@ static void queue_faulted(struct sc_poller *p)
 	char reason[112];
 
 	p->guard.q = NULL;
-	snprintf(reason, sizeof(reason),
-		 "SIGBUS at %p: its guest memory shrank or failed under the sidecore; reset the device",
-		 p->guard.addr);
+	fault_reason(reason, sizeof(reason), p->guard.addr);
 	if (q->ops->fault)
 		q->ops->fault(q, reason);
 	else
 		fprintf(stderr, "sidecore: %s: queue stopped: %s\n", q->name ? q->name : "unnamed queue", reason);
 	stop_queue(p, q, -EFAULT);
 	stat_add(&p->stats.faults, 1);
+}
+
+int sc_fault_guard_run(void (*fn)(void *arg), void *arg, char *reason, size_t len)
+{
+	static struct sc_pollq armed;   /* the handler only needs guard.q non-NULL here */
+	struct fault_guard g = { .q = NULL };
+	struct fault_guard *prev = tls_guard;
+	sigjmp_buf jb;
+	sigset_t bus, old;
+
+	pthread_once(&sigbus_once, sigbus_install);
+	/* A blocked SIGBUS from a fault kills the process whatever the handler. */
+	sigemptyset(&bus);
+	sigaddset(&bus, SIGBUS);
+	pthread_sigmask(SIG_UNBLOCK, &bus, &old);
+	g.jb = &jb;
+	tls_guard = &g;
+	if (sigsetjmp(jb, 0)) {
+		/* Back from the handler (it disarmed nothing): fn was abandoned where it faulted. */
+		g.q = NULL;
+		tls_guard = prev;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		fault_reason(reason, len, ((volatile struct fault_guard *)&g)->addr);
+		return -EFAULT;
+	}
+	g.q = &armed;
+	fn(arg);
+	g.q = NULL;
+	tls_guard = prev;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return 0;
 }
 
 /* ---- the loop ---- */

@@ -28,6 +28,7 @@
 #define SC_POLLING_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct sc_pollq;
@@ -123,6 +124,17 @@ int sc_poller_attach(struct sc_poller *p, struct sc_pollq *q);
  * Any thread but the sidecore's (-EDEADLK from the sidecore itself).
  */
 int sc_poller_detach(struct sc_poller *p, struct sc_pollq *q);
+
+/*
+ * Run fn(arg) on the calling thread with a SIGBUS on guest memory contained
+ * as on a sidecore: for the control thread's own touches of a front end's
+ * memory (a ring's set-up, finishing a stopped queue's requests). Returns
+ * 0, or -EFAULT if fn faulted: it was abandoned where it faulted (it must
+ * leave its state safe to clean up from any point), and reason says where,
+ * as the sidecore's fault reason does. SIGBUS is unblocked for the call.
+ * Any thread but a sidecore; a system call or two, not for a hot path.
+ */
+int sc_fault_guard_run(void (*fn)(void *arg), void *arg, char *reason, size_t len);
 
 /* A consistent-enough snapshot of the counters, from any thread. */
 void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st);

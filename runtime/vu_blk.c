@@ -18,15 +18,47 @@ static int blk_get_config(void *ctx, uint8_t *buf, uint32_t offset, uint32_t len
 	return 0;
 }
 
+/*
+ * The control thread reads and writes the front end's memory too (a ring's
+ * set-up reads it; a stopped queue's last completions are written to it),
+ * and that memory can fault under it as under the sidecore: these run
+ * guarded (sc_fault_guard_run), so a fault costs only this queue.
+ */
+struct queue_init_args {
+	struct sc_vu_blk *d;
+	unsigned idx;
+	const struct sc_vq_config *cfg;
+	int ret;
+};
+
+static void queue_init_guarded(void *arg)
+{
+	struct queue_init_args *a = arg;
+	a->ret = sc_blk_queue_init(&a->d->queues[a->idx], a->d->be, a->cfg, a->d->names[a->idx]);
+}
+
+static void queue_fini_guarded(void *q)
+{
+	sc_blk_queue_fini(q);
+}
+
 static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *cfg)
 {
 	struct sc_vu_blk *d = ctx;
 	struct sc_blk_queue *q = &d->queues[idx];
+	struct queue_init_args a = { d, idx, cfg, 0 };
+	char why[112];
 	int ret;
 
 	if (idx >= d->num_queues || d->live[idx])
 		return -EINVAL;
-	ret = sc_blk_queue_init(q, d->be, cfg, d->names[idx]);
+	if (sc_fault_guard_run(queue_init_guarded, &a, why, sizeof(why)) < 0) {
+		/* Only sc_vq_init touches guest memory, before the queue allocates anything of its own. */
+		sc_vq_set_broken(&q->vq, -EFAULT, "%s", why);
+		sc_vq_fini(&q->vq);
+		return -EFAULT;
+	}
+	ret = a.ret;
 	if (ret < 0)
 		return ret;
 	if (sc_vq_resubmit_pending(&q->vq))
@@ -50,7 +82,12 @@ static uint16_t blk_queue_stop(void *ctx, unsigned idx)
 		return 0;
 	/* Detach returns only once the sidecore let go; then finish what it started. */
 	sc_poller_detach(d->pollers[idx % d->npollers], &q->pq);
-	sc_blk_queue_fini(q);
+	char why[112];
+	if (sc_fault_guard_run(queue_fini_guarded, q, why, sizeof(why)) < 0) {
+		/* Broken now, so nothing more is written to its memory (blk.c publish); finish the rest. */
+		sc_vq_set_broken(&q->vq, -EFAULT, "%s", why);
+		sc_blk_queue_fini(q);
+	}
 	d->live[idx] = false;
 	return q->vq.last_avail;
 }

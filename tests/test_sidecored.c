@@ -185,3 +185,37 @@ Test(sidecored_timeout, control_timeout_ms_from_the_config_drops_a_stuck_peer)
 	cr_assert(strstr(log, want), "the log lacks '%s':\n%s", want, log);
 	cr_assert(strstr(log, "stopped cleanly"), "%s", log);
 }
+
+Test(sidecored, memory_shrunk_under_a_ring_breaks_only_that_disk_and_the_process_lives)
+{
+	/* The front end's guest memory is a plain file (it cannot be sealed); it cuts it under a running ring. */
+	struct t_fe fe, fa, fb;
+	t_fe_open(&fe, sock[0]);
+	t_fe_use_file(&fe, dir);
+	t_fe_negotiate(&fe);
+	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
+	t_fe_ring(&fe);
+	t_fe_verified_io(&fe, img[0], 0);
+	t_fe_start(&fb, sock[1]);   /* disk B is live on the same sidecore throughout */
+	t_fe_verified_io(&fb, img[1], 0);
+	cr_assert_eq(ftruncate(fe.memfd, 0), 0);
+	uint64_t one = 1;
+	cr_assert_eq(write(fe.kick, &one, 8), 8);
+	cr_assert_eq(t_fe_err_count(&fe, 3000), 1, "the err eventfd did not fire");
+	cr_assert(t_get_u64(fe.sock, VHOST_USER_GET_STATUS) & 0x40, "GET_STATUS lacks DEVICE_NEEDS_RESET");
+	cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "sidecored died of the fault (see %s)", log_path);
+	t_fe_verified_io(&fb, img[1], 8);
+	t_fe_close(&fe);
+	t_fe_start(&fa, sock[0]);   /* a fresh front end on the disk that broke */
+	t_fe_verified_io(&fa, img[0], 8);
+	t_fe_close(&fa);
+	t_fe_close(&fb);
+	stop_within_a_second();
+	char log[8192] = "", want[256];
+	FILE *f = fopen(log_path, "r");
+	cr_assert_not_null(f);
+	log[fread(log, 1, sizeof(log) - 1, f)] = '\0';
+	fclose(f);
+	snprintf(want, sizeof(want), "%s vring 0: queue broken: SIGBUS", sock[0]);
+	cr_assert(strstr(log, want), "the log lacks '%s':\n%s", want, log);
+}

@@ -28,9 +28,23 @@ int64_t t_now_ms(void)
 
 void t_disk_open(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name)
 {
+	t_disk_open_in(d, p, timeout_ms, name, "/tmp", false);
+}
+
+void t_disk_read(const char *img, uint64_t sector, uint8_t *buf)
+{
+	int fd = open(img, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, buf, 4096, (off_t)sector * 512), 4096);
+	close(fd);
+}
+
+void t_disk_open_in(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name, const char *base,
+		    bool direct)
+{
 	char err[256];
 	memset(d, 0, sizeof(*d));
-	snprintf(d->dir, sizeof(d->dir), "/tmp/sidecore-vuh-XXXXXX");
+	snprintf(d->dir, sizeof(d->dir), "%s/sidecore-vuh-XXXXXX", base);
 	cr_assert_not_null(mkdtemp(d->dir));
 	snprintf(d->sock, sizeof(d->sock), "%s/%s.sock", d->dir, name);
 	snprintf(d->img, sizeof(d->img), "%s/%s.img", d->dir, name);
@@ -38,7 +52,7 @@ void t_disk_open(struct t_disk *d, struct sc_poller *p, int timeout_ms, const ch
 	cr_assert_geq(fd, 0);
 	cr_assert_eq(ftruncate(fd, T_DISK), 0);
 	close(fd);
-	cr_assert_eq(sc_blk_backend_open(&d->be, d->img, false, false, name, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sc_blk_backend_open(&d->be, d->img, false, direct, name, err, sizeof(err)), 0, "%s", err);
 	d->poller = p;
 	sc_vu_blk_init(&d->dev, &d->be, &d->poller, 1, 2);
 	cr_assert_eq(sc_vu_server_create(d->sock, &d->dev.ops, &d->dev, &d->srv, err, sizeof(err)), 0, "%s", err);
@@ -106,7 +120,7 @@ uint64_t t_set_u64_ack(int sock, uint32_t req, uint64_t v)
 void t_fe_open(struct t_fe *fe, const char *path)
 {
 	memset(fe, 0, sizeof(*fe));
-	fe->memfd = fe->kick = fe->call = -1;
+	fe->memfd = fe->kick = fe->call = fe->err = -1;
 	fe->sock = t_connect(path);
 	fe->memfd = sc_mem_memfd_create("t-fe", T_MEM);
 	cr_assert_geq(fe->memfd, 0);
@@ -114,7 +128,23 @@ void t_fe_open(struct t_fe *fe, const char *path)
 	cr_assert_neq(fe->mem, MAP_FAILED);
 	fe->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	fe->call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	cr_assert(fe->kick >= 0 && fe->call >= 0);
+	fe->err = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	cr_assert(fe->kick >= 0 && fe->call >= 0 && fe->err >= 0);
+}
+
+void t_fe_use_file(struct t_fe *fe, const char *dir)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/sidecore-mem-XXXXXX", dir);
+	int fd = mkstemp(path);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	unlink(path);
+	cr_assert_eq(ftruncate(fd, T_MEM), 0);
+	munmap(fe->mem, T_MEM);
+	close(fe->memfd);
+	fe->memfd = fd;
+	fe->mem = mmap(NULL, T_MEM, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert_neq(fe->mem, MAP_FAILED);
 }
 
 void t_fe_negotiate(struct t_fe *fe)
@@ -149,6 +179,7 @@ void t_fe_ring_resume(struct t_fe *fe, uint16_t base)
 	t_send(fe->sock, VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
 	uint64_t idx0 = 0;
 	t_send(fe->sock, VHOST_USER_SET_VRING_CALL, 0, &idx0, 8, fe->call);
+	t_send(fe->sock, VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe->err);
 	t_send(fe->sock, VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe->kick);
 	struct sc_vu_vring_state en = { 0, 1 };
 	uint64_t ack;
@@ -181,7 +212,18 @@ void t_fe_start(struct t_fe *fe, const char *path)
 	t_fe_ring(fe);
 }
 
-int t_fe_io(struct t_fe *fe, uint32_t type, uint64_t sector)
+/* Make the chain segs available (out device-readable, in device-writable) and kick if asked to. */
+static void fe_add(struct t_fe *fe, const struct sc_drv_seg *s, unsigned out, unsigned in)
+{
+	cr_assert_geq(sc_drv_vq_add(&fe->vq, s, out, in), 0);
+	sc_drv_vq_publish(&fe->vq);
+	if (sc_drv_vq_kick_needed(&fe->vq)) {
+		uint64_t one = 1;
+		cr_assert_eq(write(fe->kick, &one, 8), 8);
+	}
+}
+
+uint64_t t_fe_post(struct t_fe *fe, uint32_t type, uint64_t sector)
 {
 	unsigned slot = fe->slot++ % 32;
 	uint64_t hdr = T_HDR_GPA + slot * 64, data = T_DATA_GPA + slot * 4096;
@@ -189,20 +231,53 @@ int t_fe_io(struct t_fe *fe, uint32_t type, uint64_t sector)
 	fe->mem[hdr + 16] = 0xee;
 	struct sc_drv_seg s[3] = { { hdr, 16 }, { data, 4096 }, { hdr + 16, 1 } };
 	bool out = type == VIRTIO_BLK_T_OUT;
-	cr_assert_geq(sc_drv_vq_add(&fe->vq, s, out ? 2 : 1, out ? 1 : 2), 0);
-	sc_drv_vq_publish(&fe->vq);
-	if (sc_drv_vq_kick_needed(&fe->vq)) {
-		uint64_t one = 1;
-		cr_assert_eq(write(fe->kick, &one, 8), 8);
-	}
+	fe_add(fe, s, out ? 2 : 1, out ? 1 : 2);
+	return hdr + 16;
+}
+
+unsigned t_fe_wait(struct t_fe *fe, unsigned n, int ms)
+{
 	uint16_t head;
 	uint32_t len;
+	unsigned got = 0;
 	int64_t t0 = t_now_ms();
-	while (sc_drv_vq_get_used(&fe->vq, &head, &len) == 0) {
-		cr_assert_lt(t_now_ms() - t0, 5000, "no completion in 5 s");
-		usleep(50);
+	while (got < n && t_now_ms() - t0 < ms) {
+		if (sc_drv_vq_get_used(&fe->vq, &head, &len))
+			got++;
+		else
+			usleep(50);
 	}
-	return fe->mem[hdr + 16];
+	return got;
+}
+
+int t_fe_io(struct t_fe *fe, uint32_t type, uint64_t sector)
+{
+	uint64_t status = t_fe_post(fe, type, sector);
+	cr_assert_eq(t_fe_wait(fe, 1, 5000), 1, "no completion in 5 s");
+	return fe->mem[status];
+}
+
+int t_fe_write_zeroes(struct t_fe *fe, uint64_t sector, uint32_t nsect)
+{
+	unsigned slot = fe->slot++ % 32;
+	uint64_t hdr = T_HDR_GPA + slot * 64;
+	*(struct virtio_blk_outhdr *)(fe->mem + hdr) = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_WRITE_ZEROES };
+	*(struct virtio_blk_discard_write_zeroes *)(fe->mem + hdr + 16) =
+		(struct virtio_blk_discard_write_zeroes){ .sector = sector, .num_sectors = nsect };
+	fe->mem[hdr + 32] = 0xee;
+	struct sc_drv_seg s[3] = { { hdr, 16 }, { hdr + 16, 16 }, { hdr + 32, 1 } };
+	fe_add(fe, s, 2, 1);
+	cr_assert_eq(t_fe_wait(fe, 1, 5000), 1, "no completion in 5 s");
+	return fe->mem[hdr + 32];
+}
+
+uint64_t t_fe_err_count(struct t_fe *fe, int ms)
+{
+	struct pollfd p = { .fd = fe->err, .events = POLLIN };
+	uint64_t v = 0;
+	if (poll(&p, 1, ms) == 1 && read(fe->err, &v, 8) != 8)
+		v = 0;
+	return v;
 }
 
 void t_fe_verified_io(struct t_fe *fe, const char *img, uint64_t sector)
@@ -215,9 +290,7 @@ void t_fe_verified_io(struct t_fe *fe, const char *img, uint64_t sector)
 		want[i] = (uint8_t)(i * 7 + seed * 13 + sector);
 	memcpy(buf, want, 4096);
 	cr_assert_eq(t_fe_io(fe, VIRTIO_BLK_T_OUT, sector), VIRTIO_BLK_S_OK, "write to %s", img);
-	int fd = open(img, O_RDONLY);
-	cr_assert_eq(pread(fd, disk, 4096, (off_t)sector * 512), 4096);
-	close(fd);
+	t_disk_read(img, sector, disk);
 	cr_assert_eq(memcmp(disk, want, 4096), 0, "%s holds what the guest wrote", img);
 	slot = fe->slot % 32;
 	memset(fe->mem + T_DATA_GPA + slot * 4096, 0, 4096);
@@ -227,14 +300,14 @@ void t_fe_verified_io(struct t_fe *fe, const char *img, uint64_t sector)
 
 void t_fe_close(struct t_fe *fe)
 {
-	int *fds[] = { &fe->sock, &fe->memfd, &fe->kick, &fe->call };
+	int *fds[] = { &fe->sock, &fe->memfd, &fe->kick, &fe->call, &fe->err };
 	if (fe->mem)
 		munmap(fe->mem, T_MEM);
-	for (unsigned i = 0; i < 4; i++)
+	for (unsigned i = 0; i < 5; i++)
 		if (*fds[i] >= 0)
 			close(*fds[i]);
 	memset(fe, 0, sizeof(*fe));
-	fe->sock = fe->memfd = fe->kick = fe->call = -1;
+	fe->sock = fe->memfd = fe->kick = fe->call = fe->err = -1;
 }
 
 unsigned t_flood_unread(int sock)
@@ -304,4 +377,37 @@ void t_alive(struct t_disk *a, struct t_disk *b)
 			usleep(1000);
 		}
 	}
+}
+
+void t_log_begin(struct t_log *l)
+{
+	snprintf(l->path, sizeof(l->path), "/tmp/sidecore-log-XXXXXX");
+	l->fd = mkstemp(l->path);
+	cr_assert_geq(l->fd, 0);
+	unlink(l->path);   /* nothing left behind by a test that fails before t_log_end */
+	fflush(stderr);
+	l->saved = dup(2);
+	cr_assert_eq(dup2(l->fd, 2), 2);
+}
+
+char *t_log_end(struct t_log *l)
+{
+	fflush(stderr);
+	dup2(l->saved, 2);
+	close(l->saved);
+	off_t n = lseek(l->fd, 0, SEEK_END);
+	char *text = calloc(1, (size_t)n + 1);
+	cr_assert_not_null(text);
+	cr_assert_eq(pread(l->fd, text, (size_t)n, 0), n);
+	close(l->fd);
+	fputs(text, stderr);   /* still in the test's own log */
+	return text;
+}
+
+unsigned t_count(const char *text, const char *needle)
+{
+	unsigned n = 0;
+	for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
 }

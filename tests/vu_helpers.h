@@ -30,13 +30,22 @@ struct t_disk {
 	struct sc_poller *poller;   /* the device keeps a pointer to its poller array */
 };
 
-/* Create a disk (name for the log) whose server uses timeout_ms, on poller p. */
+/* Create a disk (name for the log) whose server uses timeout_ms, on poller p, backed by a file under /tmp. */
 void t_disk_open(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name);
+/*
+ * The same with the backing file (and socket) in a directory under base,
+ * e.g. /var/tmp (not tmpfs: io_uring I/O); direct opens it O_DIRECT, so
+ * every read and write goes through io_uring.
+ */
+void t_disk_open_in(struct t_disk *d, struct sc_poller *p, int timeout_ms, const char *name, const char *base,
+		    bool direct);
+/* Read 4 KiB of the backing file img at sector into buf. */
+void t_disk_read(const char *img, uint64_t sector, uint8_t *buf);
 void t_disk_close(struct t_disk *d);
 
 /* A front end: its socket, guest memory in fd (a sealed memfd unless a test swaps it), one ring. */
 struct t_fe {
-	int sock, memfd, kick, call;
+	int sock, memfd, kick, call, err;   /* err: the vring err eventfd the back end signals when the ring breaks */
 	uint8_t *mem;
 	struct sc_drv_vq vq;
 	unsigned slot;   /* next request buffer */
@@ -55,11 +64,17 @@ uint64_t t_set_u64_ack(int sock, uint32_t req, uint64_t v);
 
 /* Connect and make guest memory; nothing sent yet. */
 void t_fe_open(struct t_fe *fe, const char *path);
+/*
+ * Swap the front end's guest memory (after t_fe_open, before the memory
+ * table) for a plain file in dir, unlinked: it cannot be sealed, so the
+ * front end can shrink it under the back end (ftruncate(fe->memfd, ...)).
+ */
+void t_fe_use_file(struct t_fe *fe, const char *dir);
 /* GET/SET_FEATURES, protocol features (REPLY_ACK included), SET_OWNER. */
 void t_fe_negotiate(struct t_fe *fe);
 /* SET_MEM_TABLE with the whole guest memory as one region from fd; returns the ack. */
 uint64_t t_fe_mem_table(struct t_fe *fe, int fd);
-/* Describe and enable vring 0 (a fresh ring at GPA 0) with the front end's eventfds; asserts the ack. */
+/* Describe and enable vring 0 (a fresh ring at GPA 0) with the front end's kick, call and err eventfds; asserts the ack. */
 void t_fe_ring(struct t_fe *fe);
 /* The same for the ring already in memory, resuming at base (a front end that came back). */
 void t_fe_ring_resume(struct t_fe *fe, uint16_t base);
@@ -69,6 +84,14 @@ uint16_t t_fe_get_base(struct t_fe *fe);
 void t_fe_start(struct t_fe *fe, const char *path);
 /* One 4 KiB request through the ring at sector; returns the status byte (asserts a completion in 5 s). */
 int t_fe_io(struct t_fe *fe, uint32_t type, uint64_t sector);
+/* Make one 4 KiB request available and kick; returns the GPA of its status byte. No wait. */
+uint64_t t_fe_post(struct t_fe *fe, uint32_t type, uint64_t sector);
+/* Wait up to ms for n used entries; returns how many came. */
+unsigned t_fe_wait(struct t_fe *fe, unsigned n, int ms);
+/* WRITE_ZEROES of nsect sectors at sector (one segment); returns the status byte. */
+int t_fe_write_zeroes(struct t_fe *fe, uint64_t sector, uint32_t nsect);
+/* The err eventfd's count after waiting up to ms for it (0: it never fired). */
+uint64_t t_fe_err_count(struct t_fe *fe, int ms);
 /* Write a fresh pattern at sector, check the backing file holds it, read it back through the ring. */
 void t_fe_verified_io(struct t_fe *fe, const char *img, uint64_t sector);
 void t_fe_close(struct t_fe *fe);
@@ -90,5 +113,16 @@ bool t_wait_eof(int sock, int ms);
 void t_alive(struct t_disk *a, struct t_disk *b);
 
 int64_t t_now_ms(void);
+
+/* Capture this process's stderr (the back end's log lines) into a file until t_log_end. */
+struct t_log {
+	int saved, fd;
+	char path[64];
+};
+void t_log_begin(struct t_log *l);
+/* Restore stderr (copying what was captured to it) and return the text captured; free() it. */
+char *t_log_end(struct t_log *l);
+/* How many times needle occurs in text. */
+unsigned t_count(const char *text, const char *needle);
 
 #endif
