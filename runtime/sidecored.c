@@ -22,6 +22,7 @@
 #include "polling/polling.h"
 #include "runtime/config.h"
 #include "runtime/plan.h"
+#include "runtime/stats.h"
 #include "runtime/vu_blk.h"
 
 static const char usage[] =
@@ -94,6 +95,8 @@ int main(int argc, char **argv)
 	static struct sc_topology topo;
 	static struct sc_plan plan;
 	static struct disk disks[SC_CONFIG_MAX_DEVICES];
+	static struct sc_stats_device stats_devs[SC_CONFIG_MAX_DEVICES];
+	struct sc_stats_server *stats = NULL;
 	struct sc_poller *pollers[SC_CONFIG_MAX_CPUS];
 	const char *path = NULL, *check = NULL, *topology = NULL;
 	char err[8192];   /* a line may quote a 4 KiB path */
@@ -191,6 +194,19 @@ int main(int argc, char **argv)
 		       (unsigned long long)(d->be.capacity >> 11), b->read_only ? ", read-only" : "", b->socket,
 		       b->queues, b->queues == 1 ? "" : "s");
 	}
+	if (cfg.stats_socket[0]) {
+		for (int i = 0; i < ndisks; i++)
+			stats_devs[i] = (struct sc_stats_device){ .name = cfg.blk[i].name, .socket = cfg.blk[i].socket,
+								  .dev = &disks[i].dev, .srv = disks[i].srv };
+		struct sc_stats_source src = { .pollers = pollers, .npollers = npollers, .devices = stats_devs,
+					       .ndevices = ndisks };
+		if (sc_stats_server_create(cfg.stats_socket, &src, &stats, err, sizeof(err)) < 0) {
+			fprintf(stderr, "sidecored: %s:%d: %s\n", cfg.path,
+				cfg.stats_socket_line ? cfg.stats_socket_line : cfg.cpus_line, err);
+			goto out;
+		}
+		printf("sidecored: stats on %s (sidecorectl --socket %s stats)\n", cfg.stats_socket, cfg.stats_socket);
+	}
 	printf("sidecored: %d sidecore%s on cpu%s", npollers, npollers == 1 ? "" : "s", npollers == 1 ? "" : "s");
 	for (int i = 0; i < plan.nsidecores; i++)
 		printf(" %d", plan.sidecores[i]);
@@ -220,7 +236,9 @@ int main(int argc, char **argv)
 			break;
 	}
 out:
-	/* Servers first: each stops its vrings (detach, finish in flight) and removes its socket. */
+	/* The stats thread reads the devices and pollers: it goes first. */
+	sc_stats_server_destroy(stats);
+	/* Servers next: each stops its vrings (detach, finish in flight) and removes its socket. */
 	for (int i = 0; i < ndisks; i++) {
 		sc_vu_server_destroy(disks[i].srv);
 		sc_blk_backend_close(&disks[i].be);

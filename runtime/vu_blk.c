@@ -37,7 +37,8 @@ static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *c
 		sc_blk_queue_fini(q);
 		return ret;
 	}
-	d->live[idx] = true;
+	/* Release: pairs with the acquire in sc_vu_blk_queue_running (the stats thread reads q's counters after it). */
+	__atomic_store_n(&d->live[idx], true, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -51,7 +52,7 @@ static uint16_t blk_queue_stop(void *ctx, unsigned idx)
 	/* Detach returns only once the sidecore let go; then finish what it started. */
 	sc_poller_detach(d->pollers[idx % d->npollers], &q->pq);
 	sc_blk_queue_fini(q);
-	d->live[idx] = false;
+	__atomic_store_n(&d->live[idx], false, __ATOMIC_RELEASE);
 	return q->vq.last_avail;
 }
 
@@ -79,4 +80,14 @@ void sc_vu_blk_init(struct sc_vu_blk *d, struct sc_blk_backend *be, struct sc_po
 		.queue_stop = blk_queue_stop,
 		.queue_broken = blk_queue_broken,
 	};
+}
+
+bool sc_vu_blk_queue_running(const struct sc_vu_blk *d, unsigned idx)
+{
+	return idx < d->num_queues && __atomic_load_n(&d->live[idx], __ATOMIC_ACQUIRE);
+}
+
+struct sc_poller *sc_vu_blk_queue_poller(const struct sc_vu_blk *d, unsigned idx)
+{
+	return d->npollers ? d->pollers[idx % d->npollers] : NULL;
 }

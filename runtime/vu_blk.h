@@ -25,4 +25,14 @@ struct sc_vu_blk {
 void sc_vu_blk_init(struct sc_vu_blk *d, struct sc_blk_backend *be, struct sc_poller **pollers,
 		    unsigned npollers, unsigned num_queues);
 
+/*
+ * Is vring idx being served now? Any thread (the stats socket). While it
+ * is, d->queues[idx]'s counters may be read with relaxed atomic loads
+ * (sc_vq_stat for the ring's); they count from the ring's last start.
+ */
+bool sc_vu_blk_queue_running(const struct sc_vu_blk *d, unsigned idx);
+
+/* The sidecore that serves (or would serve) vring idx. Any thread. */
+struct sc_poller *sc_vu_blk_queue_poller(const struct sc_vu_blk *d, unsigned idx);
+
 #endif
