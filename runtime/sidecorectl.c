@@ -178,11 +178,11 @@ static void print_table(json_t *doc, FILE *out)
 	fprintf(out, "sidecored %s, pid %lld, shares over the last %.1f s\n\n", json_string_value(json_object_get(doc, "version")) ?: "?",
 		cnt(doc, "pid"), num(doc, "interval_s"));
 	fprintf(out, "%-8s %6s %6s %6s %6s %12s %12s %9s %9s %6s\n", "sidecore", "busy", "idle", "sleep", "cpu", "rounds",
-		"requests", "sleeps", "wakeups", "queues");
+		"work", "sleeps", "wakeups", "queues");
 	json_array_foreach(json_object_get(doc, "sidecores"), i, s)
 		fprintf(out, "%-8lld %5.1f%% %5.1f%% %5.1f%% %5.1f%% %12lld %12lld %9lld %9lld %6lld\n", cnt(s, "cpu"),
 			100 * num(s, "busy"), 100 * num(s, "idle"), 100 * num(s, "sleep"), 100 * num(s, "cpu_use"),
-			cnt(s, "rounds"), cnt(s, "requests"), cnt(s, "sleeps"), cnt(s, "wakeups"), cnt(s, "queues"));
+			cnt(s, "rounds"), cnt(s, "work"), cnt(s, "sleeps"), cnt(s, "wakeups"), cnt(s, "queues"));
 	fprintf(out, "\n%-12s %5s %8s %12s %10s %10s %7s %10s %10s %10s %5s %s\n", "device", "queue", "sidecore", "requests",
 		"read MiB", "write MiB", "errors", "no-kick", "irqs", "irq-supp", "depth", "state");
 	json_array_foreach(json_object_get(doc, "devices"), i, d) {
@@ -211,7 +211,7 @@ static void print_prometheus(json_t *doc, FILE *out)
 		{ "sleep", "gauge", "share of the last interval asleep on the kick eventfds" },
 		{ "cpu_use", "gauge", "cpu time of the sidecore thread over the last interval, per second" },
 		{ "rounds", "counter", "poll rounds" },
-		{ "requests", "counter", "requests served" },
+		{ "work", "counter", "work its queues reported: requests started, pieces moved, completions" },
 		{ "sleeps", "counter", "times the sidecore went to sleep" },
 		{ "wakeups", "counter", "times a guest kick woke the sidecore" },
 		{ "rearm_races", "counter", "re-arms that found work already waiting" },

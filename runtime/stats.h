@@ -7,7 +7,8 @@
  * The document (jansson):
  *   { "version", "pid", "interval_s" (the sample the shares cover),
  *     "sidecores": [ { "cpu", "busy", "idle", "sleep", "cpu_use" (shares of
- *        the last interval, 0..1), "rounds", "requests", "sleeps",
+ *        the last interval, 0..1), "rounds", "work" (what its queues'
+ *        polls reported: requests started, pieces moved, completions), "sleeps",
  *        "wakeups", "rearm_races", "faults", "queues", "stopped_queues" } ],
  *     "devices": [ { "name", "socket", "rings_started",
  *        "queues": [ { "queue", "sidecore" (cpu), "running", every

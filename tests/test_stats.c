@@ -227,6 +227,11 @@ Test(stats, sidecorectl_shows_a_polling_sidecore_busy_under_load_and_asleep_afte
 	json_t *q = json_array_get(json_object_get(json_array_get(json_object_get(doc, "devices"), 0), "queues"), 0);
 	json_int_t served = json_integer_value(json_object_get(q, "requests"));
 	cr_log_info("under load: busy %.3f idle %.3f cpu %.3f, queue requests %lld", busy, idle, cpu, (long long)served);
+	int st;
+	char *table = ctl(&st, "--socket %s stats --once", stats);
+	cr_log_info("sidecorectl stats --once under load:\n%s", table);
+	cr_assert(st == 0 && strstr(table, " running\n"), "%s", table);
+	free(table);
 	l.stop = true;
 	pthread_join(th, NULL);
 	cr_assert_eq(l.error, 0, "the load failed: %d", l.error);
