@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "cpuset/cpuset.h"
@@ -222,6 +223,13 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
+	/*
+	 * systemd's Type=notify: ready once every socket listens and every
+	 * control thread runs, so units ordered after sidecored (a VMM) find
+	 * the sockets. Without NOTIFY_SOCKET sd_notify does nothing.
+	 */
+	sd_notifyf(0, "READY=1\nSTATUS=serving %d disk%s on %d sidecore%s", ndisks, ndisks == 1 ? "" : "s", npollers,
+		   npollers == 1 ? "" : "s");
 	/* This thread only waits for the stop signal; destroying a server wakes its thread wherever it waits. */
 	for (;;) {
 		struct signalfd_siginfo si;
@@ -229,6 +237,7 @@ int main(int argc, char **argv)
 		if (n == sizeof(si)) {
 			printf("sidecored: %s: stopping\n", strsignal((int)si.ssi_signo));
 			fflush(stdout);
+			sd_notify(0, "STOPPING=1");
 			ret = 0;
 			break;
 		}

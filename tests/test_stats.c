@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,8 +28,9 @@
 
 #define DISK_BYTES (8u << 20)
 
-static char dir[] = "/dev/shm/sidecore-st-XXXXXX", conf[96], sock[96], img[96], stats[96], log_path[96];
+static char dir[] = "/dev/shm/sidecore-st-XXXXXX", conf[96], sock[96], img[96], stats[96], log_path[96], notify[96];
 static pid_t pid = -1;
+static int notify_fd = -1;   /* systemd's end of NOTIFY_SOCKET, played by the test */
 static int sidecore_cpu;
 
 static int64_t now_ms(void)
@@ -55,6 +58,11 @@ static void setup(void)
 	snprintf(img, sizeof(img), "%s/disk.img", dir);
 	snprintf(stats, sizeof(stats), "%s/stats.sock", dir);
 	snprintf(log_path, sizeof(log_path), "%s/sidecored.log", dir);
+	snprintf(notify, sizeof(notify), "%s/notify.sock", dir);
+	struct sockaddr_un na = { .sun_family = AF_UNIX };
+	snprintf(na.sun_path, sizeof(na.sun_path), "%s", notify);
+	notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(bind(notify_fd, (struct sockaddr *)&na, sizeof(na)), 0);
 	int fd = open(img, O_CREAT | O_RDWR, 0644);
 	cr_assert_eq(ftruncate(fd, DISK_BYTES), 0);
 	close(fd);
@@ -74,6 +82,7 @@ static void setup(void)
 		int lfd = open(log_path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
 		dup2(lfd, 1);
 		dup2(lfd, 2);
+		setenv("NOTIFY_SOCKET", notify, 1);
 		execl(sidecored, sidecored, "--config", conf, (char *)NULL);
 		_exit(127);
 	}
@@ -109,6 +118,10 @@ static void teardown(void)
 	unlink(log_path);
 	unlink(sock);
 	unlink(stats);
+	if (notify_fd >= 0)
+		close(notify_fd);
+	notify_fd = -1;
+	unlink(notify);
 	rmdir(dir);
 }
 
@@ -349,4 +362,30 @@ Test(stats, an_unknown_command_and_help_and_version)
 	out = ctl(&st, "--socket %s stats --json --prometheus", stats);
 	cr_assert_eq(st, 1, "%s", out);
 	free(out);
+}
+
+/* The next datagram on the notify socket within 3 s ("" if none). */
+static void notified(char *buf, size_t len)
+{
+	struct timeval tv = { .tv_sec = 3 };
+	setsockopt(notify_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ssize_t n = recv(notify_fd, buf, len - 1, 0);
+	buf[n > 0 ? n : 0] = '\0';
+}
+
+Test(stats, sidecored_tells_systemd_when_it_is_ready_and_when_it_stops)
+{
+	char msg[256];
+	notified(msg, sizeof(msg));
+	cr_assert(!strncmp(msg, "READY=1\n", 8), "first notification: '%s'", msg);
+	cr_assert(strstr(msg, "STATUS=serving 1 disk on 1 sidecore"), "'%s'", msg);
+	/* Ready means the sockets listen: the stats socket answers now. */
+	int st;
+	char *out = ctl(&st, "--socket %s stats --once", stats);
+	cr_assert_eq(st, 0, "%s", out);
+	free(out);
+	kill(pid, SIGTERM);
+	notified(msg, sizeof(msg));
+	cr_assert_str_eq(msg, "STOPPING=1");
+	stop();
 }
