@@ -149,19 +149,14 @@ int sc_topology_load(struct sc_topology *t)
 
 int sc_topology_load_from(struct sc_topology *t, const char *source)
 {
-	static bool isolated[SC_MAX_CPUS], nohz[SC_MAX_CPUS], rcu[SC_MAX_CPUS], online[SC_MAX_CPUS];
-	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;   /* guards the arrays above (large for a stack) */
+	bool isolated[SC_MAX_CPUS] = { 0 }, nohz[SC_MAX_CPUS] = { 0 }, rcu[SC_MAX_CPUS] = { 0 };
+	bool online[SC_MAX_CPUS] = { 0 };
 	hwloc_topology_t topo;
 	size_t affsz = 0;
 	cpu_set_t *aff = NULL;
 	int ret = 0;
 
 	memset(t, 0, sizeof(*t));
-	pthread_mutex_lock(&lock);
-	memset(isolated, 0, sizeof(isolated));
-	memset(nohz, 0, sizeof(nohz));
-	memset(rcu, 0, sizeof(rcu));
-	memset(online, 0, sizeof(online));
 	if (!source) {
 		machine_isolation(isolated, nohz, rcu, SC_MAX_CPUS);
 		/* Offline: known to the kernel (possible) and not online; hwloc lists online cpus only. */
@@ -176,14 +171,12 @@ int sc_topology_load_from(struct sc_topology *t, const char *source)
 		 */
 		errno = 0;
 		aff = get_affinity(&affsz);
-		if (!aff) {
-			ret = errno ? -errno : -ENOMEM;
-			goto unlock;
-		}
+		if (!aff)
+			return errno ? -errno : -ENOMEM;
 	}
 	if (hwloc_topology_init(&topo) < 0) {
-		ret = -ENOMEM;
-		goto unlock;
+		CPU_FREE(aff);
+		return -ENOMEM;
 	}
 	if (source) {
 		/* A file is an XML export; anything else must be a synthetic description. */
@@ -239,8 +232,6 @@ int sc_topology_load_from(struct sc_topology *t, const char *source)
 		ret = -ENODEV;
 out:
 	hwloc_topology_destroy(topo);
-unlock:
-	pthread_mutex_unlock(&lock);
 	CPU_FREE(aff);
 	return ret;
 }

@@ -128,13 +128,4 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
  */
 int sc_config_check_paths(const struct sc_config *c, char *err, size_t errlen);
 
-/*
- * Check each sidecore cpu is one this process may run on: cpu < n and
- * allowed[cpu]. The caller builds allowed[0..n) (from the cpuset module).
- *
- * Returns 0, or -EINVAL with one line in err naming the 'cpus' line, the cpu
- * and the allowed cpus as a list.
- */
-int sc_config_check_cpus(const struct sc_config *c, const bool *allowed, int n, char *err, size_t errlen);
-
 #endif

@@ -42,10 +42,9 @@ static void finding(struct build *b, bool error, int line, const char *fmt, ...)
 /* cpus[0..n) as a sorted cpu list ("0-2,5") in buf. */
 static const char *list_of(const int *cpus, int n, char *buf, size_t len)
 {
-	static bool set[SC_MAX_CPUS];   /* one build at a time: sidecored and its tests are single-threaded here */
+	bool set[SC_MAX_CPUS] = { 0 };
 	size_t used = 0;
 
-	memset(set, 0, sizeof(set));
 	for (int i = 0; i < n; i++)
 		if (cpus[i] >= 0 && cpus[i] < SC_MAX_CPUS)
 			set[cpus[i]] = true;
@@ -76,12 +75,13 @@ static bool in(const int *cpus, int n, int cpu)
 	return false;
 }
 
-/* The online cpus of t, as a list, for "exists: ..." hints. */
-static const char *online_list(const struct sc_topology *t, char *buf, size_t len)
+/* The online cpus of t (only those this process may use, if allowed_only), as a list for a hint. */
+static const char *online_list(const struct sc_topology *t, bool allowed_only, char *buf, size_t len)
 {
 	int cpus[SC_MAX_CPUS], n = 0;
 	for (int i = 0; i < t->ncpus; i++)
-		cpus[n++] = t->cpus[i].cpu;
+		if (!allowed_only || t->cpus[i].allowed)
+			cpus[n++] = t->cpus[i].cpu;
 	return list_of(cpus, n, buf, len);
 }
 
@@ -103,11 +103,12 @@ static int check_exist(struct build *b, const int *cpus, int n, const char *key,
 			bad++;
 		} else if (!c) {
 			finding(b, true, line, "%s: cpu %d does not exist on this machine (online cpus: %s); choose another",
-				key, cpu, online_list(b->t, list, sizeof(list)));
+				key, cpu, online_list(b->t, false, list, sizeof(list)));
 			bad++;
 		} else if (local && !c->allowed) {
-			finding(b, true, line, "%s: cpu %d is not a cpu this process may use (taskset or cgroup cpuset); "
-				"choose another or widen sidecored's cpus", key, cpu);
+			finding(b, true, line, "%s: cpu %d is not a cpu this process may use (allowed: %s; taskset or "
+				"cgroup cpuset); choose another or widen sidecored's cpus", key, cpu,
+				online_list(b->t, true, list, sizeof(list)));
 			bad++;
 		}
 	}
@@ -327,7 +328,8 @@ static void plan_iowq(struct build *b, bool local)
 		if (check_exist(b, cfg->iowq_cpus, cfg->niowq_cpus, "iowq_cpus", cfg->iowq_line, local))
 			return;
 		for (int i = 0; i < cfg->niowq_cpus; i++) {
-			p->iowq[cfg->iowq_cpus[i]] = true;
+			if (cfg->iowq_cpus[i] < SC_MAX_CPUS)   /* cpus past the mask exist only on machines beyond SC_MAX_CPUS */
+				p->iowq[cfg->iowq_cpus[i]] = true;
 			if (sidecore_index(p, cfg->iowq_cpus[i]) >= 0)
 				finding(b, false, cfg->iowq_line, "iowq_cpus: cpu %d is a sidecore: an io_uring worker there "
 					"preempts the poll loop; leave the sidecores out", cfg->iowq_cpus[i]);
@@ -394,7 +396,8 @@ int sc_plan_build(struct sc_plan *plan, const struct sc_config *cfg, const struc
 		plan->dev_numa[d] = cfg->blk[d].numa_node >= 0 ? cfg->blk[d].numa_node
 				    : local ? sc_plan_backing_numa(cfg->blk[d].backing) : -1;
 
-	check_exist(&b, cfg->guest_cpus, cfg->nguest_cpus, "guest_cpus", cfg->guest_cpus_line, local);
+	/* Guest cpus are the VMM's: sidecored's own mask may well leave them out (systemd CPUAffinity=). */
+	check_exist(&b, cfg->guest_cpus, cfg->nguest_cpus, "guest_cpus", cfg->guest_cpus_line, false);
 	if (cfg->cpus_auto) {
 		choose_auto(&b, local);
 	} else {

@@ -658,37 +658,6 @@ Test(config, two_devices_share_a_socket)
 	paths_fail(-EEXIST, 6, "is also [blk.a]'s (line 3)");
 }
 
-/* ---- check_cpus ---- */
-
-Test(config, cpu_not_allowed)
-{
-	bool allowed[2] = { true, true };
-	write_conf("[sidecore]\ncpus = 0,7\n");
-	load_ok();
-	check_err(sc_config_check_cpus(&c, allowed, 2, err, sizeof(err)), -EINVAL, 2,
-		  "cpu 7 is not a cpu this process may use (allowed: 0-1); fix 'cpus' in [sidecore]");
-}
-
-Test(config, cpu_masked_out)
-{
-	bool allowed[5] = { true, false, true, true, false };
-	write_conf("; x\n[sidecore]\ncpus = 0,1\n");
-	load_ok();
-	check_err(sc_config_check_cpus(&c, allowed, 5, err, sizeof(err)), -EINVAL, 3,
-		  "cpu 1 is not a cpu this process may use (allowed: 0,2-3)");
-	memset(allowed, 0, sizeof(allowed));
-	check_err(sc_config_check_cpus(&c, allowed, 5, err, sizeof(err)), -EINVAL, 3,
-		  "cpu 0 is not a cpu this process may use (allowed: none)");
-}
-
-Test(config, all_cpus_allowed)
-{
-	bool allowed[8] = { false, true, false, true, true, true, true, true };
-	write_conf("[sidecore]\ncpus = 1,3-7\n");
-	load_ok();
-	cr_assert_eq(sc_config_check_cpus(&c, allowed, 8, err, sizeof(err)), 0, "%s", err);
-}
-
 Test(config, delay_us_is_a_bounded_number_of_microseconds)
 {
 	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\ndelay_us = 2500\n");

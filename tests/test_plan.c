@@ -215,7 +215,21 @@ Test(plan, a_cpu_this_process_may_not_use_is_an_error_on_this_machine)
 	FILE *f = open_memstream(&out, &outlen);
 	cr_assert_eq(sc_plan_build(&plan, &cfg, &topo, true, f), -EINVAL);
 	fclose(f);
-	said(2, "error", "is not a cpu this process may use");
+	said(2, "error", "is not a cpu this process may use (allowed: ");
+}
+
+Test(plan, sidecores_masked_out_of_this_process_are_errors_guest_cpus_are_not)
+{
+	machine(TWO_SOCKET_SMT);
+	for (int i = 0; i < topo.ncpus; i++)
+		topo.cpus[i].allowed = topo.cpus[i].cpu != 1 && topo.cpus[i].cpu < 6;
+	conf("; x\n" SC_HEAD "cpus = 2,1\nguest_cpus = 7\n" DISK("a", ""));
+	FILE *f = open_memstream(&out, &outlen);
+	cr_assert_eq(sc_plan_build(&plan, &cfg, &topo, true, f), -EINVAL);
+	fclose(f);
+	cr_assert_eq(plan.errors, 1, "%s", out);
+	said(3, "error", "cpus: cpu 1 is not a cpu this process may use (allowed: 0,2-5; taskset or cgroup cpuset)");
+	silent_about("guest_cpus: cpu 7");
 }
 
 /* ---- warnings ---- */
