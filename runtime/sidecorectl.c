@@ -2,7 +2,8 @@
 /*
  * sidecorectl: asks a running sidecored for its stats over the stats socket
  * (runtime/stats.h) and shows them: a table that refreshes like top, one
- * JSON sample, or the Prometheus text format.
+ * JSON sample, or the Prometheus text format; or moves a queue to another
+ * sidecore.
  *
  * Failures print one line and exit 1: no sidecored at the socket, a device
  * name it does not serve, a reply that is not what sidecored sends.
@@ -25,11 +26,14 @@
 static const char usage[] =
 	"usage: sidecorectl [--socket PATH | --config FILE] stats [--once | --json | --prometheus]\n"
 	"                   [--interval SECONDS] [DEVICE...]\n"
+	"       sidecorectl [--socket PATH | --config FILE] move DEVICE:QUEUE CPU\n"
 	"\n"
 	"Shows what a running sidecored's sidecores and queues do, from its stats\n"
 	"socket: per sidecore the busy, idle (spinning) and sleep shares of the last\n"
 	"interval and its counters; per device queue its requests, bytes, errors and\n"
 	"notifications. Without --once it refreshes every interval like top (^C ends).\n"
+	"move serves queue QUEUE of DEVICE from the sidecore on cpu CPU from now on;\n"
+	"requests in flight go with it (none lost, none served twice).\n"
 	"\n"
 	"  -s, --socket PATH     the stats socket (default " SC_CONFIG_STATS_DIR "/" SC_CONFIG_STATS_NAME ")\n"
 	"  -c, --config FILE     the socket sidecored's config FILE names (stats_socket)\n"
@@ -271,6 +275,32 @@ static void print_prometheus(json_t *doc, FILE *out)
 	}
 }
 
+/* move DEVICE:QUEUE CPU */
+static int move(const char *path, char **args, int n)
+{
+	char dev[64], cmd[128];
+	unsigned queue;
+	int cpu, end = 0, end2 = 0;
+
+	if (n != 2 || sscanf(args[0], "%63[^:]:%u%n", dev, &queue, &end) != 2 || args[0][end] ||
+	    sscanf(args[1], "%d%n", &cpu, &end2) != 1 || args[1][end2] || cpu < 0) {
+		fail("move takes DEVICE:QUEUE CPU, like: sidecorectl move disk0:1 3");
+		return 2;
+	}
+	snprintf(cmd, sizeof(cmd), "move %s %u %d", dev, queue, cpu);
+	json_t *doc = ask(path, cmd);
+	if (!doc)
+		return 1;
+	json_t *m = json_object_get(doc, "moved");
+	if (!m) {
+		json_decref(doc);
+		return fail("%s: the reply to move is not sidecored's", path);
+	}
+	printf("%s:%u: moved from the sidecore on cpu %lld to cpu %lld\n", dev, queue, cnt(m, "from"), cnt(m, "to"));
+	json_decref(doc);
+	return 0;
+}
+
 struct opts {
 	const char *path, *config;
 	bool once, json, prom, have_socket;
@@ -329,8 +359,9 @@ int main(int argc, char **argv)
 		fputs(usage, stderr);
 		return 2;
 	}
-	if (strcmp(argv[optind], "stats")) {
-		fail("unknown command '%s'; the command is stats (see sidecorectl --help)", argv[optind]);
+	const char *command = argv[optind];
+	if (strcmp(command, "stats") && strcmp(command, "move")) {
+		fail("unknown command '%s'; the commands are stats and move (see sidecorectl --help)", command);
 		return 2;
 	}
 	optind++;
@@ -351,6 +382,8 @@ int main(int argc, char **argv)
 	}
 	char **names = argv + optind;
 	int nnames = argc - optind;
+	if (!strcmp(command, "move"))
+		return move(o.path, names, nnames);
 
 	for (;;) {
 		json_t *doc = ask(o.path, "stats");

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +152,58 @@ static json_t *stats_json(struct sc_stats_server *s)
 			 interval, "sidecores", cores, "devices", devs);
 }
 
+static json_t *error_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static json_t *error_json(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return json_pack("{s:s}", "error", msg);
+}
+
+/* "DEVICE QUEUE CPU": move that vring to the sidecore on CPU. */
+static json_t *move_json(struct sc_stats_server *s, const char *args)
+{
+	char name[64], list[512];
+	unsigned queue;
+	int cpu, n = 0;
+	size_t used = 0;
+
+	if (sscanf(args, "%63s %u %d %n", name, &queue, &cpu, &n) != 3 || args[n])
+		return error_json("move takes DEVICE QUEUE CPU, got '%s'", args);
+	const struct sc_stats_device *d = NULL;
+	list[0] = '\0';
+	for (int i = 0; i < s->src.ndevices; i++) {
+		if (!strcmp(s->src.devices[i].name, name))
+			d = &s->src.devices[i];
+		used += (size_t)snprintf(list + used, used < sizeof(list) ? sizeof(list) - used : 0, "%s%s", i ? ", " : "",
+					 s->src.devices[i].name);
+	}
+	if (!d)
+		return error_json("no device '%s' (devices: %s)", name, s->src.ndevices ? list : "none");
+	if (queue >= d->dev->num_queues)
+		return error_json("%s has no queue %u (queues 0..%u)", name, queue, d->dev->num_queues - 1);
+	struct sc_poller *to = NULL;
+	list[0] = '\0';
+	used = 0;
+	for (int i = 0; i < s->src.npollers; i++) {
+		if (sc_poller_cpu(s->src.pollers[i]) == cpu)
+			to = s->src.pollers[i];
+		used += (size_t)snprintf(list + used, used < sizeof(list) ? sizeof(list) - used : 0, "%s%d", i ? "," : "",
+					 sc_poller_cpu(s->src.pollers[i]));
+	}
+	if (!to)
+		return error_json("cpu %d is not a sidecore (sidecores: %s)", cpu, list);
+	int from = sc_poller_cpu(sc_vu_blk_queue_poller(d->dev, queue));
+	int r = sc_vu_blk_queue_move(d->dev, queue, to);
+	if (r < 0)
+		return error_json("%s queue %u stays on cpu %d: %s", name, queue, from, strerror(-r));
+	return json_pack("{s:{s:s, s:i, s:i, s:i}}", "moved", "device", name, "queue", (int)queue, "from", from, "to",
+			 cpu);
+}
+
 /* Wait up to ms for fd to be ready for events; false on timeout, error or stop. */
 static bool wait_fd(struct sc_stats_server *s, int fd, short events, int ms)
 {
@@ -178,8 +231,11 @@ static void serve(struct sc_stats_server *s, int c)
 	json_t *doc;
 	if (!strcmp(cmd, "stats"))
 		doc = stats_json(s);
+	else if (!strncmp(cmd, "move ", 5))
+		doc = move_json(s, cmd + 5);
 	else
-		doc = json_pack("{s:s+}", "error", "unknown command; commands: stats; got: ", cmd[0] ? cmd : "(nothing)");
+		doc = json_pack("{s:s+}", "error", "unknown command; commands: stats, move DEVICE QUEUE CPU; got: ",
+				cmd[0] ? cmd : "(nothing)");
 	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 	json_decref(doc);
 	if (!text)

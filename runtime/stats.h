@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * stats: sidecored's stats socket. A unix stream socket; a client connects,
- * sends one command line, and reads one JSON document (then the server
- * closes). Commands: "stats". An unknown command gets {"error": "..."}.
+ * stats: sidecored's stats and control socket. A unix stream socket; a
+ * client connects, sends one command line, and reads one JSON document
+ * (then the server closes). Commands: "stats"; "move DEVICE QUEUE CPU"
+ * (serve that vring from the sidecore on CPU: sc_vu_blk_queue_move),
+ * answered {"moved": {"device", "queue", "from", "to"}}. A bad command or
+ * name gets {"error": "what; what to do"}. Whoever may connect may move
+ * queues: the socket's directory decides who that is.
  *
  * The document (jansson):
  *   { "version", "pid", "interval_s" (the sample the shares cover),
@@ -37,7 +41,7 @@
 struct sc_stats_device {
 	const char *name;             /* NAME of [blk.NAME] */
 	const char *socket;
-	const struct sc_vu_blk *dev;
+	struct sc_vu_blk *dev;
 	const struct sc_vu_server *srv;   /* NULL: rings_started is 0 */
 };
 

@@ -48,6 +48,10 @@ static const char *bin(const char *var)
 	return b;
 }
 
+static void teardown(void);
+static int other_cpu = -1;   /* a second allowed cpu, or -1 */
+static bool two_sidecores;     /* start sidecored with sidecores on other_cpu and sidecore_cpu */
+
 static void setup(void)
 {
 	const char *sidecored = bin("SIDECORED");
@@ -69,13 +73,24 @@ static void setup(void)
 	cpu_set_t set;
 	sched_getaffinity(0, sizeof(set), &set);
 	for (int i = 0; i < CPU_SETSIZE; i++)
-		if (CPU_ISSET(i, &set))
+		if (CPU_ISSET(i, &set)) {
+			other_cpu = sidecore_cpu;
 			sidecore_cpu = i;
+		}
+	if (two_sidecores && other_cpu < 0) {
+		teardown();
+		cr_skip_test("one cpu: no second sidecore to move a queue to");
+	}
 	FILE *f = fopen(conf, "w");
 	cr_assert_not_null(f);
-	/* 50 ms of spin: rides out the load thread being descheduled on a busy machine, and still sleeps soon after the load stops. */
-	fprintf(f, "[sidecore]\ncpus = %d\nidle_spin_us = 50000\nstats_socket = %s\n[blk.disk0]\nsocket = %s\nbacking = %s\n",
-		sidecore_cpu, stats, sock, img);
+	if (two_sidecores)
+		/* Two sidecores on a 2-cpu machine: they sleep whenever idle, so the test's own threads get the cpus. */
+		fprintf(f, "[sidecore]\ncpus = %d,%d\nidle = sleep\nstats_socket = %s\n[blk.disk0]\nsocket = %s\n"
+			"backing = %s\nsidecore = %d\n", sidecore_cpu, other_cpu, stats, sock, img, sidecore_cpu);
+	else
+		/* 50 ms of spin: rides out the load thread being descheduled on a busy machine, and still sleeps soon after the load stops. */
+		fprintf(f, "[sidecore]\ncpus = %d\nidle_spin_us = 50000\nstats_socket = %s\n[blk.disk0]\nsocket = %s\n"
+			"backing = %s\n", sidecore_cpu, stats, sock, img);
 	fclose(f);
 	pid = fork();
 	if (pid == 0) {
@@ -125,7 +140,14 @@ static void teardown(void)
 	rmdir(dir);
 }
 
+static void setup_two(void)
+{
+	two_sidecores = true;
+	setup();
+}
+
 TestSuite(stats, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(stats_move, .init = setup_two, .fini = teardown, .timeout = 60);
 
 /* Run sidecorectl with args (a shell word list); its stdout, and its exit status in *status. */
 static char *ctl(int *status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -349,7 +371,7 @@ Test(stats, an_unknown_command_and_help_and_version)
 	int st;
 	char *out = ctl(&st, "--socket %s status", stats);
 	cr_assert_eq(st, 2);
-	cr_assert(strstr(out, "sidecorectl: unknown command 'status'; the command is stats"), "%s", out);
+	cr_assert(strstr(out, "sidecorectl: unknown command 'status'; the commands are stats and move"), "%s", out);
 	free(out);
 	out = ctl(&st, "--help");
 	cr_assert_eq(st, 0);
@@ -388,4 +410,72 @@ Test(stats, sidecored_tells_systemd_when_it_is_ready_and_when_it_stops)
 	notified(msg, sizeof(msg));
 	cr_assert_str_eq(msg, "STOPPING=1");
 	stop();
+}
+
+/* ---- sidecorectl move ---- */
+
+Test(stats, move_refuses_names_sidecored_does_not_have)
+{
+	int st;
+	char *out = ctl(&st, "--socket %s move disk9:0 %d", stats, sidecore_cpu);
+	cr_assert_eq(st, 1, "%s", out);
+	cr_assert(strstr(out, "sidecored says: no device 'disk9' (devices: disk0)\n"), "%s", out);
+	free(out);
+	out = ctl(&st, "--socket %s move disk0:5 %d", stats, sidecore_cpu);
+	cr_assert_eq(st, 1, "%s", out);
+	cr_assert(strstr(out, "sidecored says: disk0 has no queue 5 (queues 0..0)\n"), "%s", out);
+	free(out);
+	out = ctl(&st, "--socket %s move disk0:0 4000", stats);
+	cr_assert_eq(st, 1, "%s", out);
+	char want[128];
+	snprintf(want, sizeof(want), "sidecored says: cpu 4000 is not a sidecore (sidecores: %d)\n", sidecore_cpu);
+	cr_assert(strstr(out, want), "%s", out);
+	free(out);
+	out = ctl(&st, "--socket %s move disk0 1", stats);
+	cr_assert_eq(st, 2, "%s", out);
+	cr_assert(strstr(out, "move takes DEVICE:QUEUE CPU"), "%s", out);
+	free(out);
+	/* To where it is: nothing to do, and it says so. */
+	out = ctl(&st, "--socket %s move disk0:0 %d", stats, sidecore_cpu);
+	cr_assert_eq(st, 0, "%s", out);
+	snprintf(want, sizeof(want), "disk0:0: moved from the sidecore on cpu %d to cpu %d\n", sidecore_cpu, sidecore_cpu);
+	cr_assert_str_eq(out, want);
+	free(out);
+}
+
+static long long queue_sidecore(void)
+{
+	json_t *core, *doc = sample(&core);
+	json_t *q = json_array_get(json_object_get(json_array_get(json_object_get(doc, "devices"), 0), "queues"), 0);
+	long long cpu = json_integer_value(json_object_get(q, "sidecore"));
+	json_decref(doc);
+	return cpu;
+}
+
+Test(stats_move, sidecorectl_moves_a_running_queue_to_the_other_sidecore_and_it_keeps_serving)
+{
+	static struct load l;
+	char err[256], want[128];
+	pthread_t th;
+	int st;
+
+	cr_assert_eq(queue_sidecore(), sidecore_cpu);
+	cr_assert_eq(sc_vu_fe_connect(&l.fe, sock, 16u << 20, 1, 128, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(pthread_create(&th, NULL, load_thread, &l), 0);
+	usleep(200 * 1000);
+	uint64_t before = l.done;
+	char *out = ctl(&st, "--config %s move disk0:0 %d", conf, other_cpu);
+	cr_assert_eq(st, 0, "%s", out);
+	snprintf(want, sizeof(want), "disk0:0: moved from the sidecore on cpu %d to cpu %d\n", sidecore_cpu, other_cpu);
+	cr_assert_str_eq(out, want);
+	free(out);
+	usleep(200 * 1000);
+	uint64_t after = l.done;
+	l.stop = true;
+	pthread_join(th, NULL);
+	cr_assert_eq(l.error, 0, "the load failed: %d", l.error);
+	cr_assert_gt(after, before + 100, "the queue served %llu requests after the move",
+		     (unsigned long long)(after - before));
+	cr_assert_eq(queue_sidecore(), other_cpu);
+	sc_vu_fe_close(&l.fe);
 }
