@@ -86,60 +86,144 @@ static void read_cpulist(const char *path, bool *set, int nset)
 	fclose(f);
 }
 
+/* The value of the kernel parameter key= in cmdline ("" for a bare key=), or NULL; cut at the next space. */
+static const char *cmdline_value(const char *cmdline, const char *key, char *buf, size_t len)
+{
+	size_t n = strlen(key);
+	for (const char *s = cmdline; (s = strstr(s, key)) != NULL; s += n) {
+		if ((s != cmdline && s[-1] != ' ') || s[n] != '=')
+			continue;
+		s += n + 1;
+		snprintf(buf, len, "%.*s", (int)strcspn(s, " \n"), s);
+		return buf;
+	}
+	return NULL;
+}
+
+void sc_cmdline_isolation(const char *cmdline, bool *isolcpus, bool *nohz_full, bool *rcu_nocbs, int n)
+{
+	static const char *const keys[] = { "isolcpus", "nohz_full", "rcu_nocbs" };
+	bool *sets[] = { isolcpus, nohz_full, rcu_nocbs };
+	char buf[512];
+
+	for (int k = 0; k < 3; k++) {
+		const char *v = cmdline_value(cmdline, keys[k], buf, sizeof(buf));
+		if (!v)
+			continue;
+		/* isolcpus= may start with flags ("nohz,domain,managed_irq,"): skip words. */
+		while (isalpha((unsigned char)*v) && strcmp(v, "all") && strchr(v, ','))
+			v = strchr(v, ',') + 1;
+		if (!*v || !strcmp(v, "all")) {
+			/* An empty rcu_nocbs= offloads every cpu (Linux 5.18+). */
+			if (k == 2 || *v)
+				for (int c = 0; c < n; c++)
+					sets[k][c] = true;
+			continue;
+		}
+		sc_cpulist_parse(v, sets[k], n);
+	}
+}
+
+/* This machine's isolation: sysfs (what the kernel did) and the command line (rcu_nocbs has no sysfs file). */
+static void machine_isolation(bool *isolated, bool *nohz, bool *rcu, int n)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	FILE *f;
+
+	read_cpulist("/sys/devices/system/cpu/isolated", isolated, n);
+	read_cpulist("/sys/devices/system/cpu/nohz_full", nohz, n);
+	f = fopen("/proc/cmdline", "r");
+	if (f) {
+		if (getline(&line, &cap, f) > 0)
+			sc_cmdline_isolation(line, isolated, nohz, rcu, n);
+		free(line);
+		fclose(f);
+	}
+}
+
 int sc_topology_load(struct sc_topology *t)
 {
-	bool isolated[SC_MAX_CPUS] = { 0 }, nohz[SC_MAX_CPUS] = { 0 };
+	return sc_topology_load_from(t, NULL);
+}
+
+int sc_topology_load_from(struct sc_topology *t, const char *source)
+{
+	bool isolated[SC_MAX_CPUS] = { 0 }, nohz[SC_MAX_CPUS] = { 0 }, rcu[SC_MAX_CPUS] = { 0 };
+	bool online[SC_MAX_CPUS] = { 0 };
 	hwloc_topology_t topo;
-	size_t affsz;
-	cpu_set_t *aff;
+	size_t affsz = 0;
+	cpu_set_t *aff = NULL;
 	int ret = 0;
 
 	memset(t, 0, sizeof(*t));
-	read_cpulist("/sys/devices/system/cpu/isolated", isolated, SC_MAX_CPUS);
-	read_cpulist("/sys/devices/system/cpu/nohz_full", nohz, SC_MAX_CPUS);
-
-	/*
-	 * "Allowed" is our affinity mask, so taskset and cgroups both narrow
-	 * what the plan picks from. It is the calling thread's mask: callers
-	 * load the topology before they pin anything.
-	 */
-	errno = 0;
-	aff = get_affinity(&affsz);
-	if (!aff)
-		return errno ? -errno : -ENOMEM;
+	if (!source) {
+		machine_isolation(isolated, nohz, rcu, SC_MAX_CPUS);
+		/* Offline: known to the kernel (possible) and not online; hwloc lists online cpus only. */
+		read_cpulist("/sys/devices/system/cpu/possible", t->offline, SC_MAX_CPUS);
+		read_cpulist("/sys/devices/system/cpu/online", online, SC_MAX_CPUS);
+		for (int c = 0; c < SC_MAX_CPUS; c++)
+			t->offline[c] = t->offline[c] && !online[c];
+		/*
+		 * "Allowed" is our affinity mask, so taskset and cgroups both narrow
+		 * what the plan picks from. It is the calling thread's mask: callers
+		 * load the topology before they pin anything.
+		 */
+		errno = 0;
+		aff = get_affinity(&affsz);
+		if (!aff)
+			return errno ? -errno : -ENOMEM;
+	}
 	if (hwloc_topology_init(&topo) < 0) {
 		CPU_FREE(aff);
 		return -ENOMEM;
 	}
+	if (source) {
+		/* A file is an XML export; anything else must be a synthetic description. */
+		if (access(source, R_OK) == 0 ? hwloc_topology_set_xml(topo, source) < 0
+					      : hwloc_topology_set_synthetic(topo, source) < 0) {
+			ret = -EINVAL;
+			goto out;
+		}
+	}
 	/* Whole machine, not just our cgroup: cpus we may not use are listed as such. */
 	hwloc_topology_set_flags(topo, HWLOC_TOPOLOGY_FLAG_INCLUDE_DISALLOWED);
 	if (hwloc_topology_load(topo) < 0) {
-		ret = -EIO;
+		ret = source ? -EINVAL : -EIO;
 		goto out;
 	}
 	int nnodes = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
 	int npu = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU);
 	t->ncores = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE);
+	t->npackages = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE);
 	t->nnumas = nnodes;
 	if (t->nnumas < 1)
 		t->nnumas = 1;
+	if (t->npackages < 1)
+		t->npackages = 1;
 	for (int i = 0; i < npu && t->ncpus < SC_MAX_CPUS; i++) {
 		hwloc_obj_t pu = hwloc_get_obj_by_type(topo, HWLOC_OBJ_PU, (unsigned)i);
 		hwloc_obj_t core = hwloc_get_ancestor_obj_by_type(topo, HWLOC_OBJ_CORE, pu);
+		hwloc_obj_t pkg = hwloc_get_ancestor_obj_by_type(topo, HWLOC_OBJ_PACKAGE, pu);
 		int cpu = (int)pu->os_index;
 		struct sc_cpu_info *c = &t->cpus[t->ncpus++];
 
 		c->cpu = cpu;
 		c->core = core ? (int)core->logical_index : cpu;
+		c->package = pkg ? (int)pkg->logical_index : 0;
 		c->numa = 0;
 		for (int n = 0; n < nnodes; n++) {
 			hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, (unsigned)n);
 			if (hwloc_bitmap_isset(node->cpuset, (unsigned)cpu))
 				c->numa = (int)node->os_index;
 		}
-		c->allowed = CPU_ISSET_S((size_t)cpu, affsz, aff);
-		c->isolated = cpu < SC_MAX_CPUS && isolated[cpu];
-		c->nohz_full = cpu < SC_MAX_CPUS && nohz[cpu];
+		c->allowed = source ? true : CPU_ISSET_S((size_t)cpu, affsz, aff);
+		if (cpu < SC_MAX_CPUS) {
+			c->isolated = isolated[cpu];
+			c->nohz_full = nohz[cpu];
+			c->rcu_nocbs = rcu[cpu];
+			t->offline[cpu] = false;
+		}
 	}
 	/* A topology without cores (some hypervisors): each cpu is its own core. */
 	if (t->ncores < 1)
@@ -158,6 +242,24 @@ const struct sc_cpu_info *sc_topology_cpu(const struct sc_topology *t, int cpu)
 		if (t->cpus[i].cpu == cpu)
 			return &t->cpus[i];
 	return NULL;
+}
+
+void sc_topology_siblings(const struct sc_topology *t, int cpu, char *buf, size_t len)
+{
+	const struct sc_cpu_info *me = sc_topology_cpu(t, cpu);
+	size_t used = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (int i = 0; me && i < t->ncpus && used < len; i++) {
+		const struct sc_cpu_info *o = &t->cpus[i];
+		if (o->cpu == cpu || o->core != me->core)
+			continue;
+		int k = snprintf(buf + used, len - used, "%s%d", used ? "," : "", o->cpu);
+		if (k < 0)
+			break;
+		used += (size_t)k;
+	}
 }
 
 /*

@@ -20,16 +20,21 @@ struct sc_cpu_info {
 	int cpu;        /* OS cpu number */
 	int core;       /* physical core id (logical index), SMT siblings share it */
 	int numa;       /* NUMA node, 0 when the machine has one */
+	int package;    /* package (socket) logical index, 0 when hwloc shows none */
 	bool allowed;   /* in this process's affinity mask */
-	bool isolated;  /* in /sys/devices/system/cpu/isolated */
-	bool nohz_full; /* in /sys/devices/system/cpu/nohz_full */
+	bool isolated;  /* in /sys/devices/system/cpu/isolated, or isolcpus= on the kernel command line */
+	bool nohz_full; /* in /sys/devices/system/cpu/nohz_full, or nohz_full= */
+	bool rcu_nocbs; /* rcu_nocbs= on the kernel command line */
 };
 
 struct sc_topology {
-	int ncpus;                          /* entries in cpus[] */
+	int ncpus;                          /* entries in cpus[]: the online cpus */
 	int ncores;
 	int nnumas;
+	int npackages;
 	struct sc_cpu_info cpus[SC_MAX_CPUS];
+	/* Cpus the kernel knows (/sys/devices/system/cpu/possible) that are not online. */
+	bool offline[SC_MAX_CPUS];
 };
 
 /*
@@ -38,8 +43,22 @@ struct sc_topology {
  */
 int sc_topology_load(struct sc_topology *t);
 
-/* The entry for OS cpu number cpu, or NULL if there is none. */
+/*
+ * Load a topology that is not this machine's, to check a plan for another
+ * host: source is the path of an hwloc XML file (`lstopo --of xml`) or,
+ * if no such file exists, an hwloc synthetic description ("pack:2 core:4
+ * pu:2"; `man hwloc-synthetic`). Every cpu of it is online and allowed and
+ * none isolated (set the flags in t to model a kernel command line).
+ * NULL loads this machine, as sc_topology_load. Returns 0, -EINVAL for a
+ * description hwloc refuses, or -errno.
+ */
+int sc_topology_load_from(struct sc_topology *t, const char *source);
+
+/* The entry for OS cpu number cpu, or NULL if there is none (or it is offline). */
 const struct sc_cpu_info *sc_topology_cpu(const struct sc_topology *t, int cpu);
+
+/* The other online cpus on cpu's physical core (its SMT siblings), as a cpu list ("3,67"), "" if none. */
+void sc_topology_siblings(const struct sc_topology *t, int cpu, char *buf, size_t len);
 
 /*
  * Choose a sidecore cpu and a guest cpu for a two-party run (benchmarks, the

@@ -236,6 +236,13 @@ int sc_blk_queue_init(struct sc_blk_queue *q, struct sc_blk_backend *be,
 	ret = io_uring_queue_init(cfg->size, ring_of(q), 0);
 	if (ret < 0)
 		goto err;
+	/* A kernel without it (before 5.14) still serves, with workers where it puts them: say so, go on. */
+	if (be->iowq_aff) {
+		int r = io_uring_register_iowq_aff(ring_of(q), be->iowq_aff_size, be->iowq_aff);
+		if (r < 0)
+			fprintf(stderr, "sidecore: %s: io_uring workers left unpinned (IORING_REGISTER_IOWQ_AFF: %s)\n",
+				name ? name : "blk queue", strerror(-r));
+	}
 	return 0;
 err:
 	free(q->reqs);

@@ -9,6 +9,7 @@
 #ifndef SC_DEVICES_H
 #define SC_DEVICES_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -93,6 +94,15 @@ struct sc_blk_backend {
 	 * demand). Set before the first queue starts.
 	 */
 	uint64_t delay_ns;
+	/*
+	 * Optional: the cpus each queue's io_uring workers (io-wq, for I/O that
+	 * cannot complete at once) may run on, so they do not preempt a
+	 * sidecore on its own cpu (IORING_REGISTER_IOWQ_AFF); NULL leaves them
+	 * to the kernel. iowq_aff_size is the mask's size in bytes
+	 * (CPU_ALLOC_SIZE). Set before the first queue starts; must outlive it.
+	 */
+	const cpu_set_t *iowq_aff;
+	size_t iowq_aff_size;
 	char serial[VIRTIO_BLK_ID_BYTES];
 };
 

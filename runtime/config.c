@@ -21,14 +21,39 @@
 #include <unistd.h>
 
 #define CPU_ID_MAX 65535    /* beyond any machine we run on; keeps numbers in an int */
-#define SEC_MAX_KEYS 8
+#define SEC_MAX_KEYS 16
 
 enum sec_kind { SEC_NONE, SEC_SIDECORE, SEC_BLK };
 
-static const char *const sidecore_keys[] = { "cpus", "idle_spin_us", "budget", "control_timeout_ms", NULL };
-static const char *const blk_keys[] = { "socket", "backing", "queues", "queue_size", "read_only", "direct", "delay_us", NULL };
-enum { K_CPUS, K_IDLE, K_BUDGET, K_CONTROL_TIMEOUT };
-enum { K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT, K_DELAY };
+/* Each table and its enum in the same order; errors list the known keys from the table. */
+static const char *const sidecore_keys[] = {
+	"cpus", "idle_spin_us", "budget", "control_timeout_ms",
+	"count",
+	"guest_cpus",
+	"idle",
+	"iowq_cpus",
+	"stats_socket",
+	NULL
+};
+static const char *const blk_keys[] = {
+	"socket", "backing", "queues", "queue_size", "read_only", "direct", "delay_us",
+	"sidecore",
+	"numa_node",
+	NULL
+};
+enum {
+	K_CPUS, K_IDLE, K_BUDGET, K_CONTROL_TIMEOUT,
+	K_COUNT,
+	K_GUEST_CPUS,
+	K_IDLE_POLICY,
+	K_IOWQ_CPUS,
+	K_STATS_SOCKET,
+};
+enum {
+	K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT, K_DELAY,
+	K_SIDECORE,
+	K_NUMA,
+};
 
 struct parse {
 	struct sc_config *c;
@@ -124,7 +149,7 @@ static int open_section(struct parse *p, const char *name)
 			    name, c->nblk + 1, SC_CONFIG_MAX_DEVICES);
 	p->kind = SEC_BLK;
 	p->blk = &c->blk[c->nblk++];
-	*p->blk = (struct sc_blk_config){ .queues = 1, .queue_size = 256, .line = p->line };
+	*p->blk = (struct sc_blk_config){ .queues = 1, .queue_size = 256, .line = p->line, .numa_node = -1 };
 	strcpy(p->blk->name, dev);
 	return 0;
 }
@@ -187,6 +212,17 @@ static char *reader(char *str, int num, void *stream)
 	return p->error ? NULL : s;
 }
 
+/* The table's keys as "a, b, c", for an error. */
+static const char *key_list(const char *const *keys, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; keys[i] && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", keys[i]);
+	return buf;
+}
+
 static int key_index(const char *const *keys, const char *name)
 {
 	for (int i = 0; keys[i]; i++)
@@ -242,14 +278,14 @@ static int parse_cpu(const char **s, int *cpu)
 }
 
 /*
- * "1,3" or "2-5,7" (white space allowed around numbers) into c->cpus, each
- * cpu once. 0, or a negative errno with the reason in why.
+ * "1,3" or "2-5,7" (white space allowed around numbers) into cpus[0..max),
+ * each cpu once, *ncpus of them. 0, or a negative errno with the reason in why.
  */
-static int parse_cpus(struct sc_config *c, const char *v, char *why, size_t whylen)
+static int parse_cpus(int *cpus, int *ncpus, int max, const char *v, char *why, size_t whylen)
 {
 	const char *s = skip_space(v);
 
-	c->ncpus = 0;
+	*ncpus = 0;
 	if (!*s) {
 		snprintf(why, whylen, "the list is empty");
 		return -EINVAL;
@@ -298,16 +334,16 @@ static int parse_cpus(struct sc_config *c, const char *v, char *why, size_t whyl
 			return -EINVAL;
 		}
 		for (int x = a; x <= b; x++) {
-			for (int i = 0; i < c->ncpus; i++)
-				if (c->cpus[i] == x) {
+			for (int i = 0; i < *ncpus; i++)
+				if (cpus[i] == x) {
 					snprintf(why, whylen, "cpu %d is listed twice", x);
 					return -EEXIST;
 				}
-			if (c->ncpus == SC_CONFIG_MAX_CPUS) {
-				snprintf(why, whylen, "it has more than %d cpus", SC_CONFIG_MAX_CPUS);
+			if (*ncpus == max) {
+				snprintf(why, whylen, "it has more than %d cpus", max);
 				return -E2BIG;
 			}
-			c->cpus[c->ncpus++] = x;
+			cpus[(*ncpus)++] = x;
 		}
 		if (!*s)
 			return 0;
@@ -337,10 +373,57 @@ static int sidecore_key(struct parse *p, int key, const char *v)
 
 	switch (key) {
 	case K_CPUS:
-		r = parse_cpus(c, v, why, sizeof(why));
-		if (r < 0)
-			return fail(p, r, "cpus = '%s': %s; write a cpu list like 1,3 or 2-5,7", v, why);
 		c->cpus_line = p->line;
+		if (!strcmp(v, "auto")) {
+			c->cpus_auto = true;
+			break;
+		}
+		r = parse_cpus(c->cpus, &c->ncpus, SC_CONFIG_MAX_CPUS, v, why, sizeof(why));
+		if (r < 0)
+			return fail(p, r, "cpus = '%s': %s; write a cpu list like 1,3 or 2-5,7, or auto", v, why);
+		break;
+	case K_COUNT:
+		if (number(p, "count", v, 1, SC_CONFIG_MAX_CPUS, &n)) {
+			c->count = (int)n;
+			c->count_line = p->line;
+		}
+		break;
+	case K_GUEST_CPUS:
+		r = parse_cpus(c->guest_cpus, &c->nguest_cpus, SC_CONFIG_MAX_CPUS, v, why, sizeof(why));
+		if (r < 0)
+			return fail(p, r, "guest_cpus = '%s': %s; write a cpu list like 0,2 or 0-3", v, why);
+		c->guest_cpus_line = p->line;
+		break;
+	case K_IDLE_POLICY: {
+		static const char *const names[] = { [SC_IDLE_ADAPTIVE] = "adaptive", [SC_IDLE_SPIN] = "spin",
+						     [SC_IDLE_SLEEP] = "sleep" };
+		for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (!strcmp(v, names[i]))
+				c->idle = (enum sc_idle_policy)i;
+		if (strcmp(v, names[c->idle]))
+			return fail(p, -EINVAL, "idle = '%s' is not a policy; use spin, adaptive or sleep", v);
+		c->idle_line = p->line;
+		break;
+	}
+	case K_IOWQ_CPUS:
+		c->iowq_line = p->line;
+		if (!strcmp(v, "auto") || !strcmp(v, "none")) {
+			c->iowq = !strcmp(v, "auto") ? SC_IOWQ_AUTO : SC_IOWQ_NONE;
+			break;
+		}
+		r = parse_cpus(c->iowq_cpus, &c->niowq_cpus, SC_CONFIG_MAX_CPUS, v, why, sizeof(why));
+		if (r < 0)
+			return fail(p, r, "iowq_cpus = '%s': %s; write auto, none, or a cpu list like 0,2", v, why);
+		c->iowq = SC_IOWQ_LIST;
+		break;
+	case K_STATS_SOCKET:
+		if (!*v)
+			return fail(p, -EINVAL, "stats_socket is empty; give a path, or none");
+		if (strlen(v) >= sizeof(c->stats_socket))
+			return fail(p, -ENAMETOOLONG, "stats_socket path is %zu bytes, longer than the %zu a unix socket path "
+				    "(sun_path) holds; use a shorter path", strlen(v), sizeof(c->stats_socket) - 1);
+		memcpy(c->stats_socket, v, strlen(v) + 1);
+		c->stats_socket_line = p->line;
 		break;
 	case K_IDLE:
 		/* 10 s: longer than any useful spin, and n * 1000 stays far from overflow */
@@ -400,6 +483,25 @@ static int blk_key(struct parse *p, int key, const char *name, const char *v)
 		if (number(p, "delay_us", v, 0, 10000000, &n))
 			b->delay_ns = n * 1000;
 		break;
+	case K_SIDECORE: {
+		char why[128];
+		int r;
+		b->sidecore_line = p->line;
+		if (!strcmp(v, "auto"))
+			break;
+		r = parse_cpus(b->sidecores, &b->nsidecores, SC_CONFIG_MAX_DEVICE_CPUS, v, why, sizeof(why));
+		if (r < 0)
+			return fail(p, r, "sidecore = '%s': %s; write auto or sidecore cpus like 1 or 1,3", v, why);
+		break;
+	}
+	case K_NUMA:
+		b->numa_line = p->line;
+		if (!strcmp(v, "auto"))
+			break;
+		/* 1023: the kernel's MAX_NUMNODES is at most 1 << 10 */
+		if (number(p, "numa_node", v, 0, 1023, &n))
+			b->numa_node = (int)n;
+		break;
 	}
 	return p->error;
 }
@@ -407,7 +509,7 @@ static int blk_key(struct parse *p, int key, const char *name, const char *v)
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse *p = user;
-	char sec[80];
+	char sec[80], known[256];
 	int key;
 
 	if (p->error)
@@ -430,15 +532,16 @@ static int handler(void *user, const char *section, const char *name, const char
 	case SEC_SIDECORE:
 		key = key_index(sidecore_keys, name);
 		if (key < 0) {
-			fail(p, -EINVAL, "unknown key '%s' in [sidecore]; known keys: cpus, idle_spin_us, budget, control_timeout_ms", name);
+			fail(p, -EINVAL, "unknown key '%s' in [sidecore]; known keys: %s", name,
+			     key_list(sidecore_keys, known, sizeof(known)));
 			return 0;
 		}
 		break;
 	case SEC_BLK:
 		key = key_index(blk_keys, name);
 		if (key < 0) {
-			fail(p, -EINVAL, "unknown key '%s' in [blk.%s]; known keys: socket, backing, queues, queue_size, "
-			     "read_only, direct, delay_us", name, p->blk->name);
+			fail(p, -EINVAL, "unknown key '%s' in [blk.%s]; known keys: %s", name, p->blk->name,
+			     key_list(blk_keys, known, sizeof(known)));
 			return 0;
 		}
 		break;
@@ -469,9 +572,19 @@ static int check_required(struct sc_config *c, int sidecore_line, char *err, siz
 	for (int i = 0, cpus_checked = 0; i <= c->nblk; i++) {
 		if (!cpus_checked && (i == c->nblk || c->blk[i].line > sidecore_line)) {
 			cpus_checked = 1;
-			if (!c->ncpus) {
+			if (!c->ncpus && !c->cpus_auto) {
 				snprintf(err, errlen, "%s:%d: [sidecore] has no cpus; add cpus = LIST, like 1,3 or 2-5,7", c->path,
 					 sidecore_line);
+				return -EINVAL;
+			}
+			if (c->cpus_auto && !c->count) {
+				snprintf(err, errlen, "%s:%d: cpus = auto needs count = N (how many sidecores to choose); add it "
+					 "to [sidecore]", c->path, c->cpus_line);
+				return -EINVAL;
+			}
+			if (!c->cpus_auto && c->count) {
+				snprintf(err, errlen, "%s:%d: count is only for cpus = auto; remove it or set cpus = auto", c->path,
+					 c->count_line);
 				return -EINVAL;
 			}
 		}
@@ -488,6 +601,25 @@ static int check_required(struct sc_config *c, int sidecore_line, char *err, siz
 	return 0;
 }
 
+/* Beside the first device's socket, or in /run/sidecore without devices; "none" turns it off. */
+static void default_stats_socket(struct sc_config *c)
+{
+	if (!strcmp(c->stats_socket, "none")) {
+		c->stats_socket[0] = '\0';
+		return;
+	}
+	if (c->stats_socket_line)
+		return;
+	const char *first = c->nblk ? c->blk[0].socket : SC_CONFIG_STATS_DIR "/x";
+	const char *slash = strrchr(first, '/');
+	int dirlen = slash ? (int)(slash - first) : 0;
+	int n = snprintf(c->stats_socket, sizeof(c->stats_socket), "%.*s%s" SC_CONFIG_STATS_NAME, dirlen, first,
+			 slash ? "/" : "");
+	/* A device socket near sun_path's limit leaves no room: fall back to the fixed directory. */
+	if (n < 0 || (size_t)n >= sizeof(c->stats_socket))
+		snprintf(c->stats_socket, sizeof(c->stats_socket), SC_CONFIG_STATS_DIR "/" SC_CONFIG_STATS_NAME);
+}
+
 int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errlen)
 {
 	struct parse p = { .c = c, .err = err, .errlen = errlen };
@@ -498,6 +630,8 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
 	c->idle_spin_ns = 200 * 1000;
 	c->budget = 32;
 	c->control_timeout_ms = 5000;
+	c->idle = SC_IDLE_ADAPTIVE;
+	c->iowq = SC_IOWQ_AUTO;
 	p.f = fopen(path, "r");
 	if (!p.f) {
 		int e = errno;
@@ -521,7 +655,10 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
 		snprintf(err, errlen, "%s: cannot parse (inih returned %d)", path, ret);
 		return -ENOMEM;
 	}
-	return check_required(c, p.sidecore_line, err, errlen);
+	ret = check_required(c, p.sidecore_line, err, errlen);
+	if (ret == 0)
+		default_stats_socket(c);
+	return ret;
 }
 
 /* The identity of a file, to tell two spellings of one path apart. */
@@ -643,48 +780,6 @@ int sc_config_check_paths(const struct sc_config *c, char *err, size_t errlen)
 		r = check_socket(c, i, sockdir, err, errlen);
 		if (r < 0)
 			return r;
-	}
-	return 0;
-}
-
-/* allowed[0..n) as a cpu list ("0-1,4"), "..." if it does not fit. */
-static void format_cpus(const bool *allowed, int n, char *buf, size_t len)
-{
-	size_t used = 0;
-
-	buf[0] = '\0';
-	for (int a = 0; a < n; a++) {
-		if (!allowed[a])
-			continue;
-		int b = a;
-		while (b + 1 < n && allowed[b + 1])
-			b++;
-		char one[32];
-		int k = b > a ? snprintf(one, sizeof(one), "%s%d-%d", used ? "," : "", a, b)
-			      : snprintf(one, sizeof(one), "%s%d", used ? "," : "", a);
-		if (used + (size_t)k + 4 >= len) {
-			snprintf(buf + used, len - used, ",...");
-			return;
-		}
-		memcpy(buf + used, one, (size_t)k + 1);
-		used += (size_t)k;
-		a = b;
-	}
-	if (!used)
-		snprintf(buf, len, "none");
-}
-
-int sc_config_check_cpus(const struct sc_config *c, const bool *allowed, int n, char *err, size_t errlen)
-{
-	for (int i = 0; i < c->ncpus; i++) {
-		int cpu = c->cpus[i];
-		if (!allowed || cpu >= n || !allowed[cpu]) {
-			char list[128];
-			format_cpus(allowed, allowed ? n : 0, list, sizeof(list));
-			snprintf(err, errlen, "%s:%d: cpu %d is not a cpu this process may use (allowed: %s); fix 'cpus' in "
-				 "[sidecore]", c->path, c->cpus_line, cpu, list);
-			return -EINVAL;
-		}
 	}
 	return 0;
 }

@@ -3,7 +3,12 @@
  * The config file of sidecored (INI, read with libinih):
  *
  *   [sidecore]
- *   cpus = 1,3            ; sidecore cpus, a cpu list ("2-5,7"); required
+ *   cpus = 1,3            ; sidecore cpus, a cpu list ("2-5,7"), or auto; required
+ *   count = 2             ; with cpus = auto: how many sidecores to choose
+ *   guest_cpus = 0,2      ; the guests' cpus: never a sidecore, never chosen by auto
+ *   idle = adaptive       ; spin (never sleep), adaptive (spin idle_spin_us, then sleep), sleep (at once)
+ *   iowq_cpus = auto      ; where io_uring's workers run: auto (away from the sidecores), none, or a list
+ *   stats_socket = PATH   ; the stats socket; default: sidecored.sock beside the first device socket; none
  *   idle_spin_us = 200    ; spin this long idle before sleeping (0: at once)
  *   budget = 32           ; requests per queue per round, 1..1024
  *   control_timeout_ms = 5000 ; a front end's message, reply or first ring must come within this
@@ -16,6 +21,8 @@
  *   read_only = no        ; yes/no/true/false/1/0
  *   direct = no           ; open the backing with O_DIRECT
  *   delay_us = 0          ; hold each completion this long after its request (tests, benchmarks)
+ *   sidecore = auto       ; the sidecore cpu(s) its queues run on (from cpus), or auto
+ *   numa_node = auto      ; the NUMA node of its disk; auto: from the backing's block device in sysfs
  *
  * Values are one line each: a line must fit inih's line buffer (198
  * characters), and an indented line after a key is refused (inih would
@@ -33,6 +40,23 @@
 
 #define SC_CONFIG_MAX_DEVICES 64
 #define SC_CONFIG_MAX_CPUS 256
+#define SC_CONFIG_MAX_DEVICE_CPUS 64   /* sidecore = ... of one device: at most one per queue */
+#define SC_CONFIG_STATS_DIR "/run/sidecore"
+#define SC_CONFIG_STATS_NAME "sidecored.sock"
+
+/* What a sidecore does when its queues are empty ([sidecore] idle). */
+enum sc_idle_policy {
+	SC_IDLE_ADAPTIVE,   /* spin idle_spin_us, then re-arm notifications and sleep */
+	SC_IDLE_SPIN,       /* never sleep: lowest latency, a whole cpu always */
+	SC_IDLE_SLEEP,      /* sleep as soon as the queues are empty (the vhost model) */
+};
+
+/* Where io_uring's io-wq workers may run ([sidecore] iowq_cpus). */
+enum sc_iowq_policy {
+	SC_IOWQ_AUTO,       /* away from the sidecores (and guest cpus, where others remain) */
+	SC_IOWQ_NONE,       /* wherever the kernel puts them */
+	SC_IOWQ_LIST,       /* on iowq_cpus */
+};
 
 struct sc_blk_config {
 	char name[64];           /* NAME of [blk.NAME]: letters, digits, '_', '-' */
@@ -42,6 +66,11 @@ struct sc_blk_config {
 	bool read_only, direct;
 	uint64_t delay_ns;       /* delay_us, for sc_blk_backend.delay_ns; 0: off */
 	int line;                /* of its section header, for later errors */
+	int sidecores[SC_CONFIG_MAX_DEVICE_CPUS];   /* sidecore = LIST; nsidecores 0: auto */
+	int nsidecores;
+	int sidecore_line;       /* of 'sidecore', 0 if not given */
+	int numa_node;           /* numa_node = N; -1: auto */
+	int numa_line;
 };
 
 struct sc_config {
@@ -54,6 +83,17 @@ struct sc_config {
 	struct sc_blk_config blk[SC_CONFIG_MAX_DEVICES];
 	int nblk;
 	int cpus_line;           /* of the 'cpus' key */
+	bool cpus_auto;          /* cpus = auto: the plan chooses count cpus */
+	int count, count_line;
+	int guest_cpus[SC_CONFIG_MAX_CPUS];
+	int nguest_cpus, guest_cpus_line;
+	enum sc_idle_policy idle;
+	int idle_line;
+	enum sc_iowq_policy iowq;
+	int iowq_cpus[SC_CONFIG_MAX_CPUS];
+	int niowq_cpus, iowq_line;
+	char stats_socket[108];  /* sizeof(sun_path); "" when stats_socket = none */
+	int stats_socket_line;
 };
 
 /*
@@ -87,14 +127,5 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
  * socket path taken by a non-socket, a shared socket or a shared backing.
  */
 int sc_config_check_paths(const struct sc_config *c, char *err, size_t errlen);
-
-/*
- * Check each sidecore cpu is one this process may run on: cpu < n and
- * allowed[cpu]. The caller builds allowed[0..n) (from the cpuset module).
- *
- * Returns 0, or -EINVAL with one line in err naming the 'cpus' line, the cpu
- * and the allowed cpus as a list.
- */
-int sc_config_check_cpus(const struct sc_config *c, const bool *allowed, int n, char *err, size_t errlen);
 
 #endif

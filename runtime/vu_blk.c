@@ -52,25 +52,30 @@ static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *c
 
 	if (idx >= d->num_queues || d->live[idx])
 		return -EINVAL;
+	pthread_mutex_lock(&d->lock);
 	if (sc_fault_guard_run(queue_init_guarded, &a, why, sizeof(why)) < 0) {
 		/* Only sc_vq_init touches guest memory, before the queue allocates anything of its own. */
 		sc_vq_set_broken(&q->vq, -EFAULT, "%s", why);
 		sc_vq_fini(&q->vq);
-		return -EFAULT;
+		ret = -EFAULT;
+		goto out;
 	}
 	ret = a.ret;
 	if (ret < 0)
-		return ret;
+		goto out;
 	if (sc_vq_resubmit_pending(&q->vq))
 		fprintf(stderr, "sidecore: %s: serving again %u requests a previous back end left in flight\n",
 			d->names[idx], sc_vq_resubmit_pending(&q->vq));
 	ret = sc_poller_attach(d->pollers[idx % d->npollers], &q->pq);
 	if (ret < 0) {
 		sc_blk_queue_fini(q);
-		return ret;
+		goto out;
 	}
-	d->live[idx] = true;
-	return 0;
+	/* Release: pairs with the acquire in sc_vu_blk_queue_running (the stats thread reads q's counters after it). */
+	__atomic_store_n(&d->live[idx], true, __ATOMIC_RELEASE);
+out:
+	pthread_mutex_unlock(&d->lock);
+	return ret;
 }
 
 static uint16_t blk_queue_stop(void *ctx, unsigned idx)
@@ -80,6 +85,7 @@ static uint16_t blk_queue_stop(void *ctx, unsigned idx)
 
 	if (!d->live[idx])
 		return 0;
+	pthread_mutex_lock(&d->lock);
 	/* Detach returns only once the sidecore let go; then finish what it started. */
 	sc_poller_detach(d->pollers[idx % d->npollers], &q->pq);
 	char why[112];
@@ -88,7 +94,8 @@ static uint16_t blk_queue_stop(void *ctx, unsigned idx)
 		sc_vq_set_broken(&q->vq, -EFAULT, "%s", why);
 		sc_blk_queue_fini(q);
 	}
-	d->live[idx] = false;
+	__atomic_store_n(&d->live[idx], false, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&d->lock);
 	return q->vq.last_avail;
 }
 
@@ -102,6 +109,7 @@ void sc_vu_blk_init(struct sc_vu_blk *d, struct sc_blk_backend *be, struct sc_po
 		    unsigned npollers, unsigned num_queues)
 {
 	memset(d, 0, sizeof(*d));
+	pthread_mutex_init(&d->lock, NULL);
 	d->be = be;
 	d->pollers = pollers;
 	d->npollers = npollers;
@@ -116,4 +124,44 @@ void sc_vu_blk_init(struct sc_vu_blk *d, struct sc_blk_backend *be, struct sc_po
 		.queue_stop = blk_queue_stop,
 		.queue_broken = blk_queue_broken,
 	};
+}
+
+bool sc_vu_blk_queue_running(const struct sc_vu_blk *d, unsigned idx)
+{
+	return idx < d->num_queues && __atomic_load_n(&d->live[idx], __ATOMIC_ACQUIRE);
+}
+
+struct sc_poller *sc_vu_blk_queue_poller(const struct sc_vu_blk *d, unsigned idx)
+{
+	/* Relaxed: a report of where the ring is; sc_vu_blk_queue_move may change it at any time. */
+	return d->npollers ? __atomic_load_n(&d->pollers[idx % d->npollers], __ATOMIC_RELAXED) : NULL;
+}
+
+int sc_vu_blk_queue_move(struct sc_vu_blk *d, unsigned idx, struct sc_poller *to)
+{
+	struct sc_pollq *pq = &d->queues[idx].pq;
+	int ret = 0;
+
+	if (idx >= d->num_queues)
+		return -ENOENT;
+	if (d->npollers != d->num_queues)
+		return -ENOTSUP;
+	pthread_mutex_lock(&d->lock);
+	struct sc_poller *from = d->pollers[idx];
+	if (from != to && d->live[idx]) {
+		/*
+		 * Detach returns between two rounds of from; the queue's io_uring,
+		 * active and held lists go with it, and to reaps and publishes them
+		 * in the order they were popped.
+		 */
+		sc_poller_detach(from, pq);
+		ret = sc_poller_attach(to, pq);
+		/* from had the queue a moment ago, so it has room for it again. */
+		if (ret < 0 && sc_poller_attach(from, pq) < 0)
+			sc_vq_set_broken(&d->queues[idx].vq, -EIO, "lost its sidecore in a failed move");
+	}
+	if (ret == 0)
+		__atomic_store_n(&d->pollers[idx], to, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&d->lock);
+	return ret;
 }

@@ -5,10 +5,13 @@ set -euo pipefail
 PACKAGES=(
   gcc meson ninja-build pkg-config python3
   liburing-dev libhwloc-dev libnuma-dev libinih-dev libjansson-dev
+  libsystemd-dev
   libcriterion-dev
   gnuplot-nox
   # the end-to-end test: a real VMM and a Linux guest
   qemu-system-x86 linux-image-amd64 busybox-static cpio
+  # docs/: systemd-analyze verify (systemd) and virt-xml-validate check the unit and the libvirt XML
+  libvirt-clients
 )
 
 missing=()

@@ -658,37 +658,6 @@ Test(config, two_devices_share_a_socket)
 	paths_fail(-EEXIST, 6, "is also [blk.a]'s (line 3)");
 }
 
-/* ---- check_cpus ---- */
-
-Test(config, cpu_not_allowed)
-{
-	bool allowed[2] = { true, true };
-	write_conf("[sidecore]\ncpus = 0,7\n");
-	load_ok();
-	check_err(sc_config_check_cpus(&c, allowed, 2, err, sizeof(err)), -EINVAL, 2,
-		  "cpu 7 is not a cpu this process may use (allowed: 0-1); fix 'cpus' in [sidecore]");
-}
-
-Test(config, cpu_masked_out)
-{
-	bool allowed[5] = { true, false, true, true, false };
-	write_conf("; x\n[sidecore]\ncpus = 0,1\n");
-	load_ok();
-	check_err(sc_config_check_cpus(&c, allowed, 5, err, sizeof(err)), -EINVAL, 3,
-		  "cpu 1 is not a cpu this process may use (allowed: 0,2-3)");
-	memset(allowed, 0, sizeof(allowed));
-	check_err(sc_config_check_cpus(&c, allowed, 5, err, sizeof(err)), -EINVAL, 3,
-		  "cpu 0 is not a cpu this process may use (allowed: none)");
-}
-
-Test(config, all_cpus_allowed)
-{
-	bool allowed[8] = { false, true, false, true, true, true, true, true };
-	write_conf("[sidecore]\ncpus = 1,3-7\n");
-	load_ok();
-	cr_assert_eq(sc_config_check_cpus(&c, allowed, 8, err, sizeof(err)), 0, "%s", err);
-}
-
 Test(config, delay_us_is_a_bounded_number_of_microseconds)
 {
 	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\ndelay_us = 2500\n");
@@ -701,4 +670,156 @@ Test(config, delay_us_is_a_bounded_number_of_microseconds)
 	load_fails(-ERANGE, 6, "delay_us = 10000001 is out of range; use a number in 0..10000000");
 	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\ndelay_us = 1ms\n");
 	load_fails(-EINVAL, 6, "delay_us = '1ms' is not a whole number");
+}
+
+/* ---- the plan's keys ---- */
+
+Test(config, plan_keys_and_their_defaults)
+{
+	write_conf(SIDECORE "[blk.a]\nsocket = %s/a.sock\nbacking = %s\n", dir, disk);
+	load_ok();
+	cr_assert(!c.cpus_auto);
+	cr_assert_eq(c.nguest_cpus, 0);
+	cr_assert_eq(c.idle, SC_IDLE_ADAPTIVE);
+	cr_assert_eq(c.iowq, SC_IOWQ_AUTO);
+	cr_assert_eq(c.blk[0].nsidecores, 0, "auto");
+	cr_assert_eq(c.blk[0].numa_node, -1, "auto");
+	char want[160];
+	snprintf(want, sizeof(want), "%s/sidecored.sock", dir);
+	cr_assert_str_eq(c.stats_socket, want, "beside the first device's socket");
+
+	write_conf("[sidecore]\ncpus = auto\ncount = 2\nguest_cpus = 0, 4-5\nidle = spin\niowq_cpus = 0,3\n"
+		   "stats_socket = %s/st.sock\n[blk.a]\nsocket = %s/a.sock\nbacking = %s\nsidecore = 1,2\nnuma_node = 1\n",
+		   dir, dir, disk);
+	load_ok();
+	cr_assert(c.cpus_auto);
+	cr_assert_eq(c.count, 2);
+	cr_assert_eq(c.nguest_cpus, 3);
+	cr_assert(c.guest_cpus[0] == 0 && c.guest_cpus[1] == 4 && c.guest_cpus[2] == 5);
+	cr_assert_eq(c.guest_cpus_line, 4);
+	cr_assert_eq(c.idle, SC_IDLE_SPIN);
+	cr_assert_eq(c.iowq, SC_IOWQ_LIST);
+	cr_assert(c.niowq_cpus == 2 && c.iowq_cpus[1] == 3);
+	snprintf(want, sizeof(want), "%s/st.sock", dir);
+	cr_assert_str_eq(c.stats_socket, want);
+	cr_assert(c.blk[0].nsidecores == 2 && c.blk[0].sidecores[1] == 2);
+	cr_assert_eq(c.blk[0].sidecore_line, 11);
+	cr_assert_eq(c.blk[0].numa_node, 1);
+}
+
+Test(config, stats_socket_none_turns_it_off)
+{
+	write_dev("");
+	write_conf("[sidecore]\ncpus = 1\nstats_socket = none\n");
+	load_ok();
+	cr_assert_str_eq(c.stats_socket, "");
+}
+
+Test(config, no_devices_put_the_stats_socket_in_run_sidecore)
+{
+	write_conf("[sidecore]\ncpus = 1\n");
+	load_ok();
+	cr_assert_str_eq(c.stats_socket, "/run/sidecore/sidecored.sock");
+}
+
+Test(config, cpus_auto_without_count)
+{
+	write_conf("[sidecore]\ncpus = auto\n");
+	load_fails(-EINVAL, 2, "cpus = auto needs count = N");
+}
+
+Test(config, count_without_cpus_auto)
+{
+	write_conf("[sidecore]\ncpus = 1\ncount = 2\n");
+	load_fails(-EINVAL, 3, "count is only for cpus = auto");
+}
+
+Test(config, count_zero)
+{
+	write_conf("[sidecore]\ncpus = auto\ncount = 0\n");
+	load_fails(-ERANGE, 3, "count = 0 is out of range");
+}
+
+Test(config, guest_cpus_not_a_list)
+{
+	write_conf("[sidecore]\ncpus = 1\nguest_cpus = zero\n");
+	load_fails(-EINVAL, 3, "guest_cpus = 'zero': 'zero' is not a cpu number");
+}
+
+Test(config, guest_cpus_twice_in_the_list)
+{
+	write_conf("[sidecore]\ncpus = 1\nguest_cpus = 0,0\n");
+	load_fails(-EEXIST, 3, "cpu 0 is listed twice");
+}
+
+Test(config, idle_policy_unknown)
+{
+	write_conf("[sidecore]\ncpus = 1\nidle = nap\n");
+	load_fails(-EINVAL, 3, "idle = 'nap' is not a policy; use spin, adaptive or sleep");
+}
+
+Test(config, idle_policies_spelled_right)
+{
+	const char *names[] = { "adaptive", "spin", "sleep" };
+	for (int i = 0; i < 3; i++) {
+		write_conf("[sidecore]\ncpus = 1\nidle = %s\n", names[i]);
+		load_ok();
+		cr_assert_eq(c.idle, (enum sc_idle_policy)i, "%s", names[i]);
+	}
+}
+
+Test(config, iowq_cpus_not_a_list)
+{
+	write_conf("[sidecore]\ncpus = 1\niowq_cpus = some\n");
+	load_fails(-EINVAL, 3, "iowq_cpus = 'some': 'some' is not a cpu number; write auto, none, or a cpu list");
+}
+
+Test(config, iowq_cpus_none)
+{
+	write_conf("[sidecore]\ncpus = 1\niowq_cpus = none\n");
+	load_ok();
+	cr_assert_eq(c.iowq, SC_IOWQ_NONE);
+}
+
+Test(config, stats_socket_too_long)
+{
+	char longp[120];
+	memset(longp, 'x', sizeof(longp) - 1);
+	longp[sizeof(longp) - 1] = 0;
+	longp[0] = '/';
+	write_conf("[sidecore]\ncpus = 1\nstats_socket = %s\n", longp);
+	load_fails(-ENAMETOOLONG, 3, "stats_socket path is 119 bytes");
+}
+
+Test(config, stats_socket_empty)
+{
+	write_conf("[sidecore]\ncpus = 1\nstats_socket =\n");
+	load_fails(-EINVAL, 3, "stats_socket is empty");
+}
+
+Test(config, device_sidecore_not_a_list)
+{
+	write_dev("sidecore = first\n");
+	load_fails(-EINVAL, 6, "sidecore = 'first': 'first' is not a cpu number; write auto or sidecore cpus");
+}
+
+Test(config, device_sidecore_auto)
+{
+	write_dev("sidecore = auto\n");
+	load_ok();
+	cr_assert_eq(c.blk[0].nsidecores, 0);
+	cr_assert_eq(c.blk[0].sidecore_line, 6);
+}
+
+Test(config, device_numa_node_out_of_range)
+{
+	write_dev("numa_node = 1024\n");
+	load_fails(-ERANGE, 6, "numa_node = 1024 is out of range; use a number in 0..1023");
+}
+
+Test(config, unknown_key_lists_the_new_keys_too)
+{
+	write_conf("[sidecore]\ncpus = 1\nspeed = 3\n");
+	load_fails(-EINVAL, 3, "known keys: cpus, idle_spin_us, budget, control_timeout_ms, count, guest_cpus, idle, "
+		   "iowq_cpus, stats_socket");
 }

@@ -280,3 +280,63 @@ Test(cpuset, cpulist_rejects_signs_spaces_and_dangling_commas)
 	cr_assert_eq(sc_cpulist_parse("1-+3", set, 16), -EINVAL);
 	cr_assert_eq(sc_cpulist_parse("1,", set, 16), -EINVAL);
 }
+
+/* ---- isolation from the kernel command line ---- */
+
+static void isolation(const char *cmdline, bool *iso, bool *nohz, bool *rcu)
+{
+	memset(iso, 0, 16);
+	memset(nohz, 0, 16);
+	memset(rcu, 0, 16);
+	sc_cmdline_isolation(cmdline, iso, nohz, rcu, 16);
+}
+
+Test(cpuset, cmdline_isolcpus_with_flags_nohz_full_and_rcu_nocbs)
+{
+	bool iso[16], nohz[16], rcu[16];
+	isolation("ro quiet isolcpus=nohz,domain,managed_irq,2-3 nohz_full=3,5 rcu_nocbs=2-5 console=ttyS0\n", iso, nohz,
+		  rcu);
+	for (int i = 0; i < 16; i++) {
+		cr_assert_eq(iso[i], i == 2 || i == 3, "isolcpus cpu %d", i);
+		cr_assert_eq(nohz[i], i == 3 || i == 5, "nohz_full cpu %d", i);
+		cr_assert_eq(rcu[i], i >= 2 && i <= 5, "rcu_nocbs cpu %d", i);
+	}
+}
+
+Test(cpuset, cmdline_plain_isolcpus_list)
+{
+	bool iso[16], nohz[16], rcu[16];
+	isolation("isolcpus=1,7", iso, nohz, rcu);
+	for (int i = 0; i < 16; i++)
+		cr_assert_eq(iso[i], i == 1 || i == 7, "cpu %d", i);
+}
+
+Test(cpuset, cmdline_all_and_an_empty_rcu_nocbs_mean_every_cpu)
+{
+	bool iso[16], nohz[16], rcu[16];
+	isolation("rcu_nocbs= nohz_full=all", iso, nohz, rcu);
+	for (int i = 0; i < 16; i++)
+		cr_assert(rcu[i] && nohz[i] && !iso[i], "cpu %d", i);
+}
+
+Test(cpuset, cmdline_lookalike_parameters_are_not_isolation)
+{
+	bool iso[16], nohz[16], rcu[16];
+	isolation("myisolcpus=1 xnohz_full=2 rcu_nocbs_poll isolcpus", iso, nohz, rcu);
+	for (int i = 0; i < 16; i++)
+		cr_assert(!iso[i] && !nohz[i] && !rcu[i], "cpu %d", i);
+}
+
+Test(cpuset, cmdline_without_isolation_isolates_nothing)
+{
+	bool iso[16], nohz[16], rcu[16];
+	isolation("", iso, nohz, rcu);
+	for (int i = 0; i < 16; i++)
+		cr_assert(!iso[i] && !nohz[i] && !rcu[i]);
+}
+
+Test(cpuset, this_machines_online_cpus_are_not_offline)
+{
+	for (int i = 0; i < t->ncpus; i++)
+		cr_assert(!t->offline[t->cpus[i].cpu], "cpu %d is listed and offline", t->cpus[i].cpu);
+}
