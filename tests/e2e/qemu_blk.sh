@@ -11,6 +11,7 @@
 # usage: qemu_blk.sh SIDECORED_BINARY
 set -uo pipefail
 sidecored=$1
+sidecorectl=$(dirname "$sidecored")/sidecorectl
 here=$(cd "$(dirname "$0")" && pwd)
 mb=64
 
@@ -101,11 +102,17 @@ big_expected=$(yes sidecore-kill | head -c $((big * 1048576)) | md5sum | cut -d'
 boot_guest write $big sidecore-kill sc_direct=1 &
 qemu_pid=$!
 for _ in $(seq 600); do grep -qa SC-WRITE-START "$work/guest.log" 2>/dev/null && break; sleep 0.1; done
-# The write is under way once its first bytes reach the backing file (a
-# TCG guest may take seconds from SC-WRITE-START to its first request).
-# 64 writes held >= 50 ms each take >= 3.2 s: 0.5 s later requests are held.
-for _ in $(seq 600); do [ "$(head -c 13 "$work/disk.img")" = sidecore-kill ] && break; sleep 0.1; done
-sleep 0.5
+# Kill at a moment when sidecored itself says it holds requests: the
+# queue's depth (popped, not yet completed) from its stats socket.
+depth=0
+for _ in $(seq 1200); do
+  depth=$("$sidecorectl" --socket "$work/sidecored.sock" stats --prometheus 2>/dev/null |
+          awk '/^sidecore_queue_depth[{ ]/ { n += $NF } END { print n + 0 }')
+  [ "$depth" -gt 0 ] && break
+  grep -qa SC-WRITE-DONE "$work/guest.log" && break
+  sleep 0.05
+done
+echo "# sidecored reports $depth request(s) in flight; killing it"
 grep -qa SC-WRITE-DONE "$work/guest.log" && echo "# the guest's write finished before the kill"
 kill -KILL "$sd_pid"; wait "$sd_pid" 2>/dev/null; sd_pid=
 echo "# sidecored killed with SIGKILL during the guest's write; restarting it"
