@@ -65,7 +65,7 @@ static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *c
 		goto out;
 	if (sc_vq_resubmit_pending(&q->vq))
 		fprintf(stderr, "sidecore: %s: serving again %u requests a previous back end left in flight\n",
-			d->names[idx], sc_vq_resubmit_pending(&q->vq));
+			cfg->name ? cfg->name : d->names[idx], sc_vq_resubmit_pending(&q->vq));
 	ret = sc_poller_attach(d->pollers[idx % d->npollers], &q->pq);
 	if (ret < 0) {
 		sc_blk_queue_fini(q);
