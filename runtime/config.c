@@ -9,6 +9,8 @@
  */
 #include "runtime/config.h"
 
+#include "polling/polling.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -25,9 +27,9 @@
 
 enum sec_kind { SEC_NONE, SEC_SIDECORE, SEC_BLK };
 
-static const char *const sidecore_keys[] = { "cpus", "idle_spin_us", "budget", "control_timeout_ms", NULL };
+static const char *const sidecore_keys[] = { "cpus", "idle_spin_us", "budget", "turn_us", "control_timeout_ms", NULL };
 static const char *const blk_keys[] = { "socket", "backing", "queues", "queue_size", "read_only", "direct", "delay_us", NULL };
-enum { K_CPUS, K_IDLE, K_BUDGET, K_CONTROL_TIMEOUT };
+enum { K_CPUS, K_IDLE, K_BUDGET, K_TURN, K_CONTROL_TIMEOUT };
 enum { K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT, K_DELAY };
 
 struct parse {
@@ -351,6 +353,11 @@ static int sidecore_key(struct parse *p, int key, const char *v)
 		if (number(p, "budget", v, 1, 1024, &n))
 			c->budget = (unsigned)n;
 		break;
+	case K_TURN:
+		/* 1 s: a turn that long already stalls every neighbour; the budget bounds it anyway. */
+		if (number(p, "turn_us", v, 1, 1000000, &n))
+			c->turn_ns = n * 1000;
+		break;
 	case K_CONTROL_TIMEOUT:
 		/* 10 ms: below that a loaded host drops honest front ends; 10 min: above that a stall is no longer bounded. */
 		if (number(p, "control_timeout_ms", v, 10, 600000, &n))
@@ -430,7 +437,7 @@ static int handler(void *user, const char *section, const char *name, const char
 	case SEC_SIDECORE:
 		key = key_index(sidecore_keys, name);
 		if (key < 0) {
-			fail(p, -EINVAL, "unknown key '%s' in [sidecore]; known keys: cpus, idle_spin_us, budget, control_timeout_ms", name);
+			fail(p, -EINVAL, "unknown key '%s' in [sidecore]; known keys: cpus, idle_spin_us, budget, turn_us, control_timeout_ms", name);
 			return 0;
 		}
 		break;
@@ -497,6 +504,7 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	c->idle_spin_ns = 200 * 1000;
 	c->budget = 32;
+	c->turn_ns = SC_POLLER_DEFAULT_TURN_NS;
 	c->control_timeout_ms = 5000;
 	p.f = fopen(path, "r");
 	if (!p.f) {

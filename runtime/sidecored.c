@@ -96,7 +96,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < cfg.ncpus; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "sidecore%d", cfg.cpus[i]);
-		struct sc_poller_config pc = { .cpu = cfg.cpus[i], .budget = cfg.budget,
+		struct sc_poller_config pc = { .cpu = cfg.cpus[i], .budget = cfg.budget, .turn_ns = cfg.turn_ns,
 					       .idle_spin_ns = cfg.idle_spin_ns, .name = name };
 		int r = sc_poller_create(&pc, &pollers[npollers]);
 		if (r < 0) {
