@@ -374,6 +374,8 @@ struct scenario {
 	double round_ns;
 	uint64_t requests;
 	double pass_ns;             /* the front-end loop's mean pass */
+	double asleep;              /* share of the sidecore's time asleep on the kick fds */
+	double req_per_round;
 };
 
 static struct scenario scen[NSCEN];
@@ -423,6 +425,8 @@ static int run_scenario(int k, unsigned ms)
 	s->sidecore_busy = busy + idle + slept ? (double)busy / (double)(busy + idle + slept) : 0;
 	s->round_ns = rounds ? sc_cycles_to_ns((busy + idle) / rounds) : 0;
 	s->requests = b.requests - a.requests;
+	s->asleep = busy + idle + slept ? (double)slept / (double)(busy + idle + slept) : 0;
+	s->req_per_round = rounds ? (double)s->requests / (double)rounds : 0;
 	int ret = 0;
 	for (int i = 0; i < NT; i++) {
 		struct tenant *t = &tenants[i];
@@ -449,8 +453,8 @@ static int run_scenario(int k, unsigned ms)
 		printf(" | t0 flood %.0f IOPS, %.0f in flight", s->fig[0].iops, s->fig[0].mean_inflight);
 	if (s->fig[0].role == ROLE_HUGE)
 		printf(" | t0 huge %.0f IOPS", s->fig[0].iops);
-	printf(" | sidecore %.0f%% busy, %.0f ns/round | loop %.0f ns/pass\n", s->sidecore_busy * 100, s->round_ns,
-	       s->pass_ns);
+	printf(" | sidecore %.0f%% busy, %.0f%% asleep, %.0f ns and %.2f requests/round | loop %.0f ns/pass\n",
+	       s->sidecore_busy * 100, s->asleep * 100, s->round_ns, s->req_per_round, s->pass_ns);
 	return ret;
 }
 
@@ -723,6 +727,8 @@ int bench_fairness(int argc, char **argv)
 			json_array_append_new(arr, json_pack("{s:s, s:o, s:f, s:f, s:I, s:f}", "scenario", scen_name[k],
 				"tenants", tj, "sidecore_busy", scen[k].sidecore_busy, "round_ns", scen[k].round_ns,
 				"sidecore_requests", (json_int_t)scen[k].requests, "frontend_pass_ns", scen[k].pass_ns));
+			json_object_set_new(json_array_get(arr, json_array_size(arr) - 1), "sidecore_requests_per_round",
+					    json_real(scen[k].req_per_round));
 		}
 		json_object_set_new(root, "scenarios", arr);
 		json_object_set_new(root, "setup", json_pack("{s:i, s:f, s:i, s:i, s:i, s:f, s:s}", "budget", (int)budget,
