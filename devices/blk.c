@@ -439,12 +439,23 @@ static void piece_end(struct sc_blk_req *r, size_t moved)
  * on the sidecore (an idle turn reads no TSC) and is read after each copy;
  * once the time is spent, no more requests are popped or copied, except
  * the one piece of a split transfer above.
+ *
+ * A turn still makes one copy however long it takes, so what a turn
+ * overran is kept as the queue's debt and paid back at one turn's time
+ * per round by turns that copy nothing (deficit round robin, on time): a
+ * queue whose every request costs more than a turn gets about turn_cycles
+ * of the sidecore per round on average, not one request's time. While the
+ * other queues are idle, rounds are short and the debt is soon paid.
  */
+#define BLK_TURN_DEBT_MAX 64      /* turns: a sidecore preempted mid-turn costs its queue at most this many */
+
 struct round {
 	size_t bytes;             /* left to move on the sidecore itself */
 	uint64_t turn_cycles;     /* the time this turn may copy for */
 	uint64_t turn_start;      /* TSC at the first copy; 0 before it */
+	uint64_t turn_last;       /* TSC after the last copy */
 	bool turn_over;           /* turn_cycles have passed since turn_start */
+	bool paying;              /* this turn pays back debt: no copies at all */
 	bool under_way;           /* this walk steps the transfers under way (and only those) */
 	bool split_moved;         /* a piece of a split transfer moved on the sidecore */
 	bool write_before;        /* a write-like request earlier on the active list is not done */
@@ -491,7 +502,7 @@ static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct r
 
 	if (r->done == r->total)
 		return transfer_moved(q, r);
-	if (now && (!rd->bytes || rd->turn_over) && !(rd->under_way && !rd->split_moved))
+	if (now && (rd->paying || ((!rd->bytes || rd->turn_over) && !(rd->under_way && !rd->split_moved))))
 		return true;   /* this round's share is spent: next round */
 	n = piece_begin(r, SC_BLK_PIECE_BYTES, &len);
 	if (now) {
@@ -505,7 +516,8 @@ static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct r
 		if (got < 0 && errno == EOPNOTSUPP && flags)   /* never will: stop trying (queues share the flag) */
 			__atomic_store_n(write ? &be->nowait_write : &be->nowait_read, false, __ATOMIC_RELAXED);
 		rd->work++;
-		rd->turn_over = sc_rdtsc() - rd->turn_start >= rd->turn_cycles;
+		rd->turn_last = sc_rdtsc();
+		rd->turn_over = rd->turn_last - rd->turn_start >= rd->turn_cycles;
 		if (got < 0)
 			got = 0;
 		if (got && r->total > SC_BLK_PIECE_BYTES)
@@ -779,6 +791,10 @@ int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget)
 	uint64_t now = q->be->delay_ns ? now_ns() : 0;
 	int ret = 0;
 
+	if (sc_unlikely(q->turn_debt)) {
+		rd.paying = rd.turn_over = q->turn_debt >= rd.turn_cycles;
+		q->turn_debt = rd.paying ? q->turn_debt - rd.turn_cycles : 0;   /* less than a turn is forgiven */
+	}
 	if (q->inflight)
 		rd.work += reap(q);
 	/* Drops what reap finished before a pop can bring its head back. */
@@ -808,6 +824,11 @@ int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget)
 	if (q->nheld)
 		rd.work += release(q, false);
 	sc_vq_flush(&q->vq);
+	if (rd.turn_start && rd.turn_last - rd.turn_start > rd.turn_cycles) {
+		uint64_t over = rd.turn_last - rd.turn_start - rd.turn_cycles;
+		uint64_t max = rd.turn_cycles > UINT64_MAX / BLK_TURN_DEBT_MAX ? UINT64_MAX : BLK_TURN_DEBT_MAX * rd.turn_cycles;
+		q->turn_debt = q->turn_debt + over < max ? q->turn_debt + over : max;
+	}
 	rd.work += started;
 	return ret < 0 ? ret : (int)rd.work;
 }

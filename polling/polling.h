@@ -68,8 +68,9 @@ struct sc_pollq {
 	 * on the sidecore: the TSC cycles a turn may take. A device whose
 	 * requests cost real time reads the TSC once it has done some work and
 	 * ends the turn (leaving the rest for the next round) once this much
-	 * has passed; it always serves at least one request per turn. Devices
-	 * with cheap requests may ignore it: the budget bounds them.
+	 * has passed; it always serves at least one request per turn (blk pays
+	 * back an overrun with turns that copy nothing). Devices with cheap
+	 * requests may ignore it: the budget bounds them.
 	 */
 	uint64_t turn_cycles;
 	/* private to the poller */
