@@ -8,7 +8,8 @@
  * are expensive (a copy on the sidecore) ends its turn once it has spent
  * that long, as Linux vhost bounds a turn by packets and bytes
  * (vhost_exceeds_weight), so a quiet queue waits at most about one turn per
- * busy neighbour, however cheap the neighbour's requests are to queue. While work arrives it spins (with pause) and the guest is told not
+ * busy neighbour, however cheap the neighbour's requests are to queue.
+ * While work arrives it spins (with pause) and the guest is told not
  * to notify. After idle_spin_ns without work it re-arms every queue's
  * notifications, re-checks the rings (closing the race with a guest that
  * published just before it saw the re-arm), and only then sleeps on the
@@ -99,9 +100,10 @@ struct sc_poller_config {
 #define SC_POLLER_DEFAULT_BUDGET 32
 #define SC_POLLER_DEFAULT_IDLE_NS 200000ull  /* 200 µs */
 /*
- * 2 µs: four 512-byte tmpfs reads on a 2026 Xeon (about 550 ns each), so a
- * flooding neighbour adds about 2 µs to a quiet queue's wait per round
- * instead of a whole budget's 17 µs (sidecore-bench fairness).
+ * 2 µs: a few 512-byte tmpfs reads (0.5-2 µs each on our machines). Beside
+ * a QD128 flood of them, quiet 4 KiB readers' p50 went from 63-116 µs to
+ * 10-14 µs (sidecore-bench fairness, 2026-11-30); 1 µs bought under 1 µs
+ * more, 5 µs cost 3-4 µs.
  */
 #define SC_POLLER_DEFAULT_TURN_NS 2000ull
 #define SC_POLLER_NEVER_SLEEP UINT64_MAX
