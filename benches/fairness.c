@@ -466,9 +466,15 @@ static const struct figures *shared_of(int tenant)
 	return &scen[SC_SHARED].fig[tenant];
 }
 
+/* a / b; 0 when b is 0 (a tenant with no request in the window: the machine stalled the run). */
 static double ratio(uint64_t a, uint64_t b)
 {
 	return b ? (double)a / (double)b : 0;
+}
+
+static double fratio(double a, double b)
+{
+	return b > 0 ? a / b : 0;
 }
 
 static double us(uint64_t cycles)
@@ -488,9 +494,9 @@ static void print_row(const char *name, int i, const struct figures *f)
 	if (f->role == ROLE_QUIET && i > 0) {
 		const struct figures *a = alone_of(i), *sh = shared_of(i);
 		printf(" %7.2fx %7.2fx %7.2fx %7.2fx", ratio(f->p50, a->p50), ratio(f->p99, a->p99), ratio(f->p999, a->p999),
-		       f->iops / a->iops);
+		       fratio(f->iops, a->iops));
 		if (f != sh && f != a)
-			printf(" %7.2fx %7.2fx %7.2fx", ratio(f->p50, sh->p50), ratio(f->p99, sh->p99), f->iops / sh->iops);
+			printf(" %7.2fx %7.2fx %7.2fx", ratio(f->p50, sh->p50), ratio(f->p99, sh->p99), fratio(f->iops, sh->iops));
 	}
 	printf("\n");
 }
@@ -509,11 +515,11 @@ static json_t *figures_json(int i, const struct figures *f)
 		const struct figures *a = alone_of(i), *sh = shared_of(i);
 		json_object_set_new(o, "ratio_to_alone", json_pack("{s:f, s:f, s:f, s:f}",
 			"p50", ratio(f->p50, a->p50), "p99", ratio(f->p99, a->p99),
-			"p99_9", ratio(f->p999, a->p999), "iops", f->iops / a->iops));
+			"p99_9", ratio(f->p999, a->p999), "iops", fratio(f->iops, a->iops)));
 		if (f != sh && f != a)
 			json_object_set_new(o, "ratio_to_shared", json_pack("{s:f, s:f, s:f, s:f}",
 				"p50", ratio(f->p50, sh->p50), "p99", ratio(f->p99, sh->p99),
-				"p99_9", ratio(f->p999, sh->p999), "iops", f->iops / sh->iops));
+				"p99_9", ratio(f->p999, sh->p999), "iops", fratio(f->iops, sh->iops)));
 	}
 	return o;
 }
@@ -702,9 +708,14 @@ int bench_fairness(int argc, char **argv)
 	uint64_t worst_huge_p99 = 0;
 	for (int i = 1; i < NT; i++) {
 		const struct figures *a = alone_of(i), *fl = &scen[SC_FLOOD].fig[i], *sh = &scen[SC_SHARED].fig[i];
-		double r1[] = { (double)fl->p50 / (double)a->p50, (double)fl->p99 / (double)a->p99, a->iops / fl->iops };
-		double r2[] = { (double)sh->p50 / (double)a->p50, (double)sh->p99 / (double)a->p99, a->iops / sh->iops };
-		double r3[] = { (double)fl->p50 / (double)sh->p50, (double)fl->p99 / (double)sh->p99, sh->iops / fl->iops };
+		if (!a->nsamples || !fl->nsamples || !sh->nsamples) {
+			printf("note: tenant %d completed no request in the window of a scenario (the machine stalled the run):\n"
+			       "      its ratios are left out; run again on a quieter machine\n", i);
+			continue;
+		}
+		double r1[] = { ratio(fl->p50, a->p50), ratio(fl->p99, a->p99), fratio(a->iops, fl->iops) };
+		double r2[] = { ratio(sh->p50, a->p50), ratio(sh->p99, a->p99), fratio(a->iops, sh->iops) };
+		double r3[] = { ratio(fl->p50, sh->p50), ratio(fl->p99, sh->p99), fratio(sh->iops, fl->iops) };
 		for (int j = 0; j < 3; j++) {
 			worst_flood = r1[j] > worst_flood ? r1[j] : worst_flood;
 			worst_shared = r2[j] > worst_shared ? r2[j] : worst_shared;
