@@ -104,7 +104,7 @@ struct tenant {
 	uint64_t submitted[MAX_QD];   /* TSC at submission, per slot */
 	uint16_t slot_of[QSIZE];      /* head -> slot */
 	unsigned free_slots[MAX_QD], nfree, inflight;
-	uint64_t issued, ops, depth_sum, depth_n;
+	uint64_t ops, depth_sum, depth_n;
 };
 
 /* The device's limits as its config space says (read by tenant 0's front end), and the largest read. */
@@ -123,8 +123,7 @@ static pthread_barrier_t start_bar, end_bar;
 static int stop_run, quit;
 static bool one_shot;            /* each active tenant issues a single request (warming up) */
 static unsigned flood_qd = MAX_QD, refill_max = 8;
-static uint64_t drv_passes;      /* the loop's passes in the last run, and their mean time */
-static double drv_pass_ns;
+static double drv_pass_ns;       /* the loop's mean pass in the last run */
 static uint64_t warm_cycles;
 static int guest_cpu;
 
@@ -201,7 +200,7 @@ static void tenant_begin(struct tenant *t)
 	for (unsigned s = 0; s < f->qd; s++)
 		t->free_slots[s] = f->qd - 1 - s;
 	t->inflight = 0;
-	t->issued = t->ops = t->depth_sum = t->depth_n = 0;
+	t->ops = t->depth_sum = t->depth_n = 0;
 }
 
 /* Put at most max requests of t's role on its ring, publish them and kick (if the device asks) once. */
@@ -245,7 +244,6 @@ static void tenant_refill(struct tenant *t, unsigned max)
 		t->slot_of[head] = (uint16_t)s;
 		t->submitted[s] = sc_rdtsc();
 		t->inflight++;
-		t->issued++;
 		added++;
 	}
 	if (added) {
@@ -334,7 +332,6 @@ static int drive(void)
 			return -ETIMEDOUT;
 		}
 	}
-	drv_passes = passes;
 	drv_pass_ns = passes ? sc_cycles_to_ns((tend - t0) / passes) : 0;
 	for (int i = 0; i < NT; i++) {
 		struct tenant *t = &tenants[i];
