@@ -34,6 +34,7 @@
 
 #include "common/barrier.h"
 #include "common/compiler.h"
+#include "common/tsc.h"
 #include "devices/devices.h"
 
 #define BLK_IOV_MAX (SC_BLK_SEG_MAX + 2)          /* data segments, header, status */
@@ -219,7 +220,9 @@ int sc_blk_queue_init(struct sc_blk_queue *q, struct sc_blk_backend *be,
 
 	memset(q, 0, sizeof(*q));
 	q->be = be;
-	q->pq = (struct sc_pollq){ .ops = &blk_pollq_ops, .ctx = q, .kick_fd = cfg->kick_fd, .name = name };
+	/* No time bound until a poller gives its own at attach (a caller polling by hand sets it). */
+	q->pq = (struct sc_pollq){ .ops = &blk_pollq_ops, .ctx = q, .kick_fd = cfg->kick_fd, .name = name,
+				   .turn_cycles = UINT64_MAX };
 	ret = sc_vq_init(&q->vq, cfg);
 	if (ret < 0)
 		return ret;
@@ -436,9 +439,30 @@ static void piece_end(struct sc_blk_req *r, size_t moved)
  * small request behind a huge one on the same queue is not kept waiting by
  * it; the second walk moves at least one piece of a split transfer even
  * when new requests spent the bytes, so neither side starves.
+ *
+ * A turn is bounded in time as well (sc_pollq.turn_cycles): 32 small reads
+ * are few bytes but 32 system calls (about 17 us on tmpfs), and a quiet
+ * queue would wait all of that. The clock starts at the turn's first copy
+ * on the sidecore (an idle turn reads no TSC) and is read after each copy;
+ * once the time is spent, no more requests are popped or copied, except
+ * the one piece of a split transfer above.
+ *
+ * A turn still makes one copy however long it takes, so what a turn
+ * overran is kept as the queue's debt and paid back at one turn's time
+ * per round by turns that copy nothing (deficit round robin, on time): a
+ * queue whose every request costs more than a turn gets about turn_cycles
+ * of the sidecore per round on average, not one request's time. While the
+ * other queues are idle, rounds are short and the debt is soon paid.
  */
+#define BLK_TURN_DEBT_MAX 64      /* turns: a sidecore preempted mid-turn costs its queue at most this many */
+
 struct round {
 	size_t bytes;             /* left to move on the sidecore itself */
+	uint64_t turn_cycles;     /* the time this turn may copy for */
+	uint64_t turn_start;      /* TSC at the first copy; 0 before it */
+	uint64_t turn_last;       /* TSC after the last copy */
+	bool turn_over;           /* turn_cycles have passed since turn_start */
+	bool paying;              /* this turn pays back debt: no copies at all */
 	bool under_way;           /* this walk steps the transfers under way (and only those) */
 	bool split_moved;         /* a piece of a split transfer moved on the sidecore */
 	bool write_before;        /* a write-like request earlier on the active list is not done */
@@ -485,10 +509,12 @@ static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct r
 
 	if (r->done == r->total)
 		return transfer_moved(q, r);
-	if (now && !rd->bytes && !(rd->under_way && !rd->split_moved))
+	if (now && (rd->paying || ((!rd->bytes || rd->turn_over) && !(rd->under_way && !rd->split_moved))))
 		return true;   /* this round's share is spent: next round */
 	n = piece_begin(r, SC_BLK_PIECE_BYTES, &len);
 	if (now) {
+		if (!rd->turn_start)
+			rd->turn_start = sc_rdtsc();
 		/* Memory-backed files never wait for a device: no RWF_NOWAIT needed (nor supported). */
 		int flags = be->memory_backed ? 0 : RWF_NOWAIT;
 		off_t at = (off_t)(r->off + r->done);
@@ -497,6 +523,8 @@ static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct r
 		if (got < 0 && errno == EOPNOTSUPP && flags)   /* never will: stop trying (queues share the flag) */
 			__atomic_store_n(write ? &be->nowait_write : &be->nowait_read, false, __ATOMIC_RELAXED);
 		rd->work++;
+		rd->turn_last = sc_rdtsc();
+		rd->turn_over = rd->turn_last - rd->turn_start >= rd->turn_cycles;
 		if (got < 0)
 			got = 0;
 		if (got && r->total > SC_BLK_PIECE_BYTES)
@@ -765,17 +793,22 @@ int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget)
 {
 	struct iovec iov[BLK_IOV_MAX];
 	struct sc_vq_elem e = { .iov = iov, .iov_max = BLK_IOV_MAX };
-	struct round rd = { .bytes = SC_BLK_PIECE_BYTES };
+	struct round rd = { .bytes = SC_BLK_PIECE_BYTES, .turn_cycles = q->pq.turn_cycles };
 	unsigned started = 0, first_new;
 	uint64_t now = q->be->delay_ns ? now_ns() : 0;
 	int ret = 0;
 
+	if (sc_unlikely(q->turn_debt)) {
+		rd.paying = rd.turn_over = q->turn_debt >= rd.turn_cycles;
+		q->turn_debt = rd.paying ? q->turn_debt - rd.turn_cycles : 0;   /* less than a turn is forgiven */
+	}
 	if (q->inflight)
 		rd.work += reap(q);
 	/* Drops what reap finished before a pop can bring its head back. */
 	walk(q, 0, &rd);
 	first_new = q->nactive;
-	while (started < budget) {
+	/* Each new request takes its first step as it is popped, so the turn's clock covers them one by one. */
+	while (started < budget && !rd.turn_over) {
 		ret = sc_vq_pop(&q->vq, &e);
 		if (ret <= 0)
 			break;
@@ -786,8 +819,9 @@ int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget)
 			break;
 		}
 		started++;
+		walk(q, first_new, &rd);
+		first_new = q->nactive;
 	}
-	walk(q, first_new, &rd);
 	rd.under_way = true;
 	walk(q, 0, &rd);
 	if (q->unsubmitted) {
@@ -797,6 +831,11 @@ int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget)
 	if (q->nheld)
 		rd.work += release(q, false);
 	sc_vq_flush(&q->vq);
+	if (rd.turn_start && rd.turn_last - rd.turn_start > rd.turn_cycles) {
+		uint64_t over = rd.turn_last - rd.turn_start - rd.turn_cycles;
+		uint64_t max = rd.turn_cycles > UINT64_MAX / BLK_TURN_DEBT_MAX ? UINT64_MAX : BLK_TURN_DEBT_MAX * rd.turn_cycles;
+		q->turn_debt = q->turn_debt + over < max ? q->turn_debt + over : max;
+	}
 	rd.work += started;
 	return ret < 0 ? ret : (int)rd.work;
 }
@@ -807,7 +846,7 @@ void sc_blk_queue_fini(struct sc_blk_queue *q)
 		return;
 	/* Nothing started is dropped: finish each (split ones piece by piece) and complete it to the guest. */
 	while (q->nactive) {
-		struct round rd = { .bytes = SIZE_MAX };
+		struct round rd = { .bytes = SIZE_MAX, .turn_cycles = UINT64_MAX };
 		struct io_uring_cqe *cqe;
 		walk(q, 0, &rd);
 		rd.under_way = true;

@@ -140,6 +140,7 @@ struct sc_blk_queue {
 	uint64_t io_errors;              /* backend I/O that failed (completed IOERR) */
 	uint64_t sync_done;              /* reads/writes completed on the sidecore alone (page cache, RWF_NOWAIT, tmpfs) */
 	uint64_t split;                  /* reads/writes moved in more than one piece */
+	uint64_t turn_debt;              /* TSC cycles its turns overran pq.turn_cycles, not yet paid back */
 };
 
 /*

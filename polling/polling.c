@@ -50,6 +50,7 @@ struct sc_poller {
 	struct sc_pollq *queues[SC_POLLER_MAX_QUEUES];
 	unsigned nqueues;
 	unsigned budget;
+	uint64_t turn_cycles;           /* given to each queue at attach (sc_pollq.turn_cycles) */
 	uint64_t idle_spin_cycles;      /* UINT64_MAX: never sleep */
 	int epfd;
 	struct sc_poller_stats stats;   /* written by the sidecore only, read relaxed */
@@ -123,6 +124,8 @@ static int apply_attach(struct sc_poller *p, struct sc_pollq *q)
 	}
 	q->stopped = false;
 	q->error = 0;
+	/* Written here, on the sidecore, before its first poll: the device reads it there. */
+	q->turn_cycles = p->turn_cycles;
 	p->queues[p->nqueues++] = q;
 	stat_set32(&p->stats.queues, p->nqueues);
 	/* We poll from now on: the guest need not kick. */
@@ -588,6 +591,9 @@ int sc_poller_create(const struct sc_poller_config *cfg, struct sc_poller **out)
 	p->epfd = p->ctl_fd = -1;
 	p->cpu = cfg->cpu;
 	p->budget = cfg->budget ? cfg->budget : SC_POLLER_DEFAULT_BUDGET;
+	/* As idle_spin_ns: past ~10^17 ns the product would overflow the cast (and means "no bound"). */
+	uint64_t turn_ns = cfg->turn_ns ? cfg->turn_ns : SC_POLLER_DEFAULT_TURN_NS;
+	p->turn_cycles = turn_ns >= (UINT64_MAX >> 6) ? UINT64_MAX : sc_ns_to_cycles(turn_ns);
 	/* Converted once; past ~10^17 ns (years) the double product would overflow the cast. */
 	p->idle_spin_cycles = cfg->idle_spin_ns >= (UINT64_MAX >> 6) ? UINT64_MAX
 			      : sc_ns_to_cycles(cfg->idle_spin_ns);

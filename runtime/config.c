@@ -9,6 +9,8 @@
  */
 #include "runtime/config.h"
 
+#include "polling/polling.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -33,6 +35,7 @@ static const char *const sidecore_keys[] = {
 	"idle",
 	"iowq_cpus",
 	"stats_socket",
+	"turn_us",
 	NULL
 };
 static const char *const blk_keys[] = {
@@ -48,6 +51,7 @@ enum {
 	K_IDLE_POLICY,
 	K_IOWQ_CPUS,
 	K_STATS_SOCKET,
+	K_TURN,
 };
 enum {
 	K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT, K_DELAY,
@@ -434,6 +438,11 @@ static int sidecore_key(struct parse *p, int key, const char *v)
 		if (number(p, "budget", v, 1, 1024, &n))
 			c->budget = (unsigned)n;
 		break;
+	case K_TURN:
+		/* 1 s: a turn that long already stalls every neighbour; the budget bounds it anyway. */
+		if (number(p, "turn_us", v, 1, 1000000, &n))
+			c->turn_ns = n * 1000;
+		break;
 	case K_CONTROL_TIMEOUT:
 		/* 10 ms: below that a loaded host drops honest front ends; 10 min: above that a stall is no longer bounded. */
 		if (number(p, "control_timeout_ms", v, 10, 600000, &n))
@@ -629,6 +638,7 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	c->idle_spin_ns = 200 * 1000;
 	c->budget = 32;
+	c->turn_ns = SC_POLLER_DEFAULT_TURN_NS;
 	c->control_timeout_ms = 5000;
 	c->idle = SC_IDLE_ADAPTIVE;
 	c->iowq = SC_IOWQ_AUTO;

@@ -11,6 +11,7 @@
  *   stats_socket = PATH   ; the stats socket; default: sidecored.sock beside the first device socket; none
  *   idle_spin_us = 200    ; spin this long idle before sleeping (0: at once)
  *   budget = 32           ; requests per queue per round, 1..1024
+ *   turn_us = 2           ; time a queue's turn may take, 1..1000000 (devices with costly requests end it then)
  *   control_timeout_ms = 5000 ; a front end's message, reply or first ring must come within this
  *
  *   [blk.NAME]            ; one section per disk: TYPE.NAME, TYPE is blk
@@ -79,6 +80,7 @@ struct sc_config {
 	int ncpus;
 	uint64_t idle_spin_ns;
 	unsigned budget;
+	uint64_t turn_ns;        /* a queue's turn, in time (sc_poller_config.turn_ns) */
 	unsigned control_timeout_ms;   /* vhost-user control timeout, 10..600000 */
 	struct sc_blk_config blk[SC_CONFIG_MAX_DEVICES];
 	int nblk;

@@ -159,7 +159,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < plan.nsidecores; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "sidecore%d", plan.sidecores[i]);
-		struct sc_poller_config pc = { .cpu = plan.sidecores[i], .budget = cfg.budget,
+		struct sc_poller_config pc = { .cpu = plan.sidecores[i], .budget = cfg.budget, .turn_ns = cfg.turn_ns,
 					       .idle_spin_ns = plan.idle_spin_ns, .name = name };
 		int r = sc_poller_create(&pc, &pollers[npollers]);
 		if (r < 0) {

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/tsc.h"
 #include "devices/devices.h"
 #include "driver/driver.h"
 #include "guestmem/guestmem.h"
@@ -487,6 +488,77 @@ Test(blk, a_small_request_is_not_kept_waiting_by_a_huge_one_on_its_queue)
 	cr_assert_eq(order[1], big);
 	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
 	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+}
+
+/* Post n reads of 512 bytes (the smallest, the costliest per byte: a system call each), one slot each. */
+static void post_small_reads(unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		cr_assert_geq(post(i, VIRTIO_BLK_T_IN, i, 512, true), 0);
+	sc_drv_vq_publish(&dvq);
+}
+
+/* What one poll completed. */
+static unsigned poll_once(void)
+{
+	uint16_t head;
+	uint32_t len;
+	unsigned got = 0;
+	cr_assert_geq(sc_blk_queue_poll(&q, 32), 0, "%s", q.vq.broken_reason);
+	while (sc_drv_vq_get_used(&dvq, &head, &len) == 1)
+		got++;
+	return got;
+}
+
+Test(blk, a_turn_ends_once_its_time_is_spent)
+{
+	reopen_in("/dev/shm");
+	cr_assert(be.memory_backed, "every read is a copy on the sidecore");
+	/* A spent turn still serves one request, and leaves the rest on the ring for later turns. */
+	q.pq.turn_cycles = 0;
+	post_small_reads(16);
+	cr_assert_eq(poll_once(), 1, "a turn with no time takes one request");
+	cr_assert_eq(poll_once(), 1);
+	q.pq.turn_cycles = UINT64_MAX;
+	cr_assert_eq(poll_once(), 14, "without a time bound the budget decides");
+	for (unsigned i = 0; i < 16; i++)
+		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(q.nactive, 0);
+}
+
+Test(blk, a_one_microsecond_turn_ends_before_the_budget)
+{
+	reopen_in("/dev/shm");
+	/* 32 system calls cannot fit in 1 us (one takes hundreds of ns), so time, not the budget, ends it. */
+	q.pq.turn_cycles = sc_ns_to_cycles(1000);
+	post_small_reads(32);
+	unsigned first = poll_once(), rest = 0;
+	cr_assert(first >= 1 && first < 32, "a 1 us turn served %u of 32 small reads", first);
+	for (unsigned k = 0; k < 100000 && first + rest < 32; k++)   /* turns in debt copy nothing */
+		rest += poll_once();
+	cr_assert_eq(first + rest, 32, "every read is served in later turns");
+}
+
+Test(blk, a_turn_that_overran_is_paid_back_by_turns_that_copy_nothing)
+{
+	reopen_in("/dev/shm");
+	q.pq.turn_cycles = 1;   /* every copy overruns it */
+	post_small_reads(8);
+	cr_assert_eq(poll_once(), 1);
+	uint64_t debt = q.turn_debt;
+	cr_assert_eq(debt, 64, "the overrun is owed, at most 64 turns of it (BLK_TURN_DEBT_MAX)");
+	unsigned skipped = 0;
+	while (q.turn_debt >= q.pq.turn_cycles && skipped < 1000) {
+		cr_assert_eq(poll_once(), 0, "a turn that pays back copies nothing");
+		skipped++;
+	}
+	cr_assert_eq(skipped, debt, "one turn's time is paid back per round");
+	cr_assert_eq(poll_once(), 1, "paid back: the next turn copies again");
+	q.pq.turn_cycles = UINT64_MAX;
+	q.turn_debt = 0;
+	cr_assert_eq(poll_once(), 6);
+	for (unsigned i = 0; i < 8; i++)
+		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_OK);
 }
 
 Test(blk, requests_beyond_size_max_or_seg_max_fail_alone)

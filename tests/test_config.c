@@ -128,6 +128,7 @@ Test(config, full_valid_file_with_two_devices_and_defaults)
 		   "cpus = 1,3            ; sidecore cpus\n"
 		   "idle_spin_us = 50\n"
 		   "budget = 64\n"
+		   "turn_us = 5\n"
 		   "\n"
 		   "[blk.disk0]           ; one section per device\n"
 		   "socket = %s/disk0.sock\n"
@@ -148,6 +149,7 @@ Test(config, full_valid_file_with_two_devices_and_defaults)
 	cr_assert_eq(c.cpus_line, 3);
 	cr_assert_eq(c.idle_spin_ns, 50000);
 	cr_assert_eq(c.budget, 64);
+	cr_assert_eq(c.turn_ns, 5000);
 	cr_assert_eq(c.nblk, 2);
 
 	const struct sc_blk_config *a = &c.blk[0], *b = &c.blk[1];
@@ -159,14 +161,14 @@ Test(config, full_valid_file_with_two_devices_and_defaults)
 	cr_assert_eq(a->queues, 2);
 	cr_assert_eq(a->queue_size, 1024);
 	cr_assert(a->read_only && a->direct);
-	cr_assert_eq(a->line, 7);
+	cr_assert_eq(a->line, 8);
 
 	cr_assert_str_eq(b->name, "disk-1_b");
 	cr_assert_str_eq(b->backing, disk2);
 	cr_assert_eq(b->queues, 1, "default");
 	cr_assert_eq(b->queue_size, 256, "default");
 	cr_assert(!b->read_only && !b->direct, "defaults");
-	cr_assert_eq(b->line, 15);
+	cr_assert_eq(b->line, 16);
 }
 
 Test(config, comments_and_blank_lines)
@@ -178,6 +180,7 @@ Test(config, comments_and_blank_lines)
 	cr_assert_eq(c.cpus_line, 9);
 	cr_assert_eq(c.idle_spin_ns, 200000, "default");
 	cr_assert_eq(c.budget, 32, "default");
+	cr_assert_eq(c.turn_ns, 2000, "default");
 	cr_assert_eq(c.blk[0].line, 13);
 	char want[256];
 	snprintf(want, sizeof(want), "%s/a;b.sock", dir);
@@ -453,6 +456,18 @@ Test(config, budget_1025)
 {
 	write_conf(SIDECORE "budget = 1025\n");
 	load_fails(-ERANGE, 3, "budget = 1025 is out of range");
+}
+
+Test(config, turn_zero)
+{
+	write_conf(SIDECORE "turn_us = 0\n");
+	load_fails(-ERANGE, 3, "turn_us = 0 is out of range; use a number in 1..1000000");
+}
+
+Test(config, turn_beyond_one_second)
+{
+	write_conf(SIDECORE "turn_us = 1000001\n");
+	load_fails(-ERANGE, 3, "turn_us = 1000001 is out of range");
 }
 
 Test(config, idle_spin_beyond_ten_seconds)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/barrier.h"
+#include "common/tsc.h"
 #include "devices/devices.h"
 #include "driver/driver.h"
 #include "guestmem/guestmem.h"
@@ -253,6 +254,20 @@ Test(poller, budget_per_queue_per_round_is_respected)
 	cr_assert_eq(sc_poller_attach(p, &a.pq), 0);
 	cr_assert(wait_for(&a.served, 1000));
 	cr_assert_eq(a.max_per_poll, 8);
+}
+
+Test(poller, each_queue_is_given_the_turn_time_at_attach)
+{
+	struct sc_poller_config c = { .cpu = last_cpu(), .idle_spin_ns = SC_POLLER_NEVER_SLEEP, .turn_ns = 5000,
+				      .name = "sc-turn" };
+	cr_assert_eq(sc_poller_create(&c, &p), 0);
+	cr_assert_eq(sc_poller_attach(p, &a.pq), 0);
+	cr_assert_eq(a.pq.turn_cycles, sc_ns_to_cycles(5000));
+	sc_poller_destroy(p);
+	p = NULL;
+	start(SC_POLLER_NEVER_SLEEP, 0);
+	cr_assert_eq(sc_poller_attach(p, &b.pq), 0);
+	cr_assert_eq(b.pq.turn_cycles, sc_ns_to_cycles(SC_POLLER_DEFAULT_TURN_NS), "0 means the default");
 }
 
 Test(poller, endless_work_does_not_starve_a_neighbour)
