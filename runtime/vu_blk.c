@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "viommu/viommu.h"
+
 static int blk_get_config(void *ctx, uint8_t *buf, uint32_t offset, uint32_t len)
 {
 	struct sc_vu_blk *d = ctx;
@@ -18,7 +20,7 @@ static int blk_get_config(void *ctx, uint8_t *buf, uint32_t offset, uint32_t len
 	return 0;
 }
 
-static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *cfg)
+static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *cfg, struct sc_viommu_tc *tc)
 {
 	struct sc_vu_blk *d = ctx;
 	struct sc_blk_queue *q = &d->queues[idx];
@@ -32,7 +34,8 @@ static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *c
 	if (sc_vq_resubmit_pending(&q->vq))
 		fprintf(stderr, "sidecore: %s: serving again %u requests a previous back end left in flight\n",
 			d->names[idx], sc_vq_resubmit_pending(&q->vq));
-	ret = sc_poller_attach(d->pollers[idx % d->npollers], &q->pq);
+	d->attached[idx] = tc ? sc_viommu_tc_wrap_iotlb(tc, &q->pq, &q->vq) : &q->pq;
+	ret = sc_poller_attach(d->pollers[idx % d->npollers], d->attached[idx]);
 	if (ret < 0) {
 		sc_blk_queue_fini(q);
 		return ret;
@@ -49,7 +52,7 @@ static uint16_t blk_queue_stop(void *ctx, unsigned idx)
 	if (!d->live[idx])
 		return 0;
 	/* Detach returns only once the sidecore let go; then finish what it started. */
-	sc_poller_detach(d->pollers[idx % d->npollers], &q->pq);
+	sc_poller_detach(d->pollers[idx % d->npollers], d->attached[idx]);
 	sc_blk_queue_fini(q);
 	d->live[idx] = false;
 	return q->vq.last_avail;
