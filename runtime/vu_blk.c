@@ -53,6 +53,9 @@ static uint16_t blk_queue_stop(void *ctx, unsigned idx)
 		return 0;
 	/* Detach returns only once the sidecore let go; then finish what it started. */
 	sc_poller_detach(d->pollers[idx % d->npollers], d->attached[idx]);
+	/* Rings whose translation the IOMMU took away: finish the I/O, but write nothing to them. */
+	if (d->attached[idx] != &q->pq && ((struct sc_viommu_tc *)d->attached[idx]->ctx)->rings_lost)
+		sc_vq_set_broken(&q->vq, -EFAULT, "stopped while its rings' IOTLB translation was invalidated and not restored");
 	sc_blk_queue_fini(q);
 	d->live[idx] = false;
 	return q->vq.last_avail;

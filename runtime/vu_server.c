@@ -138,7 +138,7 @@ static int iotlb_create(struct sc_vu_server *s)
 	int ret;
 
 	sc_viommu_config_default(&cfg, &s->mem);
-	cfg.max_mappings = s->ops->iotlb_max ? s->ops->iotlb_max : SC_VU_IOTLB_MAX;
+	cfg.max_mappings = SC_VU_IOTLB_MAX;   /* the cap the ops set is checked per UPDATE */
 	cfg.max_endpoints = 1;
 	cfg.max_domains = 2;
 	ret = sc_viommu_create(&cfg, &v);
@@ -949,12 +949,13 @@ HANDLER(IOTLB_MSG)
 	if (!uva_to_gpa(s, t.uaddr, t.size, &gpa))
 		return iotlb_refuse(s, m, -EFAULT, "UPDATE of uaddr [0x%llx, +0x%llx) outside every region of the memory table",
 				    (unsigned long long)t.uaddr, (unsigned long long)t.size);
-	ret = sc_viommu_update(s->viommu, 0, t.iova, last, gpa, t.perm, &removed);
+	uint32_t cap = s->ops->iotlb_max ? s->ops->iotlb_max : SC_VU_IOTLB_MAX;
+	ret = sc_viommu_domain_mappings(s->viommu, 0) >= (int)cap ? -ENOMEM
+		: sc_viommu_update(s->viommu, 0, t.iova, last, gpa, t.perm, &removed);
 	if (removed)
 		iotlb_removed(s);   /* it replaced entries: the old ones are gone as for an INVALIDATE */
 	if (ret == -ENOMEM)
-		return iotlb_refuse(s, m, -ENOSPC, "UPDATE beyond the %u entries a device may hold; INVALIDATE first",
-				    sc_viommu_get_config(s->viommu)->max_mappings);
+		return iotlb_refuse(s, m, -ENOSPC, "UPDATE beyond the %u entries a device may hold; INVALIDATE first", cap);
 	if (ret == -ERANGE)
 		return iotlb_refuse(s, m, -ERANGE, "UPDATE of iova 0x%llx +0x%llx (guest 0x%llx) not 4 KiB aligned",
 				    (unsigned long long)t.iova, (unsigned long long)t.size, (unsigned long long)gpa);

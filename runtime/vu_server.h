@@ -42,7 +42,7 @@ struct sc_viommu_tc;
  * front end fills (IOTLB_MSG UPDATE, on our MISS over the back-end channel).
  */
 #define SC_VU_F_ACCESS_PLATFORM 33
-#define SC_VU_IOTLB_MAX 65536          /* IOTLB entries per device, unless the ops say otherwise */
+#define SC_VU_IOTLB_MAX 65536          /* IOTLB entries per device, and the most the ops may allow */
 #define SC_VU_IOTLB_MISS_MS 3000       /* a miss unanswered this long breaks its queue */
 
 /* Protocol feature bits the server implements. */
@@ -75,7 +75,7 @@ struct sc_vu_device_ops {
 	uint16_t (*queue_stop)(void *ctx, unsigned idx);
 	/* Has started vring idx been broken by its guest? GET_STATUS then adds NEEDS_RESET. NULL: never. */
 	bool (*queue_broken)(void *ctx, unsigned idx);
-	uint32_t iotlb_max;        /* IOTLB entries the front end may install; 0 means SC_VU_IOTLB_MAX */
+	uint32_t iotlb_max;        /* IOTLB entries the front end may install, ≤ SC_VU_IOTLB_MAX; 0 means that */
 	uint32_t iotlb_miss_ms;    /* how long a miss may go unanswered; 0 means SC_VU_IOTLB_MISS_MS */
 };
 

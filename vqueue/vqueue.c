@@ -165,9 +165,6 @@ int sc_vq_remap_rings(struct sc_vq *vq, uint64_t desc_addr, uint64_t avail_addr,
 	struct vring_avail *avail;
 	struct vring_used *used;
 
-	vq->desc = NULL;
-	vq->avail = NULL;
-	vq->used = NULL;
 	desc = map_ring(vq, "descriptor", desc_addr, vring_desc_bytes(vq->size), VRING_DESC_ALIGN,
 			SC_PERM_READ, &err);
 	if (!desc)

@@ -211,9 +211,11 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg);
 /*
  * Translate the three rings again at the given guest addresses (the same
  * ones sc_vq_init took, after a vIOMMU invalidated their translation) and
- * keep the indices. Returns 0; -EAGAIN if the hook reported a miss (the
- * old pointers are then dropped: do not touch the rings until this
- * succeeds); or -EFAULT with the queue broken. Sidecore thread only.
+ * keep the indices. Returns 0; -EAGAIN if the hook reported a miss; or
+ * -EFAULT with the queue broken. On failure the old pointers stay (they
+ * still point into guest memory, so a stray use cannot hurt the host),
+ * but the caller must not touch the rings until this succeeds or the
+ * queue is broken. Sidecore thread only.
  */
 int sc_vq_remap_rings(struct sc_vq *vq, uint64_t desc_addr, uint64_t avail_addr, uint64_t used_addr);
 

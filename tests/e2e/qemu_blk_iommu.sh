@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# End to end with QEMU's vIOMMU: the guest runs Linux's intel-iommu driver
+# over QEMU's intel-iommu, and its vhost-user-blk device (two queues) has
+# iommu_platform=on, so every ring and buffer address sidecored sees is an
+# IOVA: sidecored asks QEMU for each translation (a MISS on the back-end
+# channel, answered by an IOTLB UPDATE) and drops it when the guest
+# invalidates it (INVALIDATE). The guest writes a pattern over the whole
+# disk, syncs, reads it back; the host checks the backing file. The guest
+# runs strict (iommu.strict=1: each unmap invalidated before the guest
+# reuses the address). SC_MODES="lazy strict" adds the lazy mode
+# (iommu.strict=0): with QEMU 7.2 it fails here, a queue reads a
+# descriptor through a translation the guest has dropped without an
+# INVALIDATE reaching the back end (see README, "IOMMU-protected guests").
+# SC_KEEP=DIR keeps the logs. Reports TAP.
+# usage: qemu_blk_iommu.sh SIDECORED_BINARY
+set -uo pipefail
+sidecored=$1
+here=$(cd "$(dirname "$0")" && pwd)
+mb=32
+
+skip() { echo "1..0 # SKIP $*"; exit 77; }
+command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed (scripts/deps.sh installs it)"
+kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n1)
+[ -n "$kernel" ] || skip "no kernel in /boot (linux-image-amd64)"
+[ -x /bin/busybox ] || skip "no static busybox (busybox-static)"
+kver=${kernel#/boot/vmlinuz-}
+
+work=$(mktemp -d /tmp/sidecore-e2e-iommu-XXXXXX)
+sd_pid=
+cleanup() {
+  [ -n "$sd_pid" ] && kill -TERM "$sd_pid" 2>/dev/null && wait "$sd_pid" 2>/dev/null
+  [ -n "${SC_KEEP:-}" ] && cp "$work/sidecored.log" "$work/guest.log" "$SC_KEEP"/
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+n=0 failed=0
+ok() { n=$((n + 1)); echo "ok $n - $*"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
+
+modes=${SC_MODES:-strict}
+echo "1..$(( $(echo $modes | wc -w) * 3 ))"
+"$here/mkinitramfs.sh" "$kver" "$work/initrd.gz" || { echo "Bail out! cannot build the initramfs"; exit 1; }
+cat > "$work/sc.conf" <<CONF
+[sidecore]
+cpus = $(( $(nproc) - 1 ))
+
+[blk.disk0]
+socket = $work/disk0.sock
+backing = $work/disk.img
+queues = 2
+CONF
+
+start_sidecored() {
+  "$sidecored" --config "$work/sc.conf" >> "$work/sidecored.log" 2>&1 &
+  sd_pid=$!
+  for _ in $(seq 50); do [ -S "$work/disk0.sock" ] && return 0; sleep 0.1; done
+  echo "# sidecored did not create its socket:"; sed 's/^/#   /' "$work/sidecored.log"
+  return 1
+}
+
+boot_guest() { # mode (strict: 0 or 1) -> guest console in $work/guest.log
+  timeout ${SC_QEMU_TIMEOUT:-300} qemu-system-x86_64 -machine q35,accel=tcg,kernel-irqchip=split -m 512M -smp 2 \
+    -device intel-iommu,intremap=off,device-iotlb=on \
+    -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
+    -chardev socket,id=c0,path="$work/disk0.sock",reconnect=1 \
+    -device vhost-user-blk-pci,chardev=c0,num-queues=2,iommu_platform=on,ats=on,disable-legacy=on \
+    -kernel "$kernel" -initrd "$work/initrd.gz" \
+    -append "console=ttyS0 quiet panic=-1 intel_iommu=on iommu.passthrough=0 iommu.strict=$1 sc_test=write sc_mb=$mb sc_pat=$2" \
+    -nographic -no-reboot -display none -serial stdio -monitor none < /dev/null > "$work/guest.log" 2>&1
+}
+
+none_in_log() { ! sed -n "/=== $mode/,\$p" "$work/sidecored.log" | grep -q "$1"; }
+readback() { sed -n 's/.*SC-READBACK \([0-9a-f]*\).*/\1/p' "$work/guest.log" | tail -n1; }
+
+for mode in $modes; do
+  strict=0; [ $mode = strict ] && strict=1
+  pat=sidecore-iommu-$mode
+  expected=$(yes $pat | head -c $((mb * 1048576)) | md5sum | cut -d' ' -f1)
+  rm -f "$work/disk.img"; truncate -s ${mb}M "$work/disk.img"
+  echo "=== $mode" >> "$work/sidecored.log"
+  start_sidecored || { echo "Bail out! sidecored did not start"; exit 1; }
+  boot_guest $strict $pat
+  grep -a "SC-ERROR\|DMAR\|iommu" "$work/guest.log" | head -n 5 | sed 's/^/# guest: /'
+  check "$mode: the guest wrote its whole $mb MiB disk through sidecored under intel-iommu and read it back" \
+    [ "$(readback)" = "$expected" ]
+  check "$mode: the backing file holds the guest's pattern (checked from the host)" \
+    [ "$(md5sum < "$work/disk.img" | cut -d' ' -f1)" = "$expected" ]
+  check "$mode: no queue broke and no IOTLB message was refused" none_in_log "queue broken\|refused"
+  kill -TERM "$sd_pid"; wait "$sd_pid"; sd_pid=
+done
+[ $failed -eq 0 ] || { echo "# guest console:"; tail -n 30 "$work/guest.log" | sed 's/^/#   /'; echo "# sidecored:"; tail -n 40 "$work/sidecored.log" | sed 's/^/#   /'; }
+exit $((failed > 0))
