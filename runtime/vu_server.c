@@ -148,6 +148,9 @@ static int iotlb_create(struct sc_vu_server *s)
 		sc_viommu_destroy(v);
 		return ret;
 	}
+	/* Contexts left by rings that never started (their slots die with the old table). */
+	for (unsigned i = 0; i < SC_VU_MAX_VRINGS; i++)
+		sc_viommu_tc_fini(&s->tcs[i]);
 	sc_viommu_destroy(s->viommu);
 	s->viommu = v;
 	return 0;

@@ -389,3 +389,24 @@ Test(iotlb, batched_invalidations_are_acked_at_batch_end)
 	cr_assert_eq(iotlb(VHOST_IOTLB_BATCH_END, 0, 0, 0, 0), 0);
 	still_serves();
 }
+
+Test(iotlb, a_new_connection_starts_with_an_empty_iotlb)
+{
+	fe_open(true);
+	fe_ring();   /* waits for its ring's translation, which never comes */
+	struct sc_vu_iotlb t;
+	cr_assert(next_miss(2000, &t));
+	t_fe_close(&fe);
+	close(backend);
+	backend = -1;
+	fe_start_mapped();
+	t_fe_verified_io(&fe, D.img, 8);
+	t_fe_close(&fe);
+	close(backend);
+	backend = -1;
+	/* The next front end's entries are its own: nothing of the last one's maps. */
+	fe_open(true);
+	fe_ring();
+	cr_assert(next_miss(2000, &t), "the ring misses again");
+	cr_assert_eq(sc_vu_server_started(D.srv), 0);
+}
