@@ -932,6 +932,22 @@ int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_
 	return 0;
 }
 
+/* Remove every mapping of d that overlaps [iova, last], whole. True if one went. */
+static bool remove_overlapping(struct sc_viommu *v, struct sc_viommu_domain *d, uint64_t iova, uint64_t last)
+{
+	uint32_t i = first_reaching(d, iova), k = 0;
+
+	while (i + k < d->n && d->maps[i + k].iova <= last)
+		k++;
+	if (!k)
+		return false;
+	seq_begin(d);
+	maps_remove(v, d, i, k);
+	seq_end(d);
+	gen_bump(v);
+	return true;
+}
+
 int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed)
 {
 	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
@@ -942,16 +958,7 @@ int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, ui
 	if (last < iova)
 		return -EINVAL;
 	v->stats.unmaps++;
-	uint32_t i = first_reaching(d, iova), k = 0;
-	while (i + k < d->n && d->maps[i + k].iova <= last)
-		k++;
-	if (!k)
-		return 0;
-	seq_begin(d);
-	maps_remove(v, d, i, k);
-	seq_end(d);
-	gen_bump(v);
-	*removed = true;
+	*removed = remove_overlapping(v, d, iova, last);
 	return 0;
 }
 
@@ -969,10 +976,7 @@ int sc_viommu_update(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64
 	if (i < d->n && d->maps[i].iova == iova && d->maps[i].last == last && d->maps[i].gpa == gpa &&
 	    d->maps[i].perm == perm && !d->maps[i].dying)
 		return 0;
-	ret = sc_viommu_invalidate(v, domain, iova, last, removed);
-	if (ret < 0)
-		return ret;
-	v->stats.unmaps -= !*removed;   /* counted as an unmap only if it replaced something */
+	*removed = remove_overlapping(v, d, iova, last);
 	return sc_viommu_map(v, domain, iova, last, gpa, perm);
 }
 

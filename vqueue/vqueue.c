@@ -119,18 +119,8 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 	vq->event_idx = cfg->features & (1ull << VIRTIO_F_EVENT_IDX);
 	vq->indirect = cfg->features & (1ull << VIRTIO_F_INDIRECT_DESC);
 
-	/* The byte counts include the event index after avail and used: mapped always, used only with EVENT_IDX. */
-	vq->desc = map_ring(vq, "descriptor", cfg->desc_addr, vring_desc_bytes(vq->size),
-			    VRING_DESC_ALIGN, SC_PERM_READ, &err);
-	if (!vq->desc)
-		return err;
-	vq->avail = map_ring(vq, "available", cfg->avail_addr, vring_avail_bytes(vq->size),
-			     VRING_AVAIL_ALIGN, SC_PERM_READ, &err);
-	if (!vq->avail)
-		return err;
-	vq->used = map_ring(vq, "used", cfg->used_addr, vring_used_bytes(vq->size),
-			    VRING_USED_ALIGN, SC_PERM_RW, &err);
-	if (!vq->used)
+	err = sc_vq_remap_rings(vq, cfg->desc_addr, cfg->avail_addr, cfg->used_addr);
+	if (err < 0)
 		return err;
 
 	/* Resume where the previous owner stopped (vhost-user SET_VRING_BASE). */
@@ -158,6 +148,7 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 	return 0;
 }
 
+/* Also sc_vq_init's: all three rings, or none (the old pointers stay). */
 int sc_vq_remap_rings(struct sc_vq *vq, uint64_t desc_addr, uint64_t avail_addr, uint64_t used_addr)
 {
 	int err = 0;
@@ -165,6 +156,7 @@ int sc_vq_remap_rings(struct sc_vq *vq, uint64_t desc_addr, uint64_t avail_addr,
 	struct vring_avail *avail;
 	struct vring_used *used;
 
+	/* The byte counts include the event index after avail and used: mapped always, used only with EVENT_IDX. */
 	desc = map_ring(vq, "descriptor", desc_addr, vring_desc_bytes(vq->size), VRING_DESC_ALIGN,
 			SC_PERM_READ, &err);
 	if (!desc)

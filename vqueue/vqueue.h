@@ -183,7 +183,8 @@ struct sc_vq_elem {
  * Validate cfg and map the three rings through cfg->xlate; each ring must
  * map completely and contiguously or the queue is not set up. Notifications
  * start enabled (the driver may kick). Returns 0, or -EINVAL for a bad size
- * or misaligned ring, -EFAULT for a ring outside guest memory, -ENOMEM;
+ * or misaligned ring, -EFAULT for a ring outside guest memory, -ENOMEM,
+ * -EAGAIN if the translate hook reported a miss for a ring (not broken);
  * on failure the queue is left broken with the reason in vq->broken_reason
  * (and reported as sc_vq_set_broken says).
  *
