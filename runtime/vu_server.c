@@ -214,8 +214,8 @@ static bool iotlb_wait(struct sc_vu_server *s, bool (*done)(struct sc_vu_server 
 			return true;
 		if (now_ms() > deadline || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
 			return false;
-		if (i < 64)
-			sched_yield();
+		if (i < 4096)
+			sched_yield();   /* a grace period is a poll round or two: microseconds */
 		else
 			nanosleep(&(struct timespec){ 0, 20000 }, NULL);
 	}
