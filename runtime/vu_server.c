@@ -431,11 +431,18 @@ static int vring_maybe_start_iotlb(struct sc_vu_server *s, unsigned idx, struct 
 		ret = sc_viommu_translate(tc, ring[k].at, ring[k].len, ring[k].perm, &iov, 1);
 		if (ret == 1)
 			continue;
-		if (ret != -EAGAIN && !v->said_iotlb)
+		/*
+		 * A miss is the normal start (QEMU answers at once): said only
+		 * once it has waited past the miss timeout, seen at the next
+		 * message. Anything else (a permission, a ring over two
+		 * mappings that are not contiguous) at once.
+		 */
+		bool stale = ret == -EAGAIN && (uint64_t)now_ms() * 1000000ull - tc->miss_since_ns > tc->miss_timeout_ns;
+		if ((ret != -EAGAIN || stale) && !v->said_iotlb)
 			fprintf(stderr, "sidecore: %s: ring at iova 0x%llx (+%llu) does not translate through the IOTLB "
 				"(%s); it waits for an UPDATE that maps it\n", v->name, (unsigned long long)ring[k].at,
-				(unsigned long long)ring[k].len, strerror(-ret));
-		v->said_iotlb = v->said_iotlb || ret != -EAGAIN;
+				(unsigned long long)ring[k].len, ret == -EAGAIN ? "the MISS was not answered" : strerror(-ret));
+		v->said_iotlb = v->said_iotlb || ret != -EAGAIN || stale;
 		return 0;   /* a miss went out: the UPDATE comes back through vrings_update */
 	}
 	cfg->desc_addr = ring[0].at;
