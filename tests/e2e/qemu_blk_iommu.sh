@@ -110,7 +110,8 @@ start_sidecored "$work/sc-delay.conf" || { echo "Bail out! sidecored did not sta
 boot_guest 0 $pat sc_direct=1 &
 qemu_pid=$!
 for _ in $(seq 900); do grep -qa SC-WRITE-START "$work/guest.log" 2>/dev/null && break; sleep 0.1; done
-sleep 1   # 32 writes held >= 50 ms each take >= 1.6 s: under way
+# Under way: a quarter of the (sparse) disk written, each write held 50 ms in flight.
+for _ in $(seq 300); do [ $(( $(stat -c %b "$work/disk.img") * 512 )) -ge $((mb * 262144)) ] && break; sleep 0.02; done
 grep -qa SC-WRITE-DONE "$work/guest.log" && echo "# the guest's write finished before the kill"
 kill -KILL "$sd_pid"; wait "$sd_pid" 2>/dev/null; sd_pid=
 echo "=== restart" >> "$work/sidecored.log"
