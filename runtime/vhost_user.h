@@ -38,6 +38,8 @@ enum sc_vu_request {
 	VHOST_USER_SET_PROTOCOL_FEATURES = 16,
 	VHOST_USER_GET_QUEUE_NUM = 17,
 	VHOST_USER_SET_VRING_ENABLE = 18,
+	VHOST_USER_SET_BACKEND_REQ_FD = 21,   /* SET_SLAVE_REQ_FD */
+	VHOST_USER_IOTLB_MSG = 22,
 	VHOST_USER_GET_CONFIG = 24,
 	VHOST_USER_SET_CONFIG = 25,
 	VHOST_USER_GET_INFLIGHT_FD = 31,
@@ -70,6 +72,7 @@ enum sc_vu_fd_kind {
 	SC_VU_FD_MEM,        /* memory to map: a regular file as large as the region, a memfd also sealed */
 	SC_VU_FD_INFLIGHT,   /* the inflight area: checked as memory against mmap_offset + mmap_size */
 	SC_VU_FD_IGNORED,    /* allowed and closed unused (REM_MEM_REG's copy of the region fd) */
+	SC_VU_FD_SOCKET,     /* a stream socket: the back-end request channel */
 };
 enum sc_vu_rings {
 	SC_VU_RINGS_KEEP,    /* rings run on; the state change is re-evaluated after the handler */
@@ -103,6 +106,8 @@ enum sc_vu_rings {
 	X(SET_PROTOCOL_FEATURES, EXACT, 8, 0, 0, NONE, NONE, KEEP)          \
 	X(GET_QUEUE_NUM, EXACT, 0, 0, 0, NONE, NONE, KEEP)                  \
 	X(SET_VRING_ENABLE, EXACT, 8, 0, 0, STATE, NONE, KEEP)              \
+	X(SET_BACKEND_REQ_FD, EXACT, 0, 1, 1, NONE, SOCKET, KEEP)           \
+	X(IOTLB_MSG, EXACT, sizeof(struct sc_vu_iotlb), 0, 0, NONE, NONE, KEEP) \
 	X(GET_CONFIG, CONFIG, 0, 0, 0, NONE, NONE, KEEP)                    \
 	X(SET_CONFIG, CONFIG, 0, 0, 0, NONE, NONE, KEEP)                    \
 	/* QEMU sends the 20-byte inflight description padded to 24. */     \
@@ -155,6 +160,33 @@ struct sc_vu_inflight {
 	uint16_t queue_size;
 };
 
+/* struct vhost_iotlb_msg (linux/vhost_types.h), 32 bytes with its padding. */
+struct sc_vu_iotlb {
+	uint64_t iova;
+	uint64_t size;
+	uint64_t uaddr;      /* the front end's virtual address */
+	uint8_t perm;        /* VHOST_ACCESS_* */
+	uint8_t type;        /* VHOST_IOTLB_* */
+	uint8_t padding[6];
+};
+
+enum sc_vu_iotlb_type {
+	VHOST_IOTLB_MISS = 1,
+	VHOST_IOTLB_UPDATE = 2,
+	VHOST_IOTLB_INVALIDATE = 3,
+	VHOST_IOTLB_ACCESS_FAIL = 4,
+	VHOST_IOTLB_BATCH_BEGIN = 5,
+	VHOST_IOTLB_BATCH_END = 6,
+};
+
+/* VHOST_ACCESS_*: the same bits as SC_PERM_READ and SC_PERM_WRITE. */
+#define VHOST_ACCESS_RO 1u
+#define VHOST_ACCESS_WO 2u
+#define VHOST_ACCESS_RW 3u
+
+/* Requests the back end sends on the back-end channel (SET_BACKEND_REQ_FD). */
+#define VHOST_USER_BACKEND_IOTLB_MSG 1
+
 struct sc_vu_hdr {
 	uint32_t request;
 	uint32_t flags;
@@ -179,6 +211,7 @@ struct sc_vu_msg {
 		} mem_reg;
 		struct sc_vu_config config;
 		struct sc_vu_inflight inflight;
+		struct sc_vu_iotlb iotlb;
 		uint8_t raw[sizeof(struct sc_vu_config)];
 	} payload;
 	int fds[SC_VU_MAX_FDS];
@@ -227,7 +260,7 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
  * memfd must be sealed against shrinking (F_SEAL_SHRINK), so that it cannot
  * fault under a sidecore later. Needs /proc/self/fd. Returns 0, or on a
  * refusal a negative errno with one line in err and every fd closed:
- *   -EBADFD     not an eventfd, or not a regular file
+ *   -EBADFD     not an eventfd, not a regular file, or not a stream socket
  *   -ENXIO      the file is smaller than the range the message maps
  *   -EPERM      a memfd not sealed with F_SEAL_SHRINK
  */

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "viommu/viommu.h"
+
 static int blk_get_config(void *ctx, uint8_t *buf, uint32_t offset, uint32_t len)
 {
 	struct sc_vu_blk *d = ctx;
@@ -42,7 +44,7 @@ static void queue_fini_guarded(void *q)
 	sc_blk_queue_fini(q);
 }
 
-static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *cfg)
+static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *cfg, struct sc_viommu_tc *tc)
 {
 	struct sc_vu_blk *d = ctx;
 	struct sc_blk_queue *q = &d->queues[idx];
@@ -66,7 +68,8 @@ static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *c
 	if (sc_vq_resubmit_pending(&q->vq))
 		fprintf(stderr, "sidecore: %s: serving again %u requests a previous back end left in flight\n",
 			cfg->name ? cfg->name : d->names[idx], sc_vq_resubmit_pending(&q->vq));
-	ret = sc_poller_attach(d->pollers[idx % d->npollers], &q->pq);
+	d->attached[idx] = tc ? sc_viommu_tc_wrap_iotlb(tc, &q->pq, &q->vq) : &q->pq;
+	ret = sc_poller_attach(d->pollers[idx % d->npollers], d->attached[idx]);
 	if (ret < 0) {
 		sc_blk_queue_fini(q);
 		goto out;
@@ -87,7 +90,10 @@ static uint16_t blk_queue_stop(void *ctx, unsigned idx)
 		return 0;
 	pthread_mutex_lock(&d->lock);
 	/* Detach returns only once the sidecore let go; then finish what it started. */
-	sc_poller_detach(d->pollers[idx % d->npollers], &q->pq);
+	sc_poller_detach(d->pollers[idx % d->npollers], d->attached[idx]);
+	/* Rings whose translation the IOMMU took away: finish the I/O, but write nothing to them. */
+	if (d->attached[idx] != &q->pq && ((struct sc_viommu_tc *)d->attached[idx]->ctx)->rings_lost)
+		sc_vq_set_broken(&q->vq, -EFAULT, "stopped while its rings' IOTLB translation was invalidated and not restored");
 	char why[112];
 	if (sc_fault_guard_run(queue_fini_guarded, q, why, sizeof(why)) < 0) {
 		/* Broken now, so nothing more is written to its memory (blk.c publish); finish the rest. */
@@ -139,7 +145,7 @@ struct sc_poller *sc_vu_blk_queue_poller(const struct sc_vu_blk *d, unsigned idx
 
 int sc_vu_blk_queue_move(struct sc_vu_blk *d, unsigned idx, struct sc_poller *to)
 {
-	struct sc_pollq *pq = &d->queues[idx].pq;
+	struct sc_pollq *pq;
 	int ret = 0;
 
 	if (idx >= d->num_queues)
@@ -147,6 +153,7 @@ int sc_vu_blk_queue_move(struct sc_vu_blk *d, unsigned idx, struct sc_poller *to
 	if (d->npollers != d->num_queues)
 		return -ENOTSUP;
 	pthread_mutex_lock(&d->lock);
+	pq = d->attached[idx];   /* the queue itself, or its IOTLB wrapper */
 	struct sc_poller *from = d->pollers[idx];
 	if (from != to && d->live[idx]) {
 		/*

@@ -19,6 +19,7 @@ struct sc_vu_blk {
 	unsigned num_queues;
 	struct sc_vu_device_ops ops;        /* pass to sc_vu_server_create with this as ctx */
 	bool live[SC_VU_MAX_VRINGS];
+	struct sc_pollq *attached[SC_VU_MAX_VRINGS];   /* the queue's pollq, or its IOMMU wrapper */
 	struct sc_blk_queue queues[SC_VU_MAX_VRINGS];
 	char names[SC_VU_MAX_VRINGS][16];
 	pthread_mutex_t lock;               /* orders queue start/stop (control thread) with sc_vu_blk_queue_move */

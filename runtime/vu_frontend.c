@@ -41,15 +41,36 @@ static int get_u64(struct sc_vu_fe *fe, uint32_t req, uint64_t *v)
 	return ret;
 }
 
+int sc_vu_fe_iotlb(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t size, uint64_t gpa, uint8_t perm,
+		   bool reply)
+{
+	struct sc_vu_iotlb t = { .iova = iova, .size = size, .uaddr = (uintptr_t)fe->mem + gpa, .perm = perm, .type = type };
+	uint64_t ack;
+	int ret = send_msg(fe, VHOST_USER_IOTLB_MSG, reply ? VHOST_USER_NEED_REPLY : 0, &t, sizeof(t), -1);
+
+	if (ret < 0 || !reply)
+		return ret;
+	if (recv_reply(fe, VHOST_USER_IOTLB_MSG, &ack, sizeof(ack)) != sizeof(ack))
+		return -EPROTO;
+	return -(int)ack;
+}
+
 int sc_vu_fe_connect(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, unsigned nq,
 		     uint16_t qsize, char *err, size_t errlen)
+{
+	return sc_vu_fe_connect_flags(fe, path, mem_size, nq, qsize, 0, err, errlen);
+}
+
+int sc_vu_fe_connect_flags(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, unsigned nq,
+			   uint16_t qsize, unsigned flags, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	uint64_t f, pf;
 	int ret;
 
 	memset(fe, 0, sizeof(*fe));
-	fe->sock = fe->memfd = -1;
+	fe->sock = fe->memfd = fe->backend = -1;
+	fe->iommu = flags & SC_VU_FE_IOMMU;
 	for (unsigned i = 0; i < SC_VU_FE_MAX_QUEUES; i++)
 		fe->kick[i] = fe->call[i] = -1;
 	if (nq == 0 || nq > SC_VU_FE_MAX_QUEUES || strlen(path) >= sizeof(sa.sun_path)) {
@@ -77,14 +98,33 @@ int sc_vu_fe_connect(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, u
 	fe->features = f & ((1ull << VIRTIO_F_VERSION_1) | (1ull << SC_VU_F_PROTOCOL_FEATURES) |
 			    (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |
 			    (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_MQ));
+	if (fe->iommu)
+		fe->features |= f & (1ull << SC_VU_F_ACCESS_PLATFORM);
 	if (!(f & (1ull << SC_VU_F_PROTOCOL_FEATURES))) {
 		snprintf(err, errlen, "%s: the back end lacks VHOST_USER_F_PROTOCOL_FEATURES", path);
 		ret = -ENOTSUP;
 		goto fail;
 	}
 	STEP("GET_PROTOCOL_FEATURES", get_u64(fe, VHOST_USER_GET_PROTOCOL_FEATURES, &pf));
-	pf &= (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG);
+	uint64_t want_pf = (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG);
+	if (fe->iommu)
+		want_pf |= (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) | (1ull << VHOST_USER_PROTOCOL_F_IOTLB) |
+			   (1ull << VHOST_USER_PROTOCOL_F_BACKEND_REQ);
+	if (fe->iommu && ((pf & want_pf) != want_pf || !(fe->features & (1ull << SC_VU_F_ACCESS_PLATFORM)))) {
+		snprintf(err, errlen, "%s: the back end lacks ACCESS_PLATFORM, IOTLB, BACKEND_REQ or REPLY_ACK", path);
+		ret = -ENOTSUP;
+		goto fail;
+	}
+	pf &= want_pf;
 	STEP("SET_PROTOCOL_FEATURES", send_msg(fe, VHOST_USER_SET_PROTOCOL_FEATURES, 0, &pf, 8, -1));
+	if (fe->iommu) {
+		int sv[2];
+		STEP("socketpair", socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ? -errno : 0);
+		fe->backend = sv[0];
+		ret = send_msg(fe, VHOST_USER_SET_BACKEND_REQ_FD, 0, NULL, 0, sv[1]);
+		close(sv[1]);
+		STEP("SET_BACKEND_REQ_FD", ret);
+	}
 	STEP("SET_OWNER", send_msg(fe, VHOST_USER_SET_OWNER, 0, NULL, 0, -1));
 	STEP("SET_FEATURES", send_msg(fe, VHOST_USER_SET_FEATURES, 0, &fe->features, 8, -1));
 	if (pf & (1ull << VHOST_USER_PROTOCOL_F_CONFIG)) {
@@ -109,6 +149,11 @@ int sc_vu_fe_connect(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, u
 	STEP("SET_MEM_TABLE", send_msg(fe, VHOST_USER_SET_MEM_TABLE, 0, &mt, sizeof(mt), fe->memfd));
 
 	uint64_t off = 0;
+	/* The rings sit at IOVA = guest address, mapped for as long as we run. */
+	if (fe->iommu)
+		STEP("IOTLB UPDATE of the rings",
+		     sc_vu_fe_iotlb(fe, VHOST_IOTLB_UPDATE, 0, nq * SC_ALIGN_UP(sc_drv_vq_ring_bytes(qsize), 4096ull), 0,
+				    VHOST_ACCESS_RW, true));
 	for (unsigned q = 0; q < nq; q++) {
 		struct sc_drv_vq *vq = &fe->vq[q];
 		STEP("ring layout", sc_drv_vq_init(vq, fe->mem + off, off, qsize, fe->features));
@@ -117,6 +162,11 @@ int sc_vu_fe_connect(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, u
 		struct sc_vu_vring_state num = { q, qsize }, base = { q, 0 }, en = { q, 1 };
 		struct sc_vu_vring_addr a = { .index = q, .desc_user_addr = (uintptr_t)vq->desc,
 					      .avail_user_addr = (uintptr_t)vq->avail, .used_user_addr = (uintptr_t)vq->used };
+		if (fe->iommu) {
+			a.desc_user_addr = (uint64_t)((uint8_t *)vq->desc - fe->mem);
+			a.avail_user_addr = (uint64_t)((uint8_t *)vq->avail - fe->mem);
+			a.used_user_addr = (uint64_t)((uint8_t *)vq->used - fe->mem);
+		}
 		uint64_t idx = q;
 		fe->kick[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		fe->call[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -170,6 +220,8 @@ void sc_vu_fe_close(struct sc_vu_fe *fe)
 		munmap(fe->mem, fe->mem_size);
 	if (fe->memfd >= 0)
 		close(fe->memfd);
+	if (fe->backend >= 0)
+		close(fe->backend);
 	memset(fe, 0, sizeof(*fe));
-	fe->sock = fe->memfd = -1;
+	fe->sock = fe->memfd = fe->backend = -1;
 }

@@ -9,6 +9,7 @@
 #ifndef SC_RUNTIME_VU_FRONTEND_H
 #define SC_RUNTIME_VU_FRONTEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,7 +30,12 @@ struct sc_vu_fe {
 	int kick[SC_VU_FE_MAX_QUEUES];
 	int call[SC_VU_FE_MAX_QUEUES];
 	uint64_t buf_gpa;             /* free memory after the rings, for requests */
+	bool iommu;                   /* ACCESS_PLATFORM: addresses are IOVAs this front end maps */
+	int backend;                  /* our end of the back-end channel (IOMMU), or -1 */
 };
+
+/* sc_vu_fe_connect_flags: negotiate ACCESS_PLATFORM and play the vIOMMU (sc_vu_fe_iotlb). */
+#define SC_VU_FE_IOMMU 1u
 
 /*
  * Connect to the back end at path, negotiate, share mem_size bytes of
@@ -38,6 +44,24 @@ struct sc_vu_fe {
  */
 int sc_vu_fe_connect(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, unsigned nq,
 		     uint16_t qsize, char *err, size_t errlen);
+
+/*
+ * sc_vu_fe_connect with flags. With SC_VU_FE_IOMMU the back end must offer
+ * ACCESS_PLATFORM, IOTLB, BACKEND_REQ and REPLY_ACK; ring addresses are
+ * IOVAs equal to their guest addresses, mapped once at set-up, and every
+ * request buffer must be mapped with sc_vu_fe_iotlb before the back end
+ * sees it (MISS messages on the back-end channel are not answered).
+ */
+int sc_vu_fe_connect_flags(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, unsigned nq,
+			   uint16_t qsize, unsigned flags, char *err, size_t errlen);
+
+/*
+ * Send one IOTLB message (VHOST_IOTLB_*): [iova, +size) to guest memory at
+ * gpa with perm (VHOST_ACCESS_*) for an UPDATE. With reply, wait for the
+ * ack: returns 0, the back end's errno as a negative value, or -EPROTO.
+ */
+int sc_vu_fe_iotlb(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t size, uint64_t gpa, uint8_t perm,
+		   bool reply);
 
 /* Tell the driver it may kick queue q if the back end asked (an eventfd write). */
 void sc_vu_fe_kick(struct sc_vu_fe *fe, unsigned q);

@@ -35,7 +35,7 @@ static const struct rule rules[VHOST_USER_REQUEST_MAX] = { SC_VU_REQUESTS(RULE) 
 /* Requests the protocol defines that this back end does not take (they get -ENOTSUP). */
 static const char *const unsupported_names[VHOST_USER_REQUEST_MAX] = {
 	[6] = "SET_LOG_BASE", [7] = "SET_LOG_FD", [19] = "SEND_RARP", [20] = "NET_SET_MTU",
-	[21] = "SET_BACKEND_REQ_FD", [22] = "IOTLB_MSG", [23] = "SET_VRING_ENDIAN",
+	[23] = "SET_VRING_ENDIAN",
 	[26] = "CREATE_CRYPTO_SESSION", [27] = "CLOSE_CRYPTO_SESSION", [28] = "POSTCOPY_ADVISE",
 	[29] = "POSTCOPY_LISTEN", [30] = "POSTCOPY_END", [33] = "GPU_SET_SOCKET", [35] = "VRING_KICK",
 };
@@ -281,6 +281,17 @@ int sc_vu_msg_check_fds(struct sc_vu_msg *m, char *err, size_t errlen)
 			ret = check_mem_fd(m, m->fds[0], "region", r->mmap_offset, r->memory_size, err, errlen);
 		}
 		break;
+	case SC_VU_FD_SOCKET: {
+		/* The channel we send MISS on: a pipe or a file would block or fill. */
+		struct stat st;
+		int type = 0;
+		socklen_t len = sizeof(type);
+		fd_link(m->fds[0], link, sizeof(link));
+		if (fstat(m->fds[0], &st) < 0 || !S_ISSOCK(st.st_mode) ||
+		    getsockopt(m->fds[0], SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM)
+			return refuse(m, -EBADFD, err, errlen, "fd is '%s', not a stream socket", link);
+		break;
+	}
 	case SC_VU_FD_INFLIGHT:
 		ret = check_mem_fd(m, m->fds[0], "inflight", m->payload.inflight.mmap_offset,
 				   m->payload.inflight.mmap_size, err, errlen);

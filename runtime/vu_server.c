@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,12 +19,17 @@
 
 #include "guestmem/guestmem.h"
 #include "runtime/vhost_user.h"
+#include "viommu/viommu.h"
 
 #define PROTOCOL_FEATURES                                                                        \
 	((1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |        \
 	 (1ull << VHOST_USER_PROTOCOL_F_CONFIG) | (1ull << VHOST_USER_PROTOCOL_F_RESET_DEVICE) | \
 	 (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) |                                        \
-	 (1ull << VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | (1ull << VHOST_USER_PROTOCOL_F_STATUS))
+	 (1ull << VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | (1ull << VHOST_USER_PROTOCOL_F_STATUS) | \
+	 (1ull << VHOST_USER_PROTOCOL_F_BACKEND_REQ) | (1ull << VHOST_USER_PROTOCOL_F_IOTLB))
+
+/* How long an invalidation may wait for the sidecores before it stops the queues still holding on. */
+#define IOTLB_QUIESCE_MS 1000
 
 #define VIRTIO_CONFIG_S_NEEDS_RESET 0x40   /* virtio 1.2 §2.1 */
 
@@ -33,6 +40,7 @@ struct vring {
 	bool enabled;
 	bool started;      /* written on the control thread; read anywhere with atomics */
 	bool said_unmapped;   /* "waits for memory" was logged (once per connection) */
+	bool said_iotlb;      /* "waits for the IOTLB" was logged (once per connection) */
 	struct sc_vu_vring_addr addr;
 	int kick_fd, call_fd, err_fd;
 	char name[sizeof(((struct sockaddr_un *)0)->sun_path) + 16];   /* "PATH vring N", for vqueue's log line */
@@ -71,6 +79,20 @@ struct sc_vu_server {
 		uint8_t payload[sizeof(struct sc_vu_config)];
 	} out;
 
+	/*
+	 * The IOMMU (ACCESS_PLATFORM): one domain (0) of one endpoint (0)
+	 * that IOTLB_MSG fills, written by the control thread only; a
+	 * translation context per vring. The back-end channel carries our
+	 * MISS messages, sent from the sidecores: backend_lock guards the fd.
+	 */
+	struct sc_viommu *viommu;
+	struct sc_viommu_tc tcs[SC_VU_MAX_VRINGS];
+	pthread_mutex_t backend_lock;
+	int backend_fd;
+	bool said_no_backend;
+	bool iotlb_batch, iotlb_batch_removed;
+	uint64_t iotlb_ticket;    /* the grace period an invalidation waits for */
+
 	/* inflight tracking: a memfd the VMM keeps across our restarts */
 	uint8_t *inflight;
 	size_t inflight_size;
@@ -88,7 +110,7 @@ static void vring_init(struct vring *v)
 {
 	v->num = 0;
 	v->base = 0;
-	v->addr_set = v->enabled = v->said_unmapped = false;
+	v->addr_set = v->enabled = v->said_unmapped = v->said_iotlb = false;
 	__atomic_store_n(&v->started, false, __ATOMIC_RELAXED);
 	v->kick_fd = v->call_fd = v->err_fd = -1;
 }
@@ -98,6 +120,153 @@ static void close_fd(int *fd)
 	if (*fd >= 0)
 		close(*fd);
 	*fd = -1;
+}
+
+/* ---- the IOTLB (ACCESS_PLATFORM) ---- */
+
+static bool iotlb_on(const struct sc_vu_server *s)
+{
+	return s->features & (1ull << SC_VU_F_ACCESS_PLATFORM);
+}
+
+/* A fresh, empty IOTLB: one domain, one endpoint attached to it. No context may use the old one. */
+static int iotlb_create(struct sc_vu_server *s)
+{
+	struct sc_viommu_config cfg;
+	struct sc_viommu *v;
+	bool removed;
+	int ret;
+
+	sc_viommu_config_default(&cfg, &s->mem);
+	cfg.max_mappings = SC_VU_IOTLB_MAX;   /* the cap the ops set is checked per UPDATE */
+	cfg.max_endpoints = 1;
+	cfg.max_domains = 2;
+	ret = sc_viommu_create(&cfg, &v);
+	if (ret < 0)
+		return ret;
+	if ((ret = sc_viommu_endpoint_add(v, 0)) < 0 || (ret = sc_viommu_attach(v, 0, 0, false, &removed)) < 0) {
+		sc_viommu_destroy(v);
+		return ret;
+	}
+	/* Contexts left by rings that never started (their slots die with the old table). */
+	for (unsigned i = 0; i < SC_VU_MAX_VRINGS; i++)
+		sc_viommu_tc_fini(&s->tcs[i]);
+	sc_viommu_destroy(s->viommu);
+	s->viommu = v;
+	return 0;
+}
+
+/*
+ * Send a MISS for iova over the back-end channel (sc_viommu_tc_iotlb's fn).
+ * Called by a sidecore, or the control thread checking rings. Never
+ * blocks: a full channel is tried again next round.
+ */
+static int iotlb_send_miss(void *ctx, uint64_t iova, unsigned perm)
+{
+	struct sc_vu_server *s = ctx;
+	struct sc_vu_iotlb t = { .iova = iova, .perm = (uint8_t)perm, .type = VHOST_IOTLB_MISS };
+	struct sc_vu_hdr h = { .request = VHOST_USER_BACKEND_IOTLB_MSG, .flags = VHOST_USER_VERSION, .size = sizeof(t) };
+	struct iovec iov[2] = { { &h, sizeof(h) }, { &t, sizeof(t) } };
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+	ssize_t n = -1;
+	int ret;
+
+	pthread_mutex_lock(&s->backend_lock);
+	if (s->backend_fd < 0) {
+		if (!s->said_no_backend)
+			fprintf(stderr, "sidecore: %s: an IOTLB miss at iova 0x%llx, but the front end gave no back-end "
+				"channel (SET_BACKEND_REQ_FD) to ask on; its queue will time out\n", s->path,
+				(unsigned long long)iova);
+		s->said_no_backend = true;
+		ret = -ENOTCONN;
+	} else {
+		n = sendmsg(s->backend_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+		ret = n == (ssize_t)(sizeof(h) + sizeof(t)) ? 0 : -EAGAIN;
+		if (n >= 0 && ret < 0) {
+			/* Part of a message: the channel is out of step for good. */
+			fprintf(stderr, "sidecore: %s: the back-end channel took only %zd bytes of a MISS; closing it\n",
+				s->path, n);
+			close(s->backend_fd);
+			s->backend_fd = -1;
+		}
+	}
+	pthread_mutex_unlock(&s->backend_lock);
+	return ret;
+}
+
+static void backend_close(struct sc_vu_server *s)
+{
+	pthread_mutex_lock(&s->backend_lock);
+	close_fd(&s->backend_fd);
+	s->said_no_backend = false;
+	pthread_mutex_unlock(&s->backend_lock);
+}
+
+/*
+ * Wait until done(s) holds, at most until deadline (ms). The control
+ * thread only: it serves no other device, and the sidecores' rounds are
+ * short, so a yield then short sleeps.
+ */
+static bool iotlb_wait(struct sc_vu_server *s, bool (*done)(struct sc_vu_server *s), int64_t deadline)
+{
+	for (unsigned i = 0;; i++) {
+		if (done(s))
+			return true;
+		if (now_ms() > deadline || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
+			return false;
+		if (i < 4096)
+			sched_yield();   /* a grace period is a poll round or two: microseconds */
+		else
+			nanosleep(&(struct timespec){ 0, 20000 }, NULL);
+	}
+}
+
+static bool grace_over(struct sc_vu_server *s)
+{
+	return sc_viommu_grace_done(s->viommu, s->iotlb_ticket);
+}
+
+static bool rings_drained(struct sc_vu_server *s)
+{
+	for (unsigned i = 0; i < s->nvrings; i++)
+		if (s->vrings[i].started && s->tcs[i].slot && !sc_viommu_tc_drained(&s->tcs[i]))
+			return false;
+	return true;
+}
+
+static void vring_stop(struct sc_vu_server *s, unsigned idx);
+
+/*
+ * After a removal: return only once no sidecore can use the old
+ * translation, neither in a poll round nor in a request still in flight
+ * (sc_viommu_epochs_flip). A queue that does not let go within
+ * IOTLB_QUIESCE_MS is stopped (stopping waits for its I/O) and starts
+ * again afresh: the acknowledgement is never early.
+ */
+static void iotlb_quiesce(struct sc_vu_server *s)
+{
+	int64_t deadline = now_ms() + IOTLB_QUIESCE_MS;
+	bool ok;
+
+	s->iotlb_ticket = sc_viommu_grace_start(s->viommu);
+	ok = iotlb_wait(s, grace_over, deadline);
+	if (ok) {
+		sc_viommu_epochs_flip(s->viommu);
+		s->iotlb_ticket = sc_viommu_grace_start(s->viommu);
+		ok = iotlb_wait(s, grace_over, deadline) && iotlb_wait(s, rings_drained, deadline);
+	}
+	if (!ok) {
+		bool rounds_over = grace_over(s);
+		fprintf(stderr, "sidecore: %s: an IOTLB invalidation waited %d ms for the sidecores; stopping the "
+			"queues that still hold requests from before it (they start again)\n", s->path, IOTLB_QUIESCE_MS);
+		for (unsigned i = 0; i < s->nvrings; i++)
+			if (s->vrings[i].started && s->tcs[i].slot &&
+			    (!rounds_over || !sc_viommu_tc_drained(&s->tcs[i])))
+				vring_stop(s, i);
+		/* Detached queues are out of every round: the grace period ends now. */
+		iotlb_wait(s, grace_over, now_ms() + IOTLB_QUIESCE_MS);
+	}
+	s->iotlb_batch_removed = false;
 }
 
 int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, void *ctx,
@@ -127,6 +296,14 @@ int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, vo
 	s->out.fd = -1;
 	s->timeout_ms = SC_VU_CONTROL_TIMEOUT_MS;
 	sc_mem_init(&s->mem);
+	s->backend_fd = -1;
+	pthread_mutex_init(&s->backend_lock, NULL);
+	int vr = iotlb_create(s);
+	if (vr < 0) {
+		snprintf(err, errlen, "%s: creating its IOTLB: %s", path, strerror(-vr));
+		free(s);
+		return vr;
+	}
 	for (unsigned i = 0; i < SC_VU_MAX_VRINGS; i++) {
 		vring_init(&s->vrings[i]);
 		snprintf(s->vrings[i].name, sizeof(s->vrings[i].name), "%s vring %u", path, i);
@@ -135,6 +312,7 @@ int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, vo
 	if (s->stop_fd < 0) {
 		int e = errno;
 		snprintf(err, errlen, "%s: eventfd: %s", path, strerror(e));
+		sc_viommu_destroy(s->viommu);
 		free(s);
 		return -e;
 	}
@@ -144,6 +322,7 @@ int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, vo
 		if (!S_ISSOCK(st.st_mode)) {
 			snprintf(err, errlen, "%s: exists and is not a socket; remove it or choose another path", path);
 			close(s->stop_fd);
+			sc_viommu_destroy(s->viommu);
 			free(s);
 			return -EEXIST;
 		}
@@ -159,6 +338,7 @@ int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, vo
 		if (s->listen_fd >= 0)
 			close(s->listen_fd);
 		close(s->stop_fd);
+		sc_viommu_destroy(s->viommu);
 		free(s);
 		return -e;
 	}
@@ -202,6 +382,7 @@ static void vring_stop(struct sc_vu_server *s, unsigned idx)
 		return;
 	v->base = s->ops->queue_stop(s->ctx, idx);
 	__atomic_store_n(&v->started, false, __ATOMIC_RELAXED);
+	sc_viommu_tc_fini(&s->tcs[idx]);
 }
 
 static void vrings_stop(struct sc_vu_server *s)
@@ -215,6 +396,69 @@ static bool vring_described(const struct sc_vu_server *s, const struct vring *v)
 {
 	bool need_enable = s->features & (1ull << SC_VU_F_PROTOCOL_FEATURES);
 	return v->num && v->addr_set && v->kick_fd >= 0 && (v->enabled || !need_enable);
+}
+
+/*
+ * With ACCESS_PLATFORM the ring addresses are IOVAs: each ring must
+ * translate through the IOTLB before the queue starts. A ring that misses
+ * sends a MISS (through its translation context, as the sidecore will)
+ * and waits: the UPDATE that answers it re-evaluates the rings.
+ */
+static int vring_maybe_start_iotlb(struct sc_vu_server *s, unsigned idx, struct sc_vq_config *cfg, char *err,
+				   size_t errlen)
+{
+	struct vring *v = &s->vrings[idx];
+	struct sc_viommu_tc *tc = &s->tcs[idx];
+	const struct { uint64_t at, len; unsigned perm; } ring[3] = {
+		{ v->addr.desc_user_addr, 16ull * v->num, SC_PERM_READ },
+		{ v->addr.avail_user_addr, 6 + 2ull * v->num, SC_PERM_READ },
+		{ v->addr.used_user_addr, 6 + 8ull * v->num, SC_PERM_RW },
+	};
+	int ret;
+
+	if (!tc->slot) {
+		ret = sc_viommu_tc_init(s->viommu, tc, 0);
+		if (ret < 0) {
+			snprintf(err, errlen, "vring %u: no translation context: %s", idx, strerror(-ret));
+			return ret;
+		}
+		sc_viommu_tc_iotlb(tc, iotlb_send_miss, s,
+				   (uint64_t)(s->ops->iotlb_miss_ms ? s->ops->iotlb_miss_ms : SC_VU_IOTLB_MISS_MS) * 1000000ull);
+	}
+	for (unsigned k = 0; k < 3; k++) {
+		struct iovec iov;
+		/* The control thread is the IOTLB's only writer: nothing can change under this translation. */
+		ret = sc_viommu_translate(tc, ring[k].at, ring[k].len, ring[k].perm, &iov, 1);
+		if (ret == 1)
+			continue;
+		/*
+		 * A miss is the normal start (QEMU answers at once): said only
+		 * once it has waited past the miss timeout, seen at the next
+		 * message. Anything else (a permission, a ring over two
+		 * mappings that are not contiguous) at once.
+		 */
+		bool stale = ret == -EAGAIN && (uint64_t)now_ms() * 1000000ull - tc->miss_since_ns > tc->miss_timeout_ns;
+		if ((ret != -EAGAIN || stale) && !v->said_iotlb)
+			fprintf(stderr, "sidecore: %s: ring at iova 0x%llx (+%llu) does not translate through the IOTLB "
+				"(%s); it waits for an UPDATE that maps it\n", v->name, (unsigned long long)ring[k].at,
+				(unsigned long long)ring[k].len, ret == -EAGAIN ? "the MISS was not answered" : strerror(-ret));
+		v->said_iotlb = v->said_iotlb || ret != -EAGAIN || stale;
+		return 0;   /* a miss went out: the UPDATE comes back through vrings_update */
+	}
+	cfg->desc_addr = ring[0].at;
+	cfg->avail_addr = ring[1].at;
+	cfg->used_addr = ring[2].at;
+	cfg->xlate = sc_viommu_tc_xlate(tc);
+	cfg->epochs = &tc->slot->epochs;
+	ret = sc_viommu_tc_pin_rings(tc, cfg);
+	if (ret == 0)
+		ret = s->ops->queue_start(s->ctx, idx, cfg, tc);
+	if (ret < 0) {
+		snprintf(err, errlen, "vring %u: the device could not start it: %s", idx, strerror(-ret));
+		return ret;
+	}
+	__atomic_store_n(&v->started, true, __ATOMIC_RELAXED);
+	return 0;
 }
 
 /*
@@ -236,6 +480,8 @@ static int vring_maybe_start(struct sc_vu_server *s, unsigned idx, char *err, si
 	};
 	if (s->inflight && idx < s->inflight_nq && v->num == s->inflight_qsize)
 		cfg.inflight = (struct sc_vq_inflight *)(s->inflight + idx * sc_vq_inflight_bytes(v->num));
+	if (iotlb_on(s))
+		return vring_maybe_start_iotlb(s, idx, &cfg, err, errlen);
 	/* Whole rings, event index fields included (virtio 1.2 §2.7). */
 	if (!uva_to_gpa(s, v->addr.desc_user_addr, 16ull * v->num, &cfg.desc_addr) ||
 	    !uva_to_gpa(s, v->addr.avail_user_addr, 6 + 2ull * v->num, &cfg.avail_addr) ||
@@ -247,7 +493,7 @@ static int vring_maybe_start(struct sc_vu_server *s, unsigned idx, char *err, si
 		v->said_unmapped = true;
 		return 0;
 	}
-	int ret = s->ops->queue_start(s->ctx, idx, &cfg);
+	int ret = s->ops->queue_start(s->ctx, idx, &cfg, NULL);
 	if (ret < 0) {
 		snprintf(err, errlen, "vring %u: the device could not start it: %s", idx, strerror(-ret));
 		return ret;
@@ -294,8 +540,14 @@ static void reset_device(struct sc_vu_server *s, bool keep_protocol_features)
 	sc_mem_fini(&s->mem);
 	s->nmap = 0;
 	s->features = 0;
-	if (!keep_protocol_features)
+	/* Every ring is stopped, so no context uses the table: a new one replaces it. */
+	if (iotlb_create(s) < 0)
+		fprintf(stderr, "sidecore: %s: no memory for a fresh IOTLB; the old one's entries stay\n", s->path);
+	s->iotlb_batch = s->iotlb_batch_removed = false;
+	if (!keep_protocol_features) {
 		s->protocol_features = 0;
+		backend_close(s);
+	}
 	s->status = 0;
 	inflight_unmap(s);
 }
@@ -395,18 +647,26 @@ static int reply_send(struct sc_vu_server *s, const struct sc_vu_msg *m, char *e
 	return ret;
 }
 
+static uint64_t features_offered(const struct sc_vu_server *s)
+{
+	return s->ops->features | (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << SC_VU_F_ACCESS_PLATFORM);
+}
+
 HANDLER(GET_FEATURES)
 {
-	return reply_u64(s, s->ops->features | (1ull << SC_VU_F_PROTOCOL_FEATURES));
+	return reply_u64(s, features_offered(s));
 }
 
 HANDLER(SET_FEATURES)
 {
 	uint64_t u = m->payload.u64;
-	if (u & ~(s->ops->features | (1ull << SC_VU_F_PROTOCOL_FEATURES))) {
+	if (u & ~features_offered(s)) {
 		snprintf(err, errlen, "SET_FEATURES 0x%llx asks for features never offered", (unsigned long long)u);
 		return -EINVAL;
 	}
+	/* Rings in the other address space are stopped and looked at again (vrings_update). */
+	if ((u ^ s->features) & (1ull << SC_VU_F_ACCESS_PLATFORM))
+		vrings_stop(s);
 	s->features = u;
 	return 0;
 }
@@ -607,6 +867,111 @@ HANDLER(SET_INFLIGHT_FD)
 	int fd = m->fds[0];
 	m->fds[0] = -1;
 	return inflight_map(s, fd, in.mmap_size, in.mmap_offset, in.num_queues, in.queue_size, err, errlen);
+}
+
+HANDLER(SET_BACKEND_REQ_FD)
+{
+	pthread_mutex_lock(&s->backend_lock);
+	close_fd(&s->backend_fd);
+	s->backend_fd = m->fds[0];
+	m->fds[0] = -1;
+	s->said_no_backend = false;
+	pthread_mutex_unlock(&s->backend_lock);
+	return 0;
+}
+
+/*
+ * Refuse an IOTLB message: one line, an error ack if one was asked for,
+ * and the connection goes on (the entry is simply not there: what needs
+ * it misses, and times out if nothing better comes).
+ */
+static int iotlb_refuse(struct sc_vu_server *s, const struct sc_vu_msg *m, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int iotlb_refuse(struct sc_vu_server *s, const struct sc_vu_msg *m, int err, const char *fmt, ...)
+{
+	char why[160];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "sidecore: %s: vhost-user IOTLB_MSG (22): %s; refused\n", s->path, why);
+	if ((m->hdr.flags & VHOST_USER_NEED_REPLY) &&
+	    (s->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK)))
+		return reply_u64(s, (uint64_t)-err);
+	return 0;
+}
+
+/* A removal is acknowledged once no sidecore can use it; in a batch, once at BATCH_END. */
+static void iotlb_removed(struct sc_vu_server *s)
+{
+	if (s->iotlb_batch)
+		s->iotlb_batch_removed = true;
+	else
+		iotlb_quiesce(s);
+}
+
+HANDLER(IOTLB_MSG)
+{
+	const struct sc_vu_iotlb t = m->payload.iotlb;   /* one copy, checked, then used */
+	uint64_t last, ulast, gpa;
+	bool removed = false;
+	int ret;
+
+	if (!iotlb_on(s))
+		return iotlb_refuse(s, m, -EPROTO, "VIRTIO_F_ACCESS_PLATFORM was not negotiated");
+	switch (t.type) {
+	case VHOST_IOTLB_UPDATE:
+	case VHOST_IOTLB_INVALIDATE:
+		if (t.size == 0)
+			return iotlb_refuse(s, m, -EINVAL, "%s of size 0",
+					    t.type == VHOST_IOTLB_UPDATE ? "UPDATE" : "INVALIDATE");
+		if (__builtin_add_overflow(t.iova, t.size - 1, &last) ||
+		    (t.type == VHOST_IOTLB_UPDATE && __builtin_add_overflow(t.uaddr, t.size - 1, &ulast)))
+			return iotlb_refuse(s, m, -EOVERFLOW, "range iova 0x%llx uaddr 0x%llx of 0x%llx bytes wraps",
+					    (unsigned long long)t.iova, (unsigned long long)t.uaddr,
+					    (unsigned long long)t.size);
+		break;
+	case VHOST_IOTLB_BATCH_BEGIN:
+		s->iotlb_batch = true;
+		return 0;
+	case VHOST_IOTLB_BATCH_END:
+		s->iotlb_batch = false;
+		if (s->iotlb_batch_removed)
+			iotlb_quiesce(s);
+		return 0;
+	case VHOST_IOTLB_MISS:
+	case VHOST_IOTLB_ACCESS_FAIL:
+		return iotlb_refuse(s, m, -EINVAL, "type %u (%s) goes from the back end to the front end", t.type,
+				    t.type == VHOST_IOTLB_MISS ? "MISS" : "ACCESS_FAIL");
+	default:
+		return iotlb_refuse(s, m, -EINVAL, "unknown type %u", t.type);
+	}
+
+	if (t.type == VHOST_IOTLB_INVALIDATE) {
+		sc_viommu_invalidate(s->viommu, 0, t.iova, last, &removed);
+		if (removed)
+			iotlb_removed(s);
+		return 0;
+	}
+	if (t.perm == 0 || t.perm > VHOST_ACCESS_RW)
+		return iotlb_refuse(s, m, -EINVAL, "UPDATE with unknown perm %u (1 read, 2 write, 3 both)", t.perm);
+	if (!uva_to_gpa(s, t.uaddr, t.size, &gpa))
+		return iotlb_refuse(s, m, -EFAULT, "UPDATE of uaddr [0x%llx, +0x%llx) outside every region of the memory table",
+				    (unsigned long long)t.uaddr, (unsigned long long)t.size);
+	uint32_t cap = s->ops->iotlb_max ? s->ops->iotlb_max : SC_VU_IOTLB_MAX;
+	ret = sc_viommu_domain_mappings(s->viommu, 0) >= (int)cap ? -ENOMEM
+		: sc_viommu_update(s->viommu, 0, t.iova, last, gpa, t.perm, &removed);
+	if (removed)
+		iotlb_removed(s);   /* it replaced entries: the old ones are gone as for an INVALIDATE */
+	if (ret == -ENOMEM)
+		return iotlb_refuse(s, m, -ENOSPC, "UPDATE beyond the %u entries a device may hold; INVALIDATE first", cap);
+	if (ret == -ERANGE)
+		return iotlb_refuse(s, m, -ERANGE, "UPDATE of iova 0x%llx +0x%llx (guest 0x%llx) not 4 KiB aligned",
+				    (unsigned long long)t.iova, (unsigned long long)t.size, (unsigned long long)gpa);
+	if (ret < 0)
+		return iotlb_refuse(s, m, ret, "UPDATE: %s", strerror(-ret));
+	return 0;
 }
 
 HANDLER(SET_STATUS)
@@ -814,6 +1179,8 @@ void sc_vu_server_destroy(struct sc_vu_server *s)
 	drop_connection(s);
 	close(s->listen_fd);
 	close(s->stop_fd);
+	sc_viommu_destroy(s->viommu);
+	pthread_mutex_destroy(&s->backend_lock);
 	unlink(s->path);
 	free(s);
 }

@@ -31,13 +31,25 @@
 
 #include "vqueue/vqueue.h"
 
+struct sc_viommu_tc;
+
 #define SC_VU_MAX_VRINGS 64
 #define SC_VU_CONTROL_TIMEOUT_MS 5000   /* default control timeout ([sidecore] control_timeout_ms) */
 #define SC_VU_F_PROTOCOL_FEATURES 30   /* VHOST_USER_F_PROTOCOL_FEATURES */
+/*
+ * VIRTIO_F_ACCESS_PLATFORM: always offered. Once the front end sets it,
+ * ring and buffer addresses are IOVAs, translated through the IOTLB the
+ * front end fills (IOTLB_MSG UPDATE, on our MISS over the back-end channel).
+ */
+#define SC_VU_F_ACCESS_PLATFORM 33
+#define SC_VU_IOTLB_MAX 65536          /* IOTLB entries per device, and the most the ops may allow */
+#define SC_VU_IOTLB_MISS_MS 3000       /* a miss unanswered this long breaks its queue */
 
 /* Protocol feature bits the server implements. */
 #define VHOST_USER_PROTOCOL_F_MQ                  0
 #define VHOST_USER_PROTOCOL_F_REPLY_ACK           3
+#define VHOST_USER_PROTOCOL_F_BACKEND_REQ         5    /* SLAVE_REQ */
+#define VHOST_USER_PROTOCOL_F_IOTLB               11
 #define VHOST_USER_PROTOCOL_F_CONFIG              9
 #define VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD      12
 #define VHOST_USER_PROTOCOL_F_RESET_DEVICE        13
@@ -51,12 +63,20 @@ struct sc_vu_device_ops {
 	uint32_t max_queue_size;   /* largest SET_VRING_NUM accepted; 0 means 32768 */
 	/* Copy len bytes of config space from offset into buf. 0 or -errno. */
 	int (*get_config)(void *ctx, uint8_t *buf, uint32_t offset, uint32_t len);
-	/* Serve vring idx described by cfg (create the queue, attach it). 0 or -errno. */
-	int (*queue_start)(void *ctx, unsigned idx, const struct sc_vq_config *cfg);
+	/*
+	 * Serve vring idx described by cfg (create the queue, attach it). 0 or
+	 * -errno. With an IOMMU (ACCESS_PLATFORM negotiated) tc is the queue's
+	 * translation context, already in cfg->xlate and cfg->epochs: attach
+	 * sc_viommu_tc_wrap_iotlb(tc, pollq, vq) instead of the queue's pollq.
+	 * Without, tc is NULL.
+	 */
+	int (*queue_start)(void *ctx, unsigned idx, const struct sc_vq_config *cfg, struct sc_viommu_tc *tc);
 	/* Stop serving idx: detach, finish in-flight requests; return where the ring is. */
 	uint16_t (*queue_stop)(void *ctx, unsigned idx);
 	/* Has started vring idx been broken by its guest? GET_STATUS then adds NEEDS_RESET. NULL: never. */
 	bool (*queue_broken)(void *ctx, unsigned idx);
+	uint32_t iotlb_max;        /* IOTLB entries the front end may install, ≤ SC_VU_IOTLB_MAX; 0 means that */
+	uint32_t iotlb_miss_ms;    /* how long a miss may go unanswered; 0 means SC_VU_IOTLB_MISS_MS */
 };
 
 struct sc_vu_server;

@@ -161,6 +161,7 @@ int sc_viommu_tc_init(struct sc_viommu *v, struct sc_viommu_tc *tc, uint32_t end
 		s->ep = tc->ep;
 		s->revoked = false;
 		s->npins = 0;
+		s->epochs = (struct sc_vq_epochs){ 0 };
 		/* Quiescent (even) and empty before the writer may look at it. */
 		sc_store_release(&s->used, true);
 		return 0;
@@ -279,6 +280,117 @@ struct sc_pollq *sc_viommu_tc_wrap(struct sc_viommu_tc *tc, struct sc_pollq *inn
 	return &tc->pq;
 }
 
+void sc_viommu_tc_iotlb(struct sc_viommu_tc *tc, int (*fn)(void *ctx, uint64_t iova, unsigned perm),
+			void *ctx, uint64_t timeout_ns)
+{
+	tc->iotlb = true;
+	tc->miss_fn = fn;
+	tc->miss_ctx = ctx;
+	tc->miss_timeout_ns = timeout_ns;
+}
+
+/* Was a ring's translation invalidated? Then its pointers go until they are translated again. */
+static bool iotlb_rings_ok(struct sc_viommu_tc *tc)
+{
+	/* Exchange, not a load and a store: a revocation between the two would be lost. */
+	if (sc_unlikely(__atomic_exchange_n(&tc->slot->revoked, false, __ATOMIC_ACQ_REL)))
+		tc->rings_lost = true;
+	if (sc_likely(!tc->rings_lost))
+		return true;
+	const struct sc_viommu_slot *s = tc->slot;
+	int r = sc_vq_remap_rings(tc->vq, s->pins[0].iova, s->pins[1].iova, s->pins[2].iova);
+	if (r == 0)
+		tc->rings_lost = false;
+	return r == 0;
+}
+
+static int iotlb_poll(struct sc_pollq *q, unsigned budget)
+{
+	struct sc_viommu_tc *tc = q->ctx;
+	int ret = 0;
+
+	sc_viommu_tc_enter(tc);
+	/* After enter's full barrier: we see the revocation, or the writer waits for this round. */
+	if (iotlb_rings_ok(tc)) {
+		ret = tc->inner->ops->poll(tc->inner, budget);
+		if (ret == -EAGAIN)
+			ret = 0;   /* a miss: the chain waits for its UPDATE, the sidecore goes on */
+	} else if (sc_vq_broken(tc->vq)) {
+		ret = tc->vq->broken_err;
+	}
+	if (sc_unlikely(tc->miss_pending) && ret >= 0 &&
+	    sc_viommu_now_ns() - tc->miss_since_ns > tc->miss_timeout_ns) {
+		sc_vq_set_broken(tc->vq, -ETIMEDOUT,
+				 "IOTLB miss at iova 0x%llx (%s) not answered in %llu ms; the front end's vIOMMU has no mapping there",
+				 (unsigned long long)tc->miss_iova, tc->miss_perm & SC_PERM_WRITE ? "write" : "read",
+				 (unsigned long long)(tc->miss_timeout_ns / 1000000));
+		ret = -ETIMEDOUT;
+	}
+	sc_viommu_tc_exit(tc);
+	return ret;
+}
+
+/* Notifications write the rings: inside a round, and only through valid pointers. */
+static bool iotlb_notify_enable(struct sc_pollq *q)
+{
+	struct sc_viommu_tc *tc = q->ctx;
+	bool work = true;   /* rings to remap or a miss pending: keep polling */
+
+	sc_viommu_tc_enter(tc);
+	if (iotlb_rings_ok(tc) && !tc->miss_pending)
+		work = tc->inner->ops->notify_enable(tc->inner);
+	sc_viommu_tc_exit(tc);
+	return work;
+}
+
+static void iotlb_notify_disable(struct sc_pollq *q)
+{
+	struct sc_viommu_tc *tc = q->ctx;
+
+	sc_viommu_tc_enter(tc);
+	if (iotlb_rings_ok(tc))
+		tc->inner->ops->notify_disable(tc->inner);
+	sc_viommu_tc_exit(tc);
+}
+
+static void wrap_fault(struct sc_pollq *q, const char *reason)
+{
+	struct sc_viommu_tc *tc = q->ctx;
+	if (tc->inner->ops->fault)
+		tc->inner->ops->fault(tc->inner, reason);
+}
+
+static const struct sc_pollq_ops iotlb_ops = {
+	.poll = iotlb_poll,
+	.notify_enable = iotlb_notify_enable,
+	.notify_disable = iotlb_notify_disable,
+	.fault = wrap_fault,
+};
+
+struct sc_pollq *sc_viommu_tc_wrap_iotlb(struct sc_viommu_tc *tc, struct sc_pollq *inner, struct sc_vq *vq)
+{
+	tc->inner = inner;
+	tc->vq = vq;
+	tc->pq = (struct sc_pollq){ .ops = &iotlb_ops, .ctx = tc, .kick_fd = inner->kick_fd, .name = inner->name };
+	return &tc->pq;
+}
+
+void sc_viommu_epochs_flip(struct sc_viommu *v)
+{
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++) {
+		struct sc_viommu_slot *s = &v->slots[i];
+		if (sc_load_once(&s->used))
+			sc_store_once(&s->epochs.cur, s->epochs.cur ^ 1);
+	}
+}
+
+bool sc_viommu_tc_drained(const struct sc_viommu_tc *tc)
+{
+	const struct sc_viommu_slot *s = tc->slot;
+	/* Paired with the release decrement in sc_vq_push: the device's DMA for those requests is done. */
+	return !s || __atomic_load_n(&s->epochs.count[s->epochs.cur ^ 1], __ATOMIC_ACQUIRE) == 0;
+}
+
 /* Queue a fault for the eventq; a full ring counts it as dropped (never blocks). */
 static void fault_record(struct sc_viommu_tc *tc, uint8_t reason, unsigned perm, uint64_t addr)
 {
@@ -360,6 +472,28 @@ static bool domain_lookup(const struct sc_viommu_domain *d, uint64_t iova, struc
 	}
 }
 
+/*
+ * IOTLB mode: ask the front end for the page of iova, once per page while
+ * it is pending (a chain retried every round must not flood the channel).
+ */
+static __attribute__((cold, noinline)) int iotlb_miss(struct sc_viommu_tc *tc, uint64_t iova, unsigned perm)
+{
+	uint64_t page = iova & ~0xfffull;
+
+	if (!tc->miss_pending || tc->miss_iova != page || (tc->miss_perm & perm) != perm) {
+		tc->miss_pending = true;
+		tc->miss_sent = false;
+		tc->miss_iova = page;
+		tc->miss_perm = perm;
+		tc->miss_since_ns = sc_viommu_now_ns();
+	}
+	if (!tc->miss_sent && tc->miss_fn(tc->miss_ctx, page, tc->miss_perm) == 0) {
+		tc->miss_sent = true;
+		tc->misses_sent++;
+	}
+	return -EAGAIN;
+}
+
 int sc_viommu_translate(void *ctx, uint64_t iova, uint64_t len, unsigned perm,
 			struct iovec *iov, unsigned iov_max)
 {
@@ -397,9 +531,14 @@ int sc_viommu_translate(void *ctx, uint64_t iova, uint64_t len, unsigned perm,
 		} else {
 			tc->misses++;
 			if (!domain_lookup(d, iova, &m)) {
+				if (tc->iotlb)
+					return iotlb_miss(tc, iova, perm);
 				fault_record(tc, VIRTIO_IOMMU_FAULT_R_MAPPING, perm, iova);
 				return -EFAULT;
 			}
+			/* The answer to the pending miss came: its clock stops. */
+			if (sc_unlikely(tc->miss_pending) && tc->miss_iova - m.iova <= m.last - m.iova)
+				tc->miss_pending = false;
 			*e = (struct sc_viommu_tce){ .iova = m.iova, .last = m.last, .gpa = m.gpa,
 						     .gen = gen, .perm = m.perm };
 		}
@@ -409,10 +548,19 @@ int sc_viommu_translate(void *ctx, uint64_t iova, uint64_t len, unsigned perm,
 		}
 		/* Bytes up to the mapping's end or the request's, written so nothing overflows. */
 		uint64_t chunk = m.last - iova < len - 1 ? m.last - iova + 1 : len;
-		int r = sc_mem_translate_iov(v->cfg.mem, m.gpa + (iova - m.iova), chunk, perm,
-					     iov + n, iov_max - n);
+		/* A full iovec may still take a chunk that continues its last segment (a ring over two pages). */
+		struct iovec spill, *at = n < iov_max ? iov + n : &spill;
+		int r = sc_mem_translate_iov(v->cfg.mem, m.gpa + (iova - m.iova), chunk, perm, at,
+					     n < iov_max ? iov_max - n : 1);
 		if (r < 0)
 			return r;
+		if (n && (uint8_t *)iov[n - 1].iov_base + iov[n - 1].iov_len == at->iov_base) {
+			iov[n - 1].iov_len += at->iov_len;
+			if (--r > 0)
+				memmove(at, at + 1, (size_t)r * sizeof(*at));
+		} else if (at == &spill) {
+			return -ENOBUFS;
+		}
 		n += (unsigned)r;
 		iova += chunk;   /* cannot wrap: iova + len - 1 did not */
 		len -= chunk;
@@ -683,10 +831,10 @@ static void maps_remove(struct sc_viommu *v, struct sc_viommu_domain *d, uint32_
 	sc_store_once(&d->n, d->n - k);
 }
 
-int sc_viommu_map(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
-		  uint64_t gpa, unsigned perm)
+/* The checks of a new mapping (sc_viommu_map's errors). */
+static int map_check(const struct sc_viommu *v, const struct sc_viommu_domain *d, uint64_t iova, uint64_t last,
+		     uint64_t gpa, unsigned perm)
 {
-	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
 	uint64_t gmask = v->granule - 1, gpa_last;
 
 	if (!d)
@@ -698,6 +846,17 @@ int sc_viommu_map(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t 
 	if ((iova & gmask) || ((last + 1) & gmask) || (gpa & gmask) ||
 	    iova < v->cfg.input_start || last > v->cfg.input_end)
 		return -ERANGE;
+	return 0;
+}
+
+int sc_viommu_map(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
+		  uint64_t gpa, unsigned perm)
+{
+	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
+	int ret = map_check(v, d, iova, last, gpa, perm);
+
+	if (ret < 0)
+		return ret;
 
 	uint32_t i = first_reaching(d, iova), k = 0;
 	while (i + k < d->n && d->maps[i + k].iova <= last)
@@ -780,6 +939,54 @@ int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_
 	gen_bump(v);
 	*removed = true;
 	return 0;
+}
+
+/* Remove every mapping of d that overlaps [iova, last], whole. True if one went. */
+static bool remove_overlapping(struct sc_viommu *v, struct sc_viommu_domain *d, uint64_t iova, uint64_t last)
+{
+	uint32_t i = first_reaching(d, iova), k = 0;
+
+	while (i + k < d->n && d->maps[i + k].iova <= last)
+		k++;
+	if (!k)
+		return false;
+	seq_begin(d);
+	maps_remove(v, d, i, k);
+	seq_end(d);
+	gen_bump(v);
+	return true;
+}
+
+int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed)
+{
+	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
+
+	*removed = false;
+	if (!d)
+		return -ENOENT;
+	if (last < iova)
+		return -EINVAL;
+	v->stats.unmaps++;
+	*removed = remove_overlapping(v, d, iova, last);
+	return 0;
+}
+
+int sc_viommu_update(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
+		     uint64_t gpa, unsigned perm, bool *removed)
+{
+	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
+	int ret = map_check(v, d, iova, last, gpa, perm);
+
+	*removed = false;
+	if (ret < 0)
+		return ret;
+	uint32_t i = first_reaching(d, iova);
+	/* QEMU answers a miss for a page it already sent (two queues missed it): nothing changes. */
+	if (i < d->n && d->maps[i].iova == iova && d->maps[i].last == last && d->maps[i].gpa == gpa &&
+	    d->maps[i].perm == perm && !d->maps[i].dying)
+		return 0;
+	*removed = remove_overlapping(v, d, iova, last);
+	return sc_viommu_map(v, domain, iova, last, gpa, perm);
 }
 
 int sc_viommu_domain_mappings(struct sc_viommu *v, uint32_t domain)

@@ -94,6 +94,7 @@ struct sc_viommu_slot {
 	uint32_t ep;              /* endpoint index */
 	uint32_t npins;           /* published (release) after pins[] */
 	struct { uint64_t iova, last; } pins[SC_VIOMMU_MAX_PINS];
+	struct sc_vq_epochs epochs;   /* requests in flight per epoch (IOTLB mode; sc_vq_config.epochs) */
 	uint32_t fault_head;      /* written by the context (producer) */
 	uint32_t fault_tail;      /* written by the writer (consumer) */
 	uint64_t faults_dropped;  /* written by the context */
@@ -122,6 +123,17 @@ struct sc_viommu_tc {
 	/* the wrapper pollq (sc_viommu_tc_wrap) */
 	struct sc_pollq pq;
 	struct sc_pollq *inner;
+	/* IOTLB mode (sc_viommu_tc_iotlb): misses go to the front end */
+	bool iotlb;
+	bool rings_lost;          /* the rings' translation was invalidated: remap before use */
+	bool miss_pending, miss_sent;
+	unsigned miss_perm;
+	uint64_t miss_iova;       /* page of the pending miss */
+	uint64_t miss_since_ns, miss_timeout_ns;
+	int (*miss_fn)(void *ctx, uint64_t iova, unsigned perm);
+	void *miss_ctx;
+	struct sc_vq *vq;
+	uint64_t misses_sent;
 };
 
 /*
@@ -205,6 +217,34 @@ bool sc_viommu_tc_revoked(const struct sc_viommu_tc *tc);
  */
 struct sc_pollq *sc_viommu_tc_wrap(struct sc_viommu_tc *tc, struct sc_pollq *inner);
 
+/*
+ * IOTLB mode (vhost-user's IOMMU support: the front end is the IOMMU and
+ * fills the table on demand). A translation that finds no mapping does not
+ * fault: it reports a miss through fn(ctx, page, perm) (once per page
+ * until it is answered or times out; fn returns 0 when the miss went out,
+ * or -errno to be called again next time) and returns -EAGAIN, which
+ * sc_vq_pop passes up without consuming the chain. Call after
+ * sc_viommu_tc_init, on the control thread; the endpoint must be
+ * attached to a (non-bypass) domain. fn runs on whichever thread
+ * translates: the control thread while it checks rings, then the sidecore.
+ */
+void sc_viommu_tc_iotlb(struct sc_viommu_tc *tc, int (*fn)(void *ctx, uint64_t iova, unsigned perm),
+			void *ctx, uint64_t timeout_ns);
+
+/*
+ * sc_viommu_tc_wrap for a queue in IOTLB mode whose vqueue is vq (its
+ * rings pinned with sc_viommu_tc_pin_rings, its sc_vq_config.epochs
+ * &tc->slot->epochs). Differences: a pinned ring whose mapping is
+ * invalidated is translated again at its next round (missing, if need be)
+ * instead of failing the queue; a miss (-EAGAIN) is a round without work,
+ * not an error; guest notifications are re-armed and silenced inside a
+ * bracketed round too (they write the rings); and a miss the front end
+ * leaves unanswered for timeout_ns breaks the queue (-ETIMEDOUT, with the
+ * IOVA in its reason). io_uring devices may use it: invalidations wait for
+ * the requests themselves (sc_viommu_epochs_flip), not only the rounds.
+ */
+struct sc_pollq *sc_viommu_tc_wrap_iotlb(struct sc_viommu_tc *tc, struct sc_pollq *inner, struct sc_vq *vq);
+
 /* ---- the writer's side (the request queue's sidecore, or the control thread) ---- */
 
 /*
@@ -240,6 +280,35 @@ int sc_viommu_map(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t 
  */
 int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
 		    bool *removed);
+
+/*
+ * IOTLB UPDATE: map [iova, last] to gpa with perm in domain, replacing any
+ * mapping it overlaps (an identical one stays as it is). Errors as
+ * sc_viommu_map (-ENOMEM: max_mappings reached); *removed as for unmap.
+ */
+int sc_viommu_update(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
+		     uint64_t gpa, unsigned perm, bool *removed);
+
+/*
+ * IOTLB INVALIDATE: remove every mapping of domain that overlaps [iova,
+ * last], whole (a device IOTLB drops entries, it does not split them).
+ * Returns 0, -ENOENT (no domain), -EINVAL (last < iova). Strict whatever
+ * the teardown mode; *removed as for unmap.
+ */
+int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed);
+
+/*
+ * Requests translated before a removal can outlive its grace period (a
+ * device whose I/O runs past its round). Completing an invalidation for
+ * them takes: a grace period after the removal (every request that used
+ * the old translation has been counted), sc_viommu_epochs_flip, a second
+ * grace period (no round still counts in the old epoch), then every
+ * context's sc_viommu_tc_drained. Writer.
+ */
+void sc_viommu_epochs_flip(struct sc_viommu *v);
+
+/* Has every request tc's queue counted before the last flip been pushed? Writer. */
+bool sc_viommu_tc_drained(const struct sc_viommu_tc *tc);
 
 /*
  * Start a grace period now (if none runs) and return its ticket: the

@@ -80,6 +80,10 @@ static void *map_ring(struct sc_vq *vq, const char *what, uint64_t addr, uint64_
 		return NULL;
 	}
 	n = xlate(vq, addr, len, perm, &iov, 1);
+	if (n == -EAGAIN) {
+		*err = -EAGAIN;   /* a vIOMMU miss: reported by the hook, not the guest's fault */
+		return NULL;
+	}
 	if (n != 1) {
 		sc_vq_set_broken(vq, -EFAULT, "%s ring [0x%llx, +%llu) is not in guest memory%s",
 				 what, (unsigned long long)addr, (unsigned long long)len,
@@ -102,6 +106,7 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 	vq->kick_fd = cfg->kick_fd;
 	vq->err_fd = cfg->err_fd;
 	vq->name = cfg->name;
+	vq->epochs = cfg->epochs;
 
 	if (!SC_IS_POW2(cfg->size) || cfg->size > VIRTQ_MAX_SIZE) {
 		sc_vq_set_broken(vq, -EINVAL,
@@ -114,18 +119,8 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 	vq->event_idx = cfg->features & (1ull << VIRTIO_F_EVENT_IDX);
 	vq->indirect = cfg->features & (1ull << VIRTIO_F_INDIRECT_DESC);
 
-	/* The byte counts include the event index after avail and used: mapped always, used only with EVENT_IDX. */
-	vq->desc = map_ring(vq, "descriptor", cfg->desc_addr, vring_desc_bytes(vq->size),
-			    VRING_DESC_ALIGN, SC_PERM_READ, &err);
-	if (!vq->desc)
-		return err;
-	vq->avail = map_ring(vq, "available", cfg->avail_addr, vring_avail_bytes(vq->size),
-			     VRING_AVAIL_ALIGN, SC_PERM_READ, &err);
-	if (!vq->avail)
-		return err;
-	vq->used = map_ring(vq, "used", cfg->used_addr, vring_used_bytes(vq->size),
-			    VRING_USED_ALIGN, SC_PERM_RW, &err);
-	if (!vq->used)
+	err = sc_vq_remap_rings(vq, cfg->desc_addr, cfg->avail_addr, cfg->used_addr);
+	if (err < 0)
 		return err;
 
 	/* Resume where the previous owner stopped (vhost-user SET_VRING_BASE). */
@@ -141,7 +136,41 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 			return err;
 		}
 	}
+	if (cfg->epochs) {
+		vq->head_epoch = calloc(vq->size, 1);
+		if (!vq->head_epoch) {
+			sc_vq_fini(vq);
+			sc_vq_set_broken(vq, -ENOMEM, "no memory for epoch accounting");
+			return -ENOMEM;
+		}
+	}
 	vq->avail_seen = vq->last_avail;
+	return 0;
+}
+
+/* Also sc_vq_init's: all three rings, or none (the old pointers stay). */
+int sc_vq_remap_rings(struct sc_vq *vq, uint64_t desc_addr, uint64_t avail_addr, uint64_t used_addr)
+{
+	int err = 0;
+	struct vring_desc *desc;
+	struct vring_avail *avail;
+	struct vring_used *used;
+
+	/* The byte counts include the event index after avail and used: mapped always, used only with EVENT_IDX. */
+	desc = map_ring(vq, "descriptor", desc_addr, vring_desc_bytes(vq->size), VRING_DESC_ALIGN,
+			SC_PERM_READ, &err);
+	if (!desc)
+		return err;
+	avail = map_ring(vq, "available", avail_addr, vring_avail_bytes(vq->size), VRING_AVAIL_ALIGN,
+			 SC_PERM_READ, &err);
+	if (!avail)
+		return err;
+	used = map_ring(vq, "used", used_addr, vring_used_bytes(vq->size), VRING_USED_ALIGN, SC_PERM_RW, &err);
+	if (!used)
+		return err;
+	vq->desc = desc;
+	vq->avail = avail;
+	vq->used = used;
 	return 0;
 }
 
@@ -330,6 +359,8 @@ void sc_vq_fini(struct sc_vq *vq)
 {
 	free(vq->batch);
 	free(vq->resubmit);
+	free(vq->head_epoch);
+	vq->head_epoch = NULL;
 	vq->batch = vq->resubmit = NULL;
 	vq->nresubmit = vq->resubmit_pos = 0;
 	vq->inflight = NULL;
@@ -393,8 +424,10 @@ static int indirect_enter(struct sc_vq *vq, const struct vring_desc *d,
 				 d->len, VIRTQ_MAX_SIZE * 16);
 		return -EBADMSG;
 	}
-	if (sc_unlikely(d->addr & (VRING_DESC_ALIGN - 1) ||
-			xlate(vq, d->addr, d->len, SC_PERM_READ, &iov, 1) != 1)) {
+	int n = (d->addr & (VRING_DESC_ALIGN - 1)) ? -EINVAL : xlate(vq, d->addr, d->len, SC_PERM_READ, &iov, 1);
+	if (sc_unlikely(n == -EAGAIN))
+		return -EAGAIN;   /* a vIOMMU miss, reported by the hook */
+	if (sc_unlikely(n != 1)) {
 		sc_vq_set_broken(vq, -EFAULT, "indirect table at 0x%llx (+%u) is not aligned contiguous guest memory",
 				 (unsigned long long)d->addr, d->len);
 		return -EFAULT;
@@ -542,6 +575,8 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 			}
 		}
 		if (sc_unlikely(ret < 0)) {
+			if (ret == -EAGAIN)
+				return -EAGAIN;   /* a vIOMMU miss: nothing consumed, the chain comes again */
 			sc_vq_set_broken(vq, ret, "chain %u: buffer [0x%llx, +%u) is not %s guest memory",
 					 head, (unsigned long long)d.addr, d.len,
 					 ret == -EPERM ? "accessible" : "in");
@@ -582,6 +617,18 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 	return sc_unlikely(ret == WALK_OVERSIZED) ? walk_oversized(vq, head, elem) : ret;
 }
 
+/*
+ * Count a popped request in the current epoch. The relaxed load of cur is
+ * enough: the control thread flips it only between two grace periods of
+ * the poll rounds (viommu), whose release/acquire pair orders this.
+ */
+static void epoch_count(struct sc_vq *vq, uint16_t head)
+{
+	uint8_t b = __atomic_load_n(&vq->epochs->cur, __ATOMIC_RELAXED) & 1;
+	vq->head_epoch[head & vq->mask] = b;
+	__atomic_fetch_add(&vq->epochs->count[b], 1, __ATOMIC_RELAXED);
+}
+
 int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 {
 	uint16_t head;
@@ -591,8 +638,14 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 		return vq->broken_err;
 	/* Requests a previous back end started and never finished come first, in their order. */
 	if (sc_unlikely(vq->resubmit_pos < vq->nresubmit)) {
+		ret = walk_chain(vq, vq->resubmit[vq->resubmit_pos], elem);
+		if (ret == -EAGAIN)
+			return ret;
+		vq->resubmit_pos++;
 		vq->stats.resubmitted++;
-		return walk_chain(vq, vq->resubmit[vq->resubmit_pos++], elem);
+		if (ret > 0 && vq->epochs)
+			epoch_count(vq, elem->head);
+		return ret;
 	}
 	if (vq->last_avail == vq->avail_seen) {
 		ret = avail_refresh(vq);
@@ -611,6 +664,8 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 		d->counter = ++vq->inflight_counter;
 		sc_store_release(&d->inflight, 1);
 	}
+	if (vq->epochs)
+		epoch_count(vq, head);
 	return 1;
 }
 
@@ -624,6 +679,9 @@ void sc_vq_push(struct sc_vq *vq, uint16_t head, uint32_t len)
 	if (vq->inflight)
 		vq->batch[(uint16_t)(vq->used_idx - vq->used_published) & vq->mask] = head;
 	vq->used_idx++;
+	/* The device is done with the buffers: paired with the acquire in the invalidation's drain wait. */
+	if (vq->epochs)
+		__atomic_fetch_sub(&vq->epochs->count[vq->head_epoch[head & vq->mask]], 1, __ATOMIC_RELEASE);
 }
 
 /* Does the driver want an interrupt for entries [old, new)? §2.7.7, §2.7.10. */

@@ -75,6 +75,18 @@ static inline size_t sc_vq_inflight_bytes(uint32_t size)
 	return (sizeof(struct sc_vq_inflight) + size * sizeof(struct sc_vq_inflight_desc) + 63) & ~(size_t)63;
 }
 
+/*
+ * Requests in flight per translation epoch (vhost-user IOTLB, viommu/): an
+ * invalidation is acknowledged only once every request translated before
+ * it was pushed. New pops count in bucket cur (written by the control
+ * thread, read by the sidecore); sc_vq_push takes its request out of the
+ * bucket it was counted in. Owned by the caller, outlives the queue.
+ */
+struct sc_vq_epochs {
+	uint32_t cur;         /* 0 or 1 */
+	uint32_t count[2];    /* popped and not yet pushed, per bucket (atomic) */
+};
+
 /* What sc_vq_init needs: the rings as the driver described them. */
 struct sc_vq_config {
 	uint32_t size;              /* queue size: a power of two, 1..32768 (32 bits, so 65536 cannot wrap to 0) */
@@ -102,6 +114,8 @@ struct sc_vq_config {
 	 * see sc_vq_init for what breaks the queue.
 	 */
 	struct sc_vq_inflight *inflight;
+	/* Optional: count requests in flight per epoch (see struct sc_vq_epochs); NULL: off. */
+	struct sc_vq_epochs *epochs;
 };
 
 struct sc_vq {
@@ -131,6 +145,9 @@ struct sc_vq {
 	uint16_t *batch;            /* heads pushed since the last flush */
 	uint16_t *resubmit;         /* heads to serve again, in pop order */
 	uint32_t nresubmit, resubmit_pos;
+	/* epoch accounting (NULL without): the bucket each head in flight was counted in */
+	struct sc_vq_epochs *epochs;
+	uint8_t *head_epoch;
 	/* cold: only when the queue breaks */
 	int err_fd;
 	bool break_claimed;         /* the first sc_vq_set_broken took it */
@@ -166,7 +183,8 @@ struct sc_vq_elem {
  * Validate cfg and map the three rings through cfg->xlate; each ring must
  * map completely and contiguously or the queue is not set up. Notifications
  * start enabled (the driver may kick). Returns 0, or -EINVAL for a bad size
- * or misaligned ring, -EFAULT for a ring outside guest memory, -ENOMEM;
+ * or misaligned ring, -EFAULT for a ring outside guest memory, -ENOMEM,
+ * -EAGAIN if the translate hook reported a miss for a ring (not broken);
  * on failure the queue is left broken with the reason in vq->broken_reason
  * (and reported as sc_vq_set_broken says).
  *
@@ -191,6 +209,17 @@ struct sc_vq_elem {
  */
 int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg);
 
+/*
+ * Translate the three rings again at the given guest addresses (the same
+ * ones sc_vq_init took, after a vIOMMU invalidated their translation) and
+ * keep the indices. Returns 0; -EAGAIN if the hook reported a miss; or
+ * -EFAULT with the queue broken. On failure the old pointers stay (they
+ * still point into guest memory, so a stray use cannot hurt the host),
+ * but the caller must not touch the rings until this succeeds or the
+ * queue is broken. Sidecore thread only.
+ */
+int sc_vq_remap_rings(struct sc_vq *vq, uint64_t desc_addr, uint64_t avail_addr, uint64_t used_addr);
+
 /* Free what sc_vq_init allocated (the inflight bookkeeping). Control thread. */
 void sc_vq_fini(struct sc_vq *vq);
 
@@ -213,6 +242,10 @@ static inline uint32_t sc_vq_resubmit_pending(const struct sc_vq *vq)
  *   -EOVERFLOW the chain's lengths overflow 32 bits
  *   -EFAULT    an address outside guest memory (or straddling its end)
  *   -EPROTO    a device-readable descriptor after a device-writable one
+ * or -EAGAIN (the queue is not broken, nothing is consumed) if the
+ * translate hook returned -EAGAIN for an address of the chain: a vIOMMU
+ * miss that the hook reported to whoever fills it; pop the same chain
+ * again later.
  * Sidecore thread only.
  */
 int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem);
