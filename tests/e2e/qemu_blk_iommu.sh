@@ -110,17 +110,25 @@ start_sidecored "$work/sc-delay.conf" || { echo "Bail out! sidecored did not sta
 boot_guest 0 $pat sc_direct=1 &
 qemu_pid=$!
 for _ in $(seq 900); do grep -qa SC-WRITE-START "$work/guest.log" 2>/dev/null && break; sleep 0.1; done
-# Under way: a quarter of the (sparse) disk written, each write held 50 ms in flight.
-for _ in $(seq 300); do [ $(( $(stat -c %b "$work/disk.img") * 512 )) -ge $((mb * 262144)) ] && break; sleep 0.02; done
+# Kill at a moment when sidecored itself says it holds requests (the
+# queues' depth from its stats socket), as qemu_blk.sh does.
+depth=0
+for _ in $(seq 1200); do
+  depth=$("$(dirname "$sidecored")/sidecorectl" --socket "$work/sidecored.sock" stats --prometheus 2>/dev/null |
+          awk '/^sidecore_queue_depth[{ ]/ { n += $NF } END { print n + 0 }')
+  [ "$depth" -gt 0 ] && break
+  grep -qa SC-WRITE-DONE "$work/guest.log" && break
+  sleep 0.05
+done
+echo "# sidecored reports $depth request(s) in flight; killing it"
 grep -qa SC-WRITE-DONE "$work/guest.log" && echo "# the guest's write finished before the kill"
 kill -KILL "$sd_pid"; wait "$sd_pid" 2>/dev/null; sd_pid=
 echo "=== restart" >> "$work/sidecored.log"
 start_sidecored || { echo "Bail out! sidecored did not restart after the kill"; exit 1; }
 wait "$qemu_pid"
 replayed=$(sed -n '/=== restart/,$p' "$work/sidecored.log" | awk 'match($0, /serving again [0-9]+ requests/) { split(substr($0, RSTART), w, " "); n += w[3] } END { print n + 0 }')
-# Whether the kill caught requests popped and held (they are replayed) or only ones
-# still waiting on the ring (for a miss, say): both must come through.
-echo "# the restarted sidecored served again $replayed requests the killed one had in flight"
+check "kill: the restarted sidecored served again the $replayed requests (IOVAs) the killed one had in flight (> 0)" \
+  [ "$replayed" -gt 0 ]
 check "kill: the guest's write completes and reads back" [ "$(readback)" = "$expected" ]
 check "kill: the backing file holds every acknowledged byte" [ "$(md5sum < "$work/disk.img" | cut -d' ' -f1)" = "$expected" ]
 check "kill: no queue broke and no IOTLB message was refused" none_in_log "queue broken\|refused"
