@@ -272,8 +272,14 @@ Test(stats, sidecorectl_shows_a_polling_sidecore_busy_under_load_and_asleep_afte
 	cr_assert_eq(l.error, 0, "the load failed: %d", l.error);
 	cr_assert_gt(served, 1000, "the queue counted %lld requests", (long long)served);
 	cr_assert(json_is_true(json_object_get(q, "running")));
-	/* Margins for a shared 2-cpu machine: the poll loop finds work in most rounds and never sleeps. */
-	cr_assert_geq(busy, 0.5, "busy %.3f under load (idle %.3f)", busy, idle);
+	/*
+	 * Margins for a shared 2-cpu machine: the sidecore polls the whole
+	 * interval (busy + idle) and never sleeps; how many of its rounds find
+	 * work depends on how fast the one load thread on the other cpu posts
+	 * (0.45-0.9 seen here), so busy only has to be well above the asleep
+	 * figure below.
+	 */
+	cr_assert_geq(busy, 0.25, "busy %.3f under load (idle %.3f)", busy, idle);
 	cr_assert_geq(busy + idle, 0.8, "polling only %.3f of the interval under load", busy + idle);
 	json_decref(doc);
 
