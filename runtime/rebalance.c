@@ -67,7 +67,12 @@ bool sc_rebalance_decide(const struct sc_rebalance_params *p, const struct sc_re
 			double share = hot * (double)x->load / (double)total;
 			double after_from = hot - share, after_to = to_busy + share;
 			double gap = after_from > after_to ? after_from - after_to : after_to - after_from;
-			if (after_to >= p->busy || gap >= hot - to_busy || (found && gap >= best_gap))
+			/*
+			 * The move back would need the target hot and the source cold,
+			 * after_to - after_from ≥ busy - idle: rule it out as far as the
+			 * shares predict. (Below that, the gap also narrows.)
+			 */
+			if (after_to - after_from >= p->busy - p->idle || (found && gap >= best_gap))
 				continue;
 			best_gap = gap;
 			*m = (struct sc_rebalance_move){ .queue = q, .from = h, .to = to, .from_busy = hot, .to_busy = to_busy,

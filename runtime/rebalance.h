@@ -15,8 +15,10 @@
  *   moves the heat);
  * - the queue is movable (its device says sidecore = auto) and has not
  *   moved in the last params.cooldown intervals;
- * - the target, given the queue's share of the source's busy time, stays
- *   below params.busy, and the gap between the two narrows.
+ * - given the queue's share of the source's busy time, the target does not
+ *   end up busy - idle or more above the source: the move back, which
+ *   needs the target hot and the source cold, is then ruled out as far as
+ *   the shares predict (and the gap between the two narrows).
  * Of the queues that qualify, the one that leaves the two closest wins.
  * The caller forgets both sidecores' history after a move, so the next
  * decision about them rests on intervals measured after it.

@@ -104,14 +104,14 @@ Test(rebalance, every_one_of_the_last_intervals_must_be_hot_and_cold)
 	cr_assert(sc_rebalance_decide(&params, blip, 2, qs, 2, &m));
 }
 
-Test(rebalance, no_move_that_would_make_the_target_hot)
+Test(rebalance, no_move_that_would_invite_the_move_back)
 {
-	/* The target at 45% would get half of 100%: 95%, hot in its turn. */
+	/* The target at 45% would get half of 100%: 95% against the 50% left, a gap as wide as busy - idle (40%). */
 	struct sc_rebalance_core cores[2] = { core_at(1.0, 3), core_at(0.45, 3) };
 	struct sc_rebalance_queue qs[2] = { q_on(0, 1000, true), q_on(0, 1000, true) };
 	struct sc_rebalance_move m;
 	cr_assert_not(sc_rebalance_decide(&params, cores, 2, qs, 2, &m));
-	/* A smaller queue fits. */
+	/* A smaller queue fits: 45% + 23% against 77%. */
 	qs[1].load = 300;
 	cr_assert(sc_rebalance_decide(&params, cores, 2, qs, 2, &m));
 	cr_assert_eq(m.queue, 1);

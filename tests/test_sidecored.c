@@ -383,10 +383,12 @@ Test(sidecored, a_broken_config_on_sighup_leaves_everything_running)
  * Two sidecores (cpus 0 and 1), disk c pinned to cpu 1 with no front end,
  * then disks a and b with sidecore = auto: the plan balances by queue
  * count, so a and b both start on cpu 0. Memory-backed, so each read is a
- * copy on the sidecore and keeps it busy. The thresholds are low because
- * the front end (this process) shares the 2 cpus with both sidecores: a
- * sidecore serving reads in every round got about 20% of a cpu and showed
- * 60% busy here (sidecorectl stats).
+ * copy on the sidecore. The thresholds are low on purpose: what is tested
+ * is the path (measure, decide, move, log, stay), not the machine. On
+ * these 2-cpu machines, shared with other jobs, this process's front end
+ * competes with both sidecores, and the busy share of the sidecore serving
+ * both disks measured 5-8% (ASan, load average 3.6) to 60% (release,
+ * quieter): an idle sidecore shows 0%.
  */
 static void setup_rebalance(void)
 {
@@ -396,14 +398,36 @@ static void setup_rebalance(void)
 		cr_skip_test("needs cpus 0 and 1 (two sidecores)");
 	prepare("/dev/shm");
 	const char *const extra[NDISKS] = { NULL, NULL, "sidecore = 1\n" };
-	write_config("cpus = 0,1\nrebalance_interval_ms = 200\nrebalance_intervals = 2\nrebalance_busy = 30\n"
-		     "rebalance_idle = 10\n", "cab", extra);
+	write_config("cpus = 0,1\nrebalance_interval_ms = 200\nrebalance_intervals = 2\nrebalance_busy = 3\n"
+		     "rebalance_idle = 1\n", "cab", extra);
 	spawn("abc");
 }
 
 TestSuite(sidecored_rebalance, .init = setup_rebalance, .fini = teardown, .timeout = 60);
 
-/* Keep depth reads (3 descriptors each: at most 21 in a 64-entry ring) in flight on each front end for ms; returns the reads completed. */
+#define BIG_READ (64u << 10)   /* a copy the sidecore takes far longer over than the front end to ask for */
+
+/* Post one 64 KiB read (in slot % 16 of the buffers) and kick. */
+static void post_big_read(struct t_fe *fe)
+{
+	unsigned slot = fe->slot++ % 16;
+	uint64_t hdr = T_HDR_GPA + slot * 64, data = T_DATA_GPA + slot * BIG_READ;
+	*(struct virtio_blk_outhdr *)(fe->mem + hdr) =
+		(struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = slot * (BIG_READ / 512) };
+	struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, BIG_READ }, { hdr + 16, 1 } };
+	cr_assert_geq(sc_drv_vq_add(&fe->vq, segs, 1, 2), 0);
+	sc_drv_vq_publish(&fe->vq);
+	if (sc_drv_vq_kick_needed(&fe->vq)) {
+		uint64_t one = 1;
+		cr_assert_eq(write(fe->kick, &one, 8), 8);
+	}
+}
+
+/*
+ * Keep depth 64 KiB reads in flight on each of n front ends for ms, so
+ * that each request costs the sidecore a real copy. Returns the reads
+ * completed.
+ */
 static uint64_t drive(struct t_fe *fe, int n, unsigned depth, int ms)
 {
 	unsigned inflight[2] = { 0 };
@@ -412,7 +436,7 @@ static uint64_t drive(struct t_fe *fe, int n, unsigned depth, int ms)
 	while (t_now_ms() < end) {
 		for (int i = 0; i < n; i++) {
 			while (inflight[i] < depth) {
-				t_fe_post(&fe[i], VIRTIO_BLK_T_IN, (fe[i].slot % 256) * 8);
+				post_big_read(&fe[i]);
 				inflight[i]++;
 			}
 			uint16_t head;
@@ -437,14 +461,14 @@ Test(sidecored_rebalance, two_busy_queues_on_one_sidecore_and_one_moves_to_the_i
 	int64_t t0 = t_now_ms();
 	uint64_t done = 0;
 	while (!strstr(read_log(), "rebalance: moved") && t_now_ms() - t0 < 4000)
-		done += drive(fe, 2, 16, 100);
+		done += drive(fe, 2, 12, 100);
 	const char *log = read_log();
 	cr_assert(strstr(log, "rebalance: moved [blk.a] queue 0 from cpu 0 to cpu 1") ||
 			  strstr(log, "rebalance: moved [blk.b] queue 0 from cpu 0 to cpu 1"),
 		  "no queue moved in %lld ms (%llu reads):\n%s", (long long)(t_now_ms() - t0), (unsigned long long)done, log);
 	cr_log_info("moved after %lld ms", (long long)(t_now_ms() - t0));
 	/* Each queue now has a sidecore to itself: no further move, back or forth, under the same load. */
-	drive(fe, 2, 16, 1500);
+	drive(fe, 2, 12, 1500);
 	cr_assert_eq(t_count(read_log(), "rebalance: moved"), 1, "%s", read_log());
 	cr_assert_null(strstr(read_log(), "[blk.c] queue"), "the pinned disk moved");
 	/* Both still serve, with the data where it belongs. */
