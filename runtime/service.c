@@ -483,8 +483,8 @@ int sc_service_reload(struct sc_service *svc)
 		bool stays = false, changed = false;
 		for (int j = 0; j < n->nblk; j++) {
 			stays |= next[j] == d;
-			if (!strcmp(d->cfg.name, n->blk[j].name))
-				changed = restart[j] = true;
+			changed |= !strcmp(d->cfg.name, n->blk[j].name);
+			restart[j] |= !next[j] && !strcmp(d->cfg.name, n->blk[j].name);
 		}
 		if (stays)
 			continue;
