@@ -10,6 +10,7 @@
 #include "runtime/config.h"
 
 #include "polling/polling.h"
+#include "runtime/rebalance.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -23,7 +24,7 @@
 #include <unistd.h>
 
 #define CPU_ID_MAX 65535    /* beyond any machine we run on; keeps numbers in an int */
-#define SEC_MAX_KEYS 16
+#define SEC_MAX_KEYS 24
 
 enum sec_kind { SEC_NONE, SEC_SIDECORE, SEC_BLK };
 
@@ -36,6 +37,7 @@ static const char *const sidecore_keys[] = {
 	"iowq_cpus",
 	"stats_socket",
 	"turn_us",
+	"rebalance", "rebalance_interval_ms", "rebalance_busy", "rebalance_idle", "rebalance_intervals",
 	NULL
 };
 static const char *const blk_keys[] = {
@@ -52,6 +54,7 @@ enum {
 	K_IOWQ_CPUS,
 	K_STATS_SOCKET,
 	K_TURN,
+	K_REBALANCE, K_REBALANCE_INTERVAL, K_REBALANCE_BUSY, K_REBALANCE_IDLE, K_REBALANCE_INTERVALS,
 };
 enum {
 	K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT, K_DELAY,
@@ -130,6 +133,7 @@ static int open_section(struct parse *p, const char *name)
 			return fail(p, -EEXIST, "[sidecore] appears twice (first on line %d); merge the two", p->sidecore_line);
 		p->kind = SEC_SIDECORE;
 		p->sidecore_line = p->line;
+		c->sidecore_line = p->line;
 		return 0;
 	}
 	if (typelen != 3 || strncmp(name, "blk", 3)) {
@@ -431,22 +435,48 @@ static int sidecore_key(struct parse *p, int key, const char *v)
 		break;
 	case K_IDLE:
 		/* 10 s: longer than any useful spin, and n * 1000 stays far from overflow */
+		c->idle_spin_line = p->line;
 		if (number(p, "idle_spin_us", v, 0, 10000000, &n))
 			c->idle_spin_ns = n * 1000;
 		break;
 	case K_BUDGET:
+		c->budget_line = p->line;
 		if (number(p, "budget", v, 1, 1024, &n))
 			c->budget = (unsigned)n;
 		break;
 	case K_TURN:
+		c->turn_line = p->line;
 		/* 1 s: a turn that long already stalls every neighbour; the budget bounds it anyway. */
 		if (number(p, "turn_us", v, 1, 1000000, &n))
 			c->turn_ns = n * 1000;
 		break;
 	case K_CONTROL_TIMEOUT:
+		c->control_timeout_line = p->line;
 		/* 10 ms: below that a loaded host drops honest front ends; 10 min: above that a stall is no longer bounded. */
 		if (number(p, "control_timeout_ms", v, 10, 600000, &n))
 			c->control_timeout_ms = (unsigned)n;
+		break;
+	case K_REBALANCE:
+		if (!parse_bool(v, &c->rebalance))
+			return fail(p, -EINVAL, "rebalance = '%s' is not a boolean; use yes or no", v);
+		break;
+	case K_REBALANCE_INTERVAL:
+		/* 100 ms: shorter intervals measure noise (a sidecore's sleep, a scheduler tick), not load. */
+		if (number(p, "rebalance_interval_ms", v, 100, 60000, &n))
+			c->rebalance_interval_ms = (unsigned)n;
+		break;
+	case K_REBALANCE_BUSY:
+		if (number(p, "rebalance_busy", v, 2, 100, &n))
+			c->rebalance_busy = (unsigned)n;
+		break;
+	case K_REBALANCE_IDLE:
+		c->rebalance_idle_line = p->line;
+		if (number(p, "rebalance_idle", v, 0, 99, &n))
+			c->rebalance_idle = (unsigned)n;
+		break;
+	case K_REBALANCE_INTERVALS:
+		if (number(p, "rebalance_intervals", v, 1, SC_REBALANCE_MAX_INTERVALS, &n))
+			c->rebalance_intervals = (unsigned)n;
 		break;
 	}
 	return p->error;
@@ -596,6 +626,13 @@ static int check_required(struct sc_config *c, int sidecore_line, char *err, siz
 					 c->count_line);
 				return -EINVAL;
 			}
+			if (c->rebalance_idle >= c->rebalance_busy) {
+				snprintf(err, errlen, "%s:%d: rebalance_idle = %u is not below rebalance_busy = %u; a sidecore "
+					 "cannot be idle and busy at once: lower rebalance_idle", c->path,
+					 c->rebalance_idle_line ? c->rebalance_idle_line : sidecore_line, c->rebalance_idle,
+					 c->rebalance_busy);
+				return -EINVAL;
+			}
 		}
 		if (i == c->nblk)
 			break;
@@ -642,6 +679,11 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
 	c->control_timeout_ms = 5000;
 	c->idle = SC_IDLE_ADAPTIVE;
 	c->iowq = SC_IOWQ_AUTO;
+	c->rebalance = true;
+	c->rebalance_interval_ms = 1000;
+	c->rebalance_busy = 90;
+	c->rebalance_idle = 50;
+	c->rebalance_intervals = 3;
 	p.f = fopen(path, "r");
 	if (!p.f) {
 		int e = errno;

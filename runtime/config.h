@@ -13,6 +13,11 @@
  *   budget = 32           ; requests per queue per round, 1..1024
  *   turn_us = 2           ; time a queue's turn may take, 1..1000000 (devices with costly requests end it then)
  *   control_timeout_ms = 5000 ; a front end's message, reply or first ring must come within this
+ *   rebalance = yes       ; move auto queues from a busy sidecore to an idle one (runtime/rebalance.h)
+ *   rebalance_interval_ms = 1000 ; how often the load is measured, 100..60000
+ *   rebalance_busy = 90   ; busy share (%) that makes a sidecore hot, 2..100
+ *   rebalance_idle = 50   ; busy share (%) at or below which it is idle, 0..99, below rebalance_busy
+ *   rebalance_intervals = 3 ; both for this many intervals in a row, 1..16
  *
  *   [blk.NAME]            ; one section per disk: TYPE.NAME, TYPE is blk
  *   socket = /run/sidecore/NAME.sock   ; vhost-user socket, required
@@ -96,6 +101,10 @@ struct sc_config {
 	int niowq_cpus, iowq_line;
 	char stats_socket[108];  /* sizeof(sun_path); "" when stats_socket = none */
 	int stats_socket_line;
+	bool rebalance;
+	unsigned rebalance_interval_ms, rebalance_busy, rebalance_idle, rebalance_intervals;   /* percent for busy, idle */
+	/* Lines of the [sidecore] header and of keys not named above, 0 if not given (sidecored's reload names them). */
+	int sidecore_line, idle_spin_line, budget_line, turn_line, control_timeout_line, rebalance_idle_line;
 };
 
 /*

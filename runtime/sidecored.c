@@ -7,7 +7,9 @@
  * SIGTERM or SIGINT stops cleanly, whatever the front ends do: every vring
  * is detached from its sidecore and its in-flight requests finished, then
  * the sockets removed. Each disk's vhost-user control path runs on its own
- * thread, so a stuck front end holds up only its own disk.
+ * thread, so a stuck front end holds up only its own disk. SIGHUP re-reads
+ * the config file (sc_service_reload): devices come and go, and the ones
+ * whose section did not change keep serving their front ends.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -23,15 +25,15 @@
 #include "polling/polling.h"
 #include "runtime/config.h"
 #include "runtime/plan.h"
-#include "runtime/stats.h"
-#include "runtime/vu_blk.h"
+#include "runtime/service.h"
 
 static const char usage[] =
 	"usage: sidecored --config FILE\n"
 	"       sidecored --check-config FILE [--topology XML|SYNTHETIC]\n"
 	"\n"
 	"Serves the virtio-blk disks FILE names over vhost-user sockets, polled by\n"
-	"sidecore threads pinned to the cpus FILE gives. SIGTERM stops cleanly.\n"
+	"sidecore threads pinned to the cpus FILE gives. SIGTERM stops cleanly;\n"
+	"SIGHUP re-reads FILE (devices added, removed, restarted if changed).\n"
 	"Findings about the plan (SMT siblings, NUMA nodes, isolation) are printed\n"
 	"as warnings; an error stops it. See the README's config reference.\n"
 	"\n"
@@ -43,13 +45,6 @@ static const char usage[] =
 	"                           description (\"pack:2 core:4 pu:2\"); its paths\n"
 	"                           and isolation are not checked\n"
 	"  -h, --help, -V, --version\n";
-
-struct disk {
-	struct sc_blk_backend be;
-	struct sc_vu_blk dev;
-	struct sc_vu_server *srv;
-	struct sc_poller *qpollers[SC_CONFIG_MAX_DEVICE_CPUS];   /* queue q's sidecore, from the plan */
-};
 
 static int fail(const char *msg)
 {
@@ -85,6 +80,40 @@ static int check_config(const char *path, const char *topology)
 	return plan.errors ? 2 : 0;
 }
 
+/* Wait for signals and act on them: SIGHUP re-reads the config, SIGTERM and SIGINT stop. */
+static int serve(struct sc_service *svc, int sfd)
+{
+	char status[128];
+
+	/*
+	 * systemd's Type=notify: ready once every socket listens and every
+	 * control thread runs, so units ordered after sidecored (a VMM) find
+	 * the sockets. Without NOTIFY_SOCKET sd_notify does nothing.
+	 */
+	sc_service_status(svc, status, sizeof(status));
+	sd_notifyf(0, "READY=1\nSTATUS=%s", status);
+	for (;;) {
+		struct signalfd_siginfo si;
+		ssize_t n = read(sfd, &si, sizeof(si));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != sizeof(si))
+			return 2;
+		if (si.ssi_signo == SIGHUP) {
+			/* ExecReload: systemd waits from RELOADING=1 to the next READY=1. */
+			sd_notify(0, "RELOADING=1");
+			sc_service_reload(svc);
+			sc_service_status(svc, status, sizeof(status));
+			sd_notifyf(0, "READY=1\nSTATUS=%s", status);
+			continue;
+		}
+		printf("sidecored: %s: stopping\n", strsignal((int)si.ssi_signo));
+		fflush(stdout);
+		sd_notify(0, "STOPPING=1");
+		return 0;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -92,18 +121,9 @@ int main(int argc, char **argv)
 		{ "topology", required_argument, NULL, 't' }, { "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' }, { 0 },
 	};
-	static struct sc_config cfg;
-	static struct sc_topology topo;
-	static struct sc_plan plan;
-	static struct disk disks[SC_CONFIG_MAX_DEVICES];
-	static struct sc_stats_device stats_devs[SC_CONFIG_MAX_DEVICES];
-	struct sc_stats_server *stats = NULL;
-	struct sc_poller *pollers[SC_CONFIG_MAX_CPUS];
 	const char *path = NULL, *check = NULL, *topology = NULL;
-	char err[8192];   /* a line may quote a 4 KiB path */
-	int c, ret = 2, npollers = 0, ndisks = 0;
-	cpu_set_t *iowq = NULL;
-	size_t iowq_size = 0;
+	struct sc_service *svc;
+	int c, ret;
 
 	while ((c = getopt_long(argc, argv, "c:k:t:hV", longopts, NULL)) != -1) {
 		switch (c) {
@@ -125,136 +145,23 @@ int main(int argc, char **argv)
 		fputs(usage, stderr);
 		return 2;
 	}
-	if (sc_config_load(path, &cfg, err, sizeof(err)) < 0 || sc_config_check_paths(&cfg, err, sizeof(err)) < 0)
-		return fail(err);
-	if (sc_topology_load(&topo) < 0)
-		return fail("cannot read the cpu topology (hwloc)");
-	/* Warnings go to stderr and the service runs; an error stops it here. */
-	if (sc_plan_build(&plan, &cfg, &topo, true, stderr) < 0) {
-		fprintf(stderr, "sidecored: %s: %d error%s in the plan; see above (sidecored --check-config %s)\n",
-			cfg.path, plan.errors, plan.errors == 1 ? "" : "s", cfg.path);
-		return 2;
-	}
-	if (plan.iowq_set) {
-		iowq = CPU_ALLOC(SC_MAX_CPUS);
-		if (!iowq)
-			return fail("out of memory");
-		iowq_size = CPU_ALLOC_SIZE(SC_MAX_CPUS);
-		CPU_ZERO_S(iowq_size, iowq);
-		for (int i = 0; i < SC_MAX_CPUS; i++)
-			if (plan.iowq[i])
-				CPU_SET_S((size_t)i, iowq_size, iowq);
-	}
-
-	/* Block the stop signals before any thread starts, so every thread inherits the mask. */
-	sigset_t stop;
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGTERM);
-	sigaddset(&stop, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
-	int sfd = signalfd(-1, &stop, SFD_CLOEXEC);
+	/* Block the signals before any thread starts, so every thread inherits the mask and only signalfd sees them. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (sfd < 0)
+		return fail("cannot wait for signals (signalfd)");
 	/* A front end that closes its socket or a pipe must never kill the service (sends use MSG_NOSIGNAL too). */
 	signal(SIGPIPE, SIG_IGN);
 
-	for (int i = 0; i < plan.nsidecores; i++) {
-		char name[16];
-		snprintf(name, sizeof(name), "sidecore%d", plan.sidecores[i]);
-		struct sc_poller_config pc = { .cpu = plan.sidecores[i], .budget = cfg.budget, .turn_ns = cfg.turn_ns,
-					       .idle_spin_ns = plan.idle_spin_ns, .name = name };
-		int r = sc_poller_create(&pc, &pollers[npollers]);
-		if (r < 0) {
-			snprintf(err, sizeof(err), "%s:%d: cannot start a sidecore on cpu %d: %s", cfg.path, cfg.cpus_line,
-				 plan.sidecores[i], strerror(-r));
-			fail(err);
-			goto out;
-		}
-		npollers++;
-	}
-	for (int i = 0; i < cfg.nblk; i++) {
-		const struct sc_blk_config *b = &cfg.blk[i];
-		struct disk *d = &disks[i];
-		if (sc_blk_backend_open(&d->be, b->backing, b->read_only, b->direct, b->name, err, sizeof(err)) < 0) {
-			fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", cfg.path, b->line, b->name, err);
-			goto out;
-		}
-		d->be.delay_ns = b->delay_ns;
-		d->be.iowq_aff = iowq;
-		d->be.iowq_aff_size = iowq_size;
-		ndisks = i + 1;
-		/* One poller per queue, as the plan placed it: vring q is served by qpollers[q % queues]. */
-		for (unsigned q = 0; q < b->queues; q++)
-			d->qpollers[q] = pollers[plan.queue_sidecore[i][q]];
-		sc_vu_blk_init(&d->dev, &d->be, d->qpollers, b->queues, b->queues);
-		d->dev.ops.max_queue_size = b->queue_size;   /* the front end chooses; this is the ceiling */
-		if (sc_vu_server_create(b->socket, &d->dev.ops, &d->dev, &d->srv, err, sizeof(err)) < 0) {
-			fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", cfg.path, b->line, b->name, err);
-			goto out;
-		}
-		sc_vu_server_set_timeout(d->srv, (int)cfg.control_timeout_ms);
-		printf("sidecored: [blk.%s] %s (%llu MiB%s) on %s, %u queue%s\n", b->name, b->backing,
-		       (unsigned long long)(d->be.capacity >> 11), b->read_only ? ", read-only" : "", b->socket,
-		       b->queues, b->queues == 1 ? "" : "s");
-	}
-	if (cfg.stats_socket[0]) {
-		for (int i = 0; i < ndisks; i++)
-			stats_devs[i] = (struct sc_stats_device){ .name = cfg.blk[i].name, .socket = cfg.blk[i].socket,
-								  .dev = &disks[i].dev, .srv = disks[i].srv };
-		struct sc_stats_source src = { .pollers = pollers, .npollers = npollers, .devices = stats_devs,
-					       .ndevices = ndisks };
-		if (sc_stats_server_create(cfg.stats_socket, &src, &stats, err, sizeof(err)) < 0) {
-			fprintf(stderr, "sidecored: %s:%d: %s\n", cfg.path,
-				cfg.stats_socket_line ? cfg.stats_socket_line : cfg.cpus_line, err);
-			goto out;
-		}
-		printf("sidecored: stats on %s (sidecorectl --socket %s stats)\n", cfg.stats_socket, cfg.stats_socket);
-	}
-	printf("sidecored: %d sidecore%s on cpu%s", npollers, npollers == 1 ? "" : "s", npollers == 1 ? "" : "s");
-	for (int i = 0; i < plan.nsidecores; i++)
-		printf(" %d", plan.sidecores[i]);
-	printf("; ready\n");
-	fflush(stdout);
-
-	/* Each disk's control path runs on its own thread: a stuck front end costs only its own disk. */
-	for (int i = 0; i < ndisks; i++) {
-		int r = sc_vu_server_start(disks[i].srv);
-		if (r < 0) {
-			fprintf(stderr, "sidecored: %s:%d: [blk.%s] cannot start its control thread: %s\n", cfg.path,
-				cfg.blk[i].line, cfg.blk[i].name, strerror(-r));
-			goto out;
-		}
-	}
-	/*
-	 * systemd's Type=notify: ready once every socket listens and every
-	 * control thread runs, so units ordered after sidecored (a VMM) find
-	 * the sockets. Without NOTIFY_SOCKET sd_notify does nothing.
-	 */
-	sd_notifyf(0, "READY=1\nSTATUS=serving %d disk%s on %d sidecore%s", ndisks, ndisks == 1 ? "" : "s", npollers,
-		   npollers == 1 ? "" : "s");
-	/* This thread only waits for the stop signal; destroying a server wakes its thread wherever it waits. */
-	for (;;) {
-		struct signalfd_siginfo si;
-		ssize_t n = read(sfd, &si, sizeof(si));
-		if (n == sizeof(si)) {
-			printf("sidecored: %s: stopping\n", strsignal((int)si.ssi_signo));
-			fflush(stdout);
-			sd_notify(0, "STOPPING=1");
-			ret = 0;
-			break;
-		}
-		if (n < 0 && errno != EINTR)
-			break;
-	}
-out:
-	/* The stats thread reads the devices and pollers: it goes first. */
-	sc_stats_server_destroy(stats);
-	/* Servers next: each stops its vrings (detach, finish in flight) and removes its socket. */
-	for (int i = 0; i < ndisks; i++) {
-		sc_vu_server_destroy(disks[i].srv);
-		sc_blk_backend_close(&disks[i].be);
-	}
-	for (int i = 0; i < npollers; i++)
-		sc_poller_destroy(pollers[i]);
-	CPU_FREE(iowq);
+	if (sc_service_start(path, &svc) < 0)
+		return 2;
+	ret = serve(svc, sfd);
+	sc_service_stop(svc);
 	if (ret == 0)
 		printf("sidecored: stopped cleanly\n");
 	return ret;

@@ -37,6 +37,9 @@ struct sc_stats_server {
 	struct sample *now;          /* scratch, for a request before the first interval passed */
 	bool have_cur;               /* cur was taken (else only prev, from start-up) */
 	unsigned interval_ms;
+	/* Held while a reply is built from src.devices, and to replace them (sc_stats_server_set_devices). */
+	pthread_mutex_t lock;
+	struct sc_stats_device *devs;   /* our copy of the device list */
 };
 
 /* Block counters of a queue by name: adding one is one line. */
@@ -229,6 +232,7 @@ static void serve(struct sc_stats_server *s, int c)
 	cmd[strcspn(cmd, "\r\n")] = '\0';
 
 	json_t *doc;
+	pthread_mutex_lock(&s->lock);
 	if (!strcmp(cmd, "stats"))
 		doc = stats_json(s);
 	else if (!strncmp(cmd, "move ", 5))
@@ -236,6 +240,7 @@ static void serve(struct sc_stats_server *s, int c)
 	else
 		doc = json_pack("{s:s+}", "error", "unknown command; commands: stats, move DEVICE QUEUE CPU; got: ",
 				cmd[0] ? cmd : "(nothing)");
+	pthread_mutex_unlock(&s->lock);
 	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 	json_decref(doc);
 	if (!text)
@@ -333,6 +338,11 @@ int sc_stats_server_create(const char *path, const struct sc_stats_source *src, 
 	if (!s)
 		return -ENOMEM;
 	s->src = *src;
+	pthread_mutex_init(&s->lock, NULL);
+	if (sc_stats_server_set_devices(s, src->devices, src->ndevices) < 0) {
+		free(s);
+		return -ENOMEM;
+	}
 	s->interval_ms = src->interval_ms ? src->interval_ms : SC_STATS_INTERVAL_MS;
 	s->lfd = s->stopfd = -1;
 	snprintf(s->path, sizeof(s->path), "%s", path);
@@ -376,8 +386,27 @@ fail:
 	free(s->prev);
 	free(s->cur);
 	free(s->now);
+	free(s->devs);
 	free(s);
 	return ret;
+}
+
+int sc_stats_server_set_devices(struct sc_stats_server *s, const struct sc_stats_device *devices, int n)
+{
+	struct sc_stats_device *copy = calloc((size_t)n + 1, sizeof(*copy));
+
+	if (!copy)
+		return -ENOMEM;
+	if (n)
+		memcpy(copy, devices, (size_t)n * sizeof(*copy));
+	pthread_mutex_lock(&s->lock);
+	struct sc_stats_device *old = s->devs;
+	s->devs = copy;
+	s->src.devices = copy;
+	s->src.ndevices = n;
+	pthread_mutex_unlock(&s->lock);
+	free(old);
+	return 0;
 }
 
 void sc_stats_server_destroy(struct sc_stats_server *s)
@@ -395,5 +424,7 @@ void sc_stats_server_destroy(struct sc_stats_server *s)
 	free(s->prev);
 	free(s->cur);
 	free(s->now);
+	free(s->devs);
+	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -64,6 +64,15 @@ struct sc_stats_server;
 int sc_stats_server_create(const char *path, const struct sc_stats_source *src, struct sc_stats_server **out,
 			   char *err, size_t errlen);
 
+/*
+ * Report on devices[0..n) from now on instead (sidecored's reload): copies
+ * the array; the devices it names must outlive the next call or the
+ * server. Returns once no client is being answered from the old list, so
+ * a device left out may be destroyed then. 0 or -ENOMEM (the old list
+ * stays). Any thread but the server's.
+ */
+int sc_stats_server_set_devices(struct sc_stats_server *s, const struct sc_stats_device *devices, int n);
+
 /* Stop the thread, close and remove the socket. NULL is a no-op. */
 void sc_stats_server_destroy(struct sc_stats_server *s);
 

@@ -476,6 +476,62 @@ Test(config, idle_spin_beyond_ten_seconds)
 	load_fails(-ERANGE, 3, "idle_spin_us = 10000001 is out of range");
 }
 
+Test(config, rebalance_defaults)
+{
+	write_conf(SIDECORE);
+	load_ok();
+	cr_assert(c.rebalance);
+	cr_assert_eq(c.rebalance_interval_ms, 1000);
+	cr_assert_eq(c.rebalance_busy, 90);
+	cr_assert_eq(c.rebalance_idle, 50);
+	cr_assert_eq(c.rebalance_intervals, 3);
+}
+
+Test(config, rebalance_keys)
+{
+	write_conf(SIDECORE "rebalance = no\nrebalance_interval_ms = 250\nrebalance_busy = 80\nrebalance_idle = 20\n"
+			    "rebalance_intervals = 5\n");
+	load_ok();
+	cr_assert_not(c.rebalance);
+	cr_assert_eq(c.rebalance_interval_ms, 250);
+	cr_assert_eq(c.rebalance_busy, 80);
+	cr_assert_eq(c.rebalance_idle, 20);
+	cr_assert_eq(c.rebalance_intervals, 5);
+}
+
+Test(config, rebalance_not_a_boolean)
+{
+	write_conf(SIDECORE "rebalance = sometimes\n");
+	load_fails(-EINVAL, 3, "rebalance = 'sometimes' is not a boolean; use yes or no");
+}
+
+Test(config, rebalance_interval_below_100_ms)
+{
+	write_conf(SIDECORE "rebalance_interval_ms = 99\n");
+	load_fails(-ERANGE, 3, "rebalance_interval_ms = 99 is out of range; use a number in 100..60000");
+}
+
+Test(config, rebalance_busy_above_100)
+{
+	write_conf(SIDECORE "rebalance_busy = 101\n");
+	load_fails(-ERANGE, 3, "rebalance_busy = 101 is out of range; use a number in 2..100");
+}
+
+Test(config, rebalance_intervals_beyond_the_history)
+{
+	write_conf(SIDECORE "rebalance_intervals = 17\n");
+	load_fails(-ERANGE, 3, "rebalance_intervals = 17 is out of range; use a number in 1..16");
+}
+
+Test(config, rebalance_idle_not_below_busy)
+{
+	write_conf(SIDECORE "rebalance_busy = 60\nrebalance_idle = 60\n");
+	load_fails(-EINVAL, 4, "rebalance_idle = 60 is not below rebalance_busy = 60");
+	/* The default idle (50) against a lower busy: the [sidecore] line. */
+	write_conf(SIDECORE "rebalance_busy = 40\n");
+	load_fails(-EINVAL, 1, "rebalance_idle = 50 is not below rebalance_busy = 40");
+}
+
 Test(config, bad_boolean)
 {
 	write_dev("read_only = maybe\n");
