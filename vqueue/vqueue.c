@@ -18,6 +18,7 @@
 
 #include "common/barrier.h"
 #include "common/compiler.h"
+#include "common/fetch.h"
 
 const struct sc_stat_name sc_vq_stat_names[] = {
 #define STAT(n) { #n, offsetof(struct sc_vq_stats, n) }
@@ -46,6 +47,8 @@ void sc_vq_set_broken(struct sc_vq *vq, int err, const char *fmt, ...)
 {
 	va_list ap;
 
+	/* The request that broke the queue is thrown away: its re-reads (a loop walked to its bound) do not count. */
+	SC_FETCH_FORGET();
 	/*
 	 * The first caller wins (a queue breaks once, from whichever thread);
 	 * later errors follow from the first and keep its reason.
@@ -363,9 +366,10 @@ bool sc_vq_has_work(struct sc_vq *vq)
 	       sc_load_once(&vq->avail->idx) != vq->last_avail;
 }
 
-/* One descriptor, fetched once. */
-static inline void desc_fetch(struct vring_desc *d, const struct vring_desc *src)
+/* One descriptor, fetched once (kind: SC_FETCH_DESC or SC_FETCH_INDIRECT, for fuzz builds). */
+static inline void desc_fetch(struct vring_desc *d, const struct vring_desc *src, enum sc_fetch_kind kind)
 {
+	SC_FETCH(kind, src, sizeof(*src));
 	d->addr = sc_load_once(&src->addr);
 	d->len = sc_load_once(&src->len);
 	d->flags = sc_load_once(&src->flags);
@@ -486,7 +490,7 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 					 in_indirect ? "indirect " : "", head, table_size);
 			return -ELOOP;
 		}
-		desc_fetch(&d, &table[idx]);
+		desc_fetch(&d, &table[idx], in_indirect ? SC_FETCH_INDIRECT : SC_FETCH_DESC);
 
 		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
 			if (sc_unlikely(in_indirect)) {
@@ -569,6 +573,8 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 static __attribute__((cold, noinline)) int walk_oversized(struct sc_vq *vq, uint16_t head,
 							  struct sc_vq_elem *elem)
 {
+	/* A second walk whose results replace the first's: its reads start afresh. */
+	SC_FETCH_FORGET();
 	return walk(vq, head, elem, true);
 }
 
@@ -587,6 +593,7 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 	uint16_t head;
 	int ret;
 
+	SC_FETCH_BEGIN();   /* fuzz builds: the previous request read nothing twice; a new one starts */
 	if (sc_unlikely(__atomic_load_n(&vq->broken, __ATOMIC_RELAXED)))
 		return vq->broken_err;
 	/* Requests a previous back end started and never finished come first, in their order. */
@@ -600,6 +607,7 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 			return ret;
 	}
 
+	SC_FETCH(SC_FETCH_AVAIL, &vq->avail->ring[vq->last_avail & vq->mask], sizeof(head));
 	head = sc_load_once(&vq->avail->ring[vq->last_avail & vq->mask]);
 	ret = walk_chain(vq, head, elem);   /* checks head < size first */
 	if (ret < 0)
@@ -618,6 +626,7 @@ void sc_vq_push(struct sc_vq *vq, uint16_t head, uint32_t len)
 {
 	struct vring_used_elem *e = &vq->used->ring[vq->used_idx & vq->mask];
 
+	SC_FETCH_CHECK();   /* fuzz builds: the request is done; it read no guest bytes twice */
 	/* Not yet visible: the driver reads entries only below used->idx. */
 	sc_store_once(&e->id, head);
 	sc_store_once(&e->len, len);
@@ -713,6 +722,8 @@ bool sc_vq_notify_enable(struct sc_vq *vq)
 static size_t iov_copy(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len,
 		       bool to_iov)
 {
+	/* Where the copy starts in the segments: fuzz builds key request reads by it (common/fetch.h). */
+	const size_t start __attribute__((unused)) = off;
 	size_t done = 0;
 
 	for (unsigned i = 0; i < n && done < len; i++) {
@@ -724,6 +735,8 @@ static size_t iov_copy(const struct iovec *iov, unsigned n, size_t off, void *bu
 		if (chunk > len - done)
 			chunk = len - done;
 		char *seg = (char *)iov[i].iov_base + off, *mem = (char *)buf + done;
+		if (!to_iov)
+			SC_FETCH(SC_FETCH_REQ, start + done, chunk);
 		memcpy(to_iov ? seg : mem, to_iov ? mem : seg, chunk);
 		done += chunk;
 		off = 0;
