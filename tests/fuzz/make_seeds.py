@@ -124,15 +124,17 @@ def viommu_seeds():
     detach = struct.pack("<B3xII8x", 2, 1, 1)
     probe = struct.pack("<B3xI64x", 5, 1)
     evt = chunk(E[0], desc(GPA + 0x9000, 64, WRITE)) + chunk(E[1], avail([0]))
+    def then(body, heads, in_len=4):
+        """The guest's next request in the same descriptors, offered in slot len(heads) - 1."""
+        return chunk(R[0], desc(GPA + B, len(body), NEXT, 1) + desc(GPA + B + 0x200, in_len, WRITE)) \
+            + chunk(B, body) + chunk(R[1], avail(heads))
     write("viommu", "attach", hdr() + req(attach) + evt + END + round_())
-    write("viommu", "attach-map", hdr() + req(attach) + END + round_() + chunk(B, mp)
-          + chunk(R[1], avail([0, 0])) + END + round_(0x1000, 64, 3))
-    write("viommu", "map-unmap-strict", hdr() + req(attach) + END + round_() + chunk(B, mp)
-          + chunk(R[1], avail([0, 0])) + END + round_() + chunk(B, unmap) + chunk(R[1], avail([0, 0, 0])) + END + round_())
-    write("viommu", "map-unmap-optimistic", hdr(flags=0x3f | 64) + req(attach) + END + round_() + chunk(B, mp)
-          + chunk(R[1], avail([0, 0])) + END + round_() + chunk(B, unmap) + chunk(R[1], avail([0, 0, 0])) + END + round_())
-    write("viommu", "detach", hdr() + req(attach) + END + round_() + chunk(B, detach)
-          + chunk(R[1], avail([0, 0])) + END + round_())
+    write("viommu", "attach-map", hdr() + req(attach) + END + round_() + then(mp, [0, 0]) + END + round_(0x1000, 64, 3))
+    write("viommu", "map-unmap-strict", hdr() + req(attach) + END + round_() + then(mp, [0, 0]) + END + round_()
+          + then(unmap, [0, 0, 0]) + END + round_() + END + round_())
+    write("viommu", "map-unmap-optimistic", hdr(flags=0x3f | 64) + req(attach) + END + round_() + then(mp, [0, 0])
+          + END + round_() + then(unmap, [0, 0, 0]) + END + round_() + END + round_())
+    write("viommu", "detach", hdr() + req(attach) + END + round_() + then(detach, [0, 0]) + END + round_())
     write("viommu", "probe", hdr() + req(probe, 64 + 4) + END + round_())
     write("viommu", "fault-event", hdr() + req(attach) + evt + END + round_(0x5000, 8, 2) + END + round_(0x5000, 8, 2))
     write("viommu", "bypass", hdr(flags=0x3f | 128) + req(attach) + END + round_(GPA + 0x100, 8, 1))
@@ -154,8 +156,8 @@ def vu_seeds():
     def state(i, n):
         return struct.pack("<II", i, n)
 
-    def gw(page, off, data, which=0):
-        return struct.pack("<BBHHB", WRITE_OP, which, page, off, len(data)) + data
+    def gw(addr, data, which=0):
+        return struct.pack("<BBHHB", WRITE_OP, which, addr >> 12, addr & 0xfff, len(data)) + data
     feats = (1 << 28) | (1 << 29) | (1 << 32) | (1 << 30)
     UVA = 0x7f0000000000
     region = struct.pack("<QQQQ", 0, 16 * 4096, UVA, 0)
@@ -164,8 +166,8 @@ def vu_seeds():
     ring = (msg(8, state(0, 4)) + msg(9, struct.pack("<IIQQQQ", 0, 0, UVA + D, UVA + U, UVA + A, 0))
             + msg(10, state(0, 0)) + msg(12, u64(0), [(0, 0)]) + msg(13, u64(0), [(0, 0)])
             + msg(14, u64(0), [(0, 0)]) + msg(18, state(0, 1)))
-    guest = (gw(0, D, desc(B, 16, NEXT, 1) + desc(B + 0x100, 1, WRITE))
-             + gw(0, B, struct.pack("<IIQ", 0, 0, 0)) + gw(0, A, avail([0])) + struct.pack("<B", POLL))
+    guest = (gw(D, desc(B, 16, NEXT, 1) + desc(B + 0x100, 1, WRITE))
+             + gw(B, struct.pack("<IIQ", 0, 0, 0)) + gw(A, avail([0])) + struct.pack("<B", POLL))
     write("vu", "handshake", setup + msg(17) + msg(36) + msg(24, struct.pack("<III", 0, 8, 0) + bytes(8)))
     write("vu", "ring-runs", setup + ring + guest + msg(11, state(0, 0)) + msg(40))
     write("vu", "inflight", setup + msg(31, struct.pack("<QQHH4x", 0, 0, 2, 4)) + ring + guest
