@@ -20,7 +20,7 @@ case "$target" in vring|blk|viommu|vu) ;; *)
 esac
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: SECONDS must be a number, not '$seconds'" >&2; exit 2; }
 shift 2
-command -v clang >/dev/null || { echo "fuzz.sh: clang not found; install it: scripts/deps.sh --fuzz" >&2; exit 1; }
+./scripts/deps.sh --fuzz
 
 out=build-fuzz
 mkdir -p "$out/corpus-$target" "$out/crash-$target"
