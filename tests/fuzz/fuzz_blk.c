@@ -30,6 +30,7 @@
 static uint8_t image[FZ_IMAGE] __attribute__((aligned(4096)));
 static uint8_t ro[FZ_RO] __attribute__((aligned(4096)));
 static struct sc_blk_backend be;
+static bool disk_ready;
 
 static void disk_open(void)
 {
@@ -48,6 +49,7 @@ static void disk_open(void)
 		abort();
 	}
 	fz_check(be.memory_backed);
+	disk_ready = true;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -56,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sc_mem mem;
 	struct sc_blk_queue q;
 
-	if (be.fd <= 0)
+	if (!disk_ready)
 		disk_open();
 	memset(image, 0, sizeof(image));
 	memset(ro, 0, sizeof(ro));
