@@ -90,6 +90,17 @@ static void *map_ring(struct sc_vq *vq, const char *what, uint64_t addr, uint64_
 		*err = -EFAULT;
 		return NULL;
 	}
+	/*
+	 * The ring's fields are accessed atomically, so the host address must
+	 * be aligned too: a region whose guest address is not page-aligned
+	 * (the front end chooses it) moves an aligned ring off alignment.
+	 */
+	if ((uintptr_t)iov.iov_base & (align - 1)) {
+		sc_vq_set_broken(vq, -EINVAL, "%s ring 0x%llx: host address not %u-byte aligned (region starts unaligned)",
+				 what, (unsigned long long)addr, align);
+		*err = -EINVAL;
+		return NULL;
+	}
 	return iov.iov_base;
 }
 
@@ -397,8 +408,10 @@ static int indirect_enter(struct sc_vq *vq, const struct vring_desc *d,
 				 d->len, VIRTQ_MAX_SIZE * 16);
 		return -EBADMSG;
 	}
+	/* Aligned as a guest address and as a host one (the descriptors are read atomically). */
 	if (sc_unlikely(d->addr & (VRING_DESC_ALIGN - 1) ||
-			xlate(vq, d->addr, d->len, SC_PERM_READ, &iov, 1) != 1)) {
+			xlate(vq, d->addr, d->len, SC_PERM_READ, &iov, 1) != 1 ||
+			(uintptr_t)iov.iov_base & (VRING_DESC_ALIGN - 1))) {
 		sc_vq_set_broken(vq, -EFAULT, "indirect table at 0x%llx (+%u) is not aligned contiguous guest memory",
 				 (unsigned long long)d->addr, d->len);
 		return -EFAULT;
