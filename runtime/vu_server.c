@@ -1149,6 +1149,18 @@ static void serve_once(struct sc_vu_server *s)
 		accept_connection(s);
 }
 
+bool sc_vu_server_handle_one(struct sc_vu_server *s, int fd)
+{
+	if (s->threaded)
+		return false;
+	if (s->conn_fd < 0) {
+		s->conn_fd = fd;
+		s->conn_since = now_ms();
+	}
+	handle_message(s);
+	return s->conn_fd >= 0;
+}
+
 static void *server_main(void *arg)
 {
 	struct sc_vu_server *s = arg;

@@ -111,4 +111,16 @@ void sc_vu_server_destroy(struct sc_vu_server *s);
 /* How many vrings are being served now (any thread). */
 unsigned sc_vu_server_started(const struct sc_vu_server *s);
 
+/*
+ * Internal, for the fuzz target (tests/fuzz/fuzz_vu.c): serve one message
+ * on the calling thread, as the control thread would. If the server has no
+ * connection, fd (a connected stream socket) becomes it and is the
+ * server's from then on: closed when the connection is dropped. Reads one
+ * message from the connection (it should be readable), handles it and
+ * sends its reply. Returns false once the connection is gone (the peer
+ * closed it, or the message was refused). Only on a server never started
+ * (sc_vu_server_start), which it returns false for at once.
+ */
+bool sc_vu_server_handle_one(struct sc_vu_server *s, int fd);
+
 #endif

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what sidecore needs on Debian 12, only what is missing.
+# --fuzz: also what scripts/fuzz.sh needs.
 set -euo pipefail
 
 PACKAGES=(
@@ -13,6 +14,11 @@ PACKAGES=(
   # docs/: systemd-analyze verify (systemd) and virt-xml-validate check the unit and the libvirt XML
   libvirt-clients
 )
+
+# scripts/fuzz.sh only: clang and its libFuzzer runtime (the normal builds and the corpus replay use gcc).
+if [ "${1:-}" = "--fuzz" ]; then
+  PACKAGES+=(clang libclang-rt-14-dev)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -635,3 +635,25 @@ Test(hostile, two_threads_breaking_at_once_report_once)
 		cr_assert_eq(fx_eventfd_take(f.err_fd), 1, "round %d: err eventfd written once", i);
 	}
 }
+
+/*
+ * Found by tests/fuzz (fuzz_vu): a front end's memory region at an odd
+ * guest address makes a ring aligned as a guest address misaligned in
+ * host memory, where vqueue reads it atomically. Refused at init.
+ */
+Test(hostile, ring_misaligned_in_host_memory)
+{
+	static uint8_t page[3 * 4096] __attribute__((aligned(4096)));
+	struct sc_mem m;
+	struct sc_vq vq;
+
+	sc_mem_init(&m);
+	/* Guest address 0x10001 is host page + 0: guest 0x10010 (aligned) is host page + 15. */
+	cr_assert_eq(sc_mem_add_hva(&m, 0x10001, sizeof(page) - 1, page, SC_PERM_RW), 0);
+	struct sc_vq_config cfg = { .size = 4, .desc_addr = 0x10010, .avail_addr = 0x11000, .used_addr = 0x12000,
+				    .xlate = sc_mem_xlate(&m), .call_fd = -1, .kick_fd = -1, .err_fd = -1 };
+	cr_assert_eq(sc_vq_init(&vq, &cfg), -EINVAL);
+	cr_assert(sc_vq_broken(&vq));
+	cr_assert(strstr(vq.broken_reason, "host address not 16-byte aligned"), "%s", vq.broken_reason);
+	sc_mem_fini(&m);
+}

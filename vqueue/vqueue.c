@@ -18,6 +18,7 @@
 
 #include "common/barrier.h"
 #include "common/compiler.h"
+#include "common/fetch.h"
 
 const struct sc_stat_name sc_vq_stat_names[] = {
 #define STAT(n) { #n, offsetof(struct sc_vq_stats, n) }
@@ -46,6 +47,8 @@ void sc_vq_set_broken(struct sc_vq *vq, int err, const char *fmt, ...)
 {
 	va_list ap;
 
+	/* The request that broke the queue is thrown away: its re-reads (a loop walked to its bound) do not count. */
+	SC_FETCH_FORGET();
 	/*
 	 * The first caller wins (a queue breaks once, from whichever thread);
 	 * later errors follow from the first and keep its reason.
@@ -89,6 +92,17 @@ static void *map_ring(struct sc_vq *vq, const char *what, uint64_t addr, uint64_
 				 what, (unsigned long long)addr, (unsigned long long)len,
 				 n == -ENOBUFS ? " as one contiguous mapping" : "");
 		*err = -EFAULT;
+		return NULL;
+	}
+	/*
+	 * The ring's fields are accessed atomically, so the host address must
+	 * be aligned too: a region whose guest address is not page-aligned
+	 * (the front end chooses it) moves an aligned ring off alignment.
+	 */
+	if ((uintptr_t)iov.iov_base & (align - 1)) {
+		sc_vq_set_broken(vq, -EINVAL, "%s ring 0x%llx: host address not %u-byte aligned (region starts unaligned)",
+				 what, (unsigned long long)addr, align);
+		*err = -EINVAL;
 		return NULL;
 	}
 	return iov.iov_base;
@@ -394,9 +408,10 @@ bool sc_vq_has_work(struct sc_vq *vq)
 	       sc_load_once(&vq->avail->idx) != vq->last_avail;
 }
 
-/* One descriptor, fetched once. */
-static inline void desc_fetch(struct vring_desc *d, const struct vring_desc *src)
+/* One descriptor, fetched once (kind: SC_FETCH_DESC or SC_FETCH_INDIRECT, for fuzz builds). */
+static inline void desc_fetch(struct vring_desc *d, const struct vring_desc *src, enum sc_fetch_kind kind)
 {
+	SC_FETCH(kind, src, sizeof(*src));
 	d->addr = sc_load_once(&src->addr);
 	d->len = sc_load_once(&src->len);
 	d->flags = sc_load_once(&src->flags);
@@ -427,7 +442,8 @@ static int indirect_enter(struct sc_vq *vq, const struct vring_desc *d,
 	int n = (d->addr & (VRING_DESC_ALIGN - 1)) ? -EINVAL : xlate(vq, d->addr, d->len, SC_PERM_READ, &iov, 1);
 	if (sc_unlikely(n == -EAGAIN))
 		return -EAGAIN;   /* a vIOMMU miss, reported by the hook */
-	if (sc_unlikely(n != 1)) {
+	/* Aligned as a guest address and as a host one (the descriptors are read atomically). */
+	if (sc_unlikely(n != 1 || (uintptr_t)iov.iov_base & (VRING_DESC_ALIGN - 1))) {
 		sc_vq_set_broken(vq, -EFAULT, "indirect table at 0x%llx (+%u) is not aligned contiguous guest memory",
 				 (unsigned long long)d->addr, d->len);
 		return -EFAULT;
@@ -519,7 +535,7 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 					 in_indirect ? "indirect " : "", head, table_size);
 			return -ELOOP;
 		}
-		desc_fetch(&d, &table[idx]);
+		desc_fetch(&d, &table[idx], in_indirect ? SC_FETCH_INDIRECT : SC_FETCH_DESC);
 
 		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
 			if (sc_unlikely(in_indirect)) {
@@ -604,6 +620,8 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 static __attribute__((cold, noinline)) int walk_oversized(struct sc_vq *vq, uint16_t head,
 							  struct sc_vq_elem *elem)
 {
+	/* A second walk whose results replace the first's: its reads start afresh. */
+	SC_FETCH_FORGET();
 	return walk(vq, head, elem, true);
 }
 
@@ -634,6 +652,7 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 	uint16_t head;
 	int ret;
 
+	SC_FETCH_BEGIN();   /* fuzz builds: the previous request read nothing twice; a new one starts */
 	if (sc_unlikely(__atomic_load_n(&vq->broken, __ATOMIC_RELAXED)))
 		return vq->broken_err;
 	/* Requests a previous back end started and never finished come first, in their order. */
@@ -653,6 +672,7 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 			return ret;
 	}
 
+	SC_FETCH(SC_FETCH_AVAIL, &vq->avail->ring[vq->last_avail & vq->mask], sizeof(head));
 	head = sc_load_once(&vq->avail->ring[vq->last_avail & vq->mask]);
 	ret = walk_chain(vq, head, elem);   /* checks head < size first */
 	if (ret < 0)
@@ -673,6 +693,7 @@ void sc_vq_push(struct sc_vq *vq, uint16_t head, uint32_t len)
 {
 	struct vring_used_elem *e = &vq->used->ring[vq->used_idx & vq->mask];
 
+	SC_FETCH_CHECK();   /* fuzz builds: the request is done; it read no guest bytes twice */
 	/* Not yet visible: the driver reads entries only below used->idx. */
 	sc_store_once(&e->id, head);
 	sc_store_once(&e->len, len);
@@ -771,6 +792,8 @@ bool sc_vq_notify_enable(struct sc_vq *vq)
 static size_t iov_copy(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len,
 		       bool to_iov)
 {
+	/* Where the copy starts in the segments: fuzz builds key request reads by it (common/fetch.h). */
+	const size_t start __attribute__((unused)) = off;
 	size_t done = 0;
 
 	for (unsigned i = 0; i < n && done < len; i++) {
@@ -782,6 +805,8 @@ static size_t iov_copy(const struct iovec *iov, unsigned n, size_t off, void *bu
 		if (chunk > len - done)
 			chunk = len - done;
 		char *seg = (char *)iov[i].iov_base + off, *mem = (char *)buf + done;
+		if (!to_iov)
+			SC_FETCH(SC_FETCH_REQ, start + done, chunk);
 		memcpy(to_iov ? seg : mem, to_iov ? mem : seg, chunk);
 		done += chunk;
 		off = 0;
