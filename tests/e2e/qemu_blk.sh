@@ -11,8 +11,8 @@
 # usage: qemu_blk.sh SIDECORED_BINARY
 set -uo pipefail
 sidecored=$1
-sidecorectl=$(dirname "$sidecored")/sidecorectl
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 mb=64
 
 skip() { echo "1..0 # SKIP $*"; exit 77; }
@@ -104,15 +104,7 @@ qemu_pid=$!
 for _ in $(seq 600); do grep -qa SC-WRITE-START "$work/guest.log" 2>/dev/null && break; sleep 0.1; done
 # Kill at a moment when sidecored itself says it holds requests: the
 # queue's depth (popped, not yet completed) from its stats socket.
-depth=0
-for _ in $(seq 1200); do
-  depth=$("$sidecorectl" --socket "$work/sidecored.sock" stats --prometheus 2>/dev/null |
-          awk '/^sidecore_queue_depth[{ ]/ { n += $NF } END { print n + 0 }')
-  [ "$depth" -gt 0 ] && break
-  grep -qa SC-WRITE-DONE "$work/guest.log" && break
-  sleep 0.05
-done
-echo "# sidecored reports $depth request(s) in flight; killing it"
+wait_in_flight
 grep -qa SC-WRITE-DONE "$work/guest.log" && echo "# the guest's write finished before the kill"
 kill -KILL "$sd_pid"; wait "$sd_pid" 2>/dev/null; sd_pid=
 echo "# sidecored killed with SIGKILL during the guest's write; restarting it"

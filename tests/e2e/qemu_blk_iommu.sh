@@ -25,6 +25,7 @@
 set -uo pipefail
 sidecored=$1
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 mb=32
 
 skip() { echo "1..0 # SKIP $*"; exit 77; }
@@ -112,15 +113,7 @@ qemu_pid=$!
 for _ in $(seq 900); do grep -qa SC-WRITE-START "$work/guest.log" 2>/dev/null && break; sleep 0.1; done
 # Kill at a moment when sidecored itself says it holds requests (the
 # queues' depth from its stats socket), as qemu_blk.sh does.
-depth=0
-for _ in $(seq 1200); do
-  depth=$("$(dirname "$sidecored")/sidecorectl" --socket "$work/sidecored.sock" stats --prometheus 2>/dev/null |
-          awk '/^sidecore_queue_depth[{ ]/ { n += $NF } END { print n + 0 }')
-  [ "$depth" -gt 0 ] && break
-  grep -qa SC-WRITE-DONE "$work/guest.log" && break
-  sleep 0.05
-done
-echo "# sidecored reports $depth request(s) in flight; killing it"
+wait_in_flight
 grep -qa SC-WRITE-DONE "$work/guest.log" && echo "# the guest's write finished before the kill"
 kill -KILL "$sd_pid"; wait "$sd_pid" 2>/dev/null; sd_pid=
 echo "=== restart" >> "$work/sidecored.log"
