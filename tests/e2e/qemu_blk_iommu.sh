@@ -28,12 +28,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 mb=32
 
-skip() { echo "1..0 # SKIP $*"; exit 77; }
-command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed (scripts/deps.sh installs it)"
-kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n1)
-[ -n "$kernel" ] || skip "no kernel in /boot (linux-image-amd64)"
-[ -x /bin/busybox ] || skip "no static busybox (busybox-static)"
-kver=${kernel#/boot/vmlinuz-}
+need_qemu_guest
 
 work=$(mktemp -d /tmp/sidecore-e2e-iommu-XXXXXX)
 sd_pid=
