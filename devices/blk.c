@@ -35,6 +35,7 @@
 #include "common/barrier.h"
 #include "common/compiler.h"
 #include "common/tsc.h"
+#include "devices/blk_mem.h"
 #include "devices/devices.h"
 
 #define BLK_IOV_MAX (SC_BLK_SEG_MAX + 2)          /* data segments, header, status */
@@ -127,6 +128,9 @@ int sc_blk_backend_open(struct sc_blk_backend *be, const char *path, bool read_o
 	struct statfs sfs;
 	be->memory_backed = !direct && fstatfs(be->fd, &sfs) == 0 &&
 			    (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+	/* A file that is memory is mapped and served by memcpy (blk_mem.c); if mmap fails, by system calls. */
+	if (!direct && S_ISREG(st.st_mode) && sc_blk_mem_fs(be->fd))
+		sc_blk_mem_map(be, bytes);
 	be->zero_mode = SC_BLK_ZERO_RANGE;
 	be->size_max = SC_BLK_SIZE_MAX;
 	be->seg_max = SC_BLK_SEG_MAX;
@@ -136,6 +140,7 @@ int sc_blk_backend_open(struct sc_blk_backend *be, const char *path, bool read_o
 
 void sc_blk_backend_close(struct sc_blk_backend *be)
 {
+	sc_blk_backend_unmap(be);
 	if (be->fd >= 0)
 		close(be->fd);
 	be->fd = -1;
@@ -487,6 +492,35 @@ static bool transfer_moved(struct sc_blk_queue *q, struct sc_blk_req *r)
 	return false;
 }
 
+/* The turn's clock after a copy on the sidecore of got bytes of r. */
+static void round_copied(struct round *rd, const struct sc_blk_req *r, size_t got)
+{
+	rd->work++;
+	rd->turn_last = sc_rdtsc();
+	rd->turn_over = rd->turn_last - rd->turn_start >= rd->turn_cycles;
+	if (got && r->total > SC_BLK_PIECE_BYTES)
+		rd->split_moved = true;
+	rd->bytes -= got < rd->bytes ? got : rd->bytes;
+}
+
+/*
+ * Move the piece piece_begin set up (n segments, len bytes) by memcpy on a
+ * mapped disk. A fault (the file shrank under us) fails this request
+ * alone. Returns true while r has more to do.
+ */
+static bool mem_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct round *rd, unsigned n, size_t len)
+{
+	int ret = sc_blk_mem_rw(q->be, r->off + r->done, r->iov + r->cur, n, len, r->op != OP_READ);
+
+	round_copied(rd, r, ret ? 0 : len);
+	piece_end(r, ret ? 0 : len);
+	if (!ret)
+		return transfer_moved(q, r);
+	q->io_errors++;
+	complete(q, r, VIRTIO_BLK_S_IOERR);
+	return false;
+}
+
 /*
  * Move the next piece of a read or write. On the sidecore where the backend
  * allows it and the round has bytes left: memory-backed files (a copy that
@@ -501,7 +535,7 @@ static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct r
 {
 	struct sc_blk_backend *be = q->be;
 	bool write = r->op != OP_READ;
-	bool now = be->memory_backed ||
+	bool now = be->map || be->memory_backed ||
 		   __atomic_load_n(write ? &be->nowait_write : &be->nowait_read, __ATOMIC_RELAXED);
 	struct io_uring_sqe *sqe;
 	size_t len;
@@ -518,18 +552,15 @@ static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct r
 		/* Memory-backed files never wait for a device: no RWF_NOWAIT needed (nor supported). */
 		int flags = be->memory_backed ? 0 : RWF_NOWAIT;
 		off_t at = (off_t)(r->off + r->done);
+		if (be->map)
+			return mem_step(q, r, rd, n, len);
 		ssize_t got = write ? pwritev2(be->fd, r->iov + r->cur, (int)n, at, flags)
 				    : preadv2(be->fd, r->iov + r->cur, (int)n, at, flags);
 		if (got < 0 && errno == EOPNOTSUPP && flags)   /* never will: stop trying (queues share the flag) */
 			__atomic_store_n(write ? &be->nowait_write : &be->nowait_read, false, __ATOMIC_RELAXED);
-		rd->work++;
-		rd->turn_last = sc_rdtsc();
-		rd->turn_over = rd->turn_last - rd->turn_start >= rd->turn_cycles;
 		if (got < 0)
 			got = 0;
-		if (got && r->total > SC_BLK_PIECE_BYTES)
-			rd->split_moved = true;
-		rd->bytes -= (size_t)got < rd->bytes ? (size_t)got : rd->bytes;
+		round_copied(rd, r, (size_t)got);
 		piece_end(r, (size_t)got);
 		if ((size_t)got == len)
 			return transfer_moved(q, r);
@@ -562,7 +593,19 @@ static bool step(struct sc_blk_queue *q, struct sc_blk_req *r, struct round *rd)
 	switch (r->op) {
 	case OP_FLUSH:
 		/* Only once every write before it is done: it must cover what the guest saw complete. */
-		if (rd->write_before || !(sqe = get_sqe(q)))
+		if (rd->write_before)
+			return true;
+		/*
+		 * A mapped disk is memory (tmpfs, ramfs, hugetlbfs, memfd): there
+		 * is no device to make it durable on (their fsync does nothing),
+		 * and our memcpy stores are in the shared page cache once they
+		 * return. Ordering after the writes before it is all there is.
+		 */
+		if (be->map) {
+			complete(q, r, VIRTIO_BLK_S_OK);
+			return false;
+		}
+		if (!(sqe = get_sqe(q)))
 			return true;
 		io_uring_prep_fsync(sqe, be->fd, IORING_FSYNC_DATASYNC);
 		break;
@@ -738,7 +781,8 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 		r->total = bytes;
 		r->op = discard ? OP_DISCARD : OP_ZERO_FALLOC;
 		r->zero_mode = __atomic_load_n(&be->zero_mode, __ATOMIC_RELAXED);
-		if (r->op == OP_ZERO_FALLOC && r->zero_mode == SC_BLK_ZERO_WRITE)
+		/* A mapped disk zeroes by copying zeroes on the sidecore, in pieces (fallocate would be a system call). */
+		if (r->op == OP_ZERO_FALLOC && (r->zero_mode == SC_BLK_ZERO_WRITE || be->map))
 			r->op = OP_ZERO_WRITE;
 		break;
 	}

@@ -79,6 +79,13 @@ struct sc_blk_backend {
 	bool is_blockdev;
 	bool nowait_read, nowait_write;   /* buffered I/O is tried at once (RWF_NOWAIT) until the fs says it cannot */
 	bool memory_backed;               /* tmpfs/ramfs: a transfer is a copy, done on the sidecore */
+	/*
+	 * The file mapped MAP_SHARED (tmpfs, ramfs, hugetlbfs, ram:SIZE; not
+	 * O_DIRECT): reads and writes are a memcpy on the sidecore, with no
+	 * system call; NULL otherwise, or after sc_blk_backend_unmap.
+	 */
+	uint8_t *map;
+	size_t map_len;
 	uint8_t zero_mode;                /* enum sc_blk_zero_mode; lowered by any queue, never raised */
 	/*
 	 * Request limits offered to the driver (VIRTIO_BLK_F_SIZE_MAX, _SEG_MAX);
@@ -113,6 +120,23 @@ struct sc_blk_backend {
 int sc_blk_backend_open(struct sc_blk_backend *be, const char *path, bool read_only,
 			bool direct, const char *serial, char *err, size_t errlen);
 void sc_blk_backend_close(struct sc_blk_backend *be);
+
+/* The largest ram:SIZE disk. */
+#define SC_BLK_RAM_MAX (1ull << 40)
+
+/*
+ * Open a RAM disk of bytes (512 to SC_BLK_RAM_MAX, whole sectors): a memfd
+ * sealed against shrinking and growing, served like a file on tmpfs (so
+ * mapped). Returns 0, or a negative errno with one line in err.
+ */
+int sc_blk_backend_open_ram(struct sc_blk_backend *be, uint64_t bytes, const char *serial, char *err, size_t errlen);
+
+/*
+ * Serve a memory-backed disk through system calls (preadv2/pwritev2 on the
+ * sidecore) instead of its mapping: config `mmap = false`, for comparison.
+ * Call before the first queue starts; a no-op for other disks.
+ */
+void sc_blk_backend_unmap(struct sc_blk_backend *be);
 
 /* Feature bits this backend offers (device-specific and ring bits). */
 uint64_t sc_blk_features(const struct sc_blk_backend *be);

@@ -338,6 +338,35 @@ int sc_fault_guard_run(void (*fn)(void *arg), void *arg, char *reason, size_t le
 	return 0;
 }
 
+static bool addr_in(const void *addr, const void *base, size_t len)
+{
+	return (uintptr_t)addr - (uintptr_t)base < len;
+}
+
+int sc_fault_try(void (*fn)(void *arg), void *arg, const void *base, size_t len)
+{
+	struct fault_guard *g = tls_guard;
+	sigjmp_buf here;
+
+	if (!g || !g->q) {
+		/* Not on a guarded sidecore: a guard of our own (system calls; not a hot path). */
+		char why[8];
+		return sc_fault_guard_run(fn, arg, why, sizeof(why));
+	}
+	sigjmp_buf *volatile outer = g->jb;
+	if (sigsetjmp(here, 0)) {
+		g->jb = outer;
+		if (addr_in(g->addr, base, len))
+			return -EFAULT;
+		/* Not ours (guest memory, say): on to the outer guard, as if we were not here (g->q is still armed). */
+		siglongjmp(*outer, 1);
+	}
+	g->jb = &here;
+	fn(arg);
+	g->jb = outer;
+	return 0;
+}
+
 /* ---- the loop ---- */
 
 /* One pass over every queue; returns the requests served. */

@@ -163,6 +163,19 @@ int sc_poller_detach(struct sc_poller *p, struct sc_pollq *q);
  */
 int sc_fault_guard_run(void (*fn)(void *arg), void *arg, char *reason, size_t len);
 
+/*
+ * Run fn(arg) with a SIGBUS at an address in [base, base + len) contained
+ * to this call: fn is abandoned where it faulted and the call returns
+ * -EFAULT (for a device's own memory mappings, e.g. a disk file that can be
+ * truncated under us: the request fails, the queue goes on). A fault at any
+ * other address goes where it would have gone without this call (on a
+ * sidecore: the queue's guest-memory fault, which stops the queue). Returns
+ * 0 if fn finished. On a sidecore inside a queue's ops it costs one
+ * sigsetjmp and no system call (a hot path may use it); on any other thread
+ * it is sc_fault_guard_run's cost, and a fault elsewhere is -EFAULT too.
+ */
+int sc_fault_try(void (*fn)(void *arg), void *arg, const void *base, size_t len);
+
 /* A consistent-enough snapshot of the counters, from any thread. */
 void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st);
 

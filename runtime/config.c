@@ -9,6 +9,7 @@
  */
 #include "runtime/config.h"
 
+#include "devices/devices.h"
 #include "polling/polling.h"
 #include "runtime/rebalance.h"
 
@@ -44,6 +45,7 @@ static const char *const blk_keys[] = {
 	"socket", "backing", "queues", "queue_size", "read_only", "direct", "delay_us",
 	"sidecore",
 	"numa_node",
+	"mmap",
 	NULL
 };
 enum {
@@ -60,6 +62,7 @@ enum {
 	K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT, K_DELAY,
 	K_SIDECORE,
 	K_NUMA,
+	K_MMAP,
 };
 
 struct parse {
@@ -157,7 +160,7 @@ static int open_section(struct parse *p, const char *name)
 			    name, c->nblk + 1, SC_CONFIG_MAX_DEVICES);
 	p->kind = SEC_BLK;
 	p->blk = &c->blk[c->nblk++];
-	*p->blk = (struct sc_blk_config){ .queues = 1, .queue_size = 256, .line = p->line, .numa_node = -1 };
+	*p->blk = (struct sc_blk_config){ .queues = 1, .queue_size = 256, .line = p->line, .numa_node = -1, .mmap = true };
 	strcpy(p->blk->name, dev);
 	return 0;
 }
@@ -482,6 +485,38 @@ static int sidecore_key(struct parse *p, int key, const char *v)
 	return p->error;
 }
 
+/* backing = ram:SIZE: SIZE is a whole number of bytes with an optional K, M or G (powers of 1024). */
+static int ram_size(struct parse *p, const char *v)
+{
+	static const char suffixes[] = "KMG";
+	char digits[32];
+	const char *num = v + 4;
+	size_t len = strlen(num);
+	unsigned shift = 0;
+	unsigned long long n;
+	int r;
+
+	if (len && strchr(suffixes, num[len - 1])) {
+		shift = 10 * (unsigned)(strchr(suffixes, num[len - 1]) - suffixes + 1);
+		len--;
+	}
+	if (len >= sizeof(digits))
+		r = -ERANGE;
+	else {
+		memcpy(digits, num, len);
+		digits[len] = '\0';
+		r = parse_uint(digits, 1, SC_BLK_RAM_MAX >> shift, &n);
+	}
+	if (r == 0 && (n << shift) % 4096)
+		r = -EINVAL;
+	if (r < 0)
+		return fail(p, r, "backing = '%s': %s; write ram:SIZE with SIZE in 4K..1024G, a multiple of 4K, "
+			    "with K, M or G (e.g. ram:256M)", v,
+			    r == -ERANGE ? "size out of range" : "not a size");
+	p->blk->ram_bytes = n << shift;
+	return 0;
+}
+
 static int blk_key(struct parse *p, int key, const char *name, const char *v)
 {
 	struct sc_blk_config *b = p->blk;
@@ -498,6 +533,9 @@ static int blk_key(struct parse *p, int key, const char *name, const char *v)
 			return fail(p, -ENAMETOOLONG, "%s path is %zu bytes, longer than the %zu a %s holds; use a shorter path",
 				    name, strlen(v), size - 1, key == K_SOCKET ? "unix socket path (sun_path)" : "path");
 		memcpy(dst, v, strlen(v) + 1);
+		b->ram_bytes = 0;
+		if (key == K_BACKING && !strncmp(v, "ram:", 4))
+			return ram_size(p, v);
 		break;
 	}
 	case K_QUEUES:
@@ -514,7 +552,8 @@ static int blk_key(struct parse *p, int key, const char *name, const char *v)
 		break;
 	case K_RO:
 	case K_DIRECT:
-		if (!parse_bool(v, key == K_RO ? &b->read_only : &b->direct))
+	case K_MMAP:
+		if (!parse_bool(v, key == K_RO ? &b->read_only : key == K_DIRECT ? &b->direct : &b->mmap))
 			return fail(p, -EINVAL, "%s = '%s' is not a boolean; use yes or no", name, v);
 		break;
 	case K_DELAY:
@@ -737,6 +776,9 @@ static int check_backing(const struct sc_config *c, int i, struct file_id *ids, 
 	const struct sc_blk_config *b = &c->blk[i];
 	struct stat st;
 
+	ids[i] = (struct file_id){ 0 };
+	if (b->ram_bytes)
+		return 0;   /* a RAM disk is made at start: nothing to find, nobody to share it */
 	if (stat(b->backing, &st) < 0) {
 		int e = errno;
 		snprintf(err, errlen, "%s:%d: [blk.%s] backing '%s': %s; create it or fix the path", c->path, b->line, b->name,
@@ -759,7 +801,7 @@ static int check_backing(const struct sc_config *c, int i, struct file_id *ids, 
 	ids[i] = file_id(&st);
 	for (int j = 0; j < i; j++) {
 		const struct sc_blk_config *o = &c->blk[j];
-		if (same_file(ids[j], ids[i]) && !(o->read_only && b->read_only)) {
+		if (!o->ram_bytes && same_file(ids[j], ids[i]) && !(o->read_only && b->read_only)) {
 			snprintf(err, errlen, "%s:%d: [blk.%s] backing '%s' is also [blk.%s]'s (line %d), and one writes to it; "
 				 "give each its own or make both read_only", c->path, b->line, b->name, b->backing, o->name, o->line);
 			return -EEXIST;

@@ -21,7 +21,7 @@
  *
  *   [blk.NAME]            ; one section per disk: TYPE.NAME, TYPE is blk
  *   socket = /run/sidecore/NAME.sock   ; vhost-user socket, required
- *   backing = /var/lib/NAME.img        ; file or block device, required
+ *   backing = /var/lib/NAME.img        ; file or block device, or ram:SIZE (a RAM disk, 4K..1024G); required
  *   queues = 1            ; 1..64
  *   queue_size = 256      ; a power of two in 64..32768
  *   read_only = no        ; yes/no/true/false/1/0
@@ -29,6 +29,7 @@
  *   delay_us = 0          ; hold each completion this long after its request (tests, benchmarks)
  *   sidecore = auto       ; the sidecore cpu(s) its queues run on (from cpus), or auto
  *   numa_node = auto      ; the NUMA node of its disk; auto: from the backing's block device in sysfs
+ *   mmap = yes            ; a backing on tmpfs/ramfs/hugetlbfs is mapped and copied by memcpy; no: system calls
  *
  * Values are one line each: a line must fit inih's line buffer (198
  * characters), and an indented line after a key is refused (inih would
@@ -70,6 +71,8 @@ struct sc_blk_config {
 	char backing[4096];
 	unsigned queues, queue_size;
 	bool read_only, direct;
+	bool mmap;               /* serve a memory-backed backing through its mapping (sc_blk_backend_unmap if not) */
+	uint64_t ram_bytes;      /* backing = ram:SIZE: its size in bytes; 0 for a path */
 	uint64_t delay_ns;       /* delay_us, for sc_blk_backend.delay_ns; 0: off */
 	int line;                /* of its section header, for later errors */
 	int sidecores[SC_CONFIG_MAX_DEVICE_CPUS];   /* sidecore = LIST; nsidecores 0: auto */

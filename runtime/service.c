@@ -89,12 +89,15 @@ static int disk_start(struct sc_service *svc, const struct sc_blk_config *b, con
 		return -ENOMEM;
 	}
 	d->cfg = *b;
-	r = sc_blk_backend_open(&d->be, b->backing, b->read_only, b->direct, b->name, err, sizeof(err));
+	r = b->ram_bytes ? sc_blk_backend_open_ram(&d->be, b->ram_bytes, b->name, err, sizeof(err))
+			 : sc_blk_backend_open(&d->be, b->backing, b->read_only, b->direct, b->name, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", path, b->line, b->name, err);
 		free(d);
 		return r;
 	}
+	if (!b->mmap)
+		sc_blk_backend_unmap(&d->be);
 	d->be.delay_ns = b->delay_ns;
 	d->be.iowq_aff = svc->iowq;
 	d->be.iowq_aff_size = svc->iowq_size;

@@ -670,6 +670,7 @@ static void write_zeroes_zero(void)
 Test(blk, write_zeroes_on_tmpfs_punches_a_hole)
 {
 	reopen_in("/dev/shm");
+	sc_blk_backend_unmap(&be);   /* mmap = false: through io_uring */
 	write_zeroes_zero();
 	cr_assert_eq(be.zero_mode, SC_BLK_ZERO_PUNCH, "tmpfs has no ZERO_RANGE: the backend moved down once");
 	write_zeroes_zero();   /* straight to the hole now */
@@ -691,6 +692,90 @@ Test(blk, write_zeroes_by_writing_zeroes)
 	be.zero_mode = SC_BLK_ZERO_WRITE;
 	write_zeroes_zero();
 	cr_assert_eq(q.sync_done, 2, "done on the sidecore in pieces, the read too");
+}
+
+/* ---- memory-backed disks: mapped, served by memcpy ---- */
+
+/* Write 4 KiB at sector, read it back into another buffer, FLUSH; all OK, and the copy matches. */
+static void write_read_flush(uint64_t sector, uint32_t seed)
+{
+	fill(DATA(0), 4096, seed);
+	post(0, VIRTIO_BLK_T_OUT, sector, 4096, false);
+	post(1, VIRTIO_BLK_T_FLUSH, 0, 0, false);
+	post(2, VIRTIO_BLK_T_IN, sector, 4096, true);
+	run(3, NULL);
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_OK, "request %u", i);
+	cr_assert_eq(memcmp(base + DATA(2), base + DATA(0), 4096), 0);
+}
+
+Test(blk, a_tmpfs_disk_is_mapped_and_its_data_reads_back)
+{
+	reopen_in("/dev/shm");
+	cr_assert_not_null(be.map, "a tmpfs file is mapped");
+	unsigned uring_before = q.inflight;
+	write_read_flush(2048, 7);
+	cr_assert(disk_holds(2048 * 512, DATA(0), 4096), "the file holds what was written through the mapping");
+	cr_assert_eq(q.inflight, uring_before, "nothing went to io_uring");
+	cr_assert_eq(q.io_errors, 0);
+}
+
+Test(blk, a_ram_disk_holds_what_is_written)
+{
+	char err[256];
+	struct sc_vq_config cfg = {
+		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
+		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
+	};
+	sc_blk_queue_fini(&q);
+	sc_blk_backend_close(&be);
+	sc_drv_vq_init(&dvq, base, 0, QSIZE, 0);
+	cr_assert_eq(sc_blk_backend_open_ram(&be, 256ull << 20, "ram", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
+	cr_assert_not_null(be.map);
+	cr_assert_eq(be.capacity, (256ull << 20) / 512);
+	write_read_flush(0, 1);
+	write_read_flush(be.capacity - 8, 2);   /* the last 4 KiB */
+	post(0, VIRTIO_BLK_T_IN, be.capacity - 7, 4096, true);   /* past the end: checked before the copy */
+	run(1, NULL);
+	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(ftruncate(be.fd, 4096), -1, "sealed against shrinking");
+}
+
+Test(blk, ram_disk_sizes_out_of_bounds_are_refused)
+{
+	char err[256];
+	struct sc_blk_backend b2;
+	cr_assert_eq(sc_blk_backend_open_ram(&b2, 0, NULL, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "ram:0: a RAM disk is 512 bytes to 1 TiB"), "%s", err);
+	cr_assert_eq(sc_blk_backend_open_ram(&b2, 1000, NULL, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(sc_blk_backend_open_ram(&b2, SC_BLK_RAM_MAX + 512, NULL, err, sizeof(err)), -EINVAL);
+}
+
+Test(blk, write_zeroes_on_a_mapped_disk_writes_zeroes_on_the_sidecore)
+{
+	reopen_in("/dev/shm");
+	cr_assert_not_null(be.map);
+	write_zeroes_zero();
+	cr_assert_eq(be.zero_mode, SC_BLK_ZERO_RANGE, "no fallocate was tried");
+}
+
+Test(blk, a_mapped_disk_truncated_under_it_fails_requests_past_the_new_end_alone)
+{
+	reopen_in("/dev/shm");
+	cr_assert_not_null(be.map);
+	write_read_flush(0, 3);
+	cr_assert_eq(ftruncate(be.fd, 1 << 20), 0);   /* someone cuts the file to 1 MiB */
+	for (int round = 0; round < 2; round++) {
+		post(0, VIRTIO_BLK_T_IN, 4096, 4096, true);    /* 2 MiB: past the new end */
+		post(1, VIRTIO_BLK_T_OUT, 8192, 4096, false);
+		run(2, NULL);
+		cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_IOERR, "round %d", round);
+		cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_IOERR, "round %d", round);
+		write_read_flush(8, 4 + (uint32_t)round);      /* within it: still served */
+	}
+	cr_assert_eq(q.io_errors, 4);
+	cr_assert(!sc_vq_broken(&q.vq), "the queue goes on");
 }
 
 static uint64_t mono_ns(void)

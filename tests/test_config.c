@@ -743,6 +743,58 @@ Test(config, delay_us_is_a_bounded_number_of_microseconds)
 	load_fails(-EINVAL, 6, "delay_us = '1ms' is not a whole number");
 }
 
+Test(config, ram_backing_takes_a_size_with_a_suffix_and_needs_no_file)
+{
+	write_conf(SIDECORE "[blk.a]\nsocket = %s/a.sock\nbacking = ram:256M\n[blk.b]\nsocket = %s/b.sock\n"
+		   "backing = ram:8192\nmmap = no\n", dir, dir);
+	paths_ok();   /* nothing to stat, and two RAM disks share nothing */
+	cr_assert_eq(c.blk[0].ram_bytes, 256ull << 20);
+	cr_assert(c.blk[0].mmap, "mmap is on by default");
+	cr_assert_eq(c.blk[1].ram_bytes, 8192);
+	cr_assert(!c.blk[1].mmap);
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = ram:1024G\n");
+	load_ok();
+	cr_assert_eq(c.blk[0].ram_bytes, 1ull << 40);
+	write_dev("");
+	load_ok();
+	cr_assert_eq(c.blk[0].ram_bytes, 0, "a path is not a RAM disk");
+}
+
+Test(config, ram_size_zero_is_refused)
+{
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = ram:0\n");
+	load_fails(-ERANGE, 5, "backing = 'ram:0': size out of range; write ram:SIZE with SIZE in 4K..1024G");
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = ram:0M\n");
+	load_fails(-ERANGE, 5, "backing = 'ram:0M': size out of range");
+}
+
+Test(config, ram_size_that_overflows_is_refused)
+{
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = ram:1025G\n");
+	load_fails(-ERANGE, 5, "backing = 'ram:1025G': size out of range");
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = ram:18014398509481984K\n");   /* 2^54 K: wraps in bytes */
+	load_fails(-ERANGE, 5, "size out of range");
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = ram:99999999999999999999999999\n");
+	load_fails(-ERANGE, 5, "size out of range");
+}
+
+Test(config, ram_size_with_a_garbage_suffix_is_refused)
+{
+	static const char *const bad[] = { "ram:256X", "ram:256MB", "ram:M", "ram:", "ram:-1M", "ram: 1M", "ram:1.5G", "ram:1000" };
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		char want[96];
+		write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = %s\n", bad[i]);
+		snprintf(want, sizeof(want), "backing = '%s': not a size; write ram:SIZE", bad[i]);
+		load_fails(-EINVAL, 5, want);
+	}
+}
+
+Test(config, mmap_is_a_boolean)
+{
+	write_dev("mmap = sometimes\n");
+	load_fails(-EINVAL, 6, "mmap = 'sometimes' is not a boolean; use yes or no");
+}
+
 /* ---- the plan's keys ---- */
 
 Test(config, plan_keys_and_their_defaults)

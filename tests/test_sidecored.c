@@ -289,6 +289,40 @@ Test(sidecored, memory_shrunk_under_a_ring_breaks_only_that_disk_and_the_process
 	cr_assert(strstr(log, want), "the log lacks '%s':\n%s", want, log);
 }
 
+/* Two disks on tmpfs (mapped: served by memcpy on the sidecore), sharing one sidecore. */
+static void setup_shm(void)
+{
+	prepare("/dev/shm");
+	write_config("idle_spin_us = 0\n", "ab", NULL);
+	spawn("ab");
+}
+
+TestSuite(sidecored_shm, .init = setup_shm, .fini = teardown, .timeout = 60);
+
+Test(sidecored_shm, a_disk_file_truncated_under_it_fails_requests_past_its_end_and_the_queue_goes_on)
+{
+	struct t_fe fa, fb;
+	t_fe_start(&fa, sock[0]);
+	t_fe_start(&fb, sock[1]);
+	t_fe_verified_io(&fa, img[0], 0);
+	t_fe_verified_io(&fa, img[0], 1024);
+	cr_assert_eq(truncate(img[0], 256 << 10), 0);   /* from 1 MiB to 256 KiB, under the running disk */
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(t_fe_io(&fa, VIRTIO_BLK_T_IN, 1024), VIRTIO_BLK_S_IOERR, "a read past the new end, %d", i);
+		cr_assert_eq(t_fe_io(&fa, VIRTIO_BLK_T_OUT, 1024), VIRTIO_BLK_S_IOERR, "a write past the new end, %d", i);
+		t_fe_verified_io(&fa, img[0], 8);   /* within it: served, the same queue */
+		cr_assert_eq(t_fe_io(&fa, VIRTIO_BLK_T_FLUSH, 0), VIRTIO_BLK_S_OK);
+	}
+	cr_assert_eq(t_fe_err_count(&fa, 100), 0, "the queue did not break");
+	cr_assert_eq(t_get_u64(fa.sock, VHOST_USER_GET_STATUS) & 0x40, 0, "no DEVICE_NEEDS_RESET");
+	cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "sidecored died of the fault (see %s)", log_path);
+	t_fe_verified_io(&fb, img[1], 16);   /* the other disk on the sidecore never noticed */
+	t_fe_close(&fa);
+	t_fe_close(&fb);
+	stop_within_a_second();
+	cr_assert_null(strstr(read_log(), "queue broken"), "%s", read_log());
+}
+
 /* ---- SIGHUP: re-read the config ---- */
 
 /* Send SIGHUP and wait for the reload's n-th end: its "done" line, or the line that refused it. */
