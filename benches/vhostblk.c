@@ -8,6 +8,8 @@
  * QD32: latency from the front end, IOPS, and host cpu per I/O from each
  * server process's own cpu time.
  */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -28,12 +30,20 @@
 #include "runtime/vu_frontend.h"
 
 static const char usage[] =
-	"usage: sidecore-bench vhost-blk [--iommu] [--json FILE] [--quick] [--cpus S,G]\n"
+	"usage: sidecore-bench vhost-blk [--iommu] [--spdk DIR] [--spdk-script FILE] [--json FILE]\n"
+	"                                [--plot FILE.png] [--quick] [--cpus S,G]\n"
 	"\n"
 	"Random 4 KiB reads at QD1 and QD32 from one user-space vhost-user front end\n"
-	"on cpu G, against sidecored and against qemu-storage-daemon (iothread),\n"
-	"each pinned to cpu S, on the same 256 MiB file in /dev/shm. Prints p50/p99\n"
-	"latency, IOPS and IOPS per host cpu, with sidecored's ratio to the daemon.\n"
+	"on cpu G, against sidecored (its memory path, and with mmap = false),\n"
+	"qemu-storage-daemon (iothread) and SPDK's vhost target (malloc bdev, and aio\n"
+	"bdev on the file), each pinned to cpu S, on the same 256 MiB file in\n"
+	"/dev/shm. Prints p50/p99 latency, IOPS and IOPS per host cpu, with\n"
+	"sidecored's ratios to the daemon and to SPDK; --plot draws the QD1 latency CDFs.\n"
+	"\n"
+	"--spdk DIR: SPDK's build (DIR/build/bin/vhost); default $SIDECORE_SPDK_DIR,\n"
+	"else /opt/spdk. --spdk-script FILE: the start/stop script; default\n"
+	"$SIDECORE_SPDK_SCRIPT, else /work/shared/anchors/spdk/spdk-vhost.sh. Without\n"
+	"either, SPDK is skipped (one line says so).\n"
 	"\n"
 	"--iommu: sidecored only, unprotected against protected (ACCESS_PLATFORM; the\n"
 	"front end is the vIOMMU): each request's pages mapped (IOTLB UPDATE) before\n"
@@ -49,10 +59,18 @@ static const char *const prot_names[] = { "unprotected", "IOTLB per request", "I
 #define DISK_MB 256
 #define MEM (64u << 20)
 
+enum kind { SIDECORED, SIDECORED_SYSCALL, QSD, SPDK_MALLOC, SPDK_AIO, NSERVERS };
+
 struct server {
 	const char *name;
 	pid_t pid;
 	char sock[108];
+};
+
+/* Where SPDK is, and how it is started (the anchor's script), for one run. */
+struct spdk {
+	const char *dir, *script;
+	char run[160];             /* SPDK_RUN: its pid files and logs, in our temp dir */
 };
 
 struct result {
@@ -129,6 +147,87 @@ static void stop(struct server *s)
 	kill(s->pid, SIGKILL);
 	waitpid(s->pid, NULL, 0);
 	s->pid = 0;
+}
+
+/*
+ * Run the SPDK script: cmd (start/stop) with bdev on disk at sock, SPDK's
+ * reactor on cpu. The script itself runs unpinned (it checks the cpu
+ * against nproc, which counts only the cpus it may run on); spdk_start pins
+ * the rest. Returns its exit status, or -1.
+ */
+static int spdk_script(const struct spdk *sp, const char *cmd, const char *bdev, const char *disk, const char *sock,
+		       int cpu, const char *log)
+{
+	char cpus[16];
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		for (long c = 0; c < sysconf(_SC_NPROCESSORS_ONLN) && c < CPU_SETSIZE; c++)
+			CPU_SET(c, &set);
+		sched_setaffinity(0, sizeof(set), &set);   /* not the front end's cpu, which we inherit */
+		setenv("SPDK_DIR", sp->dir, 1);
+		setenv("SPDK_BDEV", bdev, 1);
+		setenv("SPDK_RUN", sp->run, 1);
+		setenv("SPDK_SIZE_MIB", "256", 1);
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		snprintf(cpus, sizeof(cpus), "%d", cpu);
+		execl("/bin/bash", "bash", sp->script, cmd, disk, sock, cpus, (char *)NULL);
+		_exit(127);
+	}
+	int status;
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+/* Start SPDK's vhost target on bdev; s->pid is the vhost process (from the script's pid file). */
+static int spdk_start(const struct spdk *sp, struct server *s, const char *bdev, const char *disk, int cpu,
+		      const char *log)
+{
+	char pidf[320], key[120];
+	size_t k = 0;
+
+	if (spdk_script(sp, "start", bdev, disk, s->sock, cpu, log) != 0) {
+		fprintf(stderr, "sidecore-bench: %s did not start; see %s\n", s->name, log);
+		return -ECHILD;
+	}
+	/* The script's state directory: the socket path without its leading '/', other characters as '_'. */
+	for (const char *c = s->sock + (s->sock[0] == '/'); *c && k + 1 < sizeof(key); c++)
+		key[k++] = (isalnum((unsigned char)*c) || strchr("._-", *c)) ? *c : '_';
+	key[k] = 0;
+	snprintf(pidf, sizeof(pidf), "%s/%s/pid", sp->run, key);
+	FILE *f = fopen(pidf, "r");
+	int pid = 0;
+	if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 0) {
+		fprintf(stderr, "sidecore-bench: %s: no pid in %s\n", s->name, pidf);
+		if (f)
+			fclose(f);
+		spdk_script(sp, "stop", bdev, disk, s->sock, cpu, log);
+		return -ENOENT;
+	}
+	fclose(f);
+	s->pid = pid;
+	/* Every thread of it (reactor, DPDK's control threads) on the one cpu the other servers get. */
+	char task[64];
+	snprintf(task, sizeof(task), "/proc/%d/task", pid);
+	DIR *d = opendir(task);
+	struct dirent *e;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	while (d && (e = readdir(d)))
+		if (isdigit((unsigned char)e->d_name[0]))
+			sched_setaffinity(atoi(e->d_name), sizeof(set), &set);
+	if (d)
+		closedir(d);
+	return 0;
 }
 
 /* Map slot s's header page and data page at its IOVAs (two UPDATEs, acknowledged if reply). */
@@ -321,24 +420,52 @@ out:
 	return ret;
 }
 
+/* sidecored's IOPS per host cpu at QD32 over another server's. */
+static double eff_over(struct result res[][2], unsigned ms, int a, int b)
+{
+	double ca = res[a][1].cpu_s / (ms / 1000.0), cb = res[b][1].cpu_s / (ms / 1000.0);
+	return ca > 0 && cb > 0 && res[b][1].iops > 0 ? (res[a][1].iops / ca) / (res[b][1].iops / cb) : 0;
+}
+
+struct spdk_ratios {
+	double iops_best, iops_malloc, iops_aio;   /* sidecored / SPDK, QD32 IOPS per host cpu */
+	double p50_best, p99_best;                 /* SPDK's best / sidecored, QD1 */
+};
+
 int bench_vhost_blk(int argc, char **argv)
 {
 	struct bench_opts o = { 0 };
 	char dir[] = "/dev/shm/sidecore-bench-XXXXXX", disk[128], conf[160], log[160];
-	struct server srv[2] = { { .name = "sidecored" }, { .name = "qemu-storage-daemon" } };
-	static struct result res[2][2];
+	struct server srv[NSERVERS] = { { .name = "sidecored" }, { .name = "sidecored mmap=no" },
+					 { .name = "qemu-storage-daemon" }, { .name = "SPDK malloc" }, { .name = "SPDK aio" } };
+	static struct result res[NSERVERS][2];
+	bool ran[NSERVERS] = { false };
+	struct spdk sp = { .dir = getenv("SIDECORE_SPDK_DIR"), .script = getenv("SIDECORE_SPDK_SCRIPT") };
 	static const unsigned depths[2] = { 1, 32 };
 	int ret = 1;
 	bool iommu = false;
 
-	/* --iommu is ours; the rest are the common options. */
-	for (int i = 1; i < argc; i++)
+	/* --iommu and --spdk* are ours; the rest are the common options. */
+	for (int i = 1; i < argc;) {
+		int take = 0;
 		if (strcmp(argv[i], "--iommu") == 0) {
 			iommu = true;
-			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof(*argv));
-			argc--;
-			break;
+			take = 1;
+		} else if ((strcmp(argv[i], "--spdk") == 0 || strcmp(argv[i], "--spdk-script") == 0) && i + 1 < argc) {
+			*(argv[i][6] ? &sp.script : &sp.dir) = argv[i + 1];
+			take = 2;
 		}
+		if (!take) {
+			i++;
+			continue;
+		}
+		memmove(&argv[i], &argv[i + take], (size_t)(argc - i - take + 1) * sizeof(*argv));
+		argc -= take;
+	}
+	if (!sp.dir)
+		sp.dir = "/opt/spdk";
+	if (!sp.script)
+		sp.script = "/work/shared/anchors/spdk/spdk-vhost.sh";
 	if (bench_parse_common(argc, argv, &o, usage) < 0 || bench_pick_cpus(&o) < 0)
 		return 2;
 	if (!iommu && access("/usr/bin/qemu-storage-daemon", X_OK) < 0) {
@@ -373,20 +500,44 @@ int bench_vhost_blk(int argc, char **argv)
 		goto out;
 	}
 
-	for (int k = 0; k < 2; k++) {
+	/* SPDK when it is there; otherwise one line, and the rest goes on. */
+	char vhost_bin[4200];
+	snprintf(vhost_bin, sizeof(vhost_bin), "%s/build/bin/vhost", sp.dir);
+	bool spdk = true;
+	if (access(vhost_bin, X_OK) < 0) {
+		printf("spdk: skipped (no %s; build it with /work/shared/anchors/spdk/build.sh)\n", vhost_bin);
+		spdk = false;
+	} else if (access(sp.script, R_OK) < 0) {
+		printf("spdk: skipped (no start script %s; give --spdk-script or SIDECORE_SPDK_SCRIPT)\n", sp.script);
+		spdk = false;
+	}
+	snprintf(sp.run, sizeof(sp.run), "%s/spdk-run", dir);
+
+	for (int k = 0; k < NSERVERS; k++) {
 		struct server *s = &srv[k];
+		if ((k == SPDK_MALLOC || k == SPDK_AIO) && !spdk)
+			continue;
 		snprintf(s->sock, sizeof(s->sock), "%s/%d.sock", dir, k);
 		snprintf(log, sizeof(log), "%s/%d.log", dir, k);
-		if (k == 0) {
+		if (k == SPDK_MALLOC || k == SPDK_AIO) {
+			/*
+			 * The front end puts the header, the data and the status in
+			 * descriptors of their own, the framing SPDK requires (it
+			 * writes no status for a header that shares one with data).
+			 */
+			if (spdk_start(&sp, s, k == SPDK_MALLOC ? "malloc" : "aio", disk, o.sidecore_cpu, log) < 0)
+				goto out;
+		} else if (k == SIDECORED || k == SIDECORED_SYSCALL) {
 			snprintf(conf, sizeof(conf), "%s/sc.conf", dir);
 			FILE *f = fopen(conf, "w");
-			fprintf(f, "[sidecore]\ncpus = %d\n[blk.bench]\nsocket = %s\nbacking = %s\n", o.sidecore_cpu, s->sock, disk);
+			fprintf(f, "[sidecore]\ncpus = %d\n[blk.bench]\nsocket = %s\nbacking = %s\nmmap = %s\n", o.sidecore_cpu,
+				s->sock, disk, k == SIDECORED ? "yes" : "no");
 			fclose(f);
 			char *args[] = { self, "--config", conf, NULL };
 			if (spawn(s, args, o.sidecore_cpu, log) < 0)
 				goto out;
 		} else {
-			char bd[256], ex[256];
+			char bd[512], ex[512];
 			snprintf(bd, sizeof(bd), "driver=file,node-name=disk,filename=%s", disk);
 			snprintf(ex, sizeof(ex), "type=vhost-user-blk,id=exp,node-name=disk,addr.type=unix,addr.path=%s,writable=on,iothread=io0",
 				 s->sock);
@@ -410,44 +561,96 @@ int bench_vhost_blk(int argc, char **argv)
 			printf(" %.0f IOPS, p50 %.1f us\n", res[k][d].iops, sc_cycles_to_ns(samples_pct(&res[k][d].lat, 50)) / 1000);
 		}
 		sc_vu_fe_close(&fe);
-		stop(s);
+		if (k == SPDK_MALLOC || k == SPDK_AIO) {
+			spdk_script(&sp, "stop", "aio", disk, s->sock, o.sidecore_cpu, log);
+			s->pid = 0;
+		} else {
+			stop(s);
+		}
+		ran[k] = true;
 	}
 
 	printf("\n%-20s %4s %10s %10s %12s %10s %14s\n", "server", "QD", "p50 us", "p99 us", "IOPS", "host cpu", "IOPS/host cpu");
-	for (int k = 0; k < 2; k++)
-		for (int d = 0; d < 2; d++) {
+	for (int k = 0; k < NSERVERS; k++)
+		for (int d = 0; d < 2 && ran[k]; d++) {
 			struct result *r = &res[k][d];
 			double cpu = r->cpu_s / (ms / 1000.0);
 			printf("%-20s %4u %10.2f %10.2f %12.0f %9.2f %14.0f\n", srv[k].name, depths[d],
 			       sc_cycles_to_ns(samples_pct(&r->lat, 50)) / 1000, sc_cycles_to_ns(samples_pct(&r->lat, 99)) / 1000,
 			       r->iops, cpu, cpu > 0 ? r->iops / cpu : 0);
 		}
-	double lat_ratio = (double)samples_pct(&res[1][0].lat, 50) / (double)samples_pct(&res[0][0].lat, 50);
-	double cpu0 = res[0][1].cpu_s / (ms / 1000.0), cpu1 = res[1][1].cpu_s / (ms / 1000.0);
-	double eff_ratio = (cpu0 > 0 && cpu1 > 0) ? (res[0][1].iops / cpu0) / (res[1][1].iops / cpu1) : 0;
+	double lat_ratio = (double)samples_pct(&res[QSD][0].lat, 50) / (double)samples_pct(&res[SIDECORED][0].lat, 50);
+	double eff_ratio = eff_over(res, ms, SIDECORED, QSD);
 	printf("\ntargets: sidecored QD1 p50 >= 3x lower than qemu-storage-daemon: %s (%.1fx)\n", lat_ratio >= 3 ? "met" : "MISSED", lat_ratio);
 	printf("         sidecored IOPS per host cpu at QD32 >= 1.5x higher: %s (%.2fx)\n", eff_ratio >= 1.5 ? "met" : "MISSED", eff_ratio);
+	/* Against SPDK: each bdev, and its best (highest QD32 IOPS per cpu; lowest QD1 p50 and p99). */
+	struct spdk_ratios sr = { 0 };
+	if (ran[SPDK_MALLOC] && ran[SPDK_AIO]) {
+		sr.iops_malloc = eff_over(res, ms, SIDECORED, SPDK_MALLOC);
+		sr.iops_aio = eff_over(res, ms, SIDECORED, SPDK_AIO);
+		sr.iops_best = sr.iops_malloc < sr.iops_aio ? sr.iops_malloc : sr.iops_aio;
+		for (int pc = 0; pc < 2; pc++) {
+			double own = (double)samples_pct(&res[SIDECORED][0].lat, pc ? 99 : 50), best = 0;
+			for (int k = SPDK_MALLOC; k <= SPDK_AIO; k++) {
+				double x = (double)samples_pct(&res[k][0].lat, pc ? 99 : 50);
+				if (!best || x < best)
+					best = x;
+			}
+			*(pc ? &sr.p99_best : &sr.p50_best) = best / own;
+		}
+		printf("\nsidecored vs SPDK (its best bdev; malloc; aio on the same file):\n");
+		printf("  QD32 IOPS per host cpu, sidecored / SPDK: %.2fx best; %.2fx malloc; %.2fx aio\n", sr.iops_best,
+		       sr.iops_malloc, sr.iops_aio);
+		printf("  QD1 p50, SPDK best / sidecored: %.2fx; p99: %.2fx\n", sr.p50_best, sr.p99_best);
+		printf("targets: QD32 >= 1.2x SPDK malloc: %s; QD1 p50 at or below SPDK's: %s; p99 lower: %s; >= 1.5x SPDK aio: %s\n",
+		       sr.iops_malloc >= 1.2 ? "met" : "MISSED", sr.p50_best >= 1 ? "met" : "MISSED",
+		       sr.p99_best > 1 ? "met" : "MISSED", sr.iops_aio >= 1.5 ? "met" : "MISSED");
+	}
+	if (o.plot_path) {
+		struct samples *sets[NSERVERS];
+		const char *names[NSERVERS];
+		int nsets = 0;
+		for (int k = 0; k < NSERVERS; k++)
+			if (ran[k]) {
+				sets[nsets] = &res[k][0].lat;
+				names[nsets++] = srv[k].name;
+			}
+		bench_plot_cdf(o.plot_path, "vhost-blk: QD1 random 4 KiB reads, 256 MiB on tmpfs", sets, names, nsets);
+	}
 
 	if (o.json_path) {
 		json_t *root = bench_json_header("vhost-blk", &o, o.sidecore_cpu, o.guest_cpu), *arr = json_array();
-		for (int k = 0; k < 2; k++)
-			for (int d = 0; d < 2; d++) {
+		for (int k = 0; k < NSERVERS; k++)
+			for (int d = 0; d < 2 && ran[k]; d++) {
 				struct result *r = &res[k][d];
 				json_array_append_new(arr, json_pack("{s:s, s:i, s:o, s:f, s:f}", "server", srv[k].name,
 					"queue_depth", depths[d], "latency", samples_json(&r->lat), "iops", r->iops,
 					"host_cpu", r->cpu_s / (ms / 1000.0)));
 			}
 		json_object_set_new(root, "runs", arr);
-		json_object_set_new(root, "ratios", json_pack("{s:f, s:f}", "qd1_p50_qsd_over_sidecored", lat_ratio,
-							      "qd32_iops_per_cpu_sidecored_over_qsd", eff_ratio));
+		json_t *ratios = json_pack("{s:f, s:f}", "qd1_p50_qsd_over_sidecored", lat_ratio,
+					   "qd32_iops_per_cpu_sidecored_over_qsd", eff_ratio);
+		if (ran[SPDK_MALLOC] && ran[SPDK_AIO]) {
+			json_object_set_new(ratios, "qd32_iops_per_cpu_sidecored_over_spdk_best", json_real(sr.iops_best));
+			json_object_set_new(ratios, "qd32_iops_per_cpu_sidecored_over_spdk_malloc", json_real(sr.iops_malloc));
+			json_object_set_new(ratios, "qd32_iops_per_cpu_sidecored_over_spdk_aio", json_real(sr.iops_aio));
+			json_object_set_new(ratios, "qd1_p50_spdk_best_over_sidecored", json_real(sr.p50_best));
+			json_object_set_new(ratios, "qd1_p99_spdk_best_over_sidecored", json_real(sr.p99_best));
+		}
+		json_object_set_new(root, "ratios", ratios);
 		bench_json_write(root, o.json_path);
 		json_decref(root);
 	}
 	ret = 0;
 out:
-	for (int k = 0; k < 2; k++)
+	for (int k = 0; k < NSERVERS; k++) {
+		if (srv[k].pid > 0 && (k == SPDK_MALLOC || k == SPDK_AIO)) {
+			spdk_script(&sp, "stop", "aio", disk, srv[k].sock, o.sidecore_cpu, "/dev/null");
+			srv[k].pid = 0;
+		}
 		stop(&srv[k]);
-	for (int k = 0; k < 2; k++)
+	}
+	for (int k = 0; k < NSERVERS; k++)
 		for (int d = 0; d < 2; d++)
 			samples_free(&res[k][d].lat);
 	char cmd[160];

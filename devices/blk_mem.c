@@ -40,6 +40,32 @@ bool sc_blk_mem_fs(int fd)
 	return sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC || sfs.f_type == HUGETLBFS_MAGIC;
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22    /* Linux 5.14 */
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/*
+ * Map in advance the pages the file already holds (its data extents, not
+ * its holes, which would be allocated): the first touch of a page is a
+ * page fault, 1 us on bare metal and 20 us and more in a nested VM, which
+ * would otherwise be paid by the first request to each page. Best effort:
+ * an older kernel, or a file system without SEEK_DATA, just faults later.
+ */
+static void populate(int fd, uint8_t *map, size_t len, bool write)
+{
+	off_t at = 0, end;
+
+	while ((size_t)at < len && (at = lseek(fd, at, SEEK_DATA)) >= 0 && (size_t)at < len) {
+		end = lseek(fd, at, SEEK_HOLE);
+		if (end < 0 || (size_t)end > len)
+			end = (off_t)len;
+		if (madvise(map + at, (size_t)(end - at), write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) < 0)
+			return;
+		at = end;
+	}
+}
+
 int sc_blk_mem_map(struct sc_blk_backend *be, uint64_t bytes)
 {
 	if (!bytes || bytes > SIZE_MAX)
@@ -49,6 +75,7 @@ int sc_blk_mem_map(struct sc_blk_backend *be, uint64_t bytes)
 		return -errno;
 	be->map = m;
 	be->map_len = (size_t)bytes;
+	populate(be->fd, m, (size_t)bytes, !be->read_only);
 	return 0;
 }
 
