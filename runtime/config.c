@@ -129,10 +129,6 @@ static int open_net(struct parse *p, const char *section, const char *dev)
 	struct sc_config *c = p->c;
 	uint32_t h = 2166136261u;   /* FNV-1a of the name: a stable default MAC per device */
 
-	for (int i = 0; i < c->nblk; i++)
-		if (!strcmp(c->blk[i].name, dev))
-			return fail(p, -EEXIST, "device name '%s' of [%s] is taken by [blk.%s] (line %d); rename one", dev,
-				    section, dev, c->blk[i].line);
 	if (c->nnet == SC_CONFIG_MAX_NET)
 		return fail(p, -E2BIG, "[%s] is NIC %d, more than the %d one service serves; split them across two configs",
 			    section, c->nnet + 1, SC_CONFIG_MAX_NET);
