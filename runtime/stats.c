@@ -148,11 +148,12 @@ static json_t *net_queue_json(const struct sc_vu_net *d, unsigned idx)
 	json_t *o = json_pack("{s:i, s:i, s:b}", "queue", (int)idx, "sidecore", p ? sc_poller_cpu(p) : -1, "running",
 			      running);
 
+	/* A stopped ring keeps its last counts until it starts again: what a front end that left had moved. */
 	for (unsigned i = 0; i < sc_vq_stat_count; i++)
 		json_object_set_new(o, sc_vq_stat_names[i].name,
-				    json_integer(running ? (json_int_t)sc_vq_stat(&q->vq, sc_vq_stat_names[i].offset) : 0));
+				    json_integer((json_int_t)sc_vq_stat(&q->vq, sc_vq_stat_names[i].offset)));
 	for (size_t i = 0; i < sizeof(net_counters) / sizeof(net_counters[0]); i++)
-		json_object_set_new(o, net_counters[i].name, json_integer(running ? load64(q, net_counters[i].offset) : 0));
+		json_object_set_new(o, net_counters[i].name, json_integer(load64(q, net_counters[i].offset)));
 	json_object_set_new(o, "broken_reason", running && sc_vq_broken(&q->vq) ? json_string(q->vq.broken_reason)
 										: json_null());
 	return o;

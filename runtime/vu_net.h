@@ -41,8 +41,9 @@ void sc_vu_net_init(struct sc_vu_net *d, struct sc_net_port *port, unsigned pair
 void sc_vu_net_fini(struct sc_vu_net *d);
 
 /*
- * Is vring idx being served now? Any thread (the stats socket). While it
- * is, d->queues[idx].stats may be read with relaxed atomic loads.
+ * Is vring idx being served now? Any thread (the stats socket).
+ * d->queues[idx].stats may be read with relaxed atomic loads at any time:
+ * they count from the ring's last start and stay after it stops.
  */
 bool sc_vu_net_queue_running(const struct sc_vu_net *d, unsigned idx);
 
