@@ -27,7 +27,7 @@
 #define CPU_ID_MAX 65535    /* beyond any machine we run on; keeps numbers in an int */
 #define SEC_MAX_KEYS 24
 
-enum sec_kind { SEC_NONE, SEC_SIDECORE, SEC_BLK };
+enum sec_kind { SEC_NONE, SEC_SIDECORE, SEC_BLK, SEC_NET };
 
 /* Each table and its enum in the same order; errors list the known keys from the table. */
 static const char *const sidecore_keys[] = {
@@ -48,6 +48,11 @@ static const char *const blk_keys[] = {
 	"mmap",
 	NULL
 };
+static const char *const net_keys[] = {
+	"socket", "port", "queues", "queue_size", "mac", "mtu", "sidecore", "numa_node",
+	NULL
+};
+enum { N_SOCKET, N_PORT, N_QUEUES, N_QSIZE, N_MAC, N_MTU, N_SIDECORE, N_NUMA };
 enum {
 	K_CPUS, K_IDLE, K_BUDGET, K_CONTROL_TIMEOUT,
 	K_COUNT,
@@ -74,6 +79,7 @@ struct parse {
 
 	enum sec_kind kind;          /* the section being read */
 	struct sc_blk_config *blk;   /* its device, for SEC_BLK */
+	struct sc_net_config *net;   /* its device, for SEC_NET */
 	int section_line;
 	bool key_in_section;         /* inih's prev_name: an indented line now continues a value */
 	int key_line[SEC_MAX_KEYS];  /* where each key of this section was set, 0 if not */
@@ -113,8 +119,33 @@ static const char *section_name(const struct parse *p, char *buf, size_t len)
 {
 	if (p->kind == SEC_SIDECORE)
 		return "sidecore";
-	snprintf(buf, len, "blk.%s", p->blk->name);
+	if (p->kind == SEC_NET)
+		snprintf(buf, len, "net.%s", p->net->name);
+	else
+		snprintf(buf, len, "blk.%s", p->blk->name);
 	return buf;
+}
+
+/* Open [net.NAME]; the name is checked and free. */
+static int open_net(struct parse *p, const char *section, const char *dev)
+{
+	struct sc_config *c = p->c;
+	uint32_t h = 2166136261u;   /* FNV-1a of the name: a stable default MAC per device */
+
+	if (c->nnet == SC_CONFIG_MAX_NET)
+		return fail(p, -E2BIG, "[%s] is NIC %d, more than the %d one service serves; split them across two configs",
+			    section, c->nnet + 1, SC_CONFIG_MAX_NET);
+	p->kind = SEC_NET;
+	p->net = &c->net[c->nnet++];
+	*p->net = (struct sc_net_config){ .queues = 1, .queue_size = 256, .mtu = 1500, .line = p->line, .numa_node = -1,
+					  .mac = { 0x52, 0x54, 0x00 } };
+	strcpy(p->net->name, dev);
+	for (const char *s = dev; *s; s++)
+		h = (h ^ (uint8_t)*s) * 16777619u;
+	p->net->mac[3] = (uint8_t)(h >> 16);
+	p->net->mac[4] = (uint8_t)(h >> 8);
+	p->net->mac[5] = (uint8_t)h;
+	return 0;
 }
 
 /* Open the section whose header is name (between the brackets, trimmed). */
@@ -127,6 +158,7 @@ static int open_section(struct parse *p, const char *name)
 
 	p->kind = SEC_NONE;
 	p->blk = NULL;
+	p->net = NULL;
 	p->section_line = p->line;
 	p->key_in_section = false;
 	memset(p->key_line, 0, sizeof(p->key_line));
@@ -139,11 +171,12 @@ static int open_section(struct parse *p, const char *name)
 		c->sidecore_line = p->line;
 		return 0;
 	}
-	if (typelen != 3 || strncmp(name, "blk", 3)) {
+	bool net = typelen == 3 && !strncmp(name, "net", 3);
+	if (!net && (typelen != 3 || strncmp(name, "blk", 3))) {
 		if (dot)
-			return fail(p, -EINVAL, "unknown section type '%.*s' in [%s]; the only device type is blk: [blk.NAME]",
-				    (int)typelen, name, name);
-		return fail(p, -EINVAL, "unknown section [%s]; sections are [sidecore] and [blk.NAME]", name);
+			return fail(p, -EINVAL, "unknown section type '%.*s' in [%s]; device types are blk and net: "
+				    "[blk.NAME], [net.NAME]", (int)typelen, name, name);
+		return fail(p, -EINVAL, "unknown section [%s]; sections are [sidecore], [blk.NAME] and [net.NAME]", name);
 	}
 	if (!*dev)
 		return fail(p, -EINVAL, "section [%s] has no device name; write [blk.NAME]", name);
@@ -155,6 +188,13 @@ static int open_section(struct parse *p, const char *name)
 		if (!strcmp(c->blk[i].name, dev))
 			return fail(p, -EEXIST, "[%s] is defined twice (first on line %d); rename one or merge them", name,
 				    c->blk[i].line);
+	/* One name space for all devices: the stats socket names them. */
+	for (int i = 0; i < c->nnet; i++)
+		if (!strcmp(c->net[i].name, dev))
+			return fail(p, -EEXIST, "device name '%s' of [%s] is taken by [net.%s] (line %d); rename one", dev,
+				    name, dev, c->net[i].line);
+	if (net)
+		return open_net(p, name, dev);
 	if (c->nblk == SC_CONFIG_MAX_DEVICES)
 		return fail(p, -E2BIG, "[%s] is device %d, more than the %d one service serves; split them across two configs",
 			    name, c->nblk + 1, SC_CONFIG_MAX_DEVICES);
@@ -584,6 +624,78 @@ static int blk_key(struct parse *p, int key, const char *name, const char *v)
 	return p->error;
 }
 
+static int net_key(struct parse *p, int key, const char *name, const char *v)
+{
+	struct sc_net_config *d = p->net;
+	unsigned long long n;
+	char why[128];
+	int r;
+
+	switch (key) {
+	case N_SOCKET:
+	case N_PORT: {
+		char *dst = key == N_SOCKET ? d->socket : d->port;
+		size_t size = key == N_SOCKET ? sizeof(d->socket) : sizeof(d->port);
+		if (!*v)
+			return fail(p, -EINVAL, "%s is empty in [net.%s]; give %s", name, d->name,
+				    key == N_SOCKET ? "a path" : "a DPDK vdev like net_tap0,iface=tap0");
+		if (strlen(v) >= size)
+			return fail(p, -ENAMETOOLONG, "%s is %zu bytes, longer than the %zu it may be; shorten it", name,
+				    strlen(v), size - 1);
+		if (key == N_PORT && strncmp(v, "net_", 4))
+			return fail(p, -EINVAL, "port = '%s' is not a DPDK net vdev; write net_tap0,iface=NAME, "
+				    "net_af_packet0,iface=NAME, net_ring0 or net_null0", v);
+		if (key == N_PORT)
+			d->port_line = p->line;
+		memcpy(dst, v, strlen(v) + 1);
+		break;
+	}
+	case N_QUEUES:
+		if (number(p, "queues", v, 1, 16, &n))
+			d->queues = (unsigned)n;
+		break;
+	case N_QSIZE:
+		if (!number(p, "queue_size", v, 64, 32768, &n))
+			return p->error;
+		if (n & (n - 1))
+			return fail(p, -EINVAL, "queue_size = %s is not a power of two; use 64, 128, 256, ... 32768", v);
+		d->queue_size = (unsigned)n;
+		break;
+	case N_MAC: {
+		unsigned b[6];
+		int end = 0;
+		if (sscanf(v, "%2x:%2x:%2x:%2x:%2x:%2x%n", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &end) != 6 || v[end] ||
+		    strlen(v) != 17)
+			return fail(p, -EINVAL, "mac = '%s' is not a MAC address; write six hex bytes like 52:54:00:12:34:56", v);
+		if (b[0] & 1)
+			return fail(p, -EINVAL, "mac = '%s' is a multicast address; clear the low bit of the first byte", v);
+		for (int i = 0; i < 6; i++)
+			d->mac[i] = (uint8_t)b[i];
+		break;
+	}
+	case N_MTU:
+		/* 68: IPv4's minimum; 9000: jumbo frames, within what a 64 KiB TSO packet already needs */
+		if (number(p, "mtu", v, 68, 9000, &n))
+			d->mtu = (unsigned)n;
+		break;
+	case N_SIDECORE:
+		d->sidecore_line = p->line;
+		if (!strcmp(v, "auto"))
+			break;
+		r = parse_cpus(d->sidecores, &d->nsidecores, SC_CONFIG_MAX_DEVICE_CPUS, v, why, sizeof(why));
+		if (r < 0)
+			return fail(p, r, "sidecore = '%s': %s; write auto or sidecore cpus like 1 or 1,3", v, why);
+		break;
+	case N_NUMA:
+		if (!strcmp(v, "auto"))
+			break;
+		if (number(p, "numa_node", v, 0, 1023, &n))
+			d->numa_node = (int)n;
+		break;
+	}
+	return p->error;
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse *p = user;
@@ -605,8 +717,16 @@ static int handler(void *user, const char *section, const char *name, const char
 	}
 	switch (p->kind) {
 	case SEC_NONE:
-		fail(p, -EINVAL, "key '%s' comes before any section; put it under [sidecore] or [blk.NAME]", name);
+		fail(p, -EINVAL, "key '%s' comes before any section; put it under [sidecore], [blk.NAME] or [net.NAME]", name);
 		return 0;
+	case SEC_NET:
+		key = key_index(net_keys, name);
+		if (key < 0) {
+			fail(p, -EINVAL, "unknown key '%s' in [net.%s]; known keys: %s", name, p->net->name,
+			     key_list(net_keys, known, sizeof(known)));
+			return 0;
+		}
+		break;
 	case SEC_SIDECORE:
 		key = key_index(sidecore_keys, name);
 		if (key < 0) {
@@ -634,6 +754,8 @@ static int handler(void *user, const char *section, const char *name, const char
 	p->key_line[key] = p->line;
 	if (p->kind == SEC_SIDECORE)
 		sidecore_key(p, key, value);
+	else if (p->kind == SEC_NET)
+		net_key(p, key, name, value);
 	else
 		blk_key(p, key, name, value);
 	return !p->error;
@@ -695,7 +817,7 @@ static void default_stats_socket(struct sc_config *c)
 	}
 	if (c->stats_socket_line)
 		return;
-	const char *first = c->nblk ? c->blk[0].socket : SC_CONFIG_STATS_DIR "/x";
+	const char *first = c->nblk ? c->blk[0].socket : c->nnet ? c->net[0].socket : SC_CONFIG_STATS_DIR "/x";
 	const char *slash = strrchr(first, '/');
 	int dirlen = slash ? (int)(slash - first) : 0;
 	int n = snprintf(c->stats_socket, sizeof(c->stats_socket), "%.*s%s" SC_CONFIG_STATS_NAME, dirlen, first,
@@ -747,6 +869,15 @@ int sc_config_load(const char *path, struct sc_config *c, char *err, size_t errl
 		return -ENOMEM;
 	}
 	ret = check_required(c, p.sidecore_line, err, errlen);
+	for (int i = 0; ret == 0 && i < c->nnet; i++) {
+		const struct sc_net_config *d = &c->net[i];
+		if (!d->socket[0] || !d->port[0]) {
+			snprintf(err, errlen, "%s:%d: [net.%s] has no %s", c->path, d->line, d->name,
+				 !d->socket[0] ? "socket; add socket = PATH (its vhost-user socket)"
+					       : "port; add port = VDEV (a DPDK port like net_tap0,iface=tap0)");
+			ret = -EINVAL;
+		}
+	}
 	if (ret == 0)
 		default_stats_socket(c);
 	return ret;
@@ -862,10 +993,47 @@ static int check_socket(const struct sc_config *c, int i, struct file_id *dirs, 
 	return 0;
 }
 
+/* A NIC's socket: its directory is there and writable, nothing but an old socket at the path, no other device's. */
+static int check_net_socket(const struct sc_config *c, int i, char *err, size_t errlen)
+{
+	const struct sc_net_config *d = &c->net[i];
+	char dir[sizeof(d->socket)];
+	const char *slash = strrchr(d->socket, '/');
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%.*s", slash ? (slash == d->socket ? 1 : (int)(slash - d->socket)) : 1,
+		 slash ? d->socket : ".");
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) < 0) {
+		snprintf(err, errlen, "%s:%d: [net.%s] socket '%s': directory '%s' is missing or not writable; create it "
+			 "or fix the path", c->path, d->line, d->name, d->socket, dir);
+		return -ENOTDIR;
+	}
+	if (lstat(d->socket, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s:%d: [net.%s] socket '%s' exists and is not a socket; remove it or choose another "
+			 "path", c->path, d->line, d->name, d->socket);
+		return -EEXIST;
+	}
+	for (int j = 0; j < c->nblk + i; j++) {
+		const char *other = j < c->nblk ? c->blk[j].socket : c->net[j - c->nblk].socket;
+		if (!strcmp(other, d->socket)) {
+			snprintf(err, errlen, "%s:%d: [net.%s] socket '%s' is also another device's; give each device its own",
+				 c->path, d->line, d->name, d->socket);
+			return -EEXIST;
+		}
+	}
+	return 0;
+}
+
 int sc_config_check_paths(const struct sc_config *c, char *err, size_t errlen)
 {
 	struct file_id backing[SC_CONFIG_MAX_DEVICES], sockdir[SC_CONFIG_MAX_DEVICES];
 	int r;
+
+	for (int i = 0; i < c->nnet; i++) {
+		r = check_net_socket(c, i, err, errlen);
+		if (r < 0)
+			return r;
+	}
 
 	for (int i = 0; i < c->nblk && i < SC_CONFIG_MAX_DEVICES; i++) {
 		r = check_backing(c, i, backing, err, errlen);

@@ -31,6 +31,16 @@
  *   numa_node = auto      ; the NUMA node of its disk; auto: from the backing's block device in sysfs
  *   mmap = yes            ; a backing on tmpfs/ramfs/hugetlbfs is mapped and copied by memcpy; no: system calls
  *
+ *   [net.NAME]            ; one section per NIC: virtio-net on a DPDK port
+ *   socket = /run/sidecore/NAME.sock   ; vhost-user socket, required
+ *   port = net_tap0,iface=tap0         ; DPDK vdev string (net_tap, net_af_packet, net_ring, net_null), required
+ *   queues = 1            ; rx/tx queue pairs, 1..16
+ *   queue_size = 256      ; largest ring the front end may use, a power of two in 64..32768
+ *   mac = 52:54:00:12:34:56 ; the guest's MAC; default: 52:54:00 and three bytes from NAME
+ *   mtu = 1500            ; 68..9000
+ *   sidecore = auto       ; the sidecore cpu(s) its pairs run on (from cpus), or auto
+ *   numa_node = auto      ; where its mbufs live; auto: DPDK's choice
+ *
  * Values are one line each: a line must fit inih's line buffer (198
  * characters), and an indented line after a key is refused (inih would
  * read it as a continuation of that key's value).
@@ -82,6 +92,22 @@ struct sc_blk_config {
 	int numa_line;
 };
 
+#define SC_CONFIG_MAX_NET 16
+
+struct sc_net_config {
+	char name[64];           /* NAME of [net.NAME] */
+	char socket[108];
+	char port[192];          /* DPDK vdev string */
+	unsigned queues, queue_size, mtu;
+	uint8_t mac[6];
+	int line;                /* of its section header */
+	int port_line;           /* of 'port', 0 if not given */
+	int sidecores[SC_CONFIG_MAX_DEVICE_CPUS];   /* nsidecores 0: auto */
+	int nsidecores;
+	int sidecore_line;
+	int numa_node;           /* -1: auto */
+};
+
 struct sc_config {
 	char path[4096];         /* the file, as given: the PATH of every error */
 	int cpus[SC_CONFIG_MAX_CPUS];
@@ -92,6 +118,8 @@ struct sc_config {
 	unsigned control_timeout_ms;   /* vhost-user control timeout, 10..600000 */
 	struct sc_blk_config blk[SC_CONFIG_MAX_DEVICES];
 	int nblk;
+	struct sc_net_config net[SC_CONFIG_MAX_NET];
+	int nnet;
 	int cpus_line;           /* of the 'cpus' key */
 	bool cpus_auto;          /* cpus = auto: the plan chooses count cpus */
 	int count, count_line;

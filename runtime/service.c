@@ -19,6 +19,7 @@
 #include "runtime/rebalance.h"
 #include "runtime/stats.h"
 #include "runtime/vu_blk.h"
+#include "runtime/vu_net.h"
 
 #define MAX_QUEUES (SC_CONFIG_MAX_DEVICES * SC_CONFIG_MAX_DEVICE_CPUS)
 
@@ -33,6 +34,15 @@ struct disk {
 	unsigned since_move[SC_CONFIG_MAX_DEVICE_CPUS];
 };
 
+/* A NIC: virtio-net on a DPDK port. Started with the service; a reload keeps it as it runs. */
+struct nic {
+	struct sc_net_config cfg;
+	struct sc_net_port port;
+	struct sc_vu_net dev;
+	struct sc_vu_server *srv;
+	struct sc_poller *ppollers[SC_NET_MAX_PAIRS];   /* pair k's sidecore */
+};
+
 struct sc_service {
 	struct sc_config cfg, next;   /* running, and the file being re-read */
 	struct sc_topology topo;
@@ -45,8 +55,10 @@ struct sc_service {
 	pthread_mutex_t lock;
 	struct disk *disks[SC_CONFIG_MAX_DEVICES];
 	int ndisks;
+	struct nic *nics[SC_CONFIG_MAX_NET];
+	int nnics;
 	struct sc_stats_server *stats;
-	struct sc_stats_device stats_devs[SC_CONFIG_MAX_DEVICES];
+	struct sc_stats_device stats_devs[SC_CONFIG_MAX_DEVICES + SC_CONFIG_MAX_NET];
 	/* The rebalancer: its thread, and what it measured last (under lock). */
 	pthread_t rebalancer;
 	bool rebalancing;
@@ -141,7 +153,74 @@ static void disk_stop(struct disk *d)
 	free(d);
 }
 
-/* Tell the stats socket about the devices in disks[0..n). */
+/*
+ * Serve [net.NAME] n: open its port (EAL starts with the first), put pair k
+ * on its sidecore list's cpu k (or spread over all sidecores), listen.
+ * Prints why if it cannot.
+ */
+static int nic_start(struct sc_service *svc, const struct sc_net_config *n, int idx, struct nic **out)
+{
+	const char *path = svc->cfg.path;
+	struct nic *d = calloc(1, sizeof(*d));
+	char err[1024];
+	int r;
+
+	if (!d) {
+		fprintf(stderr, "sidecored: %s:%d: [net.%s] out of memory\n", path, n->line, n->name);
+		return -ENOMEM;
+	}
+	d->cfg = *n;
+	for (unsigned k = 0; k < n->queues; k++) {
+		int cpu = n->nsidecores ? n->sidecores[k % (unsigned)n->nsidecores] : -1;
+		d->ppollers[k] = cpu >= 0 ? poller_on(svc, cpu) : svc->pollers[(k + (unsigned)idx) % (unsigned)svc->npollers];
+		if (!d->ppollers[k]) {
+			fprintf(stderr, "sidecored: %s:%d: [net.%s] sidecore = %d is not one of [sidecore] cpus; use one of them\n",
+				path, n->sidecore_line, n->name, cpu);
+			free(d);
+			return -EINVAL;
+		}
+	}
+	r = sc_net_port_open(&d->port, n->port, n->queues, n->numa_node, (uint16_t)n->mtu, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "sidecored: %s:%d: [net.%s] %s\n", path, n->port_line ? n->port_line : n->line, n->name,
+			err);
+		free(d);
+		return r;
+	}
+	sc_vu_net_init(&d->dev, &d->port, n->queues, n->mac, (uint16_t)n->mtu, d->ppollers, n->queues);
+	d->dev.ops.max_queue_size = n->queue_size;
+	r = sc_vu_server_create(n->socket, &d->dev.ops, &d->dev, &d->srv, err, sizeof(err));
+	if (r == 0) {
+		sc_vu_server_set_timeout(d->srv, (int)svc->cfg.control_timeout_ms);
+		r = sc_vu_server_start(d->srv);
+		if (r < 0) {
+			snprintf(err, sizeof(err), "cannot start its control thread: %s", strerror(-r));
+			sc_vu_server_destroy(d->srv);
+		}
+	}
+	if (r < 0) {
+		fprintf(stderr, "sidecored: %s:%d: [net.%s] %s\n", path, n->line, n->name, err);
+		sc_vu_net_fini(&d->dev);
+		sc_net_port_close(&d->port);
+		free(d);
+		return r;
+	}
+	printf("sidecored: [net.%s] port %s on %s, %u queue pair%s, mtu %u, mac %02x:%02x:%02x:%02x:%02x:%02x\n", n->name,
+	       n->port, n->socket, n->queues, n->queues == 1 ? "" : "s", n->mtu, n->mac[0], n->mac[1], n->mac[2],
+	       n->mac[3], n->mac[4], n->mac[5]);
+	*out = d;
+	return 0;
+}
+
+static void nic_stop(struct nic *d)
+{
+	sc_vu_server_destroy(d->srv);
+	sc_vu_net_fini(&d->dev);
+	sc_net_port_close(&d->port);
+	free(d);
+}
+
+/* Tell the stats socket about the devices in disks[0..n) and the NICs. */
 static void stats_set(struct sc_service *svc, struct disk *const *disks, int n)
 {
 	if (!svc->stats)
@@ -149,6 +228,11 @@ static void stats_set(struct sc_service *svc, struct disk *const *disks, int n)
 	for (int i = 0; i < n; i++)
 		svc->stats_devs[i] = (struct sc_stats_device){ .name = disks[i]->cfg.name, .socket = disks[i]->cfg.socket,
 							       .dev = &disks[i]->dev, .srv = disks[i]->srv };
+	for (int i = 0; i < svc->nnics; i++)
+		svc->stats_devs[n + i] = (struct sc_stats_device){ .name = svc->nics[i]->cfg.name,
+								   .socket = svc->nics[i]->cfg.socket,
+								   .net = &svc->nics[i]->dev, .srv = svc->nics[i]->srv };
+	n += svc->nnics;
 	/* The copy is a few KiB; without it the stats socket goes on naming the old list, which stays valid here. */
 	if (sc_stats_server_set_devices(svc->stats, svc->stats_devs, n) < 0)
 		fprintf(stderr, "sidecored: stats socket %s: out of memory; it reports the old device list\n",
@@ -311,6 +395,12 @@ int sc_service_start(const char *path, struct sc_service **out)
 			goto fail;
 		svc->ndisks++;
 	}
+	for (int i = 0; i < cfg->nnet; i++) {
+		r = nic_start(svc, &cfg->net[i], i, &svc->nics[i]);
+		if (r < 0)
+			goto fail;
+		svc->nnics++;
+	}
 	if (cfg->stats_socket[0]) {
 		struct sc_stats_source src = { .pollers = svc->pollers, .npollers = svc->npollers };
 		r = sc_stats_server_create(cfg->stats_socket, &src, &svc->stats, err, sizeof(err));
@@ -367,6 +457,8 @@ void sc_service_stop(struct sc_service *svc)
 	/* Devices next: each stops its vrings (detach, finish in flight) and removes its socket. */
 	for (int i = 0; i < svc->ndisks; i++)
 		disk_stop(svc->disks[i]);
+	for (int i = 0; i < svc->nnics; i++)
+		nic_stop(svc->nics[i]);
 	for (int i = 0; i < svc->npollers; i++)
 		sc_poller_destroy(svc->pollers[i]);
 	CPU_FREE(svc->iowq);
@@ -376,8 +468,9 @@ void sc_service_stop(struct sc_service *svc)
 
 void sc_service_status(const struct sc_service *svc, char *buf, int len)
 {
-	snprintf(buf, (size_t)len, "serving %d disk%s on %d sidecore%s", svc->ndisks, svc->ndisks == 1 ? "" : "s",
-		 svc->npollers, svc->npollers == 1 ? "" : "s");
+	snprintf(buf, (size_t)len, "serving %d disk%s and %d NIC%s on %d sidecore%s", svc->ndisks,
+		 svc->ndisks == 1 ? "" : "s", svc->nnics, svc->nnics == 1 ? "" : "s", svc->npollers,
+		 svc->npollers == 1 ? "" : "s");
 }
 
 /* ---- reload ---- */
@@ -467,6 +560,19 @@ int sc_service_reload(struct sc_service *svc)
 				n->cpus_line, plan->sidecores[i]);
 			return -EBUSY;
 		}
+
+	/* NICs run as they started: a changed [net.*] list needs a restart. */
+	bool nics_same = n->nnet == svc->nnics;
+	for (int i = 0; nics_same && i < n->nnet; i++) {
+		struct sc_net_config a = svc->nics[i]->cfg, b = n->net[i];
+		a.line = b.line = a.port_line = b.port_line = a.sidecore_line = b.sidecore_line = 0;
+		nics_same = !memcmp(&a, &b, sizeof(a));
+	}
+	if (!nics_same) {
+		fprintf(stderr, "sidecored: reload: %s: the [net.*] sections changed, and sidecored starts NICs only when it "
+			"starts; restart sidecored to apply them, or put them back; keeping the running config\n", n->path);
+		return -EBUSY;
+	}
 
 	pthread_mutex_lock(&svc->lock);
 	/* Which running devices stay as they are: next[j] for the new file's device j. */

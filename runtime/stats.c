@@ -100,6 +100,17 @@ static json_t *sidecore_json(struct sc_poller *p, const struct sample *a, const 
 			 (json_int_t)b->st.faults, "queues", (int)b->st.queues, "stopped_queues", (int)b->st.stopped_queues);
 }
 
+/* Net counters of a queue by name. */
+static const struct {
+	const char *name;
+	size_t offset;
+} net_counters[] = {
+#define NET(f) { #f, offsetof(struct sc_net_queue, stats.f) }
+	NET(rx_packets), NET(rx_bytes), NET(rx_no_buffers), NET(rx_too_big), NET(rx_bad_chains), NET(tx_packets),
+	NET(tx_bytes), NET(tx_bad), NET(tx_dropped), NET(ctrl_ok), NET(ctrl_err),
+#undef NET
+};
+
 static json_int_t load64(const void *base, size_t offset)
 {
 	return (json_int_t)__atomic_load_n((const uint64_t *)((const char *)base + offset), __ATOMIC_RELAXED);
@@ -129,6 +140,25 @@ static json_t *queue_json(const struct sc_vu_blk *d, unsigned idx)
 	return o;
 }
 
+static json_t *net_queue_json(const struct sc_vu_net *d, unsigned idx)
+{
+	const struct sc_net_queue *q = &d->queues[idx];
+	struct sc_poller *p = sc_vu_net_queue_poller(d, idx);
+	bool running = sc_vu_net_queue_running(d, idx);
+	json_t *o = json_pack("{s:i, s:i, s:b}", "queue", (int)idx, "sidecore", p ? sc_poller_cpu(p) : -1, "running",
+			      running);
+
+	/* A stopped ring keeps its last counts until it starts again: what a front end that left had moved. */
+	for (unsigned i = 0; i < sc_vq_stat_count; i++)
+		json_object_set_new(o, sc_vq_stat_names[i].name,
+				    json_integer((json_int_t)sc_vq_stat(&q->vq, sc_vq_stat_names[i].offset)));
+	for (size_t i = 0; i < sizeof(net_counters) / sizeof(net_counters[0]); i++)
+		json_object_set_new(o, net_counters[i].name, json_integer(load64(q, net_counters[i].offset)));
+	json_object_set_new(o, "broken_reason", running && sc_vq_broken(&q->vq) ? json_string(q->vq.broken_reason)
+										: json_null());
+	return o;
+}
+
 static json_t *stats_json(struct sc_stats_server *s)
 {
 	const struct sample *a = s->prev, *b = s->cur;
@@ -144,8 +174,10 @@ static json_t *stats_json(struct sc_stats_server *s)
 	for (int i = 0; i < s->src.ndevices; i++) {
 		const struct sc_stats_device *d = &s->src.devices[i];
 		json_t *queues = json_array();
-		for (unsigned q = 0; q < d->dev->num_queues; q++)
+		for (unsigned q = 0; d->dev && q < d->dev->num_queues; q++)
 			json_array_append_new(queues, queue_json(d->dev, q));
+		for (unsigned q = 0; d->net && q < d->net->num_queues; q++)
+			json_array_append_new(queues, net_queue_json(d->net, q));
 		json_array_append_new(devs, json_pack("{s:s, s:s, s:i, s:o}", "name", d->name, "socket", d->socket,
 						      "rings_started", d->srv ? (int)sc_vu_server_started(d->srv) : 0,
 						      "queues", queues));
@@ -186,6 +218,8 @@ static json_t *move_json(struct sc_stats_server *s, const char *args)
 	}
 	if (!d)
 		return error_json("no device '%s' (devices: %s)", name, s->src.ndevices ? list : "none");
+	if (!d->dev)
+		return error_json("%s is a NIC; its queues stay with their pairs' sidecores", name);
 	if (queue >= d->dev->num_queues)
 		return error_json("%s has no queue %u (queues 0..%u)", name, queue, d->dev->num_queues - 1);
 	struct sc_poller *to = NULL;

@@ -17,7 +17,7 @@
  *     "devices": [ { "name", "socket", "rings_started",
  *        "queues": [ { "queue", "sidecore" (cpu), "running", every
  *           sc_vq_stat_names counter, every block counter (reads, writes,
- *           bytes_read, ...), "depth", "broken_reason" (null unless
+ *           bytes_read, ...) or, for a NIC, every sc_net_stats counter, "depth", "broken_reason" (null unless
  *           broken) } ] } ] }
  * busy: rounds that served a request; idle: rounds that found none
  * (spinning); sleep: the rest (asleep on the kick eventfds). cpu_use is the
@@ -35,13 +35,15 @@
 
 #include "polling/polling.h"
 #include "runtime/vu_blk.h"
+#include "runtime/vu_net.h"
 
 #define SC_STATS_INTERVAL_MS 1000
 
 struct sc_stats_device {
 	const char *name;             /* NAME of [blk.NAME] */
 	const char *socket;
-	struct sc_vu_blk *dev;
+	struct sc_vu_blk *dev;         /* a disk, or NULL for a NIC: */
+	const struct sc_vu_net *net;   /* its queues report the sc_net_stats counters (rx_packets, tx_packets, ...) */
 	const struct sc_vu_server *srv;   /* NULL: rings_started is 0 */
 };
 

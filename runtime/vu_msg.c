@@ -236,10 +236,15 @@ static int check_mem_fd(struct sc_vu_msg *m, int fd, const char *what, uint64_t 
 			      "%s fd holds %llu bytes, less than the %llu (offset %llu + size %llu) it claims", what,
 			      (unsigned long long)st.st_size, (unsigned long long)end, (unsigned long long)offset,
 			      (unsigned long long)size);
-	/* A memfd can be sealed, so it must be: shrunk later, it would fault under a sidecore. */
+	/*
+	 * A memfd that can be sealed must be: shrunk later, it would fault
+	 * under a sidecore. One created without MFD_ALLOW_SEALING (DPDK's
+	 * --no-huge memory) can never be sealed, like a plain file: it is
+	 * taken as a file is, and a fault on it is vqueue's to contain.
+	 */
 	if (strncmp(link, "/memfd:", 7) == 0) {
 		int seals = fcntl(fd, F_GET_SEALS);
-		if (seals < 0 || !(seals & F_SEAL_SHRINK))
+		if (seals < 0 || !(seals & (F_SEAL_SHRINK | F_SEAL_SEAL)))
 			return refuse(m, -EPERM, err, errlen,
 				      "%s memfd is not sealed against shrinking; add F_SEAL_SHRINK (QEMU: "
 				      "memory-backend-memfd with seal=on, its default)", what);

@@ -701,7 +701,7 @@ HANDLER(RESET_OWNER)
 
 HANDLER(GET_QUEUE_NUM)
 {
-	return reply_u64(s, s->nvrings);
+	return reply_u64(s, s->ops->queue_num ? s->ops->queue_num : s->nvrings);
 }
 
 HANDLER(GET_MAX_MEM_SLOTS)

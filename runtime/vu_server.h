@@ -60,6 +60,8 @@ struct sc_viommu_tc;
 struct sc_vu_device_ops {
 	uint64_t features;         /* virtio feature bits offered */
 	unsigned num_queues;
+	/* GET_QUEUE_NUM's answer; 0 means num_queues. virtio-net answers its queue pairs, as QEMU expects. */
+	unsigned queue_num;
 	uint32_t max_queue_size;   /* largest SET_VRING_NUM accepted; 0 means 32768 */
 	/* Copy len bytes of config space from offset into buf. 0 or -errno. */
 	int (*get_config)(void *ctx, uint8_t *buf, uint32_t offset, uint32_t len);

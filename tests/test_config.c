@@ -304,7 +304,7 @@ Test(config, key_before_any_section)
 Test(config, unknown_section)
 {
 	write_conf(SIDECORE "[network]\n");
-	load_fails(-EINVAL, 3, "unknown section [network]; sections are [sidecore] and [blk.NAME]");
+	load_fails(-EINVAL, 3, "unknown section [network]; sections are [sidecore], [blk.NAME] and [net.NAME]");
 }
 
 Test(config, unknown_section_type)
@@ -945,4 +945,50 @@ Test(config, unknown_key_lists_the_new_keys_too)
 	write_conf("[sidecore]\ncpus = 1\nspeed = 3\n");
 	load_fails(-EINVAL, 3, "known keys: cpus, idle_spin_us, budget, control_timeout_ms, count, guest_cpus, idle, "
 		   "iowq_cpus, stats_socket");
+}
+
+/* ---- [net.NAME] ---- */
+
+Test(config, net_section_loads_with_defaults_and_values)
+{
+	write_conf(SIDECORE "[net.n0]\nsocket = %s/n0.sock\nport = net_tap0,iface=t0\n[net.n1]\nsocket = %s/n1.sock\n"
+		   "port = net_ring0\nqueues = 4\nmac = 02:00:00:00:00:01\nmtu = 9000\nsidecore = 1\n", dir, dir);
+	load_ok();
+	cr_assert_eq(c.nnet, 2);
+	cr_assert_str_eq(c.net[0].port, "net_tap0,iface=t0");
+	cr_assert_eq(c.net[0].queues, 1);
+	cr_assert_eq(c.net[0].mtu, 1500);
+	cr_assert_eq(c.net[0].mac[0], 0x52);
+	cr_assert_eq(c.net[1].queues, 4);
+	cr_assert_eq(c.net[1].mac[5], 1);
+	cr_assert_eq(c.net[1].mtu, 9000);
+	cr_assert_eq(c.net[1].nsidecores, 1);
+	paths_ok();
+}
+
+Test(config, net_section_errors_name_their_line)
+{
+	write_conf(SIDECORE "[net.n0]\nsocket = %s/n0.sock\n", dir);
+	load_fails(-EINVAL, 3, "[net.n0] has no port; add port = VDEV");
+	write_conf(SIDECORE "[net.n0]\nsocket = %s/n0.sock\nport = tap0\n", dir);
+	load_fails(-EINVAL, 5, "port = 'tap0' is not a DPDK net vdev");
+	write_conf(SIDECORE "[net.n0]\nport = net_null0\nmac = 52:54:00:12:34\n");
+	load_fails(-EINVAL, 5, "mac = '52:54:00:12:34' is not a MAC address");
+	write_conf(SIDECORE "[net.n0]\nport = net_null0\nmac = 01:54:00:12:34:56\n");
+	load_fails(-EINVAL, 5, "is a multicast address");
+	write_conf(SIDECORE "[net.n0]\nport = net_null0\nqueues = 17\n");
+	load_fails(-ERANGE, 5, "queues = 17 is out of range; use a number in 1..16");
+	write_conf(SIDECORE "[net.n0]\nport = net_null0\nmtu = 67\n");
+	load_fails(-ERANGE, 5, "mtu = 67 is out of range");
+	write_conf(SIDECORE "[net.n0]\nport = net_null0\nspeed = 10\n");
+	load_fails(-EINVAL, 5, "unknown key 'speed' in [net.n0]; known keys: socket, port,");
+	write_conf(SIDECORE "[blk.d]\nsocket = %s/d.sock\nbacking = %s\n[net.d]\n", dir, disk);
+	load_fails(-EEXIST, 6, "[net.d] is defined twice (first on line 3)");
+}
+
+Test(config, net_socket_shared_with_a_disk_is_refused)
+{
+	write_conf(SIDECORE "[blk.d]\nsocket = %s/d.sock\nbacking = %s\n[net.n]\nsocket = %s/d.sock\nport = net_null0\n",
+		   dir, disk, dir);
+	paths_fail(-EEXIST, 6, "[net.n] socket");
 }

@@ -1,0 +1,791 @@
+/* SPDX-License-Identifier: MIT */
+#include "devices/net.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <rte_bus_vdev.h>
+#include <rte_dev.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_ip.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_prefetch.h>
+
+#define ETH_HLEN 14u
+#define VLAN_HLEN 4u
+#define PORT_DESCS 1024
+#define POOL_MBUFS 16383             /* per NUMA node: 2^n - 1 is the ring's best size */
+#define POOL_CACHE 256
+
+/* ---- EAL, once per process ---- */
+
+static pthread_once_t eal_once = PTHREAD_ONCE_INIT;
+static int eal_ret;
+static char eal_err[256];
+static unsigned eal_mem_mb;
+
+static void eal_init_once(void)
+{
+	cpu_set_t saved;
+	char mem[16], prefix[48], lcores[32];
+	bool have_aff = sched_getaffinity(0, sizeof(saved), &saved) == 0;
+
+	snprintf(mem, sizeof(mem), "%u", eal_mem_mb ? eal_mem_mb : 256);
+	/* Our own prefix: several sidecoreds (and test processes) on one host never share EAL files. */
+	snprintf(prefix, sizeof(prefix), "sidecore-%d", (int)getpid());
+	/*
+	 * Lcore 0 is the calling thread; sidecores join as they start
+	 * (rte_thread_register). No hugepages on our machines, so --no-huge
+	 * (and --in-memory does not work without them); no shared config: one
+	 * process. EAL pins lcore 0's thread: we put its affinity back below.
+	 */
+	snprintf(lcores, sizeof(lcores), "0@%d", sched_getcpu() >= 0 ? sched_getcpu() : 0);
+	char *argv[] = { "sidecored", "--no-huge", "-m", mem, "--no-pci", "--no-shconf", "--no-telemetry",
+			 "--file-prefix", prefix, "--lcores", lcores, "--log-level", "lib.eal:warning", NULL };
+	int argc = (int)(sizeof(argv) / sizeof(argv[0])) - 1;
+	int r = rte_eal_init(argc, argv);
+	if (have_aff)
+		sched_setaffinity(0, sizeof(saved), &saved);
+	if (r < 0) {
+		eal_ret = rte_errno ? -rte_errno : -EINVAL;
+		snprintf(eal_err, sizeof(eal_err), "DPDK EAL init failed (%s); run as root, or see DPDK's messages above",
+			 rte_strerror(rte_errno));
+	}
+}
+
+int sc_net_eal_init(unsigned mem_mb, char *err, size_t errlen)
+{
+	eal_mem_mb = mem_mb;
+	pthread_once(&eal_once, eal_init_once);
+	if (eal_ret < 0)
+		snprintf(err, errlen, "%s", eal_err);
+	return eal_ret;
+}
+
+void sc_net_thread_register(void)
+{
+	static __thread bool tried;
+
+	if (tried || rte_lcore_id() != LCORE_ID_ANY)
+		return;
+	tried = true;
+	/* Without an lcore id the thread still works, only without mempool caches: not worth a failure. */
+	if (rte_thread_register() < 0)
+		fprintf(stderr, "sidecore: net: a sidecore could not register with DPDK (%s); it runs without mbuf caches\n",
+			rte_strerror(rte_errno));
+}
+
+/* ---- ports and pools ---- */
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rte_mempool *pools[RTE_MAX_NUMA_NODES + 1];   /* last: SOCKET_ID_ANY */
+
+static struct rte_mempool *pool_get(int node)
+{
+	unsigned slot = node >= 0 && node < RTE_MAX_NUMA_NODES ? (unsigned)node : RTE_MAX_NUMA_NODES;
+	char name[32];
+
+	pthread_mutex_lock(&pool_lock);
+	if (!pools[slot]) {
+		snprintf(name, sizeof(name), "sc_mbuf_%u", slot);
+		pools[slot] = rte_pktmbuf_pool_create(name, POOL_MBUFS, POOL_CACHE, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+						      slot == RTE_MAX_NUMA_NODES ? SOCKET_ID_ANY : node);
+	}
+	struct rte_mempool *mp = pools[slot];
+	pthread_mutex_unlock(&pool_lock);
+	return mp;
+}
+
+/* "net_tap0,iface=x" names the device "net_tap0". */
+static void vdev_name(const char *vdev, char *name, size_t len)
+{
+	snprintf(name, len, "%.*s", (int)strcspn(vdev, ","), vdev);
+}
+
+int sc_net_port_open(struct sc_net_port *p, const char *vdev, unsigned pairs, int numa_node, uint16_t mtu,
+		     char *err, size_t errlen)
+{
+	char name[RTE_DEV_NAME_MAX_LEN];
+	struct rte_eth_dev_info info;
+	int r;
+
+	memset(p, 0, sizeof(*p));
+	snprintf(p->vdev, sizeof(p->vdev), "%s", vdev);
+	p->numa_node = numa_node;
+	r = sc_net_eal_init(0, err, errlen);
+	if (r < 0)
+		return r;
+	vdev_name(vdev, name, sizeof(name));
+	r = rte_dev_probe(vdev);
+	if (r < 0) {
+		snprintf(err, errlen, "port '%s': DPDK cannot create it (%s); check the vdev string (net_tap0,iface=NAME, "
+			 "net_af_packet0,iface=NAME, net_ring0, net_null0) and that each port's name is unique", vdev,
+			 strerror(-r));
+		return -EINVAL;
+	}
+	if (rte_eth_dev_get_port_by_name(name, &p->port_id) != 0 || rte_eth_dev_info_get(p->port_id, &info) != 0) {
+		snprintf(err, errlen, "port '%s': created, but it is not an ethdev port; give a net_* vdev", vdev);
+		rte_eal_hotplug_remove("vdev", name);
+		return -EINVAL;
+	}
+	if (pairs > info.max_rx_queues || pairs > info.max_tx_queues) {
+		snprintf(err, errlen, "port '%s' has at most %u rx and %u tx queues, fewer than queues = %u; lower queues",
+			 vdev, info.max_rx_queues, info.max_tx_queues, pairs);
+		r = -ERANGE;
+		goto fail;
+	}
+	if (mtu < info.min_mtu || mtu > info.max_mtu) {
+		snprintf(err, errlen, "port '%s' takes an mtu of %u..%u, not %u; change mtu", vdev, info.min_mtu,
+			 info.max_mtu, mtu);
+		r = -ERANGE;
+		goto fail;
+	}
+	struct rte_eth_conf conf = { 0 };
+	uint64_t tx_want = RTE_ETH_TX_OFFLOAD_MULTI_SEGS | RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM |
+			   RTE_ETH_TX_OFFLOAD_TCP_TSO;
+	uint64_t rx_want = RTE_ETH_RX_OFFLOAD_TCP_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+	conf.txmode.offloads = info.tx_offload_capa & tx_want;
+	conf.rxmode.offloads = info.rx_offload_capa & rx_want;
+	conf.rxmode.mtu = mtu;
+	uint64_t csum = RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
+	p->tx_csum = (conf.txmode.offloads & csum) == csum;
+	p->tx_tso = p->tx_csum && (conf.txmode.offloads & (RTE_ETH_TX_OFFLOAD_TCP_TSO | RTE_ETH_TX_OFFLOAD_MULTI_SEGS)) ==
+					  (RTE_ETH_TX_OFFLOAD_TCP_TSO | RTE_ETH_TX_OFFLOAD_MULTI_SEGS);
+	p->rx_csum = conf.rxmode.offloads == rx_want;
+	p->pool = pool_get(numa_node);
+	if (!p->pool && numa_node >= 0)
+		p->pool = pool_get(-1);   /* without hugepages EAL may have memory on one node only */
+	if (!p->pool) {
+		snprintf(err, errlen, "port '%s': no memory for its mbuf pool (%s)", vdev, rte_strerror(rte_errno));
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = rte_eth_dev_configure(p->port_id, (uint16_t)pairs, (uint16_t)pairs, &conf);
+	uint16_t nrx = PORT_DESCS, ntx = PORT_DESCS;
+	if (r == 0)
+		r = rte_eth_dev_adjust_nb_rx_tx_desc(p->port_id, &nrx, &ntx);
+	int sock = numa_node >= 0 ? numa_node : SOCKET_ID_ANY;
+	for (unsigned i = 0; r == 0 && i < pairs; i++) {
+		r = rte_eth_rx_queue_setup(p->port_id, (uint16_t)i, nrx, (unsigned)sock, NULL, p->pool);
+		if (r == 0)
+			r = rte_eth_tx_queue_setup(p->port_id, (uint16_t)i, ntx, (unsigned)sock, NULL);
+	}
+	if (r == 0)
+		r = rte_eth_dev_start(p->port_id);
+	if (r < 0) {
+		snprintf(err, errlen, "port '%s': cannot configure and start %u queue pair%s: %s", vdev, pairs,
+			 pairs == 1 ? "" : "s", strerror(-r));
+		goto fail;
+	}
+	p->pairs = (uint16_t)pairs;
+	return 0;
+fail:
+	rte_eal_hotplug_remove("vdev", name);
+	return r;
+}
+
+void sc_net_port_close(struct sc_net_port *p)
+{
+	char name[RTE_DEV_NAME_MAX_LEN];
+
+	if (!p->pairs)
+		return;
+	vdev_name(p->vdev, name, sizeof(name));
+	rte_eth_dev_stop(p->port_id);
+	/* Removing the vdev closes the port and frees its name for a later open (a reload). */
+	if (rte_eal_hotplug_remove("vdev", name) != 0)
+		rte_eth_dev_close(p->port_id);
+	p->pairs = 0;
+}
+
+/* ---- the device ---- */
+
+void sc_net_dev_init(struct sc_net_dev *d, struct sc_net_port *port, unsigned max_pairs, const uint8_t *mac,
+		     uint16_t mtu)
+{
+	uint64_t m = 0;
+
+	memset(d, 0, sizeof(*d));
+	d->port = port;
+	d->max_pairs = (uint16_t)max_pairs;
+	d->active_pairs = 1;
+	d->mtu = mtu;
+	for (int i = 0; i < 6; i++)
+		m |= (uint64_t)mac[i] << (8 * i);
+	d->mac = m;
+	d->features = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_EVENT_IDX) | (1ull << VIRTIO_F_INDIRECT_DESC) |
+		      (1ull << SC_VIRTIO_NET_F_MAC) | (1ull << SC_VIRTIO_NET_F_STATUS) | (1ull << SC_VIRTIO_NET_F_MTU) |
+		      (1ull << SC_VIRTIO_NET_F_MRG_RXBUF) | (1ull << SC_VIRTIO_NET_F_CTRL_VQ) |
+		      (1ull << SC_VIRTIO_NET_F_CTRL_RX) | (1ull << SC_VIRTIO_NET_F_CTRL_MAC_ADDR);
+	if (max_pairs > 1)
+		d->features |= 1ull << SC_VIRTIO_NET_F_MQ;
+	/* Offloads only where the port does them: we never checksum or segment for a guest that asked us to. */
+	if (port && port->tx_csum)
+		d->features |= 1ull << SC_VIRTIO_NET_F_CSUM;
+	if (port && port->tx_tso)
+		d->features |= (1ull << SC_VIRTIO_NET_F_HOST_TSO4) | (1ull << SC_VIRTIO_NET_F_HOST_TSO6);
+	if (port && port->rx_csum)
+		d->features |= 1ull << SC_VIRTIO_NET_F_GUEST_CSUM;
+}
+
+void sc_net_config_space(const struct sc_net_dev *d, struct sc_virtio_net_config *cfg)
+{
+	uint64_t m = __atomic_load_n(&d->mac, __ATOMIC_RELAXED);
+	struct rte_eth_link link = { 0 };
+
+	memset(cfg, 0, sizeof(*cfg));
+	for (int i = 0; i < 6; i++)
+		cfg->mac[i] = (uint8_t)(m >> (8 * i));
+	if (d->port && d->port->pairs && rte_eth_link_get_nowait(d->port->port_id, &link) == 0 &&
+	    link.link_status == RTE_ETH_LINK_UP)
+		cfg->status = SC_VIRTIO_NET_S_LINK_UP;
+	cfg->max_virtqueue_pairs = d->max_pairs;
+	cfg->mtu = d->mtu;
+}
+
+static inline bool has(uint64_t features, unsigned bit)
+{
+	return features & (1ull << bit);
+}
+
+/* ---- tx: guest chain -> mbuf ---- */
+
+/* Copy len bytes at off of the chain's readable part into a new mbuf chain; NULL without mbufs. */
+static struct rte_mbuf *mbuf_from_iov(struct rte_mempool *mp, const struct iovec *iov, unsigned n, size_t off,
+				      uint32_t len)
+{
+	struct rte_mbuf *head = NULL, *last = NULL;
+	uint32_t done = 0;
+
+	do {
+		struct rte_mbuf *m = rte_pktmbuf_alloc(mp);
+		if (!m) {
+			rte_pktmbuf_free(head);
+			return NULL;
+		}
+		uint32_t chunk = len - done < rte_pktmbuf_tailroom(m) ? len - done : rte_pktmbuf_tailroom(m);
+		sc_iov_copy_from(iov, n, off + done, rte_pktmbuf_mtod(m, void *), chunk);
+		m->data_len = (uint16_t)chunk;
+		done += chunk;
+		if (!head) {
+			head = m;
+		} else {
+			last->next = m;
+			head->nb_segs++;
+		}
+		last = m;
+	} while (done < len);
+	head->pkt_len = len;
+	return head;
+}
+
+/* Write len bytes at off of an mbuf chain (a checksum field may straddle two segments). */
+static void mbuf_write(struct rte_mbuf *m, uint32_t off, const void *buf, uint32_t len)
+{
+	const uint8_t *b = buf;
+	for (; m && len; m = m->next) {
+		if (off >= m->data_len) {
+			off -= m->data_len;
+			continue;
+		}
+		uint32_t c = m->data_len - off < len ? m->data_len - off : len;
+		memcpy(rte_pktmbuf_mtod_offset(m, uint8_t *, off), b, c);
+		b += c;
+		len -= c;
+		off = 0;
+	}
+}
+
+static uint8_t mbuf_byte(const struct rte_mbuf *m, uint32_t off)
+{
+	uint8_t b = 0;
+	const uint8_t *p = rte_pktmbuf_read(m, off, 1, &b);
+	return p ? *p : 0;
+}
+
+/*
+ * Where the L3 and L4 headers are, for the port's offloads: l2_len and
+ * l3_len, the L4 protocol, and the IP version. false if the packet is not
+ * plain (or single-VLAN) Ethernet with IPv4 or IPv6 and TCP or UDP
+ * starting at csum_start.
+ */
+static bool l4_layout(const struct rte_mbuf *m, uint32_t csum_start, uint32_t *l2, uint32_t *l3, uint8_t *proto,
+		      bool *v4)
+{
+	uint32_t len = m->pkt_len, off = 12;
+	uint16_t type = (uint16_t)(mbuf_byte(m, off) << 8 | mbuf_byte(m, off + 1));
+	if (type == RTE_ETHER_TYPE_VLAN) {
+		off += VLAN_HLEN;
+		type = (uint16_t)(mbuf_byte(m, off) << 8 | mbuf_byte(m, off + 1));
+	}
+	*l2 = off + 2;
+	if (type == RTE_ETHER_TYPE_IPV4 && *l2 + 20 <= len) {
+		*v4 = true;
+		*l3 = (uint32_t)(mbuf_byte(m, *l2) & 0xf) * 4;
+		*proto = mbuf_byte(m, *l2 + 9);
+	} else if (type == RTE_ETHER_TYPE_IPV6 && *l2 + 40 <= len) {
+		*v4 = false;
+		*l3 = 40;   /* extension headers: not offloaded (software checksum) */
+		*proto = mbuf_byte(m, *l2 + 6);
+	} else {
+		return false;
+	}
+	return *l3 >= 20 && *l2 + *l3 == csum_start && (*proto == IPPROTO_TCP || *proto == IPPROTO_UDP);
+}
+
+/*
+ * Check the header's offload fields against the packet (len bytes) and the
+ * negotiated features, and set m's offload flags (or checksum in software
+ * where the port cannot). 0, or -EINVAL: the packet is dropped.
+ */
+static int tx_offload(struct sc_net_queue *q, const struct sc_virtio_net_hdr *h, struct rte_mbuf *m, uint32_t len)
+{
+	uint8_t gso = h->gso_type & (uint8_t)~SC_VIRTIO_NET_HDR_GSO_ECN;
+	uint32_t start = h->csum_start, field = (uint32_t)h->csum_start + h->csum_offset;
+	uint32_t l2 = 0, l3 = 0;
+	uint8_t proto = 0;
+	bool v4 = false;
+
+	if (h->gso_type & SC_VIRTIO_NET_HDR_GSO_ECN)
+		return -EINVAL;   /* HOST_ECN is never offered */
+	if (gso != SC_VIRTIO_NET_HDR_GSO_NONE) {
+		bool ok = q->tso && (gso == SC_VIRTIO_NET_HDR_GSO_TCPV4 || gso == SC_VIRTIO_NET_HDR_GSO_TCPV6);
+		/* A TSO packet has its TCP checksum partial, and its TCP header inside the packet. */
+		if (!ok || !(h->flags & SC_VIRTIO_NET_HDR_F_NEEDS_CSUM) || h->gso_size == 0 || h->csum_offset != 16)
+			return -EINVAL;
+	}
+	if (!(h->flags & SC_VIRTIO_NET_HDR_F_NEEDS_CSUM))
+		return 0;
+	if (!q->csum || field + 2 > len || start < ETH_HLEN)
+		return -EINVAL;
+	bool layout = l4_layout(m, start, &l2, &l3, &proto, &v4);
+	if (gso != SC_VIRTIO_NET_HDR_GSO_NONE) {
+		if (!layout || proto != IPPROTO_TCP || v4 != (gso == SC_VIRTIO_NET_HDR_GSO_TCPV4))
+			return -EINVAL;
+		uint32_t l4 = (uint32_t)(mbuf_byte(m, start + 12) >> 4) * 4;
+		if (l4 < 20 || start + l4 >= len)
+			return -EINVAL;
+		m->l2_len = l2;
+		m->l3_len = l3;
+		m->l4_len = l4;
+		m->tso_segsz = h->gso_size;
+		m->ol_flags |= RTE_MBUF_F_TX_TCP_SEG | (v4 ? RTE_MBUF_F_TX_IPV4 : RTE_MBUF_F_TX_IPV6);
+		return 0;
+	}
+	bool tcp = layout && proto == IPPROTO_TCP && h->csum_offset == 16;
+	bool udp = layout && proto == IPPROTO_UDP && h->csum_offset == 6;
+	if ((tcp || udp) && q->dev->port->tx_csum) {
+		/* The guest left the pseudo-header sum in the field, as DPDK wants it. */
+		m->l2_len = l2;
+		m->l3_len = l3;
+		m->ol_flags |= (tcp ? RTE_MBUF_F_TX_TCP_CKSUM : RTE_MBUF_F_TX_UDP_CKSUM) |
+			       (v4 ? RTE_MBUF_F_TX_IPV4 : RTE_MBUF_F_TX_IPV6);
+		return 0;
+	}
+	/* Anything else (SCTP-style offsets, IP options the port cannot parse): the partial checksum in software. */
+	uint16_t sum = 0;
+	if (rte_raw_cksum_mbuf(m, start, len - start, &sum) != 0)
+		return -EINVAL;
+	sum = (uint16_t)~sum;
+	mbuf_write(m, field, &sum, 2);
+	return 0;
+}
+
+/* One popped tx chain into an mbuf; NULL if dropped (counted). */
+static struct rte_mbuf *tx_packet(struct sc_net_queue *q, const struct sc_vq_elem *e)
+{
+	struct sc_virtio_net_hdr h = { 0 };
+	uint32_t len, max;
+
+	if (e->oversized || e->out_len < q->hdr_len + ETH_HLEN)
+		goto bad;
+	/* Copied once: the header may be split anywhere across descriptors. */
+	sc_iov_copy_from(e->iov, e->out_num, 0, &h, q->hdr_len);
+	len = e->out_len - q->hdr_len;
+	max = h.gso_type != SC_VIRTIO_NET_HDR_GSO_NONE ? SC_NET_MAX_TSO : (uint32_t)q->dev->mtu + ETH_HLEN + VLAN_HLEN;
+	if (len > max)
+		goto bad;
+	struct rte_mbuf *m = mbuf_from_iov(q->dev->port->pool, e->iov, e->out_num, q->hdr_len, len);
+	if (!m) {
+		q->stats.tx_dropped++;
+		return NULL;
+	}
+	if (tx_offload(q, &h, m, len) < 0) {
+		rte_pktmbuf_free(m);
+		goto bad;
+	}
+	return m;
+bad:
+	q->stats.tx_bad++;
+	return NULL;
+}
+
+static void tx_send(struct sc_net_queue *q, unsigned n)
+{
+	if (!n)
+		return;
+	uint16_t sent = rte_eth_tx_burst(q->dev->port->port_id, q->port_queue, q->burst, (uint16_t)n);
+	for (unsigned i = 0; i < sent; i++)
+		q->stats.tx_bytes += q->burst[i]->pkt_len;
+	q->stats.tx_packets += sent;
+	if (sent < n) {
+		/* The port is full: drop, as a NIC does; the guest's buffers are already back. */
+		q->stats.tx_dropped += n - sent;
+		rte_pktmbuf_free_bulk(q->burst + sent, n - sent);
+	}
+}
+
+static int tx_poll(struct sc_net_queue *q, unsigned budget)
+{
+	struct sc_vq_elem e;
+	unsigned n = 0, nb = 0;
+	int r = 0;
+
+	while (n < budget) {
+		e.iov = q->iov;
+		e.iov_max = SC_NET_TX_IOV;
+		r = sc_vq_pop(&q->vq, &e);
+		if (r <= 0)
+			break;
+		n++;
+		struct rte_mbuf *m = tx_packet(q, &e);
+		/* Copied: the buffer goes back now; the used length of a tx buffer is 0 (nothing written). */
+		sc_vq_push(&q->vq, e.head, 0);
+		if (m)
+			q->burst[nb++] = m;
+		if (nb == SC_NET_BURST) {
+			tx_send(q, nb);
+			nb = 0;
+		}
+	}
+	tx_send(q, nb);
+	sc_vq_flush(&q->vq);
+	return r < 0 && r != -EAGAIN ? r : (int)n;
+}
+
+/* ---- rx: mbuf -> guest buffers ---- */
+
+static struct sc_net_rx_slot *stash_at(struct sc_net_queue *q, unsigned i)
+{
+	return &q->stash[(q->stash_first + i) % SC_NET_RX_STASH];
+}
+
+/*
+ * Make sure the stash has at least i + 1 chains: pop one more. 1 if there
+ * is, 0 if the guest has none, a negative errno if the ring broke.
+ * Chains a receive queue cannot use are completed empty and counted.
+ */
+static int stash_fill(struct sc_net_queue *q, unsigned i)
+{
+	while (q->nstash <= i) {
+		if (q->nstash == SC_NET_RX_STASH)
+			return 0;
+		struct sc_net_rx_slot *s = stash_at(q, q->nstash);
+		s->elem.iov = s->iov;
+		s->elem.iov_max = SC_NET_RX_IOV;
+		int r = sc_vq_pop(&q->vq, &s->elem);
+		if (r <= 0)
+			return r == -EAGAIN ? 0 : r;
+		if (s->elem.oversized || s->elem.out_num || s->elem.in_len < q->hdr_len) {
+			q->stats.rx_bad_chains++;
+			sc_vq_push(&q->vq, s->elem.head, 0);
+			continue;
+		}
+		q->nstash++;
+	}
+	return 1;
+}
+
+/* Copy one packet into the guest's buffers. 0 (delivered or dropped and counted) or the ring's errno. */
+static int rx_packet(struct sc_net_queue *q, struct rte_mbuf *m)
+{
+	uint64_t need = (uint64_t)q->hdr_len + m->pkt_len, space = 0;
+	unsigned nbuf = 0;
+
+	while (space < need) {
+		int r = stash_fill(q, nbuf);
+		if (r < 0)
+			return r;
+		if (r == 0) {
+			/* No buffer now: a full stash means the packet is larger than any it can hold. */
+			if (q->nstash == SC_NET_RX_STASH)
+				q->stats.rx_too_big++;
+			else
+				q->stats.rx_no_buffers++;
+			return 0;
+		}
+		space += stash_at(q, nbuf)->elem.in_len;
+		nbuf++;
+		if (!q->mrg_rxbuf && space < need) {
+			/* Without mergeable buffers a packet takes one chain; this one stays for a smaller packet. */
+			q->stats.rx_too_big++;
+			return 0;
+		}
+	}
+
+	struct sc_virtio_net_hdr h = { .num_buffers = (uint16_t)nbuf };
+	if (q->guest_csum && (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD)
+		h.flags = SC_VIRTIO_NET_HDR_F_DATA_VALID;
+	struct sc_net_rx_slot *s = stash_at(q, 0);
+	sc_iov_copy_to(s->elem.iov, s->elem.in_num, 0, &h, q->hdr_len);
+	uint32_t off = q->hdr_len;   /* in the current chain */
+	unsigned j = 0;
+	for (const struct rte_mbuf *seg = m; seg; seg = seg->next) {
+		const uint8_t *src = rte_pktmbuf_mtod(seg, const uint8_t *);
+		uint32_t left = seg->data_len;
+		while (left) {
+			if (off == s->elem.in_len) {
+				sc_vq_push(&q->vq, s->elem.head, off);
+				s = stash_at(q, ++j);
+				off = 0;
+			}
+			uint32_t room = s->elem.in_len - off, c = left < room ? left : room;
+			sc_iov_copy_to(s->elem.iov, s->elem.in_num, off, src, c);
+			src += c;
+			left -= c;
+			off += c;
+		}
+	}
+	sc_vq_push(&q->vq, s->elem.head, off);
+	q->stash_first = (q->stash_first + j + 1) % SC_NET_RX_STASH;
+	q->nstash -= j + 1;
+	q->stats.rx_packets++;
+	q->stats.rx_bytes += m->pkt_len;
+	return 0;
+}
+
+static int rx_poll(struct sc_net_queue *q, unsigned budget)
+{
+	uint16_t n = rte_eth_rx_burst(q->dev->port->port_id, q->port_queue, q->burst,
+				      (uint16_t)(budget < SC_NET_BURST ? budget : SC_NET_BURST));
+	int r = 0;
+
+	for (uint16_t i = 0; i < n; i++) {
+		if (i + 1 < n)
+			rte_prefetch0(rte_pktmbuf_mtod(q->burst[i + 1], void *));
+		if (r == 0)
+			r = rx_packet(q, q->burst[i]);
+	}
+	if (n)
+		rte_pktmbuf_free_bulk(q->burst, n);
+	sc_vq_flush(&q->vq);
+	return r < 0 ? r : n;
+}
+
+/* ---- the control queue ---- */
+
+/* Apply one command; OK or ERR (§5.1.6.5). */
+static uint8_t ctrl_command(struct sc_net_queue *q, const struct sc_vq_elem *e)
+{
+	struct sc_virtio_net_ctrl_hdr c;
+	struct sc_net_dev *d = q->dev;
+	uint32_t n = e->out_len;
+	uint8_t data[8];
+
+	if (e->oversized || n < sizeof(c))
+		return SC_VIRTIO_NET_ERR;
+	sc_iov_copy_from(e->iov, e->out_num, 0, &c, sizeof(c));
+	n -= sizeof(c);
+	if (n <= sizeof(data))
+		sc_iov_copy_from(e->iov, e->out_num, sizeof(c), data, n);
+
+	switch (c.class) {
+	case SC_VIRTIO_NET_CTRL_RX:
+		if (!q->ctrl_rx || n != 1 || c.cmd > SC_VIRTIO_NET_CTRL_RX_ALLMULTI)
+			return SC_VIRTIO_NET_ERR;
+		/* A port that cannot filter (-ENOTSUP) passes everything: promiscuous and all-multicast already. */
+		int r;
+		if (c.cmd == SC_VIRTIO_NET_CTRL_RX_PROMISC)
+			r = data[0] ? rte_eth_promiscuous_enable(d->port->port_id) : rte_eth_promiscuous_disable(d->port->port_id);
+		else
+			r = data[0] ? rte_eth_allmulticast_enable(d->port->port_id)
+				    : rte_eth_allmulticast_disable(d->port->port_id);
+		if (r < 0 && r != -ENOTSUP)
+			return SC_VIRTIO_NET_ERR;
+		__atomic_store_n(c.cmd == SC_VIRTIO_NET_CTRL_RX_PROMISC ? &d->promisc : &d->allmulti, data[0] != 0,
+				 __ATOMIC_RELAXED);
+		return SC_VIRTIO_NET_OK;
+	case SC_VIRTIO_NET_CTRL_MAC:
+		if (c.cmd == SC_VIRTIO_NET_CTRL_MAC_ADDR_SET) {
+			if (!q->ctrl_mac || n != 6)
+				return SC_VIRTIO_NET_ERR;
+			uint64_t m = 0;
+			for (int i = 0; i < 6; i++)
+				m |= (uint64_t)data[i] << (8 * i);
+			__atomic_store_n(&d->mac, m, __ATOMIC_RELAXED);
+			return SC_VIRTIO_NET_OK;
+		}
+		if (c.cmd == SC_VIRTIO_NET_CTRL_MAC_TABLE_SET && q->ctrl_rx) {
+			/* Two tables, unicast then multicast: le32 entries, then 6 bytes each. Checked, not kept: we do not filter. */
+			uint64_t off = sizeof(c);
+			for (int t = 0; t < 2; t++) {
+				uint32_t entries = 0;
+				if (off + 4 > e->out_len)
+					return SC_VIRTIO_NET_ERR;
+				sc_iov_copy_from(e->iov, e->out_num, off, &entries, 4);
+				off += 4 + 6ull * entries;
+			}
+			return off == e->out_len ? SC_VIRTIO_NET_OK : SC_VIRTIO_NET_ERR;
+		}
+		return SC_VIRTIO_NET_ERR;
+	case SC_VIRTIO_NET_CTRL_MQ: {
+		uint16_t pairs;
+		if (!q->ctrl_mq || c.cmd != SC_VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET || n != 2)
+			return SC_VIRTIO_NET_ERR;
+		memcpy(&pairs, data, 2);
+		if (pairs < SC_VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN || pairs > d->max_pairs)
+			return SC_VIRTIO_NET_ERR;
+		/* Every pair's queues are polled anyway; the number is what the guest uses, for the stats. */
+		__atomic_store_n(&d->active_pairs, pairs, __ATOMIC_RELAXED);
+		return SC_VIRTIO_NET_OK;
+	}
+	default:
+		return SC_VIRTIO_NET_ERR;
+	}
+}
+
+static int ctrl_poll(struct sc_net_queue *q, unsigned budget)
+{
+	struct sc_vq_elem e;
+	unsigned n = 0;
+	int r = 0;
+
+	while (n < budget) {
+		e.iov = q->iov;
+		e.iov_max = SC_NET_TX_IOV;
+		r = sc_vq_pop(&q->vq, &e);
+		if (r <= 0)
+			break;
+		n++;
+		if (!e.in_len) {
+			sc_vq_set_broken(&q->vq, -EPROTO, "control command (head %u) has no device-writable byte for its ack",
+					 e.head);
+			r = -EPROTO;
+			break;
+		}
+		uint8_t ack = ctrl_command(q, &e);
+		if (ack == SC_VIRTIO_NET_OK)
+			q->stats.ctrl_ok++;
+		else
+			q->stats.ctrl_err++;
+		sc_iov_copy_to(e.iov + e.out_num, e.in_num, 0, &ack, 1);
+		sc_vq_push(&q->vq, e.head, 1);
+	}
+	sc_vq_flush(&q->vq);
+	return r < 0 && r != -EAGAIN ? r : (int)n;
+}
+
+/* ---- queues on a poller ---- */
+
+int sc_net_queue_poll(struct sc_net_queue *q, unsigned budget)
+{
+	if (sc_vq_broken(&q->vq))
+		return q->vq.broken_err;
+	sc_net_thread_register();
+	switch (q->kind) {
+	case SC_NET_RXQ:
+		return rx_poll(q, budget);
+	case SC_NET_TXQ:
+		return tx_poll(q, budget);
+	default:
+		return ctrl_poll(q, budget);
+	}
+}
+
+static int pq_poll(struct sc_pollq *pq, unsigned budget)
+{
+	return sc_net_queue_poll(pq->ctx, budget);
+}
+
+static bool pq_notify_enable(struct sc_pollq *pq)
+{
+	struct sc_net_queue *q = pq->ctx;
+	/* Packets come from the port, not with a kick: a receive queue always may have work. */
+	if (q->kind == SC_NET_RXQ)
+		return true;
+	return sc_vq_notify_enable(&q->vq);
+}
+
+static void pq_notify_disable(struct sc_pollq *pq)
+{
+	sc_vq_notify_disable(&((struct sc_net_queue *)pq->ctx)->vq);
+}
+
+static void pq_fault(struct sc_pollq *pq, const char *reason)
+{
+	sc_vq_set_broken(&((struct sc_net_queue *)pq->ctx)->vq, -EFAULT, "%s", reason);
+}
+
+static const struct sc_pollq_ops net_pollq_ops = { pq_poll, pq_notify_enable, pq_notify_disable, pq_fault };
+
+int sc_net_queue_init(struct sc_net_queue *q, struct sc_net_dev *d, unsigned idx, const struct sc_vq_config *cfg,
+		      const char *name)
+{
+	uint64_t f = cfg->features;
+	int ret;
+
+	memset(q, 0, sizeof(*q));
+	if (idx > 2u * d->max_pairs)
+		return -EINVAL;
+	q->dev = d;
+	q->kind = idx == 2u * d->max_pairs ? SC_NET_CTRLQ : idx % 2 ? SC_NET_TXQ : SC_NET_RXQ;
+	q->port_queue = (uint16_t)(idx / 2);
+	q->mrg_rxbuf = has(f, SC_VIRTIO_NET_F_MRG_RXBUF);
+	q->hdr_len = has(f, VIRTIO_F_VERSION_1) || q->mrg_rxbuf ? SC_VIRTIO_NET_HDR_LEN : SC_VIRTIO_NET_HDR_LEN_LEGACY;
+	q->guest_csum = has(f, SC_VIRTIO_NET_F_GUEST_CSUM);
+	q->csum = has(f, SC_VIRTIO_NET_F_CSUM);
+	q->tso = q->csum && (has(f, SC_VIRTIO_NET_F_HOST_TSO4) || has(f, SC_VIRTIO_NET_F_HOST_TSO6));
+	q->ctrl_rx = has(f, SC_VIRTIO_NET_F_CTRL_RX);
+	q->ctrl_mac = has(f, SC_VIRTIO_NET_F_CTRL_MAC_ADDR);
+	q->ctrl_mq = has(f, SC_VIRTIO_NET_F_MQ);
+	/*
+	 * A receive queue's work comes from the port: no kick fd, so its
+	 * sidecore never sleeps while it is attached (polling.h).
+	 */
+	q->pq = (struct sc_pollq){ .ops = &net_pollq_ops, .ctx = q, .name = name, .turn_cycles = UINT64_MAX,
+				   .kick_fd = q->kind == SC_NET_RXQ ? -1 : cfg->kick_fd };
+	ret = sc_vq_init(&q->vq, cfg);
+	if (ret < 0)
+		return ret;
+	if (q->kind == SC_NET_RXQ)
+		q->stash = calloc(SC_NET_RX_STASH, sizeof(*q->stash));
+	else
+		q->iov = calloc(SC_NET_TX_IOV, sizeof(*q->iov));
+	if (!q->stash && !q->iov) {
+		sc_vq_fini(&q->vq);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void sc_net_queue_fini(struct sc_net_queue *q)
+{
+	if (q->nstash && !sc_vq_broken(&q->vq)) {
+		/*
+		 * Chains popped for packets that never came: without an inflight
+		 * region they go back to the avail ring (the next back end pops
+		 * them again); with one, they complete empty.
+		 */
+		if (!q->vq.inflight) {
+			q->vq.last_avail = (uint16_t)(q->vq.last_avail - q->nstash);
+		} else {
+			for (unsigned i = 0; i < q->nstash; i++)
+				sc_vq_push(&q->vq, stash_at(q, i)->elem.head, 0);
+			sc_vq_flush(&q->vq);
+		}
+	}
+	q->nstash = 0;
+	free(q->stash);
+	free(q->iov);
+	q->stash = NULL;
+	q->iov = NULL;
+	sc_vq_fini(&q->vq);
+}
