@@ -79,6 +79,7 @@ struct sc_blk_backend {
 	bool is_blockdev;
 	bool nowait_read, nowait_write;   /* buffered I/O is tried at once (RWF_NOWAIT) until the fs says it cannot */
 	bool memory_backed;               /* tmpfs/ramfs: a transfer is a copy, done on the sidecore */
+	bool iopoll;                      /* polled completions (IORING_SETUP_IOPOLL): sc_blk_backend_set_iopoll */
 	uint8_t zero_mode;                /* enum sc_blk_zero_mode; lowered by any queue, never raised */
 	/*
 	 * Request limits offered to the driver (VIRTIO_BLK_F_SIZE_MAX, _SEG_MAX);
@@ -114,6 +115,20 @@ int sc_blk_backend_open(struct sc_blk_backend *be, const char *path, bool read_o
 			bool direct, const char *serial, char *err, size_t errlen);
 void sc_blk_backend_close(struct sc_blk_backend *be);
 
+/*
+ * Ask for polled completions (IORING_SETUP_IOPOLL) on every queue of be:
+ * the sidecore polls the device for them instead of taking an interrupt.
+ * Only O_DIRECT reads and writes can be polled (FLUSH, DISCARD and
+ * WRITE_ZEROES go through a second, plain ring per queue), and only on a
+ * file system or block device that implements it; one read of the disk's
+ * first block on a polled ring finds out. Returns 0 with be->iopoll set;
+ * -EINVAL if be is not O_DIRECT, -EOPNOTSUPP if the file cannot be polled,
+ * or io_uring's error, with be->iopoll left false (the disk still works,
+ * with interrupt completions) and one line in err naming path and what to
+ * do. Call before the first queue starts.
+ */
+int sc_blk_backend_set_iopoll(struct sc_blk_backend *be, const char *path, char *err, size_t errlen);
+
 /* Feature bits this backend offers (device-specific and ring bits). */
 uint64_t sc_blk_features(const struct sc_blk_backend *be);
 
@@ -140,6 +155,7 @@ struct sc_blk_queue {
 	uint64_t io_errors;              /* backend I/O that failed (completed IOERR) */
 	uint64_t sync_done;              /* reads/writes completed on the sidecore alone (page cache, RWF_NOWAIT, tmpfs) */
 	uint64_t split;                  /* reads/writes moved in more than one piece */
+	uint64_t fixed_ios;              /* pieces moved through io_uring into registered guest memory (READ/WRITE_FIXED) */
 	uint64_t turn_debt;              /* TSC cycles its turns overran pq.turn_cycles, not yet paid back */
 };
 
