@@ -44,6 +44,7 @@ static const char *const blk_keys[] = {
 	"socket", "backing", "queues", "queue_size", "read_only", "direct", "delay_us",
 	"sidecore",
 	"numa_node",
+	"iopoll",
 	NULL
 };
 enum {
@@ -60,6 +61,7 @@ enum {
 	K_SOCKET, K_BACKING, K_QUEUES, K_QSIZE, K_RO, K_DIRECT, K_DELAY,
 	K_SIDECORE,
 	K_NUMA,
+	K_IOPOLL,
 };
 
 struct parse {
@@ -514,8 +516,11 @@ static int blk_key(struct parse *p, int key, const char *name, const char *v)
 		break;
 	case K_RO:
 	case K_DIRECT:
-		if (!parse_bool(v, key == K_RO ? &b->read_only : &b->direct))
+	case K_IOPOLL:
+		if (!parse_bool(v, key == K_RO ? &b->read_only : key == K_DIRECT ? &b->direct : &b->iopoll))
 			return fail(p, -EINVAL, "%s = '%s' is not a boolean; use yes or no", name, v);
+		if (key == K_IOPOLL)
+			b->iopoll_line = p->line;
 		break;
 	case K_DELAY:
 		/* 10 s: far beyond any disk worth imitating */
@@ -641,6 +646,11 @@ static int check_required(struct sc_config *c, int sidecore_line, char *err, siz
 			snprintf(err, errlen, "%s:%d: [blk.%s] has no %s", c->path, b->line, b->name,
 				 !b->socket[0] ? "socket; add socket = PATH (its vhost-user socket)"
 					       : "backing; add backing = PATH (a file or block device)");
+			return -EINVAL;
+		}
+		if (b->iopoll && !b->direct) {
+			snprintf(err, errlen, "%s:%d: [blk.%s] iopoll = yes needs direct = yes (only O_DIRECT I/O can be "
+				 "polled); add direct = yes or drop iopoll", c->path, b->iopoll_line, b->name);
 			return -EINVAL;
 		}
 	}

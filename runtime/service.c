@@ -95,6 +95,9 @@ static int disk_start(struct sc_service *svc, const struct sc_blk_config *b, con
 		free(d);
 		return r;
 	}
+	/* A disk that cannot be polled still serves, with interrupt completions: one line says so. */
+	if (b->iopoll && sc_blk_backend_set_iopoll(&d->be, b->backing, err, sizeof(err)) < 0)
+		fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", path, b->iopoll_line, b->name, err);
 	d->be.delay_ns = b->delay_ns;
 	d->be.iowq_aff = svc->iowq;
 	d->be.iowq_aff_size = svc->iowq_size;

@@ -227,6 +227,23 @@ Test(config, boolean_spellings)
 	}
 }
 
+Test(config, iopoll_is_a_per_disk_boolean_that_needs_direct)
+{
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\ndirect = yes\niopoll = yes\n");
+	load_ok();
+	cr_assert(c.blk[0].iopoll && c.blk[0].direct);
+	cr_assert_eq(c.blk[0].iopoll_line, 7);
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\n");
+	load_ok();
+	cr_assert(!c.blk[0].iopoll, "default");
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\niopoll = maybe\n");
+	load_fails(-EINVAL, 6, "iopoll = 'maybe' is not a boolean; use yes or no");
+	/* Polling needs O_DIRECT: refused at the iopoll line, whatever the key order. */
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\niopoll = yes\nbacking = /b\n");
+	load_fails(-EINVAL, 5, "[blk.a] iopoll = yes needs direct = yes (only O_DIRECT I/O can be polled); add direct = yes "
+			       "or drop iopoll");
+}
+
 /* ---- the file itself ---- */
 
 Test(config, missing_file)
