@@ -28,6 +28,7 @@
 #include <sys/resource.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -142,6 +143,28 @@ void sc_blk_backend_close(struct sc_blk_backend *be)
 	be->fd = -1;
 }
 
+/* 0 if the block device under fd (or fd itself) has poll queues; -EOPNOTSUPP if not; -ENODEV if there is none. */
+static int blockdev_polls(int fd)
+{
+	static const char *const where[] = { "queue/io_poll", "../queue/io_poll" };   /* a disk, or a partition's disk */
+	struct stat st;
+	char file[96], v = '0';
+
+	if (fstat(fd, &st) < 0)
+		return -ENODEV;
+	dev_t dev = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
+	for (unsigned i = 0; i < 2; i++) {
+		snprintf(file, sizeof(file), "/sys/dev/block/%u:%u/%s", major(dev), minor(dev), where[i]);
+		int f = open(file, O_RDONLY | O_CLOEXEC);
+		if (f < 0)
+			continue;
+		ssize_t n = read(f, &v, 1);
+		close(f);
+		return n == 1 && v == '1' ? 0 : -EOPNOTSUPP;
+	}
+	return -ENODEV;
+}
+
 int sc_blk_backend_set_iopoll(struct sc_blk_backend *be, const char *path, char *err, size_t errlen)
 {
 	struct io_uring ring;
@@ -154,6 +177,19 @@ int sc_blk_backend_set_iopoll(struct sc_blk_backend *be, const char *path, char 
 	if (!be->direct) {
 		snprintf(err, errlen, "%s: iopoll needs O_DIRECT: set direct = yes for this disk, or drop iopoll", path);
 		return -EINVAL;
+	}
+	/*
+	 * The block queue must have poll queues: without them the kernel
+	 * fails a polled read of written blocks with EOPNOTSUPP, while a read
+	 * of a hole (no bio) succeeds, so a probe read alone can be fooled.
+	 */
+	r = blockdev_polls(be->fd);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: polled completions (iopoll) do not work on this file (%s); serving it with "
+			 "interrupt completions instead (use a device with poll queues, e.g. nvme.poll_queues=N, or drop iopoll)",
+			 path, r == -ENODEV ? "its file system is not on a block device"
+					    : "its block device has no poll queues (queue/io_poll is 0)");
+		return -EOPNOTSUPP;
 	}
 	r = io_uring_queue_init(1, &ring, IORING_SETUP_IOPOLL);
 	if (r < 0) {

@@ -120,8 +120,8 @@ void sc_blk_backend_close(struct sc_blk_backend *be);
  * the sidecore polls the device for them instead of taking an interrupt.
  * Only O_DIRECT reads and writes can be polled (FLUSH, DISCARD and
  * WRITE_ZEROES go through a second, plain ring per queue), and only on a
- * file system or block device that implements it; one read of the disk's
- * first block on a polled ring finds out. Returns 0 with be->iopoll set;
+ * block device with poll queues (its queue/io_poll in sysfs), under a file
+ * system that polls; that and one read on a polled ring find out. Returns 0 with be->iopoll set;
  * -EINVAL if be is not O_DIRECT, -EOPNOTSUPP if the file cannot be polled,
  * or io_uring's error, with be->iopoll left false (the disk still works,
  * with interrupt completions) and one line in err naming path and what to
