@@ -386,15 +386,24 @@ static void sqe_set_file(const struct blk_uring *u, struct io_uring_sqe *sqe)
 	}
 }
 
+/*
+ * The io-wq mask this thread has given its own io-wq. IORING_REGISTER_IOWQ_AFF
+ * places the workers of the calling thread (every ring it submits to shares
+ * them), not of the ring: the thread that submits (the sidecore, not the
+ * control thread that set the queue up) must register it.
+ */
+static __thread const cpu_set_t *iowq_aff_here;
+
 static void ring_set_iowq_aff(struct io_uring *ring, const struct sc_blk_backend *be, const char *name)
 {
+	if (!be->iowq_aff || iowq_aff_here == be->iowq_aff)
+		return;
+	iowq_aff_here = be->iowq_aff;
 	/* A kernel without it (before 5.14) still serves, with workers where it puts them: say so, go on. */
-	if (be->iowq_aff) {
-		int r = io_uring_register_iowq_aff(ring, be->iowq_aff_size, be->iowq_aff);
-		if (r < 0)
-			fprintf(stderr, "sidecore: %s: io_uring workers left unpinned (IORING_REGISTER_IOWQ_AFF: %s)\n",
-				name, strerror(-r));
-	}
+	int r = io_uring_register_iowq_aff(ring, be->iowq_aff_size, be->iowq_aff);
+	if (r < 0)
+		fprintf(stderr, "sidecore: %s: io_uring workers left unpinned (IORING_REGISTER_IOWQ_AFF: %s)\n",
+			name ? name : "blk queue", strerror(-r));
 }
 
 int sc_blk_queue_init(struct sc_blk_queue *q, struct sc_blk_backend *be,
@@ -433,9 +442,8 @@ int sc_blk_queue_init(struct sc_blk_queue *q, struct sc_blk_backend *be,
 		}
 		u->has_aux = true;
 	}
+	/* This thread's workers (the control thread finishes a stopped queue's I/O); the sidecore's at its first poll. */
 	ring_set_iowq_aff(&u->ring, be, who);
-	if (u->has_aux)
-		ring_set_iowq_aff(&u->aux, be, who);
 	/* The aux ring's few operations take the plain fd. */
 	int r = io_uring_register_files(&u->ring, &be->fd, 1);
 	u->fixed_file = r == 0;
@@ -591,6 +599,23 @@ static void submit(struct sc_blk_queue *q)
 	if (uring_of(q)->has_aux)
 		io_uring_submit(&uring_of(q)->aux);
 	q->unsubmitted = 0;
+}
+
+/*
+ * Before this thread's first submission of its own: give the thread an
+ * io_uring context (a NOP whose completion is skipped; the kernel creates a
+ * thread's io-wq at its first submission) and then its io-wq mask. Workers
+ * the io-wq made before keep the mask they had, so it must come first.
+ */
+static void thread_set_iowq_aff(struct sc_blk_queue *q)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring_of(q));
+	if (sqe) {
+		io_uring_prep_nop(sqe);
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+		io_uring_submit(ring_of(q));
+	}
+	ring_set_iowq_aff(ring_of(q), q->be, q->pq.name);
 }
 
 /*
@@ -1053,6 +1078,9 @@ int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget)
 		rd.paying = rd.turn_over = q->turn_debt >= rd.turn_cycles;
 		q->turn_debt = rd.paying ? q->turn_debt - rd.turn_cycles : 0;   /* less than a turn is forgiven */
 	}
+	/* Once per thread: a queue may move to another sidecore. */
+	if (sc_unlikely(iowq_aff_here != q->be->iowq_aff))
+		thread_set_iowq_aff(q);
 	if (q->inflight)
 		rd.work += reap(q);
 	/* Drops what reap finished before a pop can bring its head back. */
