@@ -1079,7 +1079,7 @@ int sc_blk_queue_poll(struct sc_blk_queue *q, unsigned budget)
 		q->turn_debt = rd.paying ? q->turn_debt - rd.turn_cycles : 0;   /* less than a turn is forgiven */
 	}
 	/* Once per thread: a queue may move to another sidecore. */
-	if (sc_unlikely(iowq_aff_here != q->be->iowq_aff))
+	if (sc_unlikely(q->be->iowq_aff && iowq_aff_here != q->be->iowq_aff))
 		thread_set_iowq_aff(q);
 	if (q->inflight)
 		rd.work += reap(q);
