@@ -427,7 +427,7 @@ static bool same_device(const struct sc_blk_config *a, const struct sc_blk_confi
 	return !strcmp(a->socket, b->socket) && !strcmp(a->backing, b->backing) && a->queues == b->queues &&
 	       a->queue_size == b->queue_size && a->read_only == b->read_only && a->direct == b->direct &&
 	       a->delay_ns == b->delay_ns && same_cpus(a->sidecores, a->nsidecores, b->sidecores, b->nsidecores) &&
-	       a->numa_node == b->numa_node;
+	       a->numa_node == b->numa_node && a->iopoll == b->iopoll;
 }
 
 int sc_service_reload(struct sc_service *svc)
