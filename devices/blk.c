@@ -455,7 +455,7 @@ int sc_blk_queue_init(struct sc_blk_queue *q, struct sc_blk_backend *be,
 	 * a copy, and registering would pin (populate) all of guest memory for
 	 * nothing. Behind a vIOMMU (no table here) buffers stay per request.
 	 */
-	if (be->direct && cfg->xlate.mem)
+	if (be->direct && !be->no_fixed_buffers && cfg->xlate.mem)
 		register_guest_memory(u, cfg->xlate.mem, who);
 	return 0;
 err:

@@ -80,6 +80,13 @@ struct sc_blk_backend {
 	bool nowait_read, nowait_write;   /* buffered I/O is tried at once (RWF_NOWAIT) until the fs says it cannot */
 	bool memory_backed;               /* tmpfs/ramfs: a transfer is a copy, done on the sidecore */
 	bool iopoll;                      /* polled completions (IORING_SETUP_IOPOLL): sc_blk_backend_set_iopoll */
+	/*
+	 * O_DIRECT disks register the guest memory table with each queue's
+	 * io_uring (fixed buffers): that pins all of it, populated and charged
+	 * to this process. Set before the first queue starts to keep to
+	 * per-request pinning.
+	 */
+	bool no_fixed_buffers;
 	uint8_t zero_mode;                /* enum sc_blk_zero_mode; lowered by any queue, never raised */
 	/*
 	 * Request limits offered to the driver (VIRTIO_BLK_F_SIZE_MAX, _SEG_MAX);

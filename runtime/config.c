@@ -45,6 +45,7 @@ static const char *const blk_keys[] = {
 	"sidecore",
 	"numa_node",
 	"iopoll",
+	"fixed_buffers",
 	NULL
 };
 enum {
@@ -62,6 +63,7 @@ enum {
 	K_SIDECORE,
 	K_NUMA,
 	K_IOPOLL,
+	K_FIXED_BUFFERS,
 };
 
 struct parse {
@@ -159,7 +161,8 @@ static int open_section(struct parse *p, const char *name)
 			    name, c->nblk + 1, SC_CONFIG_MAX_DEVICES);
 	p->kind = SEC_BLK;
 	p->blk = &c->blk[c->nblk++];
-	*p->blk = (struct sc_blk_config){ .queues = 1, .queue_size = 256, .line = p->line, .numa_node = -1 };
+	*p->blk = (struct sc_blk_config){ .queues = 1, .queue_size = 256, .line = p->line, .numa_node = -1,
+					  .fixed_buffers = true };
 	strcpy(p->blk->name, dev);
 	return 0;
 }
@@ -517,7 +520,9 @@ static int blk_key(struct parse *p, int key, const char *name, const char *v)
 	case K_RO:
 	case K_DIRECT:
 	case K_IOPOLL:
-		if (!parse_bool(v, key == K_RO ? &b->read_only : key == K_DIRECT ? &b->direct : &b->iopoll))
+	case K_FIXED_BUFFERS:
+		if (!parse_bool(v, key == K_RO ? &b->read_only : key == K_DIRECT ? &b->direct
+							: key == K_IOPOLL ? &b->iopoll : &b->fixed_buffers))
 			return fail(p, -EINVAL, "%s = '%s' is not a boolean; use yes or no", name, v);
 		if (key == K_IOPOLL)
 			b->iopoll_line = p->line;

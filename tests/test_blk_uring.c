@@ -195,6 +195,14 @@ Test(blk_uring, o_direct_transfers_use_registered_guest_memory_and_carry_the_dat
 	cr_assert_eq(q.io_errors, 0);
 }
 
+Test(blk_uring, a_disk_told_not_to_register_pins_per_request)
+{
+	be.no_fixed_buffers = true;
+	queue_start();
+	write_then_read_back(GPA_B, 9);
+	cr_assert_eq(q.fixed_ios, 0);
+}
+
 Test(blk_uring, buffered_disks_register_nothing)
 {
 	sc_blk_backend_close(&be);
