@@ -277,6 +277,9 @@ struct blk_uring {
 	struct blk_fixed_buf *bufs;
 };
 
+/* The user data of SQEs that are no request's (a head is 16 bits). */
+#define BLK_NOP_DATA UINT64_MAX
+
 /* io_uring caps one registered buffer at 1 GiB: bigger regions are registered in pieces. */
 #define BLK_FIXED_BUF_MAX (1ull << 30)
 
@@ -612,7 +615,8 @@ static void thread_set_iowq_aff(struct sc_blk_queue *q)
 	struct io_uring_sqe *sqe = io_uring_get_sqe(ring_of(q));
 	if (sqe) {
 		io_uring_prep_nop(sqe);
-		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;   /* a kernel without it (before 5.17) posts one: reap skips it */
+		io_uring_sqe_set_data64(sqe, BLK_NOP_DATA);
 		io_uring_submit(ring_of(q));
 	}
 	ring_set_iowq_aff(ring_of(q), q->be, q->pq.name);
@@ -782,7 +786,8 @@ static bool transfer_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct r
 	/*
 	 * One segment in registered guest memory (a 4 KiB request's usual
 	 * shape): a fixed transfer, no pinning. More segments take one
-	 * vectored SQE: one fixed SQE per segment measured slower (README).
+	 * vectored SQE: one fixed SQE per segment measured slower (4 x 4 KiB
+	 * O_DIRECT on ext4, QD32: 0.67-0.91x the IOPS of one readv).
 	 */
 	int buf = n == 1 ? fixed_buf_of(uring_of(q), r->iov[r->cur].iov_base, len) : -1;
 	if (buf >= 0) {
@@ -1016,13 +1021,17 @@ bad:
 static unsigned reap_ring(struct sc_blk_queue *q, struct io_uring *ring)
 {
 	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
+	unsigned head, n = 0, skipped = 0;
 
 	io_uring_for_each_cqe(ring, head, cqe) {
+		n++;
+		if (sc_unlikely(io_uring_cqe_get_data64(cqe) == BLK_NOP_DATA)) {
+			skipped++;
+			continue;
+		}
 		struct sc_blk_req *r = &q->reqs[(uint16_t)io_uring_cqe_get_data64(cqe)];
 		int res = cqe->res;
 		r->in_ring = false;
-		n++;
 		if (r->op == OP_READ || r->op == OP_WRITE || r->op == OP_ZERO_WRITE) {
 			/* A short piece is fine (the rest goes next); nothing moved is an error. */
 			piece_end(r, res > 0 ? (size_t)res : 0);
@@ -1041,8 +1050,8 @@ static unsigned reap_ring(struct sc_blk_queue *q, struct io_uring *ring)
 		complete(q, r, VIRTIO_BLK_S_IOERR);
 	}
 	io_uring_cq_advance(ring, n);
-	q->inflight -= n;
-	return n;
+	q->inflight -= n - skipped;
+	return n - skipped;
 }
 
 /* Reap what the queue's rings have finished, without blocking. Returns how many. */
