@@ -86,6 +86,14 @@ struct sc_blk_backend {
 	 */
 	uint8_t *map;
 	size_t map_len;
+	bool iopoll;                      /* polled completions (IORING_SETUP_IOPOLL): sc_blk_backend_set_iopoll */
+	/*
+	 * O_DIRECT disks register the guest memory table with each queue's
+	 * io_uring (fixed buffers): that pins all of it, populated and charged
+	 * to this process. Set before the first queue starts to keep to
+	 * per-request pinning.
+	 */
+	bool no_fixed_buffers;
 	uint8_t zero_mode;                /* enum sc_blk_zero_mode; lowered by any queue, never raised */
 	/*
 	 * Request limits offered to the driver (VIRTIO_BLK_F_SIZE_MAX, _SEG_MAX);
@@ -137,6 +145,19 @@ int sc_blk_backend_open_ram(struct sc_blk_backend *be, uint64_t bytes, const cha
  * Call before the first queue starts; a no-op for other disks.
  */
 void sc_blk_backend_unmap(struct sc_blk_backend *be);
+/*
+ * Ask for polled completions (IORING_SETUP_IOPOLL) on every queue of be:
+ * the sidecore polls the device for them instead of taking an interrupt.
+ * Only O_DIRECT reads and writes can be polled (FLUSH, DISCARD and
+ * WRITE_ZEROES go through a second, plain ring per queue), and only on a
+ * block device with poll queues (its queue/io_poll in sysfs), under a file
+ * system that polls; that and one read on a polled ring find out. Returns 0 with be->iopoll set;
+ * -EINVAL if be is not O_DIRECT, -EOPNOTSUPP if the file cannot be polled,
+ * or io_uring's error, with be->iopoll left false (the disk still works,
+ * with interrupt completions) and one line in err naming path and what to
+ * do. Call before the first queue starts.
+ */
+int sc_blk_backend_set_iopoll(struct sc_blk_backend *be, const char *path, char *err, size_t errlen);
 
 /* Feature bits this backend offers (device-specific and ring bits). */
 uint64_t sc_blk_features(const struct sc_blk_backend *be);
@@ -164,6 +185,7 @@ struct sc_blk_queue {
 	uint64_t io_errors;              /* backend I/O that failed (completed IOERR) */
 	uint64_t sync_done;              /* reads/writes completed on the sidecore alone (page cache, RWF_NOWAIT, tmpfs) */
 	uint64_t split;                  /* reads/writes moved in more than one piece */
+	uint64_t fixed_ios;              /* pieces moved through io_uring into registered guest memory (READ/WRITE_FIXED) */
 	uint64_t turn_debt;              /* TSC cycles its turns overran pq.turn_cycles, not yet paid back */
 };
 

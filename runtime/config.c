@@ -46,6 +46,8 @@ static const char *const blk_keys[] = {
 	"sidecore",
 	"numa_node",
 	"mmap",
+	"iopoll",
+	"fixed_buffers",
 	NULL
 };
 static const char *const net_keys[] = {
@@ -68,6 +70,8 @@ enum {
 	K_SIDECORE,
 	K_NUMA,
 	K_MMAP,
+	K_IOPOLL,
+	K_FIXED_BUFFERS,
 };
 
 struct parse {
@@ -200,7 +204,8 @@ static int open_section(struct parse *p, const char *name)
 			    name, c->nblk + 1, SC_CONFIG_MAX_DEVICES);
 	p->kind = SEC_BLK;
 	p->blk = &c->blk[c->nblk++];
-	*p->blk = (struct sc_blk_config){ .queues = 1, .queue_size = 256, .line = p->line, .numa_node = -1, .mmap = true };
+	*p->blk = (struct sc_blk_config){ .queues = 1, .queue_size = 256, .line = p->line, .numa_node = -1,
+					  .mmap = true, .fixed_buffers = true };
 	strcpy(p->blk->name, dev);
 	return 0;
 }
@@ -593,8 +598,13 @@ static int blk_key(struct parse *p, int key, const char *name, const char *v)
 	case K_RO:
 	case K_DIRECT:
 	case K_MMAP:
-		if (!parse_bool(v, key == K_RO ? &b->read_only : key == K_DIRECT ? &b->direct : &b->mmap))
+	case K_IOPOLL:
+	case K_FIXED_BUFFERS:
+		if (!parse_bool(v, key == K_RO ? &b->read_only : key == K_DIRECT ? &b->direct
+							: key == K_MMAP ? &b->mmap : key == K_IOPOLL ? &b->iopoll : &b->fixed_buffers))
 			return fail(p, -EINVAL, "%s = '%s' is not a boolean; use yes or no", name, v);
+		if (key == K_IOPOLL)
+			b->iopoll_line = p->line;
 		break;
 	case K_DELAY:
 		/* 10 s: far beyond any disk worth imitating */
@@ -802,6 +812,11 @@ static int check_required(struct sc_config *c, int sidecore_line, char *err, siz
 			snprintf(err, errlen, "%s:%d: [blk.%s] has no %s", c->path, b->line, b->name,
 				 !b->socket[0] ? "socket; add socket = PATH (its vhost-user socket)"
 					       : "backing; add backing = PATH (a file or block device)");
+			return -EINVAL;
+		}
+		if (b->iopoll && !b->direct) {
+			snprintf(err, errlen, "%s:%d: [blk.%s] iopoll = yes needs direct = yes (only O_DIRECT I/O can be "
+				 "polled); add direct = yes or drop iopoll", c->path, b->iopoll_line, b->name);
 			return -EINVAL;
 		}
 	}

@@ -26,6 +26,9 @@
  *   queue_size = 256      ; a power of two in 64..32768
  *   read_only = no        ; yes/no/true/false/1/0
  *   direct = no           ; open the backing with O_DIRECT
+ *   iopoll = no           ; polled io_uring completions (needs direct = yes; a file that cannot be
+ *                         ; polled says so once and is served with interrupt completions)
+ *   fixed_buffers = yes   ; direct disks: register guest memory with io_uring (pins all of it)
  *   delay_us = 0          ; hold each completion this long after its request (tests, benchmarks)
  *   sidecore = auto       ; the sidecore cpu(s) its queues run on (from cpus), or auto
  *   numa_node = auto      ; the NUMA node of its disk; auto: from the backing's block device in sysfs
@@ -80,9 +83,11 @@ struct sc_blk_config {
 	char socket[108];        /* sizeof(sun_path) */
 	char backing[4096];
 	unsigned queues, queue_size;
-	bool read_only, direct;
+	bool read_only, direct, iopoll;
 	bool mmap;               /* serve a memory-backed backing through its mapping (sc_blk_backend_unmap if not) */
 	uint64_t ram_bytes;      /* backing = ram:SIZE: its size in bytes; 0 for a path */
+	bool fixed_buffers;      /* direct disks: register guest memory with io_uring (default yes) */
+	int iopoll_line;         /* of 'iopoll', 0 if not given */
 	uint64_t delay_ns;       /* delay_us, for sc_blk_backend.delay_ns; 0: off */
 	int line;                /* of its section header, for later errors */
 	int sidecores[SC_CONFIG_MAX_DEVICE_CPUS];   /* sidecore = LIST; nsidecores 0: auto */

@@ -110,6 +110,10 @@ static int disk_start(struct sc_service *svc, const struct sc_blk_config *b, con
 	}
 	if (!b->mmap)
 		sc_blk_backend_unmap(&d->be);
+	/* A disk that cannot be polled still serves, with interrupt completions: one line says so. */
+	if (b->iopoll && sc_blk_backend_set_iopoll(&d->be, b->backing, err, sizeof(err)) < 0)
+		fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", path, b->iopoll_line, b->name, err);
+	d->be.no_fixed_buffers = !b->fixed_buffers;
 	d->be.delay_ns = b->delay_ns;
 	d->be.iowq_aff = svc->iowq;
 	d->be.iowq_aff_size = svc->iowq_size;
@@ -520,7 +524,8 @@ static bool same_device(const struct sc_blk_config *a, const struct sc_blk_confi
 	return !strcmp(a->socket, b->socket) && !strcmp(a->backing, b->backing) && a->queues == b->queues &&
 	       a->queue_size == b->queue_size && a->read_only == b->read_only && a->direct == b->direct &&
 	       a->delay_ns == b->delay_ns && same_cpus(a->sidecores, a->nsidecores, b->sidecores, b->nsidecores) &&
-	       a->numa_node == b->numa_node;
+	       a->numa_node == b->numa_node && a->iopoll == b->iopoll &&
+	       a->fixed_buffers == b->fixed_buffers;
 }
 
 int sc_service_reload(struct sc_service *svc)

@@ -227,6 +227,27 @@ Test(config, boolean_spellings)
 	}
 }
 
+Test(config, iopoll_and_fixed_buffers_are_per_disk_booleans_and_iopoll_needs_direct)
+{
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\ndirect = yes\niopoll = yes\n");
+	load_ok();
+	cr_assert(c.blk[0].iopoll && c.blk[0].direct);
+	cr_assert_eq(c.blk[0].iopoll_line, 7);
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\n");
+	load_ok();
+	cr_assert(!c.blk[0].iopoll, "default");
+	cr_assert(c.blk[0].fixed_buffers, "default");
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\nfixed_buffers = no\n");
+	load_ok();
+	cr_assert(!c.blk[0].fixed_buffers);
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\nbacking = /b\niopoll = maybe\n");
+	load_fails(-EINVAL, 6, "iopoll = 'maybe' is not a boolean; use yes or no");
+	/* Polling needs O_DIRECT: refused at the iopoll line, whatever the key order. */
+	write_conf(SIDECORE "[blk.a]\nsocket = /s\niopoll = yes\nbacking = /b\n");
+	load_fails(-EINVAL, 5, "[blk.a] iopoll = yes needs direct = yes (only O_DIRECT I/O can be polled); add direct = yes "
+			       "or drop iopoll");
+}
+
 /* ---- the file itself ---- */
 
 Test(config, missing_file)

@@ -4,9 +4,15 @@
  * workers that run only there. The test forces a worker (an IOSQE_ASYNC
  * read of a pipe nobody writes) on the queue's own ring and reads the
  * worker thread's allowed cpus from /proc.
+ *
+ * io-wq belongs to the thread that submits, not to the ring: the runtime
+ * sets a queue up on its control thread and a sidecore submits, so the
+ * last test does the same.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <sched.h>
@@ -134,4 +140,122 @@ Test(iowq, without_a_mask_the_workers_go_where_the_kernel_puts_them)
 	run(-1, cpus, sizeof(cpus));
 	cr_assert(cpus[0], "no io_uring worker thread appeared");
 	cr_assert(strchr(cpus, '-') || strchr(cpus, ','), "the worker is pinned to %s without a mask", cpus);
+}
+
+/* The sidecore of the last test: a thread on another cpu that polls the queue (one O_DIRECT write), then forces a worker. */
+struct sidecore_arg {
+	struct sc_blk_queue *q;
+	int cpu;
+	int pipe_rd, pipe_wr;
+	int ret;
+	char cpus[128];             /* the worker's allowed cpus */
+};
+
+static void *sidecore(void *p)
+{
+	struct sidecore_arg *a = p;
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(a->cpu, &one);
+	a->ret = -pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+	/* Until the write completed (bounded): then only the pipe read below is in the ring. */
+	for (int i = 0; a->ret == 0 && i < 20000 && (a->q->stats.writes == 0 || a->q->nactive); i++) {
+		a->ret = sc_blk_queue_poll(a->q, 8) < 0 ? -EIO : 0;
+		usleep(100);
+	}
+	if (a->ret == 0 && a->q->nactive)
+		a->ret = -ETIMEDOUT;
+	if (a->ret == 0) {
+		static char byte;
+		struct io_uring *r = a->q->ring;
+		struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+		io_uring_prep_read(sqe, a->pipe_rd, &byte, 1, 0);
+		sqe->flags |= IOSQE_ASYNC;   /* to this thread's io-wq */
+		sqe->user_data = UINT64_MAX;
+		a->ret = io_uring_submit(r) == 1 ? 0 : -EIO;
+	}
+	/* Look while this thread lives: its io-wq (and the worker) go with it. */
+	for (int i = 0; a->ret == 0 && i < 200 && !a->cpus[0]; i++) {
+		usleep(5000);
+		worker_cpus(a->cpus, sizeof(a->cpus));
+	}
+	if (a->ret == 0) {
+		struct io_uring_cqe *cqe;
+		a->ret = write(a->pipe_wr, "x", 1) == 1 ? io_uring_wait_cqe(a->q->ring, &cqe) : -errno;
+		if (a->ret == 0 && cqe->user_data != UINT64_MAX)
+			a->ret = -EPROTO;
+		if (a->ret == 0)
+			io_uring_cqe_seen(a->q->ring, cqe);
+	}
+	return NULL;
+}
+
+Test(iowq, workers_of_a_queue_polled_by_another_thread_run_only_on_the_backends_cpus)
+{
+	cpu_set_t mine, set;
+	int first = -1, last = -1;
+	char cpus[128] = "", want[16], err[256];
+
+	cr_assert_eq(sched_getaffinity(0, sizeof(mine), &mine), 0);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &mine)) {
+			first = first < 0 ? c : first;
+			last = c;
+		}
+	if (first == last)
+		cr_skip_test("one cpu: a worker's mask cannot be told from a pinned one");
+	struct rh_guest g;
+	struct sc_drv_vq dvq;
+	struct sc_vq_config cfg;
+	struct sc_blk_backend be;
+	static struct sc_blk_queue q;
+	uint64_t ring, hdr, data, st;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/disk.img", dir);
+	int fd = open(path, O_CREAT | O_RDWR, 0644);
+	cr_assert_eq(ftruncate(fd, 1 << 20), 0);
+	close(fd);
+	cr_assert_eq(rh_guest_init(&g, 0, 1 << 20), 0);
+	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(64), 4096, &ring));
+	cr_assert_eq(rh_ring_init(&g, &dvq, ring, 64, 0), 0);
+	rh_vq_config(&g, &dvq, 0, &cfg);
+	/* O_DIRECT: the write goes through io_uring (never done on the sidecore itself). */
+	if (sc_blk_backend_open(&be, path, false, true, "t", err, sizeof(err)) < 0) {
+		unlink(path);
+		rmdir(dir);
+		cr_skip_test("no O_DIRECT in /tmp here: %s", err);
+	}
+	CPU_ZERO(&set);
+	CPU_SET(first, &set);
+	be.iowq_aff = &set;
+	be.iowq_aff_size = sizeof(set);
+	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);   /* on this (the control) thread */
+
+	*(struct virtio_blk_outhdr *)rh_alloc(&g, 16, 16, &hdr) = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_OUT };
+	cr_assert_not_null(rh_alloc(&g, 4096, 4096, &data));
+	cr_assert_not_null(rh_alloc(&g, 1, 1, &st));
+	struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, 4096 }, { st, 1 } };
+	cr_assert_geq(sc_drv_vq_add(&dvq, segs, 2, 1), 0);
+	sc_drv_vq_publish(&dvq);
+
+	int pipefd[2];
+	cr_assert_eq(pipe(pipefd), 0);
+	static struct sidecore_arg a;
+	a = (struct sidecore_arg){ .q = &q, .cpu = last, .pipe_rd = pipefd[0], .pipe_wr = pipefd[1] };
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, sidecore, &a), 0);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(a.ret, 0, "the sidecore thread: %s", strerror(-a.ret));
+	snprintf(cpus, sizeof(cpus), "%s", a.cpus);
+	sc_blk_queue_fini(&q);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	sc_blk_backend_close(&be);
+	rh_guest_fini(&g);
+	unlink(path);
+	rmdir(dir);
+	cr_assert(cpus[0], "no io_uring worker thread appeared");
+	snprintf(want, sizeof(want), "%d", first);
+	cr_assert_str_eq(cpus, want, "a worker of the polling thread (pinned to cpu %d) may run on %s", last, cpus);
 }

@@ -376,6 +376,31 @@ Test(sidecored, sighup_restarts_a_changed_device_and_says_so)
 	stop_within_a_second();
 }
 
+/*
+ * iopoll on a disk: polled where the device can be polled, else one line
+ * (config file and line, disk, file, why) and interrupt completions; the
+ * disk serves either way, with its guest memory registered (direct).
+ */
+Test(sidecored, an_iopoll_disk_serves_and_says_once_if_it_cannot_be_polled)
+{
+	const char *const extra[NDISKS] = { NULL, "direct = yes\niopoll = yes\n", NULL };
+	write_config("idle_spin_us = 0\n", "ab", extra);
+	reload(1, "reload: done");
+	char want[512];
+	snprintf(want, sizeof(want), "sidecored: %s:11: [blk.b] %s: polled completions (iopoll) do not work on this file (",
+		 conf, img[1]);
+	const char *log = read_log();
+	unsigned said = t_count(log, "polled completions (iopoll) do not work");
+	cr_assert_leq(said, 1, "%s", log);
+	if (said)
+		cr_assert(strstr(log, want) && strstr(log, "serving it with interrupt completions instead"), "%s", log);
+	struct t_fe fb;
+	t_fe_start(&fb, sock[1]);
+	t_fe_verified_io(&fb, img[1], 0);
+	t_fe_close(&fb);
+	stop_within_a_second();
+}
+
 Test(sidecored, a_broken_config_on_sighup_leaves_everything_running)
 {
 	struct t_fe fa;
