@@ -338,6 +338,33 @@ Test(iotlb, miss_never_answered_breaks_the_queue_with_a_reason)
 }
 
 /*
+ * A read request (the device writes) into a buffer the front end mapped
+ * read-only: not a miss (the entry is there), a permission fault. That
+ * request fails with IOERR, no MISS is sent, nothing is written, and the
+ * queue's next request is served.
+ */
+Test(iotlb, device_write_to_a_read_only_entry_fails_only_that_request)
+{
+	fe_open(true);
+	cr_assert_eq(map(0, T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_DATA_GPA - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, VHOST_ACCESS_RO), 0);
+	fe_ring();
+	memset(fe.mem + T_DATA_GPA, 0x5a, 4096);
+	submit_read();
+	cr_assert(completed_within(5000), "the request completes");
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(fe.mem[T_DATA_GPA], 0x5a, "nothing written through a read-only entry");
+	struct sc_vu_iotlb t;
+	cr_assert_not(next_miss(50, &t), "a permission fault is not a miss");
+	uint64_t st = t_get_u64(fe.sock, VHOST_USER_GET_STATUS);
+	cr_assert_not(st & VIRTIO_CONFIG_S_NEEDS_RESET, "the queue is not broken");
+	/* The front end grants write access: the same queue serves on. */
+	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, VHOST_ACCESS_RW), 0);
+	still_serves();
+}
+
+/*
  * An INVALIDATE of a buffer while its request is still in flight (the
  * disk holds every completion 300 ms): the ack may come only after the
  * device is done with it, i.e. after the completion was published. The
