@@ -105,6 +105,9 @@ static int disk_start(struct sc_service *svc, const struct sc_blk_config *b, con
 	}
 	sc_vu_blk_init(&d->dev, &d->be, d->qpollers, b->queues, b->queues);
 	d->dev.ops.max_queue_size = b->queue_size;   /* the front end chooses; this is the ceiling */
+	d->dev.ops.iotlb_max = b->iommu.iotlb_entries;
+	d->dev.ops.iotlb_miss_ms = b->iommu.iotlb_miss_ms;
+	d->dev.ops.iotlb_window_ms = b->iommu.optimistic ? b->iommu.window_ms : 0;
 	r = sc_vu_server_create(b->socket, &d->dev.ops, &d->dev, &d->srv, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", path, b->line, b->name, err);
@@ -424,7 +427,9 @@ static bool same_device(const struct sc_blk_config *a, const struct sc_blk_confi
 	return !strcmp(a->socket, b->socket) && !strcmp(a->backing, b->backing) && a->queues == b->queues &&
 	       a->queue_size == b->queue_size && a->read_only == b->read_only && a->direct == b->direct &&
 	       a->delay_ns == b->delay_ns && same_cpus(a->sidecores, a->nsidecores, b->sidecores, b->nsidecores) &&
-	       a->numa_node == b->numa_node;
+	       a->numa_node == b->numa_node && a->iommu.optimistic == b->iommu.optimistic &&
+	       a->iommu.window_ms == b->iommu.window_ms && a->iommu.iotlb_entries == b->iommu.iotlb_entries &&
+	       a->iommu.iotlb_miss_ms == b->iommu.iotlb_miss_ms;
 }
 
 int sc_service_reload(struct sc_service *svc)
