@@ -55,6 +55,25 @@ int sc_vu_fe_iotlb(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t si
 	return -(int)ack;
 }
 
+int sc_vu_fe_iotlb_post(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t size, uint64_t gpa, uint8_t perm)
+{
+	struct sc_vu_iotlb t = { .iova = iova, .size = size, .uaddr = (uintptr_t)fe->mem + gpa, .perm = perm, .type = type };
+	return send_msg(fe, VHOST_USER_IOTLB_MSG, VHOST_USER_NEED_REPLY, &t, sizeof(t), -1);
+}
+
+int sc_vu_fe_iotlb_ack(struct sc_vu_fe *fe)
+{
+	uint8_t peek[sizeof(struct sc_vu_hdr) + sizeof(uint64_t)];
+	uint64_t ack;
+
+	/* Only a whole reply is taken: the back end writes it with one send. */
+	if (recv(fe->sock, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT) != (ssize_t)sizeof(peek))
+		return -EAGAIN;
+	if (recv_reply(fe, VHOST_USER_IOTLB_MSG, &ack, sizeof(ack)) != sizeof(ack))
+		return -EPROTO;
+	return -(int)ack;
+}
+
 int sc_vu_fe_connect(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, unsigned nq,
 		     uint16_t qsize, char *err, size_t errlen)
 {

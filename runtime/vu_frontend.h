@@ -63,6 +63,22 @@ int sc_vu_fe_connect_flags(struct sc_vu_fe *fe, const char *path, uint64_t mem_s
 int sc_vu_fe_iotlb(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t size, uint64_t gpa, uint8_t perm,
 		   bool reply);
 
+/*
+ * sc_vu_fe_iotlb asking for an ack without waiting for it (a lazy guest's
+ * batch: its IOVAs come back once the ack does, the I/O goes on
+ * meanwhile). Collect the ack with sc_vu_fe_iotlb_ack; until then send
+ * nothing else that is answered (replies come in order). Returns 0 or a
+ * negative errno from sending.
+ */
+int sc_vu_fe_iotlb_post(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t size, uint64_t gpa, uint8_t perm);
+
+/*
+ * Take the ack of the oldest sc_vu_fe_iotlb_post if it has come: 0 (the
+ * back end applied it), its errno as a negative value, -EPROTO, or -EAGAIN
+ * if it has not come yet (never blocks).
+ */
+int sc_vu_fe_iotlb_ack(struct sc_vu_fe *fe);
+
 /* Tell the driver it may kick queue q if the back end asked (an eventfd write). */
 void sc_vu_fe_kick(struct sc_vu_fe *fe, unsigned q);
 
