@@ -95,6 +95,7 @@ struct sc_vu_server {
 	bool said_no_backend;
 	bool iotlb_batch, iotlb_batch_removed;
 	uint64_t iotlb_ticket;    /* the grace period an invalidation waits for */
+	bool iotlb_ticking;       /* optimistic: entries are dying, sc_viommu_tick them each millisecond */
 
 	/* inflight tracking: a memfd the VMM keeps across our restarts */
 	uint8_t *inflight;
@@ -144,6 +145,10 @@ static int iotlb_create(struct sc_vu_server *s)
 	cfg.max_mappings = SC_VU_IOTLB_MAX;   /* the cap the ops set is checked per UPDATE */
 	cfg.max_endpoints = 1;
 	cfg.max_domains = 2;
+	if (s->ops->iotlb_window_ms) {
+		cfg.teardown = SC_VIOMMU_OPTIMISTIC;
+		cfg.window_ns = s->ops->iotlb_window_ms * 1000000ull;
+	}
 	ret = sc_viommu_create(&cfg, &v);
 	if (ret < 0)
 		return ret;
@@ -156,6 +161,7 @@ static int iotlb_create(struct sc_vu_server *s)
 		sc_viommu_tc_fini(&s->tcs[i]);
 	sc_viommu_destroy(s->viommu);
 	s->viommu = v;
+	s->iotlb_ticking = false;
 	return 0;
 }
 
@@ -961,6 +967,8 @@ HANDLER(IOTLB_MSG)
 		sc_viommu_invalidate(s->viommu, 0, t.iova, last, &removed);
 		if (removed)
 			iotlb_removed(s);
+		/* Optimistic: acknowledged now; the entries go within the window (serve_once ticks). */
+		s->iotlb_ticking = s->ops->iotlb_window_ms != 0;
 		return 0;
 	}
 	if (t.perm == 0 || t.perm > VHOST_ACCESS_RW)
@@ -1150,7 +1158,15 @@ static void serve_once(struct sc_vu_server *s)
 		listen_at = (int)n;
 		p[n++] = (struct pollfd){ .fd = s->listen_fd, .events = POLLIN };
 	}
-	if (poll(p, n, (int)wait) <= 0 || p[0].revents)
+	if (s->iotlb_ticking && (wait < 0 || wait > 1))
+		wait = 1;   /* dying IOTLB entries go within their window, to the millisecond */
+	int ready = poll(p, n, (int)wait);
+	if (s->iotlb_ticking) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		s->iotlb_ticking = sc_viommu_tick(s->viommu, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+	}
+	if (ready <= 0 || p[0].revents)
 		return;   /* time to look again, or to stop */
 	if (conn_at >= 0 && p[conn_at].revents)
 		handle_message(s);

@@ -407,6 +407,58 @@ Test(iotlb, invalidated_ring_is_translated_again_and_serves_on)
 	still_serves();
 }
 
+/*
+ * Optimistic teardown (iommu_teardown = optimistic): the window is read
+ * when a connection's IOTLB is made, so a first front end comes and goes.
+ */
+static void fe_start_optimistic(uint32_t window_ms)
+{
+	D.dev.ops.iotlb_window_ms = window_ms;
+	fe_open(true);
+	t_fe_close(&fe);
+	close(backend);
+	backend = -1;
+	fe_start_mapped();
+}
+
+/* The ack does not wait for the request in flight (strict: see the test above); the entry dies after the window. */
+Test(iotlb, optimistic_invalidate_is_acked_at_once_and_the_entry_goes_after_the_window)
+{
+	D.be.delay_ns = 300 * 1000000ull;
+	fe_start_optimistic(50);
+	submit_read();
+	usleep(50000);   /* popped and held by now */
+	int64_t t0 = t_now_ms();
+	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	int64_t waited = t_now_ms() - t0;
+	cr_assert_lt(waited, 100, "acked at once (after %lld ms), not after the request", (long long)waited);
+	cr_assert(completed_within(5000));
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_OK);
+	D.be.delay_ns = 0;
+	usleep(200000);   /* past the window: the entry (all of the requests' pages) is gone */
+	submit_read();
+	struct sc_vu_iotlb t;
+	cr_assert(next_miss(2000, &t), "the invalidated entry no longer translates");
+	cr_assert_eq(t.iova, T_HDR_GPA);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert(completed_within(5000));
+	still_serves();
+}
+
+/* Within the window the same UPDATE brings the entry back as it was: no miss. */
+Test(iotlb, optimistic_entry_updated_again_within_the_window_lives_on)
+{
+	fe_start_optimistic(1000);
+	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, T_HDR_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	usleep(1200000);   /* past the first window: a revived entry does not die with it */
+	submit_read();
+	cr_assert(completed_within(5000));
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_OK);
+	struct sc_vu_iotlb t;
+	cr_assert_not(next_miss(50, &t), "revived, not missed");
+}
+
 Test(iotlb, batched_invalidations_are_acked_at_batch_end)
 {
 	fe_start_mapped();
