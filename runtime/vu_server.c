@@ -1143,6 +1143,22 @@ static void accept_connection(struct sc_vu_server *s)
 }
 
 /* Wait for a connection, a message or the stop fd, and handle it. */
+/*
+ * Serve the message that woke us and those that came with it (a front
+ * end's IOTLB batch arrives as one write): one wakeup of this thread per
+ * batch, not one per message. Bounded, so stopping and a waiting front
+ * end are looked at between bursts.
+ */
+static void handle_messages(struct sc_vu_server *s)
+{
+	for (unsigned i = 0; i < 64; i++) {
+		handle_message(s);
+		struct pollfd q[2] = { { .fd = s->conn_fd, .events = POLLIN }, { .fd = s->stop_fd, .events = POLLIN } };
+		if (s->conn_fd < 0 || poll(q, 2, 0) <= 0 || q[1].revents || !(q[0].revents & POLLIN))
+			return;
+	}
+}
+
 static void serve_once(struct sc_vu_server *s)
 {
 	struct pollfd p[3] = { { .fd = s->stop_fd, .events = POLLIN } };
@@ -1169,7 +1185,7 @@ static void serve_once(struct sc_vu_server *s)
 	if (ready <= 0 || p[0].revents)
 		return;   /* time to look again, or to stop */
 	if (conn_at >= 0 && p[conn_at].revents)
-		handle_message(s);
+		handle_messages(s);
 	else if (listen_at >= 0 && p[listen_at].revents)
 		accept_connection(s);
 }

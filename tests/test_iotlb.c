@@ -469,6 +469,38 @@ Test(iotlb, batched_invalidations_are_acked_at_batch_end)
 	still_serves();
 }
 
+/* A batch written in one go (as sc_vu_fe_iotlb_batch does) is served whole: one ack, at its end. */
+Test(iotlb, batch_written_in_one_send_is_served_whole_with_one_ack)
+{
+	fe_start_mapped();
+	struct {
+		struct sc_vu_hdr h;
+		struct sc_vu_iotlb t;
+	} __attribute__((packed)) m[4];
+	const uint8_t types[4] = { VHOST_IOTLB_BATCH_BEGIN, VHOST_IOTLB_INVALIDATE, VHOST_IOTLB_UPDATE,
+				   VHOST_IOTLB_BATCH_END };
+	for (int i = 0; i < 4; i++) {
+		m[i].h = (struct sc_vu_hdr){ .request = VHOST_USER_IOTLB_MSG, .size = sizeof(m[i].t),
+					     .flags = VHOST_USER_VERSION | (i == 3 ? VHOST_USER_NEED_REPLY : 0) };
+		m[i].t = (struct sc_vu_iotlb){ .type = types[i] };
+		if (i == 1 || i == 2) {
+			m[i].t.iova = T_HDR_GPA;
+			m[i].t.size = T_MEM - T_HDR_GPA;
+		}
+		if (i == 2) {
+			m[i].t.uaddr = (uintptr_t)fe.mem + T_HDR_GPA;
+			m[i].t.perm = VHOST_ACCESS_RW;
+		}
+	}
+	cr_assert_eq(send(fe.sock, m, sizeof(m), MSG_NOSIGNAL), (ssize_t)sizeof(m));
+	uint64_t ack;
+	t_reply(fe.sock, VHOST_USER_IOTLB_MSG, &ack, 8);
+	cr_assert_eq(ack, 0);
+	struct sc_vu_iotlb t;
+	still_serves();
+	cr_assert_not(next_miss(50, &t), "the UPDATE of the batch was applied");
+}
+
 Test(iotlb, a_new_connection_starts_with_an_empty_iotlb)
 {
 	fe_open(true);
