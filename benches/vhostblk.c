@@ -40,7 +40,7 @@ static const char usage[] =
 	"front end is the vIOMMU): each request's pages mapped (IOTLB UPDATE) before\n"
 	"it is posted and invalidated after it completes, one acknowledged message\n"
 	"each (as a strict guest does); or batched as a lazy guest does: data pages\n"
-	"from 4 windows of 64 IOVA slots, a window invalidated and mapped again in one\n"
+	"from 16 windows of 64 IOVA slots, a window invalidated and mapped again in one\n"
 	"batch once its requests completed, its ack not waited for while others serve.\n"
 	"Prints IOTLB messages and acks per request and the mean ack latency.\n";
 
@@ -165,8 +165,9 @@ static int map_slot(struct sc_vu_fe *fe, unsigned s, bool reply)
 
 /*
  * --iommu, batched: a lazy guest (Linux's iommu.strict=0: unmapped IOVAs
- * wait in a flush queue of 256 entries and come back, from its per-cpu
- * IOVA caches, once one invalidation covered them). Request headers live
+ * wait in a flush queue and come back, from its per-cpu IOVA caches, once
+ * one invalidation covered them; new I/O takes other IOVAs meanwhile, so
+ * it never waits for a flush). Request headers live
  * in one long-lived mapping; data pages come from LAZY_WINDOWS windows of
  * LAZY_W slots, each window one IOVA range mapped by one UPDATE. A window
  * whose requests have all completed is flushed in one batch (INVALIDATE
@@ -175,12 +176,13 @@ static int map_slot(struct sc_vu_fe *fe, unsigned s, bool reply)
  * the I/O waits for an invalidation only if all windows are flushing, and
  * a window costs four messages, not four per request.
  */
-#define LAZY_WINDOWS 4
+#define LAZY_WINDOWS 16
 #define LAZY_W 64
 #define LAZY_HDR_IOVA 0x80000000ull
 #define LAZY_DATA_IOVA(s) (0x200000000ull + (uint64_t)(s) * 0x1000)
 
 struct lazy {
+	bool iotlb;                       /* protected; else the same slots, recycled at once */
 	unsigned cur;                     /* the window slots are taken from */
 	unsigned next[LAZY_WINDOWS];      /* its next slot */
 	unsigned done[LAZY_WINDOWS];      /* requests of the window completed */
@@ -190,6 +192,9 @@ struct lazy {
 	uint64_t posted[LAZY_WINDOWS];    /* when each was posted (the ack's latency is what a window waits) */
 };
 
+/* Set by --iommu: its unprotected baseline uses the lazy slots too. */
+static bool iommu_baseline;
+
 static uint64_t lazy_data_gpa(const struct sc_vu_fe *fe, unsigned s) { return fe->buf_gpa + 0x10000 + s * 4096ull; }
 
 /* Post window k's flush: its range invalidated and mapped again, one batch, acknowledged later. */
@@ -197,6 +202,10 @@ static int lazy_flush(struct sc_vu_fe *fe, struct lazy *z, unsigned k)
 {
 	uint64_t iova = LAZY_DATA_IOVA(k * LAZY_W), len = LAZY_W * 0x1000ull;
 
+	if (!z->iotlb) {
+		z->next[k] = z->done[k] = 0;
+		return 0;
+	}
 	z->mapped[k] = false;
 	z->posted[z->acks_due] = sc_rdtsc();
 	z->ack_window[z->acks_due++] = k;
@@ -237,18 +246,22 @@ static int lazy_reap_acks(struct sc_vu_fe *fe, struct lazy *z, bool wait)
 }
 
 /* Headers mapped for good, every window mapped: acknowledged before the run starts. */
-static int lazy_setup(struct sc_vu_fe *fe, struct lazy *z)
+static int lazy_setup(struct sc_vu_fe *fe, struct lazy *z, bool iotlb)
 {
-	*z = (struct lazy){ 0 };
-	uint64_t hdr0 = fe->buf_gpa & ~0xfffull, hdr_len = (LAZY_WINDOWS * LAZY_W * 64ull + 0x1fff) & ~0xfffull;
+	*z = (struct lazy){ .iotlb = iotlb };
+	for (unsigned k = 0; k < LAZY_WINDOWS; k++)
+		z->mapped[k] = true;
+	if (!iotlb)
+		return 0;
+	/* The headers (64 bytes a slot) end where the data pages start, buf_gpa + 0x10000. */
+	uint64_t hdr0 = fe->buf_gpa & ~0xfffull,
+		 hdr_len = ((fe->buf_gpa & 0xfff) + LAZY_WINDOWS * LAZY_W * 64ull + 0xfff) & ~0xfffull;
 	if (fe_iotlb(fe, VHOST_IOTLB_UPDATE, LAZY_HDR_IOVA, hdr_len, hdr0, VHOST_ACCESS_RW, true) < 0)
 		return -EIO;
-	for (unsigned k = 0; k < LAZY_WINDOWS; k++) {
-		z->mapped[k] = true;
+	for (unsigned k = 0; k < LAZY_WINDOWS; k++)
 		if (fe_iotlb(fe, VHOST_IOTLB_UPDATE, LAZY_DATA_IOVA(k * LAZY_W), LAZY_W * 0x1000ull,
 			     lazy_data_gpa(fe, k * LAZY_W), VHOST_ACCESS_WO, true) < 0)
 			return -EIO;
-	}
 	iotlb_cost.msgs = iotlb_cost.acked = iotlb_cost.ack_cycles = 0;   /* set-up is not per request */
 	return 0;
 }
@@ -279,7 +292,9 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 
 	for (unsigned s = 0; s < qd; s++)
 		free_slots[s] = s;
-	if (prot == PROT_BATCHED && lazy_setup(fe, &z) < 0)
+	/* --iommu's unprotected runs take their buffers as the batched ones do: the IOMMU is the only difference. */
+	const bool lazy = prot == PROT_BATCHED || (prot == PROT_NONE && iommu_baseline);
+	if (lazy && lazy_setup(fe, &z, prot == PROT_BATCHED) < 0)
 		return -EIO;
 
 	/* A run may add to the samples of an earlier one (--iommu's rounds). */
@@ -294,8 +309,8 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 	for (;;) {
 		bool more = sc_rdtsc() < deadline;
 		bool added = false;
-		while (more && inflight < qd && (prot == PROT_BATCHED || nfree)) {
-			int s = prot == PROT_BATCHED ? lazy_take(&z) : (int)free_slots[--nfree];
+		while (more && inflight < qd && (lazy || nfree)) {
+			int s = lazy ? lazy_take(&z) : (int)free_slots[--nfree];
 			if (s < 0 && z.acks_due) {
 				/*
 				 * Acks are looked for only when a window is wanted (a
@@ -327,7 +342,7 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 			}
 			int head = sc_drv_vq_add(vq, segs, 1, 2);
 			if (head < 0) {
-				if (prot == PROT_BATCHED)
+				if (lazy)
 					z.next[(unsigned)s / LAZY_W]--;
 				else
 					free_slots[nfree++] = (unsigned)s;
@@ -342,7 +357,7 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 			sc_drv_vq_publish(vq);
 			sc_vu_fe_kick(fe, 0);
 		}
-		if (!inflight && (prot != PROT_BATCHED || !more))
+		if (!inflight && (!lazy || !more))
 			break;
 		uint16_t head;
 		uint32_t len;
@@ -357,9 +372,9 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 			if (prot == PROT_PER_REQUEST &&
 			    fe_iotlb(fe, VHOST_IOTLB_INVALIDATE, SLOT_IOVA(s), 0x2000, 0, 0, true) < 0)
 				return -EIO;
-			if (prot == PROT_BATCHED && ++z.done[s / LAZY_W] == LAZY_W && lazy_flush(fe, &z, s / LAZY_W) < 0)
+			if (lazy && ++z.done[s / LAZY_W] == LAZY_W && lazy_flush(fe, &z, s / LAZY_W) < 0)
 				return -EIO;
-			if (prot != PROT_BATCHED)
+			if (!lazy)
 				free_slots[nfree++] = s;
 			inflight--;
 			ops++;
@@ -376,7 +391,7 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 	r->iops = (double)ops / secs;
 	r->cpu_s = (double)(proc_cpu_ticks(server) - cpu0) / (double)sysconf(_SC_CLK_TCK);
 	/* The front end is the guest: nothing of a window's flush may be left unanswered. */
-	if (prot == PROT_BATCHED && lazy_reap_acks(fe, &z, true) < 0)
+	if (lazy && lazy_reap_acks(fe, &z, true) < 0)
 		return -EIO;
 	return 0;
 }
@@ -416,6 +431,7 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 	 * on every mode alike; IOPS are the rounds' requests over their time.
 	 */
 	enum { ROUNDS = 3 };
+	iommu_baseline = true;
 	static double ops[3][2], secs[3][2];
 	static uint64_t msgs[3][2], acked[3][2], ack_cycles[3][2];
 	for (int round = 0; round < ROUNDS; round++) {
