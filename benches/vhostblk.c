@@ -468,7 +468,7 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 			printf("  %-20s QD%-2u %.0f IOPS, p50 %.1f us", prot_names[k], depths[d], r->iops,
 			       sc_cycles_to_ns(samples_pct(&r->lat, 50)) / 1000);
 			if (k && r->ops > 0)
-				printf(", %.2f IOTLB msgs/req, %.3f acks/req, ack after %.1f us", (double)msgs[k][d] / r->ops,
+				printf(", %.2f IOTLB msgs/req, %.3f acks/req, ack taken %.1f us after sending", (double)msgs[k][d] / r->ops,
 				       (double)acked[k][d] / r->ops,
 				       acked[k][d] ? sc_cycles_to_ns(ack_cycles[k][d] / acked[k][d]) / 1000 : 0.0);
 			printf("\n");

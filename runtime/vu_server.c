@@ -1142,7 +1142,6 @@ static void accept_connection(struct sc_vu_server *s)
 	s->conn_since = now_ms();
 }
 
-/* Wait for a connection, a message or the stop fd, and handle it. */
 /*
  * Serve the message that woke us and those that came with it (a front
  * end's IOTLB batch arrives as one write): one wakeup of this thread per
@@ -1159,6 +1158,7 @@ static void handle_messages(struct sc_vu_server *s)
 	}
 }
 
+/* Wait for a connection, a message or the stop fd, and handle it. */
 static void serve_once(struct sc_vu_server *s)
 {
 	struct pollfd p[3] = { { .fd = s->stop_fd, .events = POLLIN } };
