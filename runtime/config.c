@@ -48,6 +48,8 @@ static const char *const blk_keys[] = {
 	"mmap",
 	"iopoll",
 	"fixed_buffers",
+	/* the vIOMMU block (blk_iommu_key) */
+	"iommu_teardown", "iommu_window_ms", "iotlb_entries", "iotlb_miss_ms",
 	NULL
 };
 static const char *const net_keys[] = {
@@ -72,6 +74,7 @@ enum {
 	K_MMAP,
 	K_IOPOLL,
 	K_FIXED_BUFFERS,
+	K_IOMMU_TEARDOWN, K_IOMMU_WINDOW, K_IOTLB_ENTRIES, K_IOTLB_MISS,
 };
 
 struct parse {
@@ -205,7 +208,7 @@ static int open_section(struct parse *p, const char *name)
 	p->kind = SEC_BLK;
 	p->blk = &c->blk[c->nblk++];
 	*p->blk = (struct sc_blk_config){ .queues = 1, .queue_size = 256, .line = p->line, .numa_node = -1,
-					  .mmap = true, .fixed_buffers = true };
+					  .mmap = true, .fixed_buffers = true, .iommu = SC_IOMMU_CONFIG_DEFAULT };
 	strcpy(p->blk->name, dev);
 	return 0;
 }
@@ -562,6 +565,41 @@ static int ram_size(struct parse *p, const char *v)
 	return 0;
 }
 
+/*
+ * The vIOMMU keys of a disk (IOMMU-protected guests: vhost-user's IOTLB).
+ * Their ranges: a window above 1 s is no longer "lazy", it is a stale
+ * IOTLB; SC_VU_IOTLB_MAX (65536) entries is what one device's table holds;
+ * a miss answered in under 10 ms is not a miss a loaded front end can
+ * meet, and one unanswered for 10 min is a stall no longer bounded.
+ */
+static int blk_iommu_key(struct parse *p, int key, const char *v)
+{
+	struct sc_iommu_config *m = &p->blk->iommu;
+	unsigned long long n;
+
+	switch (key) {
+	case K_IOMMU_TEARDOWN:
+		if (strcmp(v, "strict") && strcmp(v, "optimistic"))
+			return fail(p, -EINVAL, "iommu_teardown = '%s' is not a mode; use strict or optimistic", v);
+		m->optimistic = !strcmp(v, "optimistic");
+		break;
+	case K_IOMMU_WINDOW:
+		m->window_line = p->line;
+		if (number(p, "iommu_window_ms", v, 1, 1000, &n))
+			m->window_ms = (unsigned)n;
+		break;
+	case K_IOTLB_ENTRIES:
+		if (number(p, "iotlb_entries", v, 1, 65536, &n))
+			m->iotlb_entries = (unsigned)n;
+		break;
+	case K_IOTLB_MISS:
+		if (number(p, "iotlb_miss_ms", v, 10, 600000, &n))
+			m->iotlb_miss_ms = (unsigned)n;
+		break;
+	}
+	return p->error;
+}
+
 static int blk_key(struct parse *p, int key, const char *name, const char *v)
 {
 	struct sc_blk_config *b = p->blk;
@@ -630,6 +668,8 @@ static int blk_key(struct parse *p, int key, const char *name, const char *v)
 		if (number(p, "numa_node", v, 0, 1023, &n))
 			b->numa_node = (int)n;
 		break;
+	default:
+		return blk_iommu_key(p, key, v);
 	}
 	return p->error;
 }
@@ -808,6 +848,11 @@ static int check_required(struct sc_config *c, int sidecore_line, char *err, siz
 		if (i == c->nblk)
 			break;
 		const struct sc_blk_config *b = &c->blk[i];
+		if (b->iommu.window_line && !b->iommu.optimistic) {
+			snprintf(err, errlen, "%s:%d: iommu_window_ms is only for iommu_teardown = optimistic in [blk.%s]; "
+				 "remove it or set iommu_teardown = optimistic", c->path, b->iommu.window_line, b->name);
+			return -EINVAL;
+		}
 		if (!b->socket[0] || !b->backing[0]) {
 			snprintf(err, errlen, "%s:%d: [blk.%s] has no %s", c->path, b->line, b->name,
 				 !b->socket[0] ? "socket; add socket = PATH (its vhost-user socket)"

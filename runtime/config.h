@@ -33,6 +33,12 @@
  *   sidecore = auto       ; the sidecore cpu(s) its queues run on (from cpus), or auto
  *   numa_node = auto      ; the NUMA node of its disk; auto: from the backing's block device in sysfs
  *   mmap = yes            ; a backing on tmpfs/ramfs/hugetlbfs is mapped and copied by memcpy; no: system calls
+ *   ; its vIOMMU (a guest behind QEMU's vIOMMU: vhost-user IOTLB), struct sc_iommu_config
+ *   iommu_teardown = strict ; strict: an INVALIDATE is acked once no sidecore can use the entry;
+ *                           ; optimistic: acked at once, the entry goes within iommu_window_ms
+ *   iommu_window_ms = 2   ; optimistic only: how long an invalidated entry may still translate, 1..1000
+ *   iotlb_entries = 65536 ; IOTLB entries (mappings) the front end may install, 1..65536
+ *   iotlb_miss_ms = 3000  ; a miss the front end leaves unanswered this long breaks its queue, 10..600000
  *
  *   [net.NAME]            ; one section per NIC: virtio-net on a DPDK port
  *   socket = /run/sidecore/NAME.sock   ; vhost-user socket, required
@@ -78,6 +84,17 @@ enum sc_iowq_policy {
 	SC_IOWQ_LIST,       /* on iowq_cpus */
 };
 
+/* A disk's vIOMMU settings ([blk.NAME] iommu_* and iotlb_* keys). */
+struct sc_iommu_config {
+	bool optimistic;         /* iommu_teardown = optimistic */
+	unsigned window_ms;      /* iommu_window_ms */
+	unsigned iotlb_entries;  /* for sc_vu_device_ops.iotlb_max */
+	unsigned iotlb_miss_ms;  /* for sc_vu_device_ops.iotlb_miss_ms */
+	int window_line;         /* of iommu_window_ms, 0 if not given */
+};
+#define SC_IOMMU_CONFIG_DEFAULT \
+	((struct sc_iommu_config){ .window_ms = 2, .iotlb_entries = 65536, .iotlb_miss_ms = 3000 })
+
 struct sc_blk_config {
 	char name[64];           /* NAME of [blk.NAME]: letters, digits, '_', '-' */
 	char socket[108];        /* sizeof(sun_path) */
@@ -95,6 +112,7 @@ struct sc_blk_config {
 	int sidecore_line;       /* of 'sidecore', 0 if not given */
 	int numa_node;           /* numa_node = N; -1: auto */
 	int numa_line;
+	struct sc_iommu_config iommu;
 };
 
 #define SC_CONFIG_MAX_NET 16

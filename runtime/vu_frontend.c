@@ -55,6 +55,51 @@ int sc_vu_fe_iotlb(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t si
 	return -(int)ack;
 }
 
+int sc_vu_fe_iotlb_batch(struct sc_vu_fe *fe, const struct sc_vu_fe_iotlb_op *ops, unsigned n)
+{
+	struct {
+		struct sc_vu_hdr h;
+		struct sc_vu_iotlb t;
+	} __attribute__((packed)) m[SC_VU_FE_IOTLB_BATCH_MAX + 2];
+
+	if (n > SC_VU_FE_IOTLB_BATCH_MAX)
+		return -E2BIG;
+	for (unsigned i = 0; i < n + 2; i++) {
+		struct sc_vu_fe_iotlb_op op = { .type = i == 0 ? VHOST_IOTLB_BATCH_BEGIN : VHOST_IOTLB_BATCH_END };
+		if (i && i <= n)
+			op = ops[i - 1];
+		m[i].h = (struct sc_vu_hdr){ .request = VHOST_USER_IOTLB_MSG, .size = sizeof(m[i].t),
+					     .flags = VHOST_USER_VERSION | (i == n + 1 ? VHOST_USER_NEED_REPLY : 0) };
+		m[i].t = (struct sc_vu_iotlb){ .iova = op.iova, .size = op.size, .perm = op.perm, .type = op.type,
+					       .uaddr = op.type == VHOST_IOTLB_UPDATE ? (uintptr_t)fe->mem + op.gpa : 0 };
+	}
+	const uint8_t *b = (const uint8_t *)m;
+	size_t left = (n + 2) * sizeof(m[0]);
+	while (left) {
+		ssize_t w = send(fe->sock, b, left, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		b += w;
+		left -= (size_t)w;
+	}
+	return 0;
+}
+
+int sc_vu_fe_iotlb_ack(struct sc_vu_fe *fe)
+{
+	uint8_t peek[sizeof(struct sc_vu_hdr) + sizeof(uint64_t)];
+	uint64_t ack;
+
+	/* Only a whole reply is taken: the back end writes it with one send. */
+	if (recv(fe->sock, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT) != (ssize_t)sizeof(peek))
+		return -EAGAIN;
+	if (recv_reply(fe, VHOST_USER_IOTLB_MSG, &ack, sizeof(ack)) != sizeof(ack))
+		return -EPROTO;
+	return -(int)ack;
+}
+
 int sc_vu_fe_connect(struct sc_vu_fe *fe, const char *path, uint64_t mem_size, unsigned nq,
 		     uint16_t qsize, char *err, size_t errlen)
 {

@@ -63,6 +63,31 @@ int sc_vu_fe_connect_flags(struct sc_vu_fe *fe, const char *path, uint64_t mem_s
 int sc_vu_fe_iotlb(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t size, uint64_t gpa, uint8_t perm,
 		   bool reply);
 
+/* One IOTLB message of a batch (sc_vu_fe_iotlb_batch): as sc_vu_fe_iotlb's arguments. */
+struct sc_vu_fe_iotlb_op {
+	uint8_t type, perm;
+	uint64_t iova, size, gpa;
+};
+
+/*
+ * BATCH_BEGIN, the n messages of ops, BATCH_END asking for an ack, written
+ * with one send (so the back end may take them in one go), without
+ * waiting for the ack (a lazy guest's flush: its IOVAs come back once the
+ * ack does, the I/O goes on meanwhile). Collect the ack with
+ * sc_vu_fe_iotlb_ack; until then send nothing else that is answered
+ * (replies come in order). n is at most SC_VU_FE_IOTLB_BATCH_MAX.
+ * Returns 0 or a negative errno.
+ */
+#define SC_VU_FE_IOTLB_BATCH_MAX 16
+int sc_vu_fe_iotlb_batch(struct sc_vu_fe *fe, const struct sc_vu_fe_iotlb_op *ops, unsigned n);
+
+/*
+ * Take the ack of the oldest sc_vu_fe_iotlb_batch if it has come: 0 (the
+ * back end applied it), its errno as a negative value, -EPROTO, or -EAGAIN
+ * if it has not come yet (never blocks).
+ */
+int sc_vu_fe_iotlb_ack(struct sc_vu_fe *fe);
+
 /* Tell the driver it may kick queue q if the back end asked (an eventfd write). */
 void sc_vu_fe_kick(struct sc_vu_fe *fe, unsigned q);
 

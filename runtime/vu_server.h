@@ -79,6 +79,12 @@ struct sc_vu_device_ops {
 	bool (*queue_broken)(void *ctx, unsigned idx);
 	uint32_t iotlb_max;        /* IOTLB entries the front end may install, ≤ SC_VU_IOTLB_MAX; 0 means that */
 	uint32_t iotlb_miss_ms;    /* how long a miss may go unanswered; 0 means SC_VU_IOTLB_MISS_MS */
+	/*
+	 * 0: strict teardown (an INVALIDATE is acknowledged once no sidecore
+	 * can use the entry). N: optimistic, acknowledged at once, and the
+	 * entry still translates for at most N ms (a lazy guest's contract).
+	 */
+	uint32_t iotlb_window_ms;
 };
 
 struct sc_vu_server;

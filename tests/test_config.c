@@ -1013,3 +1013,68 @@ Test(config, net_socket_shared_with_a_disk_is_refused)
 		   dir, disk, dir);
 	paths_fail(-EEXIST, 6, "[net.n] socket");
 }
+
+/* ---- the vIOMMU keys of a disk ---- */
+
+Test(config, iommu_keys_and_their_defaults)
+{
+	write_dev("");
+	load_ok();
+	cr_assert_not(c.blk[0].iommu.optimistic, "strict by default");
+	cr_assert_eq(c.blk[0].iommu.window_ms, 2);
+	cr_assert_eq(c.blk[0].iommu.iotlb_entries, 65536);
+	cr_assert_eq(c.blk[0].iommu.iotlb_miss_ms, 3000);
+	write_dev("iommu_teardown = optimistic\niommu_window_ms = 5\niotlb_entries = 1024\niotlb_miss_ms = 250\n");
+	load_ok();
+	cr_assert(c.blk[0].iommu.optimistic);
+	cr_assert_eq(c.blk[0].iommu.window_ms, 5);
+	cr_assert_eq(c.blk[0].iommu.iotlb_entries, 1024);
+	cr_assert_eq(c.blk[0].iommu.iotlb_miss_ms, 250);
+	write_dev("iommu_teardown = strict\n");
+	load_ok();
+	cr_assert_not(c.blk[0].iommu.optimistic);
+}
+
+Test(config, iommu_teardown_unknown_mode)
+{
+	write_dev("iommu_teardown = lazy\n");
+	load_fails(-EINVAL, 6, "iommu_teardown = 'lazy' is not a mode; use strict or optimistic");
+}
+
+Test(config, iommu_window_out_of_range)
+{
+	write_dev("iommu_teardown = optimistic\niommu_window_ms = 0\n");
+	load_fails(-ERANGE, 7, "iommu_window_ms = 0 is out of range; use a number in 1..1000");
+	write_dev("iommu_teardown = optimistic\niommu_window_ms = 1001\n");
+	load_fails(-ERANGE, 7, "iommu_window_ms = 1001 is out of range; use a number in 1..1000");
+	write_dev("iommu_teardown = optimistic\niommu_window_ms = 2ms\n");
+	load_fails(-EINVAL, 7, "iommu_window_ms = '2ms' is not a whole number");
+}
+
+Test(config, iommu_window_without_optimistic_teardown)
+{
+	write_dev("iommu_window_ms = 5\n");
+	load_fails(-EINVAL, 6, "iommu_window_ms is only for iommu_teardown = optimistic in [blk.a]");
+}
+
+Test(config, iotlb_entries_out_of_range)
+{
+	write_dev("iotlb_entries = 0\n");
+	load_fails(-ERANGE, 6, "iotlb_entries = 0 is out of range; use a number in 1..65536");
+	write_dev("iotlb_entries = 65537\n");
+	load_fails(-ERANGE, 6, "iotlb_entries = 65537 is out of range; use a number in 1..65536");
+}
+
+Test(config, iotlb_miss_ms_out_of_range)
+{
+	write_dev("iotlb_miss_ms = 9\n");
+	load_fails(-ERANGE, 6, "iotlb_miss_ms = 9 is out of range; use a number in 10..600000");
+	write_dev("iotlb_miss_ms = soon\n");
+	load_fails(-EINVAL, 6, "iotlb_miss_ms = 'soon' is not a whole number");
+}
+
+Test(config, iommu_key_given_twice)
+{
+	write_dev("iotlb_entries = 10\niotlb_entries = 20\n");
+	load_fails(-EEXIST, 7, "'iotlb_entries' is set twice in [blk.a] (first on line 6); keep one");
+}

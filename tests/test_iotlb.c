@@ -338,6 +338,33 @@ Test(iotlb, miss_never_answered_breaks_the_queue_with_a_reason)
 }
 
 /*
+ * A read request (the device writes) into a buffer the front end mapped
+ * read-only: not a miss (the entry is there), a permission fault. That
+ * request fails with IOERR, no MISS is sent, nothing is written, and the
+ * queue's next request is served.
+ */
+Test(iotlb, device_write_to_a_read_only_entry_fails_only_that_request)
+{
+	fe_open(true);
+	cr_assert_eq(map(0, T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_DATA_GPA - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, VHOST_ACCESS_RO), 0);
+	fe_ring();
+	memset(fe.mem + T_DATA_GPA, 0x5a, 4096);
+	submit_read();
+	cr_assert(completed_within(5000), "the request completes");
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(fe.mem[T_DATA_GPA], 0x5a, "nothing written through a read-only entry");
+	struct sc_vu_iotlb t;
+	cr_assert_not(next_miss(50, &t), "a permission fault is not a miss");
+	uint64_t st = t_get_u64(fe.sock, VHOST_USER_GET_STATUS);
+	cr_assert_not(st & VIRTIO_CONFIG_S_NEEDS_RESET, "the queue is not broken");
+	/* The front end grants write access: the same queue serves on. */
+	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, VHOST_ACCESS_RW), 0);
+	still_serves();
+}
+
+/*
  * An INVALIDATE of a buffer while its request is still in flight (the
  * disk holds every completion 300 ms): the ack may come only after the
  * device is done with it, i.e. after the completion was published. The
@@ -380,6 +407,58 @@ Test(iotlb, invalidated_ring_is_translated_again_and_serves_on)
 	still_serves();
 }
 
+/*
+ * Optimistic teardown (iommu_teardown = optimistic): the window is read
+ * when a connection's IOTLB is made, so a first front end comes and goes.
+ */
+static void fe_start_optimistic(uint32_t window_ms)
+{
+	D.dev.ops.iotlb_window_ms = window_ms;
+	fe_open(true);
+	t_fe_close(&fe);
+	close(backend);
+	backend = -1;
+	fe_start_mapped();
+}
+
+/* The ack does not wait for the request in flight (strict: see the test above); the entry dies after the window. */
+Test(iotlb, optimistic_invalidate_is_acked_at_once_and_the_entry_goes_after_the_window)
+{
+	D.be.delay_ns = 300 * 1000000ull;
+	fe_start_optimistic(50);
+	submit_read();
+	usleep(50000);   /* popped and held by now */
+	int64_t t0 = t_now_ms();
+	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	int64_t waited = t_now_ms() - t0;
+	cr_assert_lt(waited, 100, "acked at once (after %lld ms), not after the request", (long long)waited);
+	cr_assert(completed_within(5000));
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_OK);
+	D.be.delay_ns = 0;
+	usleep(200000);   /* past the window: the entry (all of the requests' pages) is gone */
+	submit_read();
+	struct sc_vu_iotlb t;
+	cr_assert(next_miss(2000, &t), "the invalidated entry no longer translates");
+	cr_assert_eq(t.iova, T_HDR_GPA);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert(completed_within(5000));
+	still_serves();
+}
+
+/* Within the window the same UPDATE brings the entry back as it was: no miss. */
+Test(iotlb, optimistic_entry_updated_again_within_the_window_lives_on)
+{
+	fe_start_optimistic(1000);
+	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, T_HDR_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	usleep(1200000);   /* past the first window: a revived entry does not die with it */
+	submit_read();
+	cr_assert(completed_within(5000));
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_OK);
+	struct sc_vu_iotlb t;
+	cr_assert_not(next_miss(50, &t), "revived, not missed");
+}
+
 Test(iotlb, batched_invalidations_are_acked_at_batch_end)
 {
 	fe_start_mapped();
@@ -388,6 +467,38 @@ Test(iotlb, batched_invalidations_are_acked_at_batch_end)
 	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
 	cr_assert_eq(iotlb(VHOST_IOTLB_BATCH_END, 0, 0, 0, 0), 0);
 	still_serves();
+}
+
+/* A batch written in one go (as sc_vu_fe_iotlb_batch does) is served whole: one ack, at its end. */
+Test(iotlb, batch_written_in_one_send_is_served_whole_with_one_ack)
+{
+	fe_start_mapped();
+	struct {
+		struct sc_vu_hdr h;
+		struct sc_vu_iotlb t;
+	} __attribute__((packed)) m[4];
+	const uint8_t types[4] = { VHOST_IOTLB_BATCH_BEGIN, VHOST_IOTLB_INVALIDATE, VHOST_IOTLB_UPDATE,
+				   VHOST_IOTLB_BATCH_END };
+	for (int i = 0; i < 4; i++) {
+		m[i].h = (struct sc_vu_hdr){ .request = VHOST_USER_IOTLB_MSG, .size = sizeof(m[i].t),
+					     .flags = VHOST_USER_VERSION | (i == 3 ? VHOST_USER_NEED_REPLY : 0) };
+		m[i].t = (struct sc_vu_iotlb){ .type = types[i] };
+		if (i == 1 || i == 2) {
+			m[i].t.iova = T_HDR_GPA;
+			m[i].t.size = T_MEM - T_HDR_GPA;
+		}
+		if (i == 2) {
+			m[i].t.uaddr = (uintptr_t)fe.mem + T_HDR_GPA;
+			m[i].t.perm = VHOST_ACCESS_RW;
+		}
+	}
+	cr_assert_eq(send(fe.sock, m, sizeof(m), MSG_NOSIGNAL), (ssize_t)sizeof(m));
+	uint64_t ack;
+	t_reply(fe.sock, VHOST_USER_IOTLB_MSG, &ack, 8);
+	cr_assert_eq(ack, 0);
+	struct sc_vu_iotlb t;
+	still_serves();
+	cr_assert_not(next_miss(50, &t), "the UPDATE of the batch was applied");
 }
 
 Test(iotlb, a_new_connection_starts_with_an_empty_iotlb)

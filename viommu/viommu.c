@@ -895,6 +895,24 @@ int sc_viommu_map(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t 
 	return 0;
 }
 
+/* Optimistic teardown: every live mapping overlapping [iova, last] starts dying, whole, for window_ns. */
+static void start_dying(struct sc_viommu *v, struct sc_viommu_domain *d, uint64_t iova, uint64_t last)
+{
+	uint64_t deadline = sc_viommu_now_ns() + v->cfg.window_ns;
+
+	for (uint32_t j = first_reaching(d, iova); j < d->n && d->maps[j].iova <= last; j++) {
+		struct sc_viommu_map *m = &d->maps[j];
+		if (m->dying)
+			continue;
+		if (!v->ndying || deadline < v->next_deadline)
+			v->next_deadline = deadline;
+		m->dying = true;
+		m->deadline = deadline;
+		d->ndying++;
+		v->ndying++;
+	}
+}
+
 int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
 		    bool *removed)
 {
@@ -919,18 +937,7 @@ int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_
 		return -ERANGE;
 
 	if (v->cfg.teardown == SC_VIOMMU_OPTIMISTIC) {
-		uint64_t deadline = sc_viommu_now_ns() + v->cfg.window_ns;
-		if (!v->ndying || deadline < v->next_deadline)
-			v->next_deadline = deadline;
-		for (uint32_t j = i; j < i + k; j++) {
-			struct sc_viommu_map *m = &d->maps[j];
-			if (m->dying)
-				continue;
-			m->dying = true;
-			m->deadline = deadline;
-			d->ndying++;
-			v->ndying++;
-		}
+		start_dying(v, d, iova, last);
 		return 0;
 	}
 	seq_begin(d);
@@ -941,20 +948,24 @@ int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_
 	return 0;
 }
 
-/* Remove every mapping of d that overlaps [iova, last], whole. True if one went. */
+/*
+ * Remove every mapping of d that overlaps [iova, last], whole. True if a
+ * live one went (a dying one the guest gave up already: nothing waits on it).
+ */
 static bool remove_overlapping(struct sc_viommu *v, struct sc_viommu_domain *d, uint64_t iova, uint64_t last)
 {
 	uint32_t i = first_reaching(d, iova), k = 0;
+	bool live = false;
 
 	while (i + k < d->n && d->maps[i + k].iova <= last)
-		k++;
+		live |= !d->maps[i + k++].dying;
 	if (!k)
 		return false;
 	seq_begin(d);
 	maps_remove(v, d, i, k);
 	seq_end(d);
 	gen_bump(v);
-	return true;
+	return live;
 }
 
 int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed)
@@ -967,7 +978,10 @@ int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, ui
 	if (last < iova)
 		return -EINVAL;
 	v->stats.unmaps++;
-	*removed = remove_overlapping(v, d, iova, last);
+	if (v->cfg.teardown == SC_VIOMMU_OPTIMISTIC)
+		start_dying(v, d, iova, last);
+	else
+		*removed = remove_overlapping(v, d, iova, last);
 	return 0;
 }
 
@@ -981,10 +995,14 @@ int sc_viommu_update(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64
 	if (ret < 0)
 		return ret;
 	uint32_t i = first_reaching(d, iova);
-	/* QEMU answers a miss for a page it already sent (two queues missed it): nothing changes. */
 	if (i < d->n && d->maps[i].iova == iova && d->maps[i].last == last && d->maps[i].gpa == gpa &&
-	    d->maps[i].perm == perm && !d->maps[i].dying)
-		return 0;
+	    d->maps[i].perm == perm) {
+		/* QEMU answers a miss for a page it already sent (two queues missed it): nothing changes. */
+		if (!d->maps[i].dying)
+			return 0;
+		/* Optimistic: the entry the front end just invalidated comes back as it was (sc_viommu_map revives it). */
+		return sc_viommu_map(v, domain, iova, last, gpa, perm);
+	}
 	*removed = remove_overlapping(v, d, iova, last);
 	return sc_viommu_map(v, domain, iova, last, gpa, perm);
 }

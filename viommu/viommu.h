@@ -283,8 +283,10 @@ int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_
 
 /*
  * IOTLB UPDATE: map [iova, last] to gpa with perm in domain, replacing any
- * mapping it overlaps (an identical one stays as it is). Errors as
- * sc_viommu_map (-ENOMEM: max_mappings reached); *removed as for unmap.
+ * mapping it overlaps (an identical one stays as it is, and an identical
+ * dying one lives again). Errors as sc_viommu_map (-ENOMEM: max_mappings
+ * reached); *removed as for unmap, set only if a live mapping was replaced
+ * (a dying one was given up by the guest already).
  */
 int sc_viommu_update(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
 		     uint64_t gpa, unsigned perm, bool *removed);
@@ -292,8 +294,9 @@ int sc_viommu_update(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64
 /*
  * IOTLB INVALIDATE: remove every mapping of domain that overlaps [iova,
  * last], whole (a device IOTLB drops entries, it does not split them).
- * Returns 0, -ENOENT (no domain), -EINVAL (last < iova). Strict whatever
- * the teardown mode; *removed as for unmap.
+ * Returns 0, -ENOENT (no domain), -EINVAL (last < iova). *removed as for
+ * unmap: in optimistic mode the mappings only start dying (torn down by
+ * sc_viommu_tick after window_ns, revived by an identical UPDATE).
  */
 int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed);
 

@@ -28,6 +28,7 @@ const struct sc_stat_name sc_vq_stat_names[] = {
 	STAT(interrupts),
 	STAT(interrupts_suppressed),
 	STAT(oversized),
+	STAT(faulted),
 	STAT(broken),
 	STAT(resubmitted),
 #undef STAT
@@ -469,56 +470,80 @@ static __attribute__((cold, noinline)) int check_buffer(struct sc_vq *vq, const 
 }
 
 /*
- * A valid chain with more segments than elem->iov_max: hand the device
- * only where its status goes, the last byte of the writable part (contract
- * in vqueue.h, struct sc_vq_elem). That is the last byte of wlast, the last
- * writable descriptor after the iovec filled, or else of the last writable
- * segment that made it into the iovec (last_seg).
+ * Does this translation error fail the one request rather than the queue?
+ * Through a hook (a vIOMMU) a data buffer that has no mapping or lacks the
+ * permission is the IOMMU refusing that DMA: the device completes the
+ * request with an error and a fault event says why (virtio 1.2 §5.13.6.9).
+ * Without an IOMMU, an address outside guest memory is a broken ring, as
+ * is any ring address (desc, avail, used, indirect table) whatever the hook.
  */
-static __attribute__((cold, noinline)) void elem_oversized(struct sc_vq *vq, struct sc_vq_elem *elem,
-							   const struct vring_desc *wlast,
-							   const struct iovec *last_seg)
+static inline bool buffer_fault(const struct sc_vq *vq, int err)
+{
+	return vq->xlate.mem == NULL && (err == -EFAULT || err == -EPERM);
+}
+
+/*
+ * A valid chain the device gets only where its status goes, the last byte
+ * of the writable part (contract in vqueue.h, struct sc_vq_elem): one with
+ * more segments than elem->iov_max (oversized), or one a data buffer of
+ * which faulted in the IOMMU (faulted). wlast is the chain's last writable
+ * descriptor. Returns 1, or -EAGAIN if that byte is an IOTLB miss (the
+ * chain comes again).
+ */
+static __attribute__((cold, noinline)) int elem_status_only(struct sc_vq *vq, struct sc_vq_elem *elem,
+							    const struct vring_desc *wlast, bool faulted)
 {
 	struct iovec status = { 0 };
 
 	if (wlast) {
-		/* Checked during the walk, so the one byte maps. */
-		if (xlate(vq, wlast->addr + wlast->len - 1, 1, SC_PERM_WRITE, &status, 1) != 1)
+		/* Oversized: checked during the walk, so the byte maps. Faulted: it may fault too, then there is none. */
+		int n = xlate(vq, wlast->addr + wlast->len - 1, 1, SC_PERM_WRITE, &status, 1);
+		if (n == -EAGAIN)
+			return -EAGAIN;
+		if (n != 1)
 			status.iov_len = 0;
-	} else if (last_seg) {
-		status = (struct iovec){ (uint8_t *)last_seg->iov_base + last_seg->iov_len - 1, 1 };
 	}
 	elem->out_num = 0;
 	elem->out_len = 0;
 	elem->in_num = 0;
 	elem->in_len = 0;
-	elem->oversized = true;
-	vq->stats.oversized++;
+	if (faulted) {
+		elem->faulted = true;
+		vq->stats.faulted++;
+	} else {
+		elem->oversized = true;
+		vq->stats.oversized++;
+	}
 	if (status.iov_len && elem->iov_max) {
 		elem->iov[0] = status;
 		elem->in_num = 1;
 		elem->in_len = 1;
 	}
+	return 1;
 }
 
 /*
  * Walk the chain at head into elem, checking everything. 1, or the ring's
- * -errno. Two copies of one walk: the hot one (oversize false) gives up
- * with WALK_OVERSIZED when the iovec fills, touching no state; the cold one
- * walks the chain again from the head (nothing from the first walk is
- * used, so each field is still fetched once per walk that counts), checks
- * all of it, and hands the device only the status byte.
+ * -errno. Two copies of one walk: the hot one (cold false) gives up with
+ * WALK_OVERSIZED when the iovec fills, or WALK_FAULTED when the IOMMU
+ * refuses a data buffer, touching no state; the cold one walks the chain
+ * again from the head (nothing from the first walk is used, so each field
+ * is still fetched once per walk that counts), checks all of its structure,
+ * and hands the device only the status byte. A faulted chain's buffers are
+ * not translated again (the request fails anyway, and the fault was
+ * reported once); an oversized one's are, for their errors.
  */
 #define WALK_OVERSIZED 2
+#define WALK_FAULTED 3
 
 static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t head,
-							struct sc_vq_elem *elem, const bool oversize)
+							struct sc_vq_elem *elem, const bool cold, bool faulted)
 {
 	const struct vring_desc *table = vq->desc;
 	uint32_t table_size = vq->size, steps = 0;
 	uint64_t out_len = 0, in_len = 0;
 	unsigned nseg = 0, in_num = 0;
-	bool in_indirect = false, oversized = false, have_wlast = false;
+	bool in_indirect = false, oversized = faulted, have_wlast = false;
 	struct vring_desc d, wlast = { 0 };
 	uint16_t idx = head;
 	int ret;
@@ -570,7 +595,7 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 			return -EOVERFLOW;
 		}
 
-		if (!(oversize && oversized)) {
+		if (!(cold && oversized)) {
 			ret = xlate(vq, d.addr, d.len, perm, &elem->iov[nseg], elem->iov_max - nseg);
 			if (sc_likely(ret >= 0)) {
 				nseg += (unsigned)ret;
@@ -578,25 +603,30 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 					in_num += (unsigned)ret;
 			} else if (ret == -ENOBUFS) {
 				/* Not the guest's fault: the cold walk checks the whole chain, then it completes with an error. */
-				if (!oversize)
+				if (!cold)
 					return WALK_OVERSIZED;
 				oversized = true;
 			}
 		}
-		if (oversize && oversized) {
-			ret = check_buffer(vq, &d, perm);
-			if (ret >= 0 && perm == SC_PERM_WRITE && d.len) {
-				wlast = d;
-				have_wlast = true;
-			}
-		}
+		if (cold && oversized)
+			ret = faulted ? 0 : check_buffer(vq, &d, perm);
 		if (sc_unlikely(ret < 0)) {
 			if (ret == -EAGAIN)
 				return -EAGAIN;   /* a vIOMMU miss: nothing consumed, the chain comes again */
-			sc_vq_set_broken(vq, ret, "chain %u: buffer [0x%llx, +%u) is not %s guest memory",
-					 head, (unsigned long long)d.addr, d.len,
-					 ret == -EPERM ? "accessible" : "in");
-			return vq->broken_err;
+			if (!buffer_fault(vq, ret)) {
+				sc_vq_set_broken(vq, ret, "chain %u: buffer [0x%llx, +%u) is not %s guest memory",
+						 head, (unsigned long long)d.addr, d.len,
+						 ret == -EPERM ? "accessible" : "in");
+				return vq->broken_err;
+			}
+			if (!cold)
+				return WALK_FAULTED;
+			faulted = oversized = true;
+		}
+		/* The cold walk keeps the last writable descriptor: its last byte is the status. */
+		if (cold && perm == SC_PERM_WRITE && d.len) {
+			wlast = d;
+			have_wlast = true;
 		}
 
 		if (!(d.flags & VIRTQ_DESC_F_NEXT))
@@ -604,25 +634,27 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 		idx = d.next;
 	}
 
+	if (cold && oversized) {
+		ret = elem_status_only(vq, elem, have_wlast ? &wlast : NULL, faulted);
+		if (ret < 0)
+			return ret;
+	} else {
+		elem->out_num = (uint16_t)(nseg - in_num);
+		elem->in_num = (uint16_t)in_num;
+		elem->out_len = (uint32_t)out_len;
+		elem->in_len = (uint32_t)in_len;
+	}
 	elem->head = head;
 	vq->stats.requests++;
-	if (oversize && oversized) {
-		elem_oversized(vq, elem, have_wlast ? &wlast : NULL, in_num ? &elem->iov[nseg - 1] : NULL);
-		return 1;
-	}
-	elem->out_num = (uint16_t)(nseg - in_num);
-	elem->in_num = (uint16_t)in_num;
-	elem->out_len = (uint32_t)out_len;
-	elem->in_len = (uint32_t)in_len;
 	return 1;
 }
 
-static __attribute__((cold, noinline)) int walk_oversized(struct sc_vq *vq, uint16_t head,
-							  struct sc_vq_elem *elem)
+static __attribute__((cold, noinline)) int walk_cold(struct sc_vq *vq, uint16_t head,
+						     struct sc_vq_elem *elem, bool faulted)
 {
 	/* A second walk whose results replace the first's: its reads start afresh. */
 	SC_FETCH_FORGET();
-	return walk(vq, head, elem, true);
+	return walk(vq, head, elem, true, faulted);
 }
 
 static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
@@ -630,9 +662,10 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 	int ret;
 
 	elem->oversized = false;
-	ret = walk(vq, head, elem, false);
+	elem->faulted = false;
+	ret = walk(vq, head, elem, false, false);
 
-	return sc_unlikely(ret == WALK_OVERSIZED) ? walk_oversized(vq, head, elem) : ret;
+	return sc_unlikely(ret >= WALK_OVERSIZED) ? walk_cold(vq, head, elem, ret == WALK_FAULTED) : ret;
 }
 
 /*

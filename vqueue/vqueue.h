@@ -34,6 +34,7 @@ struct sc_vq_stats {
 	uint64_t interrupts;            /* eventfd writes to call_fd */
 	uint64_t interrupts_suppressed; /* batches the driver asked not to be interrupted for */
 	uint64_t oversized;             /* valid chains with more segments than iov_max (completed with an error) */
+	uint64_t faulted;               /* chains with a data buffer the IOMMU refused (completed with an error) */
 	uint64_t broken;                /* 1 once the queue broke (logged and signalled once) */
 	uint64_t resubmitted;           /* requests replayed from the inflight region */
 };
@@ -177,6 +178,16 @@ struct sc_vq_elem {
 	 * with an error (virtio-blk: VIRTIO_BLK_S_IOERR).
 	 */
 	bool oversized;
+	/*
+	 * The chain is valid but the translate hook (a vIOMMU) refused one of
+	 * its data buffers: no mapping, or one without the permission the
+	 * descriptor needs (the hook reported the fault, e.g. as a
+	 * virtio-iommu fault event). The element has the oversized shape
+	 * above (only the status byte, if the chain has one that translates
+	 * for writing) and the device completes it with an error; the queue
+	 * goes on. A ring, or an indirect table, that faults still breaks it.
+	 */
+	bool faulted;
 };
 
 /*
@@ -231,7 +242,8 @@ static inline uint32_t sc_vq_resubmit_pending(const struct sc_vq *vq)
 
 /*
  * Pop the next available chain into elem. Returns 1 if a chain was popped
- * (elem->oversized says whether it fit in elem->iov_max segments), 0 if the
+ * (elem->oversized says whether it fit in elem->iov_max segments,
+ * elem->faulted whether the IOMMU refused a data buffer), 0 if the
  * ring is empty, or a negative errno if the ring is broken:
  *   -ERANGE    avail->idx ran more than the queue size ahead
  *   -EINVAL    a descriptor index is outside the table
@@ -240,7 +252,9 @@ static inline uint32_t sc_vq_resubmit_pending(const struct sc_vq *vq)
  *   -EBADMSG   an indirect table of length 0 or not a multiple of 16, with
  *              NEXT set, or used without VIRTIO_F_INDIRECT_DESC
  *   -EOVERFLOW the chain's lengths overflow 32 bits
- *   -EFAULT    an address outside guest memory (or straddling its end)
+ *   -EFAULT    an address outside guest memory (or straddling its end);
+ *              through a hook, only a ring or indirect table address
+ *   -EPERM     a buffer in memory the device may not access that way (no hook)
  *   -EPROTO    a device-readable descriptor after a device-writable one
  * or -EAGAIN (the queue is not broken, nothing is consumed) if the
  * translate hook returned -EAGAIN for an address of the chain: a vIOMMU
