@@ -111,6 +111,27 @@ Test(vq, batch_of_pushes_publishes_once)
 	close(f.vq.call_fd);
 }
 
+Test(vq, pop_cached_counts_what_the_last_index_load_found)
+{
+	for (uint16_t i = 0; i < 3; i++) {
+		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, VIRTQ_DESC_F_WRITE, 0);
+		fx_post(&f, i);
+	}
+	cr_assert_eq(sc_vq_pop_cached(&f.vq), 0, "avail->idx not loaded yet");
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	cr_assert_eq(sc_vq_pop_cached(&f.vq), 2, "the rest of what one load found");
+	fx_put_desc(fx_desc(&f), 3, FX_BUF(3), 8, VIRTQ_DESC_F_WRITE, 0);
+	fx_post(&f, 3);
+	cr_assert_eq(sc_vq_pop_cached(&f.vq), 2, "a later publish is not seen without a load");
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	cr_assert_eq(sc_vq_pop_cached(&f.vq), 0);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1, "the next pop loads the index again");
+	cr_assert_eq(f.e.head, 3);
+	cr_assert_eq(sc_vq_pop_cached(&f.vq), 0);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 0);
+}
+
 Test(vq, no_interrupt_flag_suppresses_interrupts)
 {
 	f.vq.call_fd = eventfd(0, EFD_NONBLOCK);
