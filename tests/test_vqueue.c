@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The split ring's normal behaviour: pop, push, flush, notification suppression both ways. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "vq_fixture.h"
 
@@ -247,6 +248,23 @@ Test(vq, iov_copy_crosses_segments)
 	cr_assert_eq(sc_iov_copy_to(iov, 2, 1, "XYZ", 3), 3);
 	cr_assert_eq(a[1], 'X');
 	cr_assert_eq(b[1], 'Z');
+}
+
+Test(vq, iov_copy_from_edges_of_the_first_segment)
+{
+	char a[4] = "abc", b[4] = "def", out[8] = { 0 };
+	struct iovec iov[3] = { { a, 3 }, { b, 3 }, { NULL, 0 } };
+	cr_assert_eq(sc_iov_copy_from(iov, 2, 0, out, 3), 3, "exactly the first segment");
+	cr_assert_str_eq(out, "abc");
+	memset(out, 0, sizeof(out));
+	cr_assert_eq(sc_iov_copy_from(iov, 2, 3, out, 2), 2, "starting at the end of the first");
+	cr_assert_str_eq(out, "de");
+	memset(out, 0, sizeof(out));
+	cr_assert_eq(sc_iov_copy_from(iov, 2, 2, out, 4), 4, "one byte past the first");
+	cr_assert_str_eq(out, "cdef");
+	cr_assert_eq(sc_iov_copy_from(iov, 0, 0, out, 1), 0, "no segments: nothing");
+	cr_assert_eq(sc_iov_copy_from(iov, 2, 9, out, 1), 0, "offset past the chain: nothing");
+	cr_assert_eq(sc_iov_copy_from(&iov[2], 1, 0, out, 0), 0, "an empty copy of an empty segment");
 }
 
 /* ---- inflight tracking (vhost-user "Inflight I/O tracking") ---- */

@@ -820,7 +820,7 @@ static size_t iov_copy(const struct iovec *iov, unsigned n, size_t off, void *bu
 	return done;
 }
 
-size_t sc_iov_copy_from(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len)
+size_t sc_iov_copy_from_any(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len)
 {
 	return iov_copy(iov, n, off, buf, len, false);
 }
