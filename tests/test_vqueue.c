@@ -2,6 +2,7 @@
 /* The split ring's normal behaviour: pop, push, flush, notification suppression both ways. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "vq_fixture.h"
 
@@ -202,6 +203,29 @@ Test(vq, notify_enable_with_event_idx_sets_avail_event)
 		cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
 	cr_assert(!sc_vq_notify_enable(&f.vq));
 	cr_assert_eq(*vring_avail_event(fx_used(&f), FX_QSZ), 3, "kick me when entry 3 arrives");
+}
+
+Test(vq, rearm_with_nothing_served_does_not_store_avail_event)
+{
+	f.cfg.features |= 1ull << VIRTIO_F_EVENT_IDX;
+	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 8, 0, 0);
+	fx_post(&f, 0);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	sc_vq_notify_disable(&f.vq);
+	cr_assert(!sc_vq_notify_enable(&f.vq));
+	uint16_t *ev = vring_avail_event(fx_used(&f), FX_QSZ);
+	cr_assert_eq(*ev, 1);
+	sc_vq_notify_disable(&f.vq);
+	/* Read-only now: a store of the same value would fault. */
+	long pg = sysconf(_SC_PAGESIZE);
+	void *page = (void *)((uintptr_t)ev & ~(uintptr_t)(pg - 1));
+	cr_assert_eq(mprotect(page, (size_t)pg, PROT_READ), 0);
+	bool work = sc_vq_notify_enable(&f.vq);
+	cr_assert_eq(mprotect(page, (size_t)pg, PROT_READ | PROT_WRITE), 0);
+	cr_assert(!work);
+	cr_assert_eq(*ev, 1, "still: kick me when entry 1 arrives");
+	cr_assert_eq(f.vq.stats.notify_enables, 2, "re-armed both times");
 }
 
 Test(vq, kicks_avoided_counts_work_found_while_polling)

@@ -779,9 +779,17 @@ bool sc_vq_notify_enable(struct sc_vq *vq)
 	if (!vq->notify_on) {
 		vq->notify_on = true;
 		vq->stats.notify_enables++;
-		if (vq->event_idx)
-			sc_store_once(vring_avail_event(vq->used, vq->size), vq->last_avail);
-		else
+		if (vq->event_idx) {
+			/*
+			 * The driver reads avail_event on every publish: stored only
+			 * if it changes, so a re-arm with nothing served since (a
+			 * wake-up for a command) leaves the line shared. What the
+			 * guest may have written there only decides whether we store.
+			 */
+			uint16_t *ev = vring_avail_event(vq->used, vq->size);
+			if (sc_load_once(ev) != vq->last_avail)
+				sc_store_once(ev, vq->last_avail);
+		} else
 			sc_store_once(&vq->used->flags, 0);
 	}
 	/*
