@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "common/barrier.h"
 #include "common/fetch.h"
 #include "guestmem/guestmem.h"
 #include "vqueue/vring.h"
@@ -326,15 +327,16 @@ size_t sc_iov_copy_from_any(const struct iovec *iov, unsigned n, size_t off, voi
  * Copy len bytes at offset off of the chain's readable part into buf.
  * Returns bytes copied. Inline for the common case, bytes within the first
  * segment: a request header of constant size is then a couple of moves on
- * the hot path, not a call and a loop. Each byte is read once; a caller
- * that keeps the copy must put a compiler barrier after it (an inlined
- * copy could otherwise be turned into re-reads of guest memory).
+ * the hot path, not a call and a loop. Each byte is read once, also when
+ * inlined: the compiler barrier after the copy keeps the compiler from
+ * reading guest memory again in place of buf.
  */
 static inline size_t sc_iov_copy_from(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len)
 {
 	if (__builtin_expect(n && off <= iov[0].iov_len && len <= iov[0].iov_len - off, 1)) {
 		SC_FETCH(SC_FETCH_REQ, off, len);   /* fuzz builds: keyed by offset, as the general copy does */
 		__builtin_memcpy(buf, (const char *)iov[0].iov_base + off, len);
+		sc_barrier();
 		return len;
 	}
 	return sc_iov_copy_from_any(iov, n, off, buf, len);
