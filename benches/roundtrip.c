@@ -42,6 +42,8 @@ static const char usage[] =
 #define QSIZE 256
 #define MEM_SIZE (4u << 20)
 #define WARMUP 2000
+/* Issue 13: the polled round trip within this many cycles of the floor, same run. */
+#define ROUNDTRIP_OVER_FLOOR_MAX 150
 
 struct mode_result {
 	const char *name;
@@ -106,19 +108,34 @@ static int run_floor(const struct bench_opts *o, uint64_t n, struct mode_result 
 
 /* ---- polling and eventfd: null-blk behind a split ring ---- */
 
-/* One request's driver-side buffers: header and status share a line, as a good driver lays them out. */
+/*
+ * One request's driver-side buffers. The header (the driver writes it, the
+ * device reads it) and the status byte (the device writes it) sit on lines
+ * of their own, as in a Linux guest, where the header is in the request and
+ * the status byte elsewhere: the device's status store never takes away the
+ * line the device reads the next header from.
+ */
 struct blk_req {
-	struct virtio_blk_outhdr hdr;
-	uint8_t status;
-} __attribute__((aligned(SC_CACHE_LINE)));
+	struct virtio_blk_outhdr hdr sc_cache_aligned;
+	uint8_t status sc_cache_aligned;
+};
 
+/*
+ * The driver's state and the device's never share a cache line: here both
+ * sides are threads of one process, and a driver store next to the
+ * device's queue state would move one line more per request than a guest
+ * and sidecored (separate memory) ever do.
+ */
 struct vq_setup {
-	struct sc_mem mem;
-	uint8_t *base;              /* host address of GPA 0 */
-	struct sc_drv_vq dvq;
-	struct sc_nullblk dev;
-	int kick_fd;
+	/* driver side: written by the driver thread every request */
+	struct sc_drv_vq dvq sc_cache_aligned;
 	struct sc_drv_seg segs[3];
+	int kick_fd;
+	uint8_t *base;              /* host address of GPA 0 */
+	uint8_t *status;            /* the request's status byte, read at completion */
+	/* device side: read by the sidecore every poll (mem on every translate) */
+	struct sc_mem mem sc_cache_aligned;
+	struct sc_nullblk dev sc_cache_aligned;
 };
 
 static int vq_setup(struct vq_setup *s)
@@ -149,6 +166,7 @@ static int vq_setup(struct vq_setup *s)
 	s->segs[0] = (struct sc_drv_seg){ req_gpa, sizeof(req->hdr) };
 	s->segs[1] = (struct sc_drv_seg){ data_gpa, 512 };
 	s->segs[2] = (struct sc_drv_seg){ req_gpa + offsetof(struct blk_req, status), 1 };
+	s->status = &req->status;
 
 	s->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	struct sc_vq_config cfg = {
@@ -187,18 +205,23 @@ static inline uint64_t one_request(struct vq_setup *s)
 		return 0;
 	while (sc_drv_vq_get_used(&s->dvq, &head, &len) == 0)
 		sc_cpu_relax();
+	/* As a driver must: the status byte says how it went (the device wrote it before the used entry). */
+	uint8_t status = sc_load_once(s->status);
 	uint64_t t1 = sc_rdtscp();
-	/* The device wrote data + status: proof it served the request. */
-	return len == 513 ? t1 - t0 : 0;
+	/* The device wrote data + status, and OK: proof it served the request. */
+	return len == 513 && status == VIRTIO_BLK_S_OK ? t1 - t0 : 0;
 }
 
 static int run_vq(const struct bench_opts *o, uint64_t idle_spin_ns, uint64_t n,
 		  struct mode_result *r)
 {
-	struct vq_setup *s = calloc(1, sizeof(*s));
+	/* Aligned so the members' own line alignment holds; the size is a whole number of lines. */
+	struct vq_setup *s = aligned_alloc(SC_CACHE_LINE, sizeof(*s));
 	struct sc_poller *p;
 	int ret = -1;
 
+	if (s)
+		memset(s, 0, sizeof(*s));
 	if (!s || vq_setup(s) < 0)
 		goto out;
 	struct sc_poller_config pc = { .cpu = o->sidecore_cpu, .idle_spin_ns = idle_spin_ns,
@@ -294,11 +317,19 @@ int bench_roundtrip(int argc, char **argv)
 	print_row(&poll, &floor, &evfd);
 	print_row(&evfd, &floor, &evfd);
 
-	double vs_floor = (double)samples_pct(&poll.lat, 50) / (double)samples_pct(&floor.lat, 50);
+	uint64_t floor50 = samples_pct(&floor.lat, 50), poll50 = samples_pct(&poll.lat, 50);
+	/* What the virtqueue adds to the two cache-line transfers every request needs (can be < 0 in noise). */
+	int64_t over_floor = (int64_t)poll50 - (int64_t)floor50;
+	double vs_floor = (double)poll50 / (double)floor50;
 	double speedup = (double)samples_pct(&evfd.lat, 50) / (double)samples_pct(&poll.lat, 50);
 	double speedup99 = (double)samples_pct(&evfd.lat, 99) / (double)samples_pct(&poll.lat, 99);
-	bool ok_floor = vs_floor <= 2.0, ok_speedup = speedup >= 5.0, ok_kicks = poll.kicks_per_req == 0;
-	printf("\ntargets: polling p50 <= 2x floor: %s (%.2fx)\n", ok_floor ? "met" : "MISSED", vs_floor);
+	bool ok_floor = over_floor <= ROUNDTRIP_OVER_FLOOR_MAX, ok_speedup = speedup >= 5.0,
+	     ok_kicks = poll.kicks_per_req == 0;
+	printf("\npolling round trip: floor + %lld cycles (p50 %llu = %llu + %lld; %.2fx the floor)\n",
+	       (long long)over_floor, (unsigned long long)poll50, (unsigned long long)floor50,
+	       (long long)over_floor, vs_floor);
+	printf("\ntargets: polling p50 <= floor + %d cycles: %s (floor + %lld)\n", ROUNDTRIP_OVER_FLOOR_MAX,
+	       ok_floor ? "met" : "MISSED", (long long)over_floor);
 	printf("         polling p50 >= 5x lower than eventfd: %s (%.1fx; p99 %.1fx)\n",
 	       ok_speedup ? "met" : "MISSED", speedup, speedup99);
 	printf("         0 kicks per request while polling: %s (%.4f)\n", ok_kicks ? "met" : "MISSED",
@@ -313,6 +344,7 @@ int bench_roundtrip(int argc, char **argv)
 				json_pack("{s:o, s:f, s:f}", "latency", samples_json(&all[i]->lat),
 					  "req_per_s", all[i]->req_per_s, "kicks_per_req", all[i]->kicks_per_req));
 		json_object_set_new(root, "modes", modes);
+		json_object_set_new(root, "polling_p50_minus_floor_p50_cycles", json_integer(over_floor));
 		json_object_set_new(root, "ratios", json_pack("{s:f, s:f, s:f}",
 			"polling_p50_over_floor_p50", vs_floor, "eventfd_p50_over_polling_p50", speedup,
 			"eventfd_p99_over_polling_p99", speedup99));

@@ -30,6 +30,9 @@ if r:
         c = m[k]["latency"]["cycles"]
         print(f"| {label} | {c['p50']} | {c['p99']} | {c['p99_9']} | {m[k]['latency']['ns']['p50']:.0f} | "
               f"{m[k]['req_per_s'] / 1e6:.2f} M | {m[k]['kicks_per_req']:.2f} | {c['p50'] / fl:.2f}× | {c['p50'] / ev:.3f}× |")
+    if "polling_p50_minus_floor_p50_cycles" in r:
+        print(f"\nPolled round trip: floor + {r['polling_p50_minus_floor_p50_cycles']} cycles "
+              f"({m['polling']['latency']['cycles']['p50'] / fl:.2f}× the floor of {fl}).")
     print()
 
 r = load("exits")

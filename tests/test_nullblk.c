@@ -248,6 +248,29 @@ Test(nullblk, budget_is_respected)
 	cr_assert_eq(reaped, 10);
 }
 
+Test(nullblk, each_poll_publishes_every_completion_of_what_it_found)
+{
+	struct req r = new_req(VIRTIO_BLK_T_FLUSH, 0, 0);
+	struct sc_drv_seg s[] = { { r.hdr_gpa, 16 }, { r.status_gpa, 1 } };
+	uint16_t published = 0;
+
+	for (int round = 1; round <= 4; round++) {
+		for (int i = 0; i < round; i++)
+			cr_assert_geq(sc_drv_vq_add(&dvq, s, 1, 1), 0);
+		sc_drv_vq_publish(&dvq);
+		cr_assert_eq(sc_nullblk_poll(&dev, 32), round);
+		published = (uint16_t)(published + round);
+		cr_assert_eq(dvq.used->idx, published, "every request served is published by the poll that served it");
+		cr_assert_eq(sc_vq_pop_cached(&dev.vq), 0);
+		uint16_t head;
+		uint32_t len;
+		for (int i = 0; i < round; i++)
+			cr_assert_eq(sc_drv_vq_get_used(&dvq, &head, &len), 1);
+	}
+	cr_assert_eq(dev.stats.flushes, 10);
+	cr_assert_eq(sc_nullblk_poll(&dev, 32), 0, "nothing left");
+}
+
 Test(nullblk, broken_ring_is_reported_by_poll_after_flushing)
 {
 	struct req r = new_req(VIRTIO_BLK_T_FLUSH, 0, 0);

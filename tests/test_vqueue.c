@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The split ring's normal behaviour: pop, push, flush, notification suppression both ways. */
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #include "vq_fixture.h"
 
@@ -111,6 +113,27 @@ Test(vq, batch_of_pushes_publishes_once)
 	close(f.vq.call_fd);
 }
 
+Test(vq, pop_cached_counts_what_the_last_index_load_found)
+{
+	for (uint16_t i = 0; i < 3; i++) {
+		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, VIRTQ_DESC_F_WRITE, 0);
+		fx_post(&f, i);
+	}
+	cr_assert_eq(sc_vq_pop_cached(&f.vq), 0, "avail->idx not loaded yet");
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	cr_assert_eq(sc_vq_pop_cached(&f.vq), 2, "the rest of what one load found");
+	fx_put_desc(fx_desc(&f), 3, FX_BUF(3), 8, VIRTQ_DESC_F_WRITE, 0);
+	fx_post(&f, 3);
+	cr_assert_eq(sc_vq_pop_cached(&f.vq), 2, "a later publish is not seen without a load");
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	cr_assert_eq(sc_vq_pop_cached(&f.vq), 0);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1, "the next pop loads the index again");
+	cr_assert_eq(f.e.head, 3);
+	cr_assert_eq(sc_vq_pop_cached(&f.vq), 0);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 0);
+}
+
 Test(vq, no_interrupt_flag_suppresses_interrupts)
 {
 	f.vq.call_fd = eventfd(0, EFD_NONBLOCK);
@@ -182,6 +205,29 @@ Test(vq, notify_enable_with_event_idx_sets_avail_event)
 	cr_assert_eq(*vring_avail_event(fx_used(&f), FX_QSZ), 3, "kick me when entry 3 arrives");
 }
 
+Test(vq, rearm_with_nothing_served_does_not_store_avail_event)
+{
+	f.cfg.features |= 1ull << VIRTIO_F_EVENT_IDX;
+	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 8, 0, 0);
+	fx_post(&f, 0);
+	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
+	sc_vq_notify_disable(&f.vq);
+	cr_assert(!sc_vq_notify_enable(&f.vq));
+	uint16_t *ev = vring_avail_event(fx_used(&f), FX_QSZ);
+	cr_assert_eq(*ev, 1);
+	sc_vq_notify_disable(&f.vq);
+	/* Read-only now: a store of the same value would fault. */
+	long pg = sysconf(_SC_PAGESIZE);
+	void *page = (void *)((uintptr_t)ev & ~(uintptr_t)(pg - 1));
+	cr_assert_eq(mprotect(page, (size_t)pg, PROT_READ), 0);
+	bool work = sc_vq_notify_enable(&f.vq);
+	cr_assert_eq(mprotect(page, (size_t)pg, PROT_READ | PROT_WRITE), 0);
+	cr_assert(!work);
+	cr_assert_eq(*ev, 1, "still: kick me when entry 1 arrives");
+	cr_assert_eq(f.vq.stats.notify_enables, 2, "re-armed both times");
+}
+
 Test(vq, kicks_avoided_counts_work_found_while_polling)
 {
 	sc_vq_notify_disable(&f.vq);
@@ -226,6 +272,23 @@ Test(vq, iov_copy_crosses_segments)
 	cr_assert_eq(sc_iov_copy_to(iov, 2, 1, "XYZ", 3), 3);
 	cr_assert_eq(a[1], 'X');
 	cr_assert_eq(b[1], 'Z');
+}
+
+Test(vq, iov_copy_from_edges_of_the_first_segment)
+{
+	char a[4] = "abc", b[4] = "def", out[8] = { 0 };
+	struct iovec iov[3] = { { a, 3 }, { b, 3 }, { NULL, 0 } };
+	cr_assert_eq(sc_iov_copy_from(iov, 2, 0, out, 3), 3, "exactly the first segment");
+	cr_assert_str_eq(out, "abc");
+	memset(out, 0, sizeof(out));
+	cr_assert_eq(sc_iov_copy_from(iov, 2, 3, out, 2), 2, "starting at the end of the first");
+	cr_assert_str_eq(out, "de");
+	memset(out, 0, sizeof(out));
+	cr_assert_eq(sc_iov_copy_from(iov, 2, 2, out, 4), 4, "one byte past the first");
+	cr_assert_str_eq(out, "cdef");
+	cr_assert_eq(sc_iov_copy_from(iov, 0, 0, out, 1), 0, "no segments: nothing");
+	cr_assert_eq(sc_iov_copy_from(iov, 2, 9, out, 1), 0, "offset past the chain: nothing");
+	cr_assert_eq(sc_iov_copy_from(&iov[2], 1, 0, out, 0), 0, "an empty copy of an empty segment");
 }
 
 /* ---- inflight tracking (vhost-user "Inflight I/O tracking") ---- */

@@ -707,6 +707,12 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 
 	SC_FETCH(SC_FETCH_AVAIL, &vq->avail->ring[vq->last_avail & vq->mask], sizeof(head));
 	head = sc_load_once(&vq->avail->ring[vq->last_avail & vq->mask]);
+	/*
+	 * The next head's line (a new one every 32 slots), fetched while this
+	 * chain is walked; only the line, no value is read early.
+	 */
+	if ((uint16_t)(vq->avail_seen - vq->last_avail) > 1)
+		sc_prefetch(&vq->avail->ring[(uint16_t)(vq->last_avail + 1) & vq->mask]);
 	ret = walk_chain(vq, head, elem);   /* checks head < size first */
 	if (ret < 0)
 		return ret;
@@ -806,9 +812,17 @@ bool sc_vq_notify_enable(struct sc_vq *vq)
 	if (!vq->notify_on) {
 		vq->notify_on = true;
 		vq->stats.notify_enables++;
-		if (vq->event_idx)
-			sc_store_once(vring_avail_event(vq->used, vq->size), vq->last_avail);
-		else
+		if (vq->event_idx) {
+			/*
+			 * The driver reads avail_event on every publish: stored only
+			 * if it changes, so a re-arm with nothing served since (a
+			 * wake-up for a command) leaves the line shared. What the
+			 * guest may have written there only decides whether we store.
+			 */
+			uint16_t *ev = vring_avail_event(vq->used, vq->size);
+			if (sc_load_once(ev) != vq->last_avail)
+				sc_store_once(ev, vq->last_avail);
+		} else
 			sc_store_once(&vq->used->flags, 0);
 	}
 	/*
@@ -847,7 +861,7 @@ static size_t iov_copy(const struct iovec *iov, unsigned n, size_t off, void *bu
 	return done;
 }
 
-size_t sc_iov_copy_from(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len)
+size_t sc_iov_copy_from_any(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len)
 {
 	return iov_copy(iov, n, off, buf, len, false);
 }
