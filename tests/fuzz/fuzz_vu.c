@@ -21,9 +21,16 @@
  *   2 guest write: u8 memfd (of those sent so far), u16 page, a chunk
  *     (u16 offset in the page, u8 len, bytes)
  *   3 poll: the started queues once more
- * fd kinds (mod 6): 0 eventfd, 1 memfd sealed against shrinking, 2 the
+ * fd kinds (mod 8): 0 eventfd, 1 memfd sealed against shrinking, 2 the
  * same unsealed, 3 a sealed memfd of size bytes (not pages), 4 a pipe,
- * 5 /dev/null.
+ * 5 /dev/null, 6 a socket whose peer is gone, 7 a socket whose peer stays
+ * open and unread until the input ends (a back-end channel that never
+ * answers: IOTLB misses pile up in it).
+ *
+ * The server offers ACCESS_PLATFORM, so an input may negotiate the IOTLB:
+ * then queues are served as sidecored serves them, behind the IOTLB
+ * wrapper (sc_viommu_tc_wrap_iotlb), and ring and buffer addresses are
+ * IOVAs the input's IOTLB_MSG updates map.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,20 +45,25 @@
 #include "devices/devices.h"
 #include "runtime/vhost_user.h"
 #include "runtime/vu_server.h"
+#include "viommu/viommu.h"
 #include "tests/fuzz/fuzz.h"
 
 #define NQ 2
 #define MAX_MEMFDS 16
+#define MAX_PEERS 8
 
 struct dev {
 	bool live[NQ];
 	struct sc_nullblk q[NQ];
+	struct sc_pollq *attached[NQ];   /* q's pollq, or its IOTLB wrapper */
 };
 
 static struct dev dev;
 static struct sc_vu_server *server;
 static int memfds[MAX_MEMFDS];
 static unsigned nmemfds;
+static int peers[MAX_PEERS];     /* kind 7's other ends, closed when the input ends */
+static unsigned npeers;
 
 static int get_config(void *ctx, uint8_t *buf, uint32_t offset, uint32_t len)
 {
@@ -68,6 +80,7 @@ static int queue_start(void *ctx, unsigned idx, const struct sc_vq_config *cfg, 
 	int ret = sc_nullblk_init(&dev.q[idx], cfg, 2048, "fuzz vu");
 	if (ret < 0)
 		return ret;
+	dev.attached[idx] = tc ? sc_viommu_tc_wrap_iotlb(tc, &dev.q[idx].pq, &dev.q[idx].vq) : &dev.q[idx].pq;
 	dev.live[idx] = true;
 	return 0;
 }
@@ -108,7 +121,7 @@ static void server_open(void)
 /* One simulated fd of the kind the input says; memfds are remembered for guest writes. */
 static int make_fd(struct fz *f)
 {
-	uint8_t kind = fz_u8(f) % 6;
+	uint8_t kind = fz_u8(f) % 8;
 	uint16_t n = fz_u16(f);
 	int fd = -1, p[2];
 
@@ -133,7 +146,16 @@ static int make_fd(struct fz *f)
 			return -1;
 		close(p[1]);
 		return p[0];
-	default:
+	case 6:
+	case 7:
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, p) < 0)
+			return -1;
+		if (kind == 7 && npeers < MAX_PEERS)
+			peers[npeers++] = p[1];
+		else
+			close(p[1]);
+		return p[0];
+	case 5:
 		return open("/dev/null", O_RDWR | O_CLOEXEC);
 	}
 	if (fd >= 0)
@@ -215,7 +237,7 @@ static bool serve(int conn, int peer, bool *up)
 	}
 	for (unsigned i = 0; i < NQ; i++)
 		if (dev.live[i])
-			(void)sc_nullblk_poll(&dev.q[i], 8);
+			(void)dev.attached[i]->ops->poll(dev.attached[i], 8);
 	return *up;
 }
 
@@ -230,6 +252,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		abort();
 	nmemfds = 0;
+	npeers = 0;
 	for (unsigned ops_done = 0; f.n && ops_done < 64 && up; ops_done++) {
 		switch (fz_u8(&f) % 4) {
 		case 0:
@@ -265,5 +288,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	close(sv[1]);
 	for (unsigned i = 0; i < nmemfds; i++)
 		close(memfds[i]);
+	for (unsigned i = 0; i < npeers; i++)
+		close(peers[i]);
 	return 0;
 }

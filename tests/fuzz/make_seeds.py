@@ -182,6 +182,32 @@ def vu_seeds():
     write("vu", "raw-cut", setup + struct.pack("<BB", RAW, 6) + struct.pack("<IH", 1, 0))
     write("vu", "running-ring-changed", setup + ring + guest + msg(8, state(0, 8)) + msg(9, bytes(40)))
 
+    # IOMMU: ACCESS_PLATFORM, protocol features with REPLY_ACK, BACKEND_REQ and IOTLB,
+    # a back-end channel, ring and buffers at IOVAs the IOTLB maps (IOVA = GPA + 1 GiB).
+    IOVA = 1 << 30
+    pfeats = 0x1ffff | (1 << 3) | (1 << 5) | (1 << 11)
+
+    def iotlb(typ, iova=0, size=0, uaddr=0, perm=3, flags=V | 4):
+        return msg(22, struct.pack("<QQQBB6x", iova, size, uaddr, perm, typ), flags=flags)
+    isetup = (msg(1) + msg(2, u64(feats | (1 << 33))) + msg(15) + msg(16, u64(pfeats)) + msg(3)
+              + msg(5, struct.pack("<II", 1, 0) + region, [(1, 15)]) + msg(21, b"", [(7, 0)]))
+    iring = (msg(8, state(0, 4)) + msg(9, struct.pack("<IIQQQQ", 0, 0, IOVA + D, IOVA + U, IOVA + A, 0))
+             + msg(10, state(0, 0)) + msg(12, u64(0), [(0, 0)]) + msg(13, u64(0), [(0, 0)])
+             + msg(14, u64(0), [(0, 0)]) + msg(18, state(0, 1)))
+    iguest = (gw(D, desc(IOVA + B, 16, NEXT, 1) + desc(IOVA + B + 0x100, 1, WRITE))
+              + gw(B, struct.pack("<IIQ", 0, 0, 0)) + gw(A, avail([0])) + struct.pack("<B", POLL))
+    mapped = iotlb(2, IOVA, 16 * 4096, UVA)
+    write("vu", "iotlb-runs", isetup + mapped + iring + iguest)
+    write("vu", "iotlb-miss-then-update", isetup + iring + iguest + mapped + struct.pack("<B", POLL))
+    write("vu", "iotlb-invalidate-running", isetup + mapped + iring + iguest + iotlb(3, IOVA, 16 * 4096)
+          + struct.pack("<B", POLL))
+    write("vu", "iotlb-batch", isetup + iotlb(5, flags=V) + iotlb(2, IOVA, 4096, UVA) + iotlb(2, IOVA + 4096, 15 * 4096, UVA + 4096)
+          + iotlb(6, flags=V) + iring + iguest)
+    write("vu", "iotlb-read-only-buffer", isetup + iotlb(2, IOVA, 3 * 4096, UVA) + iotlb(2, IOVA + B, 4096, UVA + B, perm=1)
+          + iring + iguest)
+    write("vu", "iotlb-bad", isetup + iotlb(2, IOVA, 0, UVA) + iotlb(2, (1 << 64) - 4096, 8192, UVA) + iotlb(9)
+          + iotlb(2, IOVA, 4096, UVA + (1 << 40)) + iotlb(2, IOVA, 4096, UVA, perm=7) + iotlb(1, IOVA, 4096, UVA))
+
 
 vring_seeds()
 blk_seeds()
