@@ -68,7 +68,7 @@ if r:
 
 r = load("vhost-blk")
 if r:
-    print("### vhost-blk (sidecored vs qemu-storage-daemon)\n\n" + head(r))
+    print("### vhost-blk (sidecored vs qemu-storage-daemon and SPDK)\n\n" + head(r))
     print("| server | QD | p50 µs | p99 µs | IOPS | host cpu | IOPS per host cpu |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for x in r["runs"]:
@@ -79,6 +79,14 @@ if r:
     q = r["ratios"]
     print(f"\nQD1 p50: qemu-storage-daemon ÷ sidecored = {q['qd1_p50_qsd_over_sidecored']:.2f}×; "
           f"IOPS per host cpu at QD32: sidecored ÷ qemu-storage-daemon = {q['qd32_iops_per_cpu_sidecored_over_qsd']:.2f}×.\n")
+    if "qd32_iops_per_cpu_sidecored_over_spdk_best" in q:
+        print(f"Against SPDK: IOPS per host cpu at QD32, sidecored ÷ SPDK malloc = "
+              f"{q['qd32_iops_per_cpu_sidecored_over_spdk_malloc']:.2f}×, ÷ SPDK aio on the same file = "
+              f"{q['qd32_iops_per_cpu_sidecored_over_spdk_aio']:.2f}×; QD1 SPDK's best ÷ sidecored: p50 "
+              f"{q['qd1_p50_spdk_best_over_sidecored']:.2f}×, p99 {q['qd1_p99_spdk_best_over_sidecored']:.2f}× "
+              f"(above 1: sidecored lower).\n")
+    else:
+        print("SPDK was not built on this machine, so its rows are missing (see ../shared/anchors/spdk).\n")
 
 r = load("fairness")
 if r:
