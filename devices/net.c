@@ -58,7 +58,14 @@ static void eal_init_once(void)
 		eal_ret = rte_errno ? -rte_errno : -EINVAL;
 		snprintf(eal_err, sizeof(eal_err), "DPDK EAL init failed (%s); run as root, or see DPDK's messages above",
 			 rte_strerror(rte_errno));
+		return;
 	}
+	/*
+	 * With --no-shconf and --no-telemetry EAL keeps nothing in its runtime
+	 * directory (no config file, no mp or telemetry socket), but creates
+	 * it: removed, or every process leaves an empty /run/dpdk/sidecore-PID.
+	 */
+	rmdir(rte_eal_get_runtime_dir());
 }
 
 int sc_net_eal_init(unsigned mem_mb, char *err, size_t errlen)
