@@ -58,7 +58,14 @@ static void eal_init_once(void)
 		eal_ret = rte_errno ? -rte_errno : -EINVAL;
 		snprintf(eal_err, sizeof(eal_err), "DPDK EAL init failed (%s); run as root, or see DPDK's messages above",
 			 rte_strerror(rte_errno));
+		return;
 	}
+	/*
+	 * With --no-shconf and --no-telemetry EAL keeps nothing in its runtime
+	 * directory (no config file, no mp or telemetry socket), but creates
+	 * it: removed, or every process leaves an empty /run/dpdk/sidecore-PID.
+	 */
+	rmdir(rte_eal_get_runtime_dir());
 }
 
 int sc_net_eal_init(unsigned mem_mb, char *err, size_t errlen)
@@ -373,6 +380,9 @@ static int tx_offload(struct sc_net_queue *q, const struct sc_virtio_net_hdr *h,
 		uint32_t l4 = (uint32_t)(mbuf_byte(m, start + 12) >> 4) * 4;
 		if (l4 < 20 || start + l4 >= len)
 			return -EINVAL;
+		/* Every segment the port cuts must fit the MTU (a guest's MSS is mtu - l3 - l4); larger ones no wire takes. */
+		if (l3 + l4 + h->gso_size > q->dev->mtu)
+			return -EINVAL;
 		m->l2_len = l2;
 		m->l3_len = l3;
 		m->l4_len = l4;
@@ -497,6 +507,8 @@ static int stash_fill(struct sc_net_queue *q, unsigned i)
 		if (s->elem.oversized || s->elem.out_num || s->elem.in_len < q->hdr_len) {
 			q->stats.rx_bad_chains++;
 			sc_vq_push(&q->vq, s->elem.head, 0);
+			/* Completed behind stashed chains: they are no longer the last ones popped (see fini). */
+			q->stash_gap |= q->nstash > 0;
 			continue;
 		}
 		q->nstash++;
@@ -557,6 +569,8 @@ static int rx_packet(struct sc_net_queue *q, struct rte_mbuf *m)
 	sc_vq_push(&q->vq, s->elem.head, off);
 	q->stash_first = (q->stash_first + j + 1) % SC_NET_RX_STASH;
 	q->nstash -= j + 1;
+	if (!q->nstash)
+		q->stash_gap = false;
 	q->stats.rx_packets++;
 	q->stats.rx_bytes += m->pkt_len;
 	return 0;
@@ -772,9 +786,11 @@ void sc_net_queue_fini(struct sc_net_queue *q)
 		/*
 		 * Chains popped for packets that never came: without an inflight
 		 * region they go back to the avail ring (the next back end pops
-		 * them again); with one, they complete empty.
+		 * them again), if they are the last ones popped; with one, or
+		 * with a chain completed after them, they complete empty (a
+		 * rewind would hand out that completed chain again).
 		 */
-		if (!q->vq.inflight) {
+		if (!q->vq.inflight && !q->stash_gap) {
 			q->vq.last_avail = (uint16_t)(q->vq.last_avail - q->nstash);
 		} else {
 			for (unsigned i = 0; i < q->nstash; i++)

@@ -132,6 +132,7 @@ struct sc_net_queue {
 	/* rx: popped chains not filled yet, a ring of SC_NET_RX_STASH */
 	struct sc_net_rx_slot *stash;
 	unsigned stash_first, nstash;
+	bool stash_gap;              /* a chain popped after a stashed one was completed */
 	struct rte_mbuf *burst[SC_NET_BURST];
 };
 

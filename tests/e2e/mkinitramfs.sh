@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a tiny initramfs for the e2e guest: static busybox, the virtio-blk
-# modules of Debian's kernel, and an /init that runs the test the kernel
-# command line names (sc_test=write|check) and powers off. With sc_direct=1
+# and virtio-net modules of Debian's kernel, and an /init that runs the test
+# the kernel command line names (sc_test=write|check|net) and powers off. With sc_direct=1
 # the write makes the pattern in memory first, then writes it with O_DIRECT,
 # so the disk sees one write after the other for the whole write (the kill
 # test needs requests at the disk all along: not one burst at the fsync, nor
@@ -13,7 +13,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work"/{bin,proc,sys,dev,lib,tmp}
 cp /bin/busybox "$work/bin/busybox"
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+# In load order (virtio_net needs failover and net_failover).
+mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net"
+for m in $mods; do
   f=$(find "/lib/modules/$kver" -name "$m.ko*" | head -n1)
   [ -n "$f" ] || { echo "mkinitramfs: module $m not found under /lib/modules/$kver" >&2; exit 1; }
   case "$f" in
@@ -22,15 +24,34 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
     *) cp "$f" "$work/lib/$m.ko" ;;
   esac
 done
+echo "$mods" > "$work/lib/modules.list"
 cat > "$work/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+for m in $(cat /lib/modules.list); do
   insmod /lib/$m.ko 2>&1 | sed "s/^/SC-INSMOD $m: /"
 done
+case "$(cat /proc/cmdline)" in
+  *sc_test=net*)
+    # The NIC up at sc_ip; the host pings it and sends UDP to a closed port
+    # (counted in Udp NoPorts), then says "done" on TCP port 5001; the guest
+    # prints its counters and powers off.
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    [ -e /sys/class/net/eth0 ] || echo "SC-ERROR no eth0"
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add "$(sed -n 's/.*sc_ip=\([0-9./]*\).*/\1/p' /proc/cmdline)" dev eth0
+    echo "SC-NET-UP"
+    timeout 120 nc -l -p 5001 > /tmp/done
+    echo "SC-NETDEV $(grep eth0: /proc/net/dev | sed 's/.*eth0://')"
+    echo "SC-UDP $(grep '^Udp:' /proc/net/snmp | tail -n1)"
+    echo "SC-NET-DONE $(cat /tmp/done)"
+    poweroff -f ;;
+esac
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 [ -b /dev/vda ] || echo "SC-ERROR no /dev/vda"

@@ -1,0 +1,905 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio-net (devices/net.h) against hostile guests: a list of attacks on
+ * the transmit, receive and control queues, one test each. Each checks what
+ * became of the bad input (dropped and counted, acked ERR, or the queue
+ * broken with one line) and that the device still works afterwards.
+ *
+ * The host side is an in-process DPDK net_ring port: a loopback whose rx
+ * queue k returns what was sent on its tx queue k. The test reads what the
+ * device sent there, and puts there what the device is to receive. Guest
+ * rings are driven by the driver library (driver/driver.h) in memfd guest
+ * memory; the test plays the sidecore by calling sc_net_queue_poll.
+ * EAL starts once per test process (Criterion runs each test in its own).
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+/* rte_ipv4_udptcp_cksum_verify is experimental in DPDK 22.11; the test only reads with it. */
+#define ALLOW_EXPERIMENTAL_API
+#include <rte_ethdev.h>
+#include <rte_ip.h>
+#include <rte_mbuf.h>
+
+#include "devices/net.h"
+#include "driver/driver.h"
+#include "guestmem/guestmem.h"
+
+#define QSZ 256
+#define MEM (16u << 20)
+#define RING(slot) (0x10000ull * (slot))       /* rx, tx, control rings */
+#define BUFS 0x100000ull                       /* guest buffers, bump-allocated above */
+#define PAIRS 2
+#define MTU 1500
+#define HLEN SC_VIRTIO_NET_HDR_LEN
+#define ETH 14u
+#define IP4 20u
+#define UDP_LEN 8u
+#define TCP_LEN 20u
+
+struct tq {
+	struct sc_drv_vq dvq;
+	struct sc_net_queue q;
+	int err_fd;
+	char name[32];
+};
+
+static struct sc_mem mem;
+static uint8_t *base;
+static uint64_t bump = BUFS;
+static struct sc_net_port port;
+static struct sc_net_dev dev;
+static struct tq rxq, txq, ctq;
+static uint64_t features;
+static int log_fd = -1, stderr_fd = -1;
+static uint64_t rx_buf_gpa[QSZ];               /* an rx head's buffer */
+
+static uint8_t *gptr(uint64_t gpa)
+{
+	return base + gpa;
+}
+
+static uint64_t galloc(uint32_t len)
+{
+	uint64_t gpa = bump;
+	/* A gap after each buffer: a device that ran past a segment would read the next one's bytes, not these. */
+	bump += ((len + 63) & ~63ull) + 64;
+	cr_assert_lt(bump, MEM, "test guest memory full");
+	return gpa;
+}
+
+/* Start vring idx on t's driver ring from last_avail, as a back end does on SET_VRING_BASE and KICK. */
+static void queue_start(struct tq *t, unsigned idx, uint16_t last_avail)
+{
+	struct sc_vq_config cfg = {
+		.size = QSZ, .desc_addr = t->dvq.desc_gpa, .avail_addr = t->dvq.avail_gpa, .used_addr = t->dvq.used_gpa,
+		.features = features, .last_avail = last_avail, .xlate = sc_mem_xlate(&mem), .call_fd = -1,
+		.kick_fd = -1, .err_fd = t->err_fd, .name = t->name,
+	};
+	cr_assert_eq(sc_net_queue_init(&t->q, &dev, idx, &cfg, t->name), 0, "queue %u: %s", idx, t->q.vq.broken_reason);
+}
+
+static void queue_open(struct tq *t, unsigned slot, unsigned idx)
+{
+	cr_assert_eq(sc_drv_vq_init(&t->dvq, gptr(RING(slot)), RING(slot), QSZ, features), 0);
+	t->err_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	cr_assert_geq(t->err_fd, 0);
+	snprintf(t->name, sizeof(t->name), "net.sock vring %u", idx);
+	queue_start(t, idx, 0);
+}
+
+static void setup(void)
+{
+	char err[256];
+	const uint8_t mac[6] = { 0x52, 0x54, 0, 0x12, 0x34, 0x56 };
+
+	if (sc_net_eal_init(0, err, sizeof(err)) < 0)
+		cr_skip_test("DPDK's EAL cannot start here: %s", err);
+	cr_assert_eq(sc_net_port_open(&port, "net_ring0", PAIRS, -1, MTU, err, sizeof(err)), 0, "%s", err);
+	sc_net_dev_init(&dev, &port, PAIRS, mac, MTU);
+	/*
+	 * What a port with checksum and TSO offloads makes the device offer;
+	 * net_ring passes mbufs through untouched, so the test sees the
+	 * offload flags the device set (and checksums it did in software).
+	 */
+	features = dev.features | (1ull << SC_VIRTIO_NET_F_CSUM) | (1ull << SC_VIRTIO_NET_F_HOST_TSO4) |
+		   (1ull << SC_VIRTIO_NET_F_HOST_TSO6);
+	sc_mem_init(&mem);
+	int fd = sc_mem_memfd_create("net", MEM);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(sc_mem_add_fd(&mem, 0, MEM, fd, 0, SC_PERM_RW), 0);
+	base = mem.regions[0].hva;
+	queue_open(&rxq, 0, 0);
+	queue_open(&txq, 1, 1);
+	queue_open(&ctq, 2, 2 * PAIRS);
+	/* stderr to a memfd from here on: the test checks what a broken queue said. */
+	fflush(stderr);
+	log_fd = memfd_create("net-stderr", MFD_CLOEXEC);
+	stderr_fd = dup(STDERR_FILENO);
+	cr_assert(log_fd >= 0 && stderr_fd >= 0);
+	cr_assert_eq(dup2(log_fd, STDERR_FILENO), STDERR_FILENO);
+}
+
+static void teardown(void)
+{
+	if (stderr_fd >= 0) {
+		dup2(stderr_fd, STDERR_FILENO);
+		close(stderr_fd);
+		close(log_fd);
+	}
+	struct tq *all[] = { &rxq, &txq, &ctq };
+	for (unsigned i = 0; i < 3; i++) {
+		if (all[i]->err_fd > 0) {
+			sc_net_queue_fini(&all[i]->q);
+			close(all[i]->err_fd);
+		}
+	}
+	sc_net_port_close(&port);
+	if (base)
+		sc_mem_fini(&mem);
+}
+
+TestSuite(net, .init = setup, .fini = teardown, .timeout = 30);
+
+static const char *log_text(void)
+{
+	static char buf[4096];
+	fflush(stderr);
+	ssize_t n = pread(log_fd, buf, sizeof(buf) - 1, 0);
+	buf[n > 0 ? n : 0] = 0;
+	return buf;
+}
+
+static unsigned log_count(const char *needle)
+{
+	unsigned n = 0;
+	for (const char *p = log_text(); (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+/* ---- packets ---- */
+
+static uint16_t be16(uint16_t v)
+{
+	return rte_cpu_to_be_16(v);
+}
+
+/* Ethernet + IPv4 + UDP (or TCP) with payload bytes of a pattern; returns its length. */
+static uint32_t make_ip4(uint8_t *p, uint8_t proto, uint32_t payload)
+{
+	uint32_t l4 = proto == IPPROTO_TCP ? TCP_LEN : UDP_LEN, len = ETH + IP4 + l4 + payload;
+	memset(p, 0, ETH + IP4 + l4);
+	memcpy(p, "\x52\x54\x00\xaa\xbb\xcc\x52\x54\x00\x12\x34\x56\x08\x00", ETH);
+	struct rte_ipv4_hdr *ip = (void *)(p + ETH);
+	ip->version_ihl = 0x45;
+	ip->total_length = be16((uint16_t)(len - ETH));
+	ip->time_to_live = 64;
+	ip->next_proto_id = proto;
+	ip->src_addr = rte_cpu_to_be_32(0x0a000001);
+	ip->dst_addr = rte_cpu_to_be_32(0x0a000002);
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	uint8_t *l4h = p + ETH + IP4;
+	if (proto == IPPROTO_TCP) {
+		l4h[12] = 5 << 4;   /* data offset: 20 bytes */
+		l4h[13] = 0x18;     /* PSH ACK */
+	} else {
+		memcpy(l4h, "\x30\x39\x00\x35", 4);
+		*(uint16_t *)(l4h + 4) = be16((uint16_t)(l4 + payload));
+	}
+	for (uint32_t i = 0; i < payload; i++)
+		p[ETH + IP4 + l4 + i] = (uint8_t)(i * 7 + 1);
+	return len;
+}
+
+/* A UDP packet whose checksum the device is to finish: the pseudo-header sum in the field, NEEDS_CSUM. */
+static uint32_t make_udp_partial(uint8_t *p, uint32_t payload, struct sc_virtio_net_hdr *h)
+{
+	uint32_t len = make_ip4(p, IPPROTO_UDP, payload);
+	struct rte_ipv4_hdr *ip = (void *)(p + ETH);
+	uint16_t ph = rte_ipv4_phdr_cksum(ip, 0);
+	memcpy(p + ETH + IP4 + 6, &ph, 2);
+	*h = (struct sc_virtio_net_hdr){ .flags = SC_VIRTIO_NET_HDR_F_NEEDS_CSUM, .csum_start = ETH + IP4,
+					 .csum_offset = 6 };
+	return len;
+}
+
+/* ---- the transmit queue ---- */
+
+/*
+ * Post bytes[0..len) as one tx chain cut at cuts[] (ascending offsets),
+ * each piece in its own guest buffer apart from the others.
+ */
+static void tx_post_bytes(const uint8_t *bytes, uint32_t len, const uint32_t *cuts, unsigned ncuts)
+{
+	struct sc_drv_seg segs[QSZ];
+	uint32_t from = 0;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i <= ncuts; i++) {
+		uint32_t to = i < ncuts ? cuts[i] : len;
+		cr_assert(to > from || (to == from && len == 0), "bad cut list");
+		cr_assert_lt(n, QSZ);
+		segs[n] = (struct sc_drv_seg){ galloc(to - from), to - from };
+		memcpy(gptr(segs[n].addr), bytes + from, to - from);
+		n++;
+		from = to;
+	}
+	cr_assert_geq(sc_drv_vq_add(&txq.dvq, segs, n, 0), 0);
+}
+
+static uint8_t frame[SC_NET_MAX_TSO + 256];
+
+/* Post header h and packet p (len bytes) as one chain cut at cuts[] (offsets counted from the header's start). */
+static void tx_post(const struct sc_virtio_net_hdr *h, const uint8_t *p, uint32_t len, const uint32_t *cuts,
+		    unsigned ncuts)
+{
+	memcpy(frame, h, HLEN);
+	memcpy(frame + HLEN, p, len);
+	tx_post_bytes(frame, HLEN + len, cuts, ncuts);
+}
+
+/* Serve the tx queue once; every posted chain must come back (used length 0). Returns the chains completed. */
+static unsigned tx_run(void)
+{
+	uint16_t head;
+	uint32_t len;
+	unsigned n = 0;
+
+	sc_drv_vq_publish(&txq.dvq);
+	int r = sc_net_queue_poll(&txq.q, 64);
+	cr_assert_geq(r, 0, "tx queue: %s", txq.q.vq.broken_reason);
+	while (sc_drv_vq_get_used(&txq.dvq, &head, &len) == 1) {
+		cr_assert_eq(len, 0, "a tx buffer is completed with nothing written");
+		n++;
+	}
+	cr_assert_eq(n, (unsigned)r);
+	return n;
+}
+
+/* What the device sent on the port since the last call (at most max). */
+static unsigned host_recv(struct rte_mbuf **m, unsigned max)
+{
+	return rte_eth_rx_burst(port.port_id, 0, m, (uint16_t)max);
+}
+
+static void expect_sent(struct rte_mbuf *m, const uint8_t *p, uint32_t len)
+{
+	static uint8_t got[SC_NET_MAX_TSO + 256];
+	cr_assert_eq(m->pkt_len, len, "the port got %u bytes, not %u", m->pkt_len, len);
+	const uint8_t *b = rte_pktmbuf_read(m, 0, len, got);
+	cr_assert_not_null(b);
+	cr_assert_eq(memcmp(b, p, len), 0, "the packet on the port differs from the guest's");
+}
+
+/* Nothing reached the port. */
+static void expect_nothing_sent(void)
+{
+	struct rte_mbuf *m[4];
+	unsigned n = host_recv(m, 4);
+	if (n)
+		rte_pktmbuf_free_bulk(m, n);
+	cr_assert_eq(n, 0, "%u packets reached the port", n);
+}
+
+/* The device still works: a plain packet after the bad ones goes through unchanged. */
+static void tx_still_works(void)
+{
+	uint8_t p[128];
+	struct sc_virtio_net_hdr h = { 0 };
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 40);
+	uint64_t before = txq.q.stats.tx_packets, bad = txq.q.stats.tx_bad;
+	struct rte_mbuf *m[4];
+
+	tx_post(&h, p, len, NULL, 0);
+	cr_assert_eq(tx_run(), 1);
+	cr_assert_eq(host_recv(m, 4), 1, "the good packet after the bad one did not reach the port");
+	expect_sent(m[0], p, len);
+	rte_pktmbuf_free(m[0]);
+	cr_assert_eq(txq.q.stats.tx_packets, before + 1);
+	cr_assert_eq(txq.q.stats.tx_bad, bad);
+	cr_assert(!sc_vq_broken(&txq.q.vq));
+}
+
+/* h with p (len bytes) is dropped as malformed: tx_bad counts it, nothing is sent, the buffer comes back. */
+static void expect_tx_dropped(const struct sc_virtio_net_hdr *h, const uint8_t *p, uint32_t len)
+{
+	uint64_t bad = txq.q.stats.tx_bad;
+	tx_post(h, p, len, NULL, 0);
+	cr_assert_eq(tx_run(), 1);
+	cr_assert_eq(txq.q.stats.tx_bad, bad + 1, "not counted as tx_bad");
+	expect_nothing_sent();
+}
+
+/* The chain (header and packet) goes through intact however it is cut. */
+static void expect_tx_intact(const uint32_t *cuts, unsigned ncuts)
+{
+	uint8_t p[128];
+	struct sc_virtio_net_hdr h = { 0 };
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 60);
+	struct rte_mbuf *m[4];
+
+	tx_post(&h, p, len, cuts, ncuts);
+	cr_assert_eq(tx_run(), 1);
+	cr_assert_eq(txq.q.stats.tx_bad, 0);
+	cr_assert_eq(host_recv(m, 4), 1);
+	expect_sent(m[0], p, len);
+	rte_pktmbuf_free(m[0]);
+	tx_still_works();
+}
+
+Test(net, tx_chain_shorter_than_the_header_is_dropped)
+{
+	static const uint8_t junk[HLEN + ETH] = { 1, 2, 3, 4, 5 };
+	uint32_t cut[] = { 2 };
+
+	tx_post_bytes(junk, 5, NULL, 0);             /* 5 of the header's 12 bytes */
+	tx_post_bytes(junk, HLEN - 1, cut, 1);       /* 11 bytes, in two descriptors */
+	tx_post_bytes(junk, HLEN, NULL, 0);          /* a header and no packet */
+	tx_post_bytes(junk, HLEN + ETH - 1, NULL, 0);   /* a packet shorter than an Ethernet header */
+	cr_assert_eq(tx_run(), 4);
+	cr_assert_eq(txq.q.stats.tx_bad, 4);
+	cr_assert_eq(txq.q.stats.tx_packets, 0);
+	expect_nothing_sent();
+	tx_still_works();
+}
+
+Test(net, tx_chain_of_device_writable_buffers_only_is_dropped)
+{
+	struct sc_drv_seg s = { galloc(256), 256 };
+
+	cr_assert_geq(sc_drv_vq_add(&txq.dvq, &s, 0, 1), 0);
+	cr_assert_eq(tx_run(), 1);
+	cr_assert_eq(txq.q.stats.tx_bad, 1);
+	expect_nothing_sent();
+	tx_still_works();
+}
+
+Test(net, tx_header_split_after_one_byte)
+{
+	expect_tx_intact((const uint32_t[]){ 1 }, 1);
+}
+
+Test(net, tx_header_split_five_and_seven)
+{
+	expect_tx_intact((const uint32_t[]){ 5, 12 }, 2);
+}
+
+Test(net, tx_header_and_data_in_one_descriptor)
+{
+	expect_tx_intact(NULL, 0);
+}
+
+Test(net, tx_header_split_into_the_packet)
+{
+	/* The header's last 2 bytes share a descriptor with the packet's first 3. */
+	expect_tx_intact((const uint32_t[]){ 10, 15 }, 2);
+}
+
+Test(net, tx_chain_of_one_byte_descriptors)
+{
+	uint32_t cuts[QSZ];
+	unsigned n = 0;
+
+	for (uint32_t off = 1; off < HLEN + ETH + IP4 + UDP_LEN + 60; off++)
+		cuts[n++] = off;
+	expect_tx_intact(cuts, n);
+}
+
+Test(net, tx_partial_checksum_with_its_fields_split_across_descriptors)
+{
+	uint8_t p[256];
+	struct sc_virtio_net_hdr h;
+	uint32_t len = make_udp_partial(p, 101, &h);   /* odd length: the checksum's last byte is alone */
+	struct rte_mbuf *m[4];
+	/* csum_start (bytes 6-7) and csum_offset (8-9) each cut in half. */
+	uint32_t cuts[] = { 3, 7, 9, 13, HLEN + ETH + IP4 + 7 };
+
+	tx_post(&h, p, len, cuts, 5);
+	cr_assert_eq(tx_run(), 1);
+	cr_assert_eq(txq.q.stats.tx_bad, 0);
+	cr_assert_eq(host_recv(m, 4), 1);
+	uint8_t out[256];
+	const uint8_t *b = rte_pktmbuf_read(m[0], 0, len, out);
+	cr_assert_eq(rte_ipv4_udptcp_cksum_verify((const void *)(b + ETH), b + ETH + IP4), 0,
+		     "the device's checksum is wrong");
+	cr_assert_eq(memcmp(b + ETH + IP4 + UDP_LEN, p + ETH + IP4 + UDP_LEN, 101), 0);
+	rte_pktmbuf_free(m[0]);
+	tx_still_works();
+}
+
+Test(net, tx_num_buffers_lie_is_ignored)
+{
+	/* num_buffers means nothing on transmit (virtio 1.2 §5.1.6.2): whatever it says, the packet is the chain. */
+	uint8_t p[128];
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 20);
+	struct rte_mbuf *m[4];
+
+	for (unsigned i = 0; i < 3; i++) {
+		struct sc_virtio_net_hdr h = { .num_buffers = (uint16_t[]){ 0xffff, 2, 0x8000 }[i] };
+		tx_post(&h, p, len, (const uint32_t[]){ 6 }, 1);
+	}
+	cr_assert_eq(tx_run(), 3);
+	cr_assert_eq(host_recv(m, 4), 3);
+	for (unsigned i = 0; i < 3; i++) {
+		expect_sent(m[i], p, len);
+		rte_pktmbuf_free(m[i]);
+	}
+	tx_still_works();
+}
+
+Test(net, tx_csum_start_beyond_the_packet_is_dropped)
+{
+	uint8_t p[128];
+	struct sc_virtio_net_hdr h;
+	uint32_t len = make_udp_partial(p, 20, &h);
+
+	h.csum_start = (uint16_t)(len + 100);
+	expect_tx_dropped(&h, p, len);
+	h.csum_start = 0xffff;
+	h.csum_offset = 0xffff;
+	expect_tx_dropped(&h, p, len);
+	tx_still_works();
+}
+
+Test(net, tx_csum_offset_beyond_the_packet_is_dropped)
+{
+	uint8_t p[128];
+	struct sc_virtio_net_hdr h;
+	uint32_t len = make_udp_partial(p, 20, &h);
+
+	h.csum_offset = (uint16_t)(len - h.csum_start);        /* the field just past the end */
+	expect_tx_dropped(&h, p, len);
+	h.csum_offset = (uint16_t)(len - h.csum_start - 1);    /* the field's second byte past the end */
+	expect_tx_dropped(&h, p, len);
+	tx_still_works();
+}
+
+Test(net, tx_csum_start_inside_the_ethernet_header_is_dropped)
+{
+	uint8_t p[128];
+	struct sc_virtio_net_hdr h;
+	uint32_t len = make_udp_partial(p, 20, &h);
+
+	h.csum_start = 4;
+	h.csum_offset = 6;
+	expect_tx_dropped(&h, p, len);
+	tx_still_works();
+}
+
+/* A TCP segment of payload bytes with a valid TSO header, as Linux sends it. */
+static uint32_t make_tso(uint8_t *p, uint32_t payload, uint8_t gso, struct sc_virtio_net_hdr *h)
+{
+	uint32_t len = make_ip4(p, IPPROTO_TCP, payload);
+	*h = (struct sc_virtio_net_hdr){ .flags = SC_VIRTIO_NET_HDR_F_NEEDS_CSUM, .gso_type = gso,
+					 .hdr_len = ETH + IP4 + TCP_LEN, .gso_size = MTU - IP4 - TCP_LEN,
+					 .csum_start = ETH + IP4, .csum_offset = 16 };
+	return len;
+}
+
+Test(net, tx_tso_packet_goes_to_the_port_with_its_segment_size)
+{
+	uint8_t *p = malloc(8192);
+	struct sc_virtio_net_hdr h;
+	uint32_t len = make_tso(p, 4000, SC_VIRTIO_NET_HDR_GSO_TCPV4, &h);
+	struct rte_mbuf *m[4];
+
+	tx_post(&h, p, len, (const uint32_t[]){ HLEN, HLEN + 54, HLEN + 2000 }, 3);
+	cr_assert_eq(tx_run(), 1);
+	cr_assert_eq(host_recv(m, 4), 1);
+	expect_sent(m[0], p, len);
+	cr_assert(m[0]->ol_flags & RTE_MBUF_F_TX_TCP_SEG);
+	cr_assert_eq(m[0]->tso_segsz, MTU - IP4 - TCP_LEN);
+	cr_assert_eq(m[0]->l2_len, ETH);
+	cr_assert_eq(m[0]->l3_len, IP4);
+	cr_assert_eq(m[0]->l4_len, TCP_LEN);
+	rte_pktmbuf_free(m[0]);
+	free(p);
+	tx_still_works();
+}
+
+Test(net, tx_gso_nonsense_is_dropped)
+{
+	uint8_t *p = malloc(8192);
+	struct sc_virtio_net_hdr h, good;
+	uint32_t len = make_tso(p, 3000, SC_VIRTIO_NET_HDR_GSO_TCPV4, &good);
+	unsigned n = 0;
+
+	h = good, h.gso_size = 0;                              expect_tx_dropped(&h, p, len), n++;
+	h = good, h.gso_size = MTU;                            expect_tx_dropped(&h, p, len), n++;   /* segments over the MTU */
+	h = good, h.gso_size = 0xffff;                         expect_tx_dropped(&h, p, len), n++;
+	h = good, h.gso_type = 2;                              expect_tx_dropped(&h, p, len), n++;   /* no such type */
+	h = good, h.gso_type = 0x7f;                           expect_tx_dropped(&h, p, len), n++;
+	h = good, h.gso_type |= SC_VIRTIO_NET_HDR_GSO_ECN;     expect_tx_dropped(&h, p, len), n++;   /* HOST_ECN not offered */
+	h = good, h.gso_type = SC_VIRTIO_NET_HDR_GSO_TCPV6;    expect_tx_dropped(&h, p, len), n++;   /* an IPv4 packet */
+	h = good, h.gso_type = SC_VIRTIO_NET_HDR_GSO_UDP;      expect_tx_dropped(&h, p, len), n++;   /* UFO not offered */
+	h = good, h.flags = 0;                                 expect_tx_dropped(&h, p, len), n++;   /* TSO needs a partial checksum */
+	h = good, h.csum_offset = 6;                           expect_tx_dropped(&h, p, len), n++;   /* not TCP's field */
+	h = good, h.csum_start = ETH;                          expect_tx_dropped(&h, p, len), n++;   /* not where TCP starts */
+	/* A TCP header claiming 60 bytes in a packet that ends inside it. */
+	uint32_t short_len = ETH + IP4 + TCP_LEN + 10;
+	p[ETH + IP4 + 12] = 15 << 4;
+	h = good;                                              expect_tx_dropped(&h, p, short_len), n++;
+	p[ETH + IP4 + 12] = 5 << 4;
+	/* Without GSO, a packet over the MTU. */
+	uint32_t big = make_ip4(p, IPPROTO_UDP, MTU);
+	h = (struct sc_virtio_net_hdr){ 0 };                   expect_tx_dropped(&h, p, big), n++;
+	cr_assert_eq(txq.q.stats.tx_bad, n);
+	free(p);
+	tx_still_works();
+}
+
+Test(net, tx_hdr_len_nonsense_is_only_a_hint)
+{
+	/* Without GUEST_HDRLEN the device must not rely on hdr_len (virtio 1.2 §5.1.6.2.2): the packet says it. */
+	uint8_t *p = malloc(8192);
+	struct sc_virtio_net_hdr h;
+	uint32_t len = make_tso(p, 3000, SC_VIRTIO_NET_HDR_GSO_TCPV4, &h);
+	struct rte_mbuf *m[4];
+
+	for (unsigned i = 0; i < 3; i++) {
+		h.hdr_len = (uint16_t[]){ 0, 1, 0xffff }[i];
+		tx_post(&h, p, len, NULL, 0);
+	}
+	cr_assert_eq(tx_run(), 3);
+	cr_assert_eq(host_recv(m, 4), 3);
+	for (unsigned i = 0; i < 3; i++) {
+		expect_sent(m[i], p, len);
+		cr_assert_eq(m[i]->l4_len, TCP_LEN);
+		rte_pktmbuf_free(m[i]);
+	}
+	free(p);
+	tx_still_works();
+}
+
+/* ---- the receive queue ---- */
+
+/* Post n receive buffers of size bytes each (one device-writable descriptor each). */
+static void rx_post(unsigned n, uint32_t size)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct sc_drv_seg s = { galloc(size), size };
+		memset(gptr(s.addr), 0xee, size);
+		int head = sc_drv_vq_add(&rxq.dvq, &s, 0, 1);
+		cr_assert_geq(head, 0);
+		rx_buf_gpa[head] = s.addr;
+	}
+	sc_drv_vq_publish(&rxq.dvq);
+}
+
+/* Put n copies of p (len bytes) on the port for the device to receive. */
+static void host_send(const uint8_t *p, uint32_t len, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct rte_mbuf *m = rte_pktmbuf_alloc(port.pool);
+		cr_assert_not_null(m);
+		char *d = rte_pktmbuf_append(m, (uint16_t)len);
+		cr_assert_not_null(d);
+		memcpy(d, p, len);
+		cr_assert_eq(rte_eth_tx_burst(port.port_id, 0, &m, 1), 1, "the ring port is full");
+	}
+}
+
+/* Serve the rx queue once, bounded in time; returns what poll returned. */
+static int rx_run(void)
+{
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int r = sc_net_queue_poll(&rxq.q, 32);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	cr_assert_lt(ms, 200.0, "one rx turn took %.1f ms", ms);
+	cr_assert_geq(r, 0, "rx queue: %s", rxq.q.vq.broken_reason);
+	return r;
+}
+
+/* The next completed rx buffer holds header then p (len bytes) in one buffer. */
+static void expect_received(const uint8_t *p, uint32_t len)
+{
+	uint16_t head;
+	uint32_t used;
+	cr_assert_eq(sc_drv_vq_get_used(&rxq.dvq, &head, &used), 1, "nothing received");
+	cr_assert_eq(used, HLEN + len);
+	const struct sc_virtio_net_hdr *h = (const void *)gptr(rx_buf_gpa[head]);
+	cr_assert_eq(h->num_buffers, 1);
+	cr_assert_eq(h->gso_type, SC_VIRTIO_NET_HDR_GSO_NONE);
+	cr_assert_eq(memcmp(gptr(rx_buf_gpa[head]) + HLEN, p, len), 0);
+}
+
+static void rx_still_works(void)
+{
+	uint8_t p[128];
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 30);
+	uint64_t before = rxq.q.stats.rx_packets;
+
+	rx_post(1, 2048);
+	host_send(p, len, 1);
+	cr_assert_eq(rx_run(), 1);
+	cr_assert_eq(rxq.q.stats.rx_packets, before + 1);
+	expect_received(p, len);
+	cr_assert(!sc_vq_broken(&rxq.q.vq));
+}
+
+Test(net, rx_guest_that_never_posts_buffers_has_packets_dropped_and_counted)
+{
+	uint8_t p[128];
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 30);
+	unsigned done = 0, turns = 0;
+
+	host_send(p, len, 100);
+	/* Each turn takes at most a burst, and comes back at once: nothing waits for the guest. */
+	while (done < 100) {
+		int r = rx_run();
+		cr_assert_gt(r, 0);
+		cr_assert_leq(r, SC_NET_BURST);
+		done += (unsigned)r;
+		cr_assert_lt(++turns, 10);
+	}
+	cr_assert_eq(rx_run(), 0, "the port is empty now");
+	cr_assert_eq(rxq.q.stats.rx_no_buffers, 100);
+	cr_assert_eq(rxq.q.stats.rx_packets, 0);
+	cr_assert(!sc_drv_vq_has_used(&rxq.dvq));
+	rx_still_works();
+	cr_assert_eq(rxq.q.stats.rx_no_buffers, 100);
+}
+
+Test(net, rx_chain_shorter_than_the_header_is_completed_empty)
+{
+	uint8_t p[128];
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 30);
+	uint16_t head;
+	uint32_t used;
+
+	rx_post(1, HLEN - 1);
+	host_send(p, len, 1);
+	cr_assert_eq(rx_run(), 1);
+	cr_assert_eq(rxq.q.stats.rx_bad_chains, 1);
+	cr_assert_eq(rxq.q.stats.rx_no_buffers, 1);
+	cr_assert_eq(sc_drv_vq_get_used(&rxq.dvq, &head, &used), 1);
+	cr_assert_eq(used, 0, "nothing written into a buffer too small for the header");
+	cr_assert_eq(gptr(rx_buf_gpa[head])[0], 0xee);
+	rx_still_works();
+}
+
+Test(net, rx_chain_with_device_readable_buffers_is_completed_empty)
+{
+	struct sc_drv_seg s[2] = { { galloc(64), 64 }, { galloc(2048), 2048 } };
+	uint16_t head;
+	uint32_t used;
+
+	cr_assert_geq(sc_drv_vq_add(&rxq.dvq, s, 1, 1), 0);
+	sc_drv_vq_publish(&rxq.dvq);
+	uint8_t p[128];
+	host_send(p, make_ip4(p, IPPROTO_UDP, 30), 1);
+	cr_assert_eq(rx_run(), 1);
+	cr_assert_eq(rxq.q.stats.rx_bad_chains, 1);
+	cr_assert_eq(sc_drv_vq_get_used(&rxq.dvq, &head, &used), 1);
+	cr_assert_eq(used, 0);
+	rx_still_works();
+}
+
+Test(net, rx_packet_spans_small_buffers_and_num_buffers_says_how_many)
+{
+	uint8_t p[2048];
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 1000);   /* 1042 bytes + header in 256-byte buffers: 5 */
+	uint8_t got[2048];
+	uint32_t off = 0, used;
+	uint16_t head, first = 0;
+
+	rx_post(8, 256);
+	host_send(p, len, 1);
+	cr_assert_eq(rx_run(), 1);
+	for (unsigned i = 0; i < 5; i++) {
+		cr_assert_eq(sc_drv_vq_get_used(&rxq.dvq, &head, &used), 1, "buffer %u", i);
+		if (i == 0)
+			first = head;
+		memcpy(got + off, gptr(rx_buf_gpa[head]), used);
+		off += used;
+	}
+	cr_assert(!sc_drv_vq_has_used(&rxq.dvq));
+	cr_assert_eq(off, HLEN + len);
+	cr_assert_eq(((const struct sc_virtio_net_hdr *)gptr(rx_buf_gpa[first]))->num_buffers, 5);
+	cr_assert_eq(memcmp(got + HLEN, p, len), 0);
+	/* Three buffers are still posted: the next packet takes one. */
+	host_send(p, 60, 1);
+	cr_assert_eq(rx_run(), 1);
+	expect_received(p, 60);
+}
+
+Test(net, rx_stop_with_a_bad_chain_behind_stashed_ones_hands_out_no_chain_twice)
+{
+	uint8_t p[2048];
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 1000);
+	unsigned seen[QSZ] = { 0 };
+	uint16_t head;
+	uint32_t used;
+
+	/* A good, B too small for the header, C good: a packet larger than A and C stashes both, completes B. */
+	rx_post(1, 256);
+	rx_post(1, 5);
+	rx_post(1, 256);
+	host_send(p, len, 1);
+	cr_assert_eq(rx_run(), 1);
+	cr_assert_eq(rxq.q.stats.rx_no_buffers, 1);
+	cr_assert_eq(rxq.q.stats.rx_bad_chains, 1);
+	/* The ring stops (GET_VRING_BASE): every head must be either completed or still offered, once. */
+	sc_net_queue_fini(&rxq.q);
+	uint16_t last = rxq.q.vq.last_avail;
+	while (sc_drv_vq_get_used(&rxq.dvq, &head, &used) == 1) {
+		cr_assert_eq(used, 0);
+		seen[head]++;
+	}
+	for (uint16_t i = last; i != rxq.dvq.avail_idx; i++)
+		seen[rxq.dvq.avail->ring[i % QSZ]]++;
+	for (unsigned h = 0; h < 3; h++)
+		cr_assert_eq(seen[h], 1, "head %u is completed or offered %u times (last_avail %u)", h, seen[h], last);
+	/* The next back end resumes there and receives. */
+	queue_start(&rxq, 0, last);
+	rx_still_works();
+}
+
+/* ---- the control queue ---- */
+
+/*
+ * Send one control command: class, cmd, then n data bytes (in one
+ * descriptor with the header, or after it in a second when split); the
+ * device's ack in a third. Returns the ack.
+ */
+static uint8_t ctrl(uint8_t class, uint8_t cmd, const void *data, uint32_t n, bool split)
+{
+	uint64_t out = galloc(2 + n), ack = galloc(1);
+	uint16_t head;
+	uint32_t used;
+
+	gptr(out)[0] = class;
+	gptr(out)[1] = cmd;
+	if (n)
+		memcpy(gptr(out) + 2, data, n);
+	*gptr(ack) = 0xee;
+	struct sc_drv_seg s[3];
+	unsigned nout = 0;
+	if (split && n) {
+		uint64_t d = galloc(n);
+		memcpy(gptr(d), data, n);
+		s[nout++] = (struct sc_drv_seg){ out, 2 };
+		s[nout++] = (struct sc_drv_seg){ d, n };
+	} else {
+		s[nout++] = (struct sc_drv_seg){ out, 2 + n };
+	}
+	s[nout] = (struct sc_drv_seg){ ack, 1 };
+	cr_assert_geq(sc_drv_vq_add(&ctq.dvq, s, nout, 1), 0);
+	sc_drv_vq_publish(&ctq.dvq);
+	cr_assert_eq(sc_net_queue_poll(&ctq.q, 32), 1, "control queue: %s", ctq.q.vq.broken_reason);
+	cr_assert_eq(sc_drv_vq_get_used(&ctq.dvq, &head, &used), 1);
+	cr_assert_eq(used, 1, "the ack is one byte");
+	return *gptr(ack);
+}
+
+static uint8_t mq_set(const void *data, uint32_t n)
+{
+	return ctrl(SC_VIRTIO_NET_CTRL_MQ, SC_VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, data, n, true);
+}
+
+/* The control queue still works: a good VQ_PAIRS_SET is acked OK and applied. */
+static void ctrl_still_works(void)
+{
+	uint16_t pairs = PAIRS;
+	uint64_t ok = ctq.q.stats.ctrl_ok;
+	cr_assert_eq(mq_set(&pairs, 2), SC_VIRTIO_NET_OK);
+	cr_assert_eq(dev.active_pairs, PAIRS);
+	cr_assert_eq(ctq.q.stats.ctrl_ok, ok + 1);
+	pairs = 1;
+	cr_assert_eq(mq_set(&pairs, 2), SC_VIRTIO_NET_OK);
+	cr_assert_eq(dev.active_pairs, 1);
+}
+
+Test(net, ctrl_bad_class_acks_err)
+{
+	uint8_t one = 1;
+	for (unsigned c = 0; c < 256; c++) {
+		if (c == SC_VIRTIO_NET_CTRL_RX || c == SC_VIRTIO_NET_CTRL_MAC || c == SC_VIRTIO_NET_CTRL_MQ)
+			continue;
+		cr_assert_eq(ctrl((uint8_t)c, 0, &one, 1, false), SC_VIRTIO_NET_ERR, "class %u", c);
+	}
+	cr_assert_eq(ctq.q.stats.ctrl_err, 253);
+	ctrl_still_works();
+}
+
+Test(net, ctrl_bad_command_acks_err)
+{
+	uint8_t one = 1, mac[6] = { 2, 0, 0, 0, 0, 1 };
+	uint16_t pairs = 1;
+
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_RX, 2, &one, 1, true), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_RX, 0xff, &one, 1, true), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MAC, 2, mac, 6, true), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MQ, SC_VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET + 1, &pairs, 2, true),
+		     SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MQ, 0xff, &pairs, 2, true), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctq.q.stats.ctrl_err, 5);
+	cr_assert_eq(dev.promisc, false);
+	ctrl_still_works();
+}
+
+Test(net, ctrl_wrong_size_acks_err)
+{
+	uint8_t d[64] = { 1, 0, 0, 0, 0, 0, 0, 0 };
+	uint64_t mac_before = dev.mac;
+
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MQ, 0, d, 0, false), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(mq_set(d, 1), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(mq_set(d, 3), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(mq_set(d, 64), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_RX, SC_VIRTIO_NET_CTRL_RX_PROMISC, d, 0, false), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_RX, SC_VIRTIO_NET_CTRL_RX_PROMISC, d, 2, true), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MAC, SC_VIRTIO_NET_CTRL_MAC_ADDR_SET, d, 5, true), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MAC, SC_VIRTIO_NET_CTRL_MAC_ADDR_SET, d, 7, true), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(dev.mac, mac_before, "a refused MAC_ADDR_SET changed the MAC");
+	/* MAC_TABLE_SET whose entry counts do not match its size: more, fewer, and a count near 2^32. */
+	uint32_t t[4] = { 1, 0 };
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MAC, SC_VIRTIO_NET_CTRL_MAC_TABLE_SET, t, 8, true), SC_VIRTIO_NET_ERR);
+	t[0] = 0xffffffff;
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MAC, SC_VIRTIO_NET_CTRL_MAC_TABLE_SET, t, 8, true), SC_VIRTIO_NET_ERR);
+	t[0] = 0;
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MAC, SC_VIRTIO_NET_CTRL_MAC_TABLE_SET, t, 6, true), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MAC, SC_VIRTIO_NET_CTRL_MAC_TABLE_SET, t, 12, true), SC_VIRTIO_NET_ERR);
+	/* A command of one byte: not even a class and a command. */
+	uint64_t one = galloc(1), ack = galloc(1);
+	uint16_t head;
+	uint32_t used;
+	*gptr(ack) = 0xee;
+	cr_assert_geq(sc_drv_vq_add(&ctq.dvq, (struct sc_drv_seg[]){ { one, 1 }, { ack, 1 } }, 1, 1), 0);
+	sc_drv_vq_publish(&ctq.dvq);
+	cr_assert_eq(sc_net_queue_poll(&ctq.q, 32), 1);
+	cr_assert_eq(sc_drv_vq_get_used(&ctq.dvq, &head, &used), 1);
+	cr_assert_eq(*gptr(ack), SC_VIRTIO_NET_ERR);
+	cr_assert_eq(ctq.q.stats.ctrl_err, 13);
+	/* And the good ones of each size. */
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MAC, SC_VIRTIO_NET_CTRL_MAC_TABLE_SET, t, 8, true), SC_VIRTIO_NET_OK);
+	cr_assert_eq(ctrl(SC_VIRTIO_NET_CTRL_MAC, SC_VIRTIO_NET_CTRL_MAC_ADDR_SET, d, 6, false), SC_VIRTIO_NET_OK);
+	cr_assert_eq(dev.mac, 1);
+	ctrl_still_works();
+}
+
+Test(net, ctrl_queue_pairs_zero_or_above_max_acks_err)
+{
+	uint16_t bad[] = { 0, PAIRS + 1, SC_NET_MAX_PAIRS + 1, SC_VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX,
+			   SC_VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX + 1, 0xffff };
+
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(mq_set(&bad[i], 2), SC_VIRTIO_NET_ERR, "%u pairs", bad[i]);
+		cr_assert_eq(dev.active_pairs, 1, "a refused VQ_PAIRS_SET changed the pairs in use");
+	}
+	ctrl_still_works();
+}
+
+Test(net, ctrl_command_without_room_for_its_ack_breaks_the_control_queue)
+{
+	uint64_t out = galloc(4);
+	uint16_t pairs = 1;
+
+	gptr(out)[0] = SC_VIRTIO_NET_CTRL_MQ;
+	gptr(out)[1] = SC_VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET;
+	memcpy(gptr(out) + 2, &pairs, 2);
+	cr_assert_geq(sc_drv_vq_add(&ctq.dvq, &(struct sc_drv_seg){ out, 4 }, 1, 0), 0);
+	sc_drv_vq_publish(&ctq.dvq);
+	cr_assert_eq(sc_net_queue_poll(&ctq.q, 32), -EPROTO);
+	cr_assert(sc_vq_broken(&ctq.q.vq));
+	cr_assert(strstr(ctq.q.vq.broken_reason, "ack"), "reason: %s", ctq.q.vq.broken_reason);
+	cr_assert_eq(sc_net_queue_poll(&ctq.q, 32), -EPROTO, "a broken queue stays broken");
+	uint64_t v = 0;
+	cr_assert_eq(read(ctq.err_fd, &v, sizeof(v)), (ssize_t)sizeof(v));
+	cr_assert_eq(v, 1, "err eventfd written once");
+	cr_assert_eq(log_count("queue broken"), 1, "one line; log: '%s'", log_text());
+	cr_assert(strstr(log_text(), "net.sock vring 4: queue broken"), "log: '%s'", log_text());
+	/* Only the control queue: packets still flow both ways. */
+	tx_still_works();
+	rx_still_works();
+}
