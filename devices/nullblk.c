@@ -45,7 +45,7 @@ int sc_nullblk_init(struct sc_nullblk *d, const struct sc_vq_config *cfg,
 		    uint64_t capacity, const char *name)
 {
 	static const char id[] = "sidecore-null";
-	_Static_assert(sizeof(id) <= VIRTIO_BLK_ID_BYTES, "id fits the GET_ID reply");
+	_Static_assert(sizeof(id) <= SC_VIRTIO_BLK_ID_BYTES, "id fits the GET_ID reply");
 
 	memset(&d->stats, 0, sizeof(d->stats));
 	d->capacity = capacity;
@@ -64,9 +64,9 @@ int sc_nullblk_init(struct sc_nullblk *d, const struct sc_vq_config *cfg,
 /* Is [sector, sector + bytes / 512) whole sectors inside the disk? Written so nothing can overflow. */
 static bool in_range(const struct sc_nullblk *d, uint64_t sector, uint32_t bytes)
 {
-	uint64_t n = bytes / VIRTIO_BLK_SECTOR_SIZE;
+	uint64_t n = bytes / SC_VIRTIO_BLK_SECTOR_SIZE;
 
-	return bytes % VIRTIO_BLK_SECTOR_SIZE == 0 && sector <= d->capacity &&
+	return bytes % SC_VIRTIO_BLK_SECTOR_SIZE == 0 && sector <= d->capacity &&
 	       n <= d->capacity - sector;
 }
 
@@ -84,8 +84,8 @@ static void put_status(const struct sc_vq_elem *e, uint8_t status)
 /* Serve one request; returns the bytes written into the chain (the used length). */
 static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 {
-	struct virtio_blk_outhdr h;
-	uint8_t status = VIRTIO_BLK_S_OK;
+	struct sc_virtio_blk_outhdr h;
+	uint8_t status = SC_VIRTIO_BLK_S_OK;
 	uint32_t written = 1;   /* the status byte */
 
 	/*
@@ -97,7 +97,7 @@ static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 		d->stats.bad_requests++;
 		if (e->in_len < 1)
 			return 0;   /* nowhere to say so: complete with nothing written */
-		put_status(e, VIRTIO_BLK_S_IOERR);
+		put_status(e, SC_VIRTIO_BLK_S_IOERR);
 		return 1;
 	}
 
@@ -114,7 +114,7 @@ static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 	uint32_t data_out = e->out_len - (uint32_t)sizeof(h); /* readable part after the header */
 
 	switch (h.type) {
-	case VIRTIO_BLK_T_IN:
+	case SC_VIRTIO_BLK_T_IN:
 		if (!in_range(d, h.sector, data_in))
 			goto bad;
 		/* A null disk leaves the buffer as it is. */
@@ -122,17 +122,17 @@ static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 		d->stats.bytes_read += data_in;
 		written += data_in;
 		break;
-	case VIRTIO_BLK_T_OUT:
+	case SC_VIRTIO_BLK_T_OUT:
 		if (!in_range(d, h.sector, data_out))
 			goto bad;
 		d->stats.writes++;
 		d->stats.bytes_written += data_out;
 		break;
-	case VIRTIO_BLK_T_FLUSH:
+	case SC_VIRTIO_BLK_T_FLUSH:
 		d->stats.flushes++;
 		break;
-	case VIRTIO_BLK_T_GET_ID: {
-		uint32_t n = data_in < VIRTIO_BLK_ID_BYTES ? data_in : VIRTIO_BLK_ID_BYTES;
+	case SC_VIRTIO_BLK_T_GET_ID: {
+		uint32_t n = data_in < SC_VIRTIO_BLK_ID_BYTES ? data_in : SC_VIRTIO_BLK_ID_BYTES;
 		sc_iov_copy_to(e->iov + e->out_num, e->in_num, 0, d->id, n);
 		d->stats.get_ids++;
 		written += n;
@@ -140,7 +140,7 @@ static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 	}
 	default:
 		d->stats.unsupported++;
-		status = VIRTIO_BLK_S_UNSUPP;
+		status = SC_VIRTIO_BLK_S_UNSUPP;
 		break;
 	}
 	put_status(e, status);
@@ -148,7 +148,7 @@ static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 
 bad:
 	d->stats.bad_requests++;
-	put_status(e, VIRTIO_BLK_S_IOERR);
+	put_status(e, SC_VIRTIO_BLK_S_IOERR);
 	return 1;
 }
 

@@ -134,7 +134,7 @@ TestSuite(blk_uring, .init = setup, .fini = teardown, .timeout = 30);
 static void post(unsigned i, uint32_t type, uint64_t sector, uint64_t data, uint32_t seglen, unsigned nseg, bool in)
 {
 	struct sc_drv_seg s[8];
-	*(struct virtio_blk_outhdr *)(rings + HDR(i)) = (struct virtio_blk_outhdr){ .type = type, .sector = sector };
+	*(struct sc_virtio_blk_outhdr *)(rings + HDR(i)) = (struct sc_virtio_blk_outhdr){ .type = type, .sector = sector };
 	rings[STAT(i)] = 0xee;
 	s[0] = (struct sc_drv_seg){ HDR(i), 16 };
 	for (unsigned k = 0; k < nseg; k++)
@@ -174,17 +174,17 @@ static void write_then_read_back(uint64_t data, uint32_t seed)
 	fill(src, 40 << 10, seed);
 	memset(dst, 0, 64 << 10);
 	for (unsigned i = 0; i < 8; i++)
-		post(i, VIRTIO_BLK_T_OUT, i * 8, data + i * 4096ull, 4096, 1, false);
-	post(8, VIRTIO_BLK_T_OUT, 64, data + (32 << 10), 4096, 2, false);
+		post(i, SC_VIRTIO_BLK_T_OUT, i * 8, data + i * 4096ull, 4096, 1, false);
+	post(8, SC_VIRTIO_BLK_T_OUT, 64, data + (32 << 10), 4096, 2, false);
 	run(9);
 	for (unsigned i = 0; i < 9; i++)
-		cr_assert_eq(rings[STAT(i)], VIRTIO_BLK_S_OK, "write %u", i);
+		cr_assert_eq(rings[STAT(i)], SC_VIRTIO_BLK_S_OK, "write %u", i);
 	for (unsigned i = 0; i < 8; i++)
-		post(i, VIRTIO_BLK_T_IN, i * 8, data + (64 << 10) + i * 4096ull, 4096, 1, true);
-	post(8, VIRTIO_BLK_T_IN, 64, data + (64 << 10) + (32 << 10), 4096, 2, true);
+		post(i, SC_VIRTIO_BLK_T_IN, i * 8, data + (64 << 10) + i * 4096ull, 4096, 1, true);
+	post(8, SC_VIRTIO_BLK_T_IN, 64, data + (64 << 10) + (32 << 10), 4096, 2, true);
 	run(9);
 	for (unsigned i = 0; i < 9; i++)
-		cr_assert_eq(rings[STAT(i)], VIRTIO_BLK_S_OK, "read %u", i);
+		cr_assert_eq(rings[STAT(i)], SC_VIRTIO_BLK_S_OK, "read %u", i);
 	cr_assert(!memcmp(src, dst, 40 << 10), "the data read back is what was written");
 	/* And it is on the disk, not only in guest memory. */
 	static uint8_t buf[40 << 10] __attribute__((aligned(4096)));
@@ -229,9 +229,9 @@ Test(blk_uring, the_registration_follows_a_memory_table_change)
 	queue_start();
 	uint8_t *c = host(GPA_C, DATA_BYTES);
 	memset(c, 0x5a, DATA_BYTES);
-	post(0, VIRTIO_BLK_T_IN, 0, GPA_C, 4096, 1, true);
+	post(0, SC_VIRTIO_BLK_T_IN, 0, GPA_C, 4096, 1, true);
 	run(1);
-	cr_assert_eq(rings[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(rings[STAT(0)], SC_VIRTIO_BLK_S_OK);
 	static uint8_t buf[4096] __attribute__((aligned(4096)));
 	cr_assert_eq(pread(be.fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	cr_assert(!memcmp(c, buf, sizeof(buf)), "the read landed in the new region");
@@ -240,12 +240,12 @@ Test(blk_uring, the_registration_follows_a_memory_table_change)
 	write_then_read_back(GPA_C, 4);
 	cr_assert_eq(q.fixed_ios, 17);
 	/* A request into the removed region fails alone: nothing is read or written there. */
-	post(0, VIRTIO_BLK_T_IN, 0, GPA_B, 4096, 1, true);
+	post(0, SC_VIRTIO_BLK_T_IN, 0, GPA_B, 4096, 1, true);
 	sc_drv_vq_publish(&dvq);
 	int r = 0;
 	for (int k = 0; k < 10 && r >= 0; k++)
 		r = sc_blk_queue_poll(&q, 32);
-	cr_assert(r < 0 || rings[STAT(0)] == VIRTIO_BLK_S_IOERR,
+	cr_assert(r < 0 || rings[STAT(0)] == SC_VIRTIO_BLK_S_IOERR,
 		  "a request to a removed region must fail (status %u, poll %d)", rings[STAT(0)], r);
 	cr_assert_eq(q.fixed_ios, 17);
 }
@@ -332,14 +332,14 @@ Test(blk_uring, iopoll_on_tmpfs_says_so_and_serves_with_interrupts)
 /* FLUSH, then WRITE_ZEROES of the first 4 KiB (both through the plain ring beside a polled one). */
 static void flush_and_write_zeroes(void)
 {
-	post(0, VIRTIO_BLK_T_FLUSH, 0, 0, 0, 0, true);
+	post(0, SC_VIRTIO_BLK_T_FLUSH, 0, 0, 0, 0, true);
 	run(1);
-	cr_assert_eq(rings[STAT(0)], VIRTIO_BLK_S_OK);
-	struct virtio_blk_discard_write_zeroes *seg = (void *)host(GPA_B + (200 << 10), sizeof(*seg));
-	*seg = (struct virtio_blk_discard_write_zeroes){ .sector = 0, .num_sectors = 8 };
-	post(1, VIRTIO_BLK_T_WRITE_ZEROES, 0, GPA_B + (200 << 10), sizeof(*seg), 1, false);
+	cr_assert_eq(rings[STAT(0)], SC_VIRTIO_BLK_S_OK);
+	struct sc_virtio_blk_discard_write_zeroes *seg = (void *)host(GPA_B + (200 << 10), sizeof(*seg));
+	*seg = (struct sc_virtio_blk_discard_write_zeroes){ .sector = 0, .num_sectors = 8 };
+	post(1, SC_VIRTIO_BLK_T_WRITE_ZEROES, 0, GPA_B + (200 << 10), sizeof(*seg), 1, false);
 	run(1);
-	cr_assert_eq(rings[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(rings[STAT(1)], SC_VIRTIO_BLK_S_OK);
 	static uint8_t buf[4096] __attribute__((aligned(4096)));
 	cr_assert_eq(pread(be.fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	for (unsigned k = 0; k < sizeof(buf); k++)
@@ -371,9 +371,9 @@ Test(blk_uring, a_polled_ring_passes_flush_and_write_zeroes_to_its_plain_ring)
 	queue_start();
 	uint8_t *src = host(GPA_B, 4096);
 	fill(src, 4096, 8);
-	post(0, VIRTIO_BLK_T_OUT, 0, GPA_B, 4096, 1, false);
+	post(0, SC_VIRTIO_BLK_T_OUT, 0, GPA_B, 4096, 1, false);
 	run(1);
-	if (rings[STAT(0)] != VIRTIO_BLK_S_OK) {
+	if (rings[STAT(0)] != SC_VIRTIO_BLK_S_OK) {
 		teardown();
 		cr_skip_test("this kernel refuses a polled write here too");
 	}

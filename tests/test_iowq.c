@@ -232,7 +232,7 @@ Test(iowq, workers_of_a_queue_polled_by_another_thread_run_only_on_the_backends_
 	be.iowq_aff_size = sizeof(set);
 	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);   /* on this (the control) thread */
 
-	*(struct virtio_blk_outhdr *)rh_alloc(&g, 16, 16, &hdr) = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_OUT };
+	*(struct sc_virtio_blk_outhdr *)rh_alloc(&g, 16, 16, &hdr) = (struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_OUT };
 	cr_assert_not_null(rh_alloc(&g, 4096, 4096, &data));
 	cr_assert_not_null(rh_alloc(&g, 1, 1, &st));
 	struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, 4096 }, { st, 1 } };

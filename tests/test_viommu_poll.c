@@ -28,7 +28,7 @@
 #define EP    1u
 #define DOM   1u
 #define IOVA  0x40000000ull
-#define RW    (VIRTIO_IOMMU_MAP_F_READ | VIRTIO_IOMMU_MAP_F_WRITE)
+#define RW    (SC_VIRTIO_IOMMU_MAP_F_READ | SC_VIRTIO_IOMMU_MAP_F_WRITE)
 #define TIMEOUT_NS 2000000000ull
 
 static struct rh_guest g;
@@ -192,22 +192,22 @@ static uint8_t iommu_req(const void *body, uint32_t out)
 
 static uint8_t map(void)
 {
-	struct virtio_iommu_req_map m = { .head.type = VIRTIO_IOMMU_T_MAP, .domain = DOM, .virt_start = IOVA,
+	struct sc_virtio_iommu_req_map m = { .head.type = SC_VIRTIO_IOMMU_T_MAP, .domain = DOM, .virt_start = IOVA,
 					  .virt_end = IOVA + 4095, .phys_start = buf_gpa, .flags = RW };
-	return iommu_req(&m, offsetof(struct virtio_iommu_req_map, tail));
+	return iommu_req(&m, offsetof(struct sc_virtio_iommu_req_map, tail));
 }
 
 static uint8_t unmap(void)
 {
-	struct virtio_iommu_req_unmap u = { .head.type = VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
+	struct sc_virtio_iommu_req_unmap u = { .head.type = SC_VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
 					    .virt_start = IOVA, .virt_end = IOVA + 4095 };
-	return iommu_req(&u, offsetof(struct virtio_iommu_req_unmap, tail));
+	return iommu_req(&u, offsetof(struct sc_virtio_iommu_req_unmap, tail));
 }
 
 static void attach(void)
 {
-	struct virtio_iommu_req_attach a = { .head.type = VIRTIO_IOMMU_T_ATTACH, .domain = DOM, .endpoint = EP };
-	cr_assert_eq(iommu_req(&a, offsetof(struct virtio_iommu_req_attach, tail)), VIRTIO_IOMMU_S_OK);
+	struct sc_virtio_iommu_req_attach a = { .head.type = SC_VIRTIO_IOMMU_T_ATTACH, .domain = DOM, .endpoint = EP };
+	cr_assert_eq(iommu_req(&a, offsetof(struct sc_virtio_iommu_req_attach, tail)), SC_VIRTIO_IOMMU_S_OK);
 }
 
 /* Wait (bounded) until the device has written through the mapping. */
@@ -243,13 +243,13 @@ static void expect_no_dma_after_teardown(int round)
 /* UNMAP and an identical MAP published together (served in one round, well inside the window). */
 static void reuse_batch(void)
 {
-	struct virtio_iommu_req_unmap u = { .head.type = VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
+	struct sc_virtio_iommu_req_unmap u = { .head.type = SC_VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
 					    .virt_start = IOVA, .virt_end = IOVA + 4095 };
-	struct virtio_iommu_req_map m = { .head.type = VIRTIO_IOMMU_T_MAP, .domain = DOM, .virt_start = IOVA,
+	struct sc_virtio_iommu_req_map m = { .head.type = SC_VIRTIO_IOMMU_T_MAP, .domain = DOM, .virt_start = IOVA,
 					  .virt_end = IOVA + 4095, .phys_start = buf_gpa, .flags = RW };
 	uint64_t gpa;
 	uint8_t *b = rh_alloc(&g, 128, 64, &gpa);
-	uint32_t uo = offsetof(struct virtio_iommu_req_unmap, tail), mo = offsetof(struct virtio_iommu_req_map, tail);
+	uint32_t uo = offsetof(struct sc_virtio_iommu_req_unmap, tail), mo = offsetof(struct sc_virtio_iommu_req_map, tail);
 	uint16_t head;
 	uint32_t len;
 	cr_assert_not_null(b);
@@ -266,16 +266,16 @@ static void reuse_batch(void)
 		n += sc_drv_vq_get_used(&rq, &head, &len);
 		guest_wait();
 	}
-	cr_assert_eq(b[uo], VIRTIO_IOMMU_S_OK);
-	cr_assert_eq(b[64 + mo], VIRTIO_IOMMU_S_OK);
+	cr_assert_eq(b[uo], SC_VIRTIO_IOMMU_S_OK);
+	cr_assert_eq(b[64 + mo], SC_VIRTIO_IOMMU_S_OK);
 }
 
 /* Post an UNMAP without waiting for its answer; returns where the status lands. */
 static uint8_t *post_unmap(void)
 {
-	struct virtio_iommu_req_unmap u = { .head.type = VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
+	struct sc_virtio_iommu_req_unmap u = { .head.type = SC_VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
 					    .virt_start = IOVA, .virt_end = IOVA + 4095 };
-	uint32_t out = offsetof(struct virtio_iommu_req_unmap, tail);
+	uint32_t out = offsetof(struct sc_virtio_iommu_req_unmap, tail);
 	uint64_t gpa;
 	uint8_t *b = rh_alloc(&g, 64, 64, &gpa);
 	cr_assert_not_null(b);
@@ -295,7 +295,7 @@ Test(viommu_poll, strict_unmap_answered_only_when_no_device_can_use_it)
 	attach();
 	for (int i = 0; i < 20; i++) {
 		sc_store_release(&dd.release, false);
-		cr_assert_eq(map(), VIRTIO_IOMMU_S_OK);
+		cr_assert_eq(map(), SC_VIRTIO_IOMMU_S_OK);
 		uint64_t deadline = now_ns() + TIMEOUT_NS;
 		while (!sc_load_acquire(&dd.holding)) {
 			cr_assert_lt(now_ns(), deadline, "round %d: the device translated within 2 s", i);
@@ -318,7 +318,7 @@ Test(viommu_poll, strict_unmap_answered_only_when_no_device_can_use_it)
 			guest_wait();
 		}
 		/* Checked at once (no sleep): the device's write must already be there. */
-		cr_assert_eq(*status, VIRTIO_IOMMU_S_OK);
+		cr_assert_eq(*status, SC_VIRTIO_IOMMU_S_OK);
 
 		/* The guest reuses its memory; no device write may land there any more. */
 		cr_assert_gt(sc_load_once(&dd.seq), seq, "the held transfer finished first");
@@ -339,12 +339,12 @@ Test(viommu_poll, optimistic_unmap_answered_at_once_torn_down_within_the_window)
 	uint64_t window = vcfg.window_ns, worst = 0;
 	for (int i = 0; i < 20; i++) {
 		sc_store_once(&buf[8], 0);
-		cr_assert_eq(map(), VIRTIO_IOMMU_S_OK);
+		cr_assert_eq(map(), SC_VIRTIO_IOMMU_S_OK);
 		wait_for_dma();
 		uint64_t t0 = now_ns();
 		struct sc_viommu_stats st0, st1;
 		sc_viommu_get_stats(v, &st0);
-		cr_assert_eq(unmap(), VIRTIO_IOMMU_S_OK);
+		cr_assert_eq(unmap(), SC_VIRTIO_IOMMU_S_OK);
 		cr_assert_eq(iommu.stats.deferred, 0, "never held");
 		/*
 		 * Torn down after the window, as soon as the virtio-iommu sidecore
@@ -362,7 +362,7 @@ Test(viommu_poll, optimistic_unmap_answered_at_once_torn_down_within_the_window)
 	}
 	fprintf(stderr, "optimistic teardown: window %lu ns, slowest teardown seen %lu ns\n", window, worst);
 	/* A remap of the same range and permission inside the window reuses the mapping. */
-	cr_assert_eq(map(), VIRTIO_IOMMU_S_OK);
+	cr_assert_eq(map(), SC_VIRTIO_IOMMU_S_OK);
 	reuse_batch();
 	struct sc_viommu_stats st;
 	sc_viommu_get_stats(v, &st);

@@ -31,7 +31,7 @@
 #define FX_O_AVAIL   (FX_GPA + 0x5000)
 #define FX_O_USED    (FX_GPA + 0x6000)
 #define FX_BUF(i)    (FX_GPA + 0x10000 + (uint64_t)(i) * 0x1000)
-#define FX_FEATURES  ((1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_F_VERSION_1))
+#define FX_FEATURES  ((1ull << SC_VIRTIO_F_INDIRECT_DESC) | (1ull << SC_VIRTIO_F_VERSION_1))
 #define FX_NAME      "fx.sock vring 0"
 #define FX_O_NAME    "fx.sock vring 1"
 
@@ -47,9 +47,9 @@ struct fx {
 };
 
 static inline void *fx_ptr(struct fx *f, uint64_t gpa) { return f->base + (gpa - FX_GPA); }
-static inline struct vring_desc *fx_desc(struct fx *f) { return fx_ptr(f, f->cfg.desc_addr); }
-static inline struct vring_avail *fx_avail(struct fx *f) { return fx_ptr(f, f->cfg.avail_addr); }
-static inline struct vring_used *fx_used(struct fx *f) { return fx_ptr(f, f->cfg.used_addr); }
+static inline struct sc_vring_desc *fx_desc(struct fx *f) { return fx_ptr(f, f->cfg.desc_addr); }
+static inline struct sc_vring_avail *fx_avail(struct fx *f) { return fx_ptr(f, f->cfg.avail_addr); }
+static inline struct sc_vring_used *fx_used(struct fx *f) { return fx_ptr(f, f->cfg.used_addr); }
 
 static inline void fx_config(struct fx *f, struct sc_vq_config *c, uint64_t d, uint64_t a,
 			     uint64_t u, uint64_t features)
@@ -139,14 +139,14 @@ static inline void fx_teardown(struct fx *f)
 	sc_mem_fini(&f->mem);
 }
 
-static inline void fx_put_desc(struct vring_desc *table, uint16_t i, uint64_t addr,
+static inline void fx_put_desc(struct sc_vring_desc *table, uint16_t i, uint64_t addr,
 			       uint32_t len, uint16_t flags, uint16_t next)
 {
-	table[i] = (struct vring_desc){ .addr = addr, .len = len, .flags = flags, .next = next };
+	table[i] = (struct sc_vring_desc){ .addr = addr, .len = len, .flags = flags, .next = next };
 }
 
 /* Make head available in the ring whose avail is a. */
-static inline void fx_post_to(struct vring_avail *a, uint16_t head)
+static inline void fx_post_to(struct sc_vring_avail *a, uint16_t head)
 {
 	a->ring[a->idx % FX_QSZ] = head;
 	__atomic_store_n(&a->idx, (uint16_t)(a->idx + 1), __ATOMIC_RELEASE);
@@ -157,15 +157,15 @@ static inline void fx_post(struct fx *f, uint16_t head) { fx_post_to(fx_avail(f)
 /* A valid two-part request on the other queue; it must still be served. */
 static inline void fx_other_still_works(struct fx *f)
 {
-	struct vring_desc *d = fx_ptr(f, FX_O_DESC);
-	struct vring_avail *a = fx_ptr(f, FX_O_AVAIL);
-	struct vring_used *u = fx_ptr(f, FX_O_USED);
+	struct sc_vring_desc *d = fx_ptr(f, FX_O_DESC);
+	struct sc_vring_avail *a = fx_ptr(f, FX_O_AVAIL);
+	struct sc_vring_used *u = fx_ptr(f, FX_O_USED);
 	struct iovec iov[4];
 	struct sc_vq_elem e = { .iov = iov, .iov_max = 4 };
 
 	memcpy(fx_ptr(f, FX_BUF(100)), "ping", 4);
-	fx_put_desc(d, 3, FX_BUF(100), 16, VIRTQ_DESC_F_NEXT, 4);
-	fx_put_desc(d, 4, FX_BUF(101), 64, VIRTQ_DESC_F_WRITE, 0);
+	fx_put_desc(d, 3, FX_BUF(100), 16, SC_VIRTQ_DESC_F_NEXT, 4);
+	fx_put_desc(d, 4, FX_BUF(101), 64, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post_to(a, 3);
 	cr_assert_eq(sc_vq_pop(&f->other, &e), 1, "other queue: %s", f->other.broken_reason);
 	cr_assert_eq(e.head, 3);
