@@ -18,6 +18,7 @@
 #include "devices/devices.h"
 #include "driver/driver.h"
 #include "guestmem/guestmem.h"
+#include "harness.h"
 
 #define QSIZE 256                        /* room for a 64-segment chain */
 #define MEM (160u << 20)                 /* sparse: only what a test touches is memory */
@@ -29,7 +30,8 @@
 #define BIG_W (16ull << 20)
 #define BIG_R (BIG_W + BIG)
 
-static struct sc_mem mem;
+static struct t_guest g;
+static struct sc_vq_config vcfg;   /* the device side of dvq */
 static uint8_t *base;
 static struct sc_drv_vq dvq;
 static struct sc_blk_backend be;
@@ -40,28 +42,20 @@ static unsigned polls;   /* poll calls made by run() */
 static void open_disk(bool ro)
 {
 	char err[256];
-	struct sc_vq_config cfg = {
-		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
-		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
-	};
 	cr_assert_eq(sc_blk_backend_open(&be, path, ro, false, "disk-serial", err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
+	cr_assert_eq(sc_blk_queue_init(&q, &be, &vcfg, "t"), 0);
 }
 
 /* Start over on file (opened with O_DIRECT if asked) with a fresh ring; skips if it cannot be opened. */
 static void reopen(const char *file, bool direct)
 {
 	char err[256];
-	struct sc_vq_config cfg = {
-		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
-		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
-	};
 	sc_blk_queue_fini(&q);
 	sc_blk_backend_close(&be);
-	sc_drv_vq_init(&dvq, base, 0, QSIZE, 0);
+	t_ring_init(&g, &dvq, 0, QSIZE, 0);
 	if (sc_blk_backend_open(&be, file, false, direct, NULL, err, sizeof(err)) < 0)
 		cr_skip_test("cannot open %s%s here: %s", file, direct ? " with O_DIRECT" : "", err);
-	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
+	cr_assert_eq(sc_blk_queue_init(&q, &be, &vcfg, "t"), 0);
 }
 
 /* O_DIRECT: where reads and writes really are in flight. */
@@ -78,11 +72,9 @@ static void setup(void)
 	cr_assert_geq(fd, 0);
 	cr_assert_eq(ftruncate(fd, DISK_BYTES), 0);
 	close(fd);
-	sc_mem_init(&mem);
-	fd = sc_mem_memfd_create("blk", MEM);
-	cr_assert_eq(sc_mem_add_fd(&mem, 0, MEM, fd, 0, SC_PERM_RW), 0);
-	base = mem.regions[0].hva;
-	cr_assert_eq(sc_drv_vq_init(&dvq, base, 0, QSIZE, 0), 0);
+	cr_assert_eq(t_guest_init(&g, 0, MEM), 0);
+	cr_assert_eq(t_ring(&g, &dvq, QSIZE, 0, &vcfg), 0);   /* at GPA 0, below HDR(0) */
+	base = g.base;
 	open_disk(false);
 }
 
@@ -90,7 +82,7 @@ static void teardown(void)
 {
 	sc_blk_queue_fini(&q);
 	sc_blk_backend_close(&be);
-	sc_mem_fini(&mem);
+	t_guest_fini(&g);
 	unlink(path);
 	rmdir(dir);
 }
@@ -723,15 +715,11 @@ Test(blk, a_tmpfs_disk_is_mapped_and_its_data_reads_back)
 Test(blk, a_ram_disk_holds_what_is_written)
 {
 	char err[256];
-	struct sc_vq_config cfg = {
-		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
-		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
-	};
 	sc_blk_queue_fini(&q);
 	sc_blk_backend_close(&be);
-	sc_drv_vq_init(&dvq, base, 0, QSIZE, 0);
+	t_ring_init(&g, &dvq, 0, QSIZE, 0);
 	cr_assert_eq(sc_blk_backend_open_ram(&be, 256ull << 20, "ram", err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
+	cr_assert_eq(sc_blk_queue_init(&q, &be, &vcfg, "t"), 0);
 	cr_assert_not_null(be.map);
 	cr_assert_eq(be.capacity, (256ull << 20) / 512);
 	write_read_flush(0, 1);

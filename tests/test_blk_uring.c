@@ -24,6 +24,7 @@
 #include "devices/devices.h"
 #include "driver/driver.h"
 #include "guestmem/guestmem.h"
+#include "harness.h"
 
 #define QSIZE 64
 #define RINGS_BYTES (1u << 20)            /* region A at GPA 0: rings, headers, status bytes */
@@ -34,7 +35,7 @@
 #define HDR(i)  (0x10000ull + (uint64_t)(i) * 64)
 #define STAT(i) (HDR(i) + 16)
 
-static struct sc_mem mem;
+static struct t_guest g;   /* region A from t_guest_init, B and C added */
 static uint8_t *rings;
 static struct sc_drv_vq dvq;
 static struct sc_blk_backend be;
@@ -44,16 +45,9 @@ static char path[256];
 
 static uint8_t *host(uint64_t gpa, uint64_t len)
 {
-	uint8_t *p = sc_mem_translate(&mem, gpa, len, SC_PERM_RW);
+	uint8_t *p = sc_mem_translate(&g.mem, gpa, len, SC_PERM_RW);
 	cr_assert_not_null(p, "gpa 0x%llx not in the table", (unsigned long long)gpa);
 	return p;
-}
-
-static void add_region(uint64_t gpa, uint64_t size)
-{
-	int fd = sc_mem_memfd_create("blk-uring", size);
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(sc_mem_add_fd(&mem, gpa, size, fd, 0, SC_PERM_RW), 0);
 }
 
 /* A disk file on a file system that is not tmpfs (O_DIRECT and polling are what is tested); skips if none. */
@@ -78,11 +72,9 @@ static void make_disk(void)
 /* What the runtime does on start: a queue over the current table. */
 static void queue_start(void)
 {
-	struct sc_vq_config cfg = {
-		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa, .used_addr = dvq.used_gpa,
-		.xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
-		.last_avail = dvq.avail_idx,
-	};
+	struct sc_vq_config cfg;
+	t_vq_config(&g, &dvq, 0, &cfg);
+	cfg.last_avail = dvq.avail_idx;
 	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
 	q_live = true;
 }
@@ -106,11 +98,10 @@ static void open_backend(const char *file, bool direct)
 
 static void setup(void)
 {
-	sc_mem_init(&mem);
-	add_region(0, RINGS_BYTES);
-	add_region(GPA_B, DATA_BYTES);
-	rings = host(0, RINGS_BYTES);
-	cr_assert_eq(sc_drv_vq_init(&dvq, rings, 0, QSIZE, 0), 0);
+	cr_assert_eq(t_guest_init(&g, 0, RINGS_BYTES), 0);
+	cr_assert_eq(t_guest_add(&g, GPA_B, DATA_BYTES), 0);
+	rings = g.base;
+	cr_assert_eq(t_ring_init(&g, &dvq, 0, QSIZE, 0), 0);
 	be.fd = -1;
 	make_disk();
 	open_backend(path, true);
@@ -122,7 +113,7 @@ static void teardown(void)
 	if (q_live)
 		queue_stop();
 	sc_blk_backend_close(&be);
-	sc_mem_fini(&mem);
+	t_guest_fini(&g);
 	if (path[0])
 		unlink(path);
 	path[0] = '\0';
@@ -224,8 +215,8 @@ Test(blk_uring, the_registration_follows_a_memory_table_change)
 	write_then_read_back(GPA_B, 3);
 	/* The runtime stops the ring, changes the table, starts it again (vu_server.c dispatch). */
 	queue_stop();
-	cr_assert_eq(sc_mem_remove(&mem, GPA_B), 0);
-	add_region(GPA_C, DATA_BYTES);
+	cr_assert_eq(sc_mem_remove(&g.mem, GPA_B), 0);
+	cr_assert_eq(t_guest_add(&g, GPA_C, DATA_BYTES), 0);
 	queue_start();
 	uint8_t *c = host(GPA_C, DATA_BYTES);
 	memset(c, 0x5a, DATA_BYTES);

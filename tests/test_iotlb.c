@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "runtime/vu_msg.h"
-#include "vu_helpers.h"
+#include "harness.h"
 
 
 static struct sc_poller *poller;

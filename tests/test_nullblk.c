@@ -6,30 +6,27 @@
 
 #include "devices/devices.h"
 #include "driver/driver.h"
-#include "ring_helpers.h"
+#include "harness.h"
 
 #define QSIZE    32
 #define GPA      0x100000ull
 #define MEM      (4ull << 20)
 #define CAPACITY 2048ull   /* sectors: 1 MiB */
 
-static struct rh_guest g;
+static struct t_guest g;
 static struct sc_drv_vq dvq;
 static struct sc_nullblk dev;
 
 static void setup(void)
 {
-	uint64_t ring_gpa;
 	struct sc_vq_config cfg;
 
-	cr_assert_eq(rh_guest_init(&g, GPA, MEM), 0);
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &ring_gpa));
-	cr_assert_eq(rh_ring_init(&g, &dvq, ring_gpa, QSIZE, 0), 0);
-	rh_vq_config(&g, &dvq, 0, &cfg);
+	cr_assert_eq(t_guest_init(&g, GPA, MEM), 0);
+	cr_assert_eq(t_ring(&g, &dvq, QSIZE, 0, &cfg), 0);
 	cr_assert_eq(sc_nullblk_init(&dev, &cfg, CAPACITY, "null0"), 0, "%s", dev.vq.broken_reason);
 }
 
-static void teardown(void) { rh_guest_fini(&g); }
+static void teardown(void) { t_guest_fini(&g); }
 
 TestSuite(nullblk, .init = setup, .fini = teardown, .timeout = 10);
 
@@ -44,9 +41,9 @@ static struct req new_req(uint32_t type, uint64_t sector, uint32_t data_bytes)
 {
 	struct req r;
 
-	r.hdr = rh_alloc(&g, sizeof(*r.hdr), 16, &r.hdr_gpa);
-	r.data = rh_alloc(&g, data_bytes ? data_bytes : 1, 512, &r.data_gpa);
-	r.status = rh_alloc(&g, 1, 1, &r.status_gpa);
+	r.hdr = t_alloc(&g, sizeof(*r.hdr), 16, &r.hdr_gpa);
+	r.data = t_alloc(&g, data_bytes ? data_bytes : 1, 512, &r.data_gpa);
+	r.status = t_alloc(&g, 1, 1, &r.status_gpa);
 	cr_assert(r.hdr && r.data && r.status, "guest memory full");
 	*r.hdr = (struct sc_virtio_blk_outhdr){ .type = type, .sector = sector };
 	*r.status = 0xee;
@@ -195,7 +192,7 @@ Test(nullblk, header_split_across_two_descriptors)
 	struct req r = new_req(SC_VIRTIO_BLK_T_IN, 3, 512);
 	/* Type and ioprio in one descriptor, the sector in another, 256 bytes away. */
 	uint64_t far_gpa;
-	uint8_t *far = rh_alloc(&g, 8, 256, &far_gpa);
+	uint8_t *far = t_alloc(&g, 8, 256, &far_gpa);
 	memcpy(far, (uint8_t *)r.hdr + 8, 8);
 	memset((uint8_t *)r.hdr + 8, 0xff, 8);   /* garbage right after the first half */
 	struct sc_drv_seg s[] = { { r.hdr_gpa, 8 }, { far_gpa, 8 }, { r.data_gpa, 512 }, { r.status_gpa, 1 } };
@@ -310,7 +307,7 @@ Test(nullblk, init_reports_a_bad_ring)
 {
 	struct sc_vq_config cfg;
 	struct sc_nullblk d2;
-	rh_vq_config(&g, &dvq, 0, &cfg);
+	t_vq_config(&g, &dvq, 0, &cfg);
 	cfg.used_addr = GPA + MEM;   /* outside guest memory */
 	cr_assert_eq(sc_nullblk_init(&d2, &cfg, CAPACITY, "bad"), -EFAULT);
 	cr_assert(sc_vq_broken(&d2.vq));

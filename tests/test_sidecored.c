@@ -21,7 +21,7 @@
 
 #include "spec/sc_virtio_blk.h"
 #include "runtime/vu_msg.h"
-#include "vu_helpers.h"
+#include "harness.h"
 
 #define NDISKS 3   /* a, b, c; the config names some of them */
 

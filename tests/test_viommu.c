@@ -7,7 +7,7 @@
 #include <time.h>
 
 #include "common/tsc.h"
-#include "ring_helpers.h"
+#include "harness.h"
 #include "viommu/viommu.h"
 
 #define GPA  0x100000ull
@@ -16,7 +16,7 @@
 #define DOM  3u
 #define PG   4096ull
 
-static struct rh_guest g;
+static struct t_guest g;
 static struct sc_viommu *v;
 static struct sc_viommu_tc tc;
 static struct sc_viommu_config cfg;
@@ -30,7 +30,7 @@ static void make(void)
 
 static void setup(void)
 {
-	cr_assert_eq(rh_guest_init(&g, GPA, MEM), 0);
+	cr_assert_eq(t_guest_init(&g, GPA, MEM), 0);
 	sc_viommu_config_default(&cfg, &g.mem);
 	make();
 }
@@ -39,7 +39,7 @@ static void teardown(void)
 {
 	sc_viommu_tc_fini(&tc);
 	sc_viommu_destroy(v);
-	rh_guest_fini(&g);
+	t_guest_fini(&g);
 }
 
 TestSuite(viommu, .init = setup, .fini = teardown, .timeout = 30);

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "common/tsc.h"
-#include "ring_helpers.h"
+#include "harness.h"
 #include "viommu/viommu.h"
 
 #define QSIZE 16
@@ -19,7 +19,7 @@
 #define PG    4096ull
 #define ALL_FEATURES SC_VIOMMU_FEATURES
 
-static struct rh_guest g;
+static struct t_guest g;
 static struct sc_drv_vq rq, eq;
 static struct sc_viommu *v;
 static struct sc_viommu_config vcfg;
@@ -34,18 +34,18 @@ static void start(uint64_t features)
 	cr_assert_eq(sc_viommu_create(&vcfg, &v), 0);
 	cr_assert_eq(sc_viommu_endpoint_add(v, EP), 0);
 	cr_assert_eq(sc_viommu_tc_init(v, &tc, EP), 0);
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &rgpa));
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &egpa));
-	cr_assert_eq(rh_ring_init(&g, &rq, rgpa, QSIZE, 0), 0);
-	cr_assert_eq(rh_ring_init(&g, &eq, egpa, QSIZE, 0), 0);
-	rh_vq_config(&g, &rq, 0, &rc);
-	rh_vq_config(&g, &eq, 0, &ec);
+	cr_assert_not_null(t_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &rgpa));
+	cr_assert_not_null(t_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &egpa));
+	cr_assert_eq(t_ring_init(&g, &rq, rgpa, QSIZE, 0), 0);
+	cr_assert_eq(t_ring_init(&g, &eq, egpa, QSIZE, 0), 0);
+	t_vq_config(&g, &rq, 0, &rc);
+	t_vq_config(&g, &eq, 0, &ec);
 	cr_assert_eq(sc_viommu_dev_init(&dev, v, features, &rc, &ec), 0);
 }
 
 static void setup(void)
 {
-	cr_assert_eq(rh_guest_init(&g, GPA, MEM), 0);
+	cr_assert_eq(t_guest_init(&g, GPA, MEM), 0);
 	sc_viommu_config_default(&vcfg, &g.mem);
 	vcfg.domain_end = 1000;
 	start(ALL_FEATURES);
@@ -61,7 +61,7 @@ static void stop(void)
 static void teardown(void)
 {
 	stop();
-	rh_guest_fini(&g);
+	t_guest_fini(&g);
 }
 
 TestSuite(viommu_dev, .init = setup, .fini = teardown, .timeout = 30);
@@ -82,7 +82,7 @@ struct req {
 static struct req new_req(const void *body, uint32_t out, uint32_t in)
 {
 	struct req r = { .out = out, .in = in };
-	r.buf = rh_alloc(&g, out + in, 8, &r.gpa);
+	r.buf = t_alloc(&g, out + in, 8, &r.gpa);
 	cr_assert_not_null(r.buf);
 	memcpy(r.buf, body, out);
 	memset(r.buf + out, 0xee, in);
@@ -170,7 +170,7 @@ Test(viommu_dev, features_not_offered_are_refused)
 {
 	struct sc_viommu_dev d2;
 	struct sc_vq_config rc;
-	rh_vq_config(&g, &rq, 0, &rc);
+	t_vq_config(&g, &rq, 0, &rc);
 	cr_assert_eq(sc_viommu_dev_init(&d2, v, 1ull << SC_VIRTIO_IOMMU_F_MMIO, &rc, &rc), -EINVAL);
 }
 
@@ -454,7 +454,7 @@ Test(viommu_dev, probe_with_reserved_bytes_set)
 static uint64_t post_event_buffer(void)
 {
 	uint64_t gpa;
-	void *p = rh_alloc(&g, sizeof(struct sc_virtio_iommu_fault), 8, &gpa);
+	void *p = t_alloc(&g, sizeof(struct sc_virtio_iommu_fault), 8, &gpa);
 	cr_assert_not_null(p);
 	memset(p, 0xee, sizeof(struct sc_virtio_iommu_fault));
 	struct sc_drv_seg s = { gpa, sizeof(struct sc_virtio_iommu_fault) };
@@ -476,7 +476,7 @@ Test(viommu_dev, fault_is_delivered_on_the_eventq)
 	cr_assert_eq(sc_drv_vq_get_used(&eq, &head, &len), 1, "an event");
 	cr_assert_eq(len, sizeof(struct sc_virtio_iommu_fault));
 	struct sc_virtio_iommu_fault f;
-	memcpy(&f, rh_ptr(&g, gpa, sizeof(f)), sizeof(f));
+	memcpy(&f, t_ptr(&g, gpa, sizeof(f)), sizeof(f));
 	cr_assert_eq(f.reason, SC_VIRTIO_IOMMU_FAULT_R_MAPPING);
 	cr_assert_eq(f.flags, SC_VIRTIO_IOMMU_FAULT_F_WRITE | SC_VIRTIO_IOMMU_FAULT_F_ADDRESS);
 	cr_assert_eq(f.endpoint, EP);
@@ -507,7 +507,7 @@ Test(viommu_dev, eventq_buffer_too_small)
 	uint64_t gpa;
 	uint16_t head;
 	uint32_t len;
-	cr_assert_not_null(rh_alloc(&g, 8, 8, &gpa));
+	cr_assert_not_null(t_alloc(&g, 8, 8, &gpa));
 	struct sc_drv_seg s = { gpa, 8 };
 	cr_assert_geq(sc_drv_vq_add(&eq, &s, 0, 1), 0);
 	sc_drv_vq_publish(&eq);

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "devices/devices.h"
-#include "ring_helpers.h"
+#include "harness.h"
 #include "viommu/viommu.h"
 
 #define QSIZE 16
@@ -20,7 +20,7 @@
 #define FEAT  ((1ull << SC_VIRTIO_F_VERSION_1) | (1ull << SC_VIRTIO_F_ACCESS_PLATFORM) | (1ull << SC_VIRTIO_F_INDIRECT_DESC))
 #define RW    (SC_VIRTIO_IOMMU_MAP_F_READ | SC_VIRTIO_IOMMU_MAP_F_WRITE)
 
-static struct rh_guest g;
+static struct t_guest g;
 static struct sc_viommu *v;
 static struct sc_viommu_config vcfg;
 static struct sc_viommu_dev iommu;
@@ -42,7 +42,7 @@ static struct pq q1, q2;
 static uint8_t iommu_req(const void *body, uint32_t out)
 {
 	uint64_t gpa;
-	uint8_t *b = rh_alloc(&g, out + 4, 8, &gpa);
+	uint8_t *b = t_alloc(&g, out + 4, 8, &gpa);
 	uint16_t head;
 	uint32_t len;
 	cr_assert_not_null(b);
@@ -80,8 +80,8 @@ static void pq_guest(struct pq *q, uint32_t ep, uint64_t iova)
 {
 	q->ep = ep;
 	q->iova = iova;
-	q->ring = rh_alloc(&g, 0x10000, PG, &q->ring_gpa);
-	q->buf = rh_alloc(&g, 0x10000, PG, &q->buf_gpa);
+	q->ring = t_alloc(&g, 0x10000, PG, &q->ring_gpa);
+	q->buf = t_alloc(&g, 0x10000, PG, &q->buf_gpa);
 	cr_assert(q->ring && q->buf);
 	cr_assert_eq(sc_viommu_endpoint_add(v, ep), 0);
 	cr_assert_eq(sc_viommu_tc_init(v, &q->tc, ep), 0);
@@ -116,18 +116,13 @@ static void pq_setup(struct pq *q, uint32_t ep, uint64_t iova)
 
 static void setup(void)
 {
-	uint64_t rg, eg;
 	struct sc_vq_config rc, ec;
 
-	cr_assert_eq(rh_guest_init(&g, GPA, MEM), 0);
+	cr_assert_eq(t_guest_init(&g, GPA, MEM), 0);
 	sc_viommu_config_default(&vcfg, &g.mem);
 	cr_assert_eq(sc_viommu_create(&vcfg, &v), 0);
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), PG, &rg));
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), PG, &eg));
-	cr_assert_eq(rh_ring_init(&g, &rq, rg, QSIZE, 0), 0);
-	cr_assert_eq(rh_ring_init(&g, &eq, eg, QSIZE, 0), 0);
-	rh_vq_config(&g, &rq, 0, &rc);
-	rh_vq_config(&g, &eq, 0, &ec);
+	cr_assert_eq(t_ring(&g, &rq, QSIZE, 0, &rc), 0);
+	cr_assert_eq(t_ring(&g, &eq, QSIZE, 0, &ec), 0);
 	cr_assert_eq(sc_viommu_dev_init(&iommu, v, SC_VIOMMU_FEATURES, &rc, &ec), 0);
 }
 
@@ -137,7 +132,7 @@ static void teardown(void)
 	sc_viommu_tc_fini(&q2.tc);
 	sc_viommu_dev_fini(&iommu);
 	sc_viommu_destroy(v);
-	rh_guest_fini(&g);
+	t_guest_fini(&g);
 }
 
 TestSuite(viommu_dma, .init = setup, .fini = teardown, .timeout = 30);
@@ -214,7 +209,7 @@ static void expect_fault_event(uint64_t ev_gpa, uint8_t reason, uint32_t flags, 
 	sc_viommu_dev_poll(&iommu, 32);
 	cr_assert_eq(sc_drv_vq_get_used(&eq, &head, &len), 1, "a fault event");
 	struct sc_virtio_iommu_fault f;
-	memcpy(&f, rh_ptr(&g, ev_gpa, sizeof(f)), sizeof(f));
+	memcpy(&f, t_ptr(&g, ev_gpa, sizeof(f)), sizeof(f));
 	cr_assert_eq(f.reason, reason);
 	cr_assert_eq(f.flags, flags | SC_VIRTIO_IOMMU_FAULT_F_ADDRESS);
 	cr_assert_eq(f.endpoint, ep);
@@ -224,7 +219,7 @@ static void expect_fault_event(uint64_t ev_gpa, uint8_t reason, uint32_t flags, 
 static uint64_t event_buffer(void)
 {
 	uint64_t gpa;
-	cr_assert_not_null(rh_alloc(&g, 24, 8, &gpa));
+	cr_assert_not_null(t_alloc(&g, 24, 8, &gpa));
 	struct sc_drv_seg s = { gpa, 24 };
 	cr_assert_geq(sc_drv_vq_add(&eq, &s, 0, 1), 0);
 	sc_drv_vq_publish(&eq);
@@ -398,8 +393,8 @@ Test(viommu_dma, optimistic_teardown_of_a_ring_stops_its_queue_after_the_window)
 	vcfg.teardown = SC_VIOMMU_OPTIMISTIC;
 	cr_assert_eq(sc_viommu_create(&vcfg, &v), 0);
 	struct sc_vq_config rc, ec;
-	rh_vq_config(&g, &rq, 0, &rc);
-	rh_vq_config(&g, &eq, 0, &ec);
+	t_vq_config(&g, &rq, 0, &rc);
+	t_vq_config(&g, &eq, 0, &ec);
 	rc.last_avail = rq.avail_idx;   /* the same rings, resumed */
 	ec.last_avail = eq.avail_idx;
 	cr_assert_eq(sc_viommu_dev_init(&iommu, v, SC_VIOMMU_FEATURES, &rc, &ec), 0);

@@ -19,7 +19,7 @@
 #include "common/tsc.h"
 #include "cpuset/cpuset.h"
 #include "polling/polling.h"
-#include "ring_helpers.h"
+#include "harness.h"
 #include "viommu/viommu.h"
 
 #define QSIZE 16
@@ -31,7 +31,7 @@
 #define RW    (SC_VIRTIO_IOMMU_MAP_F_READ | SC_VIRTIO_IOMMU_MAP_F_WRITE)
 #define TIMEOUT_NS 2000000000ull
 
-static struct rh_guest g;
+static struct t_guest g;
 static struct sc_viommu *v;
 static struct sc_viommu_config vcfg;
 static struct sc_viommu_dev iommu;
@@ -119,19 +119,19 @@ static void start(enum sc_viommu_teardown mode, bool gated)
 
 	/* The guest shares the virtio-iommu's cpu; the device's sidecore keeps its own. */
 	cr_assert_eq(sc_cpu_pin_self(cpu_b), 0);
-	cr_assert_eq(rh_guest_init(&g, GPA, MEM), 0);
+	cr_assert_eq(t_guest_init(&g, GPA, MEM), 0);
 	sc_viommu_config_default(&vcfg, &g.mem);
 	vcfg.teardown = mode;
 	cr_assert_eq(sc_viommu_create(&vcfg, &v), 0);
 	cr_assert_eq(sc_viommu_endpoint_add(v, EP), 0);
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &rg));
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &eg));
-	cr_assert_eq(rh_ring_init(&g, &rq, rg, QSIZE, 0), 0);
-	cr_assert_eq(rh_ring_init(&g, &eq, eg, QSIZE, 0), 0);
-	rh_vq_config(&g, &rq, 0, &rc);
-	rh_vq_config(&g, &eq, 0, &ec);
+	cr_assert_not_null(t_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &rg));
+	cr_assert_not_null(t_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &eg));
+	cr_assert_eq(t_ring_init(&g, &rq, rg, QSIZE, 0), 0);
+	cr_assert_eq(t_ring_init(&g, &eq, eg, QSIZE, 0), 0);
+	t_vq_config(&g, &rq, 0, &rc);
+	t_vq_config(&g, &eq, 0, &ec);
 	cr_assert_eq(sc_viommu_dev_init(&iommu, v, SC_VIOMMU_FEATURES, &rc, &ec), 0);
-	buf = rh_alloc(&g, 4096, 4096, &buf_gpa);
+	buf = t_alloc(&g, 4096, 4096, &buf_gpa);
 	cr_assert_not_null(buf);
 
 	memset(&dd, 0, sizeof(dd));
@@ -141,12 +141,8 @@ static void start(enum sc_viommu_teardown mode, bool gated)
 	dd.inner = (struct sc_pollq){ .ops = &dma_ops, .ctx = &dd, .kick_fd = -1, .name = "dma" };
 
 	/* No kick fds: both sidecores poll without sleeping for the test's few seconds. */
-	struct sc_poller_config ca = { .cpu = cpu_a, .name = "sc-dma" };
-	struct sc_poller_config cb = { .cpu = cpu_b, .name = "sc-viommu" };
-	cr_assert_eq(sc_poller_create(&ca, &pa), 0);
-	cr_assert_eq(sc_poller_create(&cb, &pb), 0);
-	cr_assert_eq(sc_poller_attach(pb, &iommu.pq), 0);
-	cr_assert_eq(sc_poller_attach(pa, sc_viommu_tc_wrap(&dd.tc, &dd.inner)), 0);
+	cr_assert_eq(t_poller_start(cpu_b, 0, "sc-viommu", &iommu.pq, &pb), 0);
+	cr_assert_eq(t_poller_start(cpu_a, 0, "sc-dma", sc_viommu_tc_wrap(&dd.tc, &dd.inner), &pa), 0);
 }
 
 static void teardown(void)
@@ -161,7 +157,7 @@ static void teardown(void)
 		sc_viommu_dev_fini(&iommu);
 		sc_viommu_destroy(v);
 		v = NULL;
-		rh_guest_fini(&g);
+		t_guest_fini(&g);
 	}
 }
 
@@ -176,7 +172,7 @@ static uint8_t iommu_req(const void *body, uint32_t out)
 	uint32_t len;
 
 	if (!slot)
-		cr_assert_not_null(slot = rh_alloc(&g, 256, 64, &slot_gpa));
+		cr_assert_not_null(slot = t_alloc(&g, 256, 64, &slot_gpa));
 	memcpy(slot, body, out);
 	slot[out] = 0xee;
 	struct sc_drv_seg s[2] = { { slot_gpa, out }, { slot_gpa + out, 4 } };
@@ -248,7 +244,7 @@ static void reuse_batch(void)
 	struct sc_virtio_iommu_req_map m = { .head.type = SC_VIRTIO_IOMMU_T_MAP, .domain = DOM, .virt_start = IOVA,
 					  .virt_end = IOVA + 4095, .phys_start = buf_gpa, .flags = RW };
 	uint64_t gpa;
-	uint8_t *b = rh_alloc(&g, 128, 64, &gpa);
+	uint8_t *b = t_alloc(&g, 128, 64, &gpa);
 	uint32_t uo = offsetof(struct sc_virtio_iommu_req_unmap, tail), mo = offsetof(struct sc_virtio_iommu_req_map, tail);
 	uint16_t head;
 	uint32_t len;
@@ -277,7 +273,7 @@ static uint8_t *post_unmap(void)
 					    .virt_start = IOVA, .virt_end = IOVA + 4095 };
 	uint32_t out = offsetof(struct sc_virtio_iommu_req_unmap, tail);
 	uint64_t gpa;
-	uint8_t *b = rh_alloc(&g, 64, 64, &gpa);
+	uint8_t *b = t_alloc(&g, 64, 64, &gpa);
 	cr_assert_not_null(b);
 	memcpy(b, &u, out);
 	b[out] = 0xee;

@@ -21,7 +21,7 @@
 #include "common/barrier.h"
 #include "guestmem/guestmem.h"
 #include "runtime/vu_msg.h"
-#include "vu_helpers.h"
+#include "harness.h"
 
 #define TIMEOUT_MS 400   /* the control timeout the disks use here */
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The vhost-user back end with a real virtio-blk device on io_uring and a
- * real sidecore, driven by the test front end (vu_helpers: memfd guest
+ * real sidecore, driven by the test front end (harness.h: memfd guest
  * memory, the driver library's split ring, eventfds) over a real unix
  * socket.
  */
@@ -13,7 +13,7 @@
 
 #include "common/barrier.h"
 #include "runtime/vu_msg.h"
-#include "vu_helpers.h"
+#include "harness.h"
 
 static struct sc_poller *poller;
 static struct t_disk D;

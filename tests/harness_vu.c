@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "vu_helpers.h"
+#include "harness.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
