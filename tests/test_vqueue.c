@@ -47,7 +47,7 @@ Test(vq, buffer_spanning_two_regions_becomes_two_segments)
 	/* A second region right after the first: one guest buffer, two host mappings. */
 	int fd = sc_mem_memfd_create("next", 4096);
 	cr_assert_geq(fd, 0);
-	cr_assert_eq(sc_mem_add_fd(&f.mem, FX_GPA + FX_SIZE, 4096, fd, 0, SC_PERM_RW), 0);
+	cr_assert_eq(sc_mem_add_fd(&f.g.mem, FX_GPA + FX_SIZE, 4096, fd, 0, SC_PERM_RW), 0);
 	fx_put_desc(fx_desc(&f), 0, FX_GPA + FX_SIZE - 100, 300, 0, 0);
 	fx_post(&f, 0);
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1, "%s", f.vq.broken_reason);

@@ -229,7 +229,7 @@ Test(hostile, indirect_with_next_flag)
 Test(hostile, indirect_without_feature)
 {
 	cr_assert_eq(sc_vq_init(&f.vq, &(struct sc_vq_config){ .size = FX_QSZ, .desc_addr = FX_DESC,
-			.avail_addr = FX_AVAIL, .used_addr = FX_USED, .xlate = sc_mem_xlate(&f.mem),
+			.avail_addr = FX_AVAIL, .used_addr = FX_USED, .xlate = sc_mem_xlate(&f.g.mem),
 			.call_fd = -1, .err_fd = f.err_fd, .kick_fd = -1, .name = FX_NAME }), 0);
 	fx_put_desc(fx_ptr(&f, FX_BUF(10)), 0, FX_BUF(0), 16, 0, 0);
 	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 16, SC_VIRTQ_DESC_F_INDIRECT, 0);
@@ -269,7 +269,7 @@ Test(hostile, lengths_overflow_32_bits)
 	const uint64_t big = 0x100000000ull, big_size = (4ull << 30) + 4096;
 	int fd = sc_mem_memfd_create("big", big_size);
 	cr_assert_geq(fd, 0);
-	cr_assert_eq(sc_mem_add_fd(&f.mem, big, big_size, fd, 0, SC_PERM_RW), 0);
+	cr_assert_eq(sc_mem_add_fd(&f.g.mem, big, big_size, fd, 0, SC_PERM_RW), 0);
 	fx_put_desc(fx_desc(&f), 0, big, 0xffffffffu, SC_VIRTQ_DESC_F_NEXT, 1);
 	fx_put_desc(fx_desc(&f), 1, big, 2, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post(&f, 0);
@@ -302,7 +302,7 @@ Test(hostile, writable_buffer_in_read_only_memory)
 	/* Device may only read this region: a device-writable buffer there is refused. */
 	void *ro = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	cr_assert_neq(ro, MAP_FAILED);
-	cr_assert_eq(sc_mem_add_hva(&f.mem, 0x10000000, 4096, ro, SC_PERM_READ), 0);
+	cr_assert_eq(sc_mem_add_hva(&f.g.mem, 0x10000000, 4096, ro, SC_PERM_READ), 0);
 	fx_put_desc(fx_desc(&f), 0, 0x10000000, 16, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EPERM, "not accessible");
@@ -342,7 +342,7 @@ static int racing_map(void *ctx, uint64_t addr, uint64_t len, unsigned perm,
 
 Test(hostile, descriptor_rewritten_during_walk_is_not_fetched_twice)
 {
-	struct racing_xlate r = { .mem = &f.mem };
+	struct racing_xlate r = { .mem = &f.g.mem };
 	f.cfg.xlate = (struct sc_xlate){ .map = racing_map, .ctx = &r };
 	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
 	r.victim = &fx_desc(&f)[0];

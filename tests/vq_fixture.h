@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A hand-driven split ring for vqueue's unit tests: the test writes ring
- * memory directly (as a hostile guest would) and pops with the real vqueue.
- * Memory: one memfd region at FX_GPA; the attacked queue's rings at the
- * start, a second healthy queue ("other") after them, buffers above.
- * Each queue has its own err eventfd and name, and stderr goes to a memfd
- * (fx_log), so every test can check how a break was reported.
+ * memory directly (as a hostile guest would, so no driver library) and pops
+ * with the real vqueue. Memory: the harness's guest memory (harness.h) at
+ * FX_GPA; the attacked queue's rings at the start, a second healthy queue
+ * ("other") after them, buffers above. Each queue has its own err eventfd
+ * and name, and stderr goes to a memfd (fx_log), so every test can check how
+ * a break was reported.
  */
 #ifndef SC_TESTS_VQ_FIXTURE_H
 #define SC_TESTS_VQ_FIXTURE_H
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "guestmem/guestmem.h"
+#include "harness.h"
 #include "vqueue/vqueue.h"
 
 #define FX_GPA       0x100000ull
@@ -36,7 +38,7 @@
 #define FX_O_NAME    "fx.sock vring 1"
 
 struct fx {
-	struct sc_mem mem;
+	struct t_guest g;      /* the harness's guest memory: g.mem is the table vqueue translates through */
 	uint8_t *base;
 	struct sc_vq vq, other;
 	struct sc_vq_config cfg, ocfg;
@@ -56,7 +58,7 @@ static inline void fx_config(struct fx *f, struct sc_vq_config *c, uint64_t d, u
 {
 	*c = (struct sc_vq_config){ .size = FX_QSZ, .desc_addr = d, .avail_addr = a,
 				    .used_addr = u, .features = features,
-				    .xlate = sc_mem_xlate(&f->mem), .call_fd = -1, .kick_fd = -1,
+				    .xlate = sc_mem_xlate(&f->g.mem), .call_fd = -1, .kick_fd = -1,
 				    .err_fd = -1 };
 }
 
@@ -64,11 +66,8 @@ static inline void fx_config(struct fx *f, struct sc_vq_config *c, uint64_t d, u
 static inline void fx_mem(struct fx *f, uint64_t features)
 {
 	memset(f, 0, sizeof(*f));
-	sc_mem_init(&f->mem);
-	int fd = sc_mem_memfd_create("fx", FX_SIZE);
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(sc_mem_add_fd(&f->mem, FX_GPA, FX_SIZE, fd, 0, SC_PERM_RW), 0);
-	f->base = f->mem.regions[0].hva;
+	cr_assert_eq(t_guest_init(&f->g, FX_GPA, FX_SIZE), 0);
+	f->base = f->g.base;
 	fx_config(f, &f->cfg, FX_DESC, FX_AVAIL, FX_USED, features);
 	fx_config(f, &f->ocfg, FX_O_DESC, FX_O_AVAIL, FX_O_USED, features);
 	f->err_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -136,7 +135,7 @@ static inline void fx_teardown(struct fx *f)
 	close(f->log_fd);
 	close(f->err_fd);
 	close(f->oerr_fd);
-	sc_mem_fini(&f->mem);
+	t_guest_fini(&f->g);
 }
 
 static inline void fx_put_desc(struct sc_vring_desc *table, uint16_t i, uint64_t addr,
