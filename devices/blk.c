@@ -903,8 +903,7 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 	struct sc_blk_req *r = &q->reqs[e->head];
 	const struct sc_blk_req_limits lim = {
 		.capacity = be->capacity,
-		.features = be->read_only ? 1ull << SC_VIRTIO_BLK_F_RO
-					  : (1ull << SC_VIRTIO_BLK_F_DISCARD) | (1ull << SC_VIRTIO_BLK_F_WRITE_ZEROES),
+		.features = sc_blk_features(be),
 		.seg_max = seg_limit(be),
 		.size_max = be->size_max,
 		.max_discard_sectors = BLK_MAX_DISCARD_SECTORS,
