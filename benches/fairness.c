@@ -32,8 +32,8 @@
 #include "common/barrier.h"
 #include "common/compiler.h"
 #include "common/tsc.h"
-#include "devices/virtio_blk.h"
-#include "runtime/vhost_user.h"
+#include "spec/sc_virtio_blk.h"
+#include "runtime/vu_msg.h"
 #include "runtime/vu_blk.h"
 #include "runtime/vu_frontend.h"
 
@@ -133,22 +133,22 @@ static int recv_reply(int sock, uint32_t req, void *payload, uint32_t size)
 {
 	struct sc_vu_hdr h;
 	if (recv(sock, &h, sizeof(h), MSG_WAITALL) != sizeof(h) || h.request != req ||
-	    !(h.flags & VHOST_USER_REPLY) || h.size > size ||
+	    !(h.flags & SC_VHOST_USER_REPLY) || h.size > size ||
 	    (h.size && recv(sock, payload, h.size, MSG_WAITALL) != (ssize_t)h.size))
 		return -EPROTO;
 	return (int)h.size;
 }
 
 /* GET_FEATURES and GET_CONFIG on a connected front end's socket. */
-static int read_limits(struct sc_vu_fe *fe, uint64_t *features, struct virtio_blk_config *c)
+static int read_limits(struct sc_vu_fe *fe, uint64_t *features, struct sc_virtio_blk_config *c)
 {
-	struct { uint32_t offset, size, flags; struct virtio_blk_config c; } __attribute__((packed)) cfg = {
-		0, sizeof(struct virtio_blk_config), 0, { 0 } };
-	int ret = sc_vu_send(fe->sock, VHOST_USER_GET_FEATURES, 0, NULL, 0, -1);
-	if (ret < 0 || (ret = recv_reply(fe->sock, VHOST_USER_GET_FEATURES, features, 8)) != 8)
+	struct { uint32_t offset, size, flags; struct sc_virtio_blk_config c; } __attribute__((packed)) cfg = {
+		0, sizeof(struct sc_virtio_blk_config), 0, { 0 } };
+	int ret = sc_vu_send(fe->sock, SC_VHOST_USER_GET_FEATURES, 0, NULL, 0, -1);
+	if (ret < 0 || (ret = recv_reply(fe->sock, SC_VHOST_USER_GET_FEATURES, features, 8)) != 8)
 		return ret < 0 ? ret : -EPROTO;
-	ret = sc_vu_send(fe->sock, VHOST_USER_GET_CONFIG, 0, &cfg, sizeof(cfg), -1);
-	if (ret < 0 || (ret = recv_reply(fe->sock, VHOST_USER_GET_CONFIG, &cfg, sizeof(cfg))) != (int)sizeof(cfg))
+	ret = sc_vu_send(fe->sock, SC_VHOST_USER_GET_CONFIG, 0, &cfg, sizeof(cfg), -1);
+	if (ret < 0 || (ret = recv_reply(fe->sock, SC_VHOST_USER_GET_CONFIG, &cfg, sizeof(cfg))) != (int)sizeof(cfg))
 		return ret < 0 ? ret : -EPROTO;
 	*c = cfg.c;
 	return 0;
@@ -159,16 +159,16 @@ static int read_limits(struct sc_vu_fe *fe, uint64_t *features, struct virtio_bl
  * offers both, else (no size_max) as large as the disk, in at most seg_max
  * segments (or what the ring holds); never more than cap bytes.
  */
-static void plan_huge(uint64_t features, const struct virtio_blk_config *c, uint64_t capacity, uint64_t cap)
+static void plan_huge(uint64_t features, const struct sc_virtio_blk_config *c, uint64_t capacity, uint64_t cap)
 {
-	huge.blk_size = (features & (1ull << VIRTIO_BLK_F_BLK_SIZE)) && c->blk_size ? c->blk_size : 512;
-	huge.seg_max = (features & (1ull << VIRTIO_BLK_F_SEG_MAX)) && c->seg_max ? c->seg_max : QSIZE - 2;
+	huge.blk_size = (features & (1ull << SC_VIRTIO_BLK_F_BLK_SIZE)) && c->blk_size ? c->blk_size : 512;
+	huge.seg_max = (features & (1ull << SC_VIRTIO_BLK_F_SEG_MAX)) && c->seg_max ? c->seg_max : QSIZE - 2;
 	if (huge.seg_max > QSIZE - 2)
 		huge.seg_max = QSIZE - 2;   /* header and status take two descriptors */
-	huge.size_max = (features & (1ull << VIRTIO_BLK_F_SIZE_MAX)) ? c->size_max : 0;
+	huge.size_max = (features & (1ull << SC_VIRTIO_BLK_F_SIZE_MAX)) ? c->size_max : 0;
 	huge.device_max = huge.size_max ? (uint64_t)huge.seg_max * huge.size_max : 0;
 
-	uint64_t bytes = capacity * VIRTIO_BLK_SECTOR_SIZE;
+	uint64_t bytes = capacity * SC_VIRTIO_BLK_SECTOR_SIZE;
 	if (bytes > cap)
 		bytes = cap;
 	if (huge.device_max && bytes > huge.device_max)
@@ -228,13 +228,13 @@ static void tenant_refill(struct tenant *t, unsigned max)
 			}
 			nin = huge.nseg + 1;
 		} else {
-			uint64_t per = f->req_bytes / VIRTIO_BLK_SECTOR_SIZE;
+			uint64_t per = f->req_bytes / SC_VIRTIO_BLK_SECTOR_SIZE;
 			sector = bench_xorshift(&t->rng) % (cap / per) * per;
 			segs[1] = (struct sc_drv_seg){ data, (uint32_t)f->req_bytes };
 		}
 		segs[nin] = (struct sc_drv_seg){ hdr + 16, 1 };
-		*(struct virtio_blk_outhdr *)(fe->mem + hdr) =
-			(struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = sector };
+		*(struct sc_virtio_blk_outhdr *)(fe->mem + hdr) =
+			(struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN, .sector = sector };
 		fe->mem[hdr + 16] = 0xff;
 		int head = sc_drv_vq_add(vq, segs, 1, nin);
 		if (head < 0) {
@@ -271,7 +271,7 @@ static int tenant_reap(struct tenant *t, uint64_t tw, uint64_t tend)
 		uint64_t now = sc_rdtsc();
 		unsigned s = t->slot_of[head];
 		uint8_t status = fe->mem[fe->buf_gpa + s * 64 + 16];
-		if (status != VIRTIO_BLK_S_OK || len != f->req_bytes + 1) {
+		if (status != SC_VIRTIO_BLK_S_OK || len != f->req_bytes + 1) {
 			if (!t->err)
 				fprintf(stderr, "sidecore-bench fairness: tenant %d: a %llu-byte read completed with status %u, length %u\n",
 					t->idx, (unsigned long long)f->req_bytes, status, len);
@@ -640,7 +640,7 @@ int bench_fairness(int argc, char **argv)
 	}
 
 	uint64_t features;
-	struct virtio_blk_config c;
+	struct sc_virtio_blk_config c;
 	if ((r = read_limits(&tenants[0].fe, &features, &c)) < 0) {
 		fprintf(stderr, "sidecore-bench fairness: %s: reading features and config space: %s\n", tenants[0].sock,
 			strerror(-r));

@@ -116,7 +116,7 @@ static int run_floor(const struct bench_opts *o, uint64_t n, struct mode_result 
  * line the device reads the next header from.
  */
 struct blk_req {
-	struct virtio_blk_outhdr hdr sc_cache_aligned;
+	struct sc_virtio_blk_outhdr hdr sc_cache_aligned;
 	uint8_t status sc_cache_aligned;
 };
 
@@ -153,7 +153,7 @@ static int vq_setup(struct vq_setup *s)
 		return -1;
 	}
 	s->base = s->mem.regions[0].hva;
-	ret = sc_drv_vq_init(&s->dvq, s->base, 0, QSIZE, 1ull << VIRTIO_F_VERSION_1);
+	ret = sc_drv_vq_init(&s->dvq, s->base, 0, QSIZE, 1ull << SC_VIRTIO_F_VERSION_1);
 	if (ret < 0) {
 		fprintf(stderr, "sidecore-bench: driver ring init failed (%d)\n", ret);
 		return -1;
@@ -162,7 +162,7 @@ static int vq_setup(struct vq_setup *s)
 	uint64_t req_gpa = SC_ALIGN_UP(sc_drv_vq_ring_bytes(QSIZE), 4096ull);
 	uint64_t data_gpa = req_gpa + 4096;
 	struct blk_req *req = (struct blk_req *)(s->base + req_gpa);
-	req->hdr = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = 0 };
+	req->hdr = (struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN, .sector = 0 };
 	s->segs[0] = (struct sc_drv_seg){ req_gpa, sizeof(req->hdr) };
 	s->segs[1] = (struct sc_drv_seg){ data_gpa, 512 };
 	s->segs[2] = (struct sc_drv_seg){ req_gpa + offsetof(struct blk_req, status), 1 };
@@ -171,7 +171,7 @@ static int vq_setup(struct vq_setup *s)
 	s->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	struct sc_vq_config cfg = {
 		.size = QSIZE, .desc_addr = s->dvq.desc_gpa, .avail_addr = s->dvq.avail_gpa,
-		.used_addr = s->dvq.used_gpa, .features = 1ull << VIRTIO_F_VERSION_1,
+		.used_addr = s->dvq.used_gpa, .features = 1ull << SC_VIRTIO_F_VERSION_1,
 		.xlate = sc_mem_xlate(&s->mem), .call_fd = -1, .kick_fd = s->kick_fd, .err_fd = -1,
 	};
 	ret = sc_nullblk_init(&s->dev, &cfg, 1 << 20, "bench-null");
@@ -209,7 +209,7 @@ static inline uint64_t one_request(struct vq_setup *s)
 	uint8_t status = sc_load_once(s->status);
 	uint64_t t1 = sc_rdtscp();
 	/* The device wrote data + status, and OK: proof it served the request. */
-	return len == 513 && status == VIRTIO_BLK_S_OK ? t1 - t0 : 0;
+	return len == 513 && status == SC_VIRTIO_BLK_S_OK ? t1 - t0 : 0;
 }
 
 static int run_vq(const struct bench_opts *o, uint64_t idle_spin_ns, uint64_t n,

@@ -95,14 +95,14 @@ static int queues_setup(void)
 	for (unsigned i = 0; i < MAXQ; i++) {
 		struct queue *q = &qs[i];
 		uint64_t gpa = (uint64_t)i * SLOT;
-		if (sc_drv_vq_init(&q->dvq, base + gpa, gpa, QSIZE, 1ull << VIRTIO_F_VERSION_1) < 0)
+		if (sc_drv_vq_init(&q->dvq, base + gpa, gpa, QSIZE, 1ull << SC_VIRTIO_F_VERSION_1) < 0)
 			return -1;
 		q->hdr_gpa = gpa + HDR_OFF;
 		q->data_gpa = gpa + DATA_OFF;
 		q->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		struct sc_vq_config cfg = {
 			.size = QSIZE, .desc_addr = q->dvq.desc_gpa, .avail_addr = q->dvq.avail_gpa,
-			.used_addr = q->dvq.used_gpa, .features = 1ull << VIRTIO_F_VERSION_1,
+			.used_addr = q->dvq.used_gpa, .features = 1ull << SC_VIRTIO_F_VERSION_1,
 			.xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = q->kick_fd,
 		};
 		if (q->kick_fd < 0 || sc_nullblk_init(&q->dev, &cfg, 1 << 20, "scale") < 0) {
@@ -112,8 +112,8 @@ static int queues_setup(void)
 		}
 		sc_drv_vq_interrupts_disable(&q->dvq);
 		for (unsigned s = 0; s < MAX_QD; s++)
-			*(struct virtio_blk_outhdr *)(base + q->hdr_gpa + s * 64) =
-				(struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = (uint64_t)s * 8 };
+			*(struct sc_virtio_blk_outhdr *)(base + q->hdr_gpa + s * 64) =
+				(struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN, .sector = (uint64_t)s * 8 };
 	}
 	return 0;
 }

@@ -26,8 +26,8 @@
 #include "benches/bench.h"
 #include "common/barrier.h"
 #include "common/tsc.h"
-#include "devices/virtio_blk.h"
-#include "runtime/vhost_user.h"
+#include "spec/sc_virtio_blk.h"
+#include "runtime/vu_msg.h"
 #include "runtime/vu_frontend.h"
 
 static const char usage[] =
@@ -258,8 +258,8 @@ static int fe_iotlb(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t s
 static int map_slot(struct sc_vu_fe *fe, unsigned s, bool reply)
 {
 	uint64_t hdr_page = (fe->buf_gpa + s * 64) & ~0xfffull, data = fe->buf_gpa + 0x10000 + s * 4096;
-	int ret = fe_iotlb(fe, VHOST_IOTLB_UPDATE, SLOT_IOVA(s), 0x1000, hdr_page, VHOST_ACCESS_RW, reply);
-	return ret < 0 ? ret : fe_iotlb(fe, VHOST_IOTLB_UPDATE, SLOT_IOVA(s) + 0x1000, 0x1000, data, VHOST_ACCESS_WO, reply);
+	int ret = fe_iotlb(fe, SC_VHOST_IOTLB_UPDATE, SLOT_IOVA(s), 0x1000, hdr_page, SC_VHOST_ACCESS_RW, reply);
+	return ret < 0 ? ret : fe_iotlb(fe, SC_VHOST_IOTLB_UPDATE, SLOT_IOVA(s) + 0x1000, 0x1000, data, SC_VHOST_ACCESS_WO, reply);
 }
 
 /*
@@ -311,9 +311,9 @@ static int lazy_flush(struct sc_vu_fe *fe, struct lazy *z, unsigned k)
 	iotlb_cost.msgs += 4;
 	iotlb_cost.acked++;
 	const struct sc_vu_fe_iotlb_op ops[2] = {
-		{ .type = VHOST_IOTLB_INVALIDATE, .iova = iova, .size = len },
-		{ .type = VHOST_IOTLB_UPDATE, .iova = iova, .size = len, .gpa = lazy_data_gpa(fe, k * LAZY_W),
-		  .perm = VHOST_ACCESS_WO },
+		{ .type = SC_VHOST_IOTLB_INVALIDATE, .iova = iova, .size = len },
+		{ .type = SC_VHOST_IOTLB_UPDATE, .iova = iova, .size = len, .gpa = lazy_data_gpa(fe, k * LAZY_W),
+		  .perm = SC_VHOST_ACCESS_WO },
 	};
 	return sc_vu_fe_iotlb_batch(fe, ops, 2) < 0 ? -EIO : 0;
 }
@@ -355,11 +355,11 @@ static int lazy_setup(struct sc_vu_fe *fe, struct lazy *z, bool iotlb)
 	/* The headers (64 bytes a slot) end where the data pages start, buf_gpa + 0x10000. */
 	uint64_t hdr0 = fe->buf_gpa & ~0xfffull,
 		 hdr_len = ((fe->buf_gpa & 0xfff) + LAZY_WINDOWS * LAZY_W * 64ull + 0xfff) & ~0xfffull;
-	if (fe_iotlb(fe, VHOST_IOTLB_UPDATE, LAZY_HDR_IOVA, hdr_len, hdr0, VHOST_ACCESS_RW, true) < 0)
+	if (fe_iotlb(fe, SC_VHOST_IOTLB_UPDATE, LAZY_HDR_IOVA, hdr_len, hdr0, SC_VHOST_ACCESS_RW, true) < 0)
 		return -EIO;
 	for (unsigned k = 0; k < LAZY_WINDOWS; k++)
-		if (fe_iotlb(fe, VHOST_IOTLB_UPDATE, LAZY_DATA_IOVA(k * LAZY_W), LAZY_W * 0x1000ull,
-			     lazy_data_gpa(fe, k * LAZY_W), VHOST_ACCESS_WO, true) < 0)
+		if (fe_iotlb(fe, SC_VHOST_IOTLB_UPDATE, LAZY_DATA_IOVA(k * LAZY_W), LAZY_W * 0x1000ull,
+			     lazy_data_gpa(fe, k * LAZY_W), SC_VHOST_ACCESS_WO, true) < 0)
 			return -EIO;
 	iotlb_cost.msgs = iotlb_cost.acked = iotlb_cost.ack_cycles = 0;   /* set-up is not per request */
 	return 0;
@@ -424,8 +424,8 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 			if (s < 0)
 				break;
 			uint64_t hdr = fe->buf_gpa + (unsigned)s * 64, data = fe->buf_gpa + 0x10000 + (unsigned)s * 4096;
-			*(struct virtio_blk_outhdr *)(fe->mem + hdr) = (struct virtio_blk_outhdr){
-				.type = VIRTIO_BLK_T_IN, .sector = (bench_xorshift(&rng) % (sectors / 8)) * 8 };
+			*(struct sc_virtio_blk_outhdr *)(fe->mem + hdr) = (struct sc_virtio_blk_outhdr){
+				.type = SC_VIRTIO_BLK_T_IN, .sector = (bench_xorshift(&rng) % (sectors / 8)) * 8 };
 			struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, 4096 }, { hdr + 16, 1 } };
 			if (prot == PROT_PER_REQUEST) {
 				/* The device sees IOVAs: the slot's own pages, at the same offsets. */
@@ -469,7 +469,7 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 				return -EIO;
 			}
 			if (prot == PROT_PER_REQUEST &&
-			    fe_iotlb(fe, VHOST_IOTLB_INVALIDATE, SLOT_IOVA(s), 0x2000, 0, 0, true) < 0)
+			    fe_iotlb(fe, SC_VHOST_IOTLB_INVALIDATE, SLOT_IOVA(s), 0x2000, 0, 0, true) < 0)
 				return -EIO;
 			if (lazy && ++z.done[s / LAZY_W] == LAZY_W && lazy_flush(fe, &z, s / LAZY_W) < 0)
 				return -EIO;
@@ -513,7 +513,7 @@ static int warm_up(struct sc_vu_fe *fe)
 	uint32_t len;
 
 	for (uint64_t sector = 0; sector + step <= sectors; sector += step) {
-		*(struct virtio_blk_outhdr *)(fe->mem + hdr) = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = sector };
+		*(struct sc_virtio_blk_outhdr *)(fe->mem + hdr) = (struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN, .sector = sector };
 		struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, (uint32_t)step * 512 }, { hdr + 16, 1 } };
 		if (sc_drv_vq_add(vq, segs, 1, 2) < 0)
 			return -EIO;
@@ -523,7 +523,7 @@ static int warm_up(struct sc_vu_fe *fe)
 		while ((got = sc_drv_vq_get_used(vq, &head, &len)) == 0)
 			if (sc_rdtsc() > deadline)
 				return -ETIMEDOUT;
-		if (got < 0 || ((uint8_t *)fe->mem)[hdr + 16] != VIRTIO_BLK_S_OK)
+		if (got < 0 || ((uint8_t *)fe->mem)[hdr + 16] != SC_VIRTIO_BLK_S_OK)
 			return -EIO;
 	}
 	return 0;

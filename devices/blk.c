@@ -38,6 +38,7 @@
 #include "common/compiler.h"
 #include "common/tsc.h"
 #include "devices/blk_mem.h"
+#include "devices/blk_req.h"
 #include "devices/devices.h"
 
 #define BLK_IOV_MAX (SC_BLK_SEG_MAX + 2)          /* data segments, header, status */
@@ -111,7 +112,7 @@ int sc_blk_backend_open(struct sc_blk_backend *be, const char *path, bool read_o
 		close(be->fd);
 		return -EINVAL;
 	}
-	be->capacity = bytes / VIRTIO_BLK_SECTOR_SIZE;
+	be->capacity = bytes / SC_VIRTIO_BLK_SECTOR_SIZE;
 	be->read_only = read_only;
 	be->direct = direct;
 	/*
@@ -226,15 +227,15 @@ int sc_blk_backend_set_iopoll(struct sc_blk_backend *be, const char *path, char 
 
 uint64_t sc_blk_features(const struct sc_blk_backend *be)
 {
-	uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_EVENT_IDX) |
-		     (1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_BLK_F_SEG_MAX) |
-		     (1ull << VIRTIO_BLK_F_SIZE_MAX) |
-		     (1ull << VIRTIO_BLK_F_BLK_SIZE) | (1ull << VIRTIO_BLK_F_FLUSH) |
-		     (1ull << VIRTIO_BLK_F_MQ);
+	uint64_t f = (1ull << SC_VIRTIO_F_VERSION_1) | (1ull << SC_VIRTIO_F_EVENT_IDX) |
+		     (1ull << SC_VIRTIO_F_INDIRECT_DESC) | (1ull << SC_VIRTIO_BLK_F_SEG_MAX) |
+		     (1ull << SC_VIRTIO_BLK_F_SIZE_MAX) |
+		     (1ull << SC_VIRTIO_BLK_F_BLK_SIZE) | (1ull << SC_VIRTIO_BLK_F_FLUSH) |
+		     (1ull << SC_VIRTIO_BLK_F_MQ);
 	if (be->read_only)
-		f |= 1ull << VIRTIO_BLK_F_RO;
+		f |= 1ull << SC_VIRTIO_BLK_F_RO;
 	else
-		f |= (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_WRITE_ZEROES);
+		f |= (1ull << SC_VIRTIO_BLK_F_DISCARD) | (1ull << SC_VIRTIO_BLK_F_WRITE_ZEROES);
 	return f;
 }
 
@@ -245,7 +246,7 @@ static uint32_t seg_limit(const struct sc_blk_backend *be)
 }
 
 void sc_blk_config_space(const struct sc_blk_backend *be, uint16_t num_queues,
-			 struct virtio_blk_config *cfg)
+			 struct sc_virtio_blk_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->capacity = be->capacity;
@@ -255,7 +256,7 @@ void sc_blk_config_space(const struct sc_blk_backend *be, uint16_t num_queues,
 	cfg->num_queues = num_queues;
 	cfg->max_discard_sectors = BLK_MAX_DISCARD_SECTORS;
 	cfg->max_discard_seg = 1;
-	cfg->discard_sector_alignment = be->blk_size / VIRTIO_BLK_SECTOR_SIZE;
+	cfg->discard_sector_alignment = be->blk_size / SC_VIRTIO_BLK_SECTOR_SIZE;
 	cfg->max_write_zeroes_sectors = BLK_MAX_DISCARD_SECTORS;
 	cfg->max_write_zeroes_seg = 1;
 }
@@ -496,7 +497,7 @@ static void publish(struct sc_blk_queue *q, struct sc_blk_req *r, uint8_t status
 		return;
 	}
 	*r->status = status;
-	sc_vq_push(&q->vq, r->head, status == VIRTIO_BLK_S_OK ? r->used_len : 1);
+	sc_vq_push(&q->vq, r->head, status == SC_VIRTIO_BLK_S_OK ? r->used_len : 1);
 	r->busy = false;
 }
 
@@ -541,40 +542,6 @@ static unsigned release(struct sc_blk_queue *q, bool wait)
 		n++;
 	}
 	return n;
-}
-
-/*
- * Copy the segments of src that lie in [skip, total - trim) into dst;
- * returns how many, or -1 if more than max.
- */
-static int iov_slice(const struct iovec *src, unsigned n, size_t skip, size_t trim,
-		     struct iovec *dst, unsigned max)
-{
-	size_t total = 0, end;
-	unsigned k = 0;
-
-	for (unsigned i = 0; i < n; i++)
-		total += src[i].iov_len;
-	end = total - trim;
-	for (unsigned i = 0, pos = 0; i < n && pos < end; pos += src[i].iov_len, i++) {
-		size_t a = pos, b = pos + src[i].iov_len;
-		if (b <= skip)
-			continue;
-		if (k == max)
-			return -1;
-		size_t from = a < skip ? skip - a : 0, to = b > end ? end - a : src[i].iov_len;
-		dst[k].iov_base = (char *)src[i].iov_base + from;
-		dst[k].iov_len = to - from;
-		k++;
-	}
-	return (int)k;
-}
-
-/* [sector, sector + bytes/512) is whole sectors inside the disk. */
-static bool in_range(const struct sc_blk_backend *be, uint64_t sector, uint64_t bytes)
-{
-	return bytes % VIRTIO_BLK_SECTOR_SIZE == 0 && sector <= be->capacity &&
-	       bytes / VIRTIO_BLK_SECTOR_SIZE <= be->capacity - sector;
 }
 
 /* An SQE on the queue's ring, or with aux on its ring for what a polled ring cannot do. */
@@ -731,7 +698,7 @@ static bool transfer_moved(struct sc_blk_queue *q, struct sc_blk_req *r)
 		q->split++;
 	if (!r->via_ring)
 		q->sync_done++;
-	complete(q, r, VIRTIO_BLK_S_OK);
+	complete(q, r, SC_VIRTIO_BLK_S_OK);
 	return false;
 }
 
@@ -760,7 +727,7 @@ static bool mem_step(struct sc_blk_queue *q, struct sc_blk_req *r, struct round 
 	if (!ret)
 		return transfer_moved(q, r);
 	q->io_errors++;
-	complete(q, r, VIRTIO_BLK_S_IOERR);
+	complete(q, r, SC_VIRTIO_BLK_S_IOERR);
 	return false;
 }
 
@@ -861,7 +828,7 @@ static bool step(struct sc_blk_queue *q, struct sc_blk_req *r, struct round *rd)
 		 * return. Ordering after the writes before it is all there is.
 		 */
 		if (be->map) {
-			complete(q, r, VIRTIO_BLK_S_OK);
+			complete(q, r, SC_VIRTIO_BLK_S_OK);
 			return false;
 		}
 		if (!(sqe = get_sqe(q, aux)))
@@ -929,24 +896,20 @@ static void zero_fallback(struct sc_blk_backend *be, struct sc_blk_req *r)
 		r->zero_mode = mode;
 }
 
-/* Each data segment within size_max (virtio 1.2 §5.2.4); seg_max was checked by the slice. */
-static bool segs_fit(const struct sc_blk_backend *be, const struct iovec *iov, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		if (iov[i].iov_len > be->size_max)
-			return false;
-	return true;
-}
-
 /* Parse one request: complete it, or put it on the active list. Returns false if the ring must be marked broken. */
 static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 {
 	struct sc_blk_backend *be = q->be;
 	struct sc_blk_req *r = &q->reqs[e->head];
-	const struct iovec *in = e->iov + e->out_num;
-	struct virtio_blk_outhdr h;
-	uint64_t data;
-	int n;
+	const struct sc_blk_req_limits lim = {
+		.capacity = be->capacity,
+		.features = sc_blk_features(be),
+		.seg_max = seg_limit(be),
+		.size_max = be->size_max,
+		.max_discard_sectors = BLK_MAX_DISCARD_SECTORS,
+	};
+	struct sc_blk_parsed p = { .iov = r->iov };
+	int ret;
 
 	if (sc_unlikely(r->busy)) {
 		/* The guest made a head available again before we completed it (§2.7.13). */
@@ -955,109 +918,63 @@ static bool start(struct sc_blk_queue *q, const struct sc_vq_elem *e)
 	}
 	r->head = e->head;
 	r->busy = true;
-	/* Too short, or oversized (vqueue then passes out_len 0 and at most the status byte): IOERR. */
-	if (e->in_len < 1 || e->out_len < sizeof(h)) {
-		q->stats.bad_requests++;
-		if (e->in_len < 1) {   /* nowhere to put a status */
-			sc_vq_push(&q->vq, e->head, 0);
-			r->busy = false;
-			return true;
-		}
-		r->status = (uint8_t *)in[e->in_num - 1].iov_base + in[e->in_num - 1].iov_len - 1;
-		complete(q, r, VIRTIO_BLK_S_IOERR);
-		return true;
-	}
-	r->status = (uint8_t *)in[e->in_num - 1].iov_base + in[e->in_num - 1].iov_len - 1;
 	r->used_len = 1;
 	r->in_ring = r->via_ring = false;
 	r->done = r->total = 0;
 	r->cur = 0;
 	r->cut = 0;
+	ret = sc_blk_req_parse(e, &lim, &p);
+	r->status = p.status_byte;
+	if (ret == -ENOBUFS) {   /* nowhere to put a status */
+		q->stats.bad_requests++;
+		sc_vq_push(&q->vq, e->head, 0);
+		r->busy = false;
+		return true;
+	}
+	if (ret < 0) {
+		if (p.status == SC_VIRTIO_BLK_S_UNSUPP)
+			q->stats.unsupported++;
+		else
+			q->stats.bad_requests++;
+		complete(q, r, p.status);
+		return true;
+	}
 
-	/* Copy, then check, then use; the barrier pins later uses to the copy. */
-	sc_iov_copy_from(e->iov, e->out_num, 0, &h, sizeof(h));
-	sc_barrier();
-
-	switch (h.type) {
-	case VIRTIO_BLK_T_IN:
-		data = e->in_len - 1u;
-		if (!in_range(be, h.sector, data))
-			goto bad;
-		n = iov_slice(in, e->in_num, 0, 1, r->iov, seg_limit(be));
-		if (n < 0 || !segs_fit(be, r->iov, (unsigned)n))
-			goto bad;
-		r->used_len = (uint32_t)data + 1;
+	switch (p.type) {
+	case SC_VIRTIO_BLK_T_IN:
+		r->used_len = (uint32_t)p.bytes + 1;
 		q->stats.reads++;
-		q->stats.bytes_read += data;
+		q->stats.bytes_read += p.bytes;
 		r->op = OP_READ;
-		r->niov = (unsigned)n;
-		r->off = h.sector * VIRTIO_BLK_SECTOR_SIZE;
-		r->total = data;
 		break;
-	case VIRTIO_BLK_T_OUT:
-		data = e->out_len - sizeof(h);
-		if (be->read_only || !in_range(be, h.sector, data))
-			goto bad;
-		n = iov_slice(e->iov, e->out_num, sizeof(h), 0, r->iov, seg_limit(be));
-		if (n < 0 || !segs_fit(be, r->iov, (unsigned)n))
-			goto bad;
+	case SC_VIRTIO_BLK_T_OUT:
 		q->stats.writes++;
-		q->stats.bytes_written += data;
+		q->stats.bytes_written += p.bytes;
 		r->op = OP_WRITE;
-		r->niov = (unsigned)n;
-		r->off = h.sector * VIRTIO_BLK_SECTOR_SIZE;
-		r->total = data;
 		break;
-	case VIRTIO_BLK_T_FLUSH:
+	case SC_VIRTIO_BLK_T_FLUSH:
 		q->stats.flushes++;
 		r->op = OP_FLUSH;
 		break;
-	case VIRTIO_BLK_T_GET_ID: {
-		uint32_t len = e->in_len - 1u < VIRTIO_BLK_ID_BYTES ? e->in_len - 1u : VIRTIO_BLK_ID_BYTES;
-		sc_iov_copy_to(in, e->in_num, 0, be->serial, len);
-		r->used_len = len + 1;
+	case SC_VIRTIO_BLK_T_GET_ID:
+		sc_iov_copy_to(e->iov + e->out_num, e->in_num, 0, be->serial, p.bytes);
+		r->used_len = (uint32_t)p.bytes + 1;
 		q->stats.get_ids++;
-		complete(q, r, VIRTIO_BLK_S_OK);
+		complete(q, r, SC_VIRTIO_BLK_S_OK);
 		return true;
-	}
-	case VIRTIO_BLK_T_DISCARD:
-	case VIRTIO_BLK_T_WRITE_ZEROES: {
-		struct virtio_blk_discard_write_zeroes seg;
-		/* One segment, as the config space says (max_*_seg = 1). */
-		if (be->read_only || e->out_len - sizeof(h) != sizeof(seg))
-			goto bad;
-		sc_iov_copy_from(e->iov, e->out_num, sizeof(h), &seg, sizeof(seg));
-		sc_barrier();
-		uint64_t bytes = (uint64_t)seg.num_sectors * VIRTIO_BLK_SECTOR_SIZE;
-		bool discard = h.type == VIRTIO_BLK_T_DISCARD;
-		/* §5.2.6.2: DISCARD has no flags; WRITE_ZEROES may ask to unmap (bit 0). */
-		if ((discard ? seg.flags : seg.flags & ~1u) != 0) {
-			q->stats.unsupported++;
-			complete(q, r, VIRTIO_BLK_S_UNSUPP);
-			return true;
-		}
-		if (seg.num_sectors > BLK_MAX_DISCARD_SECTORS || !in_range(be, seg.sector, bytes))
-			goto bad;
-		r->off = seg.sector * VIRTIO_BLK_SECTOR_SIZE;
-		r->total = bytes;
-		r->op = discard ? OP_DISCARD : OP_ZERO_FALLOC;
+	default:   /* DISCARD, WRITE_ZEROES */
+		r->op = p.type == SC_VIRTIO_BLK_T_DISCARD ? OP_DISCARD : OP_ZERO_FALLOC;
 		r->zero_mode = __atomic_load_n(&be->zero_mode, __ATOMIC_RELAXED);
 		/* A mapped disk zeroes by copying zeroes on the sidecore, in pieces (fallocate would be a system call). */
 		if (r->op == OP_ZERO_FALLOC && (r->zero_mode == SC_BLK_ZERO_WRITE || be->map))
 			r->op = OP_ZERO_WRITE;
 		break;
 	}
-	default:
-		q->stats.unsupported++;
-		complete(q, r, VIRTIO_BLK_S_UNSUPP);
-		return true;
-	}
+	r->niov = p.niov;
+	r->off = p.sector * SC_VIRTIO_BLK_SECTOR_SIZE;
+	r->total = p.type == SC_VIRTIO_BLK_T_FLUSH ? 0 : p.bytes;
 	/* I/O to do: the round's walk takes its first step. */
 	q->active[q->nactive++] = r->head;
-	return true;
-bad:
-	q->stats.bad_requests++;
-	complete(q, r, VIRTIO_BLK_S_IOERR);
 	return true;
 }
 
@@ -1087,11 +1004,11 @@ static unsigned reap_ring(struct sc_blk_queue *q, struct io_uring *ring)
 			zero_fallback(q->be, r);   /* the walk issues it again, the next way down */
 			continue;
 		} else if (res == 0) {
-			complete(q, r, VIRTIO_BLK_S_OK);
+			complete(q, r, SC_VIRTIO_BLK_S_OK);
 			continue;
 		}
 		q->io_errors++;
-		complete(q, r, VIRTIO_BLK_S_IOERR);
+		complete(q, r, SC_VIRTIO_BLK_S_IOERR);
 	}
 	io_uring_cq_advance(ring, n);
 	q->inflight -= n - skipped;

@@ -92,7 +92,7 @@ int sc_blk_backend_open_ram(struct sc_blk_backend *be, uint64_t bytes, const cha
 	char path[64];
 	int fd, ret;
 
-	if (!bytes || bytes % VIRTIO_BLK_SECTOR_SIZE || bytes > SC_BLK_RAM_MAX) {
+	if (!bytes || bytes % SC_VIRTIO_BLK_SECTOR_SIZE || bytes > SC_BLK_RAM_MAX) {
 		snprintf(err, errlen, "ram:%llu: a RAM disk is 512 bytes to 1 TiB, in whole sectors",
 			 (unsigned long long)bytes);
 		return -EINVAL;

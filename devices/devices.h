@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "devices/virtio_blk.h"
+#include "spec/sc_virtio_blk.h"
 #include "polling/polling.h"
 #include "vqueue/vqueue.h"
 
@@ -31,7 +31,7 @@ struct sc_nullblk {
 	struct sc_pollq pq;       /* attach this to a poller */
 	uint64_t capacity;        /* sectors */
 	struct sc_blk_stats stats;
-	char id[VIRTIO_BLK_ID_BYTES];
+	char id[SC_VIRTIO_BLK_ID_BYTES];
 };
 
 /*
@@ -96,7 +96,7 @@ struct sc_blk_backend {
 	bool no_fixed_buffers;
 	uint8_t zero_mode;                /* enum sc_blk_zero_mode; lowered by any queue, never raised */
 	/*
-	 * Request limits offered to the driver (VIRTIO_BLK_F_SIZE_MAX, _SEG_MAX);
+	 * Request limits offered to the driver (SC_VIRTIO_BLK_F_SIZE_MAX, _SEG_MAX);
 	 * a request beyond them completes with IOERR (counted in bad_requests).
 	 * sc_blk_backend_open sets SC_BLK_SIZE_MAX and SC_BLK_SEG_MAX; set
 	 * others before the first queue starts (seg_max at most SC_BLK_SEG_MAX).
@@ -118,7 +118,7 @@ struct sc_blk_backend {
 	 */
 	const cpu_set_t *iowq_aff;
 	size_t iowq_aff_size;
-	char serial[VIRTIO_BLK_ID_BYTES];
+	char serial[SC_VIRTIO_BLK_ID_BYTES];
 };
 
 /*
@@ -164,7 +164,7 @@ uint64_t sc_blk_features(const struct sc_blk_backend *be);
 
 /* The config space a driver reads, for num_queues queues. */
 void sc_blk_config_space(const struct sc_blk_backend *be, uint16_t num_queues,
-			 struct virtio_blk_config *cfg);
+			 struct sc_virtio_blk_config *cfg);
 
 struct sc_blk_req;
 

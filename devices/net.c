@@ -228,7 +228,7 @@ void sc_net_dev_init(struct sc_net_dev *d, struct sc_net_port *port, unsigned ma
 	for (int i = 0; i < 6; i++)
 		m |= (uint64_t)mac[i] << (8 * i);
 	d->mac = m;
-	d->features = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_EVENT_IDX) | (1ull << VIRTIO_F_INDIRECT_DESC) |
+	d->features = (1ull << SC_VIRTIO_F_VERSION_1) | (1ull << SC_VIRTIO_F_EVENT_IDX) | (1ull << SC_VIRTIO_F_INDIRECT_DESC) |
 		      (1ull << SC_VIRTIO_NET_F_MAC) | (1ull << SC_VIRTIO_NET_F_STATUS) | (1ull << SC_VIRTIO_NET_F_MTU) |
 		      (1ull << SC_VIRTIO_NET_F_MRG_RXBUF) | (1ull << SC_VIRTIO_NET_F_CTRL_VQ) |
 		      (1ull << SC_VIRTIO_NET_F_CTRL_RX) | (1ull << SC_VIRTIO_NET_F_CTRL_MAC_ADDR);
@@ -753,7 +753,7 @@ int sc_net_queue_init(struct sc_net_queue *q, struct sc_net_dev *d, unsigned idx
 	q->kind = idx == 2u * d->max_pairs ? SC_NET_CTRLQ : idx % 2 ? SC_NET_TXQ : SC_NET_RXQ;
 	q->port_queue = (uint16_t)(idx / 2);
 	q->mrg_rxbuf = has(f, SC_VIRTIO_NET_F_MRG_RXBUF);
-	q->hdr_len = has(f, VIRTIO_F_VERSION_1) || q->mrg_rxbuf ? SC_VIRTIO_NET_HDR_LEN : SC_VIRTIO_NET_HDR_LEN_LEGACY;
+	q->hdr_len = has(f, SC_VIRTIO_F_VERSION_1) || q->mrg_rxbuf ? SC_VIRTIO_NET_HDR_LEN : SC_VIRTIO_NET_HDR_LEN_LEGACY;
 	q->guest_csum = has(f, SC_VIRTIO_NET_F_GUEST_CSUM);
 	q->csum = has(f, SC_VIRTIO_NET_F_CSUM);
 	q->tso = q->csum && (has(f, SC_VIRTIO_NET_F_HOST_TSO4) || has(f, SC_VIRTIO_NET_F_HOST_TSO6));

@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "devices/virtio_net.h"
+#include "spec/sc_virtio_net.h"
 #include "polling/polling.h"
 #include "vqueue/vqueue.h"
 

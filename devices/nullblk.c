@@ -9,6 +9,7 @@
 
 #include "common/barrier.h"
 #include "common/compiler.h"
+#include "devices/blk_req.h"
 #include "devices/devices.h"
 
 /* Segments one request may have (header, data, status); a longer chain completes with IOERR. */
@@ -45,7 +46,7 @@ int sc_nullblk_init(struct sc_nullblk *d, const struct sc_vq_config *cfg,
 		    uint64_t capacity, const char *name)
 {
 	static const char id[] = "sidecore-null";
-	_Static_assert(sizeof(id) <= VIRTIO_BLK_ID_BYTES, "id fits the GET_ID reply");
+	_Static_assert(sizeof(id) <= SC_VIRTIO_BLK_ID_BYTES, "id fits the GET_ID reply");
 
 	memset(&d->stats, 0, sizeof(d->stats));
 	d->capacity = capacity;
@@ -61,95 +62,48 @@ int sc_nullblk_init(struct sc_nullblk *d, const struct sc_vq_config *cfg,
 	return sc_vq_init(&d->vq, cfg);
 }
 
-/* Is [sector, sector + bytes / 512) whole sectors inside the disk? Written so nothing can overflow. */
-static bool in_range(const struct sc_nullblk *d, uint64_t sector, uint32_t bytes)
-{
-	uint64_t n = bytes / VIRTIO_BLK_SECTOR_SIZE;
-
-	return bytes % VIRTIO_BLK_SECTOR_SIZE == 0 && sector <= d->capacity &&
-	       n <= d->capacity - sector;
-}
-
-/* §5.2.6: the status is the last byte of the device-writable part (in_len ≥ 1). */
-static void put_status(const struct sc_vq_elem *e, uint8_t status)
-{
-	const struct iovec *last = &e->iov[e->out_num + e->in_num - 1];
-
-	if (sc_likely(last->iov_len >= 1))
-		((uint8_t *)last->iov_base)[last->iov_len - 1] = status;
-	else
-		sc_iov_copy_to(e->iov + e->out_num, e->in_num, e->in_len - 1, &status, 1);
-}
-
-/* Serve one request; returns the bytes written into the chain (the used length). */
+/* A null disk serves reads, writes, flushes and its ID; each segment may be any size. */
 static uint32_t serve(struct sc_nullblk *d, const struct sc_vq_elem *e)
 {
-	struct virtio_blk_outhdr h;
-	uint8_t status = VIRTIO_BLK_S_OK;
+	const struct sc_blk_req_limits lim = { .capacity = d->capacity, .features = 1ull << SC_VIRTIO_BLK_F_FLUSH };
+	struct sc_blk_parsed p = { .iov = NULL };   /* the data is measured, never moved */
+	int ret = sc_blk_req_parse(e, &lim, &p);
 	uint32_t written = 1;   /* the status byte */
 
-	/*
-	 * Every request has a 16-byte header the device reads and a status byte
-	 * it writes. An oversized chain (more segments than NULLBLK_IOV_MAX)
-	 * arrives as out_len 0 and at most the status byte: IOERR here too.
-	 */
-	if (e->out_len < sizeof(h) || e->in_len < 1) {
+	if (ret == -ENOBUFS) {
 		d->stats.bad_requests++;
-		if (e->in_len < 1)
-			return 0;   /* nowhere to say so: complete with nothing written */
-		put_status(e, VIRTIO_BLK_S_IOERR);
+		return 0;   /* nowhere to say so: complete with nothing written */
+	}
+	if (ret < 0) {
+		if (p.status == SC_VIRTIO_BLK_S_UNSUPP)
+			d->stats.unsupported++;
+		else
+			d->stats.bad_requests++;
+		*p.status_byte = p.status;
 		return 1;
 	}
-
-	/*
-	 * Copy, then check, then use: the guest may rewrite its header while we
-	 * look, so only the local copy is read from here on. The compiler
-	 * barrier keeps an inlined copy (LTO) from being replaced by re-reads of
-	 * guest memory.
-	 */
-	sc_iov_copy_from(e->iov, e->out_num, 0, &h, sizeof(h));
-	sc_barrier();
-
-	uint32_t data_in = e->in_len - 1;                    /* writable part less the status */
-	uint32_t data_out = e->out_len - (uint32_t)sizeof(h); /* readable part after the header */
-
-	switch (h.type) {
-	case VIRTIO_BLK_T_IN:
-		if (!in_range(d, h.sector, data_in))
-			goto bad;
+	switch (p.type) {
+	case SC_VIRTIO_BLK_T_IN:
 		/* A null disk leaves the buffer as it is. */
 		d->stats.reads++;
-		d->stats.bytes_read += data_in;
-		written += data_in;
+		d->stats.bytes_read += p.bytes;
+		written += (uint32_t)p.bytes;
 		break;
-	case VIRTIO_BLK_T_OUT:
-		if (!in_range(d, h.sector, data_out))
-			goto bad;
+	case SC_VIRTIO_BLK_T_OUT:
 		d->stats.writes++;
-		d->stats.bytes_written += data_out;
+		d->stats.bytes_written += p.bytes;
 		break;
-	case VIRTIO_BLK_T_FLUSH:
+	case SC_VIRTIO_BLK_T_FLUSH:
 		d->stats.flushes++;
 		break;
-	case VIRTIO_BLK_T_GET_ID: {
-		uint32_t n = data_in < VIRTIO_BLK_ID_BYTES ? data_in : VIRTIO_BLK_ID_BYTES;
-		sc_iov_copy_to(e->iov + e->out_num, e->in_num, 0, d->id, n);
+	default:   /* GET_ID */
+		sc_iov_copy_to(e->iov + e->out_num, e->in_num, 0, d->id, p.bytes);
 		d->stats.get_ids++;
-		written += n;
+		written += (uint32_t)p.bytes;
 		break;
 	}
-	default:
-		d->stats.unsupported++;
-		status = VIRTIO_BLK_S_UNSUPP;
-		break;
-	}
-	put_status(e, status);
+	*p.status_byte = SC_VIRTIO_BLK_S_OK;
 	return written;
-
-bad:
-	d->stats.bad_requests++;
-	put_status(e, VIRTIO_BLK_S_IOERR);
-	return 1;
 }
 
 int sc_nullblk_poll(struct sc_nullblk *d, unsigned budget)

@@ -13,7 +13,7 @@
 #include "common/barrier.h"
 #include "common/compiler.h"
 #include "driver/driver.h"
-#include "vqueue/vring.h"
+#include "spec/sc_vring.h"
 
 /* <errno.h> is not freestanding. */
 #define DRV_EIO    5    /* EIO: the device completed a head that is not ours */
@@ -29,25 +29,25 @@
  */
 static uint64_t avail_off(uint16_t size)
 {
-	return SC_ALIGN_UP(vring_desc_bytes(size), (uint64_t)SC_CACHE_LINE);
+	return SC_ALIGN_UP(sc_vring_desc_bytes(size), (uint64_t)SC_CACHE_LINE);
 }
 
 static uint64_t used_off(uint16_t size)
 {
-	/* vring_avail_bytes counts used_event. */
-	return SC_ALIGN_UP(avail_off(size) + vring_avail_bytes(size), (uint64_t)SC_CACHE_LINE);
+	/* sc_vring_avail_bytes counts used_event. */
+	return SC_ALIGN_UP(avail_off(size) + sc_vring_avail_bytes(size), (uint64_t)SC_CACHE_LINE);
 }
 
 uint64_t sc_drv_vq_ring_bytes(uint16_t size)
 {
-	/* vring_used_bytes counts avail_event; round up so the block ends on a line too. */
-	return SC_ALIGN_UP(used_off(size) + vring_used_bytes(size), (uint64_t)SC_CACHE_LINE);
+	/* sc_vring_used_bytes counts avail_event; round up so the block ends on a line too. */
+	return SC_ALIGN_UP(used_off(size) + sc_vring_used_bytes(size), (uint64_t)SC_CACHE_LINE);
 }
 
 int sc_drv_vq_init(struct sc_drv_vq *vq, void *mem, uint64_t mem_gpa, uint16_t size,
 		   uint64_t features)
 {
-	if (!SC_IS_POW2(size) || size > VIRTQ_MAX_SIZE ||
+	if (!SC_IS_POW2(size) || size > SC_VIRTQ_MAX_SIZE ||
 	    (mem_gpa & (SC_CACHE_LINE - 1)) || ((uintptr_t)mem & (SC_CACHE_LINE - 1)))
 		return -DRV_EINVAL;
 
@@ -61,9 +61,9 @@ int sc_drv_vq_init(struct sc_drv_vq *vq, void *mem, uint64_t mem_gpa, uint16_t s
 	}
 
 	uint8_t *p = mem;
-	vq->desc = (struct vring_desc *)p;
-	vq->avail = (struct vring_avail *)(p + avail_off(size));
-	vq->used = (struct vring_used *)(p + used_off(size));
+	vq->desc = (struct sc_vring_desc *)p;
+	vq->avail = (struct sc_vring_avail *)(p + avail_off(size));
+	vq->used = (struct sc_vring_used *)(p + used_off(size));
 	vq->desc_gpa = mem_gpa;
 	vq->avail_gpa = mem_gpa + avail_off(size);
 	vq->used_gpa = mem_gpa + used_off(size);
@@ -74,8 +74,8 @@ int sc_drv_vq_init(struct sc_drv_vq *vq, void *mem, uint64_t mem_gpa, uint16_t s
 	vq->avail_idx = 0;
 	vq->kicked_idx = 0;
 	vq->last_used = 0;
-	vq->event_idx = (features >> VIRTIO_F_EVENT_IDX) & 1;
-	vq->indirect = (features >> VIRTIO_F_INDIRECT_DESC) & 1;
+	vq->event_idx = (features >> SC_VIRTIO_F_EVENT_IDX) & 1;
+	vq->indirect = (features >> SC_VIRTIO_F_INDIRECT_DESC) & 1;
 	vq->kicks = 0;
 
 	/* Free list: every descriptor, linked by next (the last one's next is unused). */
@@ -91,7 +91,7 @@ int sc_drv_vq_init(struct sc_drv_vq *vq, void *mem, uint64_t mem_gpa, uint16_t s
  * the line stays shared in both caches instead of bouncing to the driver and
  * back, one cache miss less per request on the device's side.
  */
-static inline void desc_set(struct vring_desc *d, uint64_t addr, uint32_t len,
+static inline void desc_set(struct sc_vring_desc *d, uint64_t addr, uint32_t len,
 			    uint16_t flags, uint16_t next)
 {
 	if (d->addr != addr)
@@ -107,7 +107,7 @@ static inline void desc_set(struct vring_desc *d, uint64_t addr, uint32_t len,
 /* §2.7.5: NEXT on all but the last, WRITE on the device-writable (in) part. */
 static inline uint16_t seg_flags(unsigned k, unsigned out, unsigned n)
 {
-	return (uint16_t)((k + 1 < n ? VIRTQ_DESC_F_NEXT : 0) | (k >= out ? VIRTQ_DESC_F_WRITE : 0));
+	return (uint16_t)((k + 1 < n ? SC_VIRTQ_DESC_F_NEXT : 0) | (k >= out ? SC_VIRTQ_DESC_F_WRITE : 0));
 }
 
 /* Put head in the next avail slot (same skip-if-unchanged rule); visible at publish. */
@@ -135,7 +135,7 @@ int sc_drv_vq_add(struct sc_drv_vq *vq, const struct sc_drv_seg *segs, unsigned 
 	 */
 	uint16_t head = vq->free_head, i = head;
 	for (unsigned k = 0; k < n; k++) {
-		struct vring_desc *d = &vq->desc[i];
+		struct sc_vring_desc *d = &vq->desc[i];
 		desc_set(d, segs[k].addr, segs[k].len, seg_flags(k, out, n), d->next);
 		i = d->next;   /* after the last one: the new free head */
 	}
@@ -145,12 +145,12 @@ int sc_drv_vq_add(struct sc_drv_vq *vq, const struct sc_drv_seg *segs, unsigned 
 	return head;
 }
 
-int sc_drv_vq_add_indirect(struct sc_drv_vq *vq, struct vring_desc *table, uint64_t table_gpa,
+int sc_drv_vq_add_indirect(struct sc_drv_vq *vq, struct sc_vring_desc *table, uint64_t table_gpa,
 			   const struct sc_drv_seg *segs, unsigned out, unsigned in)
 {
 	/* A table longer than the largest queue is refused by devices (vqueue's bound too). */
-	if (!vq->indirect || out > VIRTQ_MAX_SIZE || in > VIRTQ_MAX_SIZE ||
-	    out + in == 0 || out + in > VIRTQ_MAX_SIZE)
+	if (!vq->indirect || out > SC_VIRTQ_MAX_SIZE || in > SC_VIRTQ_MAX_SIZE ||
+	    out + in == 0 || out + in > SC_VIRTQ_MAX_SIZE)
 		return -DRV_EINVAL;
 	unsigned n = out + in;
 	if (vq->num_free == 0)
@@ -160,11 +160,11 @@ int sc_drv_vq_add_indirect(struct sc_drv_vq *vq, struct vring_desc *table, uint6
 		desc_set(&table[k], segs[k].addr, segs[k].len, seg_flags(k, out, n), (uint16_t)(k + 1));
 
 	uint16_t head = vq->free_head;
-	struct vring_desc *d = &vq->desc[head];
+	struct sc_vring_desc *d = &vq->desc[head];
 	vq->free_head = d->next;
 	vq->num_free--;
 	/* INDIRECT without NEXT: get_used frees exactly this one descriptor. */
-	desc_set(d, table_gpa, (uint32_t)(n * sizeof(struct vring_desc)), VIRTQ_DESC_F_INDIRECT,
+	desc_set(d, table_gpa, (uint32_t)(n * sizeof(struct sc_vring_desc)), SC_VIRTQ_DESC_F_INDIRECT,
 		 d->next);
 	avail_put(vq, head);
 	return head;
@@ -192,10 +192,10 @@ bool sc_drv_vq_kick_needed(struct sc_drv_vq *vq)
 	 */
 	sc_smp_mb();
 	if (vq->event_idx)
-		kick = vring_need_event(sc_load_once(vring_avail_event(vq->used, vq->size)),
+		kick = sc_vring_need_event(sc_load_once(sc_vring_avail_event(vq->used, vq->size)),
 					new_idx, old);
 	else
-		kick = !(sc_load_once(&vq->used->flags) & VIRTQ_USED_F_NO_NOTIFY);
+		kick = !(sc_load_once(&vq->used->flags) & SC_VIRTQ_USED_F_NO_NOTIFY);
 	vq->kicked_idx = new_idx;
 	if (kick)
 		vq->kicks++;
@@ -211,7 +211,7 @@ bool sc_drv_vq_has_used(struct sc_drv_vq *vq)
 /* Interrupts are on unless interrupts_disable set NO_INTERRUPT; only we write avail->flags. */
 static inline bool interrupts_on(const struct sc_drv_vq *vq)
 {
-	return !(vq->avail->flags & VIRTQ_AVAIL_F_NO_INTERRUPT);
+	return !(vq->avail->flags & SC_VIRTQ_AVAIL_F_NO_INTERRUPT);
 }
 
 int sc_drv_vq_get_used(struct sc_drv_vq *vq, uint16_t *head, uint32_t *len)
@@ -221,7 +221,7 @@ int sc_drv_vq_get_used(struct sc_drv_vq *vq, uint16_t *head, uint32_t *len)
 		return 0;
 
 	/* The device writes this entry: read each field once. */
-	struct vring_used_elem *e = &vq->used->ring[vq->last_used & vq->mask];
+	struct sc_vring_used_elem *e = &vq->used->ring[vq->last_used & vq->mask];
 	uint32_t id = sc_load_once(&e->id);
 	uint32_t used_len = sc_load_once(&e->len);
 	if (id >= vq->size)
@@ -236,7 +236,7 @@ int sc_drv_vq_get_used(struct sc_drv_vq *vq, uint16_t *head, uint32_t *len)
 	 */
 	uint16_t last = (uint16_t)id;
 	uint16_t n = 1;
-	while ((vq->desc[last].flags & VIRTQ_DESC_F_NEXT) && n < vq->size) {
+	while ((vq->desc[last].flags & SC_VIRTQ_DESC_F_NEXT) && n < vq->size) {
 		last = vq->desc[last].next;
 		n++;
 	}
@@ -252,7 +252,7 @@ int sc_drv_vq_get_used(struct sc_drv_vq *vq, uint16_t *head, uint32_t *len)
 	 * close the race with a completion that landed meanwhile.
 	 */
 	if (vq->event_idx && interrupts_on(vq))
-		sc_store_once(vring_used_event(vq->avail, vq->size), vq->last_used);
+		sc_store_once(sc_vring_used_event(vq->avail, vq->size), vq->last_used);
 
 	*head = (uint16_t)id;
 	*len = used_len;
@@ -268,13 +268,13 @@ void sc_drv_vq_interrupts_disable(struct sc_drv_vq *vq)
 	 * asked for still comes. Written only if it changes (the line is shared).
 	 */
 	if (interrupts_on(vq))
-		sc_store_once(&vq->avail->flags, VIRTQ_AVAIL_F_NO_INTERRUPT);
+		sc_store_once(&vq->avail->flags, SC_VIRTQ_AVAIL_F_NO_INTERRUPT);
 }
 
 bool sc_drv_vq_interrupts_enable(struct sc_drv_vq *vq)
 {
 	if (vq->event_idx)
-		sc_store_once(vring_used_event(vq->avail, vq->size), vq->last_used);
+		sc_store_once(sc_vring_used_event(vq->avail, vq->size), vq->last_used);
 	if (!interrupts_on(vq))
 		sc_store_once(&vq->avail->flags, 0);
 	/*

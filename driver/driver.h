@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vqueue/vring.h"
+#include "spec/sc_vring.h"
 
 /* One buffer of a request, as a guest address. */
 struct sc_drv_seg {
@@ -29,9 +29,9 @@ struct sc_drv_seg {
 };
 
 struct sc_drv_vq {
-	struct vring_desc *desc;
-	struct vring_avail *avail;
-	struct vring_used *used;
+	struct sc_vring_desc *desc;
+	struct sc_vring_avail *avail;
+	struct sc_vring_used *used;
 	uint64_t desc_gpa, avail_gpa, used_gpa;
 	uint16_t size;
 	uint16_t mask;
@@ -78,7 +78,7 @@ int sc_drv_vq_add(struct sc_drv_vq *vq, const struct sc_drv_seg *segs,
  * (EINVAL) if INDIRECT_DESC was not negotiated or the table would be empty
  * or longer than 32768 entries.
  */
-int sc_drv_vq_add_indirect(struct sc_drv_vq *vq, struct vring_desc *table,
+int sc_drv_vq_add_indirect(struct sc_drv_vq *vq, struct sc_vring_desc *table,
 			   uint64_t table_gpa, const struct sc_drv_seg *segs,
 			   unsigned out, unsigned in);
 

@@ -10,7 +10,7 @@
 static int blk_get_config(void *ctx, uint8_t *buf, uint32_t offset, uint32_t len)
 {
 	struct sc_vu_blk *d = ctx;
-	struct virtio_blk_config cfg;
+	struct sc_virtio_blk_config cfg;
 
 	sc_blk_config_space(d->be, (uint16_t)d->num_queues, &cfg);
 	/* The window was checked against the 256-byte config space; past our struct it reads zero. */

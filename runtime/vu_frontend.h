@@ -56,8 +56,8 @@ int sc_vu_fe_connect_flags(struct sc_vu_fe *fe, const char *path, uint64_t mem_s
 			   uint16_t qsize, unsigned flags, char *err, size_t errlen);
 
 /*
- * Send one IOTLB message (VHOST_IOTLB_*): [iova, +size) to guest memory at
- * gpa with perm (VHOST_ACCESS_*) for an UPDATE. With reply, wait for the
+ * Send one IOTLB message (SC_VHOST_IOTLB_*): [iova, +size) to guest memory at
+ * gpa with perm (SC_VHOST_ACCESS_*) for an UPDATE. With reply, wait for the
  * ack: returns 0, the back end's errno as a negative value, or -EPROTO.
  */
 int sc_vu_fe_iotlb(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t size, uint64_t gpa, uint8_t perm,

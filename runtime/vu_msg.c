@@ -2,7 +2,7 @@
 /*
  * Reading and checking vhost-user messages. Each request type declares its
  * payload size, how many fds it carries, what they must be and whether it
- * names a vring, in one table (SC_VU_REQUESTS in vhost_user.h); the value
+ * names a vring, in one table (SC_VU_REQUESTS in vu_msg.h); the value
  * checks that depend on the payload follow it.
  */
 #include <errno.h>
@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "runtime/vhost_user.h"
+#include "runtime/vu_msg.h"
 
 struct rule {
 	const char *name;
@@ -28,12 +28,12 @@ struct rule {
 };
 
 #define RULE(req, sr, sz, fmin, fmax, vr, fk, rings) \
-	[VHOST_USER_##req] = { #req, SC_VU_SZ_##sr, sz, fmin, fmax, SC_VU_VRING_##vr, SC_VU_FD_##fk },
-static const struct rule rules[VHOST_USER_REQUEST_MAX] = { SC_VU_REQUESTS(RULE) };
+	[SC_VHOST_USER_##req] = { #req, SC_VU_SZ_##sr, sz, fmin, fmax, SC_VU_VRING_##vr, SC_VU_FD_##fk },
+static const struct rule rules[SC_VHOST_USER_REQUEST_MAX] = { SC_VU_REQUESTS(RULE) };
 #undef RULE
 
 /* Requests the protocol defines that this back end does not take (they get -ENOTSUP). */
-static const char *const unsupported_names[VHOST_USER_REQUEST_MAX] = {
+static const char *const unsupported_names[SC_VHOST_USER_REQUEST_MAX] = {
 	[6] = "SET_LOG_BASE", [7] = "SET_LOG_FD", [19] = "SEND_RARP", [20] = "NET_SET_MTU",
 	[23] = "SET_VRING_ENDIAN",
 	[26] = "CREATE_CRYPTO_SESSION", [27] = "CLOSE_CRYPTO_SESSION", [28] = "POSTCOPY_ADVISE",
@@ -42,9 +42,9 @@ static const char *const unsupported_names[VHOST_USER_REQUEST_MAX] = {
 
 const char *sc_vu_request_name(uint32_t request)
 {
-	if (request < VHOST_USER_REQUEST_MAX && rules[request].name)
+	if (request < SC_VHOST_USER_REQUEST_MAX && rules[request].name)
 		return rules[request].name;
-	if (request < VHOST_USER_REQUEST_MAX && unsupported_names[request])
+	if (request < SC_VHOST_USER_REQUEST_MAX && unsupported_names[request])
 		return unsupported_names[request];
 	return "unknown";
 }
@@ -95,7 +95,7 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 	uint32_t req = m->hdr.request, size = m->hdr.size, index = 0;
 	const struct rule *r;
 
-	if (req >= VHOST_USER_REQUEST_MAX || !rules[req].name)
+	if (req >= SC_VHOST_USER_REQUEST_MAX || !rules[req].name)
 		return refuse(m, -ENOTSUP, err, errlen, "not supported by this back end");
 	r = &rules[req];
 
@@ -133,7 +133,7 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 	/* fds: SET_VRING_* carry one unless they say "no fd"; a memory table one per region. */
 	unsigned want_min = r->fds_min, want_max = r->fds_max;
 	if (r->vring == SC_VU_VRING_FILE)
-		want_min = want_max = (m->payload.u64 & VHOST_USER_VRING_NOFD) ? 0 : 1;
+		want_min = want_max = (m->payload.u64 & SC_VHOST_USER_VRING_NOFD) ? 0 : 1;
 	else if (r->size_rule == SC_VU_SZ_MEM_TABLE)
 		want_min = want_max = m->payload.memory.nregions;
 	if (m->nfds < want_min || m->nfds > want_max) {
@@ -148,9 +148,9 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 	case SC_VU_VRING_STATE: index = m->payload.state.index; break;
 	case SC_VU_VRING_ADDR: index = m->payload.addr.index; break;
 	case SC_VU_VRING_FILE:
-		if (m->payload.u64 & ~(uint64_t)(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD))
+		if (m->payload.u64 & ~(uint64_t)(SC_VHOST_USER_VRING_IDX_MASK | SC_VHOST_USER_VRING_NOFD))
 			return refuse(m, -EINVAL, err, errlen, "unknown bits in 0x%llx", (unsigned long long)m->payload.u64);
-		index = (uint32_t)(m->payload.u64 & VHOST_USER_VRING_IDX_MASK);
+		index = (uint32_t)(m->payload.u64 & SC_VHOST_USER_VRING_IDX_MASK);
 		break;
 	case SC_VU_VRING_NONE: break;
 	}
@@ -159,22 +159,22 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 
 	/* Values. */
 	switch (req) {
-	case VHOST_USER_SET_VRING_NUM: {
+	case SC_VHOST_USER_SET_VRING_NUM: {
 		uint32_t num = m->payload.state.num;
 		if (num == 0 || (num & (num - 1)) || num > SC_VU_MAX_QUEUE_SIZE)
 			return refuse(m, -EINVAL, err, errlen, "queue size %u is not a power of two in 1..%u", num,
 				      SC_VU_MAX_QUEUE_SIZE);
 		break;
 	}
-	case VHOST_USER_SET_VRING_BASE:
+	case SC_VHOST_USER_SET_VRING_BASE:
 		if (m->payload.state.num > UINT16_MAX)
 			return refuse(m, -EINVAL, err, errlen, "ring base %u does not fit 16 bits", m->payload.state.num);
 		break;
-	case VHOST_USER_SET_VRING_ENABLE:
+	case SC_VHOST_USER_SET_VRING_ENABLE:
 		if (m->payload.state.num > 1)
 			return refuse(m, -EINVAL, err, errlen, "enable flag %u is not 0 or 1", m->payload.state.num);
 		break;
-	case VHOST_USER_SET_MEM_TABLE:
+	case SC_VHOST_USER_SET_MEM_TABLE:
 		for (uint32_t i = 0; i < m->payload.memory.nregions; i++) {
 			const struct sc_vu_region *a = &m->payload.memory.regions[i];
 			if (!region_ok(a))
@@ -184,13 +184,13 @@ int sc_vu_msg_check(struct sc_vu_msg *m, unsigned nvrings, char *err, size_t err
 					return refuse(m, -EINVAL, err, errlen, "regions %u and %u overlap in guest memory", j, i);
 		}
 		break;
-	case VHOST_USER_ADD_MEM_REG:
-	case VHOST_USER_REM_MEM_REG:
+	case SC_VHOST_USER_ADD_MEM_REG:
+	case SC_VHOST_USER_REM_MEM_REG:
 		if (!region_ok(&m->payload.mem_reg.region))
 			return refuse(m, -EINVAL, err, errlen, "region is empty or wraps the address space");
 		break;
-	case VHOST_USER_SET_INFLIGHT_FD:
-	case VHOST_USER_GET_INFLIGHT_FD: {
+	case SC_VHOST_USER_SET_INFLIGHT_FD:
+	case SC_VHOST_USER_GET_INFLIGHT_FD: {
 		const struct sc_vu_inflight *in = &m->payload.inflight;
 		uint16_t qs = in->queue_size;
 		if (in->num_queues == 0 || in->num_queues > nvrings || qs == 0 || (qs & (qs - 1)) ||
@@ -258,7 +258,7 @@ int sc_vu_msg_check_fds(struct sc_vu_msg *m, char *err, size_t errlen)
 	char link[128];
 	int ret = 0;
 
-	if (req >= VHOST_USER_REQUEST_MAX || !rules[req].name)
+	if (req >= SC_VHOST_USER_REQUEST_MAX || !rules[req].name)
 		return 0;
 	switch (rules[req].fd_kind) {
 	case SC_VU_FD_NONE:
@@ -270,11 +270,11 @@ int sc_vu_msg_check_fds(struct sc_vu_msg *m, char *err, size_t errlen)
 			fd_link(m->fds[i], link, sizeof(link));
 			if (strcmp(link, "anon_inode:[eventfd]") != 0)
 				return refuse(m, -EBADFD, err, errlen, "vring %u: fd is '%s', not an eventfd",
-					      (unsigned)(m->payload.u64 & VHOST_USER_VRING_IDX_MASK), link);
+					      (unsigned)(m->payload.u64 & SC_VHOST_USER_VRING_IDX_MASK), link);
 		}
 		break;
 	case SC_VU_FD_MEM:
-		if (req == VHOST_USER_SET_MEM_TABLE) {
+		if (req == SC_VHOST_USER_SET_MEM_TABLE) {
 			for (unsigned i = 0; i < m->nfds && ret == 0; i++) {
 				const struct sc_vu_region *r = &m->payload.memory.regions[i];
 				char what[32];
@@ -422,9 +422,9 @@ int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int ti
 		return 0;   /* the front end closed the connection */
 	if (n != (ssize_t)sizeof(m->hdr))
 		return refuse_short(m, n, "a message header", timeout_ms, err, errlen);
-	if ((m->hdr.flags & VHOST_USER_VERSION_MASK) != VHOST_USER_VERSION)
+	if ((m->hdr.flags & SC_VHOST_USER_VERSION_MASK) != SC_VHOST_USER_VERSION)
 		return refuse(m, -EPROTO, err, errlen, "protocol version %u, expected 1",
-			      m->hdr.flags & VHOST_USER_VERSION_MASK);
+			      m->hdr.flags & SC_VHOST_USER_VERSION_MASK);
 	if (m->hdr.size > sizeof(m->payload))
 		return refuse(m, -EPROTO, err, errlen, "payload of %u bytes, larger than any message (%zu)",
 			      m->hdr.size, sizeof(m->payload));
@@ -446,7 +446,7 @@ int sc_vu_msg_recv(int sock, unsigned nvrings, struct sc_vu_msg *m, char *err, s
 int sc_vu_send_timed(int sock, uint32_t request, uint32_t flags, const void *payload, uint32_t size, int fd,
 		     int timeout_ms, int stop_fd)
 {
-	struct sc_vu_hdr h = { .request = request, .flags = VHOST_USER_VERSION | flags, .size = size };
+	struct sc_vu_hdr h = { .request = request, .flags = SC_VHOST_USER_VERSION | flags, .size = size };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, size } };
 	char control[CMSG_SPACE(sizeof(int))];
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
@@ -497,5 +497,5 @@ int sc_vu_send(int sock, uint32_t request, uint32_t flags, const void *payload, 
 
 int sc_vu_reply(int sock, const struct sc_vu_msg *req, const void *payload, uint32_t size)
 {
-	return sc_vu_send(sock, req->hdr.request, VHOST_USER_REPLY, payload, size, -1);
+	return sc_vu_send(sock, req->hdr.request, SC_VHOST_USER_REPLY, payload, size, -1);
 }

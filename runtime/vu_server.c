@@ -21,20 +21,19 @@
 #include "common/barrier.h"
 #include "common/tsc.h"
 #include "guestmem/guestmem.h"
-#include "runtime/vhost_user.h"
+#include "runtime/vu_msg.h"
 #include "viommu/viommu.h"
 
 #define PROTOCOL_FEATURES                                                                        \
-	((1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |        \
-	 (1ull << VHOST_USER_PROTOCOL_F_CONFIG) | (1ull << VHOST_USER_PROTOCOL_F_RESET_DEVICE) | \
-	 (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) |                                        \
-	 (1ull << VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | (1ull << VHOST_USER_PROTOCOL_F_STATUS) | \
-	 (1ull << VHOST_USER_PROTOCOL_F_BACKEND_REQ) | (1ull << VHOST_USER_PROTOCOL_F_IOTLB))
+	((1ull << SC_VHOST_USER_PROTOCOL_F_MQ) | (1ull << SC_VHOST_USER_PROTOCOL_F_REPLY_ACK) |        \
+	 (1ull << SC_VHOST_USER_PROTOCOL_F_CONFIG) | (1ull << SC_VHOST_USER_PROTOCOL_F_RESET_DEVICE) | \
+	 (1ull << SC_VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) |                                        \
+	 (1ull << SC_VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | (1ull << SC_VHOST_USER_PROTOCOL_F_STATUS) | \
+	 (1ull << SC_VHOST_USER_PROTOCOL_F_BACKEND_REQ) | (1ull << SC_VHOST_USER_PROTOCOL_F_IOTLB))
 
 /* How long an invalidation may wait for the sidecores before it stops the queues still holding on. */
 #define IOTLB_QUIESCE_MS 1000
 
-#define VIRTIO_CONFIG_S_NEEDS_RESET 0x40   /* virtio 1.2 §2.1 */
 
 struct vring {
 	uint32_t num;
@@ -173,8 +172,8 @@ static int iotlb_create(struct sc_vu_server *s)
 static int iotlb_send_miss(void *ctx, uint64_t iova, unsigned perm)
 {
 	struct sc_vu_server *s = ctx;
-	struct sc_vu_iotlb t = { .iova = iova, .perm = (uint8_t)perm, .type = VHOST_IOTLB_MISS };
-	struct sc_vu_hdr h = { .request = VHOST_USER_BACKEND_IOTLB_MSG, .flags = VHOST_USER_VERSION, .size = sizeof(t) };
+	struct sc_vu_iotlb t = { .iova = iova, .perm = (uint8_t)perm, .type = SC_VHOST_IOTLB_MISS };
+	struct sc_vu_hdr h = { .request = SC_VHOST_USER_BACKEND_IOTLB_MSG, .flags = SC_VHOST_USER_VERSION, .size = sizeof(t) };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { &t, sizeof(t) } };
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
 	ssize_t n = -1;
@@ -653,7 +652,7 @@ static void reply_discard(struct sc_vu_server *s)
 /* Replies go out with the same limits as messages come in. */
 static int reply_send(struct sc_vu_server *s, const struct sc_vu_msg *m, char *err, size_t errlen)
 {
-	int ret = sc_vu_send_timed(s->conn_fd, m->hdr.request, VHOST_USER_REPLY, s->out.payload, s->out.size,
+	int ret = sc_vu_send_timed(s->conn_fd, m->hdr.request, SC_VHOST_USER_REPLY, s->out.payload, s->out.size,
 				   s->out.fd, s->timeout_ms, s->stop_fd);
 	reply_discard(s);
 	if (ret < 0)
@@ -911,8 +910,8 @@ static int iotlb_refuse(struct sc_vu_server *s, const struct sc_vu_msg *m, int e
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "sidecore: %s: vhost-user IOTLB_MSG (22): %s; refused\n", s->path, why);
-	if ((m->hdr.flags & VHOST_USER_NEED_REPLY) &&
-	    (s->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK)))
+	if ((m->hdr.flags & SC_VHOST_USER_NEED_REPLY) &&
+	    (s->protocol_features & (1ull << SC_VHOST_USER_PROTOCOL_F_REPLY_ACK)))
 		return reply_u64(s, (uint64_t)-err);
 	return 0;
 }
@@ -934,36 +933,36 @@ HANDLER(IOTLB_MSG)
 	int ret;
 
 	if (!iotlb_on(s))
-		return iotlb_refuse(s, m, -EPROTO, "VIRTIO_F_ACCESS_PLATFORM was not negotiated");
+		return iotlb_refuse(s, m, -EPROTO, "SC_VIRTIO_F_ACCESS_PLATFORM was not negotiated");
 	switch (t.type) {
-	case VHOST_IOTLB_UPDATE:
-	case VHOST_IOTLB_INVALIDATE:
+	case SC_VHOST_IOTLB_UPDATE:
+	case SC_VHOST_IOTLB_INVALIDATE:
 		if (t.size == 0)
 			return iotlb_refuse(s, m, -EINVAL, "%s of size 0",
-					    t.type == VHOST_IOTLB_UPDATE ? "UPDATE" : "INVALIDATE");
+					    t.type == SC_VHOST_IOTLB_UPDATE ? "UPDATE" : "INVALIDATE");
 		if (__builtin_add_overflow(t.iova, t.size - 1, &last) ||
-		    (t.type == VHOST_IOTLB_UPDATE && __builtin_add_overflow(t.uaddr, t.size - 1, &ulast)))
+		    (t.type == SC_VHOST_IOTLB_UPDATE && __builtin_add_overflow(t.uaddr, t.size - 1, &ulast)))
 			return iotlb_refuse(s, m, -EOVERFLOW, "range iova 0x%llx uaddr 0x%llx of 0x%llx bytes wraps",
 					    (unsigned long long)t.iova, (unsigned long long)t.uaddr,
 					    (unsigned long long)t.size);
 		break;
-	case VHOST_IOTLB_BATCH_BEGIN:
+	case SC_VHOST_IOTLB_BATCH_BEGIN:
 		s->iotlb_batch = true;
 		return 0;
-	case VHOST_IOTLB_BATCH_END:
+	case SC_VHOST_IOTLB_BATCH_END:
 		s->iotlb_batch = false;
 		if (s->iotlb_batch_removed)
 			iotlb_quiesce(s);
 		return 0;
-	case VHOST_IOTLB_MISS:
-	case VHOST_IOTLB_ACCESS_FAIL:
+	case SC_VHOST_IOTLB_MISS:
+	case SC_VHOST_IOTLB_ACCESS_FAIL:
 		return iotlb_refuse(s, m, -EINVAL, "type %u (%s) goes from the back end to the front end", t.type,
-				    t.type == VHOST_IOTLB_MISS ? "MISS" : "ACCESS_FAIL");
+				    t.type == SC_VHOST_IOTLB_MISS ? "MISS" : "ACCESS_FAIL");
 	default:
 		return iotlb_refuse(s, m, -EINVAL, "unknown type %u", t.type);
 	}
 
-	if (t.type == VHOST_IOTLB_INVALIDATE) {
+	if (t.type == SC_VHOST_IOTLB_INVALIDATE) {
 		sc_viommu_invalidate(s->viommu, 0, t.iova, last, &removed);
 		if (removed)
 			iotlb_removed(s);
@@ -971,7 +970,7 @@ HANDLER(IOTLB_MSG)
 		s->iotlb_ticking = s->ops->iotlb_window_ms != 0;
 		return 0;
 	}
-	if (t.perm == 0 || t.perm > VHOST_ACCESS_RW)
+	if (t.perm == 0 || t.perm > SC_VHOST_ACCESS_RW)
 		return iotlb_refuse(s, m, -EINVAL, "UPDATE with unknown perm %u (1 read, 2 write, 3 both)", t.perm);
 	if (!uva_to_gpa(s, t.uaddr, t.size, &gpa))
 		return iotlb_refuse(s, m, -EFAULT, "UPDATE of uaddr [0x%llx, +0x%llx) outside every region of the memory table",
@@ -1003,7 +1002,7 @@ HANDLER(GET_STATUS)
 	/* A started queue the guest broke: the driver has to reset the device (contract 3). */
 	for (unsigned i = 0; i < s->nvrings && s->ops->queue_broken; i++)
 		if (s->vrings[i].started && s->ops->queue_broken(s->ctx, i))
-			st |= VIRTIO_CONFIG_S_NEEDS_RESET;
+			st |= SC_VIRTIO_CONFIG_S_NEEDS_RESET;
 	return reply_u64(s, st);
 }
 
@@ -1014,9 +1013,9 @@ static const struct handler {
 	handler_fn *fn;
 	enum sc_vu_vring_rule vring;
 	enum sc_vu_rings rings;
-} handlers[VHOST_USER_REQUEST_MAX] = {
+} handlers[SC_VHOST_USER_REQUEST_MAX] = {
 #define ROW(req, sr, sz, fmin, fmax, vr, fk, rings) \
-	[VHOST_USER_##req] = { vu_##req, SC_VU_VRING_##vr, SC_VU_RINGS_##rings },
+	[SC_VHOST_USER_##req] = { vu_##req, SC_VU_VRING_##vr, SC_VU_RINGS_##rings },
 	SC_VU_REQUESTS(ROW)
 #undef ROW
 };
@@ -1027,7 +1026,7 @@ static struct vring *msg_vring(struct sc_vu_server *s, const struct sc_vu_msg *m
 	switch (h->vring) {
 	case SC_VU_VRING_STATE: return &s->vrings[m->payload.state.index];
 	case SC_VU_VRING_ADDR: return &s->vrings[m->payload.addr.index];
-	case SC_VU_VRING_FILE: return &s->vrings[m->payload.u64 & VHOST_USER_VRING_IDX_MASK];
+	case SC_VU_VRING_FILE: return &s->vrings[m->payload.u64 & SC_VHOST_USER_VRING_IDX_MASK];
 	case SC_VU_VRING_NONE: break;
 	}
 	return NULL;
@@ -1083,8 +1082,8 @@ static void handle_message(struct sc_vu_server *s)
 	 * ends inside a message, or timed out, gets no answer.
 	 */
 	if (!s->out.set && ret != -EPROTO && ret != -ETIMEDOUT && ret != -ECANCELED &&
-	    (m.hdr.flags & VHOST_USER_NEED_REPLY) &&
-	    (s->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK)))
+	    (m.hdr.flags & SC_VHOST_USER_NEED_REPLY) &&
+	    (s->protocol_features & (1ull << SC_VHOST_USER_PROTOCOL_F_REPLY_ACK)))
 		reply_u64(s, ret < 0 ? (uint64_t)-ret : 0);
 	if (s->out.set) {
 		char err2[128];

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "spec/sc_vhost_user.h"
 #include "vqueue/vqueue.h"
 
 struct sc_viommu_tc;
@@ -37,24 +38,13 @@ struct sc_viommu_tc;
 #define SC_VU_CONTROL_TIMEOUT_MS 5000   /* default control timeout ([sidecore] control_timeout_ms) */
 #define SC_VU_F_PROTOCOL_FEATURES 30   /* VHOST_USER_F_PROTOCOL_FEATURES */
 /*
- * VIRTIO_F_ACCESS_PLATFORM: always offered. Once the front end sets it,
+ * SC_VIRTIO_F_ACCESS_PLATFORM: always offered. Once the front end sets it,
  * ring and buffer addresses are IOVAs, translated through the IOTLB the
  * front end fills (IOTLB_MSG UPDATE, on our MISS over the back-end channel).
  */
 #define SC_VU_F_ACCESS_PLATFORM 33
 #define SC_VU_IOTLB_MAX 65536          /* IOTLB entries per device, and the most the ops may allow */
 #define SC_VU_IOTLB_MISS_MS 3000       /* a miss unanswered this long breaks its queue */
-
-/* Protocol feature bits the server implements. */
-#define VHOST_USER_PROTOCOL_F_MQ                  0
-#define VHOST_USER_PROTOCOL_F_REPLY_ACK           3
-#define VHOST_USER_PROTOCOL_F_BACKEND_REQ         5    /* SLAVE_REQ */
-#define VHOST_USER_PROTOCOL_F_IOTLB               11
-#define VHOST_USER_PROTOCOL_F_CONFIG              9
-#define VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD      12
-#define VHOST_USER_PROTOCOL_F_RESET_DEVICE        13
-#define VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS 15
-#define VHOST_USER_PROTOCOL_F_STATUS              16
 
 /* What a device behind the socket provides. Called on the control thread. */
 struct sc_vu_device_ops {

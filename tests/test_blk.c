@@ -18,6 +18,7 @@
 #include "devices/devices.h"
 #include "driver/driver.h"
 #include "guestmem/guestmem.h"
+#include "harness.h"
 
 #define QSIZE 256                        /* room for a 64-segment chain */
 #define MEM (160u << 20)                 /* sparse: only what a test touches is memory */
@@ -29,7 +30,8 @@
 #define BIG_W (16ull << 20)
 #define BIG_R (BIG_W + BIG)
 
-static struct sc_mem mem;
+static struct t_guest g;
+static struct sc_vq_config vcfg;   /* the device side of dvq */
 static uint8_t *base;
 static struct sc_drv_vq dvq;
 static struct sc_blk_backend be;
@@ -40,28 +42,20 @@ static unsigned polls;   /* poll calls made by run() */
 static void open_disk(bool ro)
 {
 	char err[256];
-	struct sc_vq_config cfg = {
-		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
-		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
-	};
 	cr_assert_eq(sc_blk_backend_open(&be, path, ro, false, "disk-serial", err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
+	cr_assert_eq(sc_blk_queue_init(&q, &be, &vcfg, "t"), 0);
 }
 
 /* Start over on file (opened with O_DIRECT if asked) with a fresh ring; skips if it cannot be opened. */
 static void reopen(const char *file, bool direct)
 {
 	char err[256];
-	struct sc_vq_config cfg = {
-		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
-		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
-	};
 	sc_blk_queue_fini(&q);
 	sc_blk_backend_close(&be);
-	sc_drv_vq_init(&dvq, base, 0, QSIZE, 0);
+	t_ring_init(&g, &dvq, 0, QSIZE, 0);
 	if (sc_blk_backend_open(&be, file, false, direct, NULL, err, sizeof(err)) < 0)
 		cr_skip_test("cannot open %s%s here: %s", file, direct ? " with O_DIRECT" : "", err);
-	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
+	cr_assert_eq(sc_blk_queue_init(&q, &be, &vcfg, "t"), 0);
 }
 
 /* O_DIRECT: where reads and writes really are in flight. */
@@ -78,11 +72,9 @@ static void setup(void)
 	cr_assert_geq(fd, 0);
 	cr_assert_eq(ftruncate(fd, DISK_BYTES), 0);
 	close(fd);
-	sc_mem_init(&mem);
-	fd = sc_mem_memfd_create("blk", MEM);
-	cr_assert_eq(sc_mem_add_fd(&mem, 0, MEM, fd, 0, SC_PERM_RW), 0);
-	base = mem.regions[0].hva;
-	cr_assert_eq(sc_drv_vq_init(&dvq, base, 0, QSIZE, 0), 0);
+	cr_assert_eq(t_guest_init(&g, 0, MEM), 0);
+	cr_assert_eq(t_ring(&g, &dvq, QSIZE, 0, &vcfg), 0);   /* at GPA 0, below HDR(0) */
+	base = g.base;
 	open_disk(false);
 }
 
@@ -90,7 +82,7 @@ static void teardown(void)
 {
 	sc_blk_queue_fini(&q);
 	sc_blk_backend_close(&be);
-	sc_mem_fini(&mem);
+	t_guest_fini(&g);
 	unlink(path);
 	rmdir(dir);
 }
@@ -100,8 +92,8 @@ TestSuite(blk, .init = setup, .fini = teardown, .timeout = 20);
 /* Queue request i: header (type, sector), then data segments, then status. */
 static int post(unsigned i, uint32_t type, uint64_t sector, uint32_t len, bool data_in)
 {
-	struct virtio_blk_outhdr *h = (void *)(base + HDR(i));
-	*h = (struct virtio_blk_outhdr){ .type = type, .sector = sector };
+	struct sc_virtio_blk_outhdr *h = (void *)(base + HDR(i));
+	*h = (struct sc_virtio_blk_outhdr){ .type = type, .sector = sector };
 	base[STAT(i)] = 0xee;
 	struct sc_drv_seg s[3] = { { HDR(i), 16 } };
 	unsigned out = 1, in = 0;
@@ -146,17 +138,17 @@ Test(blk, write_then_read_back)
 {
 	for (int k = 0; k < 4096; k++)
 		base[DATA(0) + k] = (uint8_t)(k * 7 + 3);
-	post(0, VIRTIO_BLK_T_OUT, 8, 4096, false);
+	post(0, SC_VIRTIO_BLK_T_OUT, 8, 4096, false);
 	run(1, NULL);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_OK);
 	uint8_t disk[4096];
 	read_file(8 * 512, disk, 4096);
 	cr_assert_eq(memcmp(disk, base + DATA(0), 4096), 0, "the file holds what the guest wrote");
 
 	memset(base + DATA(1), 0, 4096);
-	post(1, VIRTIO_BLK_T_IN, 8, 4096, true);
+	post(1, SC_VIRTIO_BLK_T_IN, 8, 4096, true);
 	run(1, NULL);
-	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(memcmp(base + DATA(1), base + DATA(0), 4096), 0, "read back what was written");
 	cr_assert_eq(q.stats.bytes_written, 4096);
 	cr_assert_eq(q.stats.bytes_read, 4096);
@@ -169,10 +161,10 @@ Test(blk, write_then_read_back)
 Test(blk, many_requests_in_flight_complete)
 {
 	for (unsigned i = 0; i < 16; i++)
-		cr_assert_geq(post(i, VIRTIO_BLK_T_IN, i * 8, 4096, true), 0);
+		cr_assert_geq(post(i, SC_VIRTIO_BLK_T_IN, i * 8, 4096, true), 0);
 	run(16, NULL);
 	for (unsigned i = 0; i < 16; i++)
-		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_OK);
+		cr_assert_eq(base[STAT(i)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(q.inflight, 0);
 }
 
@@ -181,13 +173,13 @@ Test(blk, flush_completes_after_the_writes_before_it)
 	/* Three writes and a flush in one batch: the flush must finish last (IOSQE_IO_DRAIN). */
 	int heads[4];
 	for (unsigned i = 0; i < 3; i++)
-		heads[i] = post(i, VIRTIO_BLK_T_OUT, i * 64, 8192, false);
-	heads[3] = post(3, VIRTIO_BLK_T_FLUSH, 0, 0, false);
+		heads[i] = post(i, SC_VIRTIO_BLK_T_OUT, i * 64, 8192, false);
+	heads[3] = post(3, SC_VIRTIO_BLK_T_FLUSH, 0, 0, false);
 	uint16_t order[4];
 	run(4, order);
 	cr_assert_eq(order[3], heads[3], "the flush completed before a write it follows");
 	for (unsigned i = 0; i < 4; i++)
-		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_OK);
+		cr_assert_eq(base[STAT(i)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(q.stats.flushes, 1);
 }
 
@@ -202,17 +194,17 @@ Test(blk, flush_waits_for_slow_direct_writes)
 	for (int round = 0; round < 20; round++) {
 		int heads[4];
 		for (unsigned i = 0; i < 3; i++) {
-			*(struct virtio_blk_outhdr *)(base + HDR(i)) =
-				(struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_OUT, .sector = i * 2048 };
+			*(struct sc_virtio_blk_outhdr *)(base + HDR(i)) =
+				(struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_OUT, .sector = i * 2048 };
 			struct sc_drv_seg s[3] = { { HDR(i), 16 }, { 0x200000, 1 << 20 }, { STAT(i), 1 } };
 			heads[i] = sc_drv_vq_add(&dvq, s, 2, 1);
 		}
-		heads[3] = post(3, VIRTIO_BLK_T_FLUSH, 0, 0, false);
+		heads[3] = post(3, SC_VIRTIO_BLK_T_FLUSH, 0, 0, false);
 		uint16_t order[4];
 		run(4, order);
 		cr_assert_eq(order[3], heads[3], "round %d: the flush completed before a write it follows", round);
 		for (unsigned i = 0; i < 4; i++)
-			cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_OK, "round %d request %u", round, i);
+			cr_assert_eq(base[STAT(i)], SC_VIRTIO_BLK_S_OK, "round %d request %u", round, i);
 	}
 }
 
@@ -222,15 +214,15 @@ Test(blk, read_only_disk_refuses_writes)
 	sc_blk_backend_close(&be);
 	sc_drv_vq_init(&dvq, base, 0, QSIZE, 0);
 	open_disk(true);
-	cr_assert(sc_blk_features(&be) & (1ull << VIRTIO_BLK_F_RO));
+	cr_assert(sc_blk_features(&be) & (1ull << SC_VIRTIO_BLK_F_RO));
 	memset(base + DATA(0), 0xab, 512);
-	post(0, VIRTIO_BLK_T_OUT, 0, 512, false);
-	post(1, VIRTIO_BLK_T_WRITE_ZEROES, 0, 16, false);
-	post(2, VIRTIO_BLK_T_IN, 0, 512, true);
+	post(0, SC_VIRTIO_BLK_T_OUT, 0, 512, false);
+	post(1, SC_VIRTIO_BLK_T_WRITE_ZEROES, 0, 16, false);
+	post(2, SC_VIRTIO_BLK_T_IN, 0, 512, true);
 	run(3, NULL);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_IOERR);
-	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_IOERR);
-	cr_assert_eq(base[STAT(2)], VIRTIO_BLK_S_OK, "reads still work");
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(base[STAT(2)], SC_VIRTIO_BLK_S_OK, "reads still work");
 	uint8_t disk[512];
 	read_file(0, disk, 512);
 	cr_assert_eq(disk[0], 0, "nothing was written");
@@ -243,15 +235,15 @@ Test(blk, write_zeroes_and_discard_zero_the_range)
 	int fd = open(path, O_WRONLY);
 	cr_assert_eq(pwrite(fd, ones, sizeof(ones), 0), (ssize_t)sizeof(ones));
 	close(fd);
-	struct virtio_blk_discard_write_zeroes *seg = (void *)(base + DATA(0));
-	*seg = (struct virtio_blk_discard_write_zeroes){ .sector = 0, .num_sectors = 8 };
-	post(0, VIRTIO_BLK_T_WRITE_ZEROES, 0, 16, false);
+	struct sc_virtio_blk_discard_write_zeroes *seg = (void *)(base + DATA(0));
+	*seg = (struct sc_virtio_blk_discard_write_zeroes){ .sector = 0, .num_sectors = 8 };
+	post(0, SC_VIRTIO_BLK_T_WRITE_ZEROES, 0, 16, false);
 	seg = (void *)(base + DATA(1));
-	*seg = (struct virtio_blk_discard_write_zeroes){ .sector = 8, .num_sectors = 8 };
-	post(1, VIRTIO_BLK_T_DISCARD, 0, 16, false);
+	*seg = (struct sc_virtio_blk_discard_write_zeroes){ .sector = 8, .num_sectors = 8 };
+	post(1, SC_VIRTIO_BLK_T_DISCARD, 0, 16, false);
 	run(2, NULL);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
-	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_OK);
 	uint8_t disk[8192], zero[8192] = { 0 };
 	read_file(0, disk, sizeof(disk));
 	cr_assert_eq(memcmp(disk, zero, sizeof(disk)), 0);
@@ -259,34 +251,34 @@ Test(blk, write_zeroes_and_discard_zero_the_range)
 
 Test(blk, discard_with_flags_is_unsupported)
 {
-	struct virtio_blk_discard_write_zeroes *seg = (void *)(base + DATA(0));
-	*seg = (struct virtio_blk_discard_write_zeroes){ .sector = 0, .num_sectors = 8, .flags = 1 };
-	post(0, VIRTIO_BLK_T_DISCARD, 0, 16, false);
+	struct sc_virtio_blk_discard_write_zeroes *seg = (void *)(base + DATA(0));
+	*seg = (struct sc_virtio_blk_discard_write_zeroes){ .sector = 0, .num_sectors = 8, .flags = 1 };
+	post(0, SC_VIRTIO_BLK_T_DISCARD, 0, 16, false);
 	run(1, NULL);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_UNSUPP);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_UNSUPP);
 }
 
 Test(blk, get_id_returns_the_serial)
 {
-	post(0, VIRTIO_BLK_T_GET_ID, 0, VIRTIO_BLK_ID_BYTES, true);
+	post(0, SC_VIRTIO_BLK_T_GET_ID, 0, SC_VIRTIO_BLK_ID_BYTES, true);
 	run(1, NULL);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_str_eq((char *)base + DATA(0), "disk-serial");
 }
 
 Test(blk, out_of_range_and_malformed_requests_fail_alone)
 {
-	post(0, VIRTIO_BLK_T_IN, DISK_BYTES / 512 - 1, 1024, true);   /* past the end */
-	post(1, VIRTIO_BLK_T_OUT, UINT64_MAX, 512, false);            /* sector overflow */
-	post(2, VIRTIO_BLK_T_IN, 0, 100, true);                       /* not whole sectors */
+	post(0, SC_VIRTIO_BLK_T_IN, DISK_BYTES / 512 - 1, 1024, true);   /* past the end */
+	post(1, SC_VIRTIO_BLK_T_OUT, UINT64_MAX, 512, false);            /* sector overflow */
+	post(2, SC_VIRTIO_BLK_T_IN, 0, 100, true);                       /* not whole sectors */
 	post(3, 77, 0, 0, false);                                     /* unknown type */
-	post(4, VIRTIO_BLK_T_IN, 0, 512, true);                       /* a good one after them */
+	post(4, SC_VIRTIO_BLK_T_IN, 0, 512, true);                       /* a good one after them */
 	run(5, NULL);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_IOERR);
-	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_IOERR);
-	cr_assert_eq(base[STAT(2)], VIRTIO_BLK_S_IOERR);
-	cr_assert_eq(base[STAT(3)], VIRTIO_BLK_S_UNSUPP);
-	cr_assert_eq(base[STAT(4)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(base[STAT(2)], SC_VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(base[STAT(3)], SC_VIRTIO_BLK_S_UNSUPP);
+	cr_assert_eq(base[STAT(4)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(q.stats.bad_requests, 3);
 	cr_assert(!sc_vq_broken(&q.vq));
 }
@@ -299,7 +291,7 @@ Test(blk, head_reused_while_in_flight_breaks_the_ring)
 	 * the start of a round, so this does not depend on timing).
 	 */
 	reopen_direct();   /* buffered reads of cached pages complete at once, never in flight */
-	int head = post(0, VIRTIO_BLK_T_IN, 0, 4096, true);
+	int head = post(0, SC_VIRTIO_BLK_T_IN, 0, 4096, true);
 	dvq.avail->ring[dvq.avail_idx & (QSIZE - 1)] = (uint16_t)head;
 	dvq.avail_idx++;
 	sc_drv_vq_publish(&dvq);
@@ -313,13 +305,13 @@ Test(blk, fini_completes_what_is_in_flight)
 {
 	reopen_direct();
 	for (unsigned i = 0; i < 8; i++)
-		post(i, VIRTIO_BLK_T_OUT, i * 8, 4096, false);
+		post(i, SC_VIRTIO_BLK_T_OUT, i * 8, 4096, false);
 	sc_drv_vq_publish(&dvq);
 	cr_assert_geq(sc_blk_queue_poll(&q, 32), 0);
 	sc_blk_queue_fini(&q);      /* as on detach: nothing started is dropped */
 	cr_assert_eq(dvq.used->idx, 8, "every started request was completed to the guest");
 	for (unsigned i = 0; i < 8; i++)
-		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_OK);
+		cr_assert_eq(base[STAT(i)], SC_VIRTIO_BLK_S_OK);
 }
 
 Test(blk, backend_errors_say_what_and_where)
@@ -334,14 +326,14 @@ Test(blk, backend_errors_say_what_and_where)
 
 Test(blk, config_space_describes_the_disk)
 {
-	struct virtio_blk_config cfg;
+	struct sc_virtio_blk_config cfg;
 	sc_blk_config_space(&be, 4, &cfg);
 	cr_assert_eq(cfg.capacity, DISK_BYTES / 512);
 	cr_assert_eq(cfg.num_queues, 4);
 	cr_assert_eq(cfg.seg_max, SC_BLK_SEG_MAX);
 	cr_assert_eq(cfg.blk_size, 512);
 	uint64_t f = sc_blk_features(&be);
-	cr_assert(f & (1ull << VIRTIO_BLK_F_FLUSH) && f & (1ull << VIRTIO_BLK_F_MQ) && !(f & (1ull << VIRTIO_BLK_F_RO)));
+	cr_assert(f & (1ull << SC_VIRTIO_BLK_F_FLUSH) && f & (1ull << SC_VIRTIO_BLK_F_MQ) && !(f & (1ull << SC_VIRTIO_BLK_F_RO)));
 }
 
 Test(blk, memory_backed_disks_are_served_on_the_sidecore)
@@ -357,11 +349,11 @@ Test(blk, memory_backed_disks_are_served_on_the_sidecore)
 	unlink(shm);
 	cr_assert(be.memory_backed, "/dev/shm is tmpfs");
 	memset(base + DATA(0), 0x77, 4096);
-	post(0, VIRTIO_BLK_T_OUT, 0, 4096, false);
-	post(1, VIRTIO_BLK_T_IN, 0, 4096, true);
+	post(0, SC_VIRTIO_BLK_T_OUT, 0, 4096, false);
+	post(1, SC_VIRTIO_BLK_T_IN, 0, 4096, true);
 	run(2, NULL);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
-	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(memcmp(base + DATA(1), base + DATA(0), 4096), 0);
 	cr_assert_eq(q.sync_done, 2, "both done on the sidecore");
 }
@@ -388,7 +380,7 @@ static int post_segs(unsigned i, uint32_t type, uint64_t sector, uint64_t data, 
 {
 	struct sc_drv_seg s[SC_BLK_SEG_MAX + 4];
 	cr_assert_leq(nseg, SC_BLK_SEG_MAX + 1);
-	*(struct virtio_blk_outhdr *)(base + HDR(i)) = (struct virtio_blk_outhdr){ .type = type, .sector = sector };
+	*(struct sc_virtio_blk_outhdr *)(base + HDR(i)) = (struct sc_virtio_blk_outhdr){ .type = type, .sector = sector };
 	base[STAT(i)] = 0xee;
 	s[0] = (struct sc_drv_seg){ HDR(i), 16 };
 	for (unsigned k = 0; k < nseg; k++)
@@ -425,16 +417,16 @@ static void big_write_then_read(void)
 	fill(BIG_W, BIG, 1);
 	memset(base + BIG_R, 0, BIG);
 	unsigned p0 = polls;
-	post_segs(0, VIRTIO_BLK_T_OUT, 2048, BIG_W, 1 << 20, BIG >> 20, false);
+	post_segs(0, SC_VIRTIO_BLK_T_OUT, 2048, BIG_W, 1 << 20, BIG >> 20, false);
 	run(1, NULL);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_OK);
 	cr_assert(disk_holds(1 << 20, BIG_W, BIG), "the disk holds the 64 MiB written");
 	/* A piece per round at most: fewer rounds would mean more than a piece moved in one. */
 	cr_assert_geq(polls - p0, pieces, "a 64 MiB write took %u rounds", polls - p0);
 	p0 = polls;
-	post_segs(1, VIRTIO_BLK_T_IN, 2048, BIG_R, 1 << 20, BIG >> 20, true);
+	post_segs(1, SC_VIRTIO_BLK_T_IN, 2048, BIG_R, 1 << 20, BIG >> 20, true);
 	run(1, NULL);
-	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_geq(polls - p0, pieces, "a 64 MiB read took %u rounds", polls - p0);
 	cr_assert_eq(memcmp(base + BIG_R, base + BIG_W, BIG), 0, "read back the 64 MiB written");
 	cr_assert_eq(q.split, 2);
@@ -466,7 +458,7 @@ Test(blk, a_queue_moves_about_a_piece_per_round_on_the_sidecore)
 {
 	reopen_in("/dev/shm");
 	for (unsigned i = 0; i < 8; i++)
-		post_segs(i, VIRTIO_BLK_T_IN, i * 256, BIG_R + i * SC_BLK_PIECE_BYTES, SC_BLK_PIECE_BYTES, 1, true);
+		post_segs(i, SC_VIRTIO_BLK_T_IN, i * 256, BIG_R + i * SC_BLK_PIECE_BYTES, SC_BLK_PIECE_BYTES, 1, true);
 	unsigned p0 = polls;
 	run(8, NULL);
 	cr_assert_geq(polls - p0, 8, "8 pieces moved in %u rounds", polls - p0);
@@ -475,10 +467,10 @@ Test(blk, a_queue_moves_about_a_piece_per_round_on_the_sidecore)
 Test(blk, a_small_request_is_not_kept_waiting_by_a_huge_one_on_its_queue)
 {
 	reopen_in("/dev/shm");
-	int big = post_segs(0, VIRTIO_BLK_T_IN, 0, BIG_R, 1 << 20, BIG >> 20, true);
+	int big = post_segs(0, SC_VIRTIO_BLK_T_IN, 0, BIG_R, 1 << 20, BIG >> 20, true);
 	sc_drv_vq_publish(&dvq);
 	cr_assert_geq(sc_blk_queue_poll(&q, 32), 0);
-	int small = post(1, VIRTIO_BLK_T_IN, 0, 4096, true);
+	int small = post(1, SC_VIRTIO_BLK_T_IN, 0, 4096, true);
 	uint16_t order[2];
 	unsigned p0 = polls;
 	run(1, order);
@@ -486,15 +478,15 @@ Test(blk, a_small_request_is_not_kept_waiting_by_a_huge_one_on_its_queue)
 	cr_assert_leq(polls - p0, 2, "the 4 KiB read waited %u rounds", polls - p0);
 	run(1, order + 1);
 	cr_assert_eq(order[1], big);
-	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_OK);
 }
 
 /* Post n reads of 512 bytes (the smallest, the costliest per byte: a system call each), one slot each. */
 static void post_small_reads(unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
-		cr_assert_geq(post(i, VIRTIO_BLK_T_IN, i, 512, true), 0);
+		cr_assert_geq(post(i, SC_VIRTIO_BLK_T_IN, i, 512, true), 0);
 	sc_drv_vq_publish(&dvq);
 }
 
@@ -522,7 +514,7 @@ Test(blk, a_turn_ends_once_its_time_is_spent)
 	q.pq.turn_cycles = UINT64_MAX;
 	cr_assert_eq(poll_once(), 14, "without a time bound the budget decides");
 	for (unsigned i = 0; i < 16; i++)
-		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_OK);
+		cr_assert_eq(base[STAT(i)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(q.nactive, 0);
 }
 
@@ -558,19 +550,19 @@ Test(blk, a_turn_that_overran_is_paid_back_by_turns_that_copy_nothing)
 	q.turn_debt = 0;
 	cr_assert_eq(poll_once(), 6);
 	for (unsigned i = 0; i < 8; i++)
-		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_OK);
+		cr_assert_eq(base[STAT(i)], SC_VIRTIO_BLK_S_OK);
 }
 
 Test(blk, requests_beyond_size_max_or_seg_max_fail_alone)
 {
-	struct virtio_blk_config cfg;
+	struct sc_virtio_blk_config cfg;
 	sc_blk_config_space(&be, 1, &cfg);
-	cr_assert(sc_blk_features(&be) & (1ull << VIRTIO_BLK_F_SIZE_MAX));
+	cr_assert(sc_blk_features(&be) & (1ull << SC_VIRTIO_BLK_F_SIZE_MAX));
 	cr_assert_eq(cfg.size_max, SC_BLK_SIZE_MAX);
 	cr_assert_eq(cfg.seg_max, SC_BLK_SEG_MAX);
 
-	post_segs(0, VIRTIO_BLK_T_IN, 0, BIG_R, SC_BLK_SIZE_MAX + 512, 1, true);    /* a segment over size_max */
-	post_segs(1, VIRTIO_BLK_T_OUT, 0, BIG_W, SC_BLK_SIZE_MAX + 512, 1, false);
+	post_segs(0, SC_VIRTIO_BLK_T_IN, 0, BIG_R, SC_BLK_SIZE_MAX + 512, 1, true);    /* a segment over size_max */
+	post_segs(1, SC_VIRTIO_BLK_T_OUT, 0, BIG_W, SC_BLK_SIZE_MAX + 512, 1, false);
 	{
 		/*
 		 * More data segments than seg_max in a chain the ring still takes:
@@ -578,29 +570,29 @@ Test(blk, requests_beyond_size_max_or_seg_max_fail_alone)
 		 */
 		const uint64_t hdr = BIG_R;
 		struct sc_drv_seg s[SC_BLK_SEG_MAX + 2] = { { hdr, 16 + 512 } };
-		*(struct virtio_blk_outhdr *)(base + hdr) = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_OUT };
+		*(struct sc_virtio_blk_outhdr *)(base + hdr) = (struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_OUT };
 		for (unsigned k = 1; k <= SC_BLK_SEG_MAX; k++)
 			s[k] = (struct sc_drv_seg){ BIG_W + k * 512, 512 };
 		s[SC_BLK_SEG_MAX + 1] = (struct sc_drv_seg){ STAT(2), 1 };
 		base[STAT(2)] = 0xee;
 		cr_assert_geq(sc_drv_vq_add(&dvq, s, SC_BLK_SEG_MAX + 1, 1), 0);
 	}
-	post(3, VIRTIO_BLK_T_IN, 0, 4096, true);                                     /* a good one after them */
+	post(3, SC_VIRTIO_BLK_T_IN, 0, 4096, true);                                     /* a good one after them */
 	run(4, NULL);
 	for (unsigned i = 0; i < 3; i++)
-		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_IOERR, "request %u", i);
-	cr_assert_eq(base[STAT(3)], VIRTIO_BLK_S_OK);
+		cr_assert_eq(base[STAT(i)], SC_VIRTIO_BLK_S_IOERR, "request %u", i);
+	cr_assert_eq(base[STAT(3)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(q.stats.bad_requests, 3);
 
 	/* A smaller seg_max is offered and kept; seg_max * size_max bounds a request's data with it. */
 	be.seg_max = 4;
 	sc_blk_config_space(&be, 1, &cfg);
 	cr_assert_eq(cfg.seg_max, 4);
-	post_segs(4, VIRTIO_BLK_T_OUT, 0, BIG_W, 4096, 5, false);
-	post_segs(5, VIRTIO_BLK_T_IN, 0, BIG_R, SC_BLK_SIZE_MAX, 4, true);   /* at both limits: fine */
+	post_segs(4, SC_VIRTIO_BLK_T_OUT, 0, BIG_W, 4096, 5, false);
+	post_segs(5, SC_VIRTIO_BLK_T_IN, 0, BIG_R, SC_BLK_SIZE_MAX, 4, true);   /* at both limits: fine */
 	run(2, NULL);
-	cr_assert_eq(base[STAT(4)], VIRTIO_BLK_S_IOERR);
-	cr_assert_eq(base[STAT(5)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(4)], SC_VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(base[STAT(5)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(q.stats.bad_requests, 4);
 	cr_assert(!sc_vq_broken(&q.vq), "%s", q.vq.broken_reason);
 }
@@ -609,14 +601,14 @@ Test(blk, a_flush_after_a_split_write_completes_after_all_its_pieces)
 {
 	reopen_in("/dev/shm");
 	fill(BIG_W, 16 << 20, 7);
-	int w = post_segs(0, VIRTIO_BLK_T_OUT, 0, BIG_W, 1 << 20, 16, false);
-	int f = post(1, VIRTIO_BLK_T_FLUSH, 0, 0, false);
+	int w = post_segs(0, SC_VIRTIO_BLK_T_OUT, 0, BIG_W, 1 << 20, 16, false);
+	int f = post(1, SC_VIRTIO_BLK_T_FLUSH, 0, 0, false);
 	uint16_t order[2];
 	run(2, order);
 	cr_assert_eq(order[0], w, "the flush completed before the split write it follows");
 	cr_assert_eq(order[1], f);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
-	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_OK);
 	cr_assert(disk_holds(0, BIG_W, 16 << 20));
 }
 
@@ -624,7 +616,7 @@ Test(blk, a_flush_after_a_split_write_completes_after_all_its_pieces)
 static void stop_mid_split(void)
 {
 	fill(BIG_W, BIG, 9);
-	post_segs(0, VIRTIO_BLK_T_OUT, 0, BIG_W, 1 << 20, BIG >> 20, false);
+	post_segs(0, SC_VIRTIO_BLK_T_OUT, 0, BIG_W, 1 << 20, BIG >> 20, false);
 	sc_drv_vq_publish(&dvq);
 	for (int k = 0; k < 4; k++)
 		cr_assert_geq(sc_blk_queue_poll(&q, 32), 0);
@@ -632,7 +624,7 @@ static void stop_mid_split(void)
 	cr_assert_eq(q.nactive, 1);
 	sc_blk_queue_fini(&q);
 	cr_assert_eq(dvq.used->idx, 1, "fini completed the split write to the guest");
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_OK);
 	cr_assert(disk_holds(0, BIG_W, BIG), "all 64 MiB are on the disk");
 }
 
@@ -654,13 +646,13 @@ static void write_zeroes_zero(void)
 	static uint8_t disk[1 << 20];
 	memset(disk, 0xff, sizeof(disk));
 	cr_assert_eq(pwrite(be.fd, disk, sizeof(disk), 0), (ssize_t)sizeof(disk));
-	struct virtio_blk_discard_write_zeroes *seg = (void *)(base + DATA(0));
-	*seg = (struct virtio_blk_discard_write_zeroes){ .sector = 256, .num_sectors = (768 << 10) / 512 };
-	post(0, VIRTIO_BLK_T_WRITE_ZEROES, 0, 16, false);
-	post(1, VIRTIO_BLK_T_IN, 0, 4096, true);   /* and the queue goes on */
+	struct sc_virtio_blk_discard_write_zeroes *seg = (void *)(base + DATA(0));
+	*seg = (struct sc_virtio_blk_discard_write_zeroes){ .sector = 256, .num_sectors = (768 << 10) / 512 };
+	post(0, SC_VIRTIO_BLK_T_WRITE_ZEROES, 0, 16, false);
+	post(1, SC_VIRTIO_BLK_T_IN, 0, 4096, true);   /* and the queue goes on */
 	run(2, NULL);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK, "zero mode %u", be.zero_mode);
-	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_OK, "zero mode %u", be.zero_mode);
+	cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(pread(be.fd, disk, sizeof(disk), 0), (ssize_t)sizeof(disk));
 	for (size_t k = 0; k < sizeof(disk); k++)
 		cr_assert_eq(disk[k], k >= (128 << 10) && k < (896 << 10) ? 0 : 0xff, "byte %zu", k);
@@ -700,12 +692,12 @@ Test(blk, write_zeroes_by_writing_zeroes)
 static void write_read_flush(uint64_t sector, uint32_t seed)
 {
 	fill(DATA(0), 4096, seed);
-	post(0, VIRTIO_BLK_T_OUT, sector, 4096, false);
-	post(1, VIRTIO_BLK_T_FLUSH, 0, 0, false);
-	post(2, VIRTIO_BLK_T_IN, sector, 4096, true);
+	post(0, SC_VIRTIO_BLK_T_OUT, sector, 4096, false);
+	post(1, SC_VIRTIO_BLK_T_FLUSH, 0, 0, false);
+	post(2, SC_VIRTIO_BLK_T_IN, sector, 4096, true);
 	run(3, NULL);
 	for (unsigned i = 0; i < 3; i++)
-		cr_assert_eq(base[STAT(i)], VIRTIO_BLK_S_OK, "request %u", i);
+		cr_assert_eq(base[STAT(i)], SC_VIRTIO_BLK_S_OK, "request %u", i);
 	cr_assert_eq(memcmp(base + DATA(2), base + DATA(0), 4096), 0);
 }
 
@@ -723,22 +715,18 @@ Test(blk, a_tmpfs_disk_is_mapped_and_its_data_reads_back)
 Test(blk, a_ram_disk_holds_what_is_written)
 {
 	char err[256];
-	struct sc_vq_config cfg = {
-		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa,
-		.used_addr = dvq.used_gpa, .xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
-	};
 	sc_blk_queue_fini(&q);
 	sc_blk_backend_close(&be);
-	sc_drv_vq_init(&dvq, base, 0, QSIZE, 0);
+	t_ring_init(&g, &dvq, 0, QSIZE, 0);
 	cr_assert_eq(sc_blk_backend_open_ram(&be, 256ull << 20, "ram", err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
+	cr_assert_eq(sc_blk_queue_init(&q, &be, &vcfg, "t"), 0);
 	cr_assert_not_null(be.map);
 	cr_assert_eq(be.capacity, (256ull << 20) / 512);
 	write_read_flush(0, 1);
 	write_read_flush(be.capacity - 8, 2);   /* the last 4 KiB */
-	post(0, VIRTIO_BLK_T_IN, be.capacity - 7, 4096, true);   /* past the end: checked before the copy */
+	post(0, SC_VIRTIO_BLK_T_IN, be.capacity - 7, 4096, true);   /* past the end: checked before the copy */
 	run(1, NULL);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_IOERR);
 	cr_assert_eq(ftruncate(be.fd, 4096), -1, "sealed against shrinking");
 }
 
@@ -767,11 +755,11 @@ Test(blk, a_mapped_disk_truncated_under_it_fails_requests_past_the_new_end_alone
 	write_read_flush(0, 3);
 	cr_assert_eq(ftruncate(be.fd, 1 << 20), 0);   /* someone cuts the file to 1 MiB */
 	for (int round = 0; round < 2; round++) {
-		post(0, VIRTIO_BLK_T_IN, 4096, 4096, true);    /* 2 MiB: past the new end */
-		post(1, VIRTIO_BLK_T_OUT, 8192, 4096, false);
+		post(0, SC_VIRTIO_BLK_T_IN, 4096, 4096, true);    /* 2 MiB: past the new end */
+		post(1, SC_VIRTIO_BLK_T_OUT, 8192, 4096, false);
 		run(2, NULL);
-		cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_IOERR, "round %d", round);
-		cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_IOERR, "round %d", round);
+		cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_IOERR, "round %d", round);
+		cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_IOERR, "round %d", round);
 		write_read_flush(8, 4 + (uint32_t)round);      /* within it: still served */
 	}
 	cr_assert_eq(q.io_errors, 4);
@@ -797,7 +785,7 @@ Test(blk, delay_holds_each_completion_while_the_queue_goes_on)
 	reopen_in("/dev/shm");
 	be.delay_ns = delay;
 	t[0] = mono_ns();
-	heads[0] = post(0, VIRTIO_BLK_T_IN, 0, 4096, true);
+	heads[0] = post(0, SC_VIRTIO_BLK_T_IN, 0, 4096, true);
 	sc_drv_vq_publish(&dvq);
 	bool posted_second = false;
 	struct rusage ru0, ru1;
@@ -806,7 +794,7 @@ Test(blk, delay_holds_each_completion_while_the_queue_goes_on)
 		uint64_t a = mono_ns();
 		if (!posted_second && a - t[0] > delay / 4) {
 			t[1] = a;
-			heads[1] = post(1, VIRTIO_BLK_T_IN, 8, 4096, true);
+			heads[1] = post(1, SC_VIRTIO_BLK_T_IN, 8, 4096, true);
 			sc_drv_vq_publish(&dvq);
 			posted_second = true;
 		}
@@ -827,17 +815,17 @@ Test(blk, delay_holds_each_completion_while_the_queue_goes_on)
 	/* Preemption on a busy machine is involuntary; a poll that slept would show as voluntary. */
 	getrusage(RUSAGE_THREAD, &ru1);
 	cr_assert_eq(ru1.ru_nvcsw, ru0.ru_nvcsw, "the polling thread went to sleep %ld times", ru1.ru_nvcsw - ru0.ru_nvcsw);
-	cr_assert_eq(base[STAT(0)], VIRTIO_BLK_S_OK);
-	cr_assert_eq(base[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(0)], SC_VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(1)], SC_VIRTIO_BLK_S_OK);
 
 	/* Stopping the queue completes a held request, no sooner than its delay. */
 	t[0] = mono_ns();
-	post(2, VIRTIO_BLK_T_IN, 0, 4096, true);
+	post(2, SC_VIRTIO_BLK_T_IN, 0, 4096, true);
 	sc_drv_vq_publish(&dvq);
 	cr_assert_geq(sc_blk_queue_poll(&q, 32), 0);
 	cr_assert_eq(q.nheld, 1);
 	sc_blk_queue_fini(&q);
 	cr_assert_geq(mono_ns() - t[0], delay);
 	cr_assert_eq(dvq.used->idx, 3);
-	cr_assert_eq(base[STAT(2)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(base[STAT(2)], SC_VIRTIO_BLK_S_OK);
 }

@@ -24,6 +24,7 @@
 #include "devices/devices.h"
 #include "driver/driver.h"
 #include "guestmem/guestmem.h"
+#include "harness.h"
 
 #define QSIZE 64
 #define RINGS_BYTES (1u << 20)            /* region A at GPA 0: rings, headers, status bytes */
@@ -34,7 +35,7 @@
 #define HDR(i)  (0x10000ull + (uint64_t)(i) * 64)
 #define STAT(i) (HDR(i) + 16)
 
-static struct sc_mem mem;
+static struct t_guest g;   /* region A from t_guest_init, B and C added */
 static uint8_t *rings;
 static struct sc_drv_vq dvq;
 static struct sc_blk_backend be;
@@ -44,16 +45,9 @@ static char path[256];
 
 static uint8_t *host(uint64_t gpa, uint64_t len)
 {
-	uint8_t *p = sc_mem_translate(&mem, gpa, len, SC_PERM_RW);
+	uint8_t *p = sc_mem_translate(&g.mem, gpa, len, SC_PERM_RW);
 	cr_assert_not_null(p, "gpa 0x%llx not in the table", (unsigned long long)gpa);
 	return p;
-}
-
-static void add_region(uint64_t gpa, uint64_t size)
-{
-	int fd = sc_mem_memfd_create("blk-uring", size);
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(sc_mem_add_fd(&mem, gpa, size, fd, 0, SC_PERM_RW), 0);
 }
 
 /* A disk file on a file system that is not tmpfs (O_DIRECT and polling are what is tested); skips if none. */
@@ -78,11 +72,9 @@ static void make_disk(void)
 /* What the runtime does on start: a queue over the current table. */
 static void queue_start(void)
 {
-	struct sc_vq_config cfg = {
-		.size = QSIZE, .desc_addr = dvq.desc_gpa, .avail_addr = dvq.avail_gpa, .used_addr = dvq.used_gpa,
-		.xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = -1,
-		.last_avail = dvq.avail_idx,
-	};
+	struct sc_vq_config cfg;
+	t_vq_config(&g, &dvq, 0, &cfg);
+	cfg.last_avail = dvq.avail_idx;
 	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);
 	q_live = true;
 }
@@ -106,11 +98,10 @@ static void open_backend(const char *file, bool direct)
 
 static void setup(void)
 {
-	sc_mem_init(&mem);
-	add_region(0, RINGS_BYTES);
-	add_region(GPA_B, DATA_BYTES);
-	rings = host(0, RINGS_BYTES);
-	cr_assert_eq(sc_drv_vq_init(&dvq, rings, 0, QSIZE, 0), 0);
+	cr_assert_eq(t_guest_init(&g, 0, RINGS_BYTES), 0);
+	cr_assert_eq(t_guest_add(&g, GPA_B, DATA_BYTES), 0);
+	rings = g.base;
+	cr_assert_eq(t_ring_init(&g, &dvq, 0, QSIZE, 0), 0);
 	be.fd = -1;
 	make_disk();
 	open_backend(path, true);
@@ -122,7 +113,7 @@ static void teardown(void)
 	if (q_live)
 		queue_stop();
 	sc_blk_backend_close(&be);
-	sc_mem_fini(&mem);
+	t_guest_fini(&g);
 	if (path[0])
 		unlink(path);
 	path[0] = '\0';
@@ -134,7 +125,7 @@ TestSuite(blk_uring, .init = setup, .fini = teardown, .timeout = 30);
 static void post(unsigned i, uint32_t type, uint64_t sector, uint64_t data, uint32_t seglen, unsigned nseg, bool in)
 {
 	struct sc_drv_seg s[8];
-	*(struct virtio_blk_outhdr *)(rings + HDR(i)) = (struct virtio_blk_outhdr){ .type = type, .sector = sector };
+	*(struct sc_virtio_blk_outhdr *)(rings + HDR(i)) = (struct sc_virtio_blk_outhdr){ .type = type, .sector = sector };
 	rings[STAT(i)] = 0xee;
 	s[0] = (struct sc_drv_seg){ HDR(i), 16 };
 	for (unsigned k = 0; k < nseg; k++)
@@ -174,17 +165,17 @@ static void write_then_read_back(uint64_t data, uint32_t seed)
 	fill(src, 40 << 10, seed);
 	memset(dst, 0, 64 << 10);
 	for (unsigned i = 0; i < 8; i++)
-		post(i, VIRTIO_BLK_T_OUT, i * 8, data + i * 4096ull, 4096, 1, false);
-	post(8, VIRTIO_BLK_T_OUT, 64, data + (32 << 10), 4096, 2, false);
+		post(i, SC_VIRTIO_BLK_T_OUT, i * 8, data + i * 4096ull, 4096, 1, false);
+	post(8, SC_VIRTIO_BLK_T_OUT, 64, data + (32 << 10), 4096, 2, false);
 	run(9);
 	for (unsigned i = 0; i < 9; i++)
-		cr_assert_eq(rings[STAT(i)], VIRTIO_BLK_S_OK, "write %u", i);
+		cr_assert_eq(rings[STAT(i)], SC_VIRTIO_BLK_S_OK, "write %u", i);
 	for (unsigned i = 0; i < 8; i++)
-		post(i, VIRTIO_BLK_T_IN, i * 8, data + (64 << 10) + i * 4096ull, 4096, 1, true);
-	post(8, VIRTIO_BLK_T_IN, 64, data + (64 << 10) + (32 << 10), 4096, 2, true);
+		post(i, SC_VIRTIO_BLK_T_IN, i * 8, data + (64 << 10) + i * 4096ull, 4096, 1, true);
+	post(8, SC_VIRTIO_BLK_T_IN, 64, data + (64 << 10) + (32 << 10), 4096, 2, true);
 	run(9);
 	for (unsigned i = 0; i < 9; i++)
-		cr_assert_eq(rings[STAT(i)], VIRTIO_BLK_S_OK, "read %u", i);
+		cr_assert_eq(rings[STAT(i)], SC_VIRTIO_BLK_S_OK, "read %u", i);
 	cr_assert(!memcmp(src, dst, 40 << 10), "the data read back is what was written");
 	/* And it is on the disk, not only in guest memory. */
 	static uint8_t buf[40 << 10] __attribute__((aligned(4096)));
@@ -224,14 +215,14 @@ Test(blk_uring, the_registration_follows_a_memory_table_change)
 	write_then_read_back(GPA_B, 3);
 	/* The runtime stops the ring, changes the table, starts it again (vu_server.c dispatch). */
 	queue_stop();
-	cr_assert_eq(sc_mem_remove(&mem, GPA_B), 0);
-	add_region(GPA_C, DATA_BYTES);
+	cr_assert_eq(sc_mem_remove(&g.mem, GPA_B), 0);
+	cr_assert_eq(t_guest_add(&g, GPA_C, DATA_BYTES), 0);
 	queue_start();
 	uint8_t *c = host(GPA_C, DATA_BYTES);
 	memset(c, 0x5a, DATA_BYTES);
-	post(0, VIRTIO_BLK_T_IN, 0, GPA_C, 4096, 1, true);
+	post(0, SC_VIRTIO_BLK_T_IN, 0, GPA_C, 4096, 1, true);
 	run(1);
-	cr_assert_eq(rings[STAT(0)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(rings[STAT(0)], SC_VIRTIO_BLK_S_OK);
 	static uint8_t buf[4096] __attribute__((aligned(4096)));
 	cr_assert_eq(pread(be.fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	cr_assert(!memcmp(c, buf, sizeof(buf)), "the read landed in the new region");
@@ -240,12 +231,12 @@ Test(blk_uring, the_registration_follows_a_memory_table_change)
 	write_then_read_back(GPA_C, 4);
 	cr_assert_eq(q.fixed_ios, 17);
 	/* A request into the removed region fails alone: nothing is read or written there. */
-	post(0, VIRTIO_BLK_T_IN, 0, GPA_B, 4096, 1, true);
+	post(0, SC_VIRTIO_BLK_T_IN, 0, GPA_B, 4096, 1, true);
 	sc_drv_vq_publish(&dvq);
 	int r = 0;
 	for (int k = 0; k < 10 && r >= 0; k++)
 		r = sc_blk_queue_poll(&q, 32);
-	cr_assert(r < 0 || rings[STAT(0)] == VIRTIO_BLK_S_IOERR,
+	cr_assert(r < 0 || rings[STAT(0)] == SC_VIRTIO_BLK_S_IOERR,
 		  "a request to a removed region must fail (status %u, poll %d)", rings[STAT(0)], r);
 	cr_assert_eq(q.fixed_ios, 17);
 }
@@ -332,14 +323,14 @@ Test(blk_uring, iopoll_on_tmpfs_says_so_and_serves_with_interrupts)
 /* FLUSH, then WRITE_ZEROES of the first 4 KiB (both through the plain ring beside a polled one). */
 static void flush_and_write_zeroes(void)
 {
-	post(0, VIRTIO_BLK_T_FLUSH, 0, 0, 0, 0, true);
+	post(0, SC_VIRTIO_BLK_T_FLUSH, 0, 0, 0, 0, true);
 	run(1);
-	cr_assert_eq(rings[STAT(0)], VIRTIO_BLK_S_OK);
-	struct virtio_blk_discard_write_zeroes *seg = (void *)host(GPA_B + (200 << 10), sizeof(*seg));
-	*seg = (struct virtio_blk_discard_write_zeroes){ .sector = 0, .num_sectors = 8 };
-	post(1, VIRTIO_BLK_T_WRITE_ZEROES, 0, GPA_B + (200 << 10), sizeof(*seg), 1, false);
+	cr_assert_eq(rings[STAT(0)], SC_VIRTIO_BLK_S_OK);
+	struct sc_virtio_blk_discard_write_zeroes *seg = (void *)host(GPA_B + (200 << 10), sizeof(*seg));
+	*seg = (struct sc_virtio_blk_discard_write_zeroes){ .sector = 0, .num_sectors = 8 };
+	post(1, SC_VIRTIO_BLK_T_WRITE_ZEROES, 0, GPA_B + (200 << 10), sizeof(*seg), 1, false);
 	run(1);
-	cr_assert_eq(rings[STAT(1)], VIRTIO_BLK_S_OK);
+	cr_assert_eq(rings[STAT(1)], SC_VIRTIO_BLK_S_OK);
 	static uint8_t buf[4096] __attribute__((aligned(4096)));
 	cr_assert_eq(pread(be.fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
 	for (unsigned k = 0; k < sizeof(buf); k++)
@@ -371,9 +362,9 @@ Test(blk_uring, a_polled_ring_passes_flush_and_write_zeroes_to_its_plain_ring)
 	queue_start();
 	uint8_t *src = host(GPA_B, 4096);
 	fill(src, 4096, 8);
-	post(0, VIRTIO_BLK_T_OUT, 0, GPA_B, 4096, 1, false);
+	post(0, SC_VIRTIO_BLK_T_OUT, 0, GPA_B, 4096, 1, false);
 	run(1);
-	if (rings[STAT(0)] != VIRTIO_BLK_S_OK) {
+	if (rings[STAT(0)] != SC_VIRTIO_BLK_S_OK) {
 		teardown();
 		cr_skip_test("this kernel refuses a polled write here too");
 	}

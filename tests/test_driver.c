@@ -33,7 +33,7 @@ static void reinit(uint16_t size, uint64_t features)
 /* As the device: complete head with len and publish it. */
 static void device_use(uint16_t head, uint32_t len)
 {
-	vq.used->ring[vq.used->idx & vq.mask] = (struct vring_used_elem){ head, len };
+	vq.used->ring[vq.used->idx & vq.mask] = (struct sc_vring_used_elem){ head, len };
 	__atomic_store_n(&vq.used->idx, (uint16_t)(vq.used->idx + 1), __ATOMIC_RELEASE);
 }
 
@@ -57,17 +57,17 @@ Test(driver, init_rejects_bad_size_and_alignment)
 
 Test(driver, layout_keeps_each_side_on_its_own_lines)
 {
-	for (uint32_t size = 1; size <= VIRTQ_MAX_SIZE; size *= 2) {
+	for (uint32_t size = 1; size <= SC_VIRTQ_MAX_SIZE; size *= 2) {
 		uint64_t bytes = sc_drv_vq_ring_bytes((uint16_t)size);
 		cr_assert_leq(bytes, MEM_BYTES);
 		reinit((uint16_t)size, 0);
 		cr_assert_eq(vq.desc_gpa, GPA);
 		cr_assert_eq(vq.avail_gpa % 64, 0, "size %u: avail on its own line", size);
 		cr_assert_eq(vq.used_gpa % 64, 0, "size %u: used on its own line", size);
-		cr_assert_geq(vq.avail_gpa, vq.desc_gpa + vring_desc_bytes(size));
-		/* vring_avail_bytes includes used_event: it must not reach the used ring's line. */
-		cr_assert_geq(vq.used_gpa, vq.avail_gpa + vring_avail_bytes(size));
-		cr_assert_leq(vq.used_gpa + vring_used_bytes(size), GPA + bytes, "avail_event inside");
+		cr_assert_geq(vq.avail_gpa, vq.desc_gpa + sc_vring_desc_bytes(size));
+		/* sc_vring_avail_bytes includes used_event: it must not reach the used ring's line. */
+		cr_assert_geq(vq.used_gpa, vq.avail_gpa + sc_vring_avail_bytes(size));
+		cr_assert_leq(vq.used_gpa + sc_vring_used_bytes(size), GPA + bytes, "avail_event inside");
 		cr_assert_eq(bytes % 64, 0);
 		cr_assert_eq((uint8_t *)vq.avail - mem, vq.avail_gpa - GPA);
 		cr_assert_eq((uint8_t *)vq.used - mem, vq.used_gpa - GPA);
@@ -102,12 +102,12 @@ Test(driver, add_builds_a_chain_visible_only_after_publish)
 
 	uint16_t i = (uint16_t)head;
 	for (int k = 0; k < 3; k++) {
-		struct vring_desc *d = &vq.desc[i];
+		struct sc_vring_desc *d = &vq.desc[i];
 		cr_assert_eq(d->addr, s[k].addr);
 		cr_assert_eq(d->len, s[k].len);
-		cr_assert_eq(!!(d->flags & VIRTQ_DESC_F_WRITE), k >= 1, "desc %d write flag", k);
-		cr_assert_eq(!!(d->flags & VIRTQ_DESC_F_NEXT), k < 2, "desc %d next flag", k);
-		cr_assert_eq(d->flags & VIRTQ_DESC_F_INDIRECT, 0);
+		cr_assert_eq(!!(d->flags & SC_VIRTQ_DESC_F_WRITE), k >= 1, "desc %d write flag", k);
+		cr_assert_eq(!!(d->flags & SC_VIRTQ_DESC_F_NEXT), k < 2, "desc %d next flag", k);
+		cr_assert_eq(d->flags & SC_VIRTQ_DESC_F_INDIRECT, 0);
 		i = d->next;
 	}
 	cr_assert_eq(vq.num_free, QSIZE - 3);
@@ -237,7 +237,7 @@ Test(driver, kick_follows_no_notify)
 	cr_assert_geq(add1(0x1000), 0);
 	sc_drv_vq_publish(&vq);
 	cr_assert(sc_drv_vq_kick_needed(&vq), "NO_NOTIFY clear: kick");
-	vq.used->flags = VIRTQ_USED_F_NO_NOTIFY;
+	vq.used->flags = SC_VIRTQ_USED_F_NO_NOTIFY;
 	cr_assert_geq(add1(0x1000), 0);
 	sc_drv_vq_publish(&vq);
 	cr_assert(!sc_drv_vq_kick_needed(&vq), "NO_NOTIFY set: no kick");
@@ -247,9 +247,9 @@ Test(driver, kick_follows_no_notify)
 Test(driver, kick_only_when_avail_event_is_crossed)
 {
 	enum { Q = 32 };
-	reinit(Q, 1ull << VIRTIO_F_EVENT_IDX);
-	vq.used->flags = VIRTQ_USED_F_NO_NOTIFY;  /* ignored with EVENT_IDX */
-	*vring_avail_event(vq.used, Q) = 2;       /* "kick me when entry 2 is published" */
+	reinit(Q, 1ull << SC_VIRTIO_F_EVENT_IDX);
+	vq.used->flags = SC_VIRTQ_USED_F_NO_NOTIFY;  /* ignored with EVENT_IDX */
+	*sc_vring_avail_event(vq.used, Q) = 2;       /* "kick me when entry 2 is published" */
 	bool kicks[4];
 	for (int k = 0; k < 4; k++) {
 		cr_assert_geq(add1(0x1000), 0);
@@ -259,7 +259,7 @@ Test(driver, kick_only_when_avail_event_is_crossed)
 	cr_assert(!kicks[0] && !kicks[1] && kicks[2] && !kicks[3]);
 
 	/* A batch that jumps over the event kicks once. */
-	*vring_avail_event(vq.used, Q) = 5;
+	*sc_vring_avail_event(vq.used, Q) = 5;
 	for (int k = 0; k < 3; k++)
 		cr_assert_geq(add1(0x1000), 0);
 	sc_drv_vq_publish(&vq);
@@ -270,13 +270,13 @@ Test(driver, kick_only_when_avail_event_is_crossed)
 
 Test(driver, interrupts_enable_sets_used_event_and_reports_pending)
 {
-	reinit(QSIZE, 1ull << VIRTIO_F_EVENT_IDX);
+	reinit(QSIZE, 1ull << SC_VIRTIO_F_EVENT_IDX);
 	sc_drv_vq_interrupts_disable(&vq);
-	cr_assert_eq(vq.avail->flags, VIRTQ_AVAIL_F_NO_INTERRUPT);
+	cr_assert_eq(vq.avail->flags, SC_VIRTQ_AVAIL_F_NO_INTERRUPT);
 	int head = add1(0x1000);
 	sc_drv_vq_publish(&vq);
 	cr_assert(!sc_drv_vq_interrupts_enable(&vq), "nothing completed yet");
-	cr_assert_eq(*vring_used_event(vq.avail, QSIZE), 0, "interrupt at the next completion");
+	cr_assert_eq(*sc_vring_used_event(vq.avail, QSIZE), 0, "interrupt at the next completion");
 	cr_assert_eq(vq.avail->flags, 0);
 	device_use((uint16_t)head, 0);
 	cr_assert(sc_drv_vq_interrupts_enable(&vq), "a completion is waiting");
@@ -284,50 +284,50 @@ Test(driver, interrupts_enable_sets_used_event_and_reports_pending)
 
 Test(driver, get_used_moves_used_event_only_while_interrupts_are_on)
 {
-	reinit(QSIZE, 1ull << VIRTIO_F_EVENT_IDX);
+	reinit(QSIZE, 1ull << SC_VIRTIO_F_EVENT_IDX);
 	uint16_t head;
 	uint32_t len;
 	int h = add1(0x1000);
 	sc_drv_vq_publish(&vq);
 	device_use((uint16_t)h, 1);
 	cr_assert_eq(sc_drv_vq_get_used(&vq, &head, &len), 1);
-	cr_assert_eq(*vring_used_event(vq.avail, QSIZE), 1, "interrupts on: ask for the next one");
+	cr_assert_eq(*sc_vring_used_event(vq.avail, QSIZE), 1, "interrupts on: ask for the next one");
 
 	sc_drv_vq_interrupts_disable(&vq);
 	h = add1(0x1000);
 	sc_drv_vq_publish(&vq);
 	device_use((uint16_t)h, 1);
 	cr_assert_eq(sc_drv_vq_get_used(&vq, &head, &len), 1);
-	cr_assert_eq(*vring_used_event(vq.avail, QSIZE), 1, "polling: used_event left alone");
+	cr_assert_eq(*sc_vring_used_event(vq.avail, QSIZE), 1, "polling: used_event left alone");
 }
 
 Test(driver, interrupts_without_event_idx_use_the_flag_only)
 {
 	sc_drv_vq_interrupts_disable(&vq);
-	cr_assert_eq(vq.avail->flags, VIRTQ_AVAIL_F_NO_INTERRUPT);
+	cr_assert_eq(vq.avail->flags, SC_VIRTQ_AVAIL_F_NO_INTERRUPT);
 	cr_assert(!sc_drv_vq_interrupts_enable(&vq));
 	cr_assert_eq(vq.avail->flags, 0);
-	cr_assert_eq(*vring_used_event(vq.avail, QSIZE), 0);
+	cr_assert_eq(*sc_vring_used_event(vq.avail, QSIZE), 0);
 }
 
 Test(driver, indirect_table)
 {
-	reinit(QSIZE, 1ull << VIRTIO_F_INDIRECT_DESC);
-	struct vring_desc *table = (struct vring_desc *)(mem + 8192);
+	reinit(QSIZE, 1ull << SC_VIRTIO_F_INDIRECT_DESC);
+	struct sc_vring_desc *table = (struct sc_vring_desc *)(mem + 8192);
 	struct sc_drv_seg s[] = { { 0x1000, 16 }, { 0x2000, 512 }, { 0x3000, 1 } };
 	int head = sc_drv_vq_add_indirect(&vq, table, GPA + 8192, s, 1, 2);
 	cr_assert_geq(head, 0);
 	cr_assert_eq(vq.avail->ring[0], head);
-	cr_assert_eq(vq.desc[head].flags, VIRTQ_DESC_F_INDIRECT);
+	cr_assert_eq(vq.desc[head].flags, SC_VIRTQ_DESC_F_INDIRECT);
 	cr_assert_eq(vq.desc[head].len, 48);
 	cr_assert_eq(vq.desc[head].addr, GPA + 8192);
 	for (int k = 0; k < 3; k++) {
 		cr_assert_eq(table[k].addr, s[k].addr);
 		cr_assert_eq(table[k].len, s[k].len);
 	}
-	cr_assert_eq(table[0].flags, VIRTQ_DESC_F_NEXT);
-	cr_assert_eq(table[1].flags, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE);
-	cr_assert_eq(table[2].flags, VIRTQ_DESC_F_WRITE);
+	cr_assert_eq(table[0].flags, SC_VIRTQ_DESC_F_NEXT);
+	cr_assert_eq(table[1].flags, SC_VIRTQ_DESC_F_NEXT | SC_VIRTQ_DESC_F_WRITE);
+	cr_assert_eq(table[2].flags, SC_VIRTQ_DESC_F_WRITE);
 	cr_assert_eq(table[0].next, 1);
 	cr_assert_eq(table[1].next, 2);
 	cr_assert_eq(vq.num_free, QSIZE - 1);
@@ -343,10 +343,10 @@ Test(driver, indirect_table)
 
 Test(driver, indirect_needs_the_feature)
 {
-	struct vring_desc table[2];
+	struct sc_vring_desc table[2];
 	struct sc_drv_seg s[] = { { 0x1000, 16 }, { 0x3000, 1 } };
 	cr_assert_eq(sc_drv_vq_add_indirect(&vq, table, GPA + 8192, s, 1, 1), -22, "not negotiated");
-	reinit(QSIZE, 1ull << VIRTIO_F_INDIRECT_DESC);
+	reinit(QSIZE, 1ull << SC_VIRTIO_F_INDIRECT_DESC);
 	cr_assert_eq(sc_drv_vq_add_indirect(&vq, table, GPA + 8192, s, 0, 0), -22, "empty");
 	for (int k = 0; k < QSIZE; k++)
 		cr_assert_geq(sc_drv_vq_add_indirect(&vq, table, GPA + 8192, s, 1, 1), 0);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vhost-user IOTLB (QEMU's vhost-user.rst, "IOMMU support") against the
- * real back end: the test front end negotiates VIRTIO_F_ACCESS_PLATFORM,
+ * real back end: the test front end negotiates SC_VIRTIO_F_ACCESS_PLATFORM,
  * gives a back-end channel (a socketpair), and plays the vIOMMU. IOVAs
  * here equal guest addresses (the identity), so the harness's ring and
  * request helpers work unchanged; what is mapped, and when, is the test.
@@ -15,10 +15,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "runtime/vhost_user.h"
-#include "vu_helpers.h"
+#include "runtime/vu_msg.h"
+#include "harness.h"
 
-#define VIRTIO_CONFIG_S_NEEDS_RESET 0x40
 
 static struct sc_poller *poller;
 static struct t_disk D;
@@ -48,22 +47,22 @@ TestSuite(iotlb, .init = setup, .fini = teardown, .timeout = 30);
 static void fe_open(bool access_platform)
 {
 	t_fe_open(&fe, D.sock);
-	uint64_t f = t_get_u64(fe.sock, VHOST_USER_GET_FEATURES);
+	uint64_t f = t_get_u64(fe.sock, SC_VHOST_USER_GET_FEATURES);
 	cr_assert(f & (1ull << SC_VU_F_ACCESS_PLATFORM), "ACCESS_PLATFORM offered");
-	uint64_t want = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1) |
+	uint64_t want = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << SC_VIRTIO_F_VERSION_1) |
 			(access_platform ? 1ull << SC_VU_F_ACCESS_PLATFORM : 0);
-	t_send(fe.sock, VHOST_USER_SET_FEATURES, 0, &want, 8, -1);
-	uint64_t pf = t_get_u64(fe.sock, VHOST_USER_GET_PROTOCOL_FEATURES);
-	cr_assert(pf & (1ull << VHOST_USER_PROTOCOL_F_IOTLB), "IOTLB offered");
-	cr_assert(pf & (1ull << VHOST_USER_PROTOCOL_F_BACKEND_REQ), "BACKEND_REQ offered");
-	cr_assert(pf & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK));
-	t_send(fe.sock, VHOST_USER_SET_PROTOCOL_FEATURES, 0, &pf, 8, -1);
-	t_send(fe.sock, VHOST_USER_SET_OWNER, 0, NULL, 0, -1);
+	t_send(fe.sock, SC_VHOST_USER_SET_FEATURES, 0, &want, 8, -1);
+	uint64_t pf = t_get_u64(fe.sock, SC_VHOST_USER_GET_PROTOCOL_FEATURES);
+	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_IOTLB), "IOTLB offered");
+	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_BACKEND_REQ), "BACKEND_REQ offered");
+	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_REPLY_ACK));
+	t_send(fe.sock, SC_VHOST_USER_SET_PROTOCOL_FEATURES, 0, &pf, 8, -1);
+	t_send(fe.sock, SC_VHOST_USER_SET_OWNER, 0, NULL, 0, -1);
 	int sv[2];
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	uint64_t ack;
-	t_send(fe.sock, VHOST_USER_SET_BACKEND_REQ_FD, VHOST_USER_NEED_REPLY, NULL, 0, sv[1]);
-	t_reply(fe.sock, VHOST_USER_SET_BACKEND_REQ_FD, &ack, 8);
+	t_send(fe.sock, SC_VHOST_USER_SET_BACKEND_REQ_FD, SC_VHOST_USER_NEED_REPLY, NULL, 0, sv[1]);
+	t_reply(fe.sock, SC_VHOST_USER_SET_BACKEND_REQ_FD, &ack, 8);
 	cr_assert_eq(ack, 0);
 	close(sv[1]);
 	backend = sv[0];
@@ -75,15 +74,15 @@ static uint64_t iotlb(uint8_t type, uint64_t iova, uint64_t size, uint64_t uaddr
 {
 	struct sc_vu_iotlb t = { .iova = iova, .size = size, .uaddr = uaddr, .perm = perm, .type = type };
 	uint64_t ack;
-	t_send(fe.sock, VHOST_USER_IOTLB_MSG, VHOST_USER_NEED_REPLY, &t, sizeof(t), -1);
-	t_reply(fe.sock, VHOST_USER_IOTLB_MSG, &ack, 8);
+	t_send(fe.sock, SC_VHOST_USER_IOTLB_MSG, SC_VHOST_USER_NEED_REPLY, &t, sizeof(t), -1);
+	t_reply(fe.sock, SC_VHOST_USER_IOTLB_MSG, &ack, 8);
 	return ack;
 }
 
 /* UPDATE [gpa, +size) of guest memory at IOVA gpa (the identity). */
 static uint64_t map(uint64_t gpa, uint64_t size, uint8_t perm)
 {
-	return iotlb(VHOST_IOTLB_UPDATE, gpa, size, (uintptr_t)fe.mem + gpa, perm);
+	return iotlb(SC_VHOST_IOTLB_UPDATE, gpa, size, (uintptr_t)fe.mem + gpa, perm);
 }
 
 /* The next MISS on the back-end channel within ms; false if none came. */
@@ -94,10 +93,10 @@ static bool next_miss(int ms, struct sc_vu_iotlb *t)
 	if (poll(&p, 1, ms) <= 0)
 		return false;
 	cr_assert_eq(recv(backend, &h, sizeof(h), MSG_WAITALL), (ssize_t)sizeof(h));
-	cr_assert_eq(h.request, VHOST_USER_BACKEND_IOTLB_MSG);
+	cr_assert_eq(h.request, SC_VHOST_USER_BACKEND_IOTLB_MSG);
 	cr_assert_eq(h.size, sizeof(*t));
 	cr_assert_eq(recv(backend, t, sizeof(*t), MSG_WAITALL), (ssize_t)sizeof(*t));
-	cr_assert_eq(t->type, VHOST_IOTLB_MISS);
+	cr_assert_eq(t->type, SC_VHOST_IOTLB_MISS);
 	return true;
 }
 
@@ -107,21 +106,21 @@ static bool next_miss(int ms, struct sc_vu_iotlb *t)
  */
 static void fe_ring(void)
 {
-	cr_assert_eq(sc_drv_vq_init(&fe.vq, fe.mem, 0, T_QSIZE, 1ull << VIRTIO_F_VERSION_1), 0);
+	cr_assert_eq(sc_drv_vq_init(&fe.vq, fe.mem, 0, T_QSIZE, 1ull << SC_VIRTIO_F_VERSION_1), 0);
 	sc_drv_vq_interrupts_disable(&fe.vq);
 	struct sc_vu_vring_state num = { 0, T_QSIZE }, b = { 0, 0 };
-	t_send(fe.sock, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
-	t_send(fe.sock, VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
 	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = (uint64_t)((uint8_t *)fe.vq.desc - fe.mem),
 				      .avail_user_addr = (uint64_t)((uint8_t *)fe.vq.avail - fe.mem),
 				      .used_user_addr = (uint64_t)((uint8_t *)fe.vq.used - fe.mem) };
-	t_send(fe.sock, VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
 	uint64_t idx0 = 0, ack;
-	t_send(fe.sock, VHOST_USER_SET_VRING_CALL, 0, &idx0, 8, fe.call);
-	t_send(fe.sock, VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe.kick);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_CALL, 0, &idx0, 8, fe.call);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe.kick);
 	struct sc_vu_vring_state en = { 0, 1 };
-	t_send(fe.sock, VHOST_USER_SET_VRING_ENABLE, VHOST_USER_NEED_REPLY, &en, 8, -1);
-	t_reply(fe.sock, VHOST_USER_SET_VRING_ENABLE, &ack, 8);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_ENABLE, SC_VHOST_USER_NEED_REPLY, &en, 8, -1);
+	t_reply(fe.sock, SC_VHOST_USER_SET_VRING_ENABLE, &ack, 8);
 	cr_assert_eq(ack, 0);
 }
 
@@ -133,8 +132,8 @@ static void fe_ring(void)
 static void fe_start_mapped(void)
 {
 	fe_open(true);
-	cr_assert_eq(map(0, T_HDR_GPA, VHOST_ACCESS_RW), 0);
-	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(0, T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	fe_ring();
 	cr_assert_eq(sc_vu_server_started(D.srv), 1);
 }
@@ -142,7 +141,7 @@ static void fe_start_mapped(void)
 /* The connection still works and the disk still does verified I/O. */
 static void still_serves(void)
 {
-	cr_assert(t_get_u64(fe.sock, VHOST_USER_GET_FEATURES) & (1ull << SC_VU_F_ACCESS_PLATFORM));
+	cr_assert(t_get_u64(fe.sock, SC_VHOST_USER_GET_FEATURES) & (1ull << SC_VU_F_ACCESS_PLATFORM));
 	t_fe_verified_io(&fe, D.img, 40);
 }
 
@@ -159,16 +158,16 @@ Test(iotlb, io_through_the_iotlb_reaches_the_disk)
 Test(iotlb, update_of_size_zero_is_refused)
 {
 	fe_start_mapped();
-	cr_assert_eq(map(T_DATA_GPA, 0, VHOST_ACCESS_RW), EINVAL);
+	cr_assert_eq(map(T_DATA_GPA, 0, SC_VHOST_ACCESS_RW), EINVAL);
 	still_serves();
 }
 
 Test(iotlb, update_that_wraps_is_refused)
 {
 	fe_start_mapped();
-	cr_assert_eq(iotlb(VHOST_IOTLB_UPDATE, UINT64_MAX - 0xfff, 0x2000, (uintptr_t)fe.mem, VHOST_ACCESS_RW),
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, UINT64_MAX - 0xfff, 0x2000, (uintptr_t)fe.mem, SC_VHOST_ACCESS_RW),
 		     EOVERFLOW);
-	cr_assert_eq(iotlb(VHOST_IOTLB_UPDATE, 0x1000, 0x2000, UINT64_MAX - 0xfff, VHOST_ACCESS_RW), EOVERFLOW);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x1000, 0x2000, UINT64_MAX - 0xfff, SC_VHOST_ACCESS_RW), EOVERFLOW);
 	still_serves();
 }
 
@@ -184,47 +183,47 @@ Test(iotlb, update_outside_the_memory_table_is_refused)
 {
 	fe_start_mapped();
 	/* Past the end of the one region, and straddling it. */
-	cr_assert_eq(iotlb(VHOST_IOTLB_UPDATE, 0x10000000, 0x1000, (uintptr_t)fe.mem + T_MEM, VHOST_ACCESS_RW), EFAULT);
-	cr_assert_eq(iotlb(VHOST_IOTLB_UPDATE, 0x10000000, 0x2000, (uintptr_t)fe.mem + T_MEM - 0x1000,
-			   VHOST_ACCESS_RW), EFAULT);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x10000000, 0x1000, (uintptr_t)fe.mem + T_MEM, SC_VHOST_ACCESS_RW), EFAULT);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x10000000, 0x2000, (uintptr_t)fe.mem + T_MEM - 0x1000,
+			   SC_VHOST_ACCESS_RW), EFAULT);
 	still_serves();
 }
 
 Test(iotlb, unaligned_update_is_refused)
 {
 	fe_start_mapped();
-	cr_assert_eq(iotlb(VHOST_IOTLB_UPDATE, 0x10000800, 0x1000, (uintptr_t)fe.mem, VHOST_ACCESS_RW), ERANGE);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x10000800, 0x1000, (uintptr_t)fe.mem, SC_VHOST_ACCESS_RW), ERANGE);
 	still_serves();
 }
 
 Test(iotlb, unknown_type_is_refused)
 {
 	fe_start_mapped();
-	cr_assert_eq(iotlb(7, 0, 0x1000, (uintptr_t)fe.mem, VHOST_ACCESS_RW), EINVAL);
-	cr_assert_eq(iotlb(0, 0, 0x1000, (uintptr_t)fe.mem, VHOST_ACCESS_RW), EINVAL);
+	cr_assert_eq(iotlb(7, 0, 0x1000, (uintptr_t)fe.mem, SC_VHOST_ACCESS_RW), EINVAL);
+	cr_assert_eq(iotlb(0, 0, 0x1000, (uintptr_t)fe.mem, SC_VHOST_ACCESS_RW), EINVAL);
 	still_serves();
 }
 
 Test(iotlb, miss_and_access_fail_from_the_front_end_are_refused)
 {
 	fe_start_mapped();
-	cr_assert_eq(iotlb(VHOST_IOTLB_MISS, 0, 0x1000, 0, VHOST_ACCESS_RO), EINVAL);
-	cr_assert_eq(iotlb(VHOST_IOTLB_ACCESS_FAIL, 0, 0x1000, 0, VHOST_ACCESS_RO), EINVAL);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_MISS, 0, 0x1000, 0, SC_VHOST_ACCESS_RO), EINVAL);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_ACCESS_FAIL, 0, 0x1000, 0, SC_VHOST_ACCESS_RO), EINVAL);
 	still_serves();
 }
 
 Test(iotlb, invalidate_of_size_zero_or_wrapping_is_refused)
 {
 	fe_start_mapped();
-	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, 0, 0, 0, 0), EINVAL);
-	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, UINT64_MAX, 2, 0, 0), EOVERFLOW);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, 0, 0, 0, 0), EINVAL);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, UINT64_MAX, 2, 0, 0), EOVERFLOW);
 	still_serves();
 }
 
 Test(iotlb, iotlb_message_without_access_platform_is_refused)
 {
 	fe_open(false);
-	cr_assert_eq(map(0, T_MEM, VHOST_ACCESS_RW), EPROTO);
+	cr_assert_eq(map(0, T_MEM, SC_VHOST_ACCESS_RW), EPROTO);
 	t_fe_ring(&fe);
 	still_serves();
 }
@@ -234,12 +233,12 @@ Test(iotlb, flood_of_updates_beyond_the_cap_is_refused)
 	D.dev.ops.iotlb_max = 16;   /* read per UPDATE */
 	fe_start_mapped();          /* two entries */
 	for (unsigned i = 0; i < 14; i++)
-		cr_assert_eq(iotlb(VHOST_IOTLB_UPDATE, 0x10000000 + i * 0x1000ull, 0x1000, (uintptr_t)fe.mem,
-				   VHOST_ACCESS_RO), 0);
-	cr_assert_eq(iotlb(VHOST_IOTLB_UPDATE, 0x20000000, 0x1000, (uintptr_t)fe.mem, VHOST_ACCESS_RO), ENOSPC);
+		cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x10000000 + i * 0x1000ull, 0x1000, (uintptr_t)fe.mem,
+				   SC_VHOST_ACCESS_RO), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x20000000, 0x1000, (uintptr_t)fe.mem, SC_VHOST_ACCESS_RO), ENOSPC);
 	/* Room again after an INVALIDATE. */
-	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, 0x10000000, 0x1000, 0, 0), 0);
-	cr_assert_eq(iotlb(VHOST_IOTLB_UPDATE, 0x20000000, 0x1000, (uintptr_t)fe.mem, VHOST_ACCESS_RO), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, 0x10000000, 0x1000, 0, 0), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x20000000, 0x1000, (uintptr_t)fe.mem, SC_VHOST_ACCESS_RO), 0);
 	still_serves();
 }
 
@@ -248,8 +247,8 @@ Test(iotlb, backend_channel_that_is_not_a_socket_is_refused)
 	t_fe_open(&fe, D.sock);
 	t_fe_negotiate(&fe);
 	uint64_t ack;
-	t_send(fe.sock, VHOST_USER_SET_BACKEND_REQ_FD, VHOST_USER_NEED_REPLY, NULL, 0, fe.kick);
-	t_reply(fe.sock, VHOST_USER_SET_BACKEND_REQ_FD, &ack, 8);
+	t_send(fe.sock, SC_VHOST_USER_SET_BACKEND_REQ_FD, SC_VHOST_USER_NEED_REPLY, NULL, 0, fe.kick);
+	t_reply(fe.sock, SC_VHOST_USER_SET_BACKEND_REQ_FD, &ack, 8);
 	cr_assert_eq(ack, EBADFD);
 	cr_assert(t_wait_eof(fe.sock, 2000), "the connection is dropped");
 	t_fe_close(&fe);
@@ -266,7 +265,7 @@ Test(iotlb, unmapped_ring_misses_and_starts_once_the_update_comes)
 	struct sc_vu_iotlb t;
 	cr_assert(next_miss(2000, &t), "a MISS for the ring");
 	cr_assert_eq(t.iova, 0, "the descriptor table's page (the ring is at IOVA 0)");
-	cr_assert_eq(map(0, T_MEM, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(0, T_MEM, SC_VHOST_ACCESS_RW), 0);
 	cr_assert_eq(sc_vu_server_started(D.srv), 1, "started by the UPDATE");
 	t_fe_verified_io(&fe, D.img, 8);
 }
@@ -275,7 +274,7 @@ Test(iotlb, unmapped_ring_misses_and_starts_once_the_update_comes)
 static void fe_start_ring_only(void)
 {
 	fe_open(true);
-	cr_assert_eq(map(0, T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(0, T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	fe_ring();
 	cr_assert_eq(sc_vu_server_started(D.srv), 1);
 }
@@ -284,7 +283,7 @@ static void fe_start_ring_only(void)
 static void submit_read(void)
 {
 	uint64_t hdr = T_HDR_GPA, data = T_DATA_GPA;
-	*(struct virtio_blk_outhdr *)(fe.mem + hdr) = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN };
+	*(struct sc_virtio_blk_outhdr *)(fe.mem + hdr) = (struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN };
 	fe.mem[hdr + 16] = 0xee;
 	struct sc_drv_seg s[3] = { { hdr, 16 }, { data, 4096 }, { hdr + 16, 1 } };
 	cr_assert_geq(sc_drv_vq_add(&fe.vq, s, 1, 2), 0);
@@ -313,13 +312,13 @@ Test(iotlb, miss_answered_late_waits_then_completes_with_one_miss_per_address)
 	struct sc_vu_iotlb t;
 	cr_assert(next_miss(2000, &t));
 	cr_assert_eq(t.iova, T_HDR_GPA, "the header's page misses first");
-	cr_assert_eq(t.perm, VHOST_ACCESS_RO);
+	cr_assert_eq(t.perm, SC_VHOST_ACCESS_RO);
 	/* The front end takes its time; the request waits, and the MISS is not sent again every round. */
 	cr_assert_not(completed_within(300), "nothing completes without a translation");
 	cr_assert_not(next_miss(0, &t), "one MISS per address, not one per round");
-	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	cr_assert(completed_within(5000), "the request completes once the UPDATE came");
-	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_OK);
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK);
 	still_serves();
 }
 
@@ -332,9 +331,9 @@ Test(iotlb, miss_never_answered_breaks_the_queue_with_a_reason)
 	cr_assert(next_miss(2000, &t));
 	cr_assert_not(completed_within(1000));
 	/* The queue is broken (the log line names the IOVA); the device says so, and the connection lives. */
-	uint64_t st = t_get_u64(fe.sock, VHOST_USER_GET_STATUS);
-	cr_assert(st & VIRTIO_CONFIG_S_NEEDS_RESET, "GET_STATUS 0x%llx reports NEEDS_RESET", (unsigned long long)st);
-	cr_assert(t_get_u64(fe.sock, VHOST_USER_GET_FEATURES) & (1ull << SC_VU_F_ACCESS_PLATFORM));
+	uint64_t st = t_get_u64(fe.sock, SC_VHOST_USER_GET_STATUS);
+	cr_assert(st & SC_VIRTIO_CONFIG_S_NEEDS_RESET, "GET_STATUS 0x%llx reports NEEDS_RESET", (unsigned long long)st);
+	cr_assert(t_get_u64(fe.sock, SC_VHOST_USER_GET_FEATURES) & (1ull << SC_VU_F_ACCESS_PLATFORM));
 }
 
 /*
@@ -346,21 +345,21 @@ Test(iotlb, miss_never_answered_breaks_the_queue_with_a_reason)
 Test(iotlb, device_write_to_a_read_only_entry_fails_only_that_request)
 {
 	fe_open(true);
-	cr_assert_eq(map(0, T_HDR_GPA, VHOST_ACCESS_RW), 0);
-	cr_assert_eq(map(T_HDR_GPA, T_DATA_GPA - T_HDR_GPA, VHOST_ACCESS_RW), 0);
-	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, VHOST_ACCESS_RO), 0);
+	cr_assert_eq(map(0, T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_DATA_GPA - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, SC_VHOST_ACCESS_RO), 0);
 	fe_ring();
 	memset(fe.mem + T_DATA_GPA, 0x5a, 4096);
 	submit_read();
 	cr_assert(completed_within(5000), "the request completes");
-	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_IOERR);
 	cr_assert_eq(fe.mem[T_DATA_GPA], 0x5a, "nothing written through a read-only entry");
 	struct sc_vu_iotlb t;
 	cr_assert_not(next_miss(50, &t), "a permission fault is not a miss");
-	uint64_t st = t_get_u64(fe.sock, VHOST_USER_GET_STATUS);
-	cr_assert_not(st & VIRTIO_CONFIG_S_NEEDS_RESET, "the queue is not broken");
+	uint64_t st = t_get_u64(fe.sock, SC_VHOST_USER_GET_STATUS);
+	cr_assert_not(st & SC_VIRTIO_CONFIG_S_NEEDS_RESET, "the queue is not broken");
 	/* The front end grants write access: the same queue serves on. */
-	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, SC_VHOST_ACCESS_RW), 0);
 	still_serves();
 }
 
@@ -377,16 +376,16 @@ Test(iotlb, invalidate_racing_in_flight_io_is_acked_only_after_the_request_compl
 	submit_read();
 	usleep(50000);   /* popped and held by now */
 	int64_t t0 = t_now_ms();
-	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
 	int64_t waited = t_now_ms() - t0;
 	uint16_t head;
 	uint32_t len;
 	cr_assert(sc_drv_vq_get_used(&fe.vq, &head, &len), "the completion was published before the ack (ack after %lld ms)",
 		  (long long)waited);
-	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_OK);
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK);
 	cr_assert_gt(waited, 100, "the ack waited for the request (%lld ms)", (long long)waited);
 	D.be.delay_ns = 0;
-	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	still_serves();
 }
 
@@ -395,15 +394,15 @@ Test(iotlb, invalidated_ring_is_translated_again_and_serves_on)
 	fe_start_mapped();
 	t_fe_verified_io(&fe, D.img, 8);
 	/* The whole space goes (as a lazy guest's global flush does): the rings too. */
-	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0), 0);
 	submit_read();
 	struct sc_vu_iotlb t;
 	cr_assert(next_miss(2000, &t), "the ring's translation is asked for again");
 	cr_assert_eq(t.iova, 0);
-	cr_assert_eq(map(0, T_HDR_GPA, VHOST_ACCESS_RW), 0);
-	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(0, T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	cr_assert(completed_within(5000));
-	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_OK);
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK);
 	still_serves();
 }
 
@@ -429,18 +428,18 @@ Test(iotlb, optimistic_invalidate_is_acked_at_once_and_the_entry_goes_after_the_
 	submit_read();
 	usleep(50000);   /* popped and held by now */
 	int64_t t0 = t_now_ms();
-	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
 	int64_t waited = t_now_ms() - t0;
 	cr_assert_lt(waited, 100, "acked at once (after %lld ms), not after the request", (long long)waited);
 	cr_assert(completed_within(5000));
-	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_OK);
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK);
 	D.be.delay_ns = 0;
 	usleep(200000);   /* past the window: the entry (all of the requests' pages) is gone */
 	submit_read();
 	struct sc_vu_iotlb t;
 	cr_assert(next_miss(2000, &t), "the invalidated entry no longer translates");
 	cr_assert_eq(t.iova, T_HDR_GPA);
-	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	cr_assert(completed_within(5000));
 	still_serves();
 }
@@ -449,12 +448,12 @@ Test(iotlb, optimistic_invalidate_is_acked_at_once_and_the_entry_goes_after_the_
 Test(iotlb, optimistic_entry_updated_again_within_the_window_lives_on)
 {
 	fe_start_optimistic(1000);
-	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, T_HDR_GPA, 0x1000, 0, 0), 0);
-	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_HDR_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	usleep(1200000);   /* past the first window: a revived entry does not die with it */
 	submit_read();
 	cr_assert(completed_within(5000));
-	cr_assert_eq(fe.mem[T_HDR_GPA + 16], VIRTIO_BLK_S_OK);
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK);
 	struct sc_vu_iotlb t;
 	cr_assert_not(next_miss(50, &t), "revived, not missed");
 }
@@ -462,10 +461,10 @@ Test(iotlb, optimistic_entry_updated_again_within_the_window_lives_on)
 Test(iotlb, batched_invalidations_are_acked_at_batch_end)
 {
 	fe_start_mapped();
-	cr_assert_eq(iotlb(VHOST_IOTLB_BATCH_BEGIN, 0, 0, 0, 0), 0);
-	cr_assert_eq(iotlb(VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
-	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, VHOST_ACCESS_RW), 0);
-	cr_assert_eq(iotlb(VHOST_IOTLB_BATCH_END, 0, 0, 0, 0), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_BATCH_BEGIN, 0, 0, 0, 0), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_BATCH_END, 0, 0, 0, 0), 0);
 	still_serves();
 }
 
@@ -477,11 +476,11 @@ Test(iotlb, batch_written_in_one_send_is_served_whole_with_one_ack)
 		struct sc_vu_hdr h;
 		struct sc_vu_iotlb t;
 	} __attribute__((packed)) m[4];
-	const uint8_t types[4] = { VHOST_IOTLB_BATCH_BEGIN, VHOST_IOTLB_INVALIDATE, VHOST_IOTLB_UPDATE,
-				   VHOST_IOTLB_BATCH_END };
+	const uint8_t types[4] = { SC_VHOST_IOTLB_BATCH_BEGIN, SC_VHOST_IOTLB_INVALIDATE, SC_VHOST_IOTLB_UPDATE,
+				   SC_VHOST_IOTLB_BATCH_END };
 	for (int i = 0; i < 4; i++) {
-		m[i].h = (struct sc_vu_hdr){ .request = VHOST_USER_IOTLB_MSG, .size = sizeof(m[i].t),
-					     .flags = VHOST_USER_VERSION | (i == 3 ? VHOST_USER_NEED_REPLY : 0) };
+		m[i].h = (struct sc_vu_hdr){ .request = SC_VHOST_USER_IOTLB_MSG, .size = sizeof(m[i].t),
+					     .flags = SC_VHOST_USER_VERSION | (i == 3 ? SC_VHOST_USER_NEED_REPLY : 0) };
 		m[i].t = (struct sc_vu_iotlb){ .type = types[i] };
 		if (i == 1 || i == 2) {
 			m[i].t.iova = T_HDR_GPA;
@@ -489,12 +488,12 @@ Test(iotlb, batch_written_in_one_send_is_served_whole_with_one_ack)
 		}
 		if (i == 2) {
 			m[i].t.uaddr = (uintptr_t)fe.mem + T_HDR_GPA;
-			m[i].t.perm = VHOST_ACCESS_RW;
+			m[i].t.perm = SC_VHOST_ACCESS_RW;
 		}
 	}
 	cr_assert_eq(send(fe.sock, m, sizeof(m), MSG_NOSIGNAL), (ssize_t)sizeof(m));
 	uint64_t ack;
-	t_reply(fe.sock, VHOST_USER_IOTLB_MSG, &ack, 8);
+	t_reply(fe.sock, SC_VHOST_USER_IOTLB_MSG, &ack, 8);
 	cr_assert_eq(ack, 0);
 	struct sc_vu_iotlb t;
 	still_serves();

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "devices/devices.h"
-#include "ring_helpers.h"
+#include "harness.h"
 
 static char dir[] = "/tmp/sidecore-iowq-XXXXXX", path[64];
 
@@ -59,7 +59,7 @@ static void worker_cpus(char *out, size_t len)
 /* Start a queue (with iowq_aff = only, or none), force a worker, return its allowed cpus. */
 static void run(int only, char *cpus, size_t len)
 {
-	struct rh_guest g;
+	struct t_guest g;
 	struct sc_drv_vq dvq;
 	struct sc_vq_config cfg;
 	struct sc_blk_backend be;
@@ -73,10 +73,10 @@ static void run(int only, char *cpus, size_t len)
 	int fd = open(path, O_CREAT | O_RDWR, 0644);
 	cr_assert_eq(ftruncate(fd, 1 << 20), 0);
 	close(fd);
-	cr_assert_eq(rh_guest_init(&g, 0, 1 << 20), 0);
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(64), 4096, &ring));
-	cr_assert_eq(rh_ring_init(&g, &dvq, ring, 64, 0), 0);
-	rh_vq_config(&g, &dvq, 0, &cfg);
+	cr_assert_eq(t_guest_init(&g, 0, 1 << 20), 0);
+	cr_assert_not_null(t_alloc(&g, sc_drv_vq_ring_bytes(64), 4096, &ring));
+	cr_assert_eq(t_ring_init(&g, &dvq, ring, 64, 0), 0);
+	t_vq_config(&g, &dvq, 0, &cfg);
 	cr_assert_eq(sc_blk_backend_open(&be, path, false, false, "t", err, sizeof(err)), 0, "%s", err);
 	if (only >= 0) {
 		CPU_ZERO(&set);
@@ -108,7 +108,7 @@ static void run(int only, char *cpus, size_t len)
 	close(pipefd[1]);
 	sc_blk_queue_fini(&q);
 	sc_blk_backend_close(&be);
-	rh_guest_fini(&g);
+	t_guest_fini(&g);
 	unlink(path);
 	rmdir(dir);
 }
@@ -204,7 +204,7 @@ Test(iowq, workers_of_a_queue_polled_by_another_thread_run_only_on_the_backends_
 		}
 	if (first == last)
 		cr_skip_test("one cpu: a worker's mask cannot be told from a pinned one");
-	struct rh_guest g;
+	struct t_guest g;
 	struct sc_drv_vq dvq;
 	struct sc_vq_config cfg;
 	struct sc_blk_backend be;
@@ -216,10 +216,10 @@ Test(iowq, workers_of_a_queue_polled_by_another_thread_run_only_on_the_backends_
 	int fd = open(path, O_CREAT | O_RDWR, 0644);
 	cr_assert_eq(ftruncate(fd, 1 << 20), 0);
 	close(fd);
-	cr_assert_eq(rh_guest_init(&g, 0, 1 << 20), 0);
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(64), 4096, &ring));
-	cr_assert_eq(rh_ring_init(&g, &dvq, ring, 64, 0), 0);
-	rh_vq_config(&g, &dvq, 0, &cfg);
+	cr_assert_eq(t_guest_init(&g, 0, 1 << 20), 0);
+	cr_assert_not_null(t_alloc(&g, sc_drv_vq_ring_bytes(64), 4096, &ring));
+	cr_assert_eq(t_ring_init(&g, &dvq, ring, 64, 0), 0);
+	t_vq_config(&g, &dvq, 0, &cfg);
 	/* O_DIRECT: the write goes through io_uring (never done on the sidecore itself). */
 	if (sc_blk_backend_open(&be, path, false, true, "t", err, sizeof(err)) < 0) {
 		unlink(path);
@@ -232,9 +232,9 @@ Test(iowq, workers_of_a_queue_polled_by_another_thread_run_only_on_the_backends_
 	be.iowq_aff_size = sizeof(set);
 	cr_assert_eq(sc_blk_queue_init(&q, &be, &cfg, "t"), 0);   /* on this (the control) thread */
 
-	*(struct virtio_blk_outhdr *)rh_alloc(&g, 16, 16, &hdr) = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_OUT };
-	cr_assert_not_null(rh_alloc(&g, 4096, 4096, &data));
-	cr_assert_not_null(rh_alloc(&g, 1, 1, &st));
+	*(struct sc_virtio_blk_outhdr *)t_alloc(&g, 16, 16, &hdr) = (struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_OUT };
+	cr_assert_not_null(t_alloc(&g, 4096, 4096, &data));
+	cr_assert_not_null(t_alloc(&g, 1, 1, &st));
 	struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, 4096 }, { st, 1 } };
 	cr_assert_geq(sc_drv_vq_add(&dvq, segs, 2, 1), 0);
 	sc_drv_vq_publish(&dvq);
@@ -252,7 +252,7 @@ Test(iowq, workers_of_a_queue_polled_by_another_thread_run_only_on_the_backends_
 	close(pipefd[0]);
 	close(pipefd[1]);
 	sc_blk_backend_close(&be);
-	rh_guest_fini(&g);
+	t_guest_fini(&g);
 	unlink(path);
 	rmdir(dir);
 	cr_assert(cpus[0], "no io_uring worker thread appeared");

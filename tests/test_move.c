@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "devices/virtio_blk.h"
+#include "spec/sc_virtio_blk.h"
 #include "runtime/vu_blk.h"
 #include "runtime/vu_frontend.h"
 
@@ -134,8 +134,8 @@ static void move_under_load(void)
 		while (more && nfree) {
 			unsigned s = free_slots[--nfree];
 			uint64_t hdr = fe.buf_gpa + s * 64, data = fe.buf_gpa + 0x10000 + s * 4096;
-			*(struct virtio_blk_outhdr *)(fe.mem + hdr) =
-				(struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = (submitted % BLOCKS) * 8 };
+			*(struct sc_virtio_blk_outhdr *)(fe.mem + hdr) =
+				(struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN, .sector = (submitted % BLOCKS) * 8 };
 			fe.mem[hdr + 16] = 0xff;
 			struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, 4096 }, { hdr + 16, 1 } };
 			int head = sc_drv_vq_add(vq, segs, 1, 2);
@@ -167,7 +167,7 @@ static void move_under_load(void)
 				cr_assert_eq(id, next_expected, "request %llu completed before %llu", (unsigned long long)id,
 					     (unsigned long long)next_expected);
 			next_expected++;
-			cr_assert_eq(fe.mem[fe.buf_gpa + s * 64 + 16], VIRTIO_BLK_S_OK, "request %llu failed",
+			cr_assert_eq(fe.mem[fe.buf_gpa + s * 64 + 16], SC_VIRTIO_BLK_S_OK, "request %llu failed",
 				     (unsigned long long)id);
 			memcpy(&word, fe.mem + fe.buf_gpa + 0x10000 + s * 4096 + 4092, 4);
 			cr_assert_eq(word, id % BLOCKS, "request %llu read block %u", (unsigned long long)id, word);

@@ -764,14 +764,14 @@ static void blkq_init(struct blkq *x, struct sc_mem *mem, uint64_t gpa, const ch
 {
 	const struct sc_mem_region *r = sc_mem_find(mem, gpa);
 	uint8_t *base = r->hva + (gpa - r->gpa);
-	cr_assert_eq(sc_drv_vq_init(&x->dvq, base, gpa, 16, 1ull << VIRTIO_F_VERSION_1), 0);
+	cr_assert_eq(sc_drv_vq_init(&x->dvq, base, gpa, 16, 1ull << SC_VIRTIO_F_VERSION_1), 0);
 	sc_drv_vq_interrupts_disable(&x->dvq);
 	x->req_gpa = gpa + 8192;
 	x->req = base + 8192;
 	x->err_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	struct sc_vq_config cfg = {
 		.size = 16, .desc_addr = x->dvq.desc_gpa, .avail_addr = x->dvq.avail_gpa,
-		.used_addr = x->dvq.used_gpa, .features = 1ull << VIRTIO_F_VERSION_1,
+		.used_addr = x->dvq.used_gpa, .features = 1ull << SC_VIRTIO_F_VERSION_1,
 		.xlate = sc_mem_xlate(mem), .call_fd = -1, .kick_fd = -1, .err_fd = x->err_fd,
 		.name = name,
 	};
@@ -781,7 +781,7 @@ static void blkq_init(struct blkq *x, struct sc_mem *mem, uint64_t gpa, const ch
 /* One GET_ID request through the driver ring; true once it completed with OK. */
 static bool blkq_get_id(struct blkq *x)
 {
-	struct virtio_blk_outhdr h = { .type = VIRTIO_BLK_T_GET_ID };
+	struct sc_virtio_blk_outhdr h = { .type = SC_VIRTIO_BLK_T_GET_ID };
 	struct sc_drv_seg segs[] = { { x->req_gpa, sizeof(h) }, { x->req_gpa + 16, 20 },
 				     { x->req_gpa + 36, 1 } };
 	uint64_t deadline = now_ns() + 3000000000ull;
@@ -795,7 +795,7 @@ static bool blkq_get_id(struct blkq *x)
 	while (sc_drv_vq_get_used(&x->dvq, &head, &len) != 1)
 		if (now_ns() > deadline)
 			return false;
-	return x->req[36] == VIRTIO_BLK_S_OK && memcmp(x->req + 16, "sidecore-null", 13) == 0;
+	return x->req[36] == SC_VIRTIO_BLK_S_OK && memcmp(x->req + 16, "sidecore-null", 13) == 0;
 }
 
 Test(fault, truncated_guest_memory_breaks_only_its_queue)

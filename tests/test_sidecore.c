@@ -48,13 +48,13 @@ static uint64_t now_ns(void)
 
 static void queue_setup(struct queue *x, uint64_t gpa)
 {
-	cr_assert_eq(sc_drv_vq_init(&x->dvq, base + gpa, gpa, QSIZE, 1ull << VIRTIO_F_VERSION_1), 0);
+	cr_assert_eq(sc_drv_vq_init(&x->dvq, base + gpa, gpa, QSIZE, 1ull << SC_VIRTIO_F_VERSION_1), 0);
 	x->req_gpa = gpa + SC_ALIGN_UP(sc_drv_vq_ring_bytes(QSIZE), 4096ull);
 	x->data_gpa = x->req_gpa + 4096;
 	x->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	struct sc_vq_config cfg = {
 		.size = QSIZE, .desc_addr = x->dvq.desc_gpa, .avail_addr = x->dvq.avail_gpa,
-		.used_addr = x->dvq.used_gpa, .features = 1ull << VIRTIO_F_VERSION_1,
+		.used_addr = x->dvq.used_gpa, .features = 1ull << SC_VIRTIO_F_VERSION_1,
 		.xlate = sc_mem_xlate(&mem), .call_fd = -1, .err_fd = -1, .kick_fd = x->kick_fd,
 	};
 	cr_assert_eq(sc_nullblk_init(&x->dev, &cfg, 1024, "q"), 0);
@@ -102,8 +102,8 @@ TestSuite(sidecore, .init = setup, .fini = teardown, .timeout = 30);
 /* Post one read of sector 'sector'; kick only if the device asked. */
 static void post_read(struct queue *x, uint64_t sector)
 {
-	struct virtio_blk_outhdr *h = (void *)(base + x->req_gpa);
-	h->type = VIRTIO_BLK_T_IN;
+	struct sc_virtio_blk_outhdr *h = (void *)(base + x->req_gpa);
+	h->type = SC_VIRTIO_BLK_T_IN;
 	h->sector = sector;
 	base[x->req_gpa + 16] = 0xff;
 	struct sc_drv_seg segs[3] = { { x->req_gpa, 16 }, { x->data_gpa, 512 }, { x->req_gpa + 16, 1 } };
@@ -133,13 +133,13 @@ Test(sidecore, polled_requests_need_no_kicks)
 {
 	/* The first request may need a kick (the sidecore may be asleep); after that it polls. */
 	post_read(&q[0], 0);
-	cr_assert_eq(reap(&q[0], 2000000000ull), VIRTIO_BLK_S_OK);
+	cr_assert_eq(reap(&q[0], 2000000000ull), SC_VIRTIO_BLK_S_OK);
 	uint64_t kicks = q[0].dvq.kicks;
 	struct sc_poller_stats st0, st1;
 	sc_poller_get_stats(poller, &st0);
 	for (int i = 0; i < 10000; i++) {
 		post_read(&q[0], (uint64_t)i % 1024);
-		cr_assert_eq(reap(&q[0], 2000000000ull), VIRTIO_BLK_S_OK, "request %d", i);
+		cr_assert_eq(reap(&q[0], 2000000000ull), SC_VIRTIO_BLK_S_OK, "request %d", i);
 	}
 	sc_poller_get_stats(poller, &st1);
 	/*
@@ -161,7 +161,7 @@ Test(sidecore, polled_requests_need_no_kicks)
 Test(sidecore, idle_sidecore_sleeps_and_still_serves_the_next_request)
 {
 	post_read(&q[0], 1);
-	cr_assert_eq(reap(&q[0], 2000000000ull), VIRTIO_BLK_S_OK);
+	cr_assert_eq(reap(&q[0], 2000000000ull), SC_VIRTIO_BLK_S_OK);
 
 	struct sc_poller_stats st0, st1;
 	usleep(100000);   /* past the 2 ms spin: asleep */
@@ -182,7 +182,7 @@ Test(sidecore, idle_sidecore_sleeps_and_still_serves_the_next_request)
 	uint64_t kicks = q[0].dvq.kicks;
 	post_read(&q[0], 2);
 	cr_assert_eq(q[0].dvq.kicks, kicks + 1, "notifications were re-armed: the driver kicks");
-	cr_assert_eq(reap(&q[0], 2000000000ull), VIRTIO_BLK_S_OK);
+	cr_assert_eq(reap(&q[0], 2000000000ull), SC_VIRTIO_BLK_S_OK);
 	sc_poller_get_stats(poller, &st1);
 	cr_assert_geq(st1.wakeups, 1);
 }
@@ -190,7 +190,7 @@ Test(sidecore, idle_sidecore_sleeps_and_still_serves_the_next_request)
 Test(sidecore, a_broken_queue_does_not_stop_its_neighbour)
 {
 	/* Queue 0's guest posts a descriptor index beyond its ring. */
-	struct vring_avail *a = q[0].dvq.avail;
+	struct sc_vring_avail *a = q[0].dvq.avail;
 	a->ring[a->idx % QSIZE] = QSIZE + 7;
 	sc_store_release(&a->idx, (uint16_t)(a->idx + 1));
 	uint64_t one = 1;
@@ -198,7 +198,7 @@ Test(sidecore, a_broken_queue_does_not_stop_its_neighbour)
 
 	for (int i = 0; i < 1000; i++) {
 		post_read(&q[1], 3);
-		cr_assert_eq(reap(&q[1], 2000000000ull), VIRTIO_BLK_S_OK, "neighbour request %d", i);
+		cr_assert_eq(reap(&q[1], 2000000000ull), SC_VIRTIO_BLK_S_OK, "neighbour request %d", i);
 	}
 	struct sc_poller_stats st;
 	sc_poller_get_stats(poller, &st);
@@ -219,7 +219,7 @@ Test(sidecore, detached_queue_is_not_touched)
 	cr_assert_eq(sc_poller_attach(poller, &q[1].dev.pq), 0);
 	uint64_t one = 1;
 	cr_assert_eq(write(q[1].kick_fd, &one, 8), 8);
-	cr_assert_eq(reap(&q[1], 2000000000ull), VIRTIO_BLK_S_OK);
+	cr_assert_eq(reap(&q[1], 2000000000ull), SC_VIRTIO_BLK_S_OK);
 }
 
 /*
@@ -335,21 +335,21 @@ static void fair_run(unsigned budget)
 	for (int i = 0; i < 2; i++) {
 		struct queue *x = &fair.q[i];
 		uint64_t gpa = (uint64_t)i * FAIR_MEM;
-		cr_assert_eq(sc_drv_vq_init(&x->dvq, fair.base + gpa, gpa, FAIR_QSIZE, 1ull << VIRTIO_F_VERSION_1), 0);
+		cr_assert_eq(sc_drv_vq_init(&x->dvq, fair.base + gpa, gpa, FAIR_QSIZE, 1ull << SC_VIRTIO_F_VERSION_1), 0);
 		x->req_gpa = gpa + SC_ALIGN_UP(sc_drv_vq_ring_bytes(FAIR_QSIZE), 4096ull);
 		x->data_gpa = x->req_gpa + 4096;
 		cr_assert_leq(x->data_gpa + 4096, gpa + FAIR_MEM);
 		x->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		struct sc_vq_config cfg = {
 			.size = FAIR_QSIZE, .desc_addr = x->dvq.desc_gpa, .avail_addr = x->dvq.avail_gpa,
-			.used_addr = x->dvq.used_gpa, .features = 1ull << VIRTIO_F_VERSION_1,
+			.used_addr = x->dvq.used_gpa, .features = 1ull << SC_VIRTIO_F_VERSION_1,
 			.xlate = sc_mem_xlate(&fair.mem), .call_fd = -1, .err_fd = -1, .kick_fd = x->kick_fd,
 		};
 		cr_assert_eq(sc_nullblk_init(&x->dev, &cfg, 1024, i ? "lone" : "flood"), 0);
 		x->dev.pq.ops = i ? &fair_lone_ops : &fair_flood_ops;
 		sc_drv_vq_interrupts_disable(&x->dvq);
-		struct virtio_blk_outhdr *h = (void *)(fair.base + x->req_gpa);
-		*h = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = 0 };
+		struct sc_virtio_blk_outhdr *h = (void *)(fair.base + x->req_gpa);
+		*h = (struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN, .sector = 0 };
 	}
 
 	/* Never sleeps: the gated polls serve nothing for a while, and no kick is needed. */
@@ -374,7 +374,7 @@ static void fair_run(unsigned budget)
 		cr_assert_lt(now_ns(), deadline, "the lone request was not served within 5 s");
 		sc_cpu_relax();
 	}
-	cr_assert_eq(reap(&fair.q[1], 2000000000ull), VIRTIO_BLK_S_OK);
+	cr_assert_eq(reap(&fair.q[1], 2000000000ull), SC_VIRTIO_BLK_S_OK);
 	/* Every flooded request is served too: fairness does not drop anything. */
 	uint16_t head;
 	uint32_t len;

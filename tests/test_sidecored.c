@@ -19,9 +19,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "devices/virtio_blk.h"
-#include "runtime/vhost_user.h"
-#include "vu_helpers.h"
+#include "spec/sc_virtio_blk.h"
+#include "runtime/vu_msg.h"
+#include "harness.h"
 
 #define NDISKS 3   /* a, b, c; the config names some of them */
 
@@ -200,7 +200,7 @@ static void stop_within_a_second(void)
 Test(sidecored, a_peer_stuck_mid_message_on_one_disk_stalls_neither_the_other_nor_sigterm)
 {
 	int h = t_connect(sock[0]);
-	uint32_t half[2] = { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION };
+	uint32_t half[2] = { SC_VHOST_USER_GET_FEATURES, SC_VHOST_USER_VERSION };
 	cr_assert_eq(send(h, half, 6, MSG_NOSIGNAL), 6);   /* half a header, then silence */
 	usleep(100000);
 	struct t_fe fe;
@@ -230,7 +230,7 @@ Test(sidecored, a_peer_that_never_reads_its_replies_does_not_hold_up_sigterm)
 Test(sidecored_timeout, control_timeout_ms_from_the_config_drops_a_stuck_peer)
 {
 	int h = t_connect(sock[0]);
-	uint32_t half[2] = { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION };
+	uint32_t half[2] = { SC_VHOST_USER_GET_FEATURES, SC_VHOST_USER_VERSION };
 	cr_assert_eq(send(h, half, 6, MSG_NOSIGNAL), 6);
 	int64_t t0 = t_now_ms();
 	cr_assert(t_wait_eof(h, 3000), "the stuck peer was never dropped");
@@ -271,7 +271,7 @@ Test(sidecored, memory_shrunk_under_a_ring_breaks_only_that_disk_and_the_process
 	uint64_t one = 1;
 	cr_assert_eq(write(fe.kick, &one, 8), 8);
 	cr_assert_eq(t_fe_err_count(&fe, 3000), 1, "the err eventfd did not fire");
-	cr_assert(t_get_u64(fe.sock, VHOST_USER_GET_STATUS) & 0x40, "GET_STATUS lacks DEVICE_NEEDS_RESET");
+	cr_assert(t_get_u64(fe.sock, SC_VHOST_USER_GET_STATUS) & 0x40, "GET_STATUS lacks DEVICE_NEEDS_RESET");
 	cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "sidecored died of the fault (see %s)", log_path);
 	t_fe_verified_io(&fb, img[1], 8);
 	t_fe_close(&fe);
@@ -308,13 +308,13 @@ Test(sidecored_shm, a_disk_file_truncated_under_it_fails_requests_past_its_end_a
 	t_fe_verified_io(&fa, img[0], 1024);
 	cr_assert_eq(truncate(img[0], 256 << 10), 0);   /* from 1 MiB to 256 KiB, under the running disk */
 	for (int i = 0; i < 3; i++) {
-		cr_assert_eq(t_fe_io(&fa, VIRTIO_BLK_T_IN, 1024), VIRTIO_BLK_S_IOERR, "a read past the new end, %d", i);
-		cr_assert_eq(t_fe_io(&fa, VIRTIO_BLK_T_OUT, 1024), VIRTIO_BLK_S_IOERR, "a write past the new end, %d", i);
+		cr_assert_eq(t_fe_io(&fa, SC_VIRTIO_BLK_T_IN, 1024), SC_VIRTIO_BLK_S_IOERR, "a read past the new end, %d", i);
+		cr_assert_eq(t_fe_io(&fa, SC_VIRTIO_BLK_T_OUT, 1024), SC_VIRTIO_BLK_S_IOERR, "a write past the new end, %d", i);
 		t_fe_verified_io(&fa, img[0], 8);   /* within it: served, the same queue */
-		cr_assert_eq(t_fe_io(&fa, VIRTIO_BLK_T_FLUSH, 0), VIRTIO_BLK_S_OK);
+		cr_assert_eq(t_fe_io(&fa, SC_VIRTIO_BLK_T_FLUSH, 0), SC_VIRTIO_BLK_S_OK);
 	}
 	cr_assert_eq(t_fe_err_count(&fa, 100), 0, "the queue did not break");
-	cr_assert_eq(t_get_u64(fa.sock, VHOST_USER_GET_STATUS) & 0x40, 0, "no DEVICE_NEEDS_RESET");
+	cr_assert_eq(t_get_u64(fa.sock, SC_VHOST_USER_GET_STATUS) & 0x40, 0, "no DEVICE_NEEDS_RESET");
 	cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "sidecored died of the fault (see %s)", log_path);
 	t_fe_verified_io(&fb, img[1], 16);   /* the other disk on the sidecore never noticed */
 	t_fe_close(&fa);
@@ -471,8 +471,8 @@ static void post_big_read(struct t_fe *fe)
 {
 	unsigned slot = fe->slot++ % 16;
 	uint64_t hdr = T_HDR_GPA + slot * 64, data = T_DATA_GPA + slot * BIG_READ;
-	*(struct virtio_blk_outhdr *)(fe->mem + hdr) =
-		(struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = slot * (BIG_READ / 512) };
+	*(struct sc_virtio_blk_outhdr *)(fe->mem + hdr) =
+		(struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN, .sector = slot * (BIG_READ / 512) };
 	struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, BIG_READ }, { hdr + 16, 1 } };
 	cr_assert_geq(sc_drv_vq_add(&fe->vq, segs, 1, 2), 0);
 	sc_drv_vq_publish(&fe->vq);

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "devices/virtio_blk.h"
+#include "spec/sc_virtio_blk.h"
 #include "runtime/vu_frontend.h"
 
 #define DISK_BYTES (8u << 20)
@@ -211,8 +211,8 @@ static void *load_thread(void *arg)
 		while (!l->stop && inflight < qd) {
 			unsigned s = next++ % qd;
 			uint64_t hdr = fe->buf_gpa + s * 64, data = fe->buf_gpa + 0x10000 + s * 4096;
-			*(struct virtio_blk_outhdr *)(fe->mem + hdr) =
-				(struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = (s * 8) % (DISK_BYTES / 512) };
+			*(struct sc_virtio_blk_outhdr *)(fe->mem + hdr) =
+				(struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN, .sector = (s * 8) % (DISK_BYTES / 512) };
 			struct sc_drv_seg segs[3] = { { hdr, 16 }, { data, 4096 }, { hdr + 16, 1 } };
 			if (sc_drv_vq_add(vq, segs, 1, 2) < 0)
 				break;

@@ -7,7 +7,7 @@
 #include <time.h>
 
 #include "common/tsc.h"
-#include "ring_helpers.h"
+#include "harness.h"
 #include "viommu/viommu.h"
 
 #define GPA  0x100000ull
@@ -16,7 +16,7 @@
 #define DOM  3u
 #define PG   4096ull
 
-static struct rh_guest g;
+static struct t_guest g;
 static struct sc_viommu *v;
 static struct sc_viommu_tc tc;
 static struct sc_viommu_config cfg;
@@ -30,7 +30,7 @@ static void make(void)
 
 static void setup(void)
 {
-	cr_assert_eq(rh_guest_init(&g, GPA, MEM), 0);
+	cr_assert_eq(t_guest_init(&g, GPA, MEM), 0);
 	sc_viommu_config_default(&cfg, &g.mem);
 	make();
 }
@@ -39,7 +39,7 @@ static void teardown(void)
 {
 	sc_viommu_tc_fini(&tc);
 	sc_viommu_destroy(v);
-	rh_guest_fini(&g);
+	t_guest_fini(&g);
 }
 
 TestSuite(viommu, .init = setup, .fini = teardown, .timeout = 30);
@@ -60,7 +60,7 @@ static void expect_fault(uint8_t reason, uint32_t flags, uint64_t addr)
 	struct sc_viommu_fault f;
 	cr_assert(sc_viommu_fault_pop(v, &f), "a fault is queued");
 	cr_assert_eq(f.reason, reason);
-	cr_assert_eq(f.flags, flags | VIRTIO_IOMMU_FAULT_F_ADDRESS);
+	cr_assert_eq(f.flags, flags | SC_VIRTIO_IOMMU_FAULT_F_ADDRESS);
 	cr_assert_eq(f.endpoint, EP);
 	cr_assert_eq(f.address, addr);
 	cr_assert(!sc_viommu_fault_pop(v, &f), "one fault only");
@@ -101,10 +101,10 @@ Test(viommu, miss_is_efault_and_a_fault_event)
 	attach(DOM);
 	cr_assert_eq(sc_viommu_map(v, DOM, 0x10000, 0x10fff, GPA, SC_PERM_RW), 0);
 	cr_assert_eq(xl(0x20000, 8, SC_PERM_READ, iov, 4), -EFAULT);
-	expect_fault(VIRTIO_IOMMU_FAULT_R_MAPPING, VIRTIO_IOMMU_FAULT_F_READ, 0x20000);
+	expect_fault(SC_VIRTIO_IOMMU_FAULT_R_MAPPING, SC_VIRTIO_IOMMU_FAULT_F_READ, 0x20000);
 	/* Runs off the end of a mapping into nothing: the whole request fails. */
 	cr_assert_eq(xl(0x10ff0, 0x20, SC_PERM_WRITE, iov, 4), -EFAULT);
-	expect_fault(VIRTIO_IOMMU_FAULT_R_MAPPING, VIRTIO_IOMMU_FAULT_F_WRITE, 0x11000);
+	expect_fault(SC_VIRTIO_IOMMU_FAULT_R_MAPPING, SC_VIRTIO_IOMMU_FAULT_F_WRITE, 0x11000);
 	cr_assert_eq(tc.faults, 2);
 }
 
@@ -115,7 +115,7 @@ Test(viommu, write_to_read_only_is_eperm_and_a_fault_event)
 	cr_assert_eq(sc_viommu_map(v, DOM, 0x10000, 0x10fff, GPA, SC_PERM_READ), 0);
 	cr_assert_eq(xl(0x10000, 8, SC_PERM_READ, iov, 4), 1);
 	cr_assert_eq(xl(0x10008, 8, SC_PERM_WRITE, iov, 4), -EPERM, "cached, still checked");
-	expect_fault(VIRTIO_IOMMU_FAULT_R_MAPPING, VIRTIO_IOMMU_FAULT_F_WRITE, 0x10008);
+	expect_fault(SC_VIRTIO_IOMMU_FAULT_R_MAPPING, SC_VIRTIO_IOMMU_FAULT_F_WRITE, 0x10008);
 }
 
 Test(viommu, wrapping_range_is_efault)
@@ -123,7 +123,7 @@ Test(viommu, wrapping_range_is_efault)
 	struct iovec iov[4];
 	attach(DOM);
 	cr_assert_eq(xl(UINT64_MAX - 4, 16, SC_PERM_READ, iov, 4), -EFAULT);
-	expect_fault(VIRTIO_IOMMU_FAULT_R_MAPPING, VIRTIO_IOMMU_FAULT_F_READ, UINT64_MAX - 4);
+	expect_fault(SC_VIRTIO_IOMMU_FAULT_R_MAPPING, SC_VIRTIO_IOMMU_FAULT_F_READ, UINT64_MAX - 4);
 }
 
 Test(viommu, mapping_outside_guest_memory_is_efault)
@@ -138,7 +138,7 @@ Test(viommu, unattached_endpoint_is_blocked_without_bypass)
 {
 	struct iovec iov[4];
 	cr_assert_eq(xl(GPA, 8, SC_PERM_READ, iov, 4), -EFAULT);
-	expect_fault(VIRTIO_IOMMU_FAULT_R_DOMAIN, VIRTIO_IOMMU_FAULT_F_READ, GPA);
+	expect_fault(SC_VIRTIO_IOMMU_FAULT_R_DOMAIN, SC_VIRTIO_IOMMU_FAULT_F_READ, GPA);
 }
 
 Test(viommu, unattached_endpoint_bypasses_when_configured)

@@ -19,7 +19,7 @@
 #include "common/tsc.h"
 #include "cpuset/cpuset.h"
 #include "polling/polling.h"
-#include "ring_helpers.h"
+#include "harness.h"
 #include "viommu/viommu.h"
 
 #define QSIZE 16
@@ -28,10 +28,10 @@
 #define EP    1u
 #define DOM   1u
 #define IOVA  0x40000000ull
-#define RW    (VIRTIO_IOMMU_MAP_F_READ | VIRTIO_IOMMU_MAP_F_WRITE)
+#define RW    (SC_VIRTIO_IOMMU_MAP_F_READ | SC_VIRTIO_IOMMU_MAP_F_WRITE)
 #define TIMEOUT_NS 2000000000ull
 
-static struct rh_guest g;
+static struct t_guest g;
 static struct sc_viommu *v;
 static struct sc_viommu_config vcfg;
 static struct sc_viommu_dev iommu;
@@ -119,19 +119,19 @@ static void start(enum sc_viommu_teardown mode, bool gated)
 
 	/* The guest shares the virtio-iommu's cpu; the device's sidecore keeps its own. */
 	cr_assert_eq(sc_cpu_pin_self(cpu_b), 0);
-	cr_assert_eq(rh_guest_init(&g, GPA, MEM), 0);
+	cr_assert_eq(t_guest_init(&g, GPA, MEM), 0);
 	sc_viommu_config_default(&vcfg, &g.mem);
 	vcfg.teardown = mode;
 	cr_assert_eq(sc_viommu_create(&vcfg, &v), 0);
 	cr_assert_eq(sc_viommu_endpoint_add(v, EP), 0);
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &rg));
-	cr_assert_not_null(rh_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &eg));
-	cr_assert_eq(rh_ring_init(&g, &rq, rg, QSIZE, 0), 0);
-	cr_assert_eq(rh_ring_init(&g, &eq, eg, QSIZE, 0), 0);
-	rh_vq_config(&g, &rq, 0, &rc);
-	rh_vq_config(&g, &eq, 0, &ec);
+	cr_assert_not_null(t_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &rg));
+	cr_assert_not_null(t_alloc(&g, sc_drv_vq_ring_bytes(QSIZE), 4096, &eg));
+	cr_assert_eq(t_ring_init(&g, &rq, rg, QSIZE, 0), 0);
+	cr_assert_eq(t_ring_init(&g, &eq, eg, QSIZE, 0), 0);
+	t_vq_config(&g, &rq, 0, &rc);
+	t_vq_config(&g, &eq, 0, &ec);
 	cr_assert_eq(sc_viommu_dev_init(&iommu, v, SC_VIOMMU_FEATURES, &rc, &ec), 0);
-	buf = rh_alloc(&g, 4096, 4096, &buf_gpa);
+	buf = t_alloc(&g, 4096, 4096, &buf_gpa);
 	cr_assert_not_null(buf);
 
 	memset(&dd, 0, sizeof(dd));
@@ -141,12 +141,8 @@ static void start(enum sc_viommu_teardown mode, bool gated)
 	dd.inner = (struct sc_pollq){ .ops = &dma_ops, .ctx = &dd, .kick_fd = -1, .name = "dma" };
 
 	/* No kick fds: both sidecores poll without sleeping for the test's few seconds. */
-	struct sc_poller_config ca = { .cpu = cpu_a, .name = "sc-dma" };
-	struct sc_poller_config cb = { .cpu = cpu_b, .name = "sc-viommu" };
-	cr_assert_eq(sc_poller_create(&ca, &pa), 0);
-	cr_assert_eq(sc_poller_create(&cb, &pb), 0);
-	cr_assert_eq(sc_poller_attach(pb, &iommu.pq), 0);
-	cr_assert_eq(sc_poller_attach(pa, sc_viommu_tc_wrap(&dd.tc, &dd.inner)), 0);
+	cr_assert_eq(t_poller_start(cpu_b, 0, "sc-viommu", &iommu.pq, &pb), 0);
+	cr_assert_eq(t_poller_start(cpu_a, 0, "sc-dma", sc_viommu_tc_wrap(&dd.tc, &dd.inner), &pa), 0);
 }
 
 static void teardown(void)
@@ -161,7 +157,7 @@ static void teardown(void)
 		sc_viommu_dev_fini(&iommu);
 		sc_viommu_destroy(v);
 		v = NULL;
-		rh_guest_fini(&g);
+		t_guest_fini(&g);
 	}
 }
 
@@ -176,7 +172,7 @@ static uint8_t iommu_req(const void *body, uint32_t out)
 	uint32_t len;
 
 	if (!slot)
-		cr_assert_not_null(slot = rh_alloc(&g, 256, 64, &slot_gpa));
+		cr_assert_not_null(slot = t_alloc(&g, 256, 64, &slot_gpa));
 	memcpy(slot, body, out);
 	slot[out] = 0xee;
 	struct sc_drv_seg s[2] = { { slot_gpa, out }, { slot_gpa + out, 4 } };
@@ -192,22 +188,22 @@ static uint8_t iommu_req(const void *body, uint32_t out)
 
 static uint8_t map(void)
 {
-	struct virtio_iommu_req_map m = { .head.type = VIRTIO_IOMMU_T_MAP, .domain = DOM, .virt_start = IOVA,
+	struct sc_virtio_iommu_req_map m = { .head.type = SC_VIRTIO_IOMMU_T_MAP, .domain = DOM, .virt_start = IOVA,
 					  .virt_end = IOVA + 4095, .phys_start = buf_gpa, .flags = RW };
-	return iommu_req(&m, offsetof(struct virtio_iommu_req_map, tail));
+	return iommu_req(&m, offsetof(struct sc_virtio_iommu_req_map, tail));
 }
 
 static uint8_t unmap(void)
 {
-	struct virtio_iommu_req_unmap u = { .head.type = VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
+	struct sc_virtio_iommu_req_unmap u = { .head.type = SC_VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
 					    .virt_start = IOVA, .virt_end = IOVA + 4095 };
-	return iommu_req(&u, offsetof(struct virtio_iommu_req_unmap, tail));
+	return iommu_req(&u, offsetof(struct sc_virtio_iommu_req_unmap, tail));
 }
 
 static void attach(void)
 {
-	struct virtio_iommu_req_attach a = { .head.type = VIRTIO_IOMMU_T_ATTACH, .domain = DOM, .endpoint = EP };
-	cr_assert_eq(iommu_req(&a, offsetof(struct virtio_iommu_req_attach, tail)), VIRTIO_IOMMU_S_OK);
+	struct sc_virtio_iommu_req_attach a = { .head.type = SC_VIRTIO_IOMMU_T_ATTACH, .domain = DOM, .endpoint = EP };
+	cr_assert_eq(iommu_req(&a, offsetof(struct sc_virtio_iommu_req_attach, tail)), SC_VIRTIO_IOMMU_S_OK);
 }
 
 /* Wait (bounded) until the device has written through the mapping. */
@@ -243,13 +239,13 @@ static void expect_no_dma_after_teardown(int round)
 /* UNMAP and an identical MAP published together (served in one round, well inside the window). */
 static void reuse_batch(void)
 {
-	struct virtio_iommu_req_unmap u = { .head.type = VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
+	struct sc_virtio_iommu_req_unmap u = { .head.type = SC_VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
 					    .virt_start = IOVA, .virt_end = IOVA + 4095 };
-	struct virtio_iommu_req_map m = { .head.type = VIRTIO_IOMMU_T_MAP, .domain = DOM, .virt_start = IOVA,
+	struct sc_virtio_iommu_req_map m = { .head.type = SC_VIRTIO_IOMMU_T_MAP, .domain = DOM, .virt_start = IOVA,
 					  .virt_end = IOVA + 4095, .phys_start = buf_gpa, .flags = RW };
 	uint64_t gpa;
-	uint8_t *b = rh_alloc(&g, 128, 64, &gpa);
-	uint32_t uo = offsetof(struct virtio_iommu_req_unmap, tail), mo = offsetof(struct virtio_iommu_req_map, tail);
+	uint8_t *b = t_alloc(&g, 128, 64, &gpa);
+	uint32_t uo = offsetof(struct sc_virtio_iommu_req_unmap, tail), mo = offsetof(struct sc_virtio_iommu_req_map, tail);
 	uint16_t head;
 	uint32_t len;
 	cr_assert_not_null(b);
@@ -266,18 +262,18 @@ static void reuse_batch(void)
 		n += sc_drv_vq_get_used(&rq, &head, &len);
 		guest_wait();
 	}
-	cr_assert_eq(b[uo], VIRTIO_IOMMU_S_OK);
-	cr_assert_eq(b[64 + mo], VIRTIO_IOMMU_S_OK);
+	cr_assert_eq(b[uo], SC_VIRTIO_IOMMU_S_OK);
+	cr_assert_eq(b[64 + mo], SC_VIRTIO_IOMMU_S_OK);
 }
 
 /* Post an UNMAP without waiting for its answer; returns where the status lands. */
 static uint8_t *post_unmap(void)
 {
-	struct virtio_iommu_req_unmap u = { .head.type = VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
+	struct sc_virtio_iommu_req_unmap u = { .head.type = SC_VIRTIO_IOMMU_T_UNMAP, .domain = DOM,
 					    .virt_start = IOVA, .virt_end = IOVA + 4095 };
-	uint32_t out = offsetof(struct virtio_iommu_req_unmap, tail);
+	uint32_t out = offsetof(struct sc_virtio_iommu_req_unmap, tail);
 	uint64_t gpa;
-	uint8_t *b = rh_alloc(&g, 64, 64, &gpa);
+	uint8_t *b = t_alloc(&g, 64, 64, &gpa);
 	cr_assert_not_null(b);
 	memcpy(b, &u, out);
 	b[out] = 0xee;
@@ -295,7 +291,7 @@ Test(viommu_poll, strict_unmap_answered_only_when_no_device_can_use_it)
 	attach();
 	for (int i = 0; i < 20; i++) {
 		sc_store_release(&dd.release, false);
-		cr_assert_eq(map(), VIRTIO_IOMMU_S_OK);
+		cr_assert_eq(map(), SC_VIRTIO_IOMMU_S_OK);
 		uint64_t deadline = now_ns() + TIMEOUT_NS;
 		while (!sc_load_acquire(&dd.holding)) {
 			cr_assert_lt(now_ns(), deadline, "round %d: the device translated within 2 s", i);
@@ -318,7 +314,7 @@ Test(viommu_poll, strict_unmap_answered_only_when_no_device_can_use_it)
 			guest_wait();
 		}
 		/* Checked at once (no sleep): the device's write must already be there. */
-		cr_assert_eq(*status, VIRTIO_IOMMU_S_OK);
+		cr_assert_eq(*status, SC_VIRTIO_IOMMU_S_OK);
 
 		/* The guest reuses its memory; no device write may land there any more. */
 		cr_assert_gt(sc_load_once(&dd.seq), seq, "the held transfer finished first");
@@ -339,12 +335,12 @@ Test(viommu_poll, optimistic_unmap_answered_at_once_torn_down_within_the_window)
 	uint64_t window = vcfg.window_ns, worst = 0;
 	for (int i = 0; i < 20; i++) {
 		sc_store_once(&buf[8], 0);
-		cr_assert_eq(map(), VIRTIO_IOMMU_S_OK);
+		cr_assert_eq(map(), SC_VIRTIO_IOMMU_S_OK);
 		wait_for_dma();
 		uint64_t t0 = now_ns();
 		struct sc_viommu_stats st0, st1;
 		sc_viommu_get_stats(v, &st0);
-		cr_assert_eq(unmap(), VIRTIO_IOMMU_S_OK);
+		cr_assert_eq(unmap(), SC_VIRTIO_IOMMU_S_OK);
 		cr_assert_eq(iommu.stats.deferred, 0, "never held");
 		/*
 		 * Torn down after the window, as soon as the virtio-iommu sidecore
@@ -362,7 +358,7 @@ Test(viommu_poll, optimistic_unmap_answered_at_once_torn_down_within_the_window)
 	}
 	fprintf(stderr, "optimistic teardown: window %lu ns, slowest teardown seen %lu ns\n", window, worst);
 	/* A remap of the same range and permission inside the window reuses the mapping. */
-	cr_assert_eq(map(), VIRTIO_IOMMU_S_OK);
+	cr_assert_eq(map(), SC_VIRTIO_IOMMU_S_OK);
 	reuse_batch();
 	struct sc_viommu_stats st;
 	sc_viommu_get_stats(v, &st);

@@ -24,9 +24,9 @@ static uint64_t eventfd_count(int fd)
 Test(vq, pop_splits_readable_then_writable)
 {
 	memcpy(fx_ptr(&f, FX_BUF(0)), "header..", 8);
-	fx_put_desc(fx_desc(&f), 2, FX_BUF(0), 8, VIRTQ_DESC_F_NEXT, 7);
-	fx_put_desc(fx_desc(&f), 7, FX_BUF(1), 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 9);
-	fx_put_desc(fx_desc(&f), 9, FX_BUF(2), 1, VIRTQ_DESC_F_WRITE, 0);
+	fx_put_desc(fx_desc(&f), 2, FX_BUF(0), 8, SC_VIRTQ_DESC_F_NEXT, 7);
+	fx_put_desc(fx_desc(&f), 7, FX_BUF(1), 512, SC_VIRTQ_DESC_F_NEXT | SC_VIRTQ_DESC_F_WRITE, 9);
+	fx_put_desc(fx_desc(&f), 9, FX_BUF(2), 1, SC_VIRTQ_DESC_F_WRITE, 0);
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 0, "nothing posted yet");
 	fx_post(&f, 2);
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
@@ -47,7 +47,7 @@ Test(vq, buffer_spanning_two_regions_becomes_two_segments)
 	/* A second region right after the first: one guest buffer, two host mappings. */
 	int fd = sc_mem_memfd_create("next", 4096);
 	cr_assert_geq(fd, 0);
-	cr_assert_eq(sc_mem_add_fd(&f.mem, FX_GPA + FX_SIZE, 4096, fd, 0, SC_PERM_RW), 0);
+	cr_assert_eq(sc_mem_add_fd(&f.g.mem, FX_GPA + FX_SIZE, 4096, fd, 0, SC_PERM_RW), 0);
 	fx_put_desc(fx_desc(&f), 0, FX_GPA + FX_SIZE - 100, 300, 0, 0);
 	fx_post(&f, 0);
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1, "%s", f.vq.broken_reason);
@@ -59,11 +59,11 @@ Test(vq, buffer_spanning_two_regions_becomes_two_segments)
 
 Test(vq, indirect_chain)
 {
-	struct vring_desc *t = fx_ptr(&f, FX_BUF(10));
-	fx_put_desc(t, 0, FX_BUF(0), 16, VIRTQ_DESC_F_NEXT, 1);
-	fx_put_desc(t, 1, FX_BUF(1), 4096, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
-	fx_put_desc(t, 2, FX_BUF(2), 1, VIRTQ_DESC_F_WRITE, 0);
-	fx_put_desc(fx_desc(&f), 4, FX_BUF(10), 48, VIRTQ_DESC_F_INDIRECT, 0);
+	struct sc_vring_desc *t = fx_ptr(&f, FX_BUF(10));
+	fx_put_desc(t, 0, FX_BUF(0), 16, SC_VIRTQ_DESC_F_NEXT, 1);
+	fx_put_desc(t, 1, FX_BUF(1), 4096, SC_VIRTQ_DESC_F_NEXT | SC_VIRTQ_DESC_F_WRITE, 2);
+	fx_put_desc(t, 2, FX_BUF(2), 1, SC_VIRTQ_DESC_F_WRITE, 0);
+	fx_put_desc(fx_desc(&f), 4, FX_BUF(10), 48, SC_VIRTQ_DESC_F_INDIRECT, 0);
 	fx_post(&f, 4);
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1, "%s", f.vq.broken_reason);
 	cr_assert_eq(f.e.head, 4);
@@ -74,8 +74,8 @@ Test(vq, indirect_chain)
 
 Test(vq, zero_length_descriptor_adds_no_segment)
 {
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 0, VIRTQ_DESC_F_NEXT, 1);
-	fx_put_desc(fx_desc(&f), 1, FX_BUF(1), 8, VIRTQ_DESC_F_WRITE, 0);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 0, SC_VIRTQ_DESC_F_NEXT, 1);
+	fx_put_desc(fx_desc(&f), 1, FX_BUF(1), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post(&f, 0);
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
 	cr_assert_eq(f.e.out_num, 0);
@@ -84,7 +84,7 @@ Test(vq, zero_length_descriptor_adds_no_segment)
 
 Test(vq, push_is_invisible_until_flush)
 {
-	fx_put_desc(fx_desc(&f), 3, FX_BUF(0), 8, VIRTQ_DESC_F_WRITE, 0);
+	fx_put_desc(fx_desc(&f), 3, FX_BUF(0), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post(&f, 3);
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
 	sc_vq_push(&f.vq, f.e.head, 5);
@@ -98,7 +98,7 @@ Test(vq, push_is_invisible_until_flush)
 Test(vq, batch_of_pushes_publishes_once)
 {
 	for (uint16_t i = 0; i < 8; i++) {
-		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, VIRTQ_DESC_F_WRITE, 0);
+		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 		fx_post(&f, i);
 	}
 	for (int i = 0; i < 8; i++) {
@@ -116,13 +116,13 @@ Test(vq, batch_of_pushes_publishes_once)
 Test(vq, pop_cached_counts_what_the_last_index_load_found)
 {
 	for (uint16_t i = 0; i < 3; i++) {
-		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, VIRTQ_DESC_F_WRITE, 0);
+		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 		fx_post(&f, i);
 	}
 	cr_assert_eq(sc_vq_pop_cached(&f.vq), 0, "avail->idx not loaded yet");
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
 	cr_assert_eq(sc_vq_pop_cached(&f.vq), 2, "the rest of what one load found");
-	fx_put_desc(fx_desc(&f), 3, FX_BUF(3), 8, VIRTQ_DESC_F_WRITE, 0);
+	fx_put_desc(fx_desc(&f), 3, FX_BUF(3), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post(&f, 3);
 	cr_assert_eq(sc_vq_pop_cached(&f.vq), 2, "a later publish is not seen without a load");
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
@@ -137,8 +137,8 @@ Test(vq, pop_cached_counts_what_the_last_index_load_found)
 Test(vq, no_interrupt_flag_suppresses_interrupts)
 {
 	f.vq.call_fd = eventfd(0, EFD_NONBLOCK);
-	fx_avail(&f)->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 8, VIRTQ_DESC_F_WRITE, 0);
+	fx_avail(&f)->flags = SC_VIRTQ_AVAIL_F_NO_INTERRUPT;
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post(&f, 0);
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
 	sc_vq_push(&f.vq, 0, 8);
@@ -150,13 +150,13 @@ Test(vq, no_interrupt_flag_suppresses_interrupts)
 
 Test(vq, used_event_decides_interrupts)
 {
-	f.cfg.features |= 1ull << VIRTIO_F_EVENT_IDX;
+	f.cfg.features |= 1ull << SC_VIRTIO_F_EVENT_IDX;
 	f.cfg.call_fd = eventfd(0, EFD_NONBLOCK);
 	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
 	/* The driver wants an interrupt when entry 2 (the third) is used. */
-	*vring_used_event(fx_avail(&f), FX_QSZ) = 2;
+	*sc_vring_used_event(fx_avail(&f), FX_QSZ) = 2;
 	for (uint16_t i = 0; i < 4; i++) {
-		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, VIRTQ_DESC_F_WRITE, 0);
+		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 		fx_post(&f, i);
 	}
 	bool irq[4];
@@ -174,7 +174,7 @@ Test(vq, used_event_decides_interrupts)
 Test(vq, notify_disable_and_enable_without_event_idx)
 {
 	sc_vq_notify_disable(&f.vq);
-	cr_assert_eq(fx_used(&f)->flags, VIRTQ_USED_F_NO_NOTIFY);
+	cr_assert_eq(fx_used(&f)->flags, SC_VIRTQ_USED_F_NO_NOTIFY);
 	cr_assert(!sc_vq_notify_enable(&f.vq), "ring empty: safe to sleep");
 	cr_assert_eq(fx_used(&f)->flags, 0);
 	cr_assert_eq(f.vq.stats.notify_enables, 1);
@@ -191,7 +191,7 @@ Test(vq, notify_enable_reports_work_that_raced_in)
 
 Test(vq, notify_enable_with_event_idx_sets_avail_event)
 {
-	f.cfg.features |= 1ull << VIRTIO_F_EVENT_IDX;
+	f.cfg.features |= 1ull << SC_VIRTIO_F_EVENT_IDX;
 	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
 	for (uint16_t i = 0; i < 3; i++) {
 		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, 0, 0);
@@ -202,19 +202,19 @@ Test(vq, notify_enable_with_event_idx_sets_avail_event)
 	for (int i = 0; i < 3; i++)
 		cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
 	cr_assert(!sc_vq_notify_enable(&f.vq));
-	cr_assert_eq(*vring_avail_event(fx_used(&f), FX_QSZ), 3, "kick me when entry 3 arrives");
+	cr_assert_eq(*sc_vring_avail_event(fx_used(&f), FX_QSZ), 3, "kick me when entry 3 arrives");
 }
 
 Test(vq, rearm_with_nothing_served_does_not_store_avail_event)
 {
-	f.cfg.features |= 1ull << VIRTIO_F_EVENT_IDX;
+	f.cfg.features |= 1ull << SC_VIRTIO_F_EVENT_IDX;
 	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
 	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 8, 0, 0);
 	fx_post(&f, 0);
 	cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1);
 	sc_vq_notify_disable(&f.vq);
 	cr_assert(!sc_vq_notify_enable(&f.vq));
-	uint16_t *ev = vring_avail_event(fx_used(&f), FX_QSZ);
+	uint16_t *ev = sc_vring_avail_event(fx_used(&f), FX_QSZ);
 	cr_assert_eq(*ev, 1);
 	sc_vq_notify_disable(&f.vq);
 	/* Read-only now: a store of the same value would fault. */
@@ -303,7 +303,7 @@ static struct sc_vq_inflight *inflight_region(void)
 static void post_n(uint16_t first, uint16_t n)
 {
 	for (uint16_t i = first; i < first + n; i++) {
-		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, VIRTQ_DESC_F_WRITE, 0);
+		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 		fx_post(&f, i);
 	}
 }

@@ -65,7 +65,7 @@ Test(hostile, head_index_out_of_range)
 
 Test(hostile, next_index_out_of_range)
 {
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 16, VIRTQ_DESC_F_NEXT, 0xffff);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 16, SC_VIRTQ_DESC_F_NEXT, 0xffff);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EINVAL, "out of range");
 }
@@ -73,15 +73,15 @@ Test(hostile, next_index_out_of_range)
 Test(hostile, chain_loops)
 {
 	/* Zero-length descriptors: without the walk bound this would spin forever, not run out of iovecs. */
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 0, VIRTQ_DESC_F_NEXT, 1);
-	fx_put_desc(fx_desc(&f), 1, FX_BUF(1), 0, VIRTQ_DESC_F_NEXT, 0);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 0, SC_VIRTQ_DESC_F_NEXT, 1);
+	fx_put_desc(fx_desc(&f), 1, FX_BUF(1), 0, SC_VIRTQ_DESC_F_NEXT, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -ELOOP, "loops");
 }
 
 Test(hostile, chain_self_loop_with_data)
 {
-	fx_put_desc(fx_desc(&f), 5, FX_BUF(0), 8, VIRTQ_DESC_F_NEXT, 5);
+	fx_put_desc(fx_desc(&f), 5, FX_BUF(0), 8, SC_VIRTQ_DESC_F_NEXT, 5);
 	fx_post(&f, 5);
 	f.e.iov_max = 16; /* a 16-entry loop would fill 16 iovecs: the loop bound hits first (16 steps, 17th fails) */
 	fx_expect_broken(&f, -ELOOP, "loops");
@@ -94,8 +94,8 @@ Test(hostile, chain_self_loop_with_data)
 static void put_long_chain(uint16_t n, bool with_status)
 {
 	for (uint16_t i = 0; i < n; i++) {
-		uint16_t flags = (uint16_t)((i + 1 < n ? VIRTQ_DESC_F_NEXT : 0) |
-					    (with_status && i + 1 == n ? VIRTQ_DESC_F_WRITE : 0));
+		uint16_t flags = (uint16_t)((i + 1 < n ? SC_VIRTQ_DESC_F_NEXT : 0) |
+					    (with_status && i + 1 == n ? SC_VIRTQ_DESC_F_WRITE : 0));
 		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 32, flags, (uint16_t)(i + 1));
 	}
 }
@@ -151,7 +151,7 @@ Test(hostile, oversized_chain_still_loop_checked)
 {
 	f.e.iov_max = 2;
 	put_long_chain(6, false);
-	fx_desc(&f)[5].flags = VIRTQ_DESC_F_NEXT;
+	fx_desc(&f)[5].flags = SC_VIRTQ_DESC_F_NEXT;
 	fx_desc(&f)[5].next = 0;
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -ELOOP, "loops");
@@ -161,22 +161,22 @@ Test(hostile, oversized_chain_still_loop_checked)
 Test(hostile, oversized_chain_completes_with_ioerr_via_nullblk)
 {
 	struct sc_nullblk d;
-	struct vring_desc *t = fx_ptr(&f, FX_BUF(10));
+	struct sc_vring_desc *t = fx_ptr(&f, FX_BUF(10));
 	const uint16_t n = 70;   /* header, 68 data segments, status: more than nullblk's 64 */
-	struct virtio_blk_outhdr h = { .type = VIRTIO_BLK_T_IN, .sector = 0 };
+	struct sc_virtio_blk_outhdr h = { .type = SC_VIRTIO_BLK_T_IN, .sector = 0 };
 
 	cr_assert_eq(sc_nullblk_init(&d, &f.cfg, 1 << 20, "null0"), 0, "%s", d.vq.broken_reason);
 	memcpy(fx_ptr(&f, FX_BUF(20)), &h, sizeof(h));
-	fx_put_desc(t, 0, FX_BUF(20), sizeof(h), VIRTQ_DESC_F_NEXT, 1);
+	fx_put_desc(t, 0, FX_BUF(20), sizeof(h), SC_VIRTQ_DESC_F_NEXT, 1);
 	for (uint16_t i = 1; i < n - 1; i++)
-		fx_put_desc(t, i, FX_BUF(21) + (i - 1) * 512ull, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+		fx_put_desc(t, i, FX_BUF(21) + (i - 1) * 512ull, 512, SC_VIRTQ_DESC_F_NEXT | SC_VIRTQ_DESC_F_WRITE,
 			    (uint16_t)(i + 1));
-	fx_put_desc(t, n - 1, FX_BUF(60), 1, VIRTQ_DESC_F_WRITE, 0);
+	fx_put_desc(t, n - 1, FX_BUF(60), 1, SC_VIRTQ_DESC_F_WRITE, 0);
 	*(uint8_t *)fx_ptr(&f, FX_BUF(60)) = 0xff;
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), n * 16u, VIRTQ_DESC_F_INDIRECT, 0);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), n * 16u, SC_VIRTQ_DESC_F_INDIRECT, 0);
 	fx_post(&f, 0);
 	cr_assert_eq(sc_nullblk_poll(&d, 8), 1, "%s", d.vq.broken_reason);
-	cr_assert_eq(*(uint8_t *)fx_ptr(&f, FX_BUF(60)), VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(*(uint8_t *)fx_ptr(&f, FX_BUF(60)), SC_VIRTIO_BLK_S_IOERR);
 	cr_assert_eq(fx_used(&f)->idx, 1);
 	cr_assert_eq(fx_used(&f)->ring[0].id, 0);
 	cr_assert_eq(fx_used(&f)->ring[0].len, 1, "only the status byte was written");
@@ -184,12 +184,12 @@ Test(hostile, oversized_chain_completes_with_ioerr_via_nullblk)
 	cr_assert(!sc_vq_broken(&d.vq));
 
 	/* The next request (header, 512 bytes, status) is served. */
-	fx_put_desc(fx_desc(&f), 1, FX_BUF(20), sizeof(h), VIRTQ_DESC_F_NEXT, 2);
-	fx_put_desc(fx_desc(&f), 2, FX_BUF(21), 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 3);
-	fx_put_desc(fx_desc(&f), 3, FX_BUF(61), 1, VIRTQ_DESC_F_WRITE, 0);
+	fx_put_desc(fx_desc(&f), 1, FX_BUF(20), sizeof(h), SC_VIRTQ_DESC_F_NEXT, 2);
+	fx_put_desc(fx_desc(&f), 2, FX_BUF(21), 512, SC_VIRTQ_DESC_F_NEXT | SC_VIRTQ_DESC_F_WRITE, 3);
+	fx_put_desc(fx_desc(&f), 3, FX_BUF(61), 1, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post(&f, 1);
 	cr_assert_eq(sc_nullblk_poll(&d, 8), 1, "%s", d.vq.broken_reason);
-	cr_assert_eq(*(uint8_t *)fx_ptr(&f, FX_BUF(61)), VIRTIO_BLK_S_OK);
+	cr_assert_eq(*(uint8_t *)fx_ptr(&f, FX_BUF(61)), SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(fx_used(&f)->idx, 2);
 	cr_assert_eq(d.stats.reads, 1);
 	cr_assert_eq(fx_eventfd_take(f.err_fd), 0);
@@ -197,31 +197,31 @@ Test(hostile, oversized_chain_completes_with_ioerr_via_nullblk)
 
 Test(hostile, indirect_inside_indirect)
 {
-	struct vring_desc *t1 = fx_ptr(&f, FX_BUF(10)), *t2 = fx_ptr(&f, FX_BUF(11));
+	struct sc_vring_desc *t1 = fx_ptr(&f, FX_BUF(10)), *t2 = fx_ptr(&f, FX_BUF(11));
 	fx_put_desc(t2, 0, FX_BUF(0), 16, 0, 0);
-	fx_put_desc(t1, 0, FX_BUF(11), 16, VIRTQ_DESC_F_INDIRECT, 0);
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 16, VIRTQ_DESC_F_INDIRECT, 0);
+	fx_put_desc(t1, 0, FX_BUF(11), 16, SC_VIRTQ_DESC_F_INDIRECT, 0);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 16, SC_VIRTQ_DESC_F_INDIRECT, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EMLINK, "inside an indirect");
 }
 
 Test(hostile, indirect_len_not_multiple_of_16)
 {
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 24, VIRTQ_DESC_F_INDIRECT, 0);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 24, SC_VIRTQ_DESC_F_INDIRECT, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EBADMSG, "multiple of 16");
 }
 
 Test(hostile, indirect_len_zero)
 {
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 0, VIRTQ_DESC_F_INDIRECT, 0);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 0, SC_VIRTQ_DESC_F_INDIRECT, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EBADMSG, "multiple of 16");
 }
 
 Test(hostile, indirect_with_next_flag)
 {
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 16, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 1);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 16, SC_VIRTQ_DESC_F_INDIRECT | SC_VIRTQ_DESC_F_NEXT, 1);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EBADMSG, "NEXT");
 }
@@ -229,36 +229,36 @@ Test(hostile, indirect_with_next_flag)
 Test(hostile, indirect_without_feature)
 {
 	cr_assert_eq(sc_vq_init(&f.vq, &(struct sc_vq_config){ .size = FX_QSZ, .desc_addr = FX_DESC,
-			.avail_addr = FX_AVAIL, .used_addr = FX_USED, .xlate = sc_mem_xlate(&f.mem),
+			.avail_addr = FX_AVAIL, .used_addr = FX_USED, .xlate = sc_mem_xlate(&f.g.mem),
 			.call_fd = -1, .err_fd = f.err_fd, .kick_fd = -1, .name = FX_NAME }), 0);
 	fx_put_desc(fx_ptr(&f, FX_BUF(10)), 0, FX_BUF(0), 16, 0, 0);
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 16, VIRTQ_DESC_F_INDIRECT, 0);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 16, SC_VIRTQ_DESC_F_INDIRECT, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EBADMSG, "INDIRECT_DESC");
 }
 
 Test(hostile, indirect_table_outside_memory)
 {
-	fx_put_desc(fx_desc(&f), 0, FX_GPA + FX_SIZE - 16, 32, VIRTQ_DESC_F_INDIRECT, 0);
+	fx_put_desc(fx_desc(&f), 0, FX_GPA + FX_SIZE - 16, 32, SC_VIRTQ_DESC_F_INDIRECT, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EFAULT, "indirect table");
 }
 
 Test(hostile, indirect_next_out_of_range)
 {
-	struct vring_desc *t = fx_ptr(&f, FX_BUF(10));
-	fx_put_desc(t, 0, FX_BUF(0), 16, VIRTQ_DESC_F_NEXT, 2); /* table has 2 entries: 0, 1 */
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 32, VIRTQ_DESC_F_INDIRECT, 0);
+	struct sc_vring_desc *t = fx_ptr(&f, FX_BUF(10));
+	fx_put_desc(t, 0, FX_BUF(0), 16, SC_VIRTQ_DESC_F_NEXT, 2); /* table has 2 entries: 0, 1 */
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 32, SC_VIRTQ_DESC_F_INDIRECT, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EINVAL, "indirect descriptor index 2");
 }
 
 Test(hostile, indirect_chain_loops)
 {
-	struct vring_desc *t = fx_ptr(&f, FX_BUF(10));
-	fx_put_desc(t, 0, FX_BUF(0), 0, VIRTQ_DESC_F_NEXT, 1);
-	fx_put_desc(t, 1, FX_BUF(1), 0, VIRTQ_DESC_F_NEXT, 0);
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 32, VIRTQ_DESC_F_INDIRECT, 0);
+	struct sc_vring_desc *t = fx_ptr(&f, FX_BUF(10));
+	fx_put_desc(t, 0, FX_BUF(0), 0, SC_VIRTQ_DESC_F_NEXT, 1);
+	fx_put_desc(t, 1, FX_BUF(1), 0, SC_VIRTQ_DESC_F_NEXT, 0);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(10), 32, SC_VIRTQ_DESC_F_INDIRECT, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -ELOOP, "indirect chain 0 loops");
 }
@@ -269,9 +269,9 @@ Test(hostile, lengths_overflow_32_bits)
 	const uint64_t big = 0x100000000ull, big_size = (4ull << 30) + 4096;
 	int fd = sc_mem_memfd_create("big", big_size);
 	cr_assert_geq(fd, 0);
-	cr_assert_eq(sc_mem_add_fd(&f.mem, big, big_size, fd, 0, SC_PERM_RW), 0);
-	fx_put_desc(fx_desc(&f), 0, big, 0xffffffffu, VIRTQ_DESC_F_NEXT, 1);
-	fx_put_desc(fx_desc(&f), 1, big, 2, VIRTQ_DESC_F_WRITE, 0);
+	cr_assert_eq(sc_mem_add_fd(&f.g.mem, big, big_size, fd, 0, SC_PERM_RW), 0);
+	fx_put_desc(fx_desc(&f), 0, big, 0xffffffffu, SC_VIRTQ_DESC_F_NEXT, 1);
+	fx_put_desc(fx_desc(&f), 1, big, 2, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EOVERFLOW, "4 GiB");
 }
@@ -302,8 +302,8 @@ Test(hostile, writable_buffer_in_read_only_memory)
 	/* Device may only read this region: a device-writable buffer there is refused. */
 	void *ro = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	cr_assert_neq(ro, MAP_FAILED);
-	cr_assert_eq(sc_mem_add_hva(&f.mem, 0x10000000, 4096, ro, SC_PERM_READ), 0);
-	fx_put_desc(fx_desc(&f), 0, 0x10000000, 16, VIRTQ_DESC_F_WRITE, 0);
+	cr_assert_eq(sc_mem_add_hva(&f.g.mem, 0x10000000, 4096, ro, SC_PERM_READ), 0);
+	fx_put_desc(fx_desc(&f), 0, 0x10000000, 16, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EPERM, "not accessible");
 	munmap(ro, 4096);
@@ -311,7 +311,7 @@ Test(hostile, writable_buffer_in_read_only_memory)
 
 Test(hostile, readable_after_writable)
 {
-	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+	fx_put_desc(fx_desc(&f), 0, FX_BUF(0), 16, SC_VIRTQ_DESC_F_WRITE | SC_VIRTQ_DESC_F_NEXT, 1);
 	fx_put_desc(fx_desc(&f), 1, FX_BUF(1), 16, 0, 0);
 	fx_post(&f, 0);
 	fx_expect_broken(&f, -EPROTO, "readable descriptor after a writable");
@@ -324,7 +324,7 @@ Test(hostile, readable_after_writable)
  */
 struct racing_xlate {
 	struct sc_mem *mem;
-	struct vring_desc *victim;
+	struct sc_vring_desc *victim;
 	int calls;
 };
 
@@ -334,7 +334,7 @@ static int racing_map(void *ctx, uint64_t addr, uint64_t len, unsigned perm,
 	struct racing_xlate *r = ctx;
 	if (r->victim && r->calls++ == 0) {
 		r->victim->len = 0x7fffffff;   /* the "second fetch" would see these */
-		r->victim->flags = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE;
+		r->victim->flags = SC_VIRTQ_DESC_F_NEXT | SC_VIRTQ_DESC_F_WRITE;
 		r->victim->next = 0xffff;
 	}
 	return sc_mem_translate_iov(r->mem, addr, len, perm, iov, iov_max);
@@ -342,7 +342,7 @@ static int racing_map(void *ctx, uint64_t addr, uint64_t len, unsigned perm,
 
 Test(hostile, descriptor_rewritten_during_walk_is_not_fetched_twice)
 {
-	struct racing_xlate r = { .mem = &f.mem };
+	struct racing_xlate r = { .mem = &f.g.mem };
 	f.cfg.xlate = (struct sc_xlate){ .map = racing_map, .ctx = &r };
 	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0);
 	r.victim = &fx_desc(&f)[0];
@@ -371,7 +371,7 @@ static struct sc_vq_inflight *crash_with_head_2_in_flight(void)
 	f.cfg.inflight = in;
 	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0, "%s", f.vq.broken_reason);
 	for (uint16_t i = 0; i < 3; i++) {
-		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, VIRTQ_DESC_F_WRITE, 0);
+		fx_put_desc(fx_desc(&f), i, FX_BUF(i), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 		fx_post(&f, i);
 		cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1, "%s", f.vq.broken_reason);
 	}
@@ -422,7 +422,7 @@ Test(hostile, inflight_honest_region_across_the_16_bit_wrap_out_of_order)
 	f.cfg.inflight = in;
 	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0, "%s", f.vq.broken_reason);
 	for (uint16_t i = 0; i < 4; i++) {
-		fx_put_desc(fx_desc(&f), (uint16_t)(i + 4), FX_BUF(i), 8, VIRTQ_DESC_F_WRITE, 0);
+		fx_put_desc(fx_desc(&f), (uint16_t)(i + 4), FX_BUF(i), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 		fx_post(&f, (uint16_t)(i + 4));
 		cr_assert_eq(sc_vq_pop(&f.vq, &f.e), 1, "%s", f.vq.broken_reason);
 	}
@@ -430,7 +430,7 @@ Test(hostile, inflight_honest_region_across_the_16_bit_wrap_out_of_order)
 	sc_vq_push(&f.vq, 4, 8);
 	sc_vq_flush(&f.vq);
 	sc_vq_fini(&f.vq);
-	fx_put_desc(fx_desc(&f), 9, FX_BUF(9), 8, VIRTQ_DESC_F_WRITE, 0);
+	fx_put_desc(fx_desc(&f), 9, FX_BUF(9), 8, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post(&f, 9);            /* offered while the back end was down */
 	f.cfg.last_avail = fx_used(&f)->idx;
 	cr_assert_eq(sc_vq_init(&f.vq, &f.cfg), 0, "%s", f.vq.broken_reason);

@@ -20,8 +20,8 @@
 
 #include "common/barrier.h"
 #include "guestmem/guestmem.h"
-#include "runtime/vhost_user.h"
-#include "vu_helpers.h"
+#include "runtime/vu_msg.h"
+#include "harness.h"
 
 #define TIMEOUT_MS 400   /* the control timeout the disks use here */
 
@@ -50,7 +50,7 @@ TestSuite(vu_hostile, .init = setup, .fini = teardown, .timeout = 60);
 Test(vu_hostile, half_a_header_then_silence_drops_only_that_connection)
 {
 	int h = t_connect(A.sock);
-	uint32_t half[2] = { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION };
+	uint32_t half[2] = { SC_VHOST_USER_GET_FEATURES, SC_VHOST_USER_VERSION };
 	cr_assert_eq(send(h, half, 6, MSG_NOSIGNAL), 6);
 	int64_t t0 = t_now_ms();
 	t_alive(&B, NULL);   /* the other disk does not wait for it */
@@ -64,7 +64,7 @@ Test(vu_hostile, half_a_header_then_silence_drops_only_that_connection)
 Test(vu_hostile, half_a_payload_then_silence_drops_the_connection)
 {
 	int h = t_connect(A.sock);
-	struct sc_vu_hdr hdr = { VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, 8 };
+	struct sc_vu_hdr hdr = { SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, 8 };
 	uint8_t msg[sizeof(hdr) + 4] = { 0 };
 	memcpy(msg, &hdr, sizeof(hdr));
 	cr_assert_eq(send(h, msg, sizeof(msg), MSG_NOSIGNAL), (ssize_t)sizeof(msg));
@@ -77,7 +77,7 @@ Test(vu_hostile, one_byte_at_a_time_cannot_stretch_a_message)
 {
 	/* Each byte comes well within the timeout; the message as a whole does not. */
 	int h = t_connect(A.sock);
-	struct sc_vu_hdr hdr = { VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, 8 };
+	struct sc_vu_hdr hdr = { SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, 8 };
 	uint8_t msg[sizeof(hdr) + 8] = { 0 };
 	memcpy(msg, &hdr, sizeof(hdr));
 	int64_t t0 = t_now_ms();
@@ -128,7 +128,7 @@ static void call_fd_refused(int fd, uint32_t req)
 	t_fe_negotiate(&fe);
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
 	uint64_t idx0 = 0, ack;
-	t_send(fe.sock, req, VHOST_USER_NEED_REPLY, &idx0, 8, fd);
+	t_send(fe.sock, req, SC_VHOST_USER_NEED_REPLY, &idx0, 8, fd);
 	t_reply(fe.sock, req, &ack, 8);
 	cr_assert_eq(ack, EBADFD, "%s with a non-eventfd was acked %llu", sc_vu_request_name(req),
 		     (unsigned long long)ack);
@@ -141,7 +141,7 @@ Test(vu_hostile, call_fd_that_is_a_pipe_is_refused)
 {
 	int p[2];
 	cr_assert_eq(pipe(p), 0);
-	call_fd_refused(p[1], VHOST_USER_SET_VRING_CALL);
+	call_fd_refused(p[1], SC_VHOST_USER_SET_VRING_CALL);
 	close(p[0]);
 	close(p[1]);
 }
@@ -150,8 +150,8 @@ Test(vu_hostile, kick_and_err_fds_that_are_sockets_are_refused)
 {
 	int sv[2];
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	call_fd_refused(sv[0], VHOST_USER_SET_VRING_KICK);
-	call_fd_refused(sv[0], VHOST_USER_SET_VRING_ERR);
+	call_fd_refused(sv[0], SC_VHOST_USER_SET_VRING_KICK);
+	call_fd_refused(sv[0], SC_VHOST_USER_SET_VRING_ERR);
 	close(sv[0]);
 	close(sv[1]);
 }
@@ -225,8 +225,8 @@ Test(vu_hostile, empty_memory_table_then_a_good_one_runs_the_rings_again)
 	t_fe_verified_io(&fe, A.img, 0);
 	struct { uint32_t n, pad; } empty = { 0, 0 };
 	uint64_t ack;
-	t_send(fe.sock, VHOST_USER_SET_MEM_TABLE, VHOST_USER_NEED_REPLY, &empty, sizeof(empty), -1);
-	t_reply(fe.sock, VHOST_USER_SET_MEM_TABLE, &ack, 8);
+	t_send(fe.sock, SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_NEED_REPLY, &empty, sizeof(empty), -1);
+	t_reply(fe.sock, SC_VHOST_USER_SET_MEM_TABLE, &ack, 8);
 	cr_assert_eq(ack, 0, "an empty table was refused");
 	cr_assert_eq(sc_vu_server_started(A.srv), 0, "a ring ran without memory");
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
@@ -244,12 +244,12 @@ Test(vu_hostile, remove_then_add_the_ring_region_keeps_the_device)
 	t_fe_verified_io(&fe, A.img, 0);
 	struct { uint64_t pad; struct sc_vu_region r; } reg = { 0, { 0, T_MEM, (uintptr_t)fe.mem, 0 } };
 	uint64_t ack;
-	t_send(fe.sock, VHOST_USER_REM_MEM_REG, VHOST_USER_NEED_REPLY, &reg, sizeof(reg), fe.memfd);
-	t_reply(fe.sock, VHOST_USER_REM_MEM_REG, &ack, 8);
+	t_send(fe.sock, SC_VHOST_USER_REM_MEM_REG, SC_VHOST_USER_NEED_REPLY, &reg, sizeof(reg), fe.memfd);
+	t_reply(fe.sock, SC_VHOST_USER_REM_MEM_REG, &ack, 8);
 	cr_assert_eq(ack, 0, "REM_MEM_REG refused: %llu", (unsigned long long)ack);
 	cr_assert_eq(sc_vu_server_started(A.srv), 0, "the ring ran with its region gone");
-	t_send(fe.sock, VHOST_USER_ADD_MEM_REG, VHOST_USER_NEED_REPLY, &reg, sizeof(reg), fe.memfd);
-	t_reply(fe.sock, VHOST_USER_ADD_MEM_REG, &ack, 8);
+	t_send(fe.sock, SC_VHOST_USER_ADD_MEM_REG, SC_VHOST_USER_NEED_REPLY, &reg, sizeof(reg), fe.memfd);
+	t_reply(fe.sock, SC_VHOST_USER_ADD_MEM_REG, &ack, 8);
 	cr_assert_eq(ack, 0, "ADD_MEM_REG refused: %llu", (unsigned long long)ack);
 	cr_assert_eq(sc_vu_server_started(A.srv), 1, "the ring did not run again");
 	t_fe_verified_io(&fe, A.img, 16);
@@ -268,9 +268,9 @@ static int get_inflight(struct t_fe *fe, struct sc_vu_inflight *got)
 	uint8_t pad[24] = { 0 };
 	int fd;
 	memcpy(pad, &in, sizeof(in));
-	t_send(fe->sock, VHOST_USER_GET_INFLIGHT_FD, 0, pad, 24, -1);
+	t_send(fe->sock, SC_VHOST_USER_GET_INFLIGHT_FD, 0, pad, 24, -1);
 	cr_assert_eq(recvmsg(fe->sock, &mh, MSG_WAITALL), (ssize_t)sizeof(h));
-	cr_assert_eq(h.request, VHOST_USER_GET_INFLIGHT_FD);
+	cr_assert_eq(h.request, SC_VHOST_USER_GET_INFLIGHT_FD);
 	cr_assert_eq(h.size, 24);
 	cr_assert_not_null(CMSG_FIRSTHDR(&mh), "no inflight fd");
 	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
@@ -295,8 +295,8 @@ Test(vu_hostile, inflight_area_replaced_while_rings_run)
 			uint8_t pad[24] = { 0 };
 			uint64_t ack;
 			memcpy(pad, &got, sizeof(got));
-			t_send(fe.sock, VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_NEED_REPLY, pad, 24, ifd);
-			t_reply(fe.sock, VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
+			t_send(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, SC_VHOST_USER_NEED_REPLY, pad, 24, ifd);
+			t_reply(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
 			cr_assert_eq(ack, 0, "SET_INFLIGHT_FD refused: %llu", (unsigned long long)ack);
 		} else {
 			close(ifd);
@@ -320,8 +320,8 @@ Test(vu_hostile, inflight_fd_smaller_than_it_claims_is_refused)
 	uint8_t pad[24] = { 0 };
 	uint64_t ack;
 	memcpy(pad, &in, sizeof(in));
-	t_send(fe.sock, VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_NEED_REPLY, pad, 24, fd);
-	t_reply(fe.sock, VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
+	t_send(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, SC_VHOST_USER_NEED_REPLY, pad, 24, fd);
+	t_reply(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
 	cr_assert_eq(ack, ENXIO);
 	cr_assert(t_wait_eof(fe.sock, 1000));
 	close(fd);
@@ -335,9 +335,9 @@ Test(vu_hostile, need_reply_is_acked_after_reset_device)
 {
 	struct t_fe fe;
 	t_fe_start(&fe, A.sock);
-	t_send(fe.sock, VHOST_USER_RESET_DEVICE, 0, NULL, 0, -1);
-	uint64_t f = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1);
-	cr_assert_eq(t_set_u64_ack(fe.sock, VHOST_USER_SET_FEATURES, f), 0, "no ack after the reset");
+	t_send(fe.sock, SC_VHOST_USER_RESET_DEVICE, 0, NULL, 0, -1);
+	uint64_t f = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << SC_VIRTIO_F_VERSION_1);
+	cr_assert_eq(t_set_u64_ack(fe.sock, SC_VHOST_USER_SET_FEATURES, f), 0, "no ack after the reset");
 	cr_assert_eq(sc_vu_server_started(A.srv), 0, "the reset stopped the ring");
 	/* The device is usable again on the same connection. */
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
@@ -352,13 +352,13 @@ Test(vu_hostile, get_status_says_needs_reset_after_a_ring_attack)
 	struct t_fe fe;
 	t_fe_start(&fe, A.sock);
 	t_fe_verified_io(&fe, A.img, 0);
-	cr_assert_eq(t_get_u64(fe.sock, VHOST_USER_GET_STATUS) & 0x40, 0);
+	cr_assert_eq(t_get_u64(fe.sock, SC_VHOST_USER_GET_STATUS) & 0x40, 0);
 	/* The driver claims far more available entries than the ring holds (virtio 1.2 §2.7.6). */
 	sc_store_release(&fe.vq.avail->idx, (uint16_t)(fe.vq.avail_idx + T_QSIZE + 5));
 	uint64_t one = 1;
 	cr_assert_eq(write(fe.kick, &one, 8), 8);
 	int64_t t0 = t_now_ms();
-	while (!(t_get_u64(fe.sock, VHOST_USER_GET_STATUS) & 0x40)) {
+	while (!(t_get_u64(fe.sock, SC_VHOST_USER_GET_STATUS) & 0x40)) {
 		cr_assert_lt(t_now_ms() - t0, 3000, "GET_STATUS never said DEVICE_NEEDS_RESET");
 		usleep(10000);
 	}
@@ -385,7 +385,7 @@ Test(vu_hostile, a_slow_ring_stop_on_one_disk_does_not_hold_up_the_other)
 	t_fe_start(&fa, A.sock);
 	t_fe_verified_io(&fa, A.img, 0);
 	struct sc_vu_vring_state st = { 0, 0 };
-	t_send(fa.sock, VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);   /* A's control thread now waits 1.5 s */
+	t_send(fa.sock, SC_VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);   /* A's control thread now waits 1.5 s */
 	usleep(100 * 1000);
 	int64_t t0 = t_now_ms();
 	t_fe_start(&fb, B.sock);
@@ -393,7 +393,7 @@ Test(vu_hostile, a_slow_ring_stop_on_one_disk_does_not_hold_up_the_other)
 	cr_assert_eq(t_fe_get_base(&fb), 2, "B's ring stopped where it was");
 	int64_t dt = t_now_ms() - t0;
 	cr_assert_lt(dt, 1000, "disk B's set-up, I/O and ring stop took %lld ms behind disk A's slow stop", (long long)dt);
-	t_reply(fa.sock, VHOST_USER_GET_VRING_BASE, &st, 8);
+	t_reply(fa.sock, SC_VHOST_USER_GET_VRING_BASE, &st, 8);
 	cr_assert_eq(st.num, 2);
 	t_fe_close(&fa);
 	t_fe_close(&fb);
@@ -419,7 +419,7 @@ static void expect_broken(struct t_fe *fe, struct t_disk *d, struct t_disk *othe
 {
 	cr_assert_eq(t_fe_err_count(fe, 3000), 1, "the err eventfd did not fire (once)");
 	cr_assert_eq(vq_stat(d, offsetof(struct sc_vq_stats, broken)), 1);
-	cr_assert(t_get_u64(fe->sock, VHOST_USER_GET_STATUS) & 0x40, "GET_STATUS lacks DEVICE_NEEDS_RESET");
+	cr_assert(t_get_u64(fe->sock, SC_VHOST_USER_GET_STATUS) & 0x40, "GET_STATUS lacks DEVICE_NEEDS_RESET");
 	t_alive(other, NULL);
 	uint64_t one = 1;
 	cr_assert_eq(write(fe->kick, &one, 8), 8);   /* a guest that goes on kicking is not reported again */
@@ -491,7 +491,7 @@ static void truncated_with_writes_in_flight(enum in_flight mode)
 	A.be.delay_ns = 300 * 1000000ull;
 	fe_start_on_file(&fe, &A, "/var/tmp", acked);
 	for (uint64_t i = 0; i < 4; i++)
-		t_fe_post(&fe, VIRTIO_BLK_T_OUT, 64 + 8 * i);
+		t_fe_post(&fe, SC_VIRTIO_BLK_T_OUT, 64 + 8 * i);
 	if (mode != CUT_WHILE_SUBMITTED)
 		usleep(50 * 1000);   /* popped, written, held for the delay */
 	t_log_begin(&log);
@@ -548,13 +548,13 @@ Test(vu_hostile, avail_index_jump_is_reported_once_and_a_reset_serves_again)
 	cr_assert_eq(write(fe.kick, &one, 8), 8);
 	expect_broken(&fe, &A, &B, &log, "ahead");
 	/* The driver resets the device on the same connection and sets it up again. */
-	t_send(fe.sock, VHOST_USER_RESET_DEVICE, 0, NULL, 0, -1);
-	uint64_t f = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1);
-	cr_assert_eq(t_set_u64_ack(fe.sock, VHOST_USER_SET_FEATURES, f), 0);
+	t_send(fe.sock, SC_VHOST_USER_RESET_DEVICE, 0, NULL, 0, -1);
+	uint64_t f = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << SC_VIRTIO_F_VERSION_1);
+	cr_assert_eq(t_set_u64_ack(fe.sock, SC_VHOST_USER_SET_FEATURES, f), 0);
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
 	fe.slot = 0;
 	t_fe_ring(&fe);
-	cr_assert_eq(t_get_u64(fe.sock, VHOST_USER_GET_STATUS) & 0x40, 0, "still NEEDS_RESET after the reset");
+	cr_assert_eq(t_get_u64(fe.sock, SC_VHOST_USER_GET_STATUS) & 0x40, 0, "still NEEDS_RESET after the reset");
 	t_fe_verified_io(&fe, A.img, 8);
 	t_fe_close(&fe);
 	t_alive(&A, &B);
@@ -568,7 +568,7 @@ Test(vu_hostile, descriptor_loop_is_reported_once_and_a_new_connection_serves_ag
 	t_fe_verified_io(&fe, A.img, 0);
 	t_log_begin(&log);
 	/* Descriptor 9 chains to itself. */
-	fe.vq.desc[9] = (struct vring_desc){ T_HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 9 };
+	fe.vq.desc[9] = (struct sc_vring_desc){ T_HDR_GPA, 16, SC_VIRTQ_DESC_F_NEXT, 9 };
 	fe.vq.avail->ring[fe.vq.avail_idx & (T_QSIZE - 1)] = 9;
 	sc_store_release(&fe.vq.avail->idx, (uint16_t)(fe.vq.avail_idx + 1));
 	uint64_t one = 1;
@@ -587,19 +587,19 @@ Test(vu_hostile, memory_truncated_before_the_ring_starts_refuses_the_start)
 	t_fe_use_file(&fe, "/tmp");
 	t_fe_negotiate(&fe);
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
-	cr_assert_eq(sc_drv_vq_init(&fe.vq, fe.mem, 0, T_QSIZE, 1ull << VIRTIO_F_VERSION_1), 0);
+	cr_assert_eq(sc_drv_vq_init(&fe.vq, fe.mem, 0, T_QSIZE, 1ull << SC_VIRTIO_F_VERSION_1), 0);
 	t_log_begin(&log);
 	cr_assert_eq(ftruncate(fe.memfd, 0), 0);
 	struct sc_vu_vring_state num = { 0, T_QSIZE }, en = { 0, 1 };
 	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = (uintptr_t)fe.vq.desc,
 				      .avail_user_addr = (uintptr_t)fe.vq.avail, .used_user_addr = (uintptr_t)fe.vq.used };
 	uint64_t idx0 = 0, ack;
-	t_send(fe.sock, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
-	t_send(fe.sock, VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
-	t_send(fe.sock, VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe.err);
-	t_send(fe.sock, VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe.kick);
-	t_send(fe.sock, VHOST_USER_SET_VRING_ENABLE, VHOST_USER_NEED_REPLY, &en, 8, -1);
-	t_reply(fe.sock, VHOST_USER_SET_VRING_ENABLE, &ack, 8);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe.err);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe.kick);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_ENABLE, SC_VHOST_USER_NEED_REPLY, &en, 8, -1);
+	t_reply(fe.sock, SC_VHOST_USER_SET_VRING_ENABLE, &ack, 8);
 	cr_assert_eq(ack, EFAULT, "starting a ring in memory that is gone was acked %llu", (unsigned long long)ack);
 	cr_assert(t_wait_eof(fe.sock, 1000));
 	cr_assert_eq(t_fe_err_count(&fe, 1000), 1, "the err eventfd did not fire (once)");
@@ -629,7 +629,7 @@ Test(vu_hostile, inflight_area_naming_a_head_never_offered_breaks_that_queue)
 	t_fe_verified_io(&fe, A.img, 0);
 	cr_assert_eq(t_fe_get_base(&fe), 2);
 	/* One real request waits in the ring; the area says head 40 (never offered) is in flight instead. */
-	t_fe_post(&fe, VIRTIO_BLK_T_IN, 0);
+	t_fe_post(&fe, SC_VIRTIO_BLK_T_IN, 0);
 	cr_assert_eq(area->version, 1);
 	area->desc[40].inflight = 1;
 	area->desc[40].counter = 7;
@@ -638,12 +638,12 @@ Test(vu_hostile, inflight_area_naming_a_head_never_offered_breaks_that_queue)
 	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = (uintptr_t)fe.vq.desc,
 				      .avail_user_addr = (uintptr_t)fe.vq.avail, .used_user_addr = (uintptr_t)fe.vq.used };
 	uint64_t idx0 = 0, ack;
-	t_send(fe.sock, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
-	t_send(fe.sock, VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
-	t_send(fe.sock, VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
-	t_send(fe.sock, VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe.err);
-	t_send(fe.sock, VHOST_USER_SET_VRING_KICK, VHOST_USER_NEED_REPLY, &idx0, 8, fe.kick);   /* starts it */
-	t_reply(fe.sock, VHOST_USER_SET_VRING_KICK, &ack, 8);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe.err);
+	t_send(fe.sock, SC_VHOST_USER_SET_VRING_KICK, SC_VHOST_USER_NEED_REPLY, &idx0, 8, fe.kick);   /* starts it */
+	t_reply(fe.sock, SC_VHOST_USER_SET_VRING_KICK, &ack, 8);
 	cr_assert_eq(ack, EBADMSG, "a ring with a lying inflight area was started (ack %llu)", (unsigned long long)ack);
 	cr_assert(t_wait_eof(fe.sock, 1000));
 	cr_assert_eq(t_fe_err_count(&fe, 1000), 1, "the err eventfd did not fire (once)");
@@ -674,11 +674,11 @@ Test(vu_hostile, a_ring_stop_waiting_on_slow_io_does_not_hold_up_the_other_disk)
 		for (unsigned k = 0; k < 4096; k++)
 			want[i][k] = (uint8_t)(k * 3 + i * 17 + 1);
 		memcpy(buf, want[i], 4096);
-		t_fe_post(&fa, VIRTIO_BLK_T_OUT, 128 + 8 * i);
+		t_fe_post(&fa, SC_VIRTIO_BLK_T_OUT, 128 + 8 * i);
 	}
 	usleep(50 * 1000);
 	struct sc_vu_vring_state st = { 0, 0 };
-	t_send(fa.sock, VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);   /* A's stop now waits for its I/O */
+	t_send(fa.sock, SC_VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);   /* A's stop now waits for its I/O */
 	usleep(50 * 1000);
 	int64_t t0 = t_now_ms();
 	t_fe_start(&fb, B.sock);
@@ -687,13 +687,13 @@ Test(vu_hostile, a_ring_stop_waiting_on_slow_io_does_not_hold_up_the_other_disk)
 	int64_t dt = t_now_ms() - t0;
 	cr_assert_lt(dt, DELAY_MS / 2, "disk B's set-up, I/O and ring stop took %lld ms behind disk A's stop",
 		     (long long)dt);
-	t_reply(fa.sock, VHOST_USER_GET_VRING_BASE, &st, 8);
+	t_reply(fa.sock, SC_VHOST_USER_GET_VRING_BASE, &st, 8);
 	int64_t stop_ms = t_now_ms() - posted;
 	cr_assert_geq(stop_ms, DELAY_MS - 100, "A's stop returned after %lld ms, before its I/O was done", (long long)stop_ms);
 	cr_assert_eq(st.num, N);
 	cr_assert_eq(t_fe_wait(&fa, N, 1000), N, "A's requests were not all completed by its stop");
 	for (unsigned i = 0; i < N; i++) {
-		cr_assert_eq(fa.mem[T_HDR_GPA + i * 64 + 16], VIRTIO_BLK_S_OK);
+		cr_assert_eq(fa.mem[T_HDR_GPA + i * 64 + 16], SC_VIRTIO_BLK_S_OK);
 		t_disk_read(A.img, 128 + 8 * i, disk);
 		cr_assert_eq(memcmp(disk, want[i], 4096), 0, "acknowledged write %u is not on disk A", i);
 	}
@@ -714,19 +714,19 @@ Test(vu_hostile, write_zeroes_after_reset_device_on_tmpfs)
 	uint8_t disk[4096], zero[4096] = { 0 };
 	t_fe_start(&fe, A.sock);
 	t_fe_verified_io(&fe, A.img, 32);
-	t_send(fe.sock, VHOST_USER_RESET_DEVICE, 0, NULL, 0, -1);
-	uint64_t f = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1) |
-		     (1ull << VIRTIO_BLK_F_WRITE_ZEROES);
-	cr_assert_eq(t_set_u64_ack(fe.sock, VHOST_USER_SET_FEATURES, f), 0);
+	t_send(fe.sock, SC_VHOST_USER_RESET_DEVICE, 0, NULL, 0, -1);
+	uint64_t f = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << SC_VIRTIO_F_VERSION_1) |
+		     (1ull << SC_VIRTIO_BLK_F_WRITE_ZEROES);
+	cr_assert_eq(t_set_u64_ack(fe.sock, SC_VHOST_USER_SET_FEATURES, f), 0);
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
 	fe.slot = 0;
 	t_fe_ring(&fe);
-	cr_assert_eq(t_fe_write_zeroes(&fe, 32, 8), VIRTIO_BLK_S_OK);
+	cr_assert_eq(t_fe_write_zeroes(&fe, 32, 8), SC_VIRTIO_BLK_S_OK);
 	t_disk_read(A.img, 32, disk);
 	cr_assert_eq(memcmp(disk, zero, 4096), 0, "the backing file was not zeroed");
 	unsigned slot = fe.slot % 32;
 	memset(fe.mem + T_DATA_GPA + slot * 4096, 0xa5, 4096);
-	cr_assert_eq(t_fe_io(&fe, VIRTIO_BLK_T_IN, 32), VIRTIO_BLK_S_OK);
+	cr_assert_eq(t_fe_io(&fe, SC_VIRTIO_BLK_T_IN, 32), SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(memcmp(fe.mem + T_DATA_GPA + slot * 4096, zero, 4096), 0, "zeroes did not read back");
 	t_fe_close(&fe);
 	t_alive(&A, &B);
@@ -738,8 +738,8 @@ Test(vu_hostile, call_and_err_fds_that_are_pipes_whose_reader_closed_are_refused
 	int p[2];
 	cr_assert_eq(pipe(p), 0);
 	close(p[0]);
-	call_fd_refused(p[1], VHOST_USER_SET_VRING_CALL);
-	call_fd_refused(p[1], VHOST_USER_SET_VRING_ERR);
+	call_fd_refused(p[1], SC_VHOST_USER_SET_VRING_CALL);
+	call_fd_refused(p[1], SC_VHOST_USER_SET_VRING_ERR);
 	close(p[1]);
 }
 
@@ -758,16 +758,16 @@ Test(vu_hostile, inflight_file_truncated_under_a_running_ring_breaks_only_that_q
 	t_fe_negotiate(&fe);
 	uint8_t pad[24] = { 0 };
 	memcpy(pad, &in, sizeof(in));
-	t_send(fe.sock, VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_NEED_REPLY, pad, 24, fd);
+	t_send(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, SC_VHOST_USER_NEED_REPLY, pad, 24, fd);
 	uint64_t ack;
-	t_reply(fe.sock, VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
+	t_reply(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
 	cr_assert_eq(ack, 0, "a plain file as the inflight area was refused: %llu", (unsigned long long)ack);
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
 	t_fe_ring(&fe);
 	t_fe_verified_io(&fe, A.img, 0);
 	t_log_begin(&log);
 	cr_assert_eq(ftruncate(fd, 0), 0);
-	t_fe_post(&fe, VIRTIO_BLK_T_IN, 0);
+	t_fe_post(&fe, SC_VIRTIO_BLK_T_IN, 0);
 	expect_broken(&fe, &A, &B, &log, "SIGBUS");
 	cr_assert_eq(sc_load_acquire(&fe.vq.used->idx), 2, "a completion was published past the fault");
 	t_fe_close(&fe);

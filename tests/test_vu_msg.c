@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "runtime/vhost_user.h"
+#include "runtime/vu_msg.h"
 
 #define NVRINGS 2
 
@@ -86,9 +86,9 @@ static void next_message_is_fine(void)
 {
 	struct sc_vu_msg m;
 	char buf[256];
-	send_msg(VHOST_USER_GET_FEATURES, VHOST_USER_VERSION, NULL, 0, 0);
+	send_msg(SC_VHOST_USER_GET_FEATURES, SC_VHOST_USER_VERSION, NULL, 0, 0);
 	cr_assert_eq(sc_vu_msg_recv(sv[0], NVRINGS, &m, buf, sizeof(buf)), 1, "%s", buf);
-	cr_assert_eq(m.hdr.request, VHOST_USER_GET_FEATURES);
+	cr_assert_eq(m.hdr.request, SC_VHOST_USER_GET_FEATURES);
 }
 
 static struct sc_vu_region region(uint64_t gpa, uint64_t size)
@@ -107,14 +107,14 @@ Test(vu_msg, good_messages_are_read)
 	struct sc_vu_msg m;
 	char buf[256];
 	struct mem_table t = { 2, 0, { region(0, 1 << 20), region(1 << 30, 1 << 20) } };
-	send_msg(VHOST_USER_SET_MEM_TABLE, VHOST_USER_VERSION | VHOST_USER_NEED_REPLY, &t, 8 + 2 * 32, 2);
+	send_msg(SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_VERSION | SC_VHOST_USER_NEED_REPLY, &t, 8 + 2 * 32, 2);
 	cr_assert_eq(sc_vu_msg_recv(sv[0], NVRINGS, &m, buf, sizeof(buf)), 1, "%s", buf);
 	cr_assert_eq(m.nfds, 2);
 	cr_assert_eq(m.payload.memory.regions[1].guest_phys_addr, 1 << 30);
-	cr_assert(m.hdr.flags & VHOST_USER_NEED_REPLY);
+	cr_assert(m.hdr.flags & SC_VHOST_USER_NEED_REPLY);
 	sc_vu_msg_close_fds(&m);
 	uint64_t kick = 1;   /* vring 1, with an fd */
-	send_msg(VHOST_USER_SET_VRING_KICK, VHOST_USER_VERSION, &kick, 8, 1);
+	send_msg(SC_VHOST_USER_SET_VRING_KICK, SC_VHOST_USER_VERSION, &kick, 8, 1);
 	cr_assert_eq(sc_vu_msg_recv(sv[0], NVRINGS, &m, buf, sizeof(buf)), 1, "%s", buf);
 	cr_assert_eq(m.nfds, 1);
 	sc_vu_msg_close_fds(&m);
@@ -132,35 +132,35 @@ Test(vu_msg, clean_close_is_not_an_error)
 
 Test(vu_msg, reply_carries_the_request_and_payload)
 {
-	struct sc_vu_msg req = { .hdr = { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION, 0 } };
+	struct sc_vu_msg req = { .hdr = { SC_VHOST_USER_GET_FEATURES, SC_VHOST_USER_VERSION, 0 } };
 	uint64_t features = 0x1234;
 	cr_assert_eq(sc_vu_reply(sv[1], &req, &features, 8), 0);
 	struct { struct sc_vu_hdr h; uint64_t v; } __attribute__((packed)) got;
 	cr_assert_eq(recv(sv[0], &got, sizeof(got), 0), (ssize_t)sizeof(got));
-	cr_assert_eq(got.h.request, VHOST_USER_GET_FEATURES);
-	cr_assert_eq(got.h.flags, VHOST_USER_VERSION | VHOST_USER_REPLY);
+	cr_assert_eq(got.h.request, SC_VHOST_USER_GET_FEATURES);
+	cr_assert_eq(got.h.flags, SC_VHOST_USER_VERSION | SC_VHOST_USER_REPLY);
 	cr_assert_eq(got.v, 0x1234);
 }
 
 Test(vu_msg, unknown_request_type)
 {
 	uint64_t v = 0;
-	send_msg(99, VHOST_USER_VERSION, &v, 8, 1);
+	send_msg(99, SC_VHOST_USER_VERSION, &v, 8, 1);
 	expect_refused(-ENOTSUP, "not supported");
 	next_message_is_fine();
 }
 
 Test(vu_msg, bad_version)
 {
-	send_msg(VHOST_USER_GET_FEATURES, 2, NULL, 0, 0);
+	send_msg(SC_VHOST_USER_GET_FEATURES, 2, NULL, 0, 0);
 	expect_refused(-EPROTO, "version 2");
 }
 
 Test(vu_msg, payload_larger_than_any_message)
 {
-	send_msg(VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, NULL, 0, 0);   /* header only... */
+	send_msg(SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, NULL, 0, 0);   /* header only... */
 	/* ...then a header claiming a huge payload */
-	struct sc_vu_hdr h = { VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, 1u << 30 };
+	struct sc_vu_hdr h = { SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, 1u << 30 };
 	struct sc_vu_msg m;
 	char buf[256];
 	cr_assert_eq(sc_vu_msg_recv(sv[0], NVRINGS, &m, buf, sizeof(buf)), -EBADMSG, "SET_FEATURES without payload");
@@ -171,7 +171,7 @@ Test(vu_msg, payload_larger_than_any_message)
 Test(vu_msg, message_shorter_than_its_header_says)
 {
 	struct { struct sc_vu_hdr h; uint32_t half; } __attribute__((packed)) msg = {
-		{ VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, 8 }, 7 };
+		{ SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, 8 }, 7 };
 	cr_assert_eq(write(sv[1], &msg, sizeof(msg)), (ssize_t)sizeof(msg));
 	shutdown(sv[1], SHUT_WR);
 	expect_refused(-EPROTO, "after 4 bytes of a 8-byte payload");
@@ -180,7 +180,7 @@ Test(vu_msg, message_shorter_than_its_header_says)
 Test(vu_msg, payload_size_wrong_for_the_type)
 {
 	uint32_t v = 1;
-	send_msg(VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, &v, 4, 0);
+	send_msg(SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, &v, 4, 0);
 	expect_refused(-EBADMSG, "payload of 4 bytes, expected 8");
 	next_message_is_fine();
 }
@@ -188,13 +188,13 @@ Test(vu_msg, payload_size_wrong_for_the_type)
 Test(vu_msg, vring_index_out_of_range)
 {
 	struct sc_vu_vring_state s = { NVRINGS, 256 };
-	send_msg(VHOST_USER_SET_VRING_NUM, VHOST_USER_VERSION, &s, 8, 0);
+	send_msg(SC_VHOST_USER_SET_VRING_NUM, SC_VHOST_USER_VERSION, &s, 8, 0);
 	expect_refused(-ERANGE, "vring 2, the device has 2");
 	struct sc_vu_vring_addr a = { .index = 7 };
-	send_msg(VHOST_USER_SET_VRING_ADDR, VHOST_USER_VERSION, &a, sizeof(a), 0);
+	send_msg(SC_VHOST_USER_SET_VRING_ADDR, SC_VHOST_USER_VERSION, &a, sizeof(a), 0);
 	expect_refused(-ERANGE, "vring 7");
 	uint64_t kick = 5;
-	send_msg(VHOST_USER_SET_VRING_KICK, VHOST_USER_VERSION, &kick, 8, 1);
+	send_msg(SC_VHOST_USER_SET_VRING_KICK, SC_VHOST_USER_VERSION, &kick, 8, 1);
 	expect_refused(-ERANGE, "vring 5");
 	next_message_is_fine();
 }
@@ -204,7 +204,7 @@ Test(vu_msg, queue_size_not_a_power_of_two_or_too_large)
 	uint32_t bad[] = { 0, 12, 65536, 0xffffffffu };
 	for (unsigned i = 0; i < 4; i++) {
 		struct sc_vu_vring_state s = { 0, bad[i] };
-		send_msg(VHOST_USER_SET_VRING_NUM, VHOST_USER_VERSION, &s, 8, 0);
+		send_msg(SC_VHOST_USER_SET_VRING_NUM, SC_VHOST_USER_VERSION, &s, 8, 0);
 		expect_refused(-EINVAL, "not a power of two");
 	}
 	next_message_is_fine();
@@ -213,39 +213,39 @@ Test(vu_msg, queue_size_not_a_power_of_two_or_too_large)
 Test(vu_msg, ring_base_and_enable_out_of_range)
 {
 	struct sc_vu_vring_state s = { 0, 70000 };
-	send_msg(VHOST_USER_SET_VRING_BASE, VHOST_USER_VERSION, &s, 8, 0);
+	send_msg(SC_VHOST_USER_SET_VRING_BASE, SC_VHOST_USER_VERSION, &s, 8, 0);
 	expect_refused(-EINVAL, "16 bits");
 	s.num = 2;
-	send_msg(VHOST_USER_SET_VRING_ENABLE, VHOST_USER_VERSION, &s, 8, 0);
+	send_msg(SC_VHOST_USER_SET_VRING_ENABLE, SC_VHOST_USER_VERSION, &s, 8, 0);
 	expect_refused(-EINVAL, "not 0 or 1");
 }
 
 Test(vu_msg, kick_without_its_fd)
 {
 	uint64_t kick = 0;
-	send_msg(VHOST_USER_SET_VRING_KICK, VHOST_USER_VERSION, &kick, 8, 0);
+	send_msg(SC_VHOST_USER_SET_VRING_KICK, SC_VHOST_USER_VERSION, &kick, 8, 0);
 	expect_refused(-EBADF, "0 file descriptors, expected 1");
 	next_message_is_fine();
 }
 
 Test(vu_msg, nofd_flag_with_an_fd)
 {
-	uint64_t call = VHOST_USER_VRING_NOFD;
-	send_msg(VHOST_USER_SET_VRING_CALL, VHOST_USER_VERSION, &call, 8, 1);
+	uint64_t call = SC_VHOST_USER_VRING_NOFD;
+	send_msg(SC_VHOST_USER_SET_VRING_CALL, SC_VHOST_USER_VERSION, &call, 8, 1);
 	expect_refused(-EBADF, "1 file descriptors, expected 0");
 }
 
 Test(vu_msg, unknown_bits_in_a_vring_file)
 {
 	uint64_t call = 1u << 20;
-	send_msg(VHOST_USER_SET_VRING_CALL, VHOST_USER_VERSION, &call, 8, 1);
+	send_msg(SC_VHOST_USER_SET_VRING_CALL, SC_VHOST_USER_VERSION, &call, 8, 1);
 	expect_refused(-EINVAL, "unknown bits");
 }
 
 Test(vu_msg, fds_on_a_message_that_takes_none)
 {
 	uint64_t f = 0;
-	send_msg(VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, &f, 8, 3);
+	send_msg(SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, &f, 8, 3);
 	expect_refused(-EBADF, "3 file descriptors, expected 0");
 	next_message_is_fine();
 }
@@ -255,21 +255,21 @@ Test(vu_msg, more_fds_than_any_message_carries)
 	struct mem_table t = { 8, 0, { region(0, 4096) } };
 	for (int i = 0; i < 8; i++)
 		t.r[i] = region((uint64_t)i << 20, 4096);
-	send_msg(VHOST_USER_SET_MEM_TABLE, VHOST_USER_VERSION, &t, 8 + 8 * 32, 12);
+	send_msg(SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_VERSION, &t, 8 + 8 * 32, 12);
 	expect_refused(-EBADF, "more than 8");
 }
 
 Test(vu_msg, too_many_memory_regions)
 {
 	struct mem_table t = { 9, 0, { region(0, 4096) } };
-	send_msg(VHOST_USER_SET_MEM_TABLE, VHOST_USER_VERSION, &t, 8 + 8 * 32, 8);
+	send_msg(SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_VERSION, &t, 8 + 8 * 32, 8);
 	expect_refused(-EINVAL, "9 memory regions");
 }
 
 Test(vu_msg, fewer_fds_than_regions)
 {
 	struct mem_table t = { 2, 0, { region(0, 4096), region(1 << 20, 4096) } };
-	send_msg(VHOST_USER_SET_MEM_TABLE, VHOST_USER_VERSION, &t, 8 + 2 * 32, 1);
+	send_msg(SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_VERSION, &t, 8 + 2 * 32, 1);
 	expect_refused(-EBADF, "1 file descriptors, expected 2");
 	next_message_is_fine();
 }
@@ -277,7 +277,7 @@ Test(vu_msg, fewer_fds_than_regions)
 Test(vu_msg, memory_table_size_does_not_match_its_count)
 {
 	struct mem_table t = { 2, 0, { region(0, 4096) } };
-	send_msg(VHOST_USER_SET_MEM_TABLE, VHOST_USER_VERSION, &t, 8 + 1 * 32, 2);
+	send_msg(SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_VERSION, &t, 8 + 1 * 32, 2);
 	expect_refused(-EBADMSG, "does not hold 2 regions");
 	next_message_is_fine();
 }
@@ -285,24 +285,24 @@ Test(vu_msg, memory_table_size_does_not_match_its_count)
 Test(vu_msg, overlapping_memory_regions)
 {
 	struct mem_table t = { 2, 0, { region(0, 1 << 20), region(0x80000, 1 << 20) } };
-	send_msg(VHOST_USER_SET_MEM_TABLE, VHOST_USER_VERSION, &t, 8 + 2 * 32, 2);
+	send_msg(SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_VERSION, &t, 8 + 2 * 32, 2);
 	expect_refused(-EINVAL, "overlap");
 }
 
 Test(vu_msg, memory_region_that_wraps_or_is_empty)
 {
 	struct mem_table t = { 1, 0, { region(UINT64_MAX - 4095, 8192) } };
-	send_msg(VHOST_USER_SET_MEM_TABLE, VHOST_USER_VERSION, &t, 8 + 32, 1);
+	send_msg(SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_VERSION, &t, 8 + 32, 1);
 	expect_refused(-EINVAL, "wraps");
 	t.r[0] = region(0, 4096);
 	t.r[0].mmap_offset = UINT64_MAX - 10;
-	send_msg(VHOST_USER_SET_MEM_TABLE, VHOST_USER_VERSION, &t, 8 + 32, 1);
+	send_msg(SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_VERSION, &t, 8 + 32, 1);
 	expect_refused(-EINVAL, "wraps");
 	t.r[0] = region(0, 0);
-	send_msg(VHOST_USER_SET_MEM_TABLE, VHOST_USER_VERSION, &t, 8 + 32, 1);
+	send_msg(SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_VERSION, &t, 8 + 32, 1);
 	expect_refused(-EINVAL, "empty");
 	struct { uint64_t pad; struct sc_vu_region r; } one = { 0, region(UINT64_MAX - 100, 4096) };
-	send_msg(VHOST_USER_ADD_MEM_REG, VHOST_USER_VERSION, &one, sizeof(one), 1);
+	send_msg(SC_VHOST_USER_ADD_MEM_REG, SC_VHOST_USER_VERSION, &one, sizeof(one), 1);
 	expect_refused(-EINVAL, "wraps");
 	next_message_is_fine();
 }
@@ -310,15 +310,15 @@ Test(vu_msg, memory_region_that_wraps_or_is_empty)
 Test(vu_msg, config_window_outside_the_config_space)
 {
 	struct { uint32_t offset, size, flags; uint8_t data[16]; } c = { 250, 16, 0, { 0 } };
-	send_msg(VHOST_USER_GET_CONFIG, VHOST_USER_VERSION, &c, 12 + 16, 0);
+	send_msg(SC_VHOST_USER_GET_CONFIG, SC_VHOST_USER_VERSION, &c, 12 + 16, 0);
 	expect_refused(-EINVAL, "outside");
 	c.offset = UINT32_MAX;
 	c.size = 2;
-	send_msg(VHOST_USER_SET_CONFIG, VHOST_USER_VERSION, &c, 12 + 2, 0);
+	send_msg(SC_VHOST_USER_SET_CONFIG, SC_VHOST_USER_VERSION, &c, 12 + 2, 0);
 	expect_refused(-EINVAL, "outside");
 	c.offset = 0;
 	c.size = 16;
-	send_msg(VHOST_USER_GET_CONFIG, VHOST_USER_VERSION, &c, 12 + 8, 0);
+	send_msg(SC_VHOST_USER_GET_CONFIG, SC_VHOST_USER_VERSION, &c, 12 + 8, 0);
 	expect_refused(-EBADMSG, "payload of 20 bytes for a 16-byte config window");
 	next_message_is_fine();
 }
@@ -326,13 +326,13 @@ Test(vu_msg, config_window_outside_the_config_space)
 Test(vu_msg, inflight_area_that_does_not_fit_the_device)
 {
 	struct sc_vu_inflight in = { .mmap_size = 4096, .num_queues = 3, .queue_size = 256 };
-	send_msg(VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_VERSION, &in, 24, 1);
+	send_msg(SC_VHOST_USER_SET_INFLIGHT_FD, SC_VHOST_USER_VERSION, &in, 24, 1);
 	expect_refused(-EINVAL, "3 queues");
 	in = (struct sc_vu_inflight){ .mmap_size = 4096, .num_queues = 1, .queue_size = 100 };
-	send_msg(VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_VERSION, &in, 24, 1);
+	send_msg(SC_VHOST_USER_SET_INFLIGHT_FD, SC_VHOST_USER_VERSION, &in, 24, 1);
 	expect_refused(-EINVAL, "100 entries");
 	in.queue_size = 128;
-	send_msg(VHOST_USER_SET_INFLIGHT_FD, VHOST_USER_VERSION, &in, 24, 0);
+	send_msg(SC_VHOST_USER_SET_INFLIGHT_FD, SC_VHOST_USER_VERSION, &in, 24, 0);
 	expect_refused(-EBADF, "expected 1");
 	next_message_is_fine();
 }
@@ -349,7 +349,7 @@ static int64_t ms_now(void)
 Test(vu_msg, half_a_header_times_out_and_its_fd_is_closed)
 {
 	/* 6 header bytes with an eventfd, then nothing. */
-	struct sc_vu_hdr h = { VHOST_USER_SET_VRING_CALL, VHOST_USER_VERSION, 8 };
+	struct sc_vu_hdr h = { SC_VHOST_USER_SET_VRING_CALL, SC_VHOST_USER_VERSION, 8 };
 	int fd = eventfd(0, EFD_CLOEXEC);
 	char control[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = { &h, 6 };
@@ -373,7 +373,7 @@ Test(vu_msg, half_a_header_times_out_and_its_fd_is_closed)
 
 Test(vu_msg, a_stop_fd_ends_the_wait_for_a_payload)
 {
-	struct sc_vu_hdr h = { VHOST_USER_SET_FEATURES, VHOST_USER_VERSION, 8 };
+	struct sc_vu_hdr h = { SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, 8 };
 	cr_assert_eq(send(sv[1], &h, sizeof(h), 0), (ssize_t)sizeof(h));
 	int stop = eventfd(1, EFD_CLOEXEC);   /* already readable */
 	struct sc_vu_msg m;
@@ -391,7 +391,7 @@ Test(vu_msg, a_reply_nobody_reads_times_out)
 	int64_t t0 = ms_now();
 	/* Fill the peer's socket until our send has to wait, then give up after 100 ms. */
 	for (unsigned n = 0; n < 1000000 && ret == 0; n++)
-		ret = sc_vu_send_timed(sv[0], VHOST_USER_GET_FEATURES, VHOST_USER_REPLY, &v, 8, -1, 100, -1);
+		ret = sc_vu_send_timed(sv[0], SC_VHOST_USER_GET_FEATURES, SC_VHOST_USER_REPLY, &v, 8, -1, 100, -1);
 	cr_assert_eq(ret, -ETIMEDOUT, "got %d", ret);
 	cr_assert_lt(ms_now() - t0, 5000);
 }
@@ -399,7 +399,7 @@ Test(vu_msg, a_reply_nobody_reads_times_out)
 Test(vu_msg, kick_fd_that_is_a_pipe_is_refused_and_closed)
 {
 	uint64_t idx = 1;
-	send_msg(VHOST_USER_SET_VRING_KICK, VHOST_USER_VERSION, &idx, 8, 1);   /* an eventfd: fine */
+	send_msg(SC_VHOST_USER_SET_VRING_KICK, SC_VHOST_USER_VERSION, &idx, 8, 1);   /* an eventfd: fine */
 	struct sc_vu_msg m;
 	char buf[256] = "";
 	cr_assert_eq(sc_vu_msg_recv(sv[0], NVRINGS, &m, buf, sizeof(buf)), 1, "%s", buf);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The vhost-user back end with a real virtio-blk device on io_uring and a
- * real sidecore, driven by the test front end (vu_helpers: memfd guest
+ * real sidecore, driven by the test front end (harness.h: memfd guest
  * memory, the driver library's split ring, eventfds) over a real unix
  * socket.
  */
@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "common/barrier.h"
-#include "runtime/vhost_user.h"
-#include "vu_helpers.h"
+#include "runtime/vu_msg.h"
+#include "harness.h"
 
 static struct sc_poller *poller;
 static struct t_disk D;
@@ -46,9 +46,9 @@ Test(vu_server, config_space_reports_the_disk)
 {
 	t_fe_start(&fe, D.sock);
 	struct { uint32_t offset, size, flags; uint8_t data[60]; } c = { 0, 60, 0, { 0 } };
-	t_send(fe.sock, VHOST_USER_GET_CONFIG, 0, &c, 12 + 60, -1);
-	t_reply(fe.sock, VHOST_USER_GET_CONFIG, &c, 12 + 60);
-	struct virtio_blk_config *cfg = (void *)c.data;
+	t_send(fe.sock, SC_VHOST_USER_GET_CONFIG, 0, &c, 12 + 60, -1);
+	t_reply(fe.sock, SC_VHOST_USER_GET_CONFIG, &c, 12 + 60);
+	struct sc_virtio_blk_config *cfg = (void *)c.data;
 	cr_assert_eq(cfg->capacity, T_DISK / 512);
 	cr_assert_eq(cfg->num_queues, 2);
 }
@@ -57,12 +57,12 @@ Test(vu_server, get_vring_base_stops_the_ring_and_says_where_it_is)
 {
 	t_fe_start(&fe, D.sock);
 	for (unsigned i = 0; i < 5; i++)
-		cr_assert_eq(t_fe_io(&fe, VIRTIO_BLK_T_IN, i * 8), VIRTIO_BLK_S_OK);
+		cr_assert_eq(t_fe_io(&fe, SC_VIRTIO_BLK_T_IN, i * 8), SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(t_fe_get_base(&fe), 5);
 	cr_assert_eq(sc_vu_server_started(D.srv), 0, "stopped, detached from the sidecore");
 	/* Nothing is served now. */
 	uint64_t hdr = T_HDR_GPA;
-	*(struct virtio_blk_outhdr *)(fe.mem + hdr) = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN };
+	*(struct sc_virtio_blk_outhdr *)(fe.mem + hdr) = (struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN };
 	struct sc_drv_seg s[3] = { { hdr, 16 }, { T_DATA_GPA, 512 }, { hdr + 16, 1 } };
 	sc_drv_vq_add(&fe.vq, s, 1, 2);
 	sc_drv_vq_publish(&fe.vq);
@@ -74,21 +74,21 @@ Test(vu_server, front_end_reconnects_and_gets_its_device_back)
 {
 	t_fe_start(&fe, D.sock);
 	for (unsigned i = 0; i < 3; i++)
-		cr_assert_eq(t_fe_io(&fe, VIRTIO_BLK_T_IN, i * 8), VIRTIO_BLK_S_OK);
+		cr_assert_eq(t_fe_io(&fe, SC_VIRTIO_BLK_T_IN, i * 8), SC_VIRTIO_BLK_S_OK);
 	uint16_t base = t_fe_get_base(&fe);
 	t_fe_disconnect(&fe);            /* the VMM goes away... */
 	usleep(50000);
 	cr_assert_eq(sc_vu_server_started(D.srv), 0);
 	t_fe_reconnect(&fe, D.sock, base);   /* ...comes back, and resumes where the ring was */
 	for (unsigned i = 3; i < 6; i++)
-		cr_assert_eq(t_fe_io(&fe, VIRTIO_BLK_T_IN, i * 8), VIRTIO_BLK_S_OK);
+		cr_assert_eq(t_fe_io(&fe, SC_VIRTIO_BLK_T_IN, i * 8), SC_VIRTIO_BLK_S_OK);
 	cr_assert_eq(t_fe_get_base(&fe), 6);
 }
 
 Test(vu_server, disconnect_without_get_vring_base_stops_the_ring)
 {
 	t_fe_start(&fe, D.sock);
-	cr_assert_eq(t_fe_io(&fe, VIRTIO_BLK_T_IN, 0), VIRTIO_BLK_S_OK);
+	cr_assert_eq(t_fe_io(&fe, SC_VIRTIO_BLK_T_IN, 0), SC_VIRTIO_BLK_S_OK);
 	t_fe_disconnect(&fe);
 	int64_t t0 = t_now_ms();
 	while (sc_vu_server_started(D.srv) != 0) {
@@ -101,7 +101,7 @@ Test(vu_server, a_bad_message_drops_only_that_connection)
 {
 	int s = t_connect(D.sock);
 	struct sc_vu_vring_state num = { 0, 12 };   /* not a power of two */
-	t_send(s, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	t_send(s, SC_VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
 	cr_assert(t_wait_eof(s, 2000), "the server closed the connection");
 	close(s);
 	t_alive(&D, NULL);   /* and the next front end is served */
@@ -110,8 +110,8 @@ Test(vu_server, a_bad_message_drops_only_that_connection)
 Test(vu_server, unsupported_request_is_answered_and_the_connection_goes_on)
 {
 	t_fe_start(&fe, D.sock);
-	cr_assert_neq(t_set_u64_ack(fe.sock, VHOST_USER_SET_LOG_BASE, 0), 0, "refused");
-	cr_assert_eq(t_fe_io(&fe, VIRTIO_BLK_T_IN, 0), VIRTIO_BLK_S_OK, "still served");
+	cr_assert_neq(t_set_u64_ack(fe.sock, SC_VHOST_USER_SET_LOG_BASE, 0), 0, "refused");
+	cr_assert_eq(t_fe_io(&fe, SC_VIRTIO_BLK_T_IN, 0), SC_VIRTIO_BLK_S_OK, "still served");
 }
 
 Test(vu_server, queue_size_above_the_disks_limit_is_refused)
@@ -119,7 +119,7 @@ Test(vu_server, queue_size_above_the_disks_limit_is_refused)
 	D.dev.ops.max_queue_size = 32;   /* the config's queue_size; read when the message comes */
 	int s = t_connect(D.sock);
 	struct sc_vu_vring_state num = { 0, T_QSIZE };   /* 64 > 32 */
-	t_send(s, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	t_send(s, SC_VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
 	cr_assert(t_wait_eof(s, 2000), "the server dropped the connection");
 	close(s);
 	D.dev.ops.max_queue_size = 0;

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A hand-driven split ring for vqueue's unit tests: the test writes ring
- * memory directly (as a hostile guest would) and pops with the real vqueue.
- * Memory: one memfd region at FX_GPA; the attacked queue's rings at the
- * start, a second healthy queue ("other") after them, buffers above.
- * Each queue has its own err eventfd and name, and stderr goes to a memfd
- * (fx_log), so every test can check how a break was reported.
+ * memory directly (as a hostile guest would, so no driver library) and pops
+ * with the real vqueue. Memory: the harness's guest memory (harness.h) at
+ * FX_GPA; the attacked queue's rings at the start, a second healthy queue
+ * ("other") after them, buffers above. Each queue has its own err eventfd
+ * and name, and stderr goes to a memfd (fx_log), so every test can check how
+ * a break was reported.
  */
 #ifndef SC_TESTS_VQ_FIXTURE_H
 #define SC_TESTS_VQ_FIXTURE_H
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "guestmem/guestmem.h"
+#include "harness.h"
 #include "vqueue/vqueue.h"
 
 #define FX_GPA       0x100000ull
@@ -31,12 +33,12 @@
 #define FX_O_AVAIL   (FX_GPA + 0x5000)
 #define FX_O_USED    (FX_GPA + 0x6000)
 #define FX_BUF(i)    (FX_GPA + 0x10000 + (uint64_t)(i) * 0x1000)
-#define FX_FEATURES  ((1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_F_VERSION_1))
+#define FX_FEATURES  ((1ull << SC_VIRTIO_F_INDIRECT_DESC) | (1ull << SC_VIRTIO_F_VERSION_1))
 #define FX_NAME      "fx.sock vring 0"
 #define FX_O_NAME    "fx.sock vring 1"
 
 struct fx {
-	struct sc_mem mem;
+	struct t_guest g;      /* the harness's guest memory: g.mem is the table vqueue translates through */
 	uint8_t *base;
 	struct sc_vq vq, other;
 	struct sc_vq_config cfg, ocfg;
@@ -47,16 +49,16 @@ struct fx {
 };
 
 static inline void *fx_ptr(struct fx *f, uint64_t gpa) { return f->base + (gpa - FX_GPA); }
-static inline struct vring_desc *fx_desc(struct fx *f) { return fx_ptr(f, f->cfg.desc_addr); }
-static inline struct vring_avail *fx_avail(struct fx *f) { return fx_ptr(f, f->cfg.avail_addr); }
-static inline struct vring_used *fx_used(struct fx *f) { return fx_ptr(f, f->cfg.used_addr); }
+static inline struct sc_vring_desc *fx_desc(struct fx *f) { return fx_ptr(f, f->cfg.desc_addr); }
+static inline struct sc_vring_avail *fx_avail(struct fx *f) { return fx_ptr(f, f->cfg.avail_addr); }
+static inline struct sc_vring_used *fx_used(struct fx *f) { return fx_ptr(f, f->cfg.used_addr); }
 
 static inline void fx_config(struct fx *f, struct sc_vq_config *c, uint64_t d, uint64_t a,
 			     uint64_t u, uint64_t features)
 {
 	*c = (struct sc_vq_config){ .size = FX_QSZ, .desc_addr = d, .avail_addr = a,
 				    .used_addr = u, .features = features,
-				    .xlate = sc_mem_xlate(&f->mem), .call_fd = -1, .kick_fd = -1,
+				    .xlate = sc_mem_xlate(&f->g.mem), .call_fd = -1, .kick_fd = -1,
 				    .err_fd = -1 };
 }
 
@@ -64,11 +66,8 @@ static inline void fx_config(struct fx *f, struct sc_vq_config *c, uint64_t d, u
 static inline void fx_mem(struct fx *f, uint64_t features)
 {
 	memset(f, 0, sizeof(*f));
-	sc_mem_init(&f->mem);
-	int fd = sc_mem_memfd_create("fx", FX_SIZE);
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(sc_mem_add_fd(&f->mem, FX_GPA, FX_SIZE, fd, 0, SC_PERM_RW), 0);
-	f->base = f->mem.regions[0].hva;
+	cr_assert_eq(t_guest_init(&f->g, FX_GPA, FX_SIZE), 0);
+	f->base = f->g.base;
 	fx_config(f, &f->cfg, FX_DESC, FX_AVAIL, FX_USED, features);
 	fx_config(f, &f->ocfg, FX_O_DESC, FX_O_AVAIL, FX_O_USED, features);
 	f->err_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -136,17 +135,17 @@ static inline void fx_teardown(struct fx *f)
 	close(f->log_fd);
 	close(f->err_fd);
 	close(f->oerr_fd);
-	sc_mem_fini(&f->mem);
+	t_guest_fini(&f->g);
 }
 
-static inline void fx_put_desc(struct vring_desc *table, uint16_t i, uint64_t addr,
+static inline void fx_put_desc(struct sc_vring_desc *table, uint16_t i, uint64_t addr,
 			       uint32_t len, uint16_t flags, uint16_t next)
 {
-	table[i] = (struct vring_desc){ .addr = addr, .len = len, .flags = flags, .next = next };
+	table[i] = (struct sc_vring_desc){ .addr = addr, .len = len, .flags = flags, .next = next };
 }
 
 /* Make head available in the ring whose avail is a. */
-static inline void fx_post_to(struct vring_avail *a, uint16_t head)
+static inline void fx_post_to(struct sc_vring_avail *a, uint16_t head)
 {
 	a->ring[a->idx % FX_QSZ] = head;
 	__atomic_store_n(&a->idx, (uint16_t)(a->idx + 1), __ATOMIC_RELEASE);
@@ -157,15 +156,15 @@ static inline void fx_post(struct fx *f, uint16_t head) { fx_post_to(fx_avail(f)
 /* A valid two-part request on the other queue; it must still be served. */
 static inline void fx_other_still_works(struct fx *f)
 {
-	struct vring_desc *d = fx_ptr(f, FX_O_DESC);
-	struct vring_avail *a = fx_ptr(f, FX_O_AVAIL);
-	struct vring_used *u = fx_ptr(f, FX_O_USED);
+	struct sc_vring_desc *d = fx_ptr(f, FX_O_DESC);
+	struct sc_vring_avail *a = fx_ptr(f, FX_O_AVAIL);
+	struct sc_vring_used *u = fx_ptr(f, FX_O_USED);
 	struct iovec iov[4];
 	struct sc_vq_elem e = { .iov = iov, .iov_max = 4 };
 
 	memcpy(fx_ptr(f, FX_BUF(100)), "ping", 4);
-	fx_put_desc(d, 3, FX_BUF(100), 16, VIRTQ_DESC_F_NEXT, 4);
-	fx_put_desc(d, 4, FX_BUF(101), 64, VIRTQ_DESC_F_WRITE, 0);
+	fx_put_desc(d, 3, FX_BUF(100), 16, SC_VIRTQ_DESC_F_NEXT, 4);
+	fx_put_desc(d, 4, FX_BUF(101), 64, SC_VIRTQ_DESC_F_WRITE, 0);
 	fx_post_to(a, 3);
 	cr_assert_eq(sc_vq_pop(&f->other, &e), 1, "other queue: %s", f->other.broken_reason);
 	cr_assert_eq(e.head, 3);

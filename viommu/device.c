@@ -17,16 +17,16 @@
 
 /* Segments one request may have; a longer chain breaks the queue (-ENOBUFS). */
 #define REQ_IOV_MAX 8
-#define TAIL_BYTES ((uint32_t)sizeof(struct virtio_iommu_req_tail))
+#define TAIL_BYTES ((uint32_t)sizeof(struct sc_virtio_iommu_req_tail))
 
 /* A request's readable part, copied out of the guest (the largest type fits). */
 union req_copy {
-	struct virtio_iommu_req_head head;
-	struct virtio_iommu_req_attach attach;
-	struct virtio_iommu_req_detach detach;
-	struct virtio_iommu_req_map map;
-	struct virtio_iommu_req_unmap unmap;
-	struct virtio_iommu_req_probe probe;
+	struct sc_virtio_iommu_req_head head;
+	struct sc_virtio_iommu_req_attach attach;
+	struct sc_virtio_iommu_req_detach detach;
+	struct sc_virtio_iommu_req_map map;
+	struct sc_virtio_iommu_req_unmap unmap;
+	struct sc_virtio_iommu_req_probe probe;
 };
 
 /* What a handler decided: the status, and whether the answer waits for a grace period. */
@@ -41,20 +41,20 @@ typedef struct req_result (*req_fn)(struct sc_viommu_dev *d, const union req_cop
 /* The message table is the handler table: one row per request type. */
 struct req_row {
 	uint32_t out_bytes;       /* readable bytes the type has, exactly */
-	uint32_t feature;         /* VIRTIO_IOMMU_F_* it needs, or UINT32_MAX */
+	uint32_t feature;         /* SC_VIRTIO_IOMMU_F_* it needs, or UINT32_MAX */
 	req_fn fn;
 };
 
 static uint8_t status_of(int err)
 {
 	switch (err) {
-	case 0:       return VIRTIO_IOMMU_S_OK;
-	case -ENOENT: return VIRTIO_IOMMU_S_NOENT;
-	case -ERANGE: return VIRTIO_IOMMU_S_RANGE;
-	case -ENOMEM: return VIRTIO_IOMMU_S_NOMEM;
+	case 0:       return SC_VIRTIO_IOMMU_S_OK;
+	case -ENOENT: return SC_VIRTIO_IOMMU_S_NOENT;
+	case -ERANGE: return SC_VIRTIO_IOMMU_S_RANGE;
+	case -ENOMEM: return SC_VIRTIO_IOMMU_S_NOMEM;
 	case -EEXIST:
-	case -EINVAL: return VIRTIO_IOMMU_S_INVAL;
-	default:      return VIRTIO_IOMMU_S_DEVERR;
+	case -EINVAL: return SC_VIRTIO_IOMMU_S_INVAL;
+	default:      return SC_VIRTIO_IOMMU_S_DEVERR;
 	}
 }
 
@@ -74,28 +74,28 @@ static bool negotiated(const struct sc_viommu_dev *d, unsigned bit)
 static struct req_result do_attach(struct sc_viommu_dev *d, const union req_copy *r,
 				   const struct sc_vq_elem *e)
 {
-	const struct virtio_iommu_req_attach *a = &r->attach;
-	uint32_t known = negotiated(d, VIRTIO_IOMMU_F_BYPASS_CONFIG) ? VIRTIO_IOMMU_ATTACH_F_BYPASS : 0;
+	const struct sc_virtio_iommu_req_attach *a = &r->attach;
+	uint32_t known = negotiated(d, SC_VIRTIO_IOMMU_F_BYPASS_CONFIG) ? SC_VIRTIO_IOMMU_ATTACH_F_BYPASS : 0;
 	struct req_result res = { 0 };
 
 	/* §5.13.6.3: reserved fields and unknown flags are refused, nothing attached. */
 	if (!zero(a->reserved, sizeof(a->reserved)) || (a->flags & ~known)) {
-		res.status = VIRTIO_IOMMU_S_INVAL;
+		res.status = SC_VIRTIO_IOMMU_S_INVAL;
 		return res;
 	}
 	res.status = status_of(sc_viommu_attach(d->v, a->domain, a->endpoint,
-						a->flags & VIRTIO_IOMMU_ATTACH_F_BYPASS, &res.removed));
+						a->flags & SC_VIRTIO_IOMMU_ATTACH_F_BYPASS, &res.removed));
 	return res;
 }
 
 static struct req_result do_detach(struct sc_viommu_dev *d, const union req_copy *r,
 				   const struct sc_vq_elem *e)
 {
-	const struct virtio_iommu_req_detach *a = &r->detach;
+	const struct sc_virtio_iommu_req_detach *a = &r->detach;
 	struct req_result res = { 0 };
 
 	if (!zero(a->reserved, sizeof(a->reserved))) {
-		res.status = VIRTIO_IOMMU_S_INVAL;
+		res.status = SC_VIRTIO_IOMMU_S_INVAL;
 		return res;
 	}
 	res.status = status_of(sc_viommu_detach(d->v, a->domain, a->endpoint, &res.removed));
@@ -105,14 +105,14 @@ static struct req_result do_detach(struct sc_viommu_dev *d, const union req_copy
 static struct req_result do_map(struct sc_viommu_dev *d, const union req_copy *r,
 				const struct sc_vq_elem *e)
 {
-	const struct virtio_iommu_req_map *m = &r->map;
+	const struct sc_virtio_iommu_req_map *m = &r->map;
 	struct req_result res = { 0 };
-	unsigned perm = ((m->flags & VIRTIO_IOMMU_MAP_F_READ) ? SC_PERM_READ : 0) |
-			((m->flags & VIRTIO_IOMMU_MAP_F_WRITE) ? SC_PERM_WRITE : 0);
+	unsigned perm = ((m->flags & SC_VIRTIO_IOMMU_MAP_F_READ) ? SC_PERM_READ : 0) |
+			((m->flags & SC_VIRTIO_IOMMU_MAP_F_WRITE) ? SC_PERM_WRITE : 0);
 
-	/* §5.13.6.5: unknown flags, and MMIO without VIRTIO_IOMMU_F_MMIO (never offered), are invalid. */
-	if (m->flags & ~(VIRTIO_IOMMU_MAP_F_READ | VIRTIO_IOMMU_MAP_F_WRITE)) {
-		res.status = VIRTIO_IOMMU_S_INVAL;
+	/* §5.13.6.5: unknown flags, and MMIO without SC_VIRTIO_IOMMU_F_MMIO (never offered), are invalid. */
+	if (m->flags & ~(SC_VIRTIO_IOMMU_MAP_F_READ | SC_VIRTIO_IOMMU_MAP_F_WRITE)) {
+		res.status = SC_VIRTIO_IOMMU_S_INVAL;
 		return res;
 	}
 	res.status = status_of(sc_viommu_map(d->v, m->domain, m->virt_start, m->virt_end,
@@ -123,11 +123,11 @@ static struct req_result do_map(struct sc_viommu_dev *d, const union req_copy *r
 static struct req_result do_unmap(struct sc_viommu_dev *d, const union req_copy *r,
 				  const struct sc_vq_elem *e)
 {
-	const struct virtio_iommu_req_unmap *u = &r->unmap;
+	const struct sc_virtio_iommu_req_unmap *u = &r->unmap;
 	struct req_result res = { 0 };
 
 	if (!zero(u->reserved, sizeof(u->reserved))) {
-		res.status = VIRTIO_IOMMU_S_INVAL;
+		res.status = SC_VIRTIO_IOMMU_S_INVAL;
 		return res;
 	}
 	res.status = status_of(sc_viommu_unmap(d->v, u->domain, u->virt_start, u->virt_end,
@@ -138,27 +138,27 @@ static struct req_result do_unmap(struct sc_viommu_dev *d, const union req_copy 
 static struct req_result do_probe(struct sc_viommu_dev *d, const union req_copy *r,
 				  const struct sc_vq_elem *e)
 {
-	const struct virtio_iommu_req_probe *p = &r->probe;
+	const struct sc_virtio_iommu_req_probe *p = &r->probe;
 	const struct sc_viommu_config *cfg = &d->v->cfg;
 	struct req_result res = { 0 };
 	uint8_t props[SC_VIOMMU_PROBE_SIZE] = { 0 };
 
 	if (!zero(p->reserved, sizeof(p->reserved))) {
-		res.status = VIRTIO_IOMMU_S_INVAL;
+		res.status = SC_VIRTIO_IOMMU_S_INVAL;
 		return res;
 	}
 	bool known = false;
 	for (uint32_t i = 0; i < d->v->neps && !known; i++)
 		known = d->v->eps[i].id == p->endpoint;
 	if (!known) {
-		res.status = VIRTIO_IOMMU_S_NOENT;
+		res.status = SC_VIRTIO_IOMMU_S_NOENT;
 		return res;
 	}
 	/* §5.13.6.8.2: the MSI doorbell is reserved; the rest of the buffer stays zero (PROBE_T_NONE ends the list). */
-	struct virtio_iommu_probe_resv_mem msi = {
-		.head = { .type = VIRTIO_IOMMU_PROBE_T_RESV_MEM,
+	struct sc_virtio_iommu_probe_resv_mem msi = {
+		.head = { .type = SC_VIRTIO_IOMMU_PROBE_T_RESV_MEM,
 			  .length = sizeof(msi) - sizeof(msi.head) },
-		.subtype = VIRTIO_IOMMU_RESV_MEM_T_MSI,
+		.subtype = SC_VIRTIO_IOMMU_RESV_MEM_T_MSI,
 		.start = cfg->msi_start,
 		.end = cfg->msi_end,
 	};
@@ -168,17 +168,17 @@ static struct req_result do_probe(struct sc_viommu_dev *d, const union req_copy 
 }
 
 static const struct req_row req_table[] = {
-	[VIRTIO_IOMMU_T_ATTACH] = { offsetof(struct virtio_iommu_req_attach, tail), UINT32_MAX, do_attach },
-	[VIRTIO_IOMMU_T_DETACH] = { offsetof(struct virtio_iommu_req_detach, tail), UINT32_MAX, do_detach },
-	[VIRTIO_IOMMU_T_MAP]    = { offsetof(struct virtio_iommu_req_map, tail), VIRTIO_IOMMU_F_MAP_UNMAP, do_map },
-	[VIRTIO_IOMMU_T_UNMAP]  = { offsetof(struct virtio_iommu_req_unmap, tail), VIRTIO_IOMMU_F_MAP_UNMAP, do_unmap },
-	[VIRTIO_IOMMU_T_PROBE]  = { sizeof(struct virtio_iommu_req_probe), VIRTIO_IOMMU_F_PROBE, do_probe },
+	[SC_VIRTIO_IOMMU_T_ATTACH] = { offsetof(struct sc_virtio_iommu_req_attach, tail), UINT32_MAX, do_attach },
+	[SC_VIRTIO_IOMMU_T_DETACH] = { offsetof(struct sc_virtio_iommu_req_detach, tail), UINT32_MAX, do_detach },
+	[SC_VIRTIO_IOMMU_T_MAP]    = { offsetof(struct sc_virtio_iommu_req_map, tail), SC_VIRTIO_IOMMU_F_MAP_UNMAP, do_map },
+	[SC_VIRTIO_IOMMU_T_UNMAP]  = { offsetof(struct sc_virtio_iommu_req_unmap, tail), SC_VIRTIO_IOMMU_F_MAP_UNMAP, do_unmap },
+	[SC_VIRTIO_IOMMU_T_PROBE]  = { sizeof(struct sc_virtio_iommu_req_probe), SC_VIRTIO_IOMMU_F_PROBE, do_probe },
 };
 
 /* Writable bytes a request of type has: its properties (PROBE) and the tail. */
 static uint32_t in_bytes(uint8_t type)
 {
-	return type == VIRTIO_IOMMU_T_PROBE ? SC_VIOMMU_PROBE_SIZE + TAIL_BYTES : TAIL_BYTES;
+	return type == SC_VIRTIO_IOMMU_T_PROBE ? SC_VIOMMU_PROBE_SIZE + TAIL_BYTES : TAIL_BYTES;
 }
 
 /* How a served request is completed: now, or after grace period ticket. */
@@ -191,7 +191,7 @@ struct served {
 static struct served serve(struct sc_viommu_dev *d, const struct sc_vq_elem *e)
 {
 	union req_copy r;
-	struct req_result res = { .status = VIRTIO_IOMMU_S_INVAL };
+	struct req_result res = { .status = SC_VIRTIO_IOMMU_S_INVAL };
 	const struct req_row *row = NULL;
 	struct served out = { .len = TAIL_BYTES };
 
@@ -216,18 +216,18 @@ static struct served serve(struct sc_viommu_dev *d, const struct sc_vq_elem *e)
 	} else if (!row || (row->feature != UINT32_MAX && !negotiated(d, row->feature))) {
 		/* §5.13.6: an unknown type, or one whose feature was not negotiated. */
 		d->stats.unsupported++;
-		res.status = VIRTIO_IOMMU_S_UNSUPP;
+		res.status = SC_VIRTIO_IOMMU_S_UNSUPP;
 	} else if (e->out_len != row->out_bytes || e->in_len != in_bytes(r.head.type)) {
 		d->stats.bad_requests++;
 	} else {
 		res = row->fn(d, &r, e);
-		if (res.status != VIRTIO_IOMMU_S_OK)
+		if (res.status != SC_VIRTIO_IOMMU_S_OK)
 			d->stats.bad_requests++;
-		else if (r.head.type == VIRTIO_IOMMU_T_PROBE)
+		else if (r.head.type == SC_VIRTIO_IOMMU_T_PROBE)
 			out.len = e->in_len;   /* the properties and the tail */
 	}
 
-	struct virtio_iommu_req_tail tail = { .status = res.status };
+	struct sc_virtio_iommu_req_tail tail = { .status = res.status };
 	sc_iov_copy_to(e->iov + e->out_num, e->in_num, e->in_len - TAIL_BYTES, &tail, sizeof(tail));
 	if (res.removed && d->v->cfg.teardown == SC_VIOMMU_STRICT) {
 		/* Strict: the guest may reuse the memory once it sees this answer, so it waits until no device can reach it. */
@@ -269,12 +269,12 @@ static unsigned deliver_faults(struct sc_viommu_dev *d, unsigned budget)
 			d->stats.events_dropped++;   /* empty or broken eventq: never wait for the guest */
 			continue;
 		}
-		if (e.in_len < sizeof(struct virtio_iommu_fault)) {
+		if (e.in_len < sizeof(struct sc_virtio_iommu_fault)) {
 			d->stats.events_dropped++;
 			sc_vq_push(&d->evt, e.head, 0);
 			continue;
 		}
-		struct virtio_iommu_fault ev = {
+		struct sc_virtio_iommu_fault ev = {
 			.reason = f.reason, .flags = f.flags, .endpoint = f.endpoint, .address = f.address,
 		};
 		sc_iov_copy_to(e.iov + e.out_num, e.in_num, 0, &ev, sizeof(ev));
@@ -348,7 +348,7 @@ static const struct sc_pollq_ops viommu_pollq_ops = {
 	.notify_disable = pq_notify_disable,
 };
 
-void sc_viommu_dev_config(const struct sc_viommu *v, struct virtio_iommu_config *cfg)
+void sc_viommu_dev_config(const struct sc_viommu *v, struct sc_virtio_iommu_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->page_size_mask = v->cfg.page_size_mask;
@@ -383,8 +383,8 @@ int sc_viommu_dev_init(struct sc_viommu_dev *d, struct sc_viommu *v, uint64_t fe
 		goto err_evt;
 	}
 	/* §5.13.6.2: config.bypass rules with BYPASS_CONFIG, else the legacy BYPASS feature does. */
-	bool bypass = negotiated(d, VIRTIO_IOMMU_F_BYPASS_CONFIG) ? v->cfg.bypass
-							       : negotiated(d, VIRTIO_IOMMU_F_BYPASS);
+	bool bypass = negotiated(d, SC_VIRTIO_IOMMU_F_BYPASS_CONFIG) ? v->cfg.bypass
+							       : negotiated(d, SC_VIRTIO_IOMMU_F_BYPASS);
 	sc_store_release(&v->bypass, bypass);
 	d->pq = (struct sc_pollq){ .ops = &viommu_pollq_ops, .ctx = d, .kick_fd = req->kick_fd,
 				   .name = "virtio-iommu" };

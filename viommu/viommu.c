@@ -182,10 +182,10 @@ int sc_viommu_tc_pin_rings(struct sc_viommu_tc *tc, const struct sc_vq_config *c
 {
 	struct sc_viommu_slot *s = tc->slot;
 	const uint64_t at[SC_VIOMMU_MAX_PINS] = { cfg->desc_addr, cfg->avail_addr, cfg->used_addr };
-	const uint64_t len[SC_VIOMMU_MAX_PINS] = { vring_desc_bytes(cfg->size), vring_avail_bytes(cfg->size),
-						   vring_used_bytes(cfg->size) };
+	const uint64_t len[SC_VIOMMU_MAX_PINS] = { sc_vring_desc_bytes(cfg->size), sc_vring_avail_bytes(cfg->size),
+						   sc_vring_used_bytes(cfg->size) };
 
-	if (!SC_IS_POW2(cfg->size) || cfg->size > VIRTQ_MAX_SIZE)
+	if (!SC_IS_POW2(cfg->size) || cfg->size > SC_VIRTQ_MAX_SIZE)
 		return -EINVAL;
 	for (unsigned i = 0; i < SC_VIOMMU_MAX_PINS; i++) {
 		s->pins[i].iova = at[i];
@@ -244,7 +244,7 @@ static int wrap_poll(struct sc_pollq *q, unsigned budget)
 	if (sc_unlikely(sc_load_acquire(&tc->slot->revoked))) {
 		if (!tc->revoke_reported) {
 			tc->revoke_reported = true;
-			fault_record(tc, VIRTIO_IOMMU_FAULT_R_MAPPING, SC_PERM_READ, tc->slot->pins[0].iova);
+			fault_record(tc, SC_VIRTIO_IOMMU_FAULT_R_MAPPING, SC_PERM_READ, tc->slot->pins[0].iova);
 		}
 		ret = -EFAULT;
 	} else {
@@ -405,9 +405,9 @@ static void fault_record(struct sc_viommu_tc *tc, uint8_t reason, unsigned perm,
 	}
 	s->faults[head % SC_VIOMMU_FAULT_RING] = (struct sc_viommu_fault){
 		.reason = reason,
-		.flags = ((perm & SC_PERM_READ) ? VIRTIO_IOMMU_FAULT_F_READ : 0) |
-			 ((perm & SC_PERM_WRITE) ? VIRTIO_IOMMU_FAULT_F_WRITE : 0) |
-			 VIRTIO_IOMMU_FAULT_F_ADDRESS,
+		.flags = ((perm & SC_PERM_READ) ? SC_VIRTIO_IOMMU_FAULT_F_READ : 0) |
+			 ((perm & SC_PERM_WRITE) ? SC_VIRTIO_IOMMU_FAULT_F_WRITE : 0) |
+			 SC_VIRTIO_IOMMU_FAULT_F_ADDRESS,
 		.endpoint = tc->v->eps[tc->ep].id,
 		.address = addr,
 	};
@@ -509,14 +509,14 @@ int sc_viommu_translate(void *ctx, uint64_t iova, uint64_t len, unsigned perm,
 	struct sc_viommu_domain *d = sc_load_acquire(&v->eps[tc->ep].domain);
 
 	if (__builtin_add_overflow(iova, len - 1, &last)) {
-		fault_record(tc, VIRTIO_IOMMU_FAULT_R_MAPPING, perm, iova);
+		fault_record(tc, SC_VIRTIO_IOMMU_FAULT_R_MAPPING, perm, iova);
 		return -EFAULT;
 	}
 	if (!d || d->bypass) {
 		if (d || sc_load_once(&v->bypass))
 			return sc_mem_translate_iov(v->cfg.mem, iova, len, perm, iov, iov_max);
 		/* §5.13.6.2: an unattached endpoint without bypass may not DMA at all. */
-		fault_record(tc, VIRTIO_IOMMU_FAULT_R_DOMAIN, perm, iova);
+		fault_record(tc, SC_VIRTIO_IOMMU_FAULT_R_DOMAIN, perm, iova);
 		return -EFAULT;
 	}
 
@@ -533,7 +533,7 @@ int sc_viommu_translate(void *ctx, uint64_t iova, uint64_t len, unsigned perm,
 			if (!domain_lookup(d, iova, &m)) {
 				if (tc->iotlb)
 					return iotlb_miss(tc, iova, perm);
-				fault_record(tc, VIRTIO_IOMMU_FAULT_R_MAPPING, perm, iova);
+				fault_record(tc, SC_VIRTIO_IOMMU_FAULT_R_MAPPING, perm, iova);
 				return -EFAULT;
 			}
 			/* The answer to the pending miss came: its clock stops. */
@@ -543,7 +543,7 @@ int sc_viommu_translate(void *ctx, uint64_t iova, uint64_t len, unsigned perm,
 						     .gen = gen, .perm = m.perm };
 		}
 		if (sc_unlikely((m.perm & perm) != perm)) {
-			fault_record(tc, VIRTIO_IOMMU_FAULT_R_MAPPING, perm, iova);
+			fault_record(tc, SC_VIRTIO_IOMMU_FAULT_R_MAPPING, perm, iova);
 			return -EPERM;
 		}
 		/* Bytes up to the mapping's end or the request's, written so nothing overflows. */

@@ -32,7 +32,7 @@
 
 #include "guestmem/guestmem.h"
 #include "polling/polling.h"
-#include "viommu/virtio_iommu.h"
+#include "spec/sc_virtio_iommu.h"
 #include "vqueue/vqueue.h"
 
 /* Translation contexts (device queues) one VM's IOMMU can serve at once. */
@@ -68,8 +68,8 @@ void sc_viommu_config_default(struct sc_viommu_config *cfg, struct sc_mem *mem);
 
 /* A fault as the eventq reports it (§5.13.6.9). */
 struct sc_viommu_fault {
-	uint8_t reason;      /* VIRTIO_IOMMU_FAULT_R_* */
-	uint32_t flags;      /* VIRTIO_IOMMU_FAULT_F_* */
+	uint8_t reason;      /* SC_VIRTIO_IOMMU_FAULT_R_* */
+	uint32_t flags;      /* SC_VIRTIO_IOMMU_FAULT_F_* */
 	uint32_t endpoint;
 	uint64_t address;
 };
@@ -345,10 +345,10 @@ const struct sc_viommu_config *sc_viommu_get_config(const struct sc_viommu *v);
 /* ---- the virtio-iommu device (virtio 1.2 §5.13) ---- */
 
 /* Features the device offers. */
-#define SC_VIOMMU_FEATURES ((1ull << VIRTIO_IOMMU_F_INPUT_RANGE) | (1ull << VIRTIO_IOMMU_F_DOMAIN_RANGE) | \
-			    (1ull << VIRTIO_IOMMU_F_MAP_UNMAP) | (1ull << VIRTIO_IOMMU_F_BYPASS) | \
-			    (1ull << VIRTIO_IOMMU_F_PROBE) | (1ull << VIRTIO_IOMMU_F_BYPASS_CONFIG) | \
-			    (1ull << VIRTIO_F_VERSION_1))
+#define SC_VIOMMU_FEATURES ((1ull << SC_VIRTIO_IOMMU_F_INPUT_RANGE) | (1ull << SC_VIRTIO_IOMMU_F_DOMAIN_RANGE) | \
+			    (1ull << SC_VIRTIO_IOMMU_F_MAP_UNMAP) | (1ull << SC_VIRTIO_IOMMU_F_BYPASS) | \
+			    (1ull << SC_VIRTIO_IOMMU_F_PROBE) | (1ull << SC_VIRTIO_IOMMU_F_BYPASS_CONFIG) | \
+			    (1ull << SC_VIRTIO_F_VERSION_1))
 
 /* PROBE buffer bytes the device asks for (config.probe_size). */
 #define SC_VIOMMU_PROBE_SIZE 64
@@ -378,7 +378,7 @@ struct sc_viommu_dev {
 };
 
 /* The config space the driver reads. */
-void sc_viommu_dev_config(const struct sc_viommu *v, struct virtio_iommu_config *cfg);
+void sc_viommu_dev_config(const struct sc_viommu *v, struct sc_virtio_iommu_config *cfg);
 
 /*
  * Set up the device on its request queue (req) and event queue (evt)

@@ -123,16 +123,16 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 	vq->name = cfg->name;
 	vq->epochs = cfg->epochs;
 
-	if (!SC_IS_POW2(cfg->size) || cfg->size > VIRTQ_MAX_SIZE) {
+	if (!SC_IS_POW2(cfg->size) || cfg->size > SC_VIRTQ_MAX_SIZE) {
 		sc_vq_set_broken(vq, -EINVAL,
 				 "queue size %u is not a power of two in 1..%u (virtio 1.2 §2.7)",
-				 cfg->size, VIRTQ_MAX_SIZE);
+				 cfg->size, SC_VIRTQ_MAX_SIZE);
 		return -EINVAL;
 	}
 	vq->size = cfg->size;
 	vq->mask = (uint16_t)(cfg->size - 1);
-	vq->event_idx = cfg->features & (1ull << VIRTIO_F_EVENT_IDX);
-	vq->indirect = cfg->features & (1ull << VIRTIO_F_INDIRECT_DESC);
+	vq->event_idx = cfg->features & (1ull << SC_VIRTIO_F_EVENT_IDX);
+	vq->indirect = cfg->features & (1ull << SC_VIRTIO_F_INDIRECT_DESC);
 
 	err = sc_vq_remap_rings(vq, cfg->desc_addr, cfg->avail_addr, cfg->used_addr);
 	if (err < 0)
@@ -167,20 +167,20 @@ int sc_vq_init(struct sc_vq *vq, const struct sc_vq_config *cfg)
 int sc_vq_remap_rings(struct sc_vq *vq, uint64_t desc_addr, uint64_t avail_addr, uint64_t used_addr)
 {
 	int err = 0;
-	struct vring_desc *desc;
-	struct vring_avail *avail;
-	struct vring_used *used;
+	struct sc_vring_desc *desc;
+	struct sc_vring_avail *avail;
+	struct sc_vring_used *used;
 
 	/* The byte counts include the event index after avail and used: mapped always, used only with EVENT_IDX. */
-	desc = map_ring(vq, "descriptor", desc_addr, vring_desc_bytes(vq->size), VRING_DESC_ALIGN,
+	desc = map_ring(vq, "descriptor", desc_addr, sc_vring_desc_bytes(vq->size), SC_VRING_DESC_ALIGN,
 			SC_PERM_READ, &err);
 	if (!desc)
 		return err;
-	avail = map_ring(vq, "available", avail_addr, vring_avail_bytes(vq->size), VRING_AVAIL_ALIGN,
+	avail = map_ring(vq, "available", avail_addr, sc_vring_avail_bytes(vq->size), SC_VRING_AVAIL_ALIGN,
 			 SC_PERM_READ, &err);
 	if (!avail)
 		return err;
-	used = map_ring(vq, "used", used_addr, vring_used_bytes(vq->size), VRING_USED_ALIGN, SC_PERM_RW, &err);
+	used = map_ring(vq, "used", used_addr, sc_vring_used_bytes(vq->size), SC_VRING_USED_ALIGN, SC_PERM_RW, &err);
 	if (!used)
 		return err;
 	vq->desc = desc;
@@ -410,7 +410,7 @@ bool sc_vq_has_work(struct sc_vq *vq)
 }
 
 /* One descriptor, fetched once (kind: SC_FETCH_DESC or SC_FETCH_INDIRECT, for fuzz builds). */
-static inline void desc_fetch(struct vring_desc *d, const struct vring_desc *src, enum sc_fetch_kind kind)
+static inline void desc_fetch(struct sc_vring_desc *d, const struct sc_vring_desc *src, enum sc_fetch_kind kind)
 {
 	SC_FETCH(kind, src, sizeof(*src));
 	d->addr = sc_load_once(&src->addr);
@@ -420,37 +420,37 @@ static inline void desc_fetch(struct vring_desc *d, const struct vring_desc *src
 }
 
 /* Switch the walk to the indirect table d describes (§2.7.5.3). */
-static int indirect_enter(struct sc_vq *vq, const struct vring_desc *d,
-			  const struct vring_desc **table, uint32_t *table_size)
+static int indirect_enter(struct sc_vq *vq, const struct sc_vring_desc *d,
+			  const struct sc_vring_desc **table, uint32_t *table_size)
 {
 	struct iovec iov;
 
 	if (sc_unlikely(!vq->indirect)) {
-		sc_vq_set_broken(vq, -EBADMSG, "indirect descriptor without VIRTIO_F_INDIRECT_DESC");
+		sc_vq_set_broken(vq, -EBADMSG, "indirect descriptor without SC_VIRTIO_F_INDIRECT_DESC");
 		return -EBADMSG;
 	}
-	if (sc_unlikely(d->flags & VIRTQ_DESC_F_NEXT)) {
+	if (sc_unlikely(d->flags & SC_VIRTQ_DESC_F_NEXT)) {
 		sc_vq_set_broken(vq, -EBADMSG, "indirect descriptor with NEXT set (§2.7.5.3.1)");
 		return -EBADMSG;
 	}
 	/* A table is a whole number of descriptors, at least one, and no longer than a queue. */
-	if (sc_unlikely(d->len == 0 || d->len % sizeof(struct vring_desc) ||
-			d->len / sizeof(struct vring_desc) > VIRTQ_MAX_SIZE)) {
+	if (sc_unlikely(d->len == 0 || d->len % sizeof(struct sc_vring_desc) ||
+			d->len / sizeof(struct sc_vring_desc) > SC_VIRTQ_MAX_SIZE)) {
 		sc_vq_set_broken(vq, -EBADMSG, "indirect table length %u is not a multiple of 16 in 16..%u",
-				 d->len, VIRTQ_MAX_SIZE * 16);
+				 d->len, SC_VIRTQ_MAX_SIZE * 16);
 		return -EBADMSG;
 	}
-	int n = (d->addr & (VRING_DESC_ALIGN - 1)) ? -EINVAL : xlate(vq, d->addr, d->len, SC_PERM_READ, &iov, 1);
+	int n = (d->addr & (SC_VRING_DESC_ALIGN - 1)) ? -EINVAL : xlate(vq, d->addr, d->len, SC_PERM_READ, &iov, 1);
 	if (sc_unlikely(n == -EAGAIN))
 		return -EAGAIN;   /* a vIOMMU miss, reported by the hook */
 	/* Aligned as a guest address and as a host one (the descriptors are read atomically). */
-	if (sc_unlikely(n != 1 || (uintptr_t)iov.iov_base & (VRING_DESC_ALIGN - 1))) {
+	if (sc_unlikely(n != 1 || (uintptr_t)iov.iov_base & (SC_VRING_DESC_ALIGN - 1))) {
 		sc_vq_set_broken(vq, -EFAULT, "indirect table at 0x%llx (+%u) is not aligned contiguous guest memory",
 				 (unsigned long long)d->addr, d->len);
 		return -EFAULT;
 	}
 	*table = iov.iov_base;
-	*table_size = d->len / sizeof(struct vring_desc);
+	*table_size = d->len / sizeof(struct sc_vring_desc);
 	return 0;
 }
 
@@ -460,7 +460,7 @@ static int indirect_enter(struct sc_vq *vq, const struct vring_desc *d,
  * spans more host segments than the scratch holds is only "more
  * segments", which is what the caller already knows.
  */
-static __attribute__((cold, noinline)) int check_buffer(struct sc_vq *vq, const struct vring_desc *d,
+static __attribute__((cold, noinline)) int check_buffer(struct sc_vq *vq, const struct sc_vring_desc *d,
 							 unsigned perm)
 {
 	struct iovec scratch[8];
@@ -491,7 +491,7 @@ static inline bool buffer_fault(const struct sc_vq *vq, int err)
  * chain comes again).
  */
 static __attribute__((cold, noinline)) int elem_status_only(struct sc_vq *vq, struct sc_vq_elem *elem,
-							    const struct vring_desc *wlast, bool faulted)
+							    const struct sc_vring_desc *wlast, bool faulted)
 {
 	struct iovec status = { 0 };
 
@@ -539,12 +539,12 @@ static __attribute__((cold, noinline)) int elem_status_only(struct sc_vq *vq, st
 static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t head,
 							struct sc_vq_elem *elem, const bool cold, bool faulted)
 {
-	const struct vring_desc *table = vq->desc;
+	const struct sc_vring_desc *table = vq->desc;
 	uint32_t table_size = vq->size, steps = 0;
 	uint64_t out_len = 0, in_len = 0;
 	unsigned nseg = 0, in_num = 0;
 	bool in_indirect = false, oversized = faulted, have_wlast = false;
-	struct vring_desc d, wlast = { 0 };
+	struct sc_vring_desc d, wlast = { 0 };
 	uint16_t idx = head;
 	int ret;
 
@@ -562,7 +562,7 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 		}
 		desc_fetch(&d, &table[idx], in_indirect ? SC_FETCH_INDIRECT : SC_FETCH_DESC);
 
-		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+		if (d.flags & SC_VIRTQ_DESC_F_INDIRECT) {
 			if (sc_unlikely(in_indirect)) {
 				sc_vq_set_broken(vq, -EMLINK, "indirect table inside an indirect table in chain %u", head);
 				return -EMLINK;
@@ -577,7 +577,7 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 		}
 
 		unsigned perm;
-		if (d.flags & VIRTQ_DESC_F_WRITE) {
+		if (d.flags & SC_VIRTQ_DESC_F_WRITE) {
 			perm = SC_PERM_WRITE;
 			in_len += d.len;
 		} else {
@@ -629,7 +629,7 @@ static inline __attribute__((always_inline)) int walk(struct sc_vq *vq, uint16_t
 			have_wlast = true;
 		}
 
-		if (!(d.flags & VIRTQ_DESC_F_NEXT))
+		if (!(d.flags & SC_VIRTQ_DESC_F_NEXT))
 			break;
 		idx = d.next;
 	}
@@ -730,7 +730,7 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 
 void sc_vq_push(struct sc_vq *vq, uint16_t head, uint32_t len)
 {
-	struct vring_used_elem *e = &vq->used->ring[vq->used_idx & vq->mask];
+	struct sc_vring_used_elem *e = &vq->used->ring[vq->used_idx & vq->mask];
 
 	SC_FETCH_CHECK();   /* fuzz builds: the request is done; it read no guest bytes twice */
 	/* Not yet visible: the driver reads entries only below used->idx. */
@@ -748,9 +748,9 @@ void sc_vq_push(struct sc_vq *vq, uint16_t head, uint32_t len)
 static bool driver_wants_interrupt(struct sc_vq *vq, uint16_t old, uint16_t new_idx)
 {
 	if (vq->event_idx)
-		return vring_need_event(sc_load_once(vring_used_event(vq->avail, vq->size)),
+		return sc_vring_need_event(sc_load_once(sc_vring_used_event(vq->avail, vq->size)),
 					new_idx, old);
-	return !(sc_load_once(&vq->avail->flags) & VIRTQ_AVAIL_F_NO_INTERRUPT);
+	return !(sc_load_once(&vq->avail->flags) & SC_VIRTQ_AVAIL_F_NO_INTERRUPT);
 }
 
 bool sc_vq_flush(struct sc_vq *vq)
@@ -802,7 +802,7 @@ void sc_vq_notify_disable(struct sc_vq *vq)
 	vq->notify_on = false;
 	/* With EVENT_IDX a stale avail_event already stops kicks (§2.7.10); without it, say so. */
 	if (!vq->event_idx)
-		sc_store_once(&vq->used->flags, VIRTQ_USED_F_NO_NOTIFY);
+		sc_store_once(&vq->used->flags, SC_VIRTQ_USED_F_NO_NOTIFY);
 }
 
 bool sc_vq_notify_enable(struct sc_vq *vq)
@@ -819,7 +819,7 @@ bool sc_vq_notify_enable(struct sc_vq *vq)
 			 * wake-up for a command) leaves the line shared. What the
 			 * guest may have written there only decides whether we store.
 			 */
-			uint16_t *ev = vring_avail_event(vq->used, vq->size);
+			uint16_t *ev = sc_vring_avail_event(vq->used, vq->size);
 			if (sc_load_once(ev) != vq->last_avail)
 				sc_store_once(ev, vq->last_avail);
 		} else

@@ -26,7 +26,7 @@
 #include "common/barrier.h"
 #include "common/fetch.h"
 #include "guestmem/guestmem.h"
-#include "vqueue/vring.h"
+#include "spec/sc_vring.h"
 
 /* Per-queue counters, written only by the queue's sidecore. */
 struct sc_vq_stats {
@@ -123,9 +123,9 @@ struct sc_vq_config {
 
 struct sc_vq {
 	/* hot: read on every pop */
-	struct vring_desc *desc;
-	struct vring_avail *avail;
-	struct vring_used *used;
+	struct sc_vring_desc *desc;
+	struct sc_vring_avail *avail;
+	struct sc_vring_used *used;
 	uint16_t mask;              /* size - 1 */
 	uint16_t last_avail;        /* next avail slot to consume */
 	uint16_t avail_seen;        /* avail->idx as last loaded */
@@ -177,7 +177,7 @@ struct sc_vq_elem {
 	 * out_num = 0 and, if the chain has a device-writable descriptor,
 	 * in_num = 1 with iov[0] the last byte of the last one (in_len = 1,
 	 * where a status byte goes), else in_num = 0. The device completes it
-	 * with an error (virtio-blk: VIRTIO_BLK_S_IOERR).
+	 * with an error (virtio-blk: SC_VIRTIO_BLK_S_IOERR).
 	 */
 	bool oversized;
 	/*
@@ -252,7 +252,7 @@ static inline uint32_t sc_vq_resubmit_pending(const struct sc_vq *vq)
  *   -ELOOP     a chain is longer than its table (a loop)
  *   -EMLINK    an indirect table inside an indirect table
  *   -EBADMSG   an indirect table of length 0 or not a multiple of 16, with
- *              NEXT set, or used without VIRTIO_F_INDIRECT_DESC
+ *              NEXT set, or used without SC_VIRTIO_F_INDIRECT_DESC
  *   -EOVERFLOW the chain's lengths overflow 32 bits
  *   -EFAULT    an address outside guest memory (or straddling its end);
  *              through a hook, only a ring or indirect table address

@@ -12,7 +12,7 @@
 #include "common/barrier.h"
 #include "common/compiler.h"
 #include "common/tsc.h"
-#include "devices/virtio_blk.h"
+#include "spec/sc_virtio_blk.h"
 #include "driver/driver.h"
 #include "microvm/mailbox.h"
 
@@ -168,9 +168,9 @@ static uint64_t data_gpa(struct gcpu *c, uint32_t slot, uint32_t bs) { return c-
 static bool blk_submit(struct gcpu *c, uint32_t slot, uint32_t bs)
 {
 	struct sc_drv_seg segs[3] = {
-		{ req_gpa(c, slot), sizeof(struct virtio_blk_outhdr) },
+		{ req_gpa(c, slot), sizeof(struct sc_virtio_blk_outhdr) },
 		{ data_gpa(c, slot, bs), bs },
-		{ req_gpa(c, slot) + sizeof(struct virtio_blk_outhdr), 1 },
+		{ req_gpa(c, slot) + sizeof(struct sc_virtio_blk_outhdr), 1 },
 	};
 	int head = sc_drv_vq_add(&c->vq, segs, 1, 2);
 	if (head < 0)
@@ -203,8 +203,8 @@ static void wl_blk(struct gcpu *c)
 	}
 	/* Headers are written once: a driver that reuses buffers does not pull them back. */
 	for (uint32_t s = 0; s < qd; s++)
-		*(struct virtio_blk_outhdr *)req_gpa(c, s) =
-			(struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_IN, .sector = (uint64_t)s * (bs / 512) };
+		*(struct sc_virtio_blk_outhdr *)req_gpa(c, s) =
+			(struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN, .sector = (uint64_t)s * (bs / 512) };
 
 	uint64_t kicks0 = c->vq.kicks, start = sc_rdtsc();
 	for (uint32_t s = 0; s < qd && (deadline || issued < n); s++)

@@ -27,14 +27,14 @@
 #include "common/compiler.h"
 #include "tests/fuzz/fuzz.h"
 #include "viommu/viommu.h"
-#include "viommu/virtio_iommu.h"
+#include "spec/sc_virtio_iommu.h"
 
 static uint8_t image[FZ_IMAGE] __attribute__((aligned(4096)));
 static uint8_t ro[FZ_RO] __attribute__((aligned(4096)));
 
 static const unsigned feature_bits[] = {
-	VIRTIO_IOMMU_F_INPUT_RANGE, VIRTIO_IOMMU_F_DOMAIN_RANGE, VIRTIO_IOMMU_F_MAP_UNMAP,
-	VIRTIO_IOMMU_F_BYPASS, VIRTIO_IOMMU_F_PROBE, VIRTIO_IOMMU_F_BYPASS_CONFIG,
+	SC_VIRTIO_IOMMU_F_INPUT_RANGE, SC_VIRTIO_IOMMU_F_DOMAIN_RANGE, SC_VIRTIO_IOMMU_F_MAP_UNMAP,
+	SC_VIRTIO_IOMMU_F_BYPASS, SC_VIRTIO_IOMMU_F_PROBE, SC_VIRTIO_IOMMU_F_BYPASS_CONFIG,
 };
 
 static struct sc_vq_config ring_config(struct fz *f, struct sc_mem *mem, uint32_t size, const char *name)
@@ -42,7 +42,7 @@ static struct sc_vq_config ring_config(struct fz *f, struct sc_mem *mem, uint32_
 	uint16_t desc = fz_u16(f), avail = fz_u16(f), used = fz_u16(f);
 	return (struct sc_vq_config){
 		.size = size, .desc_addr = FZ_GPA + desc, .avail_addr = FZ_GPA + avail,
-		.used_addr = FZ_GPA + used, .features = 1ull << VIRTIO_F_VERSION_1,
+		.used_addr = FZ_GPA + used, .features = 1ull << SC_VIRTIO_F_VERSION_1,
 		.xlate = sc_mem_xlate(mem), .call_fd = -1, .kick_fd = -1, .err_fd = -1, .name = name,
 	};
 }
@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	uint32_t req_size = 1u << (fz_u8(&f) % 8), evt_size = 1u << (fz_u8(&f) % 8);
 	uint8_t flags = fz_u8(&f);
-	uint64_t features = 1ull << VIRTIO_F_VERSION_1;
+	uint64_t features = 1ull << SC_VIRTIO_F_VERSION_1;
 	for (unsigned i = 0; i < SC_ARRAY_SIZE(feature_bits); i++)
 		if (flags & (1u << i))
 			features |= 1ull << feature_bits[i];

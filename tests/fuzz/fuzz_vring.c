@@ -64,8 +64,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sc_vq_config cfg = {
 		.size = qsize, .desc_addr = FZ_GPA + desc, .avail_addr = FZ_GPA + avail,
 		.used_addr = FZ_GPA + used, .last_avail = last_avail,
-		.features = (flags & 1 ? 1ull << VIRTIO_F_INDIRECT_DESC : 0) |
-			    (flags & 2 ? 1ull << VIRTIO_F_EVENT_IDX : 0) | (1ull << VIRTIO_F_VERSION_1),
+		.features = (flags & 1 ? 1ull << SC_VIRTIO_F_INDIRECT_DESC : 0) |
+			    (flags & 2 ? 1ull << SC_VIRTIO_F_EVENT_IDX : 0) | (1ull << SC_VIRTIO_F_VERSION_1),
 		.xlate = sc_mem_xlate(&mem), .call_fd = -1, .kick_fd = -1, .err_fd = -1, .name = "fuzz vring",
 		.inflight = flags & 4 ? (struct sc_vq_inflight *)inflight : NULL,
 	};

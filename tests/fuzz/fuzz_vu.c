@@ -43,7 +43,7 @@
 #include <unistd.h>
 
 #include "devices/devices.h"
-#include "runtime/vhost_user.h"
+#include "runtime/vu_msg.h"
 #include "runtime/vu_server.h"
 #include "viommu/viommu.h"
 #include "tests/fuzz/fuzz.h"
@@ -67,7 +67,7 @@ static unsigned npeers;
 
 static int get_config(void *ctx, uint8_t *buf, uint32_t offset, uint32_t len)
 {
-	struct virtio_blk_config c = { .capacity = 2048 };
+	struct sc_virtio_blk_config c = { .capacity = 2048 };
 	if (offset > sizeof(c) || len > sizeof(c) - offset)
 		return -EINVAL;
 	memcpy(buf, (uint8_t *)&c + offset, len);
@@ -100,7 +100,7 @@ static bool queue_broken(void *ctx, unsigned idx)
 }
 
 static const struct sc_vu_device_ops ops = {
-	.features = (1ull << VIRTIO_F_INDIRECT_DESC) | (1ull << VIRTIO_F_EVENT_IDX) | (1ull << VIRTIO_F_VERSION_1),
+	.features = (1ull << SC_VIRTIO_F_INDIRECT_DESC) | (1ull << SC_VIRTIO_F_EVENT_IDX) | (1ull << SC_VIRTIO_F_VERSION_1),
 	.num_queues = NQ, .max_queue_size = 256,
 	.get_config = get_config, .queue_start = queue_start, .queue_stop = queue_stop,
 	.queue_broken = queue_broken,
@@ -170,9 +170,9 @@ static void send_message(struct fz *f, int sock)
 	int fds[8];
 	unsigned nfds = 0;
 
-	msg.hdr.request = fz_u8(f) % (VHOST_USER_REQUEST_MAX + 1);
+	msg.hdr.request = fz_u8(f) % (SC_VHOST_USER_REQUEST_MAX + 1);
 	uint8_t fl = fz_u8(f);
-	msg.hdr.flags = (fl & 3) | (fl & 4 ? VHOST_USER_NEED_REPLY : 0) | (fl & 8 ? VHOST_USER_REPLY : 0);
+	msg.hdr.flags = (fl & 3) | (fl & 4 ? SC_VHOST_USER_NEED_REPLY : 0) | (fl & 8 ? SC_VHOST_USER_REPLY : 0);
 	msg.hdr.size = fz_u16(f) % sizeof(msg.payload);
 	fz_bytes(f, msg.payload, msg.hdr.size);
 	unsigned want = fz_u8(f) % 9;

@@ -25,7 +25,7 @@ static struct sc_vq vq;
 static struct iovec iov[8];
 static struct sc_vq_elem e = { .iov = iov, .iov_max = 8 };
 
-static struct vring_desc *desc(void) { return (struct vring_desc *)(image + DESC); }
+static struct sc_vring_desc *desc(void) { return (struct sc_vring_desc *)(image + DESC); }
 
 /* A queue of QSZ entries with one chain offered at head 0 (the test fills its descriptors). */
 static void ring_setup(void)
@@ -34,11 +34,11 @@ static void ring_setup(void)
 	fz_mem(&mem, image, ro);
 	struct sc_vq_config cfg = {
 		.size = QSZ, .desc_addr = FZ_GPA + DESC, .avail_addr = FZ_GPA + AVAIL, .used_addr = FZ_GPA + USED,
-		.features = 1ull << VIRTIO_F_VERSION_1, .xlate = sc_mem_xlate(&mem),
+		.features = 1ull << SC_VIRTIO_F_VERSION_1, .xlate = sc_mem_xlate(&mem),
 		.call_fd = -1, .kick_fd = -1, .err_fd = -1, .name = "test_fetch",
 	};
 	cr_assert_eq(sc_vq_init(&vq, &cfg), 0);
-	struct vring_avail *a = (struct vring_avail *)(image + AVAIL);
+	struct sc_vring_avail *a = (struct sc_vring_avail *)(image + AVAIL);
 	a->ring[0] = 0;
 	a->idx = 1;
 }
@@ -46,15 +46,15 @@ static void ring_setup(void)
 /* Head 0: a 32-byte readable buffer (two descriptors if split) and a 1-byte writable status. */
 static void chain(bool split, bool aliased)
 {
-	struct vring_desc *d = desc();
+	struct sc_vring_desc *d = desc();
 	if (!split) {
-		d[0] = (struct vring_desc){ FZ_GPA + BUF, 32, VIRTQ_DESC_F_NEXT, 1 };
-		d[1] = (struct vring_desc){ FZ_GPA + BUF + 64, 1, VIRTQ_DESC_F_WRITE, 0 };
+		d[0] = (struct sc_vring_desc){ FZ_GPA + BUF, 32, SC_VIRTQ_DESC_F_NEXT, 1 };
+		d[1] = (struct sc_vring_desc){ FZ_GPA + BUF + 64, 1, SC_VIRTQ_DESC_F_WRITE, 0 };
 		return;
 	}
-	d[0] = (struct vring_desc){ FZ_GPA + BUF, 16, VIRTQ_DESC_F_NEXT, 1 };
-	d[1] = (struct vring_desc){ FZ_GPA + BUF + (aliased ? 0 : 16), 16, VIRTQ_DESC_F_NEXT, 2 };
-	d[2] = (struct vring_desc){ FZ_GPA + BUF + 64, 1, VIRTQ_DESC_F_WRITE, 0 };
+	d[0] = (struct sc_vring_desc){ FZ_GPA + BUF, 16, SC_VIRTQ_DESC_F_NEXT, 1 };
+	d[1] = (struct sc_vring_desc){ FZ_GPA + BUF + (aliased ? 0 : 16), 16, SC_VIRTQ_DESC_F_NEXT, 2 };
+	d[2] = (struct sc_vring_desc){ FZ_GPA + BUF + 64, 1, SC_VIRTQ_DESC_F_WRITE, 0 };
 }
 
 Test(fetch, header_read_twice_fails_the_run, .signal = SIGABRT)
@@ -83,7 +83,7 @@ Test(fetch, the_same_descriptor_twice_fails_the_run, .signal = SIGABRT)
 {
 	ring_setup();
 	SC_FETCH_BEGIN();
-	SC_FETCH(SC_FETCH_DESC, &desc()[2], sizeof(struct vring_desc));
+	SC_FETCH(SC_FETCH_DESC, &desc()[2], sizeof(struct sc_vring_desc));
 	SC_FETCH(SC_FETCH_DESC, &desc()[2].len, sizeof(uint32_t));
 	SC_FETCH_CHECK();
 }
@@ -121,8 +121,8 @@ Test(fetch, a_looping_chain_is_refused_not_reported)
 {
 	ring_setup();
 	unsigned long before = sc_fetch_forgiven();
-	desc()[0] = (struct vring_desc){ FZ_GPA + BUF, 16, VIRTQ_DESC_F_NEXT, 1 };
-	desc()[1] = (struct vring_desc){ FZ_GPA + BUF, 16, VIRTQ_DESC_F_NEXT, 0 };
+	desc()[0] = (struct sc_vring_desc){ FZ_GPA + BUF, 16, SC_VIRTQ_DESC_F_NEXT, 1 };
+	desc()[1] = (struct sc_vring_desc){ FZ_GPA + BUF, 16, SC_VIRTQ_DESC_F_NEXT, 0 };
 	cr_assert_eq(sc_vq_pop(&vq, &e), -ELOOP);
 	cr_assert_eq(sc_fetch_forgiven(), before + 1, "the re-reads were seen, and forgiven");
 	cr_assert_eq(sc_vq_pop(&vq, &e), -ELOOP);

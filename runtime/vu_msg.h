@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The vhost-user protocol as the back end sees it (QEMU's
- * docs/interop/vhost-user.rst): message layout, and reading one message with
- * its file descriptors off the socket, checked once at the edge.
+ * vhost-user messages as the back end sees them (the layout is in
+ * spec/sc_vhost_user.h): reading one message with its file descriptors off
+ * the socket, checked once at the edge, and sending one.
  *
  * Every message is hostile input. sc_vu_msg_recv returns a message only if
  * its size matches its type, it carries exactly the fds its type allows, its
@@ -12,56 +12,14 @@
  * own errno and one line saying why, and every fd that came with it is
  * closed.
  */
-#ifndef SC_RUNTIME_VHOST_USER_H
-#define SC_RUNTIME_VHOST_USER_H
+#ifndef SC_RUNTIME_VU_MSG_H
+#define SC_RUNTIME_VU_MSG_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-enum sc_vu_request {
-	VHOST_USER_GET_FEATURES = 1,
-	VHOST_USER_SET_FEATURES = 2,
-	VHOST_USER_SET_OWNER = 3,
-	VHOST_USER_RESET_OWNER = 4,
-	VHOST_USER_SET_MEM_TABLE = 5,
-	VHOST_USER_SET_LOG_BASE = 6,
-	VHOST_USER_SET_LOG_FD = 7,
-	VHOST_USER_SET_VRING_NUM = 8,
-	VHOST_USER_SET_VRING_ADDR = 9,
-	VHOST_USER_SET_VRING_BASE = 10,
-	VHOST_USER_GET_VRING_BASE = 11,
-	VHOST_USER_SET_VRING_KICK = 12,
-	VHOST_USER_SET_VRING_CALL = 13,
-	VHOST_USER_SET_VRING_ERR = 14,
-	VHOST_USER_GET_PROTOCOL_FEATURES = 15,
-	VHOST_USER_SET_PROTOCOL_FEATURES = 16,
-	VHOST_USER_GET_QUEUE_NUM = 17,
-	VHOST_USER_SET_VRING_ENABLE = 18,
-	VHOST_USER_SET_BACKEND_REQ_FD = 21,   /* SET_SLAVE_REQ_FD */
-	VHOST_USER_IOTLB_MSG = 22,
-	VHOST_USER_GET_CONFIG = 24,
-	VHOST_USER_SET_CONFIG = 25,
-	VHOST_USER_GET_INFLIGHT_FD = 31,
-	VHOST_USER_SET_INFLIGHT_FD = 32,
-	VHOST_USER_RESET_DEVICE = 34,
-	VHOST_USER_GET_MAX_MEM_SLOTS = 36,
-	VHOST_USER_ADD_MEM_REG = 37,
-	VHOST_USER_REM_MEM_REG = 38,
-	VHOST_USER_SET_STATUS = 39,
-	VHOST_USER_GET_STATUS = 40,
-	VHOST_USER_REQUEST_MAX = 41,
-};
-
-/* Header flags. */
-#define VHOST_USER_VERSION      0x1
-#define VHOST_USER_VERSION_MASK 0x3
-#define VHOST_USER_REPLY        (1u << 2)
-#define VHOST_USER_NEED_REPLY   (1u << 3)
-
-/* SET_VRING_KICK/CALL/ERR: vring index in bits 0-7, "no fd" in bit 8. */
-#define VHOST_USER_VRING_IDX_MASK 0xffu
-#define VHOST_USER_VRING_NOFD     (1u << 8)
+#include "spec/sc_vhost_user.h"
 
 /* The columns of the request table below. */
 enum sc_vu_size_rule { SC_VU_SZ_EXACT, SC_VU_SZ_MEM_TABLE, SC_VU_SZ_CONFIG };
@@ -119,79 +77,6 @@ enum sc_vu_rings {
 	X(REM_MEM_REG, EXACT, 8 + sizeof(struct sc_vu_region), 0, 1, NONE, IGNORED, ALL) \
 	X(SET_STATUS, EXACT, 8, 0, 0, NONE, NONE, KEEP)                     \
 	X(GET_STATUS, EXACT, 0, 0, 0, NONE, NONE, KEEP)
-
-#define SC_VU_MAX_MEM_REGIONS 8     /* in one SET_MEM_TABLE */
-#define SC_VU_MAX_FDS 8
-#define SC_VU_CONFIG_SPACE 256      /* bytes of device config space the protocol carries */
-#define SC_VU_MAX_QUEUE_SIZE 32768
-
-struct sc_vu_region {
-	uint64_t guest_phys_addr;
-	uint64_t memory_size;
-	uint64_t userspace_addr;
-	uint64_t mmap_offset;
-};
-
-struct sc_vu_vring_state {
-	uint32_t index;
-	uint32_t num;
-};
-
-struct sc_vu_vring_addr {
-	uint32_t index;
-	uint32_t flags;
-	uint64_t desc_user_addr;
-	uint64_t used_user_addr;
-	uint64_t avail_user_addr;
-	uint64_t log_guest_addr;
-};
-
-struct sc_vu_config {
-	uint32_t offset;
-	uint32_t size;
-	uint32_t flags;
-	uint8_t region[SC_VU_CONFIG_SPACE];
-};
-
-struct sc_vu_inflight {
-	uint64_t mmap_size;
-	uint64_t mmap_offset;
-	uint16_t num_queues;
-	uint16_t queue_size;
-};
-
-/* struct vhost_iotlb_msg (linux/vhost_types.h), 32 bytes with its padding. */
-struct sc_vu_iotlb {
-	uint64_t iova;
-	uint64_t size;
-	uint64_t uaddr;      /* the front end's virtual address */
-	uint8_t perm;        /* VHOST_ACCESS_* */
-	uint8_t type;        /* VHOST_IOTLB_* */
-	uint8_t padding[6];
-};
-
-enum sc_vu_iotlb_type {
-	VHOST_IOTLB_MISS = 1,
-	VHOST_IOTLB_UPDATE = 2,
-	VHOST_IOTLB_INVALIDATE = 3,
-	VHOST_IOTLB_ACCESS_FAIL = 4,
-	VHOST_IOTLB_BATCH_BEGIN = 5,
-	VHOST_IOTLB_BATCH_END = 6,
-};
-
-/* VHOST_ACCESS_*: the same bits as SC_PERM_READ and SC_PERM_WRITE. */
-#define VHOST_ACCESS_RO 1u
-#define VHOST_ACCESS_WO 2u
-#define VHOST_ACCESS_RW 3u
-
-/* Requests the back end sends on the back-end channel (SET_BACKEND_REQ_FD). */
-#define VHOST_USER_BACKEND_IOTLB_MSG 1
-
-struct sc_vu_hdr {
-	uint32_t request;
-	uint32_t flags;
-	uint32_t size;      /* payload bytes after the header */
-} __attribute__((packed));
 
 /* One received message. fds are owned by the message: close them with sc_vu_msg_close_fds. */
 struct sc_vu_msg {

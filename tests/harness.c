@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* Shared test setup: memfd guest memory, a driver ring in it, the matching vqueue config. */
-#include "ring_helpers.h"
+#include "harness.h"
 
 #include <errno.h>
 #include <string.h>
 
-int rh_guest_init(struct rh_guest *g, uint64_t gpa, uint64_t size)
+int t_guest_init(struct t_guest *g, uint64_t gpa, uint64_t size)
 {
 	memset(g, 0, sizeof(*g));
 	sc_mem_init(&g->mem);
@@ -22,13 +22,13 @@ int rh_guest_init(struct rh_guest *g, uint64_t gpa, uint64_t size)
 	return 0;
 }
 
-void rh_guest_fini(struct rh_guest *g)
+void t_guest_fini(struct t_guest *g)
 {
 	sc_mem_fini(&g->mem);
 	g->base = NULL;
 }
 
-void *rh_ptr(const struct rh_guest *g, uint64_t gpa, uint64_t len)
+void *t_ptr(const struct t_guest *g, uint64_t gpa, uint64_t len)
 {
 	uint64_t off = gpa - g->gpa;   /* huge when gpa < g->gpa */
 
@@ -37,10 +37,10 @@ void *rh_ptr(const struct rh_guest *g, uint64_t gpa, uint64_t len)
 	return g->base + off;
 }
 
-void *rh_alloc(struct rh_guest *g, uint64_t len, uint64_t align, uint64_t *gpa)
+void *t_alloc(struct t_guest *g, uint64_t len, uint64_t align, uint64_t *gpa)
 {
 	uint64_t at = (g->next + align - 1) & ~(align - 1);
-	void *p = rh_ptr(g, at, len);
+	void *p = t_ptr(g, at, len);
 
 	if (!p || at < g->next)
 		return NULL;
@@ -49,17 +49,17 @@ void *rh_alloc(struct rh_guest *g, uint64_t len, uint64_t align, uint64_t *gpa)
 	return p;
 }
 
-int rh_ring_init(struct rh_guest *g, struct sc_drv_vq *dvq, uint64_t gpa, uint16_t size,
+int t_ring_init(struct t_guest *g, struct sc_drv_vq *dvq, uint64_t gpa, uint16_t size,
 		 uint64_t features)
 {
-	void *p = rh_ptr(g, gpa, sc_drv_vq_ring_bytes(size));
+	void *p = t_ptr(g, gpa, sc_drv_vq_ring_bytes(size));
 
 	if (!p)
 		return -EFAULT;
 	return sc_drv_vq_init(dvq, p, gpa, size, features);
 }
 
-void rh_vq_config(struct rh_guest *g, const struct sc_drv_vq *dvq, uint64_t features,
+void t_vq_config(struct t_guest *g, const struct sc_drv_vq *dvq, uint64_t features,
 		  struct sc_vq_config *cfg)
 {
 	*cfg = (struct sc_vq_config){
@@ -74,4 +74,27 @@ void rh_vq_config(struct rh_guest *g, const struct sc_drv_vq *dvq, uint64_t feat
 		.err_fd = -1,
 		.kick_fd = -1,
 	};
+}
+
+int t_ring(struct t_guest *g, struct sc_drv_vq *dvq, uint16_t size, uint64_t features, struct sc_vq_config *cfg)
+{
+	uint64_t gpa;
+	int ret;
+
+	if (!t_alloc(g, sc_drv_vq_ring_bytes(size), 4096, &gpa))
+		return -ENOMEM;
+	ret = t_ring_init(g, dvq, gpa, size, features);
+	if (ret < 0)
+		return ret;
+	t_vq_config(g, dvq, features, cfg);
+	return 0;
+}
+
+int t_guest_add(struct t_guest *g, uint64_t gpa, uint64_t size)
+{
+	int fd = sc_mem_memfd_create("t-guest", size);
+
+	if (fd < 0)
+		return fd;
+	return sc_mem_add_fd(&g->mem, gpa, size, fd, 0, SC_PERM_RW);   /* takes fd, also on failure */
 }

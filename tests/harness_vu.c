@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "vu_helpers.h"
+#include "harness.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -17,7 +17,7 @@
 
 #include "common/barrier.h"
 #include "guestmem/guestmem.h"
-#include "runtime/vhost_user.h"
+#include "runtime/vu_msg.h"
 
 int64_t t_now_ms(void)
 {
@@ -95,7 +95,7 @@ void t_reply(int sock, uint32_t req, void *buf, uint32_t size)
 	cr_assert_eq(recv(sock, &h, sizeof(h), MSG_WAITALL), (ssize_t)sizeof(h), "no reply to %s",
 		     sc_vu_request_name(req));
 	cr_assert_eq(h.request, req, "reply to %u, expected %s", h.request, sc_vu_request_name(req));
-	cr_assert(h.flags & VHOST_USER_REPLY);
+	cr_assert(h.flags & SC_VHOST_USER_REPLY);
 	cr_assert_eq(h.size, size, "reply of %u bytes to %s", h.size, sc_vu_request_name(req));
 	if (size)
 		cr_assert_eq(recv(sock, buf, size, MSG_WAITALL), (ssize_t)size);
@@ -112,7 +112,7 @@ uint64_t t_get_u64(int sock, uint32_t req)
 uint64_t t_set_u64_ack(int sock, uint32_t req, uint64_t v)
 {
 	uint64_t ack;
-	t_send(sock, req, VHOST_USER_NEED_REPLY, &v, 8, -1);
+	t_send(sock, req, SC_VHOST_USER_NEED_REPLY, &v, 8, -1);
 	t_reply(sock, req, &ack, 8);
 	return ack;
 }
@@ -149,48 +149,48 @@ void t_fe_use_file(struct t_fe *fe, const char *dir)
 
 void t_fe_negotiate(struct t_fe *fe)
 {
-	uint64_t f = t_get_u64(fe->sock, VHOST_USER_GET_FEATURES);
+	uint64_t f = t_get_u64(fe->sock, SC_VHOST_USER_GET_FEATURES);
 	cr_assert(f & (1ull << SC_VU_F_PROTOCOL_FEATURES));
-	uint64_t want = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1);
-	t_send(fe->sock, VHOST_USER_SET_FEATURES, 0, &want, 8, -1);
-	uint64_t pf = t_get_u64(fe->sock, VHOST_USER_GET_PROTOCOL_FEATURES);
-	cr_assert(pf & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK));
-	t_send(fe->sock, VHOST_USER_SET_PROTOCOL_FEATURES, 0, &pf, 8, -1);
-	t_send(fe->sock, VHOST_USER_SET_OWNER, 0, NULL, 0, -1);
+	uint64_t want = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << SC_VIRTIO_F_VERSION_1);
+	t_send(fe->sock, SC_VHOST_USER_SET_FEATURES, 0, &want, 8, -1);
+	uint64_t pf = t_get_u64(fe->sock, SC_VHOST_USER_GET_PROTOCOL_FEATURES);
+	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_REPLY_ACK));
+	t_send(fe->sock, SC_VHOST_USER_SET_PROTOCOL_FEATURES, 0, &pf, 8, -1);
+	t_send(fe->sock, SC_VHOST_USER_SET_OWNER, 0, NULL, 0, -1);
 }
 
 uint64_t t_fe_mem_table(struct t_fe *fe, int fd)
 {
 	struct { uint32_t n, pad; struct sc_vu_region r; } mt = { 1, 0, { 0, T_MEM, (uintptr_t)fe->mem, 0 } };
 	uint64_t ack;
-	t_send(fe->sock, VHOST_USER_SET_MEM_TABLE, VHOST_USER_NEED_REPLY, &mt, sizeof(mt), fd);
-	t_reply(fe->sock, VHOST_USER_SET_MEM_TABLE, &ack, 8);
+	t_send(fe->sock, SC_VHOST_USER_SET_MEM_TABLE, SC_VHOST_USER_NEED_REPLY, &mt, sizeof(mt), fd);
+	t_reply(fe->sock, SC_VHOST_USER_SET_MEM_TABLE, &ack, 8);
 	return ack;
 }
 
 void t_fe_ring_resume(struct t_fe *fe, uint16_t base)
 {
 	struct sc_vu_vring_state num = { 0, T_QSIZE }, b = { 0, base };
-	t_send(fe->sock, VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
-	t_send(fe->sock, VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
 	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = (uintptr_t)fe->vq.desc,
 				      .avail_user_addr = (uintptr_t)fe->vq.avail,
 				      .used_user_addr = (uintptr_t)fe->vq.used };
-	t_send(fe->sock, VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
 	uint64_t idx0 = 0;
-	t_send(fe->sock, VHOST_USER_SET_VRING_CALL, 0, &idx0, 8, fe->call);
-	t_send(fe->sock, VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe->err);
-	t_send(fe->sock, VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe->kick);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_CALL, 0, &idx0, 8, fe->call);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe->err);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe->kick);
 	struct sc_vu_vring_state en = { 0, 1 };
 	uint64_t ack;
-	t_send(fe->sock, VHOST_USER_SET_VRING_ENABLE, VHOST_USER_NEED_REPLY, &en, 8, -1);
-	t_reply(fe->sock, VHOST_USER_SET_VRING_ENABLE, &ack, 8);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ENABLE, SC_VHOST_USER_NEED_REPLY, &en, 8, -1);
+	t_reply(fe->sock, SC_VHOST_USER_SET_VRING_ENABLE, &ack, 8);
 	cr_assert_eq(ack, 0, "enable refused: %llu", (unsigned long long)ack);
 }
 
 void t_fe_ring(struct t_fe *fe)
 {
-	cr_assert_eq(sc_drv_vq_init(&fe->vq, fe->mem, 0, T_QSIZE, 1ull << VIRTIO_F_VERSION_1), 0);
+	cr_assert_eq(sc_drv_vq_init(&fe->vq, fe->mem, 0, T_QSIZE, 1ull << SC_VIRTIO_F_VERSION_1), 0);
 	sc_drv_vq_interrupts_disable(&fe->vq);
 	t_fe_ring_resume(fe, 0);
 }
@@ -198,8 +198,8 @@ void t_fe_ring(struct t_fe *fe)
 uint16_t t_fe_get_base(struct t_fe *fe)
 {
 	struct sc_vu_vring_state st = { 0, 0 };
-	t_send(fe->sock, VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);
-	t_reply(fe->sock, VHOST_USER_GET_VRING_BASE, &st, 8);
+	t_send(fe->sock, SC_VHOST_USER_GET_VRING_BASE, 0, &st, 8, -1);
+	t_reply(fe->sock, SC_VHOST_USER_GET_VRING_BASE, &st, 8);
 	cr_assert_eq(st.index, 0);
 	return (uint16_t)st.num;
 }
@@ -227,10 +227,10 @@ uint64_t t_fe_post(struct t_fe *fe, uint32_t type, uint64_t sector)
 {
 	unsigned slot = fe->slot++ % 32;
 	uint64_t hdr = T_HDR_GPA + slot * 64, data = T_DATA_GPA + slot * 4096;
-	*(struct virtio_blk_outhdr *)(fe->mem + hdr) = (struct virtio_blk_outhdr){ .type = type, .sector = sector };
+	*(struct sc_virtio_blk_outhdr *)(fe->mem + hdr) = (struct sc_virtio_blk_outhdr){ .type = type, .sector = sector };
 	fe->mem[hdr + 16] = 0xee;
 	struct sc_drv_seg s[3] = { { hdr, 16 }, { data, 4096 }, { hdr + 16, 1 } };
-	bool out = type == VIRTIO_BLK_T_OUT;
+	bool out = type == SC_VIRTIO_BLK_T_OUT;
 	fe_add(fe, s, out ? 2 : 1, out ? 1 : 2);
 	return hdr + 16;
 }
@@ -261,9 +261,9 @@ int t_fe_write_zeroes(struct t_fe *fe, uint64_t sector, uint32_t nsect)
 {
 	unsigned slot = fe->slot++ % 32;
 	uint64_t hdr = T_HDR_GPA + slot * 64;
-	*(struct virtio_blk_outhdr *)(fe->mem + hdr) = (struct virtio_blk_outhdr){ .type = VIRTIO_BLK_T_WRITE_ZEROES };
-	*(struct virtio_blk_discard_write_zeroes *)(fe->mem + hdr + 16) =
-		(struct virtio_blk_discard_write_zeroes){ .sector = sector, .num_sectors = nsect };
+	*(struct sc_virtio_blk_outhdr *)(fe->mem + hdr) = (struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_WRITE_ZEROES };
+	*(struct sc_virtio_blk_discard_write_zeroes *)(fe->mem + hdr + 16) =
+		(struct sc_virtio_blk_discard_write_zeroes){ .sector = sector, .num_sectors = nsect };
 	fe->mem[hdr + 32] = 0xee;
 	struct sc_drv_seg s[3] = { { hdr, 16 }, { hdr + 16, 16 }, { hdr + 32, 1 } };
 	fe_add(fe, s, 2, 1);
@@ -289,12 +289,12 @@ void t_fe_verified_io(struct t_fe *fe, const char *img, uint64_t sector)
 	for (int i = 0; i < 4096; i++)
 		want[i] = (uint8_t)(i * 7 + seed * 13 + sector);
 	memcpy(buf, want, 4096);
-	cr_assert_eq(t_fe_io(fe, VIRTIO_BLK_T_OUT, sector), VIRTIO_BLK_S_OK, "write to %s", img);
+	cr_assert_eq(t_fe_io(fe, SC_VIRTIO_BLK_T_OUT, sector), SC_VIRTIO_BLK_S_OK, "write to %s", img);
 	t_disk_read(img, sector, disk);
 	cr_assert_eq(memcmp(disk, want, 4096), 0, "%s holds what the guest wrote", img);
 	slot = fe->slot % 32;
 	memset(fe->mem + T_DATA_GPA + slot * 4096, 0, 4096);
-	cr_assert_eq(t_fe_io(fe, VIRTIO_BLK_T_IN, sector), VIRTIO_BLK_S_OK, "read from %s", img);
+	cr_assert_eq(t_fe_io(fe, SC_VIRTIO_BLK_T_IN, sector), SC_VIRTIO_BLK_S_OK, "read from %s", img);
 	cr_assert_eq(memcmp(fe->mem + T_DATA_GPA + slot * 4096, want, 4096), 0, "read back what was written");
 }
 
@@ -312,7 +312,7 @@ void t_fe_close(struct t_fe *fe)
 
 unsigned t_flood_unread(int sock)
 {
-	struct sc_vu_hdr hdr = { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION, 0 };
+	struct sc_vu_hdr hdr = { SC_VHOST_USER_GET_FEATURES, SC_VHOST_USER_VERSION, 0 };
 	int64_t last = t_now_ms();
 	unsigned n = 0;
 	while (t_now_ms() - last < 200) {

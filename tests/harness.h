@@ -1,18 +1,130 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Test harness for the vhost-user back end: disks served by sc_vu_server on
- * their own control threads, and front ends written here against the
- * protocol (raw sockets, memfd guest memory, one split ring from the driver
- * library) that a test can make misbehave at any step. Every helper asserts
- * with Criterion; waits are bounded.
+ * The test harness every suite shares (liburing's test/helpers.h): guest
+ * memory, a split ring in it with the driver side (driver/) and the device
+ * side's config (vqueue/), and a vhost-user front end (harness_vu.c, for
+ * suites that link the runtime) with a disk behind a served socket.
+ *
+ * Guest memory and rings (harness.c):
+ *
+ *   struct t_guest g;
+ *   uint64_t buf_gpa;
+ *   t_guest_init(&g, 0x100000, 4 << 20);             // memfd guest memory
+ *   t_ring(&g, &dvq, 16, features, &cfg);            // driver side in dvq; device side: sc_vq_init(&vq, &cfg)
+ *   uint8_t *buf = t_alloc(&g, 4096, 16, &buf_gpa);  // request buffers
+ *   ... sc_drv_vq_add(&dvq, segs, out, in); device poll; sc_drv_vq_get_used(&dvq, ...)
+ *   t_guest_fini(&g);
+ *
+ * A device on a poller: t_poller_start(cpu, spin, "name", &dev.pq, &p), or call the
+ * device's poll function from the test thread, as the device suites do.
+ *
+ * These functions return errors rather than asserting, so they suit any
+ * test framework; tests assert on the results.
  */
-#ifndef SC_TESTS_VU_HELPERS_H
-#define SC_TESTS_VU_HELPERS_H
+#ifndef SC_TESTS_HARNESS_H
+#define SC_TESTS_HARNESS_H
 
-#include <stdbool.h>
 #include <stdint.h>
 
 #include "driver/driver.h"
+#include "guestmem/guestmem.h"
+#include "polling/polling.h"
+#include "vqueue/vqueue.h"
+
+/* One guest memory region, read-write for the device, and a bump allocator in it. */
+struct t_guest {
+	struct sc_mem mem;   /* the table to translate through (sc_mem_xlate(&g->mem)) */
+	uint64_t gpa;        /* first guest address of the region */
+	uint64_t size;       /* its bytes */
+	uint8_t *base;       /* host address of gpa */
+	uint64_t next;       /* first guest address t_alloc has not handed out */
+};
+
+/*
+ * Create size bytes of memfd guest memory at guest address gpa (both
+ * page-aligned), zero-filled. The allocator starts at gpa. Returns 0 or a
+ * negative errno (from sc_mem_memfd_create or sc_mem_add_fd).
+ */
+int t_guest_init(struct t_guest *g, uint64_t gpa, uint64_t size);
+
+/* Unmap and close the guest memory. Pointers into it are dead afterwards. */
+void t_guest_fini(struct t_guest *g);
+
+/* Host address of guest address gpa, or NULL if [gpa, gpa + len) is not all inside the region. */
+void *t_ptr(const struct t_guest *g, uint64_t gpa, uint64_t len);
+
+/*
+ * Hand out len bytes aligned to align (a power of two), never reused; the
+ * memory is still zero unless something wrote there. Returns the host
+ * address and sets *gpa, or returns NULL if the region is full.
+ */
+void *t_alloc(struct t_guest *g, uint64_t len, uint64_t align, uint64_t *gpa);
+
+/*
+ * Lay out a driver ring of size entries at guest address gpa (64-aligned,
+ * sc_drv_vq_ring_bytes(size) bytes inside the region, e.g. from t_alloc).
+ * features: the negotiated bits, as for sc_drv_vq_init. Returns 0, -EFAULT
+ * if the ring is not inside the region, or sc_drv_vq_init's error.
+ */
+/*
+ * Both sides of a fresh ring of size entries in g, in one call: allocate it
+ * (page-aligned), lay out the driver side in dvq and fill the device side's
+ * cfg as t_vq_config does. Returns 0, -ENOMEM if g is full, or
+ * sc_drv_vq_init's error. The driver side then adds chains
+ * (sc_drv_vq_add), kicks when sc_drv_vq_kick_needed says so, and reaps (sc_drv_vq_get_used).
+ */
+int t_ring(struct t_guest *g, struct sc_drv_vq *dvq, uint16_t size, uint64_t features, struct sc_vq_config *cfg);
+
+/*
+ * Add another size bytes of memfd guest memory at gpa (page-aligned, not
+ * overlapping) to g's table; t_alloc still hands out only the first
+ * region. Returns 0 or a negative errno.
+ */
+int t_guest_add(struct t_guest *g, uint64_t gpa, uint64_t size);
+
+int t_ring_init(struct t_guest *g, struct sc_drv_vq *dvq, uint64_t gpa, uint16_t size,
+		 uint64_t features);
+
+/*
+ * The device-side config for the ring dvq: its size and three addresses,
+ * features, translation through g's table, last_avail 0, no call, kick or err
+ * fd (-1). Tests change fields afterwards as they need.
+ */
+void t_vq_config(struct t_guest *g, const struct sc_drv_vq *dvq, uint64_t features,
+		  struct sc_vq_config *cfg);
+
+/*
+ * A device on a poller: create a sidecore called name, pinned to cpu, that
+ * spins idle_spin_ns (0: not at all) before it sleeps on its kick fds, and
+ * attach q. Returns
+ * 0 or sc_poller_create's / sc_poller_attach's error (nothing is left
+ * running then). sc_poller_destroy stops it and lets go of q. Inline, so
+ * suites that do not link polling/ do not need it.
+ */
+static inline int t_poller_start(int cpu, uint64_t idle_spin_ns, const char *name, struct sc_pollq *q,
+				 struct sc_poller **out)
+{
+	struct sc_poller_config pc = { .cpu = cpu, .idle_spin_ns = idle_spin_ns, .name = name };
+	int ret = sc_poller_create(&pc, out);
+
+	if (ret < 0)
+		return ret;
+	ret = sc_poller_attach(*out, q);
+	if (ret < 0)
+		sc_poller_destroy(*out);
+	return ret;
+}
+
+/*
+ * ---- vhost-user front end and disks (harness_vu.c; suites that link the runtime) ----
+ * Disks served by sc_vu_server on their own control threads, and front ends
+ * written here against the protocol (raw sockets, memfd guest memory, one
+ * split ring from the driver library) that a test can make misbehave at any
+ * step. Every helper asserts with Criterion; waits are bounded.
+ */
+
+#include <stdbool.h>
+
 #include "runtime/vu_blk.h"
 
 #define T_MEM (4u << 20)      /* front-end guest memory */

@@ -4,8 +4,8 @@
  * this header and <linux/virtio_net.h> can be included together.
  * Everything here is little-endian on the wire.
  */
-#ifndef SC_DEVICES_VIRTIO_NET_H
-#define SC_DEVICES_VIRTIO_NET_H
+#ifndef SC_SPEC_SC_VIRTIO_NET_H
+#define SC_SPEC_SC_VIRTIO_NET_H
 
 #include <stdint.h>
 
