@@ -61,12 +61,6 @@ void *t_ptr(const struct t_guest *g, uint64_t gpa, uint64_t len);
 void *t_alloc(struct t_guest *g, uint64_t len, uint64_t align, uint64_t *gpa);
 
 /*
- * Lay out a driver ring of size entries at guest address gpa (64-aligned,
- * sc_drv_vq_ring_bytes(size) bytes inside the region, e.g. from t_alloc).
- * features: the negotiated bits, as for sc_drv_vq_init. Returns 0, -EFAULT
- * if the ring is not inside the region, or sc_drv_vq_init's error.
- */
-/*
  * Both sides of a fresh ring of size entries in g, in one call: allocate it
  * (page-aligned), lay out the driver side in dvq and fill the device side's
  * cfg as t_vq_config does. Returns 0, -ENOMEM if g is full, or
@@ -82,6 +76,12 @@ int t_ring(struct t_guest *g, struct sc_drv_vq *dvq, uint16_t size, uint64_t fea
  */
 int t_guest_add(struct t_guest *g, uint64_t gpa, uint64_t size);
 
+/*
+ * Lay out a driver ring of size entries at guest address gpa (64-aligned,
+ * sc_drv_vq_ring_bytes(size) bytes inside the region, e.g. from t_alloc).
+ * features: the negotiated bits, as for sc_drv_vq_init. Returns 0, -EFAULT
+ * if the ring is not inside the region, or sc_drv_vq_init's error.
+ */
 int t_ring_init(struct t_guest *g, struct sc_drv_vq *dvq, uint64_t gpa, uint16_t size,
 		 uint64_t features);
 

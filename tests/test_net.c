@@ -30,12 +30,10 @@
 
 #include "devices/net.h"
 #include "driver/driver.h"
-#include "guestmem/guestmem.h"
+#include "harness.h"
 
 #define QSZ 256
 #define MEM (16u << 20)
-#define RING(slot) (0x10000ull * (slot))       /* rx, tx, control rings */
-#define BUFS 0x100000ull                       /* guest buffers, bump-allocated above */
 #define PAIRS 2
 #define MTU 1500
 #define HLEN SC_VIRTIO_NET_HDR_LEN
@@ -51,9 +49,7 @@ struct tq {
 	char name[32];
 };
 
-static struct sc_mem mem;
-static uint8_t *base;
-static uint64_t bump = BUFS;
+static struct t_guest g;                       /* rings, then buffers (t_alloc) */
 static struct sc_net_port port;
 static struct sc_net_dev dev;
 static struct tq rxq, txq, ctq;
@@ -63,32 +59,34 @@ static uint64_t rx_buf_gpa[QSZ];               /* an rx head's buffer */
 
 static uint8_t *gptr(uint64_t gpa)
 {
-	return base + gpa;
+	return g.base + (gpa - g.gpa);
 }
 
 static uint64_t galloc(uint32_t len)
 {
-	uint64_t gpa = bump;
+	uint64_t gpa;
 	/* A gap after each buffer: a device that ran past a segment would read the next one's bytes, not these. */
-	bump += ((len + 63) & ~63ull) + 64;
-	cr_assert_lt(bump, MEM, "test guest memory full");
+	cr_assert_not_null(t_alloc(&g, (uint64_t)len + 64, 64, &gpa), "test guest memory full");
 	return gpa;
 }
 
 /* Start vring idx on t's driver ring from last_avail, as a back end does on SET_VRING_BASE and KICK. */
 static void queue_start(struct tq *t, unsigned idx, uint16_t last_avail)
 {
-	struct sc_vq_config cfg = {
-		.size = QSZ, .desc_addr = t->dvq.desc_gpa, .avail_addr = t->dvq.avail_gpa, .used_addr = t->dvq.used_gpa,
-		.features = features, .last_avail = last_avail, .xlate = sc_mem_xlate(&mem), .call_fd = -1,
-		.kick_fd = -1, .err_fd = t->err_fd, .name = t->name,
-	};
+	struct sc_vq_config cfg;
+
+	t_vq_config(&g, &t->dvq, features, &cfg);
+	cfg.last_avail = last_avail;
+	cfg.err_fd = t->err_fd;
+	cfg.name = t->name;
 	cr_assert_eq(sc_net_queue_init(&t->q, &dev, idx, &cfg, t->name), 0, "queue %u: %s", idx, t->q.vq.broken_reason);
 }
 
-static void queue_open(struct tq *t, unsigned slot, unsigned idx)
+static void queue_open(struct tq *t, unsigned idx)
 {
-	cr_assert_eq(sc_drv_vq_init(&t->dvq, gptr(RING(slot)), RING(slot), QSZ, features), 0);
+	struct sc_vq_config unused;
+
+	cr_assert_eq(t_ring(&g, &t->dvq, QSZ, features, &unused), 0);
 	t->err_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	cr_assert_geq(t->err_fd, 0);
 	snprintf(t->name, sizeof(t->name), "net.sock vring %u", idx);
@@ -111,14 +109,10 @@ static void setup(void)
 	 */
 	features = dev.features | (1ull << SC_VIRTIO_NET_F_CSUM) | (1ull << SC_VIRTIO_NET_F_HOST_TSO4) |
 		   (1ull << SC_VIRTIO_NET_F_HOST_TSO6);
-	sc_mem_init(&mem);
-	int fd = sc_mem_memfd_create("net", MEM);
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(sc_mem_add_fd(&mem, 0, MEM, fd, 0, SC_PERM_RW), 0);
-	base = mem.regions[0].hva;
-	queue_open(&rxq, 0, 0);
-	queue_open(&txq, 1, 1);
-	queue_open(&ctq, 2, 2 * PAIRS);
+	cr_assert_eq(t_guest_init(&g, 0, MEM), 0);
+	queue_open(&rxq, 0);
+	queue_open(&txq, 1);
+	queue_open(&ctq, 2 * PAIRS);
 	/* stderr to a memfd from here on: the test checks what a broken queue said. */
 	fflush(stderr);
 	log_fd = memfd_create("net-stderr", MFD_CLOEXEC);
@@ -142,8 +136,8 @@ static void teardown(void)
 		}
 	}
 	sc_net_port_close(&port);
-	if (base)
-		sc_mem_fini(&mem);
+	if (g.base)
+		t_guest_fini(&g);
 }
 
 TestSuite(net, .init = setup, .fini = teardown, .timeout = 30);
