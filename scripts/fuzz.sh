@@ -3,7 +3,7 @@
 # sanitizers, double-fetch detection) and run it for SECONDS at the lowest
 # priority, one process. Prints executions, coverage and crashes.
 #
-#   scripts/fuzz.sh TARGET SECONDS [libFuzzer flags...]    TARGET: vring blk viommu vu
+#   scripts/fuzz.sh TARGET SECONDS [libFuzzer flags...]    TARGET: vring blk viommu vu net
 #
 # Builds into build-fuzz/ (its own directory: the meson builds use gcc).
 # The run starts from tests/fuzz/corpus/TARGET and keeps what it finds in
@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 
 target=${1:-}
 seconds=${2:-}
-case "$target" in vring|blk|viommu|vu) ;; *)
-  echo "usage: scripts/fuzz.sh vring|blk|viommu|vu SECONDS [libFuzzer flags]" >&2; exit 2 ;;
+case "$target" in vring|blk|viommu|vu|net) ;; *)
+  echo "usage: scripts/fuzz.sh vring|blk|viommu|vu|net SECONDS [libFuzzer flags]" >&2; exit 2 ;;
 esac
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: SECONDS must be a number, not '$seconds'" >&2; exit 2; }
 shift 2
@@ -26,10 +26,16 @@ out=build-fuzz
 mkdir -p "$out/corpus-$target" "$out/crash-$target"
 bin="$out/fuzz_$target"
 mapfile -t srcs < tests/fuzz/sources.txt
+# virtio-net is on DPDK: only its target compiles devices/net.c and links libdpdk.
+extra=()
+if [ "$target" = net ]; then
+  read -ra dpdk <<<"$(pkg-config --cflags --libs libdpdk)"
+  extra=(devices/net.c "${dpdk[@]}")
+fi
 # -O1 -g: fast enough and readable stacks; SC_FUZZ turns the double-fetch recorder on.
 clang -std=gnu11 -O1 -g -fno-omit-frame-pointer -D_GNU_SOURCE -DSC_FUZZ -DSC_VERSION='"fuzz"' -I. \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -o "$bin" "tests/fuzz/fuzz_$target.c" "${srcs[@]}" -luring -lpthread
+  -o "$bin" "tests/fuzz/fuzz_$target.c" "${srcs[@]}" ${extra[@]+"${extra[@]}"} -luring -lpthread
 
 log="$out/fuzz_$target.log"
 : >"$log"   # also the marker: crash files newer than it are this run's
