@@ -38,7 +38,9 @@ clang -std=gnu11 -O1 -g -fno-omit-frame-pointer -D_GNU_SOURCE -DSC_FUZZ -DSC_VER
   -o "$bin" "tests/fuzz/fuzz_$target.c" "${srcs[@]}" ${extra[@]+"${extra[@]}"} -luring -lpthread
 
 log="$out/fuzz_$target.log"
-: >"$log"   # also the marker: crash files newer than it are this run's
+: >"$log"
+marker="$out/.start-$target"   # crash files newer than it are this run's (the log is written all along: no marker)
+touch "$marker"
 # -close_fd_mask=2: the target's own stderr (broken-queue lines) is dropped; sanitizer and crash reports are not.
 set +e
 nice -n 19 "$bin" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=2 -timeout=10 \
@@ -49,7 +51,7 @@ execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 last=$(grep -E '^#[0-9]+' "$log" | tail -1)
 cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
 ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
-crashes=$(find "$out/crash-$target" -type f -newer "$log" | wc -l)
+crashes=$(find "$out/crash-$target" -type f -newer "$marker" | wc -l)
 echo "fuzz $target: ${execs:-?} executions in ${seconds} s, cov ${cov:-?}, ft ${ft:-?}, new crash files ${crashes} (exit $rc)"
 echo "fuzz $target: log $log; corpus $out/corpus-$target; crashes $out/crash-$target/"
 if [ "$rc" -ne 0 ]; then

@@ -27,7 +27,8 @@
  * - counters add up: every tx chain popped is sent, bad or dropped; every
  *   control command is acked OK or ERR (one more if it broke the queue);
  *   every packet received from the port is delivered or dropped and
- *   counted; every rx chain popped is used or stashed;
+ *   counted; every rx chain popped is used or stashed; the rx used
+ *   lengths add up to the packets delivered, each with its header;
  * - no mbuf leaks: the pool holds as many as before the input.
  */
 #include <errno.h>
@@ -48,7 +49,7 @@
 
 static uint8_t image[FZ_IMAGE] __attribute__((aligned(4096)));
 static uint8_t ro[FZ_RO] __attribute__((aligned(4096)));
-static uint8_t before[FZ_IMAGE];
+static uint8_t before[FZ_IMAGE] __attribute__((aligned(8)));
 static uint8_t writable[FZ_IMAGE];        /* 1: a byte the device may write this input */
 static uint32_t max_in[NQ][256];          /* per head: most device-writable bytes its chain had in any round */
 static struct sc_net_port port;
@@ -83,11 +84,13 @@ static void mark(uint64_t gpa, uint64_t len)
 	memset(writable + off, 1, end - off);
 }
 
-static const struct vring_desc *desc_at(uint64_t gpa)
+/* The descriptor at gpa, copied (an indirect table may sit at any address); false outside the image. */
+static bool desc_at(uint64_t gpa, struct vring_desc *d)
 {
-	if (gpa < FZ_GPA || gpa + sizeof(struct vring_desc) > FZ_GPA + FZ_IMAGE)
-		return NULL;
-	return (const struct vring_desc *)(image + (gpa - FZ_GPA));
+	if (gpa < FZ_GPA || gpa - FZ_GPA > FZ_IMAGE - sizeof(*d))
+		return false;
+	memcpy(d, image + (gpa - FZ_GPA), sizeof(*d));
+	return true;
 }
 
 /* Device-writable bytes of a chain from desc (table of n), as any walk of it could count them; marks them. */
@@ -97,18 +100,18 @@ static uint64_t chain_in(uint64_t table, unsigned n, unsigned head, bool indirec
 	unsigned i = head;
 
 	for (unsigned hops = 0; hops < n && i < n; hops++) {
-		const struct vring_desc *d = desc_at(table + 16ull * i);
-		if (!d)
+		struct vring_desc d;
+		if (!desc_at(table + 16ull * i, &d))
 			break;
-		if ((d->flags & VIRTQ_DESC_F_INDIRECT) && indirect_ok)
-			in += chain_in(d->addr, d->len / 16 > 4096 ? 4096 : d->len / 16, 0, false);
-		else if (d->flags & VIRTQ_DESC_F_WRITE) {
-			mark(d->addr, d->len);
-			in += d->len;
+		if ((d.flags & VIRTQ_DESC_F_INDIRECT) && indirect_ok)
+			in += chain_in(d.addr, d.len / 16 > 4096 ? 4096 : d.len / 16, 0, false);
+		else if (d.flags & VIRTQ_DESC_F_WRITE) {
+			mark(d.addr, d.len);
+			in += d.len;
 		}
-		if (!(d->flags & VIRTQ_DESC_F_NEXT))
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
 			break;
-		i = d->next;
+		i = d.next;
 	}
 	return in;
 }
@@ -118,9 +121,15 @@ struct fq {
 	bool on;
 	uint16_t used0;            /* used_idx after init */
 	uint64_t polled;           /* sum of positive poll returns */
+	uint64_t used_bytes;       /* sum of the used lengths it published */
 };
 
-/* Before a round: what each queue's chains may have the device write (cumulative over the input). */
+/*
+ * Before a round: the chains each queue may pop in it (its avail entries
+ * from last_avail to avail->idx, as the guest left them) and what the
+ * device may write for them. Cumulative over the input: rx chains stay
+ * stashed across rounds, and the guest may rewrite their descriptors.
+ */
 static void round_allow(struct fq *qs)
 {
 	for (unsigned k = 0; k < NQ; k++) {
@@ -128,13 +137,27 @@ static void round_allow(struct fq *qs)
 		if (!qs[k].on)
 			continue;
 		uint64_t desc = (uint64_t)((uint8_t *)vq->desc - image) + FZ_GPA;
-		for (unsigned h = 0; h < vq->size; h++) {
+		uint16_t last = vq->last_avail, span = (uint16_t)(vq->avail->idx - last);
+		for (unsigned i = 0; i < span && i < vq->size; i++) {
+			uint16_t h = vq->avail->ring[(uint16_t)(last + i) & vq->mask];
+			if (h >= vq->size)
+				continue;
 			uint64_t in = chain_in(desc, vq->size, h, vq->indirect);
 			if (in > max_in[k][h])
 				max_in[k][h] = in > UINT32_MAX ? UINT32_MAX : (uint32_t)in;
 		}
 		mark((uint64_t)((uint8_t *)vq->used - image) + FZ_GPA, 4 + 8ull * vq->size + 2);
 	}
+}
+
+/* Every byte the device changed since before was one it may write. */
+static void check_writes(void)
+{
+	const uint64_t *now = (const uint64_t *)image, *was = (const uint64_t *)before;
+	for (size_t w = 0; w < FZ_IMAGE / 8; w++)
+		if (now[w] != was[w])
+			for (size_t i = 8 * w; i < 8 * w + 8; i++)
+				fz_check(image[i] == before[i] || writable[i]);
 }
 
 /* The used entries a queue published since used_idx was from. */
@@ -145,6 +168,7 @@ static void check_used(struct fq *f, unsigned k, uint16_t from)
 		struct vring_used_elem u = vq->used->ring[i & vq->mask];
 		fz_check(u.id < vq->size);
 		fz_check(u.len <= max_in[k][u.id]);
+		f->used_bytes += u.len;
 		if (f->q.kind == SC_NET_TXQ)
 			fz_check(u.len == 0);
 	}
@@ -234,7 +258,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		qs[k].on = (k < 2 || (features & (1ull << SC_VIRTIO_NET_F_CTRL_VQ))) &&
 			   sc_net_queue_init(&qs[k].q, &dev, idx[k], &cfg, "fuzz net") == 0;
 		qs[k].used0 = qs[k].q.vq.used_idx;
-		qs[k].polled = 0;
+		qs[k].polled = qs[k].used_bytes = 0;
 	}
 
 	for (unsigned r = 0; r < rounds; r++) {
@@ -246,8 +270,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		poll_one(&qs[1], 1, budget);
 		poll_one(&qs[2], 2, budget);
 		poll_one(&qs[0], 0, budget);
-		for (size_t i = 0; i < sizeof(image); i++)
-			fz_check(image[i] == before[i] || writable[i]);
+		check_writes();
 		if (!fz_chunks(&f, image, NULL, 0) && !f.n)
 			break;
 	}
@@ -263,6 +286,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (qs[0].on && !sc_vq_broken(&rx->vq)) {
 		fz_check(qs[0].polled == rx->stats.rx_packets + rx->stats.rx_no_buffers + rx->stats.rx_too_big);
 		fz_check(rx->vq.stats.requests == (uint16_t)(rx->vq.used_idx - qs[0].used0) + rx->nstash);
+		/* Each packet delivered is its header and its bytes, no more: bad chains complete with 0. */
+		fz_check(qs[0].used_bytes == rx->stats.rx_bytes + (uint64_t)rx->stats.rx_packets * rx->hdr_len);
 	}
 	/* fini completes stashed rx chains empty (or rewinds them): its writes are checked too. */
 	memcpy(before, image, sizeof(image));
@@ -273,8 +298,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check_used(&qs[k], k, from);
 		}
 	}
-	for (size_t i = 0; i < sizeof(image); i++)
-		fz_check(image[i] == before[i] || writable[i]);
+	check_writes();
 	for (size_t i = 0; i < sizeof(ro); i++)
 		fz_check(ro[i] == 0);
 	port_drain();
