@@ -608,7 +608,9 @@ static uint8_t ctrl_command(struct sc_net_queue *q, const struct sc_vq_elem *e)
 		return SC_VIRTIO_NET_ERR;
 	sc_iov_copy_from(e->iov, e->out_num, 0, &c, sizeof(c));
 	n -= sizeof(c);
-	if (n <= sizeof(data))
+	/* MAC_TABLE_SET reads its tables itself: copying them here too would read the guest's bytes twice. */
+	bool table = c.class == SC_VIRTIO_NET_CTRL_MAC && c.cmd == SC_VIRTIO_NET_CTRL_MAC_TABLE_SET;
+	if (n <= sizeof(data) && !table)
 		sc_iov_copy_from(e->iov, e->out_num, sizeof(c), data, n);
 
 	switch (c.class) {

@@ -3,7 +3,7 @@
 # sanitizers, double-fetch detection) and run it for SECONDS at the lowest
 # priority, one process. Prints executions, coverage and crashes.
 #
-#   scripts/fuzz.sh TARGET SECONDS [libFuzzer flags...]    TARGET: vring blk viommu vu
+#   scripts/fuzz.sh TARGET SECONDS [libFuzzer flags...]    TARGET: vring blk viommu vu net
 #
 # Builds into build-fuzz/ (its own directory: the meson builds use gcc).
 # The run starts from tests/fuzz/corpus/TARGET and keeps what it finds in
@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 
 target=${1:-}
 seconds=${2:-}
-case "$target" in vring|blk|viommu|vu) ;; *)
-  echo "usage: scripts/fuzz.sh vring|blk|viommu|vu SECONDS [libFuzzer flags]" >&2; exit 2 ;;
+case "$target" in vring|blk|viommu|vu|net) ;; *)
+  echo "usage: scripts/fuzz.sh vring|blk|viommu|vu|net SECONDS [libFuzzer flags]" >&2; exit 2 ;;
 esac
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: SECONDS must be a number, not '$seconds'" >&2; exit 2; }
 shift 2
@@ -26,13 +26,21 @@ out=build-fuzz
 mkdir -p "$out/corpus-$target" "$out/crash-$target"
 bin="$out/fuzz_$target"
 mapfile -t srcs < tests/fuzz/sources.txt
+# virtio-net is on DPDK: only its target compiles devices/net.c and links libdpdk.
+extra=()
+if [ "$target" = net ]; then
+  read -ra dpdk <<<"$(pkg-config --cflags --libs libdpdk)"
+  extra=(devices/net.c "${dpdk[@]}")
+fi
 # -O1 -g: fast enough and readable stacks; SC_FUZZ turns the double-fetch recorder on.
 clang -std=gnu11 -O1 -g -fno-omit-frame-pointer -D_GNU_SOURCE -DSC_FUZZ -DSC_VERSION='"fuzz"' -I. \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -o "$bin" "tests/fuzz/fuzz_$target.c" "${srcs[@]}" -luring -lpthread
+  -o "$bin" "tests/fuzz/fuzz_$target.c" "${srcs[@]}" ${extra[@]+"${extra[@]}"} -luring -lpthread
 
 log="$out/fuzz_$target.log"
-: >"$log"   # also the marker: crash files newer than it are this run's
+: >"$log"
+marker="$out/.start-$target"   # crash files newer than it are this run's (the log is written all along: no marker)
+touch "$marker"
 # -close_fd_mask=2: the target's own stderr (broken-queue lines) is dropped; sanitizer and crash reports are not.
 set +e
 nice -n 19 "$bin" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=2 -timeout=10 \
@@ -43,7 +51,7 @@ execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 last=$(grep -E '^#[0-9]+' "$log" | tail -1)
 cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
 ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
-crashes=$(find "$out/crash-$target" -type f -newer "$log" | wc -l)
+crashes=$(find "$out/crash-$target" -type f -newer "$marker" | wc -l)
 echo "fuzz $target: ${execs:-?} executions in ${seconds} s, cov ${cov:-?}, ft ${ft:-?}, new crash files ${crashes} (exit $rc)"
 echo "fuzz $target: log $log; corpus $out/corpus-$target; crashes $out/crash-$target/"
 if [ "$rc" -ne 0 ]; then

@@ -209,7 +209,75 @@ def vu_seeds():
           + iotlb(2, IOVA, 4096, UVA + (1 << 40)) + iotlb(2, IOVA, 4096, UVA, perm=7) + iotlb(1, IOVA, 4096, UVA))
 
 
+def net_seeds():
+    # Rings of 16 entries: rx, tx and control, each desc / avail / used; buffers above.
+    RX, TX, CT, BUF = 0x0000, 0x1000, 0x2000, 0x3000
+    MRG, CSUM, GCSUM, TSO4, TSO6, CTRLVQ, MQ, CTRLRX, CTRLMAC, EVIDX, INDIR = (1 << i for i in range(11))
+
+    def hdr(sel, rounds=3, budget=16):
+        return struct.pack("<BH9HBB", 4, sel, RX, RX + 0x400, RX + 0x600, TX, TX + 0x400, TX + 0x600,
+                           CT, CT + 0x400, CT + 0x600, rounds, budget)
+
+    def vhdr(flags=0, gso=0, hdr_len=0, gso_size=0, start=0, off=0, nbuf=0):
+        return struct.pack("<BBHHHHH", flags, gso, hdr_len, gso_size, start, off, nbuf)
+
+    def ip4(proto, payload):
+        l4 = 20 if proto == 6 else 8
+        eth = bytes.fromhex("525400aabbcc525400123456") + b"\x08\x00"
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + l4 + payload, 0, 0, 64, proto, 0, bytes([10, 0, 0, 1]),
+                         bytes([10, 0, 0, 2]))
+        if proto == 6:
+            l4h = struct.pack(">HHIIBBHHH", 1234, 80, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
+        else:
+            l4h = struct.pack(">HHHH", 12345, 53, 8 + payload, 0)
+        return eth + ip + l4h + bytes((i * 7 + 1) & 0xff for i in range(payload))
+
+    def rx_bufs(n, size):
+        # n rx chains of one device-writable buffer each, posted.
+        return (chunk(RX, b"".join(desc(GPA + BUF + 0x800 * i, size, WRITE) for i in range(n)))
+                + chunk(RX + 0x400, avail(list(range(n)))))
+
+    def tx(segs):
+        # One tx chain over segs (bytes each), laid out from 0x8000.
+        out, ds, at = b"", b"", 0x8000
+        for i, seg in enumerate(segs):
+            ds += desc(GPA + at, len(seg), NEXT if i + 1 < len(segs) else 0, i + 1)
+            out += chunk(at, seg)
+            at += (len(seg) + 63) & ~63
+        return chunk(TX, ds) + out + chunk(TX + 0x400, avail([0]))
+
+    no_pkt = b"\x00"
+    # A UDP packet whose 12-byte header is split 5 + 7 across descriptors, the payload in a third; it loops back
+    # through the port into the posted rx buffers.
+    pkt = vhdr() + ip4(17, 100)
+    write("net", "tx-split-header", hdr(0) + rx_bufs(2, 2048) + tx([pkt[:5], pkt[5:40], pkt[40:]]) + END
+          + no_pkt + END + no_pkt + END)
+    # TSO: a 3000-byte TCP payload cut at an MSS of 1000, checksum partial at the TCP header.
+    pkt = vhdr(1, 1, 54, 1000, 34, 16) + ip4(6, 3000)
+    write("net", "tx-tso4", hdr(CSUM | TSO4 | TSO6) + rx_bufs(4, 2048) + tx([pkt[:12], pkt[12:]]) + END + no_pkt + END)
+    # Checksum offload of a UDP packet (csum_offset 6 in the UDP header).
+    pkt = vhdr(1, 0, 0, 0, 34, 6) + ip4(17, 300)
+    write("net", "tx-csum", hdr(CSUM) + rx_bufs(2, 2048) + tx([pkt]) + END + no_pkt + END)
+    # A 1500-byte packet from the port into four 512-byte mergeable buffers, checksum validated by the port.
+    inject = b"\x01" + struct.pack("<HB", 1500, 1) + ip4(17, 1500 - 42)
+    write("net", "rx-mergeable", hdr(MRG | GCSUM) + rx_bufs(4, 512) + END + inject + END + no_pkt + END)
+
+    def ctrl(name, cls, cmd, data):
+        # The command (class, cmd, data) in one device-readable buffer, the ack byte in a writable one.
+        body = bytes([cls, cmd]) + data
+        ring = (chunk(CT, desc(GPA + 0x9000, len(body), NEXT, 1) + desc(GPA + 0x9800, 1, WRITE))
+                + chunk(0x9000, body) + chunk(CT + 0x400, avail([0])))
+        write("net", "ctrl-" + name, hdr(CTRLVQ | CTRLRX | CTRLMAC | MQ) + ring + END + no_pkt + END)
+    ctrl("rx-promisc", 0, 0, b"\x01")
+    ctrl("rx-allmulti", 0, 1, b"\x01")
+    ctrl("mac-addr-set", 1, 1, bytes.fromhex("525400abcdef"))
+    ctrl("mac-table-set", 1, 0, struct.pack("<I", 1) + bytes.fromhex("525400000001") + struct.pack("<I", 0))
+    ctrl("mac-table-set-empty", 1, 0, struct.pack("<II", 0, 0))
+    ctrl("mq-pairs-set", 4, 0, struct.pack("<H", 2))
+
+
 vring_seeds()
 blk_seeds()
 viommu_seeds()
 vu_seeds()
+net_seeds()
