@@ -96,7 +96,7 @@ struct sc_vq_config {
 	uint64_t desc_addr;         /* guest addresses (GPA, or IOVA behind a vIOMMU) */
 	uint64_t avail_addr;
 	uint64_t used_addr;
-	uint64_t features;          /* negotiated feature bits (1ull << VIRTIO_F_*) */
+	uint64_t features;          /* negotiated feature bits (1ull << SC_VIRTIO_F_*) */
 	uint16_t last_avail;        /* where to resume (vhost-user SET_VRING_BASE); 0 on a fresh ring */
 	struct sc_xlate xlate;      /* how guest addresses reach host memory */
 	int call_fd;                /* eventfd that interrupts the driver, or -1 */

@@ -41,7 +41,7 @@
 
 #include "devices/net.h"
 #include "tests/fuzz/fuzz.h"
-#include "vqueue/vring.h"
+#include "spec/sc_vring.h"
 
 #define PAIRS 2
 #define MTU 1500
@@ -89,7 +89,7 @@ static void mark(uint64_t gpa, uint64_t len)
 }
 
 /* The descriptor at gpa, copied (an indirect table may sit at any address); false outside the image. */
-static bool desc_at(uint64_t gpa, struct vring_desc *d)
+static bool desc_at(uint64_t gpa, struct sc_vring_desc *d)
 {
 	if (gpa < FZ_GPA || gpa - FZ_GPA > FZ_IMAGE - sizeof(*d))
 		return false;
@@ -104,16 +104,16 @@ static uint64_t chain_in(uint64_t table, unsigned n, unsigned head, bool indirec
 	unsigned i = head;
 
 	for (unsigned hops = 0; hops < n && i < n; hops++) {
-		struct vring_desc d;
+		struct sc_vring_desc d;
 		if (!desc_at(table + 16ull * i, &d))
 			break;
-		if ((d.flags & VIRTQ_DESC_F_INDIRECT) && indirect_ok)
+		if ((d.flags & SC_VIRTQ_DESC_F_INDIRECT) && indirect_ok)
 			in += chain_in(d.addr, d.len / 16 > 4096 ? 4096 : d.len / 16, 0, false);
-		else if (d.flags & VIRTQ_DESC_F_WRITE) {
+		else if (d.flags & SC_VIRTQ_DESC_F_WRITE) {
 			mark(d.addr, d.len);
 			in += d.len;
 		}
-		if (!(d.flags & VIRTQ_DESC_F_NEXT))
+		if (!(d.flags & SC_VIRTQ_DESC_F_NEXT))
 			break;
 		i = d.next;
 	}
@@ -169,7 +169,7 @@ static void check_used(struct fq *f, unsigned k, uint16_t from)
 {
 	struct sc_vq *vq = &f->q.vq;
 	for (uint16_t i = from; i != vq->used_published; i++) {
-		struct vring_used_elem u = vq->used->ring[i & vq->mask];
+		struct sc_vring_used_elem u = vq->used->ring[i & vq->mask];
 		fz_check(u.id < vq->size);
 		fz_check(u.len <= max_in[k][u.id]);
 		f->used_bytes += u.len;
@@ -222,7 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const unsigned bits[] = { SC_VIRTIO_NET_F_MRG_RXBUF, SC_VIRTIO_NET_F_CSUM, SC_VIRTIO_NET_F_GUEST_CSUM,
 					 SC_VIRTIO_NET_F_HOST_TSO4, SC_VIRTIO_NET_F_HOST_TSO6, SC_VIRTIO_NET_F_CTRL_VQ,
 					 SC_VIRTIO_NET_F_MQ, SC_VIRTIO_NET_F_CTRL_RX, SC_VIRTIO_NET_F_CTRL_MAC_ADDR,
-					 VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC };
+					 SC_VIRTIO_F_EVENT_IDX, SC_VIRTIO_F_INDIRECT_DESC };
 	static const uint8_t mac[6] = { 0x52, 0x54, 0, 0x12, 0x34, 0x56 };
 	struct fz f = { data, size };
 	struct sc_mem mem;
@@ -239,7 +239,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	uint32_t qsize = 1u << (fz_u8(&f) % 9);
 	uint16_t sel = fz_u16(&f);
-	uint64_t features = 1ull << VIRTIO_F_VERSION_1;
+	uint64_t features = 1ull << SC_VIRTIO_F_VERSION_1;
 	for (unsigned i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
 		if (sel & (1u << i))
 			features |= 1ull << bits[i];
