@@ -504,7 +504,11 @@ static int stash_fill(struct sc_net_queue *q, unsigned i)
 	return 1;
 }
 
-/* Copy one packet into the guest's buffers. 0 (delivered or dropped and counted) or the ring's errno. */
+/*
+ * Copy one packet into the guest's buffers. 0 (delivered or dropped and
+ * counted), 1 (dropped and counted: the guest has no buffer posted at all),
+ * or the ring's errno.
+ */
 static int rx_packet(struct sc_net_queue *q, struct rte_mbuf *m)
 {
 	uint64_t need = (uint64_t)q->hdr_len + m->pkt_len, space = 0;
@@ -520,7 +524,7 @@ static int rx_packet(struct sc_net_queue *q, struct rte_mbuf *m)
 				q->stats.rx_too_big++;
 			else
 				q->stats.rx_no_buffers++;
-			return 0;
+			return q->nstash ? 0 : 1;
 		}
 		space += stash_at(q, nbuf)->elem.in_len;
 		nbuf++;
@@ -568,11 +572,20 @@ static int rx_poll(struct sc_net_queue *q, unsigned budget)
 				      (uint16_t)(budget < SC_NET_BURST ? budget : SC_NET_BURST));
 	int r = 0;
 
-	for (uint16_t i = 0; i < n; i++) {
+	for (uint16_t i = 0; i < n && r == 0; i++) {
 		if (i + 1 < n)
 			rte_prefetch0(rte_pktmbuf_mtod(q->burst[i + 1], void *));
-		if (r == 0)
-			r = rx_packet(q, q->burst[i]);
+		r = rx_packet(q, q->burst[i]);
+		if (r == 1) {
+			/*
+			 * The guest has no buffer posted at all: the rest of the burst
+			 * is dropped too, without asking the ring (a cache line the
+			 * driver writes) once more per packet.
+			 */
+			q->stats.rx_no_buffers += (uint64_t)(n - i - 1);
+			r = 0;
+			break;
+		}
 	}
 	if (n)
 		rte_pktmbuf_free_bulk(q->burst, n);
