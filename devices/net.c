@@ -17,6 +17,7 @@
 #include <rte_ip.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_memcpy.h>
 #include <rte_prefetch.h>
 
 #define ETH_HLEN 14u
@@ -258,15 +259,44 @@ static inline bool has(uint64_t features, unsigned bit)
 
 /* ---- tx: guest chain -> mbuf ---- */
 
+/* An empty mbuf for a tx packet: from the queue's spares, refilled in bulk from the pool. NULL if the pool is dry. */
+static struct rte_mbuf *tx_mbuf_get(struct sc_net_queue *q)
+{
+	if (!q->nspare) {
+		if (rte_pktmbuf_alloc_bulk(q->dev->port->pool, q->spare, SC_NET_BURST) != 0)
+			return rte_pktmbuf_alloc(q->dev->port->pool);   /* fewer than a burst left */
+		q->nspare = SC_NET_BURST;
+	}
+	return q->spare[--q->nspare];
+}
+
 /* Copy len bytes at off of the chain's readable part into a new mbuf chain; NULL without mbufs. */
-static struct rte_mbuf *mbuf_from_iov(struct rte_mempool *mp, const struct iovec *iov, unsigned n, size_t off,
+static struct rte_mbuf *mbuf_from_iov(struct sc_net_queue *q, const struct iovec *iov, unsigned n, size_t off,
 				      uint32_t len)
 {
 	struct rte_mbuf *head = NULL, *last = NULL;
 	uint32_t done = 0;
 
+	/*
+	 * The usual layouts, header and packet in one descriptor or the header
+	 * in one and the packet in the next, fit one mbuf: one copy of known
+	 * contiguous bytes.
+	 */
+	const struct iovec *seg = n && iov[0].iov_len >= off + len ? &iov[0]
+				  : n > 1 && iov[0].iov_len == off && iov[1].iov_len >= len ? &iov[1] : NULL;
+	if (seg && len <= RTE_MBUF_DEFAULT_DATAROOM) {
+		struct rte_mbuf *m = tx_mbuf_get(q);
+		if (!m || rte_pktmbuf_tailroom(m) < len) {
+			rte_pktmbuf_free(m);
+			return NULL;
+		}
+		rte_memcpy(rte_pktmbuf_mtod(m, void *), (const uint8_t *)seg->iov_base + (seg == iov ? off : 0), len);
+		m->data_len = (uint16_t)len;
+		m->pkt_len = len;
+		return m;
+	}
 	do {
-		struct rte_mbuf *m = rte_pktmbuf_alloc(mp);
+		struct rte_mbuf *m = tx_mbuf_get(q);
 		if (!m) {
 			rte_pktmbuf_free(head);
 			return NULL;
@@ -413,7 +443,7 @@ static struct rte_mbuf *tx_packet(struct sc_net_queue *q, const struct sc_vq_ele
 	max = h.gso_type != SC_VIRTIO_NET_HDR_GSO_NONE ? SC_NET_MAX_TSO : (uint32_t)q->dev->mtu + ETH_HLEN + VLAN_HLEN;
 	if (len > max)
 		goto bad;
-	struct rte_mbuf *m = mbuf_from_iov(q->dev->port->pool, e->iov, e->out_num, q->hdr_len, len);
+	struct rte_mbuf *m = mbuf_from_iov(q, e->iov, e->out_num, q->hdr_len, len);
 	if (!m) {
 		q->stats.tx_dropped++;
 		return NULL;
@@ -539,6 +569,18 @@ static int rx_packet(struct sc_net_queue *q, struct rte_mbuf *m)
 	if (q->guest_csum && (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD)
 		h.flags = SC_VIRTIO_NET_HDR_F_DATA_VALID;
 	struct sc_net_rx_slot *s = stash_at(q, 0);
+	if (!m->next && s->elem.iov[0].iov_len >= need) {
+		/* The usual case: one segment into the first buffer of one chain, header and packet together. */
+		uint8_t *dst = s->elem.iov[0].iov_base;
+		memcpy(dst, &h, q->hdr_len);
+		rte_memcpy(dst + q->hdr_len, rte_pktmbuf_mtod(m, const void *), m->data_len);
+		sc_vq_push(&q->vq, s->elem.head, (uint32_t)need);
+		q->stash_first = (q->stash_first + 1) % SC_NET_RX_STASH;
+		q->nstash--;
+		q->stats.rx_packets++;
+		q->stats.rx_bytes += m->pkt_len;
+		return 0;
+	}
 	sc_iov_copy_to(s->elem.iov, s->elem.in_num, 0, &h, q->hdr_len);
 	uint32_t off = q->hdr_len;   /* in the current chain */
 	unsigned j = 0;
@@ -796,6 +838,9 @@ void sc_net_queue_fini(struct sc_net_queue *q)
 		}
 	}
 	q->nstash = 0;
+	if (q->nspare)
+		rte_pktmbuf_free_bulk(q->spare, q->nspare);
+	q->nspare = 0;
 	free(q->stash);
 	free(q->iov);
 	q->stash = NULL;

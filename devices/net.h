@@ -133,6 +133,8 @@ struct sc_net_queue {
 	struct sc_net_rx_slot *stash;
 	unsigned stash_first, nstash;
 	struct rte_mbuf *burst[SC_NET_BURST];
+	struct rte_mbuf *spare[SC_NET_BURST];   /* tx: empty mbufs allocated in bulk, not used yet */
+	unsigned nspare;
 };
 
 /*
