@@ -274,14 +274,14 @@ static double mpps_of(const struct point *p, enum mode m)
 	return m == RXONLY ? p->rx_mpps : m == TXONLY ? p->tx_mpps : p->rx_mpps + p->tx_mpps;
 }
 
-/* One point: the driver in mode at size against the server on sock. */
-static int run_driver(const char *dir, const char *sock, enum mode m, unsigned size, int cpu, double secs,
+/* One point: the driver in mode at size against server k on sock. */
+static int run_driver(const char *dir, enum server_kind k, const char *sock, enum mode m, unsigned size, int cpu, double secs,
 		      pid_t server, struct point *pt)
 {
 	char vdev[200], prefix[64], lcores[32], fwd[32], txpkts[32];
 	struct proc drv = { 0 };
 
-	snprintf(drv.log, sizeof(drv.log), "%s/driver-%s-%u.log", dir, mode_names[m], size);
+	snprintf(drv.log, sizeof(drv.log), "%s/driver-%d-%s-%u.log", dir, (int)k, mode_names[m], size);
 	snprintf(vdev, sizeof(vdev), "net_virtio_user0,path=%s,queues=1", sock);
 	snprintf(prefix, sizeof(prefix), "sc-bench-drv-%d", (int)getpid());
 	snprintf(lcores, sizeof(lcores), "0@%d,1@%d", cpu, cpu);
@@ -494,7 +494,7 @@ int bench_net(int argc, char **argv)
 						printf(" skipped\n");
 						continue;
 					}
-					if (run_driver(dir, sock, m, sizes[s], o.guest_cpu, secs, srv.pid, &p) < 0) {
+					if (run_driver(dir, k, sock, m, sizes[s], o.guest_cpu, secs, srv.pid, &p) < 0) {
 						printf(" skipped\n");
 					} else {
 						printf(" rx %.2f Mpps, tx %.2f Mpps; server cpu %.2f\n", p.rx_mpps, p.tx_mpps, p.server_cpu);
