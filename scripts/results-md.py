@@ -138,7 +138,8 @@ if r:
         print(f"| {q['mode']} | {q['frame_bytes']} B | {a.get('direction', b.get('direction', ''))} | "
               f"{cell(a, 'mpps', '.2f')} | {cell(b, 'mpps', '.2f')} | {q['sidecored_over_dpdk_vhost']:.2f}× | "
               f"{cell(a, 'server_cpu', '.2f')} | {cell(b, 'server_cpu', '.2f')} |")
-    print(f"\n{r['setup']['seconds_per_point']:g} s per point; Mpps from the driver's port counters (io: received + sent); "
+    print(f"\n{r['setup']['seconds_per_point']:g} s per point, each on a fresh server, the best of "
+          f"{r['setup'].get('rounds', 1)} rounds; load average {r.get('loadavg_1min', -1):.2f}; Mpps from the driver's port counters (io: received + sent); "
           "cpu: each server process's cpu time over the window.\n")
 
 r = load("demo")
