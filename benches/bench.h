@@ -87,5 +87,6 @@ int bench_latency(int argc, char **argv);
 int bench_vhost_blk(int argc, char **argv);
 int bench_fairness(int argc, char **argv);
 int bench_scale(int argc, char **argv);
+int bench_net(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ static const struct {
 	{ "vhost-blk", bench_vhost_blk, "sidecored vs qemu-storage-daemon over vhost-user, same file and client" },
 	{ "fairness", bench_fairness, "four tenants on one sidecore: quiet QD1 readers beside a flood and beside huge reads" },
 	{ "scale", bench_scale, "1 to 64 queues on one sidecore: aggregate IOPS, and what an idle queue costs a round" },
+	{ "net", bench_net, "virtio-net: sidecored vs DPDK's vhost PMD, DPDK virtio-user driver, Mpps at 64 and 1500 B" },
 	{ "latency", bench_latency, "KVM guest virtio-blk latency at QD 1-64: sidecore vs eventfd vs user-space exit" },
 };
 

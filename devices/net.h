@@ -134,6 +134,8 @@ struct sc_net_queue {
 	unsigned stash_first, nstash;
 	bool stash_gap;              /* a chain popped after a stashed one was completed */
 	struct rte_mbuf *burst[SC_NET_BURST];
+	struct rte_mbuf *spare[SC_NET_BURST];   /* tx: empty mbufs allocated in bulk, not used yet */
+	unsigned nspare;
 };
 
 /*

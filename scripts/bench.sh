@@ -17,5 +17,7 @@ fi
 $b vhost-blk --json results/vhost-blk.json
 $b fairness --json results/fairness.json --plot results/fairness.png
 $b scale --json results/scale.json --plot results/scale.png
+# virtio-net against DPDK's vhost PMD: needs root and dpdk-testpmd (it says so and skips otherwise)
+$b net --json results/net.json --plot results/net.png || echo "bench.sh: net skipped or failed (exit $?)"
 ./build/benches/sidecore-demo --seconds 3 --json results/demo.json
 python3 scripts/results-md.py results

@@ -136,6 +136,23 @@ if r:
     print("\nidle: one queue driven at QD1, the rest attached and empty; its last column is (round(N) − round(1)) ÷ (N − 1). "
           "empty: nothing driven; round ÷ N.\n")
 
+r = load("net")
+if r:
+    print("### net (sidecored vs DPDK's vhost PMD)\n\n" + head(r))
+    runs = {(x["server"], x["mode"], x["frame_bytes"]): x for x in r["runs"]}
+    print("| mode | frame | direction | sidecored Mpps | DPDK vhost Mpps | ratio | sidecored cpu | DPDK vhost cpu |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for q in r["ratios"]:
+        a = runs.get(("sidecored", q["mode"], q["frame_bytes"]), {})
+        b = runs.get(("DPDK vhost PMD", q["mode"], q["frame_bytes"]), {})
+        cell = lambda x, k, f: format(x[k], f) if k in x else "n/a"
+        print(f"| {q['mode']} | {q['frame_bytes']} B | {a.get('direction', b.get('direction', ''))} | "
+              f"{cell(a, 'mpps', '.2f')} | {cell(b, 'mpps', '.2f')} | {q['sidecored_over_dpdk_vhost']:.2f}× | "
+              f"{cell(a, 'server_cpu', '.2f')} | {cell(b, 'server_cpu', '.2f')} |")
+    print(f"\n{r['setup']['seconds_per_point']:g} s per point, each on a fresh server, the best of "
+          f"{r['setup'].get('rounds', 1)} rounds; load average {r.get('loadavg_1min', -1):.2f}; Mpps from the driver's port counters (io: received + sent); "
+          "cpu: each server process's cpu time over the window.\n")
+
 r = load("demo")
 if r:
     print(f"### demo (queue depth {r['queue_depth']})\n\n" + head(r))
