@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Options every subcommand takes. */
 struct bench_opts {
@@ -88,5 +89,8 @@ int bench_vhost_blk(int argc, char **argv);
 int bench_fairness(int argc, char **argv);
 int bench_scale(int argc, char **argv);
 int bench_net(int argc, char **argv);
+
+/* The cpu time process pid has used so far (user + system), in seconds; -1 if it is gone. */
+double bench_proc_cpu_s(pid_t pid);
 
 #endif

@@ -306,3 +306,21 @@ void bench_pin(int cpu, const char *who)
 		exit(1);
 	}
 }
+
+double bench_proc_cpu_s(pid_t pid)
+{
+	char path[64], buf[1024];
+	unsigned long long ut = 0, st = 0;
+	double r = -1;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fgets(buf, sizeof(buf), f)) {
+		const char *p = strrchr(buf, ')');   /* comm may contain spaces */
+		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+			r = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	}
+	fclose(f);
+	return r;
+}

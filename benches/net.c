@@ -72,23 +72,6 @@ static double now_s(void)
 }
 
 /* user + system cpu seconds of pid (all threads), or -1 */
-static double proc_cpu_s(pid_t pid)
-{
-	char path[64], buf[1024];
-	unsigned long long ut = 0, st = 0;
-	double r = -1;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (fgets(buf, sizeof(buf), f)) {
-		const char *p = strrchr(buf, ')');   /* comm may contain spaces */
-		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
-			r = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-	}
-	fclose(f);
-	return r;
-}
 
 /* Start argv on cpu with stdin from a pipe we hold (or /dev/null), stdout and stderr into p->log. */
 static int proc_start(struct proc *p, char *const argv[], int cpu, bool pipe_in)
@@ -301,10 +284,10 @@ static int run_driver(const char *dir, enum server_kind k, const char *sock, enu
 	cmd(&drv, "start\n");
 	usleep(secs < 2 ? 500000 : 1000000);   /* warm-up: rings full, caches warm */
 	cmd(&drv, "show port stats all\n");
-	double t0 = now_s(), s0 = proc_cpu_s(server), d0 = proc_cpu_s(drv.pid);
+	double t0 = now_s(), s0 = bench_proc_cpu_s(server), d0 = bench_proc_cpu_s(drv.pid);
 	usleep((useconds_t)(secs * 1e6));
 	cmd(&drv, "show port stats all\n");
-	double t1 = now_s(), s1 = proc_cpu_s(server), d1 = proc_cpu_s(drv.pid);
+	double t1 = now_s(), s1 = bench_proc_cpu_s(server), d1 = bench_proc_cpu_s(drv.pid);
 	cmd(&drv, "stop\n");
 	cmd(&drv, "quit\n");
 	/* Its stdout is a file, so block-buffered: the figures are there once it has quit (bounded). */

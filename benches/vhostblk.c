@@ -82,22 +82,6 @@ struct result {
 	double iops, cpu_s, ops;
 };
 
-static uint64_t proc_cpu_ticks(pid_t pid)
-{
-	char path[64], buf[1024];
-	unsigned long long ut = 0, st = 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	if (fgets(buf, sizeof(buf), f)) {
-		const char *p = strrchr(buf, ')');   /* comm may contain spaces */
-		if (p)
-			sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st);
-	}
-	fclose(f);
-	return ut + st;
-}
 
 /* Start argv pinned to cpu, quiet, and wait for its socket. */
 static int spawn(struct server *s, char *const argv[], int cpu, const char *log)
@@ -402,7 +386,7 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 	for (unsigned s = 0; s < LAZY_WINDOWS * LAZY_W; s++)
 		((uint8_t *)fe->mem)[fe->buf_gpa + s * 64 + 16] = 0xff;
 
-	uint64_t cpu0 = proc_cpu_ticks(server);
+	double cpu0 = bench_proc_cpu_s(server);
 	t0 = sc_rdtsc();
 	deadline = t0 + hz / 1000 * ms;
 	for (;;) {
@@ -488,7 +472,7 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 	double secs = (double)(sc_rdtsc() - t0) / (double)hz;
 	r->ops = (double)ops;
 	r->iops = (double)ops / secs;
-	r->cpu_s = (double)(proc_cpu_ticks(server) - cpu0) / (double)sysconf(_SC_CLK_TCK);
+	r->cpu_s = bench_proc_cpu_s(server) - cpu0;
 	/* The front end is the guest: nothing of a window's flush may be left unanswered. */
 	if (lazy && lazy_reap_acks(fe, &z, true) < 0)
 		return -EIO;
