@@ -500,9 +500,13 @@ void sc_service_stop(struct sc_service *svc)
 
 void sc_service_status(const struct sc_service *svc, char *buf, int len)
 {
-	snprintf(buf, (size_t)len, "serving %d disk%s and %d NIC%s on %d sidecore%s", svc->ndisks,
-		 svc->ndisks == 1 ? "" : "s", svc->nnics, svc->nnics == 1 ? "" : "s", svc->npollers,
-		 svc->npollers == 1 ? "" : "s");
+	char nics[32] = "";
+
+	/* NICs only where there are some: a disks-only service reads as it always did. */
+	if (svc->nnics)
+		snprintf(nics, sizeof(nics), " and %d NIC%s", svc->nnics, svc->nnics == 1 ? "" : "s");
+	snprintf(buf, (size_t)len, "serving %d disk%s%s on %d sidecore%s", svc->ndisks, svc->ndisks == 1 ? "" : "s",
+		 nics, svc->npollers, svc->npollers == 1 ? "" : "s");
 }
 
 /* ---- reload ---- */

@@ -131,7 +131,7 @@ static void move_under_load(void)
 	int64_t end = now_ms() + RUN_MS, deadline = end + 10000;
 	for (;;) {
 		bool more = now_ms() < end && submitted < sizeof(done), added = false;
-		while (more && nfree) {
+		while (more && nfree && submitted < sizeof(done)) {   /* ids index done[] */
 			unsigned s = free_slots[--nfree];
 			uint64_t hdr = fe.buf_gpa + s * 64, data = fe.buf_gpa + 0x10000 + s * 4096;
 			*(struct sc_virtio_blk_outhdr *)(fe.mem + hdr) =

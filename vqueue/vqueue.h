@@ -347,7 +347,8 @@ size_t sc_iov_copy_from_any(const struct iovec *iov, unsigned n, size_t off, voi
  */
 static inline size_t sc_iov_copy_from(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len)
 {
-	if (__builtin_expect(n && off <= iov[0].iov_len && len <= iov[0].iov_len - off, 1)) {
+	/* len != 0: an empty segment's base may be NULL, which memcpy may not be given even for 0 bytes. */
+	if (__builtin_expect(n && len && off <= iov[0].iov_len && len <= iov[0].iov_len - off, 1)) {
 		SC_FETCH(SC_FETCH_REQ, off, len);   /* fuzz builds: keyed by offset, as the general copy does */
 		__builtin_memcpy(buf, (const char *)iov[0].iov_base + off, len);
 		sc_barrier();
