@@ -43,9 +43,16 @@ marker="$out/.start-$target"   # crash files newer than it are this run's (the l
 touch "$marker"
 # -close_fd_mask=2: the target's own stderr (broken-queue lines) is dropped; sanitizer and crash reports are not.
 set +e
-nice -n 19 "$bin" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=2 -timeout=10 \
-  -artifact_prefix="$out/crash-$target/" "$@" "$out/corpus-$target" "tests/fuzz/corpus/$target" >"$log" 2>&1
+# Lowest priority for real: with autogroups (Linux's default) nice ranks a process only within its
+# session, so the fuzzer gets a session of its own and that session's nice is 19 too.
+setsid nice -n 19 "$bin" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=2 -timeout=10 \
+  -artifact_prefix="$out/crash-$target/" "$@" "$out/corpus-$target" "tests/fuzz/corpus/$target" >"$log" 2>&1 &
+fuzzer=$!
+echo 19 2>/dev/null >"/proc/$fuzzer/autogroup" || true
+trap 'kill "$fuzzer" 2>/dev/null' INT TERM
+wait "$fuzzer"
 rc=$?
+trap - INT TERM
 set -e
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 last=$(grep -E '^#[0-9]+' "$log" | tail -1)
