@@ -544,20 +544,34 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 	static struct result res[NMODES][2];
 	static const unsigned depths[2] = { 1, 32 };
 	struct server srv = { .name = "sidecored" };
-	char conf[160], log[160], iso_sock[sizeof(srv.sock)];
+	char conf[160], log[160], iso_sock[sizeof(srv.sock)], iso_disk[160];
 	int ret = 1;
 
 	snprintf(srv.sock, sizeof(srv.sock), "%s/iommu.sock", dir);
 	snprintf(log, sizeof(log), "%s/iommu.log", dir);
 	snprintf(iso_sock, sizeof(iso_sock), "%s/iommu-iso.sock", dir);
+	/* A copy: sidecored gives a writable file to one disk only. */
+	snprintf(iso_disk, sizeof(iso_disk), "%s/disk-iso.img", dir);
+	int in = open(disk, O_RDONLY), cp = open(iso_disk, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	ssize_t n = 1;
+	while (in >= 0 && cp >= 0 && n > 0)
+		n = copy_file_range(in, NULL, cp, NULL, 1 << 30, 0);
+	if (in >= 0)
+		close(in);
+	if (cp >= 0)
+		close(cp);
+	if (n != 0) {
+		fprintf(stderr, "sidecore-bench: copying %s to %s failed\n", disk, iso_disk);
+		return 1;
+	}
 	snprintf(conf, sizeof(conf), "%s/sc-iommu.conf", dir);
 	FILE *f = fopen(conf, "w");
 	if (!f)
 		return 1;
-	/* Two disks on one sidecore and one file: the isolated one differs in that key alone. */
+	/* Two disks on one sidecore and the same data: the isolated one differs in that key alone. */
 	fprintf(f, "[sidecore]\ncpus = %d\n[blk.bench]\nsocket = %s\nbacking = %s\n"
 		"[blk.iso]\nsocket = %s\nbacking = %s\niommu_isolation = yes\n", o->sidecore_cpu, srv.sock, disk,
-		iso_sock, disk);
+		iso_sock, iso_disk);
 	fclose(f);
 	char *args[] = { self, "--config", conf, NULL };
 	/*
