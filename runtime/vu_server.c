@@ -281,24 +281,28 @@ static int grant_push(struct grant **arr, uint32_t *n, uint32_t *cap, struct gra
 }
 
 /*
- * Drop grant i; its guest range is unmapped at the end of the next grace
- * period (iotlb_quiesce). Adjacent ranges are merged: a batch's pages go
- * in few munmaps.
+ * Unmap guest [gpa, gpa + len) at the end of the next grace period
+ * (iotlb_quiesce), unless a grant covers it then. A range that continues
+ * the last one extends it: a batch's pages go in few calls.
  */
-static void grant_drop(struct sc_vu_server *s, uint32_t i)
+static void revoke_later(struct sc_vu_server *s, uint64_t gpa, uint64_t len)
 {
-	struct grant g = s->grants[i];
-	uint64_t len = g.last - g.iova + 1;
 	struct grant *r = s->nrevokes ? &s->revokes[s->nrevokes - 1] : NULL;
 
-	s->grants[i] = s->grants[--s->ngrants];
-	if (r && r->gpa + (r->last - r->iova + 1) == g.gpa) {
+	if (r && r->gpa + (r->last - r->iova + 1) == gpa) {
 		r->last += len;
 		return;
 	}
-	if (grant_push(&s->revokes, &s->nrevokes, &s->revokes_cap, (struct grant){ 0, len - 1, g.gpa }) < 0)
+	if (grant_push(&s->revokes, &s->nrevokes, &s->revokes_cap, (struct grant){ 0, len - 1, gpa }) < 0)
 		fprintf(stderr, "sidecore: %s: no memory to note guest 0x%llx (+0x%llx) for unmapping; it stays "
-			"mapped until its region goes\n", s->path, (unsigned long long)g.gpa, (unsigned long long)len);
+			"mapped until its region goes\n", s->path, (unsigned long long)gpa, (unsigned long long)len);
+}
+
+static void grant_drop(struct sc_vu_server *s, uint32_t i)
+{
+	struct grant g = s->grants[i];
+	s->grants[i] = s->grants[--s->ngrants];
+	revoke_later(s, g.gpa, g.last - g.iova + 1);
 }
 
 /* Drop the grants that overlap iova [iova, last]; true if there were any. */
@@ -316,7 +320,11 @@ static bool grants_drop_iova(struct sc_vu_server *s, uint64_t iova, uint64_t las
 	return any;
 }
 
-/* Unmap guest [gpa, end) except the pages a grant from index i on still covers. */
+/*
+ * Unmap guest [gpa, end) except the pages a grant from index i on still
+ * covers. Recursion only splits at a grant inside the range: its depth is
+ * at most the grants that overlap it.
+ */
 static void revoke_uncovered(struct sc_vu_server *s, uint64_t gpa, uint64_t end, uint32_t i)
 {
 	for (; gpa < end && i < s->ngrants; i++) {
@@ -1146,7 +1154,7 @@ HANDLER(IOTLB_MSG)
 		if (ret == 0)
 			isol_note(s, &t, last, gpa, &removed);
 		else if (s->iotlb_batch)   /* some may be a dropped grant's, still in use until BATCH_END */
-			grant_push(&s->revokes, &s->nrevokes, &s->revokes_cap, (struct grant){ 0, t.size - 1, gpa });
+			revoke_later(s, gpa, t.size);
 		else   /* not in the IOTLB, and nothing dropped awaits a grace period: unmap them now */
 			revoke_uncovered(s, gpa, gpa + t.size, 0);
 	}
