@@ -321,34 +321,67 @@ static bool grants_drop_iova(struct sc_vu_server *s, uint64_t iova, uint64_t las
 }
 
 /*
- * Unmap guest [gpa, end) except the pages a grant from index i on still
- * covers. Recursion only splits at a grant inside the range: its depth is
- * at most the grants that overlap it.
+ * Call fn on each piece of guest [gpa, end) that no grant from index i on
+ * covers (nor, with pending, a range still mapped awaiting its grace
+ * period: the revokes follow the grants in this count). Recursion splits
+ * only at a range inside [gpa, end): its depth is at most the ranges that
+ * overlap it.
  */
-static void revoke_uncovered(struct sc_vu_server *s, uint64_t gpa, uint64_t end, uint32_t i)
+static void uncovered_each(struct sc_vu_server *s, uint64_t gpa, uint64_t end, uint32_t i, bool pending,
+			   void (*fn)(struct sc_vu_server *s, uint64_t gpa, uint64_t end, void *arg), void *arg)
 {
-	for (; gpa < end && i < s->ngrants; i++) {
-		uint64_t g0 = s->grants[i].gpa, g1 = g0 + (s->grants[i].last - s->grants[i].iova + 1);
+	for (; gpa < end && i < s->ngrants + (pending ? s->nrevokes : 0); i++) {
+		const struct grant *g = i < s->ngrants ? &s->grants[i] : &s->revokes[i - s->ngrants];
+		uint64_t g0 = g->gpa, g1 = g0 + (g->last - g->iova + 1);
 		if (g1 <= gpa || end <= g0)
 			continue;
 		if (gpa < g0)
-			revoke_uncovered(s, gpa, g0, i + 1);
-		gpa = g1;   /* the rest, past this grant, against the grants after it */
+			uncovered_each(s, gpa, g0, i + 1, pending, fn, arg);
+		gpa = g1;   /* the rest, past this range, against the ranges after it */
 	}
-	if (gpa < end) {
-		int ret = sc_mem_revoke(&s->mem, gpa, end - gpa);
-		/* -EFAULT: its region went already, and its mapping with it. */
-		if (ret < 0 && ret != -EFAULT)
-			fprintf(stderr, "sidecore: %s: unmapping guest 0x%llx (+0x%llx): %s; it stays mapped\n", s->path,
-				(unsigned long long)gpa, (unsigned long long)(end - gpa), strerror(-ret));
-	}
+	if (gpa < end)
+		fn(s, gpa, end, arg);
+}
+
+static void revoke_now(struct sc_vu_server *s, uint64_t gpa, uint64_t end, void *arg)
+{
+	(void)arg;
+	int ret = sc_mem_revoke(&s->mem, gpa, end - gpa);
+	/* -EFAULT: its region went already, and its mapping with it. */
+	if (ret < 0 && ret != -EFAULT)
+		fprintf(stderr, "sidecore: %s: unmapping guest 0x%llx (+0x%llx): %s; it stays mapped\n", s->path,
+			(unsigned long long)gpa, (unsigned long long)(end - gpa), strerror(-ret));
+}
+
+/* Unmap guest [gpa, end) except the pages a live grant still covers. */
+static void revoke_uncovered(struct sc_vu_server *s, uint64_t gpa, uint64_t end)
+{
+	uncovered_each(s, gpa, end, 0, false, revoke_now, NULL);
+}
+
+static void note_gap(struct sc_vu_server *s, uint64_t gpa, uint64_t end, void *arg)
+{
+	(void)s, (void)gpa, (void)end;
+	*(bool *)arg = true;
+}
+
+/*
+ * Is all of guest [gpa, end) mapped already (granted, or dropped and not
+ * yet unmapped)? A lazy guest's batch invalidates a window and maps the
+ * same pages again: that costs no mmap, and their unmap is skipped too.
+ */
+static bool mapped_already(struct sc_vu_server *s, uint64_t gpa, uint64_t end)
+{
+	bool gap = false;
+	uncovered_each(s, gpa, end, 0, true, note_gap, &gap);
+	return !gap;
 }
 
 /* After a grace period: no sidecore can use what was dropped. Unmap it. */
 static void isol_revoke_pending(struct sc_vu_server *s)
 {
 	for (uint32_t k = 0; k < s->nrevokes; k++)
-		revoke_uncovered(s, s->revokes[k].gpa, s->revokes[k].gpa + s->revokes[k].last + 1, 0);
+		revoke_uncovered(s, s->revokes[k].gpa, s->revokes[k].gpa + s->revokes[k].last + 1);
 	s->nrevokes = 0;
 }
 
@@ -1143,7 +1176,7 @@ HANDLER(IOTLB_MSG)
 	uint32_t cap = s->ops->iotlb_max ? s->ops->iotlb_max : SC_VU_IOTLB_MAX;
 	bool full = sc_viommu_domain_mappings(s->viommu, 0) >= (int)cap;
 	/* Isolation: the pages are there before any entry can translate to them. */
-	if (isolated(s) && !full && (ret = sc_mem_grant(&s->mem, gpa, t.size)) < 0)
+	if (isolated(s) && !full && !mapped_already(s, gpa, gpa + t.size) && (ret = sc_mem_grant(&s->mem, gpa, t.size)) < 0)
 		return ret == -ERANGE ? iotlb_refuse(s, m, ret, "UPDATE of uaddr 0x%llx +0x%llx (guest 0x%llx) is not whole "
 						      "pages of its region's fd, which an isolated device maps",
 						      (unsigned long long)t.uaddr, (unsigned long long)t.size,
@@ -1156,7 +1189,7 @@ HANDLER(IOTLB_MSG)
 		else if (s->iotlb_batch)   /* some may be a dropped grant's, still in use until BATCH_END */
 			revoke_later(s, gpa, t.size);
 		else   /* not in the IOTLB, and nothing dropped awaits a grace period: unmap them now */
-			revoke_uncovered(s, gpa, gpa + t.size, 0);
+			revoke_uncovered(s, gpa, gpa + t.size);
 	}
 	if (removed)
 		iotlb_removed(s);   /* it replaced entries: the old ones are gone as for an INVALIDATE */

@@ -694,3 +694,18 @@ Test(iotlb, isolated_device_without_access_platform_starts_no_ring)
 	cr_assert_eq(sc_vu_server_started(D.srv), 0, "no IOTLB to grant pages: the ring does not start");
 	cr_assert_eq(server_mapped(0, T_MEM), 0, "no region is mapped whole");
 }
+
+/* A lazy guest's batch: a window invalidated and mapped again. Its pages stay, and stay granted. */
+Test(iotlb, isolated_batch_that_maps_the_same_pages_again_keeps_them)
+{
+	isolate();
+	fe_start_mapped();
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_BATCH_BEGIN, 0, 0, 0, 0), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_DATA_GPA - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_BATCH_END, 0, 0, 0, 0), 0);
+	cr_assert_eq(server_mapped(T_HDR_GPA, T_DATA_GPA - T_HDR_GPA), T_DATA_GPA - T_HDR_GPA, "granted again: kept");
+	cr_assert_eq(server_mapped(T_DATA_GPA, T_MEM - T_DATA_GPA), 0, "not granted again: gone");
+	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, SC_VHOST_ACCESS_RW), 0);
+	still_serves();
+}
