@@ -151,8 +151,8 @@ int sc_mem_grant(struct sc_mem *m, uint64_t gpa, uint64_t len)
 		return ret;
 	int mprot = PROT_READ | ((r->prot & SC_PERM_WRITE) ? PROT_WRITE : 0);
 	/* Populated here, on the control thread: else the sidecore takes a page fault per page on first touch. */
-	if (mmap(at, (size_t)len, mprot, MAP_SHARED | MAP_FIXED | MAP_POPULATE, r->fd, (off_t)(r->fd_offset + (gpa - r->gpa))) ==
-	    MAP_FAILED)
+	off_t off = (off_t)(r->fd_offset + (gpa - r->gpa));
+	if (mmap(at, (size_t)len, mprot, MAP_SHARED | MAP_FIXED | MAP_POPULATE, r->fd, off) == MAP_FAILED)
 		return -errno;
 	return 0;
 }
