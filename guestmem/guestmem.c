@@ -57,8 +57,8 @@ static int region_insert(struct sc_mem *m, const struct sc_mem_region *r)
 	return 0;
 }
 
-int sc_mem_add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd,
-		  uint64_t fd_offset, unsigned prot)
+static int add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd, uint64_t fd_offset, unsigned prot,
+		  bool isolated)
 {
 	struct sc_mem_region r = { .gpa = gpa, .size = size, .fd = fd,
 				   .fd_offset = fd_offset, .prot = prot };
@@ -86,7 +86,14 @@ int sc_mem_add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd,
 	int mprot = PROT_READ | ((prot & SC_PERM_WRITE) ? PROT_WRITE : 0);
 
 	r.map_len = (size_t)(size + skew);
-	r.map_base = mmap(NULL, r.map_len, mprot, MAP_SHARED, fd, (off_t)(fd_offset - skew));
+	/*
+	 * Isolated: only address space, no guest page (PROT_NONE, no file, no
+	 * swap). sc_mem_grant maps pages over it with MAP_FIXED: no other
+	 * mapping of this process can have taken those addresses meanwhile.
+	 */
+	r.isolated = isolated;
+	r.map_base = isolated ? mmap(NULL, r.map_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+			      : mmap(NULL, r.map_len, mprot, MAP_SHARED, fd, (off_t)(fd_offset - skew));
 	if (r.map_base == MAP_FAILED) {
 		ret = -errno;
 		goto err_close;
@@ -103,6 +110,66 @@ err_unmap:
 err_close:
 	close(fd);
 	return ret;
+}
+
+int sc_mem_add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd, uint64_t fd_offset, unsigned prot)
+{
+	return add_fd(m, gpa, size, fd, fd_offset, prot, false);
+}
+
+int sc_mem_add_fd_isolated(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd, uint64_t fd_offset,
+			   unsigned prot)
+{
+	return add_fd(m, gpa, size, fd, fd_offset, prot, true);
+}
+
+/* The isolated region holding all of [gpa, gpa + len), with its page-aligned host range; or an errno. */
+static int isolated_range(const struct sc_mem *m, uint64_t gpa, uint64_t len, const struct sc_mem_region **out,
+			  uint8_t **at)
+{
+	const struct sc_mem_region *r = sc_mem_find(m, gpa);
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+
+	if (!r || !r->isolated || len == 0 || len - 1 >= r->size - (gpa - r->gpa))
+		return -EFAULT;
+	uint64_t off = gpa - r->gpa;
+	/* mmap maps whole pages of the fd: the range must be exactly such pages. */
+	if (((r->fd_offset + off) | len) & (page - 1))
+		return -ERANGE;
+	*out = r;
+	*at = r->hva + off;
+	return 0;
+}
+
+int sc_mem_grant(struct sc_mem *m, uint64_t gpa, uint64_t len)
+{
+	const struct sc_mem_region *r;
+	uint8_t *at;
+	int ret = isolated_range(m, gpa, len, &r, &at);
+
+	if (ret < 0)
+		return ret;
+	int mprot = PROT_READ | ((r->prot & SC_PERM_WRITE) ? PROT_WRITE : 0);
+	/* Populated here, on the control thread: else the sidecore takes a page fault per page on first touch. */
+	off_t off = (off_t)(r->fd_offset + (gpa - r->gpa));
+	if (mmap(at, (size_t)len, mprot, MAP_SHARED | MAP_FIXED | MAP_POPULATE, r->fd, off) == MAP_FAILED)
+		return -errno;
+	return 0;
+}
+
+int sc_mem_revoke(struct sc_mem *m, uint64_t gpa, uint64_t len)
+{
+	const struct sc_mem_region *r;
+	uint8_t *at;
+	int ret = isolated_range(m, gpa, len, &r, &at);
+
+	if (ret < 0)
+		return ret;
+	/* Back to bare address space in one call: the range is never free for another mapping to take. */
+	if (mmap(at, (size_t)len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) ==
+	    MAP_FAILED)
+		return -errno;
+	return 0;
 }
 
 int sc_mem_add_hva(struct sc_mem *m, uint64_t gpa, uint64_t size, void *hva, unsigned prot)

@@ -35,6 +35,7 @@ struct sc_mem_region {
 	int fd;              /* backing fd (owned, closed on remove), or -1 */
 	uint64_t fd_offset;  /* offset of gpa within fd */
 	unsigned prot;       /* SC_PERM_* the device may do here */
+	bool isolated;       /* only granted pages are mapped (sc_mem_add_fd_isolated) */
 	/* the mapping to undo on remove; NULL if the caller owns the memory */
 	void *map_base;
 	size_t map_len;
@@ -87,6 +88,31 @@ void sc_mem_fini(struct sc_mem *m);
  */
 int sc_mem_add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd,
 		  uint64_t fd_offset, unsigned prot);
+
+/*
+ * As sc_mem_add_fd, but map none of the fd: the region gets host addresses
+ * (address space reserved PROT_NONE, backed by nothing) and keeps fd, and
+ * only the ranges sc_mem_grant maps hold guest memory. Touching the rest
+ * faults. For a device that may see only what an IOMMU grants it.
+ */
+int sc_mem_add_fd_isolated(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd,
+			   uint64_t fd_offset, unsigned prot);
+
+/*
+ * Map the fd pages behind [gpa, gpa + len) of an isolated region at their
+ * host addresses (MAP_FIXED over the reservation or an earlier grant of the
+ * same pages). Returns 0; -EFAULT if the range is not inside one isolated
+ * region; -ERANGE if its offset in the fd or len is not page-aligned; or
+ * mmap's -errno. The control thread only; sidecores may read the table.
+ */
+int sc_mem_grant(struct sc_mem *m, uint64_t gpa, uint64_t len);
+
+/*
+ * Undo sc_mem_grant for [gpa, gpa + len): the pages become bare reserved
+ * address space again. Errors as sc_mem_grant. The caller makes sure no
+ * thread can still use them (after a grace period).
+ */
+int sc_mem_revoke(struct sc_mem *m, uint64_t gpa, uint64_t len);
 
 /*
  * Add memory the caller has mapped already at hva (the caller keeps

@@ -49,7 +49,7 @@ static const char *const blk_keys[] = {
 	"iopoll",
 	"fixed_buffers",
 	/* the vIOMMU block (blk_iommu_key) */
-	"iommu_teardown", "iommu_window_ms", "iotlb_entries", "iotlb_miss_ms",
+	"iommu_teardown", "iommu_window_ms", "iotlb_entries", "iotlb_miss_ms", "iommu_isolation",
 	NULL
 };
 static const char *const net_keys[] = {
@@ -74,7 +74,7 @@ enum {
 	K_MMAP,
 	K_IOPOLL,
 	K_FIXED_BUFFERS,
-	K_IOMMU_TEARDOWN, K_IOMMU_WINDOW, K_IOTLB_ENTRIES, K_IOTLB_MISS,
+	K_IOMMU_TEARDOWN, K_IOMMU_WINDOW, K_IOTLB_ENTRIES, K_IOTLB_MISS, K_IOMMU_ISOLATION,
 };
 
 struct parse {
@@ -596,6 +596,11 @@ static int blk_iommu_key(struct parse *p, int key, const char *v)
 		if (number(p, "iotlb_miss_ms", v, 10, 600000, &n))
 			m->iotlb_miss_ms = (unsigned)n;
 		break;
+	case K_IOMMU_ISOLATION:
+		if (!parse_bool(v, &m->isolation))
+			return fail(p, -EINVAL, "iommu_isolation = '%s' is not a boolean; use yes or no", v);
+		m->isolation_line = p->line;
+		break;
 	}
 	return p->error;
 }
@@ -851,6 +856,13 @@ static int check_required(struct sc_config *c, int sidecore_line, char *err, siz
 		if (b->iommu.window_line && !b->iommu.optimistic) {
 			snprintf(err, errlen, "%s:%d: iommu_window_ms is only for iommu_teardown = optimistic in [blk.%s]; "
 				 "remove it or set iommu_teardown = optimistic", c->path, b->iommu.window_line, b->name);
+			return -EINVAL;
+		}
+		/* Isolation unmaps a page before the ack; optimistic acks first: the two promise opposites. */
+		if (b->iommu.isolation && b->iommu.optimistic) {
+			snprintf(err, errlen, "%s:%d: iommu_isolation = yes needs iommu_teardown = strict in [blk.%s] (an "
+				 "isolated disk unmaps a page before it acknowledges its INVALIDATE); remove one of them",
+				 c->path, b->iommu.isolation_line, b->name);
 			return -EINVAL;
 		}
 		if (!b->socket[0] || !b->backing[0]) {

@@ -37,6 +37,7 @@
  *   iommu_teardown = strict ; strict: an INVALIDATE is acked once no sidecore can use the entry;
  *                           ; optimistic: acked at once, the entry goes within iommu_window_ms
  *   iommu_window_ms = 2   ; optimistic only: how long an invalidated entry may still translate, 1..1000
+ *   iommu_isolation = no  ; yes: map into sidecored only the guest pages the IOTLB grants (strict only)
  *   iotlb_entries = 65536 ; IOTLB entries (mappings) the front end may install, 1..65536
  *   iotlb_miss_ms = 3000  ; a miss the front end leaves unanswered this long breaks its queue, 10..600000
  *
@@ -91,6 +92,8 @@ struct sc_iommu_config {
 	unsigned iotlb_entries;  /* for sc_vu_device_ops.iotlb_max */
 	unsigned iotlb_miss_ms;  /* for sc_vu_device_ops.iotlb_miss_ms */
 	int window_line;         /* of iommu_window_ms, 0 if not given */
+	bool isolation;          /* iommu_isolation: for sc_vu_device_ops.iotlb_isolation */
+	int isolation_line;      /* of iommu_isolation, 0 if not given */
 };
 #define SC_IOMMU_CONFIG_DEFAULT \
 	((struct sc_iommu_config){ .window_ms = 2, .iotlb_entries = 65536, .iotlb_miss_ms = 3000 })

@@ -127,6 +127,7 @@ static int disk_start(struct sc_service *svc, const struct sc_blk_config *b, con
 	d->dev.ops.iotlb_max = b->iommu.iotlb_entries;
 	d->dev.ops.iotlb_miss_ms = b->iommu.iotlb_miss_ms;
 	d->dev.ops.iotlb_window_ms = b->iommu.optimistic ? b->iommu.window_ms : 0;
+	d->dev.ops.iotlb_isolation = b->iommu.isolation;
 	r = sc_vu_server_create(b->socket, &d->dev.ops, &d->dev, &d->srv, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "sidecored: %s:%d: [blk.%s] %s\n", path, b->line, b->name, err);

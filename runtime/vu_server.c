@@ -48,6 +48,11 @@ struct vring {
 	char name[sizeof(((struct sockaddr_un *)0)->sun_path) + 16];   /* "PATH vring N", for vqueue's log line */
 };
 
+/* Isolation: the guest range an IOTLB entry granted (to unmap what no entry grants any more). */
+struct grant {
+	uint64_t iova, last, gpa;
+};
+
 /* Where the front end's addresses (ring addresses are its virtual ones) fall in guest memory. */
 struct uva_map {
 	uint64_t uva, gpa, size;
@@ -95,6 +100,9 @@ struct sc_vu_server {
 	bool iotlb_batch, iotlb_batch_removed;
 	uint64_t iotlb_ticket;    /* the grace period an invalidation waits for */
 	bool iotlb_ticking;       /* optimistic: entries are dying, sc_viommu_tick them each millisecond */
+	/* Isolation (ops->iotlb_isolation): the live grants, and guest ranges to unmap after the grace period. */
+	struct grant *grants, *revokes;   /* revokes use gpa and last - iova as the length */
+	uint32_t ngrants, grants_cap, nrevokes, revokes_cap;
 
 	/* inflight tracking: a memfd the VMM keeps across our restarts */
 	uint8_t *inflight;
@@ -250,6 +258,163 @@ static bool rings_drained(struct sc_vu_server *s)
 
 static void vring_stop(struct sc_vu_server *s, unsigned idx);
 
+/* ---- isolation: only granted guest pages are mapped ---- */
+
+static bool isolated(const struct sc_vu_server *s)
+{
+	return s->ops->iotlb_isolation;
+}
+
+/* Append g to *arr (grown as needed). */
+static int grant_push(struct grant **arr, uint32_t *n, uint32_t *cap, struct grant g)
+{
+	if (*n == *cap) {
+		uint32_t ncap = *cap ? *cap * 2 : 64;
+		struct grant *a = realloc(*arr, ncap * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		*arr = a;
+		*cap = ncap;
+	}
+	(*arr)[(*n)++] = g;
+	return 0;
+}
+
+/*
+ * Unmap guest [gpa, gpa + len) at the end of the next grace period
+ * (iotlb_quiesce), unless a grant covers it then. A range that continues
+ * the last one extends it: a batch's pages go in few calls.
+ */
+static void revoke_later(struct sc_vu_server *s, uint64_t gpa, uint64_t len)
+{
+	struct grant *r = s->nrevokes ? &s->revokes[s->nrevokes - 1] : NULL;
+
+	if (r && r->gpa + (r->last - r->iova + 1) == gpa) {
+		r->last += len;
+		return;
+	}
+	if (grant_push(&s->revokes, &s->nrevokes, &s->revokes_cap, (struct grant){ 0, len - 1, gpa }) < 0)
+		fprintf(stderr, "sidecore: %s: no memory to note guest 0x%llx (+0x%llx) for unmapping; it stays "
+			"mapped until its region goes\n", s->path, (unsigned long long)gpa, (unsigned long long)len);
+}
+
+static void grant_drop(struct sc_vu_server *s, uint32_t i)
+{
+	struct grant g = s->grants[i];
+	s->grants[i] = s->grants[--s->ngrants];
+	revoke_later(s, g.gpa, g.last - g.iova + 1);
+}
+
+/* Drop the grants that overlap iova [iova, last]; true if there were any. */
+static bool grants_drop_iova(struct sc_vu_server *s, uint64_t iova, uint64_t last)
+{
+	bool any = false;
+	for (uint32_t i = 0; i < s->ngrants;) {
+		if (s->grants[i].iova <= last && iova <= s->grants[i].last) {
+			grant_drop(s, i);
+			any = true;
+		} else {
+			i++;
+		}
+	}
+	return any;
+}
+
+/*
+ * Call fn on each piece of guest [gpa, end) that no grant from index i on
+ * covers (nor, with pending, a range still mapped awaiting its grace
+ * period: the revokes follow the grants in this count). Recursion splits
+ * only at a range inside [gpa, end): its depth is at most the ranges that
+ * overlap it.
+ */
+static void uncovered_each(struct sc_vu_server *s, uint64_t gpa, uint64_t end, uint32_t i, bool pending,
+			   void (*fn)(struct sc_vu_server *s, uint64_t gpa, uint64_t end, void *arg), void *arg)
+{
+	for (; gpa < end && i < s->ngrants + (pending ? s->nrevokes : 0); i++) {
+		const struct grant *g = i < s->ngrants ? &s->grants[i] : &s->revokes[i - s->ngrants];
+		uint64_t g0 = g->gpa, g1 = g0 + (g->last - g->iova + 1);
+		if (g1 <= gpa || end <= g0)
+			continue;
+		if (gpa < g0)
+			uncovered_each(s, gpa, g0, i + 1, pending, fn, arg);
+		gpa = g1;   /* the rest, past this range, against the ranges after it */
+	}
+	if (gpa < end)
+		fn(s, gpa, end, arg);
+}
+
+static void revoke_now(struct sc_vu_server *s, uint64_t gpa, uint64_t end, void *arg)
+{
+	(void)arg;
+	int ret = sc_mem_revoke(&s->mem, gpa, end - gpa);
+	/* -EFAULT: its region went already, and its mapping with it. */
+	if (ret < 0 && ret != -EFAULT)
+		fprintf(stderr, "sidecore: %s: unmapping guest 0x%llx (+0x%llx): %s; it stays mapped\n", s->path,
+			(unsigned long long)gpa, (unsigned long long)(end - gpa), strerror(-ret));
+}
+
+/* Unmap guest [gpa, end) except the pages a live grant still covers. */
+static void revoke_uncovered(struct sc_vu_server *s, uint64_t gpa, uint64_t end)
+{
+	uncovered_each(s, gpa, end, 0, false, revoke_now, NULL);
+}
+
+static void note_gap(struct sc_vu_server *s, uint64_t gpa, uint64_t end, void *arg)
+{
+	(void)s, (void)gpa, (void)end;
+	*(bool *)arg = true;
+}
+
+/*
+ * Is all of guest [gpa, end) mapped already (granted, or dropped and not
+ * yet unmapped)? A lazy guest's batch invalidates a window and maps the
+ * same pages again: that costs no mmap, and their unmap is skipped too.
+ */
+static bool mapped_already(struct sc_vu_server *s, uint64_t gpa, uint64_t end)
+{
+	bool gap = false;
+	uncovered_each(s, gpa, end, 0, true, note_gap, &gap);
+	return !gap;
+}
+
+/* After a grace period: no sidecore can use what was dropped. Unmap it. */
+static void isol_revoke_pending(struct sc_vu_server *s)
+{
+	for (uint32_t k = 0; k < s->nrevokes; k++)
+		revoke_uncovered(s, s->revokes[k].gpa, s->revokes[k].gpa + s->revokes[k].last + 1);
+	s->nrevokes = 0;
+}
+
+/*
+ * A region leaves (rings are stopped): its mapping goes whole with it, so
+ * its grants go without a revoke, and so do their IOTLB entries: they would
+ * translate into whatever is mapped at that guest address next, ungranted.
+ */
+static void grants_drop_region(struct sc_vu_server *s, uint64_t gpa, uint64_t size)
+{
+	bool removed;
+	for (uint32_t i = 0; i < s->ngrants;) {
+		struct grant g = s->grants[i];
+		if (g.gpa - gpa < size) {
+			sc_viommu_invalidate(s->viommu, 0, g.iova, g.last, &removed);
+			s->grants[i] = s->grants[--s->ngrants];
+		} else {
+			i++;
+		}
+	}
+	for (uint32_t k = 0; k < s->nrevokes;) {
+		if (s->revokes[k].gpa - gpa < size)
+			s->revokes[k] = s->revokes[--s->nrevokes];
+		else
+			k++;
+	}
+}
+
+static void grants_clear(struct sc_vu_server *s)
+{
+	s->ngrants = s->nrevokes = 0;
+}
+
 /*
  * After a removal: return only once no sidecore can use the old
  * translation, neither in a poll round nor in a request still in flight
@@ -281,6 +446,7 @@ static void iotlb_quiesce(struct sc_vu_server *s)
 		iotlb_wait(s, grace_over, now_ms() + IOTLB_QUIESCE_MS);
 	}
 	s->iotlb_batch_removed = false;
+	isol_revoke_pending(s);
 }
 
 int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, void *ctx,
@@ -496,6 +662,15 @@ static int vring_maybe_start(struct sc_vu_server *s, unsigned idx, char *err, si
 		cfg.inflight = (struct sc_vq_inflight *)(s->inflight + idx * sc_vq_inflight_bytes(v->num));
 	if (iotlb_on(s))
 		return vring_maybe_start_iotlb(s, idx, &cfg, err, errlen);
+	if (isolated(s)) {
+		/* No IOTLB to say what is granted, and whole regions are what isolation never maps. */
+		if (!v->said_unmapped)
+			fprintf(stderr, "sidecore: %s: iommu_isolation = yes, but the front end did not negotiate "
+				"VIRTIO_F_ACCESS_PLATFORM; the ring does not start (give the device iommu_platform=on "
+				"behind a vIOMMU, or set iommu_isolation = no)\n", v->name);
+		v->said_unmapped = true;
+		return 0;
+	}
 	/* Whole rings, event index fields included (virtio 1.2 §2.7). */
 	if (!uva_to_gpa(s, v->addr.desc_user_addr, 16ull * v->num, &cfg.desc_addr) ||
 	    !uva_to_gpa(s, v->addr.avail_user_addr, 6 + 2ull * v->num, &cfg.avail_addr) ||
@@ -553,6 +728,7 @@ static void reset_device(struct sc_vu_server *s, bool keep_protocol_features)
 	}
 	sc_mem_fini(&s->mem);
 	s->nmap = 0;
+	grants_clear(s);
 	s->features = 0;
 	/* Every ring is stopped, so no context uses the table: a new one replaces it. */
 	if (iotlb_create(s) < 0)
@@ -602,7 +778,8 @@ static int mem_add(struct sc_vu_server *s, const struct sc_vu_region *r, int fd,
 		snprintf(err, errlen, "more than %u memory regions", SC_MEM_MAX_REGIONS);
 		return -ENOSPC;
 	}
-	ret = sc_mem_add_fd(&s->mem, r->guest_phys_addr, r->memory_size, fd, r->mmap_offset, SC_PERM_RW);
+	ret = (isolated(s) ? sc_mem_add_fd_isolated : sc_mem_add_fd)(&s->mem, r->guest_phys_addr, r->memory_size, fd,
+									r->mmap_offset, SC_PERM_RW);
 	if (ret < 0) {
 		snprintf(err, errlen, "mapping region [0x%llx, +0x%llx): %s", (unsigned long long)r->guest_phys_addr,
 			 (unsigned long long)r->memory_size, strerror(-ret));
@@ -725,6 +902,8 @@ HANDLER(GET_MAX_MEM_SLOTS)
 
 HANDLER(SET_MEM_TABLE)
 {
+	for (unsigned i = 0; i < s->nmap; i++)
+		grants_drop_region(s, s->map[i].gpa, s->map[i].size);
 	sc_mem_fini(&s->mem);
 	s->nmap = 0;
 	for (unsigned i = 0; i < m->payload.memory.nregions; i++) {
@@ -749,6 +928,7 @@ HANDLER(REM_MEM_REG)
 	for (unsigned i = 0; i < s->nmap; i++)
 		if (s->map[i].gpa == r->guest_phys_addr && s->map[i].size == r->memory_size) {
 			s->map[i] = s->map[--s->nmap];
+			grants_drop_region(s, r->guest_phys_addr, r->memory_size);
 			return sc_mem_remove(&s->mem, r->guest_phys_addr);
 		}
 	snprintf(err, errlen, "REM_MEM_REG of a region that is not in the table");
@@ -925,6 +1105,22 @@ static void iotlb_removed(struct sc_vu_server *s)
 		iotlb_quiesce(s);
 }
 
+/*
+ * Isolation, once an UPDATE of [t->iova, last] to guest gpa is in the
+ * IOTLB (its pages were mapped before, sc_mem_grant): note the grant, and
+ * drop the ones it replaced (*removed). The same grant again changes nothing.
+ */
+static void isol_note(struct sc_vu_server *s, const struct sc_vu_iotlb *t, uint64_t last, uint64_t gpa, bool *removed)
+{
+	for (uint32_t i = 0; i < s->ngrants; i++)
+		if (s->grants[i].iova == t->iova && s->grants[i].last == last && s->grants[i].gpa == gpa)
+			return;
+	*removed = grants_drop_iova(s, t->iova, last) || *removed;
+	if (grant_push(&s->grants, &s->ngrants, &s->grants_cap, (struct grant){ t->iova, last, gpa }) < 0)
+		fprintf(stderr, "sidecore: %s: no memory to note the grant of guest 0x%llx (+0x%llx); its pages stay "
+			"mapped until its region goes\n", s->path, (unsigned long long)gpa, (unsigned long long)t->size);
+}
+
 HANDLER(IOTLB_MSG)
 {
 	const struct sc_vu_iotlb t = m->payload.iotlb;   /* one copy, checked, then used */
@@ -964,6 +1160,8 @@ HANDLER(IOTLB_MSG)
 
 	if (t.type == SC_VHOST_IOTLB_INVALIDATE) {
 		sc_viommu_invalidate(s->viommu, 0, t.iova, last, &removed);
+		if (isolated(s) && grants_drop_iova(s, t.iova, last))
+			removed = true;
 		if (removed)
 			iotlb_removed(s);
 		/* Optimistic: acknowledged now; the entries go within the window (serve_once ticks). */
@@ -976,8 +1174,23 @@ HANDLER(IOTLB_MSG)
 		return iotlb_refuse(s, m, -EFAULT, "UPDATE of uaddr [0x%llx, +0x%llx) outside every region of the memory table",
 				    (unsigned long long)t.uaddr, (unsigned long long)t.size);
 	uint32_t cap = s->ops->iotlb_max ? s->ops->iotlb_max : SC_VU_IOTLB_MAX;
-	ret = sc_viommu_domain_mappings(s->viommu, 0) >= (int)cap ? -ENOMEM
-		: sc_viommu_update(s->viommu, 0, t.iova, last, gpa, t.perm, &removed);
+	bool full = sc_viommu_domain_mappings(s->viommu, 0) >= (int)cap;
+	/* Isolation: the pages are there before any entry can translate to them. */
+	if (isolated(s) && !full && !mapped_already(s, gpa, gpa + t.size) && (ret = sc_mem_grant(&s->mem, gpa, t.size)) < 0)
+		return ret == -ERANGE ? iotlb_refuse(s, m, ret, "UPDATE of uaddr 0x%llx +0x%llx (guest 0x%llx) is not whole "
+						      "pages of its region's fd, which an isolated device maps",
+						      (unsigned long long)t.uaddr, (unsigned long long)t.size,
+						      (unsigned long long)gpa)
+				      : iotlb_refuse(s, m, ret, "UPDATE: mapping its pages: %s", strerror(-ret));
+	ret = full ? -ENOMEM : sc_viommu_update(s->viommu, 0, t.iova, last, gpa, t.perm, &removed);
+	if (isolated(s) && !full) {
+		if (ret == 0)
+			isol_note(s, &t, last, gpa, &removed);
+		else if (s->iotlb_batch)   /* some may be a dropped grant's, still in use until BATCH_END */
+			revoke_later(s, gpa, t.size);
+		else   /* not in the IOTLB, and nothing dropped awaits a grace period: unmap them now */
+			revoke_uncovered(s, gpa, gpa + t.size);
+	}
 	if (removed)
 		iotlb_removed(s);   /* it replaced entries: the old ones are gone as for an INVALIDATE */
 	if (ret == -ENOMEM)
@@ -1236,5 +1449,7 @@ void sc_vu_server_destroy(struct sc_vu_server *s)
 	sc_viommu_destroy(s->viommu);
 	pthread_mutex_destroy(&s->backend_lock);
 	unlink(s->path);
+	free(s->grants);
+	free(s->revokes);
 	free(s);
 }

@@ -75,6 +75,14 @@ struct sc_vu_device_ops {
 	 * entry still translates for at most N ms (a lazy guest's contract).
 	 */
 	uint32_t iotlb_window_ms;
+	/*
+	 * Isolation (needs iotlb_window_ms 0): the memory table's regions are
+	 * not mapped into this process; each IOTLB UPDATE maps the pages it
+	 * grants, and they are unmapped before the INVALIDATE that ends the
+	 * last grant is acknowledged. A front end that does not negotiate
+	 * ACCESS_PLATFORM gets no ring started (one line says why).
+	 */
+	bool iotlb_isolation;
 };
 
 struct sc_vu_server;

@@ -1057,6 +1057,31 @@ Test(config, iommu_window_without_optimistic_teardown)
 	load_fails(-EINVAL, 6, "iommu_window_ms is only for iommu_teardown = optimistic in [blk.a]");
 }
 
+Test(config, iommu_isolation)
+{
+	write_dev("");
+	load_ok();
+	cr_assert_not(c.blk[0].iommu.isolation, "off by default");
+	write_dev("iommu_isolation = yes\n");
+	load_ok();
+	cr_assert(c.blk[0].iommu.isolation);
+	write_dev("iommu_isolation = no\n");
+	load_ok();
+	cr_assert_not(c.blk[0].iommu.isolation);
+}
+
+Test(config, iommu_isolation_not_a_boolean)
+{
+	write_dev("iommu_isolation = strict\n");
+	load_fails(-EINVAL, 6, "iommu_isolation = 'strict' is not a boolean; use yes or no");
+}
+
+Test(config, iommu_isolation_with_optimistic_teardown)
+{
+	write_dev("iommu_teardown = optimistic\niommu_isolation = yes\n");
+	load_fails(-EINVAL, 7, "iommu_isolation = yes needs iommu_teardown = strict in [blk.a]");
+}
+
 Test(config, iotlb_entries_out_of_range)
 {
 	write_dev("iotlb_entries = 0\n");

@@ -179,3 +179,48 @@ Test(guestmem, fd_exactly_as_large_as_the_region_is_accepted)
 	cr_assert_eq(sc_mem_add_fd(&m, 0x1000, 0x3000, file_of(0x4000), 0x1000, SC_PERM_RW), 0);
 	cr_assert_not_null(sc_mem_translate(&m, 0x3fff, 1, SC_PERM_WRITE));
 }
+
+/* Can this process read p? write(2) from it says, without a fault: EFAULT if not. */
+static bool readable(const void *p)
+{
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0);
+	ssize_t n = write(fds[1], p, 1);
+	close(fds[0]);
+	close(fds[1]);
+	return n == 1;
+}
+
+/* An isolated region (sc_mem_add_fd_isolated): host addresses, but guest memory only where granted. */
+Test(guestmem, isolated_region_maps_only_what_is_granted)
+{
+	int fd = sc_mem_memfd_create("t", 0x10000);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, "abcd", 4, 0x3000), 4);
+	cr_assert_eq(sc_mem_add_fd_isolated(&m, 0x100000, 0x10000, fd, 0, SC_PERM_RW), 0);
+	uint8_t *p = sc_mem_translate(&m, 0x103000, 4, SC_PERM_READ);
+	cr_assert_not_null(p, "the table translates as before");
+	cr_assert_not(readable(p), "nothing is mapped before a grant");
+	cr_assert_eq(sc_mem_grant(&m, 0x103000, 0x1000), 0);
+	cr_assert(readable(p));
+	cr_assert_eq(memcmp(p, "abcd", 4), 0, "the fd's page, at its offset");
+	cr_assert_not(readable(p + 0x1000), "the next page was not granted");
+	cr_assert_not(readable(p - 1), "nor the one before");
+	cr_assert_eq(sc_mem_revoke(&m, 0x103000, 0x1000), 0);
+	cr_assert_not(readable(p), "revoked");
+}
+
+Test(guestmem, isolated_grant_of_bad_ranges_is_refused)
+{
+	add(0x1000, 0x4000);   /* not isolated: its pages are all mapped already */
+	cr_assert_eq(sc_mem_grant(&m, 0x1000, 0x1000), -EFAULT);
+	int fd = sc_mem_memfd_create("t", 0x10000);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(sc_mem_add_fd_isolated(&m, 0x100000, 0x8000, fd, 0x800, SC_PERM_RW), 0);
+	cr_assert_eq(sc_mem_grant(&m, 0x100000, 0x1000), -ERANGE, "fd offset 0x800 is not a page's");
+	cr_assert_eq(sc_mem_grant(&m, 0x100800, 0x800), -ERANGE, "a page of the fd, but half a page long");
+	cr_assert_eq(sc_mem_grant(&m, 0x100800, 0x1000), 0, "fd offset 0x1000: whole pages");
+	cr_assert_eq(sc_mem_grant(&m, 0x107800, 0x1000), -EFAULT, "past the region's end");
+	cr_assert_eq(sc_mem_grant(&m, 0x200000, 0x1000), -EFAULT, "outside every region");
+	cr_assert_eq(sc_mem_revoke(&m, 0x100000, 0x1000), -ERANGE);
+}

@@ -12,7 +12,9 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "runtime/vu_msg.h"
@@ -519,4 +521,191 @@ Test(iotlb, a_new_connection_starts_with_an_empty_iotlb)
 	fe_ring();
 	cr_assert(next_miss(2000, &t), "the ring misses again");
 	cr_assert_eq(sc_vu_server_started(D.srv), 0);
+}
+
+/*
+ * ---- isolation (iommu_isolation = yes): sidecored maps only the pages the IOTLB grants ----
+ *
+ * The front end (this process too) maps the memfd whole at fe.mem; every
+ * other mapping of it in /proc/self/maps is the server's.
+ */
+
+/* Bytes of the memfd's [off, off + len) that the server has mapped. */
+static uint64_t server_mapped(uint64_t off, uint64_t len)
+{
+	struct stat st;
+	cr_assert_eq(fstat(fe.memfd, &st), 0);
+	FILE *f = fopen("/proc/self/maps", "r");
+	cr_assert(f);
+	char line[512];
+	uint64_t n = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long lo, hi, foff, ino;
+		char perms[8];
+		if (sscanf(line, "%llx-%llx %7s %llx %*s %llu", &lo, &hi, perms, &foff, &ino) != 5 || ino != st.st_ino ||
+		    lo == (uintptr_t)fe.mem)
+			continue;
+		uint64_t a = foff > off ? foff : off, b = foff + (hi - lo) < off + len ? foff + (hi - lo) : off + len;
+		n += b > a ? b - a : 0;
+	}
+	fclose(f);
+	return n;
+}
+
+static void isolate(void)
+{
+	D.dev.ops.iotlb_isolation = true;   /* read as regions come and per message */
+}
+
+static uint64_t mem_reg(uint32_t req, uint64_t gpa, uint64_t size, uint64_t off)
+{
+	struct { uint64_t pad; struct sc_vu_region r; } reg = { 0, { gpa, size, (uintptr_t)fe.mem + off, off } };
+	uint64_t ack;
+	t_send(fe.sock, req, SC_VHOST_USER_NEED_REPLY, &reg, sizeof(reg), fe.memfd);
+	t_reply(fe.sock, req, &ack, 8);
+	return ack;
+}
+
+Test(iotlb, isolated_io_goes_through_the_granted_pages)
+{
+	isolate();
+	fe_start_mapped();
+	cr_assert_eq(server_mapped(0, T_MEM), T_MEM, "both entries' pages are mapped");
+	t_fe_verified_io(&fe, D.img, 16);
+}
+
+Test(iotlb, isolated_memory_never_granted_is_not_mapped_and_misses)
+{
+	isolate();
+	fe_start_ring_only();
+	cr_assert_eq(server_mapped(0, T_HDR_GPA), T_HDR_GPA, "the ring's pages are mapped");
+	cr_assert_eq(server_mapped(T_HDR_GPA, T_MEM - T_HDR_GPA), 0, "no page the IOTLB never granted is mapped");
+	submit_read();
+	struct sc_vu_iotlb t;
+	cr_assert(next_miss(2000, &t), "the ungranted header misses");
+	cr_assert_eq(t.iova, T_HDR_GPA);
+	cr_assert_not(completed_within(200));
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert(completed_within(5000));
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK);
+	cr_assert_eq(server_mapped(0, T_MEM), T_MEM);
+	still_serves();
+}
+
+Test(iotlb, isolated_invalidate_unmaps_the_pages_before_its_ack)
+{
+	isolate();
+	fe_start_mapped();
+	t_fe_verified_io(&fe, D.img, 8);
+	/* Drops the requests' entry, whole; the ring's stays. */
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(server_mapped(T_HDR_GPA, T_MEM - T_HDR_GPA), 0, "gone by the ack");
+	cr_assert_eq(server_mapped(0, T_HDR_GPA), T_HDR_GPA, "the ring's entry is untouched");
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	still_serves();
+}
+
+Test(iotlb, isolated_page_granted_twice_stays_until_its_last_grant_goes)
+{
+	isolate();
+	fe_start_mapped();
+	/* A second IOVA for the first data page. */
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x10000000, 0x1000, (uintptr_t)fe.mem + T_DATA_GPA, SC_VHOST_ACCESS_RW),
+		     0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(server_mapped(T_DATA_GPA, 0x1000), 0x1000, "still granted at IOVA 0x10000000");
+	cr_assert_eq(server_mapped(T_HDR_GPA, T_MEM - T_HDR_GPA), 0x1000);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, 0x10000000, 0x1000, 0, 0), 0);
+	cr_assert_eq(server_mapped(T_HDR_GPA, T_MEM - T_HDR_GPA), 0);
+}
+
+Test(iotlb, isolated_batch_unmaps_at_its_end)
+{
+	isolate();
+	fe_start_mapped();
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_BATCH_BEGIN, 0, 0, 0, 0), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(server_mapped(T_HDR_GPA, T_MEM - T_HDR_GPA), T_MEM - T_HDR_GPA, "kept until the grace period");
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_BATCH_END, 0, 0, 0, 0), 0);
+	cr_assert_eq(server_mapped(T_HDR_GPA, T_MEM - T_HDR_GPA), 0, "gone by BATCH_END's ack");
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	still_serves();
+}
+
+Test(iotlb, isolated_region_removed_drops_its_mappings_and_entries)
+{
+	isolate();
+	fe_start_mapped();
+	cr_assert_eq(mem_reg(SC_VHOST_USER_REM_MEM_REG, 0, T_MEM, 0), 0);
+	cr_assert_eq(sc_vu_server_started(D.srv), 0);
+	cr_assert_eq(server_mapped(0, T_MEM), 0, "the region's grants went with it");
+	cr_assert_eq(mem_reg(SC_VHOST_USER_ADD_MEM_REG, 0, T_MEM, 0), 0);
+	cr_assert_eq(server_mapped(0, T_MEM), 0, "a region comes with nothing mapped");
+	struct sc_vu_iotlb t;
+	cr_assert(next_miss(2000, &t), "the old entries went too: the ring asks again");
+	cr_assert_eq(t.iova, 0);
+	cr_assert_eq(map(0, T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(sc_vu_server_started(D.srv), 1);
+	still_serves();
+}
+
+Test(iotlb, isolated_update_straddling_two_regions_is_refused)
+{
+	isolate();
+	fe_start_mapped();
+	cr_assert_eq(mem_reg(SC_VHOST_USER_REM_MEM_REG, 0, T_MEM, 0), 0);
+	cr_assert_eq(mem_reg(SC_VHOST_USER_ADD_MEM_REG, 0, T_MEM / 2, 0), 0);
+	cr_assert_eq(mem_reg(SC_VHOST_USER_ADD_MEM_REG, T_MEM / 2, T_MEM / 2, T_MEM / 2), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x10000000, 0x2000, (uintptr_t)fe.mem + T_MEM / 2 - 0x1000,
+			   SC_VHOST_ACCESS_RW), EFAULT);
+	cr_assert_eq(server_mapped(0, T_MEM), 0, "nothing mapped for it");
+	cr_assert_eq(map(0, T_MEM / 2, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(map(T_MEM / 2, T_MEM / 2, SC_VHOST_ACCESS_RW), 0);
+	still_serves();
+}
+
+Test(iotlb, isolated_update_not_whole_pages_of_the_fd_is_refused)
+{
+	isolate();
+	fe_start_mapped();
+	/*
+	 * A region whose guest pages start 0x800 into a page of the fd (legal:
+	 * only a grant of it is not), at front-end addresses of its own.
+	 */
+	struct { uint64_t pad; struct sc_vu_region r; } reg = { 0, { 0x40000000, 0x10000, 0x500000000000, 0x800 } };
+	uint64_t ack;
+	t_send(fe.sock, SC_VHOST_USER_ADD_MEM_REG, SC_VHOST_USER_NEED_REPLY, &reg, sizeof(reg), fe.memfd);
+	t_reply(fe.sock, SC_VHOST_USER_ADD_MEM_REG, &ack, 8);
+	cr_assert_eq(ack, 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x10000000, 0x1000, 0x500000000000, SC_VHOST_ACCESS_RW), ERANGE,
+		     "its guest page 0x40000000 is aligned, its fd offset 0x800 is not");
+	/* Counted per mapping: a page mapped for the refused UPDATE would count twice. */
+	cr_assert_eq(server_mapped(0, T_MEM), T_MEM, "the old grants only");
+	/* The usual region, granted again: the device goes on. */
+	still_serves();
+}
+
+Test(iotlb, isolated_device_without_access_platform_starts_no_ring)
+{
+	isolate();
+	fe_open(false);
+	t_fe_ring(&fe);
+	cr_assert_eq(sc_vu_server_started(D.srv), 0, "no IOTLB to grant pages: the ring does not start");
+	cr_assert_eq(server_mapped(0, T_MEM), 0, "no region is mapped whole");
+}
+
+/* A lazy guest's batch: a window invalidated and mapped again. Its pages stay, and stay granted. */
+Test(iotlb, isolated_batch_that_maps_the_same_pages_again_keeps_them)
+{
+	isolate();
+	fe_start_mapped();
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_BATCH_BEGIN, 0, 0, 0, 0), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	cr_assert_eq(map(T_HDR_GPA, T_DATA_GPA - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_BATCH_END, 0, 0, 0, 0), 0);
+	cr_assert_eq(server_mapped(T_HDR_GPA, T_DATA_GPA - T_HDR_GPA), T_DATA_GPA - T_HDR_GPA, "granted again: kept");
+	cr_assert_eq(server_mapped(T_DATA_GPA, T_MEM - T_DATA_GPA), 0, "not granted again: gone");
+	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, SC_VHOST_ACCESS_RW), 0);
+	still_serves();
 }
