@@ -45,14 +45,11 @@ touch "$marker"
 set +e
 # Lowest priority for real: with autogroups (Linux's default) nice ranks a process only within its
 # session, so the fuzzer gets a session of its own and that session's nice is 19 too.
-setsid nice -n 19 "$bin" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=2 -timeout=10 \
-  -artifact_prefix="$out/crash-$target/" "$@" "$out/corpus-$target" "tests/fuzz/corpus/$target" >"$log" 2>&1 &
-fuzzer=$!
-echo 19 2>/dev/null >"/proc/$fuzzer/autogroup" || true
-trap 'kill "$fuzzer" 2>/dev/null' INT TERM
-wait "$fuzzer"
+# The new session (setsid) sets its own autogroup's nice before it becomes the fuzzer.
+setsid -w sh -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' sh \
+  "$bin" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=2 -timeout=10 \
+  -artifact_prefix="$out/crash-$target/" "$@" "$out/corpus-$target" "tests/fuzz/corpus/$target" >"$log" 2>&1
 rc=$?
-trap - INT TERM
 set -e
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 last=$(grep -E '^#[0-9]+' "$log" | tail -1)
