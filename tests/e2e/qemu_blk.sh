@@ -88,8 +88,12 @@ check "after a restart of sidecored a new guest reads the same data" [ "$(readba
 # (one 1 MiB write after the other reaches the disk), and the killed
 # sidecored holds each request delay_us before completing it, so at any
 # moment of the write some are held. The restarted one runs without the delay.
+# A whole second: a request seen in flight stays so for far longer than
+# sidecorectl and kill take on a loaded machine (at 50 ms the request the
+# stats named had completed by the kill in one ASan run), and only the
+# requests before the kill pay it.
 kill -TERM "$sd_pid"; wait "$sd_pid"; sd_pid=
-delay_us=50000
+delay_us=1000000
 sed "/^backing = /a delay_us = $delay_us" "$work/sc.conf" > "$work/sc-delay.conf"
 start_sidecored "$work/sc-delay.conf" || { echo "Bail out! sidecored did not start with delay_us"; exit 1; }
 big=64
