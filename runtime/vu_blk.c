@@ -49,19 +49,14 @@ static int blk_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *c
 	struct sc_vu_blk *d = ctx;
 	struct sc_blk_queue *q = &d->queues[idx];
 	struct queue_init_args a = { d, idx, cfg, 0 };
-	char why[112];
 	int ret;
 
 	if (idx >= d->num_queues || d->live[idx])
 		return -EINVAL;
 	pthread_mutex_lock(&d->lock);
-	if (sc_fault_guard_run(queue_init_guarded, &a, why, sizeof(why)) < 0) {
-		/* Only sc_vq_init touches guest memory, before the queue allocates anything of its own. */
-		sc_vq_set_broken(&q->vq, -EFAULT, "%s", why);
-		sc_vq_fini(&q->vq);
-		ret = -EFAULT;
+	ret = sc_vu_queue_init_guarded(&q->vq, queue_init_guarded, &a);
+	if (ret < 0)
 		goto out;
-	}
 	ret = a.ret;
 	if (ret < 0)
 		goto out;
@@ -91,15 +86,7 @@ static uint16_t blk_queue_stop(void *ctx, unsigned idx)
 	pthread_mutex_lock(&d->lock);
 	/* Detach returns only once the sidecore let go; then finish what it started. */
 	sc_poller_detach(d->pollers[idx % d->npollers], d->attached[idx]);
-	/* Rings whose translation the IOMMU took away: finish the I/O, but write nothing to them. */
-	if (d->attached[idx] != &q->pq && ((struct sc_viommu_tc *)d->attached[idx]->ctx)->rings_lost)
-		sc_vq_set_broken(&q->vq, -EFAULT, "stopped while its rings' IOTLB translation was invalidated and not restored");
-	char why[112];
-	if (sc_fault_guard_run(queue_fini_guarded, q, why, sizeof(why)) < 0) {
-		/* Broken now, so nothing more is written to its memory (blk.c publish); finish the rest. */
-		sc_vq_set_broken(&q->vq, -EFAULT, "%s", why);
-		sc_blk_queue_fini(q);
-	}
+	sc_vu_queue_fini_guarded(&q->vq, d->attached[idx], &q->pq, queue_fini_guarded, q);
 	__atomic_store_n(&d->live[idx], false, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&d->lock);
 	return q->vq.last_avail;

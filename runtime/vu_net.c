@@ -51,18 +51,14 @@ static int net_queue_start(void *ctx, unsigned idx, const struct sc_vq_config *c
 	struct sc_vu_net *d = ctx;
 	struct sc_net_queue *q = &d->queues[idx];
 	struct queue_init_args a = { d, idx, cfg, 0 };
-	char why[112];
 	int ret;
 
 	if (idx >= d->num_queues || d->live[idx])
 		return -EINVAL;
 	pthread_mutex_lock(&d->lock);
-	if (sc_fault_guard_run(queue_init_guarded, &a, why, sizeof(why)) < 0) {
-		sc_vq_set_broken(&q->vq, -EFAULT, "%s", why);
-		sc_vq_fini(&q->vq);
-		ret = -EFAULT;
+	ret = sc_vu_queue_init_guarded(&q->vq, queue_init_guarded, &a);
+	if (ret < 0)
 		goto out;
-	}
 	ret = a.ret;
 	if (ret < 0)
 		goto out;
@@ -82,18 +78,12 @@ static uint16_t net_queue_stop(void *ctx, unsigned idx)
 {
 	struct sc_vu_net *d = ctx;
 	struct sc_net_queue *q = &d->queues[idx];
-	char why[112];
 
 	if (idx >= d->num_queues || !d->live[idx])
 		return 0;
 	pthread_mutex_lock(&d->lock);
 	sc_poller_detach(poller_of(d, idx), d->attached[idx]);
-	if (d->attached[idx] != &q->pq && ((struct sc_viommu_tc *)d->attached[idx]->ctx)->rings_lost)
-		sc_vq_set_broken(&q->vq, -EFAULT, "stopped while its rings' IOTLB translation was invalidated and not restored");
-	if (sc_fault_guard_run(queue_fini_guarded, q, why, sizeof(why)) < 0) {
-		sc_vq_set_broken(&q->vq, -EFAULT, "%s", why);
-		sc_net_queue_fini(q);
-	}
+	sc_vu_queue_fini_guarded(&q->vq, d->attached[idx], &q->pq, queue_fini_guarded, q);
 	__atomic_store_n(&d->live[idx], false, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&d->lock);
 	return q->vq.last_avail;
