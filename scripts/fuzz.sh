@@ -42,12 +42,14 @@ log="$out/fuzz_$target.log"
 marker="$out/.start-$target"   # crash files newer than it are this run's (the log is written all along: no marker)
 touch "$marker"
 # -close_fd_mask=2: the target's own stderr (broken-queue lines) is dropped; sanitizer and crash reports are not.
+# -timeout=120: the timeout is wall-clock and the fuzzer runs at the lowest priority: on a busy machine
+# an input of milliseconds waited 11 s for the cpu and was reported as a hang.
 set +e
 # Lowest priority for real: with autogroups (Linux's default) nice ranks a process only within its
 # session, so the fuzzer gets a session of its own and that session's nice is 19 too.
 # The new session (setsid) sets its own autogroup's nice before it becomes the fuzzer.
 setsid -w sh -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' sh \
-  "$bin" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=2 -timeout=10 \
+  "$bin" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=2 -timeout=120 \
   -artifact_prefix="$out/crash-$target/" "$@" "$out/corpus-$target" "tests/fuzz/corpus/$target" >"$log" 2>&1
 rc=$?
 set -e
