@@ -428,13 +428,9 @@ static void iotlb_quiesce(struct sc_vu_server *s)
 	int64_t deadline = now_ms() + IOTLB_QUIESCE_MS;
 	bool ok;
 
+	sc_viommu_epochs_flip(s->viommu);
 	s->iotlb_ticket = sc_viommu_grace_start(s->viommu);
-	ok = iotlb_wait(s, grace_over, deadline);
-	if (ok) {
-		sc_viommu_epochs_flip(s->viommu);
-		s->iotlb_ticket = sc_viommu_grace_start(s->viommu);
-		ok = iotlb_wait(s, grace_over, deadline) && iotlb_wait(s, rings_drained, deadline);
-	}
+	ok = iotlb_wait(s, grace_over, deadline) && iotlb_wait(s, rings_drained, deadline);
 	if (!ok) {
 		bool rounds_over = grace_over(s);
 		fprintf(stderr, "sidecore: %s: an IOTLB invalidation waited %d ms for the sidecores; stopping the "

@@ -379,8 +379,9 @@ void sc_viommu_epochs_flip(struct sc_viommu *v)
 {
 	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++) {
 		struct sc_viommu_slot *s = &v->slots[i];
+		/* After the removal: paired with the acquire in sc_vq_pop's epoch_now. */
 		if (sc_load_once(&s->used))
-			sc_store_once(&s->epochs.cur, s->epochs.cur ^ 1);
+			sc_store_release(&s->epochs.cur, s->epochs.cur ^ 1);
 	}
 }
 

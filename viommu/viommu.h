@@ -303,10 +303,11 @@ int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, ui
 /*
  * Requests translated before a removal can outlive its grace period (a
  * device whose I/O runs past its round). Completing an invalidation for
- * them takes: a grace period after the removal (every request that used
- * the old translation has been counted), sc_viommu_epochs_flip, a second
- * grace period (no round still counts in the old epoch), then every
- * context's sc_viommu_tc_drained. Writer.
+ * them takes: sc_viommu_epochs_flip after the removal (a request reads
+ * its epoch before it translates: one that counts in the new epoch sees
+ * the removal), a grace period (no round still uses the old translation
+ * outside a request, e.g. a ring), then every context's
+ * sc_viommu_tc_drained (the old epoch's requests are pushed). Writer.
  */
 void sc_viommu_epochs_flip(struct sc_viommu *v);
 

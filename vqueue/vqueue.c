@@ -669,13 +669,21 @@ static int walk_chain(struct sc_vq *vq, uint16_t head, struct sc_vq_elem *elem)
 }
 
 /*
- * Count a popped request in the current epoch. The relaxed load of cur is
- * enough: the control thread flips it only between two grace periods of
- * the poll rounds (viommu), whose release/acquire pair orders this.
+ * The epoch a request about to be popped counts in, read before its chain
+ * is translated. Acquire, paired with the release in sc_viommu_epochs_flip:
+ * a request that counts in the new epoch translates after the removal
+ * that came before the flip, so only the old epoch's requests can hold
+ * the removed translation, and an invalidation waits for them alone (one
+ * grace period for the rounds, not two).
  */
-static void epoch_count(struct sc_vq *vq, uint16_t head)
+static uint8_t epoch_now(const struct sc_vq *vq)
 {
-	uint8_t b = __atomic_load_n(&vq->epochs->cur, __ATOMIC_RELAXED) & 1;
+	return vq->epochs ? __atomic_load_n(&vq->epochs->cur, __ATOMIC_ACQUIRE) & 1 : 0;
+}
+
+/* Count a popped request in epoch b (from epoch_now). */
+static void epoch_count(struct sc_vq *vq, uint16_t head, uint8_t b)
+{
 	vq->head_epoch[head & vq->mask] = b;
 	__atomic_fetch_add(&vq->epochs->count[b], 1, __ATOMIC_RELAXED);
 }
@@ -689,6 +697,7 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 	if (sc_unlikely(__atomic_load_n(&vq->broken, __ATOMIC_RELAXED)))
 		return vq->broken_err;
 	/* Requests a previous back end started and never finished come first, in their order. */
+	const uint8_t epoch = epoch_now(vq);
 	if (sc_unlikely(vq->resubmit_pos < vq->nresubmit)) {
 		ret = walk_chain(vq, vq->resubmit[vq->resubmit_pos], elem);
 		if (ret == -EAGAIN)
@@ -696,7 +705,7 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 		vq->resubmit_pos++;
 		vq->stats.resubmitted++;
 		if (ret > 0 && vq->epochs)
-			epoch_count(vq, elem->head);
+			epoch_count(vq, elem->head, epoch);
 		return ret;
 	}
 	if (vq->last_avail == vq->avail_seen) {
@@ -724,7 +733,7 @@ int sc_vq_pop(struct sc_vq *vq, struct sc_vq_elem *elem)
 		sc_store_release(&d->inflight, 1);
 	}
 	if (vq->epochs)
-		epoch_count(vq, head);
+		epoch_count(vq, head, epoch);
 	return 1;
 }
 
