@@ -9,6 +9,10 @@
 #include <errno.h>
 #include <string.h>
 
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "devices/devices.h"
 #include "harness.h"
 #include "viommu/viommu.h"
@@ -39,20 +43,28 @@ struct pq {
 
 static struct pq q1, q2;
 
-static uint8_t iommu_req(const void *body, uint32_t out)
+/* Post a virtio-iommu request and serve one round; returns where its status byte will be. */
+static uint8_t *iommu_post(const void *body, uint32_t out)
 {
 	uint64_t gpa;
 	uint8_t *b = t_alloc(&g, out + 4, 8, &gpa);
-	uint16_t head;
-	uint32_t len;
 	cr_assert_not_null(b);
 	memcpy(b, body, out);
+	b[out] = 0xee;
 	struct sc_drv_seg s[2] = { { gpa, out }, { gpa + out, 4 } };
 	cr_assert_geq(sc_drv_vq_add(&rq, s, 1, 1), 0);
 	sc_drv_vq_publish(&rq);
 	sc_viommu_dev_poll(&iommu, 32);
+	return b + out;
+}
+
+static uint8_t iommu_req(const void *body, uint32_t out)
+{
+	uint16_t head;
+	uint32_t len;
+	uint8_t *status = iommu_post(body, out);
 	cr_assert_eq(sc_drv_vq_get_used(&rq, &head, &len), 1);
-	return b[out];
+	return *status;
 }
 
 static uint8_t attach(uint32_t dom, uint32_t ep)
@@ -405,4 +417,84 @@ Test(viommu_dma, optimistic_teardown_of_a_ring_stops_its_queue_after_the_window)
 	sc_viommu_tick(v, UINT64_MAX);   /* long after the window */
 	cr_assert(sc_viommu_tc_revoked(&q1.tc));
 	cr_assert_eq(wrapped_round(&q1), -EFAULT);
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/*
+ * Strict UNMAP of a buffer while a request on it is still in flight (an
+ * io_uring disk holding its completion 200 ms, the queue counting its
+ * requests per epoch): the UNMAP is answered only after that request
+ * completed, and the virtio-iommu queue serves other requests meanwhile.
+ */
+Test(viommu_dma, strict_unmap_is_answered_only_after_a_request_in_flight_on_it_completed)
+{
+	struct sc_blk_backend be;
+	struct sc_blk_queue bq;
+	char err[256], file[] = "/dev/shm/sidecore-vdma-XXXXXX";
+	int fd = mkstemp(file);
+	if (fd < 0)
+		cr_skip_test("cannot create a file in /dev/shm here");
+	cr_assert_eq(ftruncate(fd, 1 << 20), 0);
+	close(fd);
+	cr_assert_eq(sc_blk_backend_open(&be, file, false, false, "vdma", err, sizeof(err)), 0, "%s", err);
+	unlink(file);
+	sc_blk_backend_unmap(&be);   /* through io_uring: the transfer itself outlives the round */
+	be.delay_ns = 200 * 1000000ull;
+
+	pq_guest(&q1, 1, 0x7f000000);
+	cr_assert_eq(map(1, q1.iova, 0x10000, q1.ring_gpa, RW), SC_VIRTIO_IOMMU_S_OK);
+	cr_assert_eq(map(1, bi(&q1, 0), 0x10000, q1.buf_gpa, RW), SC_VIRTIO_IOMMU_S_OK);
+	struct sc_vq_config cfg = {
+		.size = QSIZE, .desc_addr = q1.dvq.desc_gpa, .avail_addr = q1.dvq.avail_gpa,
+		.used_addr = q1.dvq.used_gpa, .features = FEAT, .xlate = sc_viommu_tc_xlate(&q1.tc),
+		.epochs = &q1.tc.slot->epochs, .call_fd = -1, .err_fd = -1, .kick_fd = -1,
+	};
+	sc_viommu_tc_enter(&q1.tc);
+	int ret = sc_blk_queue_init(&bq, &be, &cfg, "protected-io");
+	sc_viommu_tc_exit(&q1.tc);
+	cr_assert_eq(ret, 0);
+	cr_assert_eq(sc_viommu_tc_pin_rings(&q1.tc, &cfg), 0);
+	struct sc_pollq *w = sc_viommu_tc_wrap(&q1.tc, &bq.pq);
+
+	put_hdr(&q1, SC_VIRTIO_BLK_T_IN);
+	struct sc_drv_seg s[3] = { { bi(&q1, 0), 16 }, { bi(&q1, 0x1000), 0x1000 }, { bi(&q1, 0x3000), 1 } };
+	cr_assert_geq(sc_drv_vq_add(&q1.dvq, s, 1, 2), 0);
+	sc_drv_vq_publish(&q1.dvq);
+	cr_assert_geq(w->ops->poll(w, 32), 1, "the read was popped");
+
+	struct sc_virtio_iommu_req_unmap u = { .head.type = SC_VIRTIO_IOMMU_T_UNMAP, .domain = 1,
+					    .virt_start = bi(&q1, 0), .virt_end = bi(&q1, 0x10000) - 1 };
+	uint8_t *unmap_status = iommu_post(&u, offsetof(struct sc_virtio_iommu_req_unmap, tail));
+	uint16_t head;
+	uint32_t len;
+	cr_assert_eq(sc_drv_vq_get_used(&rq, &head, &len), 0, "the UNMAP waits for the read in flight");
+	/* Another request goes past the held one. */
+	cr_assert_eq(map(1, 0x90000000, 0x1000, q1.buf_gpa, RW), SC_VIRTIO_IOMMU_S_OK);
+
+	bool read_done = false;
+	int64_t deadline = mono_ms() + 5000;
+	for (;;) {
+		cr_assert_lt(mono_ms(), deadline, "the read and the UNMAP completed within 5 s");
+		w->ops->poll(w, 32);
+		if (!read_done && sc_drv_vq_get_used(&q1.dvq, &head, &len) == 1) {
+			read_done = true;
+			cr_assert_eq(q1.buf[0x3000], SC_VIRTIO_BLK_S_OK);
+		}
+		sc_viommu_dev_poll(&iommu, 32);
+		if (sc_drv_vq_get_used(&rq, &head, &len) == 1) {
+			cr_assert(read_done, "the UNMAP was answered while the read on its buffer was in flight");
+			break;
+		}
+		usleep(1000);
+	}
+	cr_assert_eq(*unmap_status, SC_VIRTIO_IOMMU_S_OK);
+	cr_assert_eq(iommu.stats.deferred, 1);
+	sc_blk_queue_fini(&bq);
+	sc_blk_backend_close(&be);
 }

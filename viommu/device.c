@@ -4,8 +4,10 @@
  * and an event queue, served by one pollq. Every request is copied out of
  * the guest once, checked against the table row for its type (sizes,
  * feature), and only the copy is used. A request that removes translations
- * in strict mode is answered only after a grace period, without holding up
- * the queue: it waits in the pending list while later requests go on.
+ * in strict mode is answered only once no device can use them, neither in
+ * a poll round nor in a request still in flight (an epoch flip, a grace
+ * period, the old epoch drained), without holding up the queue: it waits
+ * in the pending list while later requests go on.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -181,11 +183,11 @@ static uint32_t in_bytes(uint8_t type)
 	return type == SC_VIRTIO_IOMMU_T_PROBE ? SC_VIOMMU_PROBE_SIZE + TAIL_BYTES : TAIL_BYTES;
 }
 
-/* How a served request is completed: now, or after grace period ticket. */
+/* How a served request is completed: now, or once strict removal number `removal` is safe. */
 struct served {
 	uint32_t len;
 	bool held;
-	uint64_t ticket;
+	uint64_t removal;
 };
 
 static struct served serve(struct sc_viommu_dev *d, const struct sc_vq_elem *e)
@@ -232,18 +234,44 @@ static struct served serve(struct sc_viommu_dev *d, const struct sc_vq_elem *e)
 	if (res.removed && d->v->cfg.teardown == SC_VIOMMU_STRICT) {
 		/* Strict: the guest may reuse the memory once it sees this answer, so it waits until no device can reach it. */
 		out.held = true;
-		out.ticket = sc_viommu_grace_start(d->v);
+		out.removal = ++d->removals;
 		d->stats.deferred++;
 	}
 	return out;
 }
 
-/* Complete held answers whose grace period ended (in order: tickets only grow). */
+/*
+ * Move the strict removals on: a flip whose grace period ended and whose
+ * old epoch drained makes what it covers safe; then, if removals wait, a
+ * new flip covers them all. Never waits: a round looks again.
+ */
+static void removals_advance(struct sc_viommu_dev *d)
+{
+	for (;;) {
+		if (d->flipping) {
+			if (!sc_viommu_grace_done(d->v, d->flip_ticket) || !sc_viommu_epochs_drained(d->v))
+				return;
+			d->flipping = false;
+			d->safe = d->flip_covers;
+		}
+		if (d->safe == d->removals)
+			return;
+		/* The removals were made on this thread before the flip: it covers them all. */
+		sc_viommu_epochs_flip(d->v);
+		d->flip_covers = d->removals;
+		d->flip_ticket = sc_viommu_grace_start(d->v);
+		d->flipping = true;   /* with nothing in a round or in flight, safe at the next pass */
+	}
+}
+
+/* Complete held answers whose removal is safe (in order: removals only grow). */
 static unsigned complete_held(struct sc_viommu_dev *d)
 {
 	unsigned k = 0;
 
-	while (k < d->npending && sc_viommu_grace_done(d->v, d->pending[k].ticket)) {
+	if (d->npending)
+		removals_advance(d);
+	while (k < d->npending && d->pending[k].removal <= d->safe) {
 		sc_vq_push(&d->req, d->pending[k].head, d->pending[k].len);
 		k++;
 	}
@@ -310,7 +338,7 @@ int sc_viommu_dev_poll(struct sc_viommu_dev *d, unsigned budget)
 			break;
 		}
 		d->pending[d->npending++] = (struct sc_viommu_pending){ .head = e.head, .len = s.len,
-									 .ticket = s.ticket };
+									 .removal = s.removal };
 	}
 	unsigned held_done = complete_held(d);
 	if (done + held_done)

@@ -385,6 +385,17 @@ void sc_viommu_epochs_flip(struct sc_viommu *v)
 	}
 }
 
+bool sc_viommu_epochs_drained(const struct sc_viommu *v)
+{
+	for (unsigned i = 0; i < SC_VIOMMU_MAX_TC; i++) {
+		const struct sc_viommu_slot *s = &v->slots[i];
+		/* Paired with the release decrement in sc_vq_push, as in sc_viommu_tc_drained. */
+		if (sc_load_once(&s->used) && __atomic_load_n(&s->epochs.count[s->epochs.cur ^ 1], __ATOMIC_ACQUIRE))
+			return false;
+	}
+	return true;
+}
+
 bool sc_viommu_tc_drained(const struct sc_viommu_tc *tc)
 {
 	const struct sc_viommu_slot *s = tc->slot;

@@ -94,7 +94,7 @@ struct sc_viommu_slot {
 	uint32_t ep;              /* endpoint index */
 	uint32_t npins;           /* published (release) after pins[] */
 	struct { uint64_t iova, last; } pins[SC_VIOMMU_MAX_PINS];
-	struct sc_vq_epochs epochs;   /* requests in flight per epoch (IOTLB mode; sc_vq_config.epochs) */
+	struct sc_vq_epochs epochs;   /* requests in flight per epoch (sc_vq_config.epochs) */
 	uint32_t fault_head;      /* written by the context (producer) */
 	uint32_t fault_tail;      /* written by the writer (consumer) */
 	uint64_t faults_dropped;  /* written by the context */
@@ -212,8 +212,10 @@ bool sc_viommu_tc_revoked(const struct sc_viommu_tc *tc);
  * rounds is bracketed by enter/exit, and a revoked context stops (see
  * sc_viommu_tc_pin_rings); attach the returned pollq to the poller instead
  * of inner. This is the one call devices need: polling/ itself needs no
- * change. A device that lets DMA run past its poll round (io_uring) must
- * not use it as is: the round must last until that DMA is done.
+ * change. A device that lets DMA run past its poll round (io_uring) sets
+ * its queue's sc_vq_config.epochs to &tc->slot->epochs: a strict removal
+ * (sc_viommu_dev) then waits for its requests in flight, not only for
+ * its rounds.
  */
 struct sc_pollq *sc_viommu_tc_wrap(struct sc_viommu_tc *tc, struct sc_pollq *inner);
 
@@ -311,6 +313,9 @@ int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, ui
  */
 void sc_viommu_epochs_flip(struct sc_viommu *v);
 
+/* Has every context's queue pushed the requests it counted before the last flip? Writer. */
+bool sc_viommu_epochs_drained(const struct sc_viommu *v);
+
 /* Has every request tc's queue counted before the last flip been pushed? Writer. */
 bool sc_viommu_tc_drained(const struct sc_viommu_tc *tc);
 
@@ -358,7 +363,7 @@ const struct sc_viommu_config *sc_viommu_get_config(const struct sc_viommu *v);
 struct sc_viommu_pending {
 	uint16_t head;
 	uint32_t len;
-	uint64_t ticket;
+	uint64_t removal;         /* its number among the strict removals (sc_viommu_dev.removals) */
 };
 
 struct sc_viommu_dev_stats {
@@ -375,6 +380,15 @@ struct sc_viommu_dev {
 	uint64_t features;        /* negotiated */
 	struct sc_viommu_pending *pending;
 	uint32_t npending, pending_cap;
+	/*
+	 * Strict removals, numbered; a held answer goes once its removal is
+	 * safe: an epoch flip after it, that flip's grace period, and the old
+	 * epoch's requests pushed (sc_viommu_epochs_flip). One flip at a time.
+	 */
+	uint64_t removals, safe;  /* made; safe up to */
+	uint64_t flip_covers;     /* removals the flip in progress covers */
+	uint64_t flip_ticket;
+	bool flipping;
 	struct sc_viommu_dev_stats stats;
 };
 
