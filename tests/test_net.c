@@ -897,3 +897,172 @@ Test(net, ctrl_command_without_room_for_its_ack_breaks_the_control_queue)
 	tx_still_works();
 	rx_still_works();
 }
+
+/*
+ * ---- the header length each negotiation gives (virtio 1.2 §5.1.6) ----
+ * With VERSION_1 the header is 12 bytes whatever else is negotiated; a
+ * legacy driver (no VERSION_1, as the vhost-user server accepts) has 12
+ * with MRG_RXBUF and 10 without (no num_buffers). Without MRG_RXBUF a
+ * received packet takes one chain, and num_buffers (if present) says 1.
+ */
+#define NEG_V1 (1ull << SC_VIRTIO_F_VERSION_1)
+#define NEG_MRG (1ull << SC_VIRTIO_NET_F_MRG_RXBUF)
+
+/* Restart pair 0 on fresh rings as a driver that negotiated what setup did, with VERSION_1 and MRG_RXBUF as set. */
+static void renegotiate(uint64_t set)
+{
+	struct sc_vq_config unused;
+
+	features = (features & ~(NEG_V1 | NEG_MRG)) | set;
+	sc_net_queue_fini(&rxq.q);
+	sc_net_queue_fini(&txq.q);
+	cr_assert_eq(t_ring(&g, &rxq.dvq, QSZ, features, &unused), 0);
+	cr_assert_eq(t_ring(&g, &txq.dvq, QSZ, features, &unused), 0);
+	queue_start(&rxq, 0, 0);
+	queue_start(&txq, 1, 0);
+}
+
+/* Post hdr (its first hlen bytes) and p (len bytes) as one tx chain, cut at cuts[] (from the header's start). */
+static void tx_post_hlen(const struct sc_virtio_net_hdr *h, uint32_t hlen, const uint8_t *p, uint32_t len,
+			 const uint32_t *cuts, unsigned ncuts)
+{
+	memcpy(frame, h, hlen);
+	memcpy(frame + hlen, p, len);
+	tx_post_bytes(frame, hlen + len, cuts, ncuts);
+}
+
+/* A plain packet and a checksum to finish, each behind an hlen-byte header cut inside it, reach the port right. */
+static void expect_tx_with_header_of(uint32_t hlen)
+{
+	uint8_t p[256], q[256], out[256];
+	struct sc_virtio_net_hdr plain = { .num_buffers = 0xffff }, partial;
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 50), qlen = make_udp_partial(q, 77, &partial);
+	struct rte_mbuf *m[4];
+
+	tx_post_hlen(&plain, hlen, p, len, (const uint32_t[]){ 5 }, 1);
+	tx_post_hlen(&partial, hlen, q, qlen, (const uint32_t[]){ 7, hlen + 3 }, 2);
+	cr_assert_eq(tx_run(), 2);
+	cr_assert_eq(txq.q.stats.tx_bad, 0, "a %u-byte header was read as another length", hlen);
+	cr_assert_eq(host_recv(m, 4), 2);
+	expect_sent(m[0], p, len);
+	const uint8_t *b = rte_pktmbuf_read(m[1], 0, qlen, out);
+	cr_assert_eq(m[1]->pkt_len, qlen);
+	cr_assert_eq(rte_ipv4_udptcp_cksum_verify((const void *)(b + ETH), b + ETH + IP4), 0,
+		     "the checksum fields were read from the wrong place");
+	rte_pktmbuf_free_bulk(m, 2);
+}
+
+/* Chains shorter than an hlen-byte header (or with less than an Ethernet header after it) are dropped; the shortest good one goes. */
+static void expect_tx_short_chains_with_header_of(uint32_t hlen)
+{
+	static const uint8_t zero[HLEN + ETH];
+	uint8_t p[ETH];
+	struct rte_mbuf *m[4];
+
+	tx_post_bytes(zero, hlen - 1, (const uint32_t[]){ 2 }, 1);
+	tx_post_bytes(zero, hlen + ETH - 1, NULL, 0);
+	cr_assert_eq(tx_run(), 2);
+	cr_assert_eq(txq.q.stats.tx_bad, 2);
+	expect_nothing_sent();
+	/* Exactly a header and an Ethernet header: the smallest packet the device sends. */
+	memcpy(p, "\x52\x54\x00\xaa\xbb\xcc\x52\x54\x00\x12\x34\x56\x88\xb5", ETH);
+	tx_post_hlen(&(struct sc_virtio_net_hdr){ 0 }, hlen, p, ETH, NULL, 0);
+	cr_assert_eq(tx_run(), 1);
+	cr_assert_eq(txq.q.stats.tx_bad, 2, "a %u-byte header and 14 bytes were refused", hlen);
+	cr_assert_eq(host_recv(m, 4), 1);
+	expect_sent(m[0], p, ETH);
+	rte_pktmbuf_free(m[0]);
+}
+
+/* One packet into one posted buffer: hlen bytes of header (num_buffers 1 if it has one), then the packet. */
+static void expect_rx_with_header_of(uint32_t hlen)
+{
+	uint8_t p[256];
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 70), used;
+	uint16_t head;
+
+	rx_post(1, 2048);
+	host_send(p, len, 1);
+	cr_assert_eq(rx_run(), 1);
+	cr_assert_eq(sc_drv_vq_get_used(&rxq.dvq, &head, &used), 1);
+	cr_assert_eq(used, hlen + len, "used length %u: not a %u-byte header and the packet", used, hlen);
+	const uint8_t *b = gptr(rx_buf_gpa[head]);
+	cr_assert_eq(((const struct sc_virtio_net_hdr *)b)->gso_type, SC_VIRTIO_NET_HDR_GSO_NONE);
+	if (hlen == HLEN)
+		cr_assert_eq(((const struct sc_virtio_net_hdr *)b)->num_buffers, 1);
+	cr_assert_eq(memcmp(b + hlen, p, len), 0, "the packet is not right after the %u-byte header", hlen);
+	cr_assert_eq(b[hlen + len], 0xee, "written past the packet");
+}
+
+/* An rx chain one byte shorter than the header is completed empty and counted; the next packet is received. */
+static void expect_rx_short_chain_with_header_of(uint32_t hlen)
+{
+	uint8_t p[128];
+	uint32_t used;
+	uint16_t head;
+
+	rx_post(1, hlen - 1);
+	host_send(p, make_ip4(p, IPPROTO_UDP, 30), 1);
+	cr_assert_eq(rx_run(), 1);
+	cr_assert_eq(rxq.q.stats.rx_bad_chains, 1);
+	cr_assert_eq(sc_drv_vq_get_used(&rxq.dvq, &head, &used), 1);
+	cr_assert_eq(used, 0);
+	cr_assert_eq(gptr(rx_buf_gpa[head])[0], 0xee, "written into a chain too small for the header");
+	expect_rx_with_header_of(hlen);
+	cr_assert_eq(rxq.q.stats.rx_bad_chains, 1);
+}
+
+Test(net, legacy_driver_without_mrg_rxbuf_has_a_10_byte_header_on_tx)
+{
+	renegotiate(0);
+	cr_assert_eq(txq.q.hdr_len, SC_VIRTIO_NET_HDR_LEN_LEGACY);
+	expect_tx_with_header_of(SC_VIRTIO_NET_HDR_LEN_LEGACY);
+	expect_tx_short_chains_with_header_of(SC_VIRTIO_NET_HDR_LEN_LEGACY);
+}
+
+Test(net, legacy_driver_without_mrg_rxbuf_has_a_10_byte_header_on_rx)
+{
+	renegotiate(0);
+	expect_rx_with_header_of(SC_VIRTIO_NET_HDR_LEN_LEGACY);
+	expect_rx_short_chain_with_header_of(SC_VIRTIO_NET_HDR_LEN_LEGACY);
+}
+
+Test(net, legacy_driver_with_mrg_rxbuf_has_a_12_byte_header)
+{
+	renegotiate(NEG_MRG);
+	expect_tx_with_header_of(HLEN);
+	expect_tx_short_chains_with_header_of(HLEN);
+	expect_rx_short_chain_with_header_of(HLEN);
+}
+
+Test(net, version_1_without_mrg_rxbuf_keeps_the_12_byte_header)
+{
+	renegotiate(NEG_V1);
+	expect_tx_with_header_of(HLEN);
+	expect_tx_short_chains_with_header_of(HLEN);
+	expect_rx_short_chain_with_header_of(HLEN);
+}
+
+Test(net, without_mrg_rxbuf_a_packet_takes_one_chain_or_is_dropped)
+{
+	/* One chain per packet (virtio 1.2 §5.1.6.3.1): one too small for a packet is kept for a smaller one. */
+	uint8_t p[2048];
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 1000), used;
+	uint16_t head;
+
+	renegotiate(NEG_V1);
+	rx_post(1, 256);
+	host_send(p, len, 1);
+	cr_assert_eq(rx_run(), 1);
+	cr_assert_eq(rxq.q.stats.rx_too_big, 1);
+	cr_assert_eq(rxq.q.stats.rx_packets, 0);
+	cr_assert(!sc_drv_vq_has_used(&rxq.dvq), "a packet larger than its chain was spread over chains");
+	/* The kept chain takes the next packet that fits, with num_buffers 1. */
+	host_send(p, 60, 1);
+	cr_assert_eq(rx_run(), 1);
+	cr_assert_eq(sc_drv_vq_get_used(&rxq.dvq, &head, &used), 1);
+	cr_assert_eq(used, HLEN + 60);
+	cr_assert_eq(((const struct sc_virtio_net_hdr *)gptr(rx_buf_gpa[head]))->num_buffers, 1);
+	cr_assert_eq(memcmp(gptr(rx_buf_gpa[head]) + HLEN, p, 60), 0);
+	expect_rx_with_header_of(HLEN);
+}
