@@ -159,15 +159,21 @@ int sc_net_port_open(struct sc_net_port *p, const char *vdev, unsigned pairs, in
 	}
 	struct rte_eth_conf conf = { 0 };
 	uint64_t tx_want = RTE_ETH_TX_OFFLOAD_MULTI_SEGS | RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM |
-			   RTE_ETH_TX_OFFLOAD_TCP_TSO;
+			   RTE_ETH_TX_OFFLOAD_TCP_TSO | RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
 	uint64_t rx_want = RTE_ETH_RX_OFFLOAD_TCP_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
 	conf.txmode.offloads = info.tx_offload_capa & tx_want;
 	conf.rxmode.offloads = info.rx_offload_capa & rx_want;
 	conf.rxmode.mtu = mtu;
 	uint64_t csum = RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
 	p->tx_csum = (conf.txmode.offloads & csum) == csum;
-	p->tx_tso = p->tx_csum && (conf.txmode.offloads & (RTE_ETH_TX_OFFLOAD_TCP_TSO | RTE_ETH_TX_OFFLOAD_MULTI_SEGS)) ==
-					  (RTE_ETH_TX_OFFLOAD_TCP_TSO | RTE_ETH_TX_OFFLOAD_MULTI_SEGS);
+	/* TSO of IPv4 has the port fill each segment's IP checksum (RTE_MBUF_F_TX_IP_CKSUM). */
+	uint64_t tso = RTE_ETH_TX_OFFLOAD_TCP_TSO | RTE_ETH_TX_OFFLOAD_MULTI_SEGS | RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+	/*
+	 * DPDK 22.11's net_tap takes a TSO packet only if its segments'
+	 * frames (Ethernet header included) fit the MTU, so it drops every
+	 * full-sized one a guest sends (MSS = mtu - 40): not offered there.
+	 */
+	p->tx_tso = p->tx_csum && (conf.txmode.offloads & tso) == tso && strcmp(info.driver_name, "net_tap") != 0;
 	p->rx_csum = conf.rxmode.offloads == rx_want;
 	p->pool = pool_get(numa_node);
 	if (!p->pool && numa_node >= 0)
@@ -381,6 +387,29 @@ static bool l4_layout(const struct rte_mbuf *m, uint32_t csum_start, uint32_t *l
 }
 
 /*
+ * DPDK's TSO contract (rte_mbuf_core.h, RTE_MBUF_F_TX_TCP_SEG): the TCP
+ * checksum field holds the pseudo-header sum without the length, and an
+ * IPv4 header's checksum is 0 for the port to fill per segment. A virtio
+ * driver leaves the sum with the whole packet's length in it (Linux does)
+ * and the IPv4 checksum of the unsegmented packet, so both are redone
+ * here; l4_layout checked that the IP header at l2 is inside the packet.
+ */
+static void tso_seed(struct rte_mbuf *m, uint32_t l2, uint32_t tcp, bool v4)
+{
+	union {
+		struct rte_ipv4_hdr v4;
+		struct rte_ipv6_hdr v6;
+	} copy;
+	const void *ip = rte_pktmbuf_read(m, l2, v4 ? sizeof(copy.v4) : sizeof(copy.v6), &copy);
+	uint16_t seed = v4 ? rte_ipv4_phdr_cksum(ip, RTE_MBUF_F_TX_TCP_SEG) : rte_ipv6_phdr_cksum(ip, RTE_MBUF_F_TX_TCP_SEG);
+	const uint16_t zero = 0;
+
+	mbuf_write(m, tcp + 16, &seed, 2);
+	if (v4)
+		mbuf_write(m, l2 + offsetof(struct rte_ipv4_hdr, hdr_checksum), &zero, 2);
+}
+
+/*
  * Check the header's offload fields against the packet (len bytes) and the
  * negotiated features, and set m's offload flags (or checksum in software
  * where the port cannot). 0, or -EINVAL: the packet is dropped.
@@ -419,7 +448,8 @@ static int tx_offload(struct sc_net_queue *q, const struct sc_virtio_net_hdr *h,
 		m->l3_len = l3;
 		m->l4_len = l4;
 		m->tso_segsz = h->gso_size;
-		m->ol_flags |= RTE_MBUF_F_TX_TCP_SEG | (v4 ? RTE_MBUF_F_TX_IPV4 : RTE_MBUF_F_TX_IPV6);
+		m->ol_flags |= RTE_MBUF_F_TX_TCP_SEG | (v4 ? RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM : RTE_MBUF_F_TX_IPV6);
+		tso_seed(m, l2, start, v4);
 		return 0;
 	}
 	bool tcp = layout && proto == IPPROTO_TCP && h->csum_offset == 16;

@@ -6,23 +6,18 @@
 #ifndef SC_RUNTIME_VU_BLK_H
 #define SC_RUNTIME_VU_BLK_H
 
-#include <pthread.h>
-
 #include "devices/devices.h"
 #include "polling/polling.h"
+#include "runtime/vu_queues.h"
 #include "runtime/vu_server.h"
 
 struct sc_vu_blk {
 	struct sc_blk_backend *be;
-	struct sc_poller **pollers;
-	unsigned npollers;
 	unsigned num_queues;
 	struct sc_vu_device_ops ops;        /* pass to sc_vu_server_create with this as ctx */
-	bool live[SC_VU_MAX_VRINGS];
-	struct sc_pollq *attached[SC_VU_MAX_VRINGS];   /* the queue's pollq, or its IOMMU wrapper */
+	struct sc_vu_queues qs;             /* which vrings are live, and on which sidecore */
 	struct sc_blk_queue queues[SC_VU_MAX_VRINGS];
 	char names[SC_VU_MAX_VRINGS][16];
-	pthread_mutex_t lock;               /* orders queue start/stop (control thread) with sc_vu_blk_queue_move */
 };
 
 /* Set up d (no I/O yet): num_queues vrings over be, spread over the pollers. */

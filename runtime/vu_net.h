@@ -11,23 +11,18 @@
 #ifndef SC_RUNTIME_VU_NET_H
 #define SC_RUNTIME_VU_NET_H
 
-#include <pthread.h>
-
 #include "devices/net.h"
 #include "polling/polling.h"
+#include "runtime/vu_queues.h"
 #include "runtime/vu_server.h"
 
 struct sc_vu_net {
 	struct sc_net_dev dev;
-	struct sc_poller **pollers;
-	unsigned npollers;
 	unsigned num_queues;                /* vrings: 2 * pairs + 1 */
 	struct sc_vu_device_ops ops;        /* pass to sc_vu_server_create with this as ctx */
-	bool live[SC_VU_MAX_VRINGS];
-	struct sc_pollq *attached[SC_VU_MAX_VRINGS];
+	struct sc_vu_queues qs;             /* which vrings are live, and on which sidecore */
 	struct sc_net_queue queues[SC_VU_MAX_VRINGS];
 	char names[SC_VU_MAX_VRINGS][16];
-	pthread_mutex_t lock;
 };
 
 /*

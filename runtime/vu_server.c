@@ -1450,31 +1450,3 @@ void sc_vu_server_destroy(struct sc_vu_server *s)
 	free(s->revokes);
 	free(s);
 }
-
-/* ---- for the devices' queue_start and queue_stop ---- */
-
-int sc_vu_queue_init_guarded(struct sc_vq *vq, void (*init)(void *arg), void *arg)
-{
-	char why[112];
-
-	if (sc_fault_guard_run(init, arg, why, sizeof(why)) == 0)
-		return 0;
-	/* Only sc_vq_init touches guest memory, before the queue allocates anything of its own. */
-	sc_vq_set_broken(vq, -EFAULT, "%s", why);
-	sc_vq_fini(vq);
-	return -EFAULT;
-}
-
-void sc_vu_queue_fini_guarded(struct sc_vq *vq, const struct sc_pollq *attached, const struct sc_pollq *own,
-			      void (*fini)(void *q), void *q)
-{
-	char why[112];
-
-	if (attached != own && ((const struct sc_viommu_tc *)attached->ctx)->rings_lost)
-		sc_vq_set_broken(vq, -EFAULT, "stopped while its rings' IOTLB translation was invalidated and not restored");
-	if (sc_fault_guard_run(fini, q, why, sizeof(why)) < 0) {
-		/* Broken now, so nothing more is written to its memory; finish the rest. */
-		sc_vq_set_broken(vq, -EFAULT, "%s", why);
-		fini(q);
-	}
-}

@@ -117,30 +117,6 @@ void sc_vu_server_destroy(struct sc_vu_server *s);
 /* How many vrings are being served now (any thread). */
 unsigned sc_vu_server_started(const struct sc_vu_server *s);
 
-/* ---- for a device's queue_start and queue_stop (on the control thread) ---- */
-
-struct sc_pollq;
-
-/*
- * Run init(arg), which sets up vq on the front end's rings, under a fault
- * guard: the control thread touches the front end's memory there, and that
- * memory may fault under it. On a fault vq is marked broken (the reason
- * names the address) and finished, and -EFAULT is returned; else 0 (init's
- * own result is init's to report through arg).
- */
-int sc_vu_queue_init_guarded(struct sc_vq *vq, void (*init)(void *arg), void *arg);
-
-/*
- * Finish a queue the poller has let go of: fini(q) writes its last
- * completions under a fault guard, and on a fault vq is marked broken (so
- * nothing more is written to its memory) and fini runs again to release
- * the rest. attached is what was attached to the poller: own (the queue's
- * pollq), or the IOTLB wrapper, whose rings the IOMMU may have taken away
- * (then vq is marked broken first, and nothing is written to them).
- */
-void sc_vu_queue_fini_guarded(struct sc_vq *vq, const struct sc_pollq *attached, const struct sc_pollq *own,
-			      void (*fini)(void *q), void *q);
-
 /*
  * Internal, for the fuzz target (tests/fuzz/fuzz_vu.c): serve one message
  * on the calling thread, as the control thread would. If the server has no
