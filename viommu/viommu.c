@@ -304,9 +304,8 @@ static bool iotlb_rings_ok(struct sc_viommu_tc *tc)
 	return r == 0;
 }
 
-static int iotlb_poll(struct sc_pollq *q, unsigned budget)
+static int iotlb_poll_once(struct sc_viommu_tc *tc, unsigned budget)
 {
-	struct sc_viommu_tc *tc = q->ctx;
 	int ret = 0;
 
 	sc_viommu_tc_enter(tc);
@@ -328,6 +327,32 @@ static int iotlb_poll(struct sc_pollq *q, unsigned budget)
 	}
 	sc_viommu_tc_exit(tc);
 	return ret;
+}
+
+/*
+ * Requests per bracketed round in IOTLB mode. An invalidation's grace
+ * period waits for the round in progress: a whole round of 32 memory-disk
+ * reads held an ack 12-70 us, rounds of 8 hold it about 3 us (measured in
+ * sidecore-bench vhost-blk --iommu); a round costs one full barrier.
+ */
+#define IOTLB_ROUND 8
+
+static int iotlb_poll(struct sc_pollq *q, unsigned budget)
+{
+	struct sc_viommu_tc *tc = q->ctx;
+	int done = 0;
+
+	while (budget) {
+		unsigned b = budget < IOTLB_ROUND ? budget : IOTLB_ROUND;
+		int ret = iotlb_poll_once(tc, b);
+		if (ret < 0)
+			return done ? done : ret;
+		done += ret;
+		budget -= b;
+		if ((unsigned)ret < b)
+			break;   /* the queue ran dry (or waits on a miss): the round is over */
+	}
+	return done;
 }
 
 /* Notifications write the rings: inside a round, and only through valid pointers. */
