@@ -709,3 +709,150 @@ Test(iotlb, isolated_batch_that_maps_the_same_pages_again_keeps_them)
 	cr_assert_eq(map(T_DATA_GPA, T_MEM - T_DATA_GPA, SC_VHOST_ACCESS_RW), 0);
 	still_serves();
 }
+
+/*
+ * ---- isolation: a device that touches a page no grant maps ----
+ * A device-model bug, played by a disk whose queue translates through an
+ * isolated table with no IOMMU in between (any guest address of the region
+ * gets a host pointer, granted or not). Ring, headers and one data page
+ * are granted; the rest is only reserved. The disk is a RAM disk, so the
+ * copy is blk_mem's memcpy under sc_fault_try, as for any memory-backed
+ * disk. The test plays the driver through its own whole mapping of the
+ * same memfd.
+ */
+#define ISO_MEM (1u << 20)
+#define ISO_GRANTED 0x11000ull          /* the ring at 0, the headers at 0x10000 */
+#define ISO_HDR(i) (0x10000ull + (uint64_t)(i) * 64)
+#define ISO_DATA_OK 0x20000ull          /* granted */
+#define ISO_DATA_UNGRANTED 0x30000ull   /* only reserved */
+
+static struct iso_disk {
+	struct t_guest g;      /* the driver's view: all of the memfd */
+	struct sc_mem iso;     /* the device's: the same memfd, isolated */
+	struct sc_drv_vq dvq;
+	struct sc_vq_config cfg;
+	struct sc_blk_backend be;
+	struct sc_blk_queue q;
+	struct sc_poller *p;   /* NULL: the test thread polls (a control thread's guard) */
+} X;
+
+static void iso_disk_open(bool on_a_sidecore)
+{
+	char err[256];
+	memset(&X, 0, sizeof(X));
+	cr_assert_eq(t_guest_init(&X.g, 0, ISO_MEM), 0);
+	cr_assert_eq(t_ring(&X.g, &X.dvq, 16, 0, &X.cfg), 0);
+	cr_assert_lt(X.g.next, ISO_HDR(0), "the ring lies below the headers");
+	sc_mem_init(&X.iso);
+	cr_assert_eq(sc_mem_add_fd_isolated(&X.iso, 0, ISO_MEM, dup(X.g.mem.regions[0].fd), 0, SC_PERM_RW), 0);
+	cr_assert_eq(sc_mem_grant(&X.iso, 0, ISO_GRANTED), 0);
+	cr_assert_eq(sc_mem_grant(&X.iso, ISO_DATA_OK, 4096), 0);
+	X.cfg.xlate = sc_mem_xlate(&X.iso);
+	cr_assert_eq(sc_blk_backend_open_ram(&X.be, 1 << 20, "iso", err, sizeof(err)), 0, "%s", err);
+	cr_assert_not_null(X.be.map, "a RAM disk is copied by memcpy");
+	cr_assert_eq(sc_blk_queue_init(&X.q, &X.be, &X.cfg, "iso.sock vring 0"), 0);
+	if (on_a_sidecore)
+		cr_assert_eq(t_poller_start(-1, SC_POLLER_NEVER_SLEEP, "sc-isofault", &X.q.pq, &X.p), 0);
+}
+
+static void iso_disk_close(void)
+{
+	if (X.p)
+		sc_poller_destroy(X.p);
+	sc_blk_queue_fini(&X.q);
+	sc_blk_backend_close(&X.be);
+	sc_mem_fini(&X.iso);
+	t_guest_fini(&X.g);
+}
+
+/* One request (header i, data at gpa, status after the header); returns its status. */
+static uint8_t iso_request(unsigned i, uint32_t type, uint64_t sector, uint64_t gpa)
+{
+	uint8_t *base = X.g.base;
+	*(struct sc_virtio_blk_outhdr *)(base + ISO_HDR(i)) = (struct sc_virtio_blk_outhdr){ .type = type, .sector = sector };
+	base[ISO_HDR(i) + 16] = 0xee;
+	struct sc_drv_seg s[3] = { { ISO_HDR(i), 16 }, { gpa, 4096 }, { ISO_HDR(i) + 16, 1 } };
+	cr_assert_geq(sc_drv_vq_add(&X.dvq, s, type == SC_VIRTIO_BLK_T_IN ? 1 : 2, type == SC_VIRTIO_BLK_T_IN ? 2 : 1), 0);
+	sc_drv_vq_publish(&X.dvq);
+	uint16_t head;
+	uint32_t len;
+	for (int ms = 0; sc_drv_vq_get_used(&X.dvq, &head, &len) != 1; ms++) {
+		cr_assert_lt(ms, 3000, "request %u never completed", i);
+		if (X.p)
+			usleep(1000);
+		else
+			cr_assert_geq(sc_blk_queue_poll(&X.q, 32), 0, "%s", X.q.vq.broken_reason);
+	}
+	return __atomic_load_n(&base[ISO_HDR(i) + 16], __ATOMIC_ACQUIRE);
+}
+
+static void iso_touch_fails_the_request_alone(void)
+{
+	uint8_t *base = X.g.base, pattern[4096];
+	for (unsigned k = 0; k < sizeof(pattern); k++)
+		pattern[k] = (uint8_t)(k * 7 + 1);
+	memcpy(base + ISO_DATA_OK, pattern, sizeof(pattern));
+	cr_assert_eq(iso_request(0, SC_VIRTIO_BLK_T_OUT, 8, ISO_DATA_OK), SC_VIRTIO_BLK_S_OK);
+
+	/* The device writes into, then reads from, a page the IOMMU never granted. */
+	cr_assert_eq(iso_request(1, SC_VIRTIO_BLK_T_IN, 8, ISO_DATA_UNGRANTED), SC_VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(iso_request(2, SC_VIRTIO_BLK_T_OUT, 16, ISO_DATA_UNGRANTED), SC_VIRTIO_BLK_S_IOERR);
+	cr_assert_eq(X.q.io_errors, 2);
+	cr_assert_not(sc_vq_broken(&X.q.vq), "the queue goes on: %s", X.q.vq.broken_reason);
+	cr_assert_eq(base[ISO_DATA_UNGRANTED], 0, "nothing reached the ungranted page");
+
+	/* The next good request works, and reads back what the first wrote. */
+	memset(base + ISO_DATA_OK, 0, 4096);
+	cr_assert_eq(iso_request(3, SC_VIRTIO_BLK_T_IN, 8, ISO_DATA_OK), SC_VIRTIO_BLK_S_OK);
+	cr_assert_eq(memcmp(base + ISO_DATA_OK, pattern, sizeof(pattern)), 0);
+}
+
+TestSuite(isolation_fault, .timeout = 30);
+
+Test(isolation_fault, a_sidecore_touching_an_ungranted_page_fails_that_request_alone)
+{
+	iso_disk_open(true);
+	iso_touch_fails_the_request_alone();
+	struct sc_poller_stats st;
+	sc_poller_get_stats(X.p, &st);
+	cr_assert_eq(st.isolation_faults, 2, "each contained touch is counted");
+	cr_assert_eq(st.faults, 0, "no queue was stopped");
+	cr_assert_eq(st.stopped_queues, 0);
+	iso_disk_close();
+}
+
+/* The same on a thread that is no sidecore (a control thread finishing a queue's requests). */
+Test(isolation_fault, a_control_thread_touching_an_ungranted_page_fails_that_request_alone)
+{
+	iso_disk_open(false);
+	iso_touch_fails_the_request_alone();
+	iso_disk_close();
+}
+
+/* Outside a guarded copy (the request header, read by the device model): that queue stops, with the reason. */
+Test(isolation_fault, a_header_on_an_ungranted_page_stops_only_its_queue)
+{
+	iso_disk_open(true);
+	uint8_t *base = X.g.base;
+	*(struct sc_virtio_blk_outhdr *)(base + ISO_DATA_UNGRANTED) =
+		(struct sc_virtio_blk_outhdr){ .type = SC_VIRTIO_BLK_T_IN, .sector = 8 };
+	struct sc_drv_seg s[3] = { { ISO_DATA_UNGRANTED, 16 }, { ISO_DATA_OK, 4096 }, { ISO_HDR(0) + 16, 1 } };
+	cr_assert_geq(sc_drv_vq_add(&X.dvq, s, 1, 2), 0);
+	sc_drv_vq_publish(&X.dvq);
+	for (int ms = 0; !sc_vq_broken(&X.q.vq); ms++) {
+		cr_assert_lt(ms, 3000, "the queue never broke");
+		usleep(1000);
+	}
+	char want[40];
+	snprintf(want, sizeof(want), "SIGSEGV at %p", (void *)(X.iso.regions[0].hva + ISO_DATA_UNGRANTED));
+	cr_assert(strstr(X.q.vq.broken_reason, want), "reason '%s' lacks '%s'", X.q.vq.broken_reason, want);
+	struct sc_poller_stats st;
+	for (int ms = 0; sc_poller_get_stats(X.p, &st), st.stopped_queues != 1; ms++) {
+		cr_assert_lt(ms, 3000);
+		usleep(1000);
+	}
+	cr_assert_eq(st.faults, 1);
+	cr_assert_eq(st.isolation_faults, 1);
+	cr_assert_eq(sc_poller_detach(X.p, &X.q.pq), 0, "the sidecore lives and lets go of it");
+	iso_disk_close();
+}
