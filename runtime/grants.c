@@ -93,8 +93,15 @@ static void walk(const node *t, uint64_t lo, uint64_t hi, void (*fn)(const node 
 		walk(t->r, lo, hi, fn, arg);
 }
 
+/* Spares kept for reuse beyond this go back to malloc: 65,536 grants dropped leave no 10 MB behind. */
+#define SPARE_MAX 1024
+
 static void spare_put(struct sc_grants *G, node *n)
 {
+	if (G->nspare >= SPARE_MAX) {
+		free(n);   /* a reservation made before stays: nspare does not drop */
+		return;
+	}
 	n->l = G->spare;
 	G->spare = n;
 	G->nspare++;
@@ -295,7 +302,7 @@ static int cover_apply(struct sc_grants *G, struct sc_grants_tree *c, uint64_t a
 }
 
 struct gaps {
-	uint64_t pos, end;
+	uint64_t pos;   /* [a, pos) is covered or told already */
 	sc_grants_range_fn *fn;
 	void *arg;
 };
@@ -312,7 +319,7 @@ static void gap_before(const node *n, void *arg)
 /* fn on each piece of [a, b) no segment of c covers, in order. */
 static void cover_gaps(const struct sc_grants_tree *c, uint64_t a, uint64_t b, sc_grants_range_fn *fn, void *arg)
 {
-	struct gaps g = { a, b, fn, arg };
+	struct gaps g = { a, fn, arg };
 	const node *f = floor_of(c->root, a);
 
 	if (f && f->key < a && f->a > a)
