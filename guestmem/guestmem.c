@@ -13,8 +13,61 @@ void sc_mem_init(struct sc_mem *m)
 	memset(m, 0, sizeof(*m));
 }
 
+/*
+ * Every isolated region's reservation in the process, for the fault
+ * handler (sc_mem_isolated_at), which may run on any thread at any moment:
+ * a fixed array of atomics, no lock. Tables are changed by several control
+ * threads at once (one per device), so a slot is claimed by a CAS of its
+ * base. A slot freed while a handler reads it can pair the old base with
+ * the next reservation's length; a reservation is only freed once no
+ * sidecore can touch it, so that needs a fault elsewhere at that very
+ * moment, inside the address range just unmapped.
+ */
+#define ISOLATED_MAX (SC_MEM_MAX_REGIONS * 128)   /* 128 isolated devices of 32 regions */
+static struct {
+	uintptr_t base;   /* 0: free */
+	size_t len;       /* 0 until the slot's claimer sets it */
+} isolated_zones[ISOLATED_MAX];
+
+static int isolated_zone_add(const void *base, size_t len)
+{
+	for (unsigned i = 0; i < ISOLATED_MAX; i++) {
+		uintptr_t free_base = 0;
+		if (__atomic_compare_exchange_n(&isolated_zones[i].base, &free_base, (uintptr_t)base, false,
+						__ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+			__atomic_store_n(&isolated_zones[i].len, len, __ATOMIC_RELEASE);
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+static void isolated_zone_remove(const void *base)
+{
+	for (unsigned i = 0; i < ISOLATED_MAX; i++) {
+		if (__atomic_load_n(&isolated_zones[i].base, __ATOMIC_RELAXED) != (uintptr_t)base)
+			continue;
+		/* Length first: a reader that still sees the base sees an empty range. */
+		__atomic_store_n(&isolated_zones[i].len, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&isolated_zones[i].base, 0, __ATOMIC_RELEASE);
+		return;
+	}
+}
+
+bool sc_mem_isolated_at(const void *addr)
+{
+	for (unsigned i = 0; i < ISOLATED_MAX; i++) {
+		uintptr_t base = __atomic_load_n(&isolated_zones[i].base, __ATOMIC_ACQUIRE);
+		if (base && (uintptr_t)addr - base < __atomic_load_n(&isolated_zones[i].len, __ATOMIC_ACQUIRE))
+			return true;
+	}
+	return false;
+}
+
 static void region_release(struct sc_mem_region *r)
 {
+	if (r->isolated)
+		isolated_zone_remove(r->map_base);
 	if (r->map_base)
 		munmap(r->map_base, r->map_len);
 	if (r->fd >= 0)
@@ -103,6 +156,11 @@ static int add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd, uint64_
 	ret = region_insert(m, &r);
 	if (ret < 0)
 		goto err_unmap;
+	/* Last, so a table that refuses the region leaves no slot behind; no sidecore reads it yet. */
+	if (isolated && (ret = isolated_zone_add(r.map_base, r.map_len)) < 0) {
+		sc_mem_remove(m, gpa);   /* unmaps and closes fd */
+		return ret;
+	}
 	return 0;
 
 err_unmap:

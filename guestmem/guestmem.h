@@ -93,10 +93,20 @@ int sc_mem_add_fd(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd,
  * As sc_mem_add_fd, but map none of the fd: the region gets host addresses
  * (address space reserved PROT_NONE, backed by nothing) and keeps fd, and
  * only the ranges sc_mem_grant maps hold guest memory. Touching the rest
- * faults. For a device that may see only what an IOMMU grants it.
+ * faults (SIGSEGV), which a sidecore contains (polling.h: sc_mem_isolated_at
+ * tells it the address is such a reservation). For a device that may see
+ * only what an IOMMU grants it. Errors as sc_mem_add_fd; -ENOSPC also when
+ * the process holds 4096 isolated regions already.
  */
 int sc_mem_add_fd_isolated(struct sc_mem *m, uint64_t gpa, uint64_t size, int fd,
 			   uint64_t fd_offset, unsigned prot);
+
+/*
+ * Does addr lie in the address space of an isolated region (granted or
+ * not) of any table in this process? For a fault handler: any thread,
+ * async-signal-safe, no lock; a scan of a fixed array (not for a hot path).
+ */
+bool sc_mem_isolated_at(const void *addr);
 
 /*
  * Map the fd pages behind [gpa, gpa + len) of an isolated region at their

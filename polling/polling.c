@@ -25,6 +25,7 @@
 #include "common/barrier.h"
 #include "common/compiler.h"
 #include "common/tsc.h"
+#include "guestmem/guestmem.h"
 
 /* Larger than any kernel's NR_CPUS (8192): a bound on the mask we allocate, not a policy. */
 #define POLLER_MAX_CPU 65536
@@ -34,13 +35,16 @@
 enum cmd { CMD_NONE, CMD_ATTACH, CMD_DETACH, CMD_STOP };
 
 /*
- * Where a SIGBUS on guest memory goes. One per sidecore thread; armed
- * (q != NULL) only while the sidecore is inside a queue's ops.
+ * Where a fault on guest memory goes (a SIGBUS, or a SIGSEGV on an isolated
+ * region's reservation). One per sidecore thread; armed (q != NULL) only
+ * while the sidecore is inside a queue's ops.
  */
 struct fault_guard {
 	struct sc_pollq *volatile q;   /* the queue being served; the handler reads it */
 	sigjmp_buf *volatile jb;       /* where the handler jumps: loop_jb, or a control command's */
 	void *addr;                    /* what faulted */
+	int sig;                       /* SIGBUS, or SIGSEGV: a page no IOMMU entry grants */
+	uint64_t *isolation_faults;    /* the sidecore's counter; NULL in a guard of sc_fault_guard_run's */
 	sigjmp_buf loop_jb;            /* set once per run of the loop (poller_run) */
 };
 
@@ -242,93 +246,112 @@ static void stop_queue(struct sc_poller *p, struct sc_pollq *q, int err)
 /* ---- faults on guest memory ---- */
 
 static __thread struct fault_guard *tls_guard;   /* this thread's, if it is a sidecore */
-static struct sigaction sigbus_prev;
-static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+static struct sigaction sigbus_prev, sigsegv_prev;
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+static uint64_t isolation_faults_seen;   /* process-wide, for the log line's rate */
 
 /*
- * SIGBUS: a fault (si_code > 0, not a kill) while this sidecore is inside a
- * queue's ops jumps back to poller_run (or notify_disable_one). Anything
+ * A fault (si_code > 0, not a kill) on guest memory while this thread is
+ * inside a queue's ops (or a guarded call) jumps back to its guard: any
+ * SIGBUS, and a SIGSEGV only on an isolated region's reservation (a page
+ * the IOMMU does not grant: a device-model bug, not the memory's). Anything
  * else gets what it would have got without us.
  */
-static void sigbus_handler(int sig, siginfo_t *si, void *uc)
+static void fault_handler(int sig, siginfo_t *si, void *uc)
 {
 	struct fault_guard *g = tls_guard;
+	const struct sigaction *prev = sig == SIGBUS ? &sigbus_prev : &sigsegv_prev;
 
-	if (g && g->q && si->si_code > 0) {
+	if (g && g->q && si->si_code > 0 && (sig == SIGBUS || sc_mem_isolated_at(si->si_addr))) {
 		g->addr = si->si_addr;
+		g->sig = sig;
 		siglongjmp(*g->jb, 1);
 	}
-	if ((sigbus_prev.sa_flags & SA_SIGINFO) && sigbus_prev.sa_sigaction) {
-		sigbus_prev.sa_sigaction(sig, si, uc);
+	if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction) {
+		prev->sa_sigaction(sig, si, uc);
 		return;
 	}
-	if (!(sigbus_prev.sa_flags & SA_SIGINFO) && sigbus_prev.sa_handler != SIG_DFL &&
-	    sigbus_prev.sa_handler != SIG_IGN) {
-		sigbus_prev.sa_handler(sig);
+	if (!(prev->sa_flags & SA_SIGINFO) && prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+		prev->sa_handler(sig);
 		return;
 	}
 	/* The default action: a fault re-executes the access and dies of it; a kill is sent again. */
-	signal(SIGBUS, SIG_DFL);
+	signal(sig, SIG_DFL);
 	if (si->si_code <= 0)
-		raise(SIGBUS);
+		raise(sig);
 }
 
-static void sigbus_install(void)
+static void fault_install(void)
 {
 	/*
 	 * NODEFER: the walk leaves the handler by siglongjmp without restoring
 	 * a mask (sigsetjmp(jb, 0) saves none: no system call per round), so
-	 * SIGBUS must not stay blocked for the next fault.
+	 * the signal must not stay blocked for the next fault.
 	 */
-	struct sigaction sa = { .sa_sigaction = sigbus_handler, .sa_flags = SA_SIGINFO | SA_NODEFER };
+	struct sigaction sa = { .sa_sigaction = fault_handler, .sa_flags = SA_SIGINFO | SA_NODEFER };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, &sigbus_prev);
+	sigaction(SIGSEGV, &sa, &sigsegv_prev);
 }
 
-static void fault_reason(char *reason, size_t len, void *addr)
+/* The faults a guard takes, unblocked: a blocked one from a fault kills the process whatever the handler. */
+static void fault_signals(sigset_t *set)
 {
-	snprintf(reason, len, "SIGBUS at %p: its guest memory shrank or failed under the sidecore; reset the device",
-		 addr);
+	sigemptyset(set);
+	sigaddset(set, SIGBUS);
+	sigaddset(set, SIGSEGV);
 }
 
-/* After a SIGBUS in the ops of guard.q: stop that queue, with the reason. */
+static void fault_reason(char *reason, size_t len, int sig, void *addr)
+{
+	if (sig == SIGSEGV)
+		snprintf(reason, len, "SIGSEGV at %p: the device touched guest memory its IOMMU does not grant; reset it",
+			 addr);
+	else
+		snprintf(reason, len,
+			 "SIGBUS at %p: its guest memory shrank or failed under the sidecore; reset the device", addr);
+}
+
+/* After a fault in the ops of guard.q: stop that queue, with the reason. */
 static void queue_faulted(struct sc_poller *p)
 {
 	struct sc_pollq *q = p->guard.q;
 	char reason[112];
 
 	p->guard.q = NULL;
-	fault_reason(reason, sizeof(reason), p->guard.addr);
+	fault_reason(reason, sizeof(reason), p->guard.sig, p->guard.addr);
 	if (q->ops->fault)
 		q->ops->fault(q, reason);
 	else
 		fprintf(stderr, "sidecore: %s: queue stopped: %s\n", q->name ? q->name : "unnamed queue", reason);
 	stop_queue(p, q, -EFAULT);
 	stat_add(&p->stats.faults, 1);
+	if (p->guard.sig == SIGSEGV)
+		stat_add(&p->stats.isolation_faults, 1);
 }
 
-int sc_fault_guard_run(void (*fn)(void *arg), void *arg, char *reason, size_t len)
+/* fn(arg) under a guard of its own; 0, or the signal that abandoned it at *addr. */
+static int guard_run(void (*fn)(void *arg), void *arg, void **addr)
 {
 	static struct sc_pollq armed;   /* the handler only needs guard.q non-NULL here */
 	struct fault_guard g = { .q = NULL };
 	struct fault_guard *prev = tls_guard;
 	sigjmp_buf jb;
-	sigset_t bus, old;
+	sigset_t faults, old;
 
-	pthread_once(&sigbus_once, sigbus_install);
-	/* A blocked SIGBUS from a fault kills the process whatever the handler. */
-	sigemptyset(&bus);
-	sigaddset(&bus, SIGBUS);
-	pthread_sigmask(SIG_UNBLOCK, &bus, &old);
+	pthread_once(&fault_once, fault_install);
+	fault_signals(&faults);
+	pthread_sigmask(SIG_UNBLOCK, &faults, &old);
 	g.jb = &jb;
 	tls_guard = &g;
 	if (sigsetjmp(jb, 0)) {
 		/* Back from the handler (it disarmed nothing): fn was abandoned where it faulted. */
+		volatile struct fault_guard *vg = &g;
 		g.q = NULL;
 		tls_guard = prev;
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		fault_reason(reason, len, ((volatile struct fault_guard *)&g)->addr);
-		return -EFAULT;
+		*addr = vg->addr;
+		return vg->sig;
 	}
 	g.q = &armed;
 	fn(arg);
@@ -338,9 +361,36 @@ int sc_fault_guard_run(void (*fn)(void *arg), void *arg, char *reason, size_t le
 	return 0;
 }
 
+int sc_fault_guard_run(void (*fn)(void *arg), void *arg, char *reason, size_t len)
+{
+	void *addr;
+	int sig = guard_run(fn, arg, &addr);
+
+	if (!sig)
+		return 0;
+	fault_reason(reason, len, sig, addr);
+	return -EFAULT;
+}
+
 static bool addr_in(const void *addr, const void *base, size_t len)
 {
 	return (uintptr_t)addr - (uintptr_t)base < len;
+}
+
+/*
+ * A call of sc_fault_try touched a page the IOMMU does not grant: one line
+ * for the first and then at each power of two (a device bug can repeat on
+ * every request; the sidecore's stats count them all).
+ */
+static int isolation_fault(const char *queue, const void *addr)
+{
+	uint64_t n = __atomic_add_fetch(&isolation_faults_seen, 1, __ATOMIC_RELAXED);
+
+	if (!(n & (n - 1)))
+		fprintf(stderr, "sidecore: %s: a request touched guest memory at %p that the IOMMU does not grant "
+			"(iommu_isolation); the request failed, the queue goes on: a device-model bug, please report "
+			"it (%llu so far)\n", queue ? queue : "unnamed queue", addr, (unsigned long long)n);
+	return -EACCES;
 }
 
 int sc_fault_try(void (*fn)(void *arg), void *arg, const void *base, size_t len)
@@ -350,12 +400,19 @@ int sc_fault_try(void (*fn)(void *arg), void *arg, const void *base, size_t len)
 
 	if (!g || !g->q) {
 		/* Not on a guarded sidecore: a guard of our own (system calls; not a hot path). */
-		char why[8];
-		return sc_fault_guard_run(fn, arg, why, sizeof(why));
+		void *addr;
+		int sig = guard_run(fn, arg, &addr);
+		return sig == SIGSEGV ? isolation_fault("control thread", addr) : sig ? -EFAULT : 0;
 	}
 	sigjmp_buf *volatile outer = g->jb;
 	if (sigsetjmp(here, 0)) {
 		g->jb = outer;
+		if (g->sig == SIGSEGV) {
+			/* The request's own touch, whatever the address: it fails, its memory is whole. */
+			if (g->isolation_faults)
+				stat_add(g->isolation_faults, 1);
+			return isolation_fault(g->q->name, g->addr);
+		}
 		if (addr_in(g->addr, base, len))
 			return -EFAULT;
 		/* Not ours (guest memory, say): on to the outer guard, as if we were not here (g->q is still armed). */
@@ -583,11 +640,11 @@ static void *poller_main(void *arg)
 	 * memory must reach our handler (a blocked SIGBUS from a fault kills
 	 * the process). A kill -BUS that lands here still takes the default.
 	 */
+	p->guard.isolation_faults = &p->stats.isolation_faults;
 	tls_guard = &p->guard;
-	sigset_t bus;
-	sigemptyset(&bus);
-	sigaddset(&bus, SIGBUS);
-	pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+	sigset_t faults;
+	fault_signals(&faults);
+	pthread_sigmask(SIG_UNBLOCK, &faults, NULL);
 
 	poller_run(p);
 
@@ -613,7 +670,7 @@ int sc_poller_create(const struct sc_poller_config *cfg, struct sc_poller **out)
 	 */
 	if (cfg->cpu < -1 || cfg->cpu >= POLLER_MAX_CPU)
 		return -EINVAL;
-	pthread_once(&sigbus_once, sigbus_install);
+	pthread_once(&fault_once, fault_install);
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
@@ -719,7 +776,7 @@ int sc_poller_detach(struct sc_poller *p, struct sc_pollq *q)
 }
 
 /* A new counter must be added to the loads below, too. */
-_Static_assert(sizeof(struct sc_poller_stats) == 9 * sizeof(uint64_t) + 2 * sizeof(uint32_t),
+_Static_assert(sizeof(struct sc_poller_stats) == 10 * sizeof(uint64_t) + 2 * sizeof(uint32_t),
 	       "sc_poller_get_stats copies every field of sc_poller_stats");
 
 void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st)
@@ -737,6 +794,7 @@ void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st)
 	LOAD(wakeups);
 	LOAD(rearm_races);
 	LOAD(faults);
+	LOAD(isolation_faults);
 	LOAD(queues);
 	LOAD(stopped_queues);
 #undef LOAD

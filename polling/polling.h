@@ -27,7 +27,12 @@
  * cost is a pointer store per queue per round (one sigsetjmp per run of
  * the loop, again only after a fault); no system call. A SIGBUS anywhere else (another thread, poller
  * code between queues, a kill) behaves as if the handler were not there.
- * The handler is installed process-wide by the first sc_poller_create.
+ * A SIGSEGV is contained the same way only where its address lies in an
+ * isolated region's reservation (guestmem's sc_mem_isolated_at: a guest
+ * page the IOMMU does not grant the device, so a device-model bug); inside
+ * sc_fault_try it fails that call alone (-EACCES). Any other SIGSEGV, on
+ * any thread, takes its default action (or the handler there before us).
+ * The handlers are installed process-wide by the first sc_poller_create.
  */
 #ifndef SC_POLLING_H
 #define SC_POLLING_H
@@ -51,7 +56,8 @@ struct sc_pollq_ops {
 	/* Tell the guest not to notify: we are polling. */
 	void (*notify_disable)(struct sc_pollq *q);
 	/*
-	 * Optional. Guest memory faulted (SIGBUS) inside one of the calls above;
+	 * Optional. Guest memory faulted (SIGBUS, or SIGSEGV on a page the
+	 * IOMMU does not grant: polling.h "Faults") inside one of the calls above;
 	 * the call was abandoned where it faulted, and the poller stops the
 	 * queue. Mark the queue broken with reason (and touch no guest memory).
 	 * NULL: the poller logs "sidecore: NAME: queue stopped: REASON" itself.
@@ -120,7 +126,8 @@ struct sc_poller_stats {
 	uint64_t sleeps;
 	uint64_t wakeups;        /* woken by a guest kick (not by control) */
 	uint64_t rearm_races;    /* re-arm found work already waiting: no sleep */
-	uint64_t faults;         /* queues stopped by a SIGBUS on guest memory */
+	uint64_t faults;         /* queues stopped by a fault on guest memory (SIGBUS, or SIGSEGV below) */
+	uint64_t isolation_faults; /* touches of guest pages the IOMMU does not grant (failed requests, stopped queues) */
 	uint32_t queues;         /* attached now */
 	uint32_t stopped_queues; /* attached but broken */
 };
@@ -153,12 +160,14 @@ int sc_poller_attach(struct sc_poller *p, struct sc_pollq *q);
 int sc_poller_detach(struct sc_poller *p, struct sc_pollq *q);
 
 /*
- * Run fn(arg) on the calling thread with a SIGBUS on guest memory contained
- * as on a sidecore: for the control thread's own touches of a front end's
+ * Run fn(arg) on the calling thread with a fault on guest memory contained
+ * as on a sidecore (a SIGBUS, or a SIGSEGV on an ungranted page of an
+ * isolated region): for the control thread's own touches of a front end's
  * memory (a ring's set-up, finishing a stopped queue's requests). Returns
  * 0, or -EFAULT if fn faulted: it was abandoned where it faulted (it must
- * leave its state safe to clean up from any point), and reason says where,
- * as the sidecore's fault reason does. SIGBUS is unblocked for the call.
+ * leave its state safe to clean up from any point), and reason says where
+ * and which, as the sidecore's fault reason does. SIGBUS and SIGSEGV are
+ * unblocked for the call.
  * Any thread but a sidecore; a system call or two, not for a hot path.
  */
 int sc_fault_guard_run(void (*fn)(void *arg), void *arg, char *reason, size_t len);
@@ -167,12 +176,16 @@ int sc_fault_guard_run(void (*fn)(void *arg), void *arg, char *reason, size_t le
  * Run fn(arg) with a SIGBUS at an address in [base, base + len) contained
  * to this call: fn is abandoned where it faulted and the call returns
  * -EFAULT (for a device's own memory mappings, e.g. a disk file that can be
- * truncated under us: the request fails, the queue goes on). A fault at any
- * other address goes where it would have gone without this call (on a
- * sidecore: the queue's guest-memory fault, which stops the queue). Returns
- * 0 if fn finished. On a sidecore inside a queue's ops it costs one
- * sigsetjmp and no system call (a hot path may use it); on any other thread
- * it is sc_fault_guard_run's cost, and a fault elsewhere is -EFAULT too.
+ * truncated under us: the request fails, the queue goes on). A SIGSEGV on
+ * an isolated region's page the IOMMU does not grant, at any address, is
+ * this call's too: -EACCES, counted (sc_poller_stats.isolation_faults) and
+ * logged (one line, then at each power of two), since the memory is whole
+ * and only the request touched what it should not. Any other fault goes
+ * where it would have gone without this call (on a sidecore: the queue's
+ * guest-memory fault, which stops the queue). Returns 0 if fn finished. On
+ * a sidecore inside a queue's ops it costs one sigsetjmp and no system
+ * call (a hot path may use it); on any other thread it is
+ * sc_fault_guard_run's cost, and a SIGBUS elsewhere is -EFAULT too.
  */
 int sc_fault_try(void (*fn)(void *arg), void *arg, const void *base, size_t len);
 

@@ -220,6 +220,7 @@ static void print_prometheus(json_t *doc, FILE *out)
 		{ "wakeups", "counter", "times a guest kick woke the sidecore" },
 		{ "rearm_races", "counter", "re-arms that found work already waiting" },
 		{ "faults", "counter", "queues stopped by a fault on guest memory" },
+		{ "isolation_faults", "counter", "touches of guest pages the IOMMU does not grant (iommu_isolation)" },
 		{ "queues", "gauge", "queues attached" },
 	};
 	size_t i, j, k;

@@ -92,12 +92,13 @@ static json_t *sidecore_json(struct sc_poller *p, const struct sample *a, const 
 	double idle = share(b->st.idle_cycles - a->st.idle_cycles, wall);
 	if (busy + idle > 1)
 		idle = 1 - busy;
-	return json_pack("{s:i, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i}", "cpu", sc_poller_cpu(p),
+	return json_pack("{s:i, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i}", "cpu", sc_poller_cpu(p),
 			 "busy", busy, "idle", idle, "sleep", 1 - busy - idle, "cpu_use",
 			 share(b->cpu_ns - a->cpu_ns, b->wall_ns - a->wall_ns), "rounds", (json_int_t)b->st.rounds,
 			 "work", (json_int_t)b->st.requests, "sleeps", (json_int_t)b->st.sleeps, "wakeups",
 			 (json_int_t)b->st.wakeups, "rearm_races", (json_int_t)b->st.rearm_races, "faults",
-			 (json_int_t)b->st.faults, "queues", (int)b->st.queues, "stopped_queues", (int)b->st.stopped_queues);
+			 (json_int_t)b->st.faults, "isolation_faults", (json_int_t)b->st.isolation_faults, "queues",
+			 (int)b->st.queues, "stopped_queues", (int)b->st.stopped_queues);
 }
 
 /* Net counters of a queue by name. */

@@ -22,6 +22,7 @@
 #include "common/tsc.h"
 #include "guestmem/guestmem.h"
 #include "polling/polling.h"
+#include "runtime/grants.h"
 #include "runtime/vu_msg.h"
 #include "viommu/viommu.h"
 
@@ -47,11 +48,6 @@ struct vring {
 	struct sc_vu_vring_addr addr;
 	int kick_fd, call_fd, err_fd;
 	char name[sizeof(((struct sockaddr_un *)0)->sun_path) + 16];   /* "PATH vring N", for vqueue's log line */
-};
-
-/* Isolation: the guest range an IOTLB entry granted (to unmap what no entry grants any more). */
-struct grant {
-	uint64_t iova, last, gpa;
 };
 
 /* Where the front end's addresses (ring addresses are its virtual ones) fall in guest memory. */
@@ -102,8 +98,7 @@ struct sc_vu_server {
 	uint64_t iotlb_ticket;    /* the grace period an invalidation waits for */
 	bool iotlb_ticking;       /* optimistic: entries are dying, sc_viommu_tick them each millisecond */
 	/* Isolation (ops->iotlb_isolation): the live grants, and guest ranges to unmap after the grace period. */
-	struct grant *grants, *revokes;   /* revokes use gpa and last - iova as the length */
-	uint32_t ngrants, grants_cap, nrevokes, revokes_cap;
+	struct sc_grants grants;
 
 	/* inflight tracking: a memfd the VMM keeps across our restarts */
 	uint8_t *inflight;
@@ -266,103 +261,49 @@ static bool isolated(const struct sc_vu_server *s)
 	return s->ops->iotlb_isolation;
 }
 
-/* Append g to *arr (grown as needed). */
-static int grant_push(struct grant **arr, uint32_t *n, uint32_t *cap, struct grant g)
-{
-	if (*n == *cap) {
-		uint32_t ncap = *cap ? *cap * 2 : 64;
-		struct grant *a = realloc(*arr, ncap * sizeof(*a));
-		if (!a)
-			return -ENOMEM;
-		*arr = a;
-		*cap = ncap;
-	}
-	(*arr)[(*n)++] = g;
-	return 0;
-}
-
 /*
  * Unmap guest [gpa, gpa + len) at the end of the next grace period
- * (iotlb_quiesce), unless a grant covers it then. A range that continues
- * the last one extends it: a batch's pages go in few calls.
+ * (iotlb_quiesce), unless a grant covers it then.
  */
 static void revoke_later(struct sc_vu_server *s, uint64_t gpa, uint64_t len)
 {
-	struct grant *r = s->nrevokes ? &s->revokes[s->nrevokes - 1] : NULL;
-
-	if (r && r->gpa + (r->last - r->iova + 1) == gpa) {
-		r->last += len;
-		return;
-	}
-	if (grant_push(&s->revokes, &s->nrevokes, &s->revokes_cap, (struct grant){ 0, len - 1, gpa }) < 0)
-		fprintf(stderr, "sidecore: %s: no memory to note guest 0x%llx (+0x%llx) for unmapping; it stays "
-			"mapped until its region goes\n", s->path, (unsigned long long)gpa, (unsigned long long)len);
-}
-
-static void grant_drop(struct sc_vu_server *s, uint32_t i)
-{
-	struct grant g = s->grants[i];
-	s->grants[i] = s->grants[--s->ngrants];
-	revoke_later(s, g.gpa, g.last - g.iova + 1);
+	sc_grants_pend(&s->grants, gpa, gpa + len);
 }
 
 /* Drop the grants that overlap iova [iova, last]; true if there were any. */
 static bool grants_drop_iova(struct sc_vu_server *s, uint64_t iova, uint64_t last)
 {
-	bool any = false;
-	for (uint32_t i = 0; i < s->ngrants;) {
-		if (s->grants[i].iova <= last && iova <= s->grants[i].last) {
-			grant_drop(s, i);
-			any = true;
-		} else {
-			i++;
-		}
-	}
-	return any;
+	return sc_grants_drop_iova(&s->grants, iova, last) != 0;
 }
 
-/*
- * Call fn on each piece of guest [gpa, end) that no grant from index i on
- * covers (nor, with pending, a range still mapped awaiting its grace
- * period: the revokes follow the grants in this count). Recursion splits
- * only at a range inside [gpa, end): its depth is at most the ranges that
- * overlap it.
- */
-static void uncovered_each(struct sc_vu_server *s, uint64_t gpa, uint64_t end, uint32_t i, bool pending,
-			   void (*fn)(struct sc_vu_server *s, uint64_t gpa, uint64_t end, void *arg), void *arg)
+/* Unmap guest [gpa, end), region by region (pending ranges that touch are merged across regions). */
+static void revoke_now(void *arg, uint64_t gpa, uint64_t end)
 {
-	for (; gpa < end && i < s->ngrants + (pending ? s->nrevokes : 0); i++) {
-		const struct grant *g = i < s->ngrants ? &s->grants[i] : &s->revokes[i - s->ngrants];
-		uint64_t g0 = g->gpa, g1 = g0 + (g->last - g->iova + 1);
-		if (g1 <= gpa || end <= g0)
-			continue;
-		if (gpa < g0)
-			uncovered_each(s, gpa, g0, i + 1, pending, fn, arg);
-		gpa = g1;   /* the rest, past this range, against the ranges after it */
-	}
-	if (gpa < end)
-		fn(s, gpa, end, arg);
-}
+	struct sc_vu_server *s = arg;
 
-static void revoke_now(struct sc_vu_server *s, uint64_t gpa, uint64_t end, void *arg)
-{
-	(void)arg;
-	int ret = sc_mem_revoke(&s->mem, gpa, end - gpa);
-	/* -EFAULT: its region went already, and its mapping with it. */
-	if (ret < 0 && ret != -EFAULT)
-		fprintf(stderr, "sidecore: %s: unmapping guest 0x%llx (+0x%llx): %s; it stays mapped\n", s->path,
-			(unsigned long long)gpa, (unsigned long long)(end - gpa), strerror(-ret));
+	while (gpa < end) {
+		const struct sc_mem_region *r = sc_mem_find(&s->mem, gpa);
+		uint64_t stop = r && r->size - (gpa - r->gpa) < end - gpa ? r->gpa + r->size : end;
+		int ret = r ? sc_mem_revoke(&s->mem, gpa, stop - gpa) : 0;
+		/* No region: it went already, and its mapping with it. */
+		if (ret < 0)
+			fprintf(stderr, "sidecore: %s: unmapping guest 0x%llx (+0x%llx): %s; it stays mapped\n", s->path,
+				(unsigned long long)gpa, (unsigned long long)(stop - gpa), strerror(-ret));
+		if (!r)
+			break;
+		gpa = stop;
+	}
 }
 
 /* Unmap guest [gpa, end) except the pages a live grant still covers. */
 static void revoke_uncovered(struct sc_vu_server *s, uint64_t gpa, uint64_t end)
 {
-	uncovered_each(s, gpa, end, 0, false, revoke_now, NULL);
+	sc_grants_uncovered_each(&s->grants, gpa, end, false, revoke_now, s);
 }
 
-static void note_gap(struct sc_vu_server *s, uint64_t gpa, uint64_t end, void *arg)
+static void note_gap(void *arg, uint64_t gpa, uint64_t end)
 {
-	(void)s, (void)gpa, (void)end;
+	(void)gpa, (void)end;
 	*(bool *)arg = true;
 }
 
@@ -374,16 +315,21 @@ static void note_gap(struct sc_vu_server *s, uint64_t gpa, uint64_t end, void *a
 static bool mapped_already(struct sc_vu_server *s, uint64_t gpa, uint64_t end)
 {
 	bool gap = false;
-	uncovered_each(s, gpa, end, 0, true, note_gap, &gap);
+	sc_grants_uncovered_each(&s->grants, gpa, end, true, note_gap, &gap);
 	return !gap;
 }
 
 /* After a grace period: no sidecore can use what was dropped. Unmap it. */
 static void isol_revoke_pending(struct sc_vu_server *s)
 {
-	for (uint32_t k = 0; k < s->nrevokes; k++)
-		revoke_uncovered(s, s->revokes[k].gpa, s->revokes[k].gpa + s->revokes[k].last + 1);
-	s->nrevokes = 0;
+	sc_grants_flush(&s->grants, revoke_now, s);
+}
+
+static void invalidate_gone(void *arg, uint64_t iova, uint64_t last)
+{
+	struct sc_vu_server *s = arg;
+	bool removed;
+	sc_viommu_invalidate(s->viommu, 0, iova, last, &removed);
 }
 
 /*
@@ -393,27 +339,12 @@ static void isol_revoke_pending(struct sc_vu_server *s)
  */
 static void grants_drop_region(struct sc_vu_server *s, uint64_t gpa, uint64_t size)
 {
-	bool removed;
-	for (uint32_t i = 0; i < s->ngrants;) {
-		struct grant g = s->grants[i];
-		if (g.gpa - gpa < size) {
-			sc_viommu_invalidate(s->viommu, 0, g.iova, g.last, &removed);
-			s->grants[i] = s->grants[--s->ngrants];
-		} else {
-			i++;
-		}
-	}
-	for (uint32_t k = 0; k < s->nrevokes;) {
-		if (s->revokes[k].gpa - gpa < size)
-			s->revokes[k] = s->revokes[--s->nrevokes];
-		else
-			k++;
-	}
+	sc_grants_drop_region(&s->grants, gpa, size, invalidate_gone, s);
 }
 
 static void grants_clear(struct sc_vu_server *s)
 {
-	s->ngrants = s->nrevokes = 0;
+	sc_grants_clear(&s->grants);
 }
 
 /*
@@ -465,6 +396,7 @@ int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, vo
 	if (!s)
 		return -ENOMEM;
 	strcpy(s->path, path);
+	sc_grants_init(&s->grants, s->path);
 	strcpy(sa.sun_path, path);
 	s->ops = ops;
 	s->ctx = ctx;
@@ -1109,11 +1041,10 @@ static void iotlb_removed(struct sc_vu_server *s)
  */
 static void isol_note(struct sc_vu_server *s, const struct sc_vu_iotlb *t, uint64_t last, uint64_t gpa, bool *removed)
 {
-	for (uint32_t i = 0; i < s->ngrants; i++)
-		if (s->grants[i].iova == t->iova && s->grants[i].last == last && s->grants[i].gpa == gpa)
-			return;
+	if (sc_grants_has(&s->grants, t->iova, last, gpa))
+		return;
 	*removed = grants_drop_iova(s, t->iova, last) || *removed;
-	if (grant_push(&s->grants, &s->ngrants, &s->grants_cap, (struct grant){ t->iova, last, gpa }) < 0)
+	if (sc_grants_add(&s->grants, t->iova, last, gpa) < 0)
 		fprintf(stderr, "sidecore: %s: no memory to note the grant of guest 0x%llx (+0x%llx); its pages stay "
 			"mapped until its region goes\n", s->path, (unsigned long long)gpa, (unsigned long long)t->size);
 }
@@ -1446,7 +1377,6 @@ void sc_vu_server_destroy(struct sc_vu_server *s)
 	sc_viommu_destroy(s->viommu);
 	pthread_mutex_destroy(&s->backend_lock);
 	unlink(s->path);
-	free(s->grants);
-	free(s->revokes);
+	sc_grants_fini(&s->grants);
 	free(s);
 }

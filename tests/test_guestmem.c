@@ -224,3 +224,28 @@ Test(guestmem, isolated_grant_of_bad_ranges_is_refused)
 	cr_assert_eq(sc_mem_grant(&m, 0x200000, 0x1000), -EFAULT, "outside every region");
 	cr_assert_eq(sc_mem_revoke(&m, 0x100000, 0x1000), -ERANGE);
 }
+
+/* What the fault handler asks (sc_mem_isolated_at): an isolated region's reservation, while it lives. */
+Test(guestmem, isolated_reservations_are_known_to_the_fault_handler_while_they_live)
+{
+	add(0x1000, 0x4000);   /* not isolated */
+	cr_assert_not(sc_mem_isolated_at(sc_mem_translate(&m, 0x1000, 1, SC_PERM_READ)));
+	int fd = sc_mem_memfd_create("t", 0x10000);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(sc_mem_add_fd_isolated(&m, 0x100000, 0x10000, fd, 0, SC_PERM_RW), 0);
+	uint8_t *p = sc_mem_translate(&m, 0x100000, 0x10000, SC_PERM_READ);
+	cr_assert(sc_mem_isolated_at(p));
+	cr_assert(sc_mem_isolated_at(p + 0xffff));
+	cr_assert_not(sc_mem_isolated_at(p + 0x10000), "the byte past the reservation");
+	cr_assert_eq(sc_mem_grant(&m, 0x100000, 0x1000), 0);
+	cr_assert(sc_mem_isolated_at(p), "a granted page is still the reservation's");
+	cr_assert_not(sc_mem_isolated_at(NULL));
+	cr_assert_eq(sc_mem_remove(&m, 0x100000), 0);
+	cr_assert_not(sc_mem_isolated_at(p), "gone with its region");
+	/* Its slot is free again: regions come and go without running out. */
+	for (int i = 0; i < 5000; i++) {
+		fd = sc_mem_memfd_create("t", 0x1000);
+		cr_assert_eq(sc_mem_add_fd_isolated(&m, 0x100000, 0x1000, fd, 0, SC_PERM_RW), 0, "round %d", i);
+		cr_assert_eq(sc_mem_remove(&m, 0x100000), 0);
+	}
+}
