@@ -57,8 +57,10 @@ execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 last=$(grep -E '^#[0-9]+' "$log" | tail -1)
 cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
 ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
-crashes=$(find "$out/crash-$target" -type f -newer "$marker" | wc -l)
-echo "fuzz $target: ${execs:-?} executions in ${seconds} s, cov ${cov:-?}, ft ${ft:-?}, new crash files ${crashes} (exit $rc)"
+# slow-unit-*: inputs that took over 10 s of wall time (at the lowest priority, mostly waiting for the cpu): not failures.
+crashes=$(find "$out/crash-$target" -type f -newer "$marker" ! -name 'slow-unit-*' | wc -l)
+slow=$(find "$out/crash-$target" -type f -newer "$marker" -name 'slow-unit-*' | wc -l)
+echo "fuzz $target: ${execs:-?} executions in ${seconds} s, cov ${cov:-?}, ft ${ft:-?}, new crash files ${crashes}, slow inputs ${slow} (exit $rc)"
 echo "fuzz $target: log $log; corpus $out/corpus-$target; crashes $out/crash-$target/"
 if [ "$rc" -ne 0 ]; then
   grep -E 'ERROR|double fetch|fuzz check failed|SUMMARY|Test unit written' "$log" | head -20
