@@ -115,9 +115,13 @@ echo "=== restart" >> "$work/sidecored.log"
 start_sidecored || { echo "Bail out! sidecored did not restart after the kill"; exit 1; }
 wait "$qemu_pid"
 replayed=$(sed -n '/=== restart/,$p' "$work/sidecored.log" | awk 'match($0, /serving again [0-9]+ requests/) { split(substr($0, RSTART), w, " "); n += w[3] } END { print n + 0 }')
-# Not a check yet: with the IOTLB empty after the restart, a ring waits for
-# its UPDATE before it starts, and in some runs nothing is replayed although
-# requests were in flight at the kill (the data checks below still hold).
+# Not a check: a request is marked in flight only once its whole chain has
+# translated, and under TCG a lazy guest's requests spend most of their life
+# waiting for QEMU to answer their misses (fresh IOVAs each), unmarked on the
+# avail ring; the marked ones are held only 50 ms, and have often completed by
+# the kill. The unmarked ones are served afresh after the restart (QEMU falls
+# back to the used index), so nothing is lost and 0 may be replayed; the data
+# checks below are what must hold.
 echo "# the restarted sidecored served again $replayed requests (IOVAs) the killed one had in flight"
 check "kill: the guest's write completes and reads back" [ "$(readback)" = "$expected" ]
 check "kill: the backing file holds every acknowledged byte" [ "$(md5sum < "$work/disk.img" | cut -d' ' -f1)" = "$expected" ]
