@@ -365,8 +365,9 @@ static bool take_fds(struct sc_vu_msg *m, struct msghdr *mh)
  * Read len bytes into buf before deadline, taking fds that come with them.
  * Returns the bytes read (fewer at EOF), or -errno.
  */
+/* try: with nothing read yet and nothing there, return -EAGAIN instead of waiting. */
 static ssize_t read_until(int sock, struct sc_vu_msg *m, void *buf, size_t len, int64_t deadline, int stop_fd,
-			  bool *too_many_fds)
+			  bool try, bool *too_many_fds)
 {
 	size_t got = 0;
 	while (got < len) {
@@ -378,6 +379,8 @@ static ssize_t read_until(int sock, struct sc_vu_msg *m, void *buf, size_t len, 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (try && got == 0)
+				return -EAGAIN;
 			int w = wait_sock(sock, POLLIN, deadline, stop_fd);
 			if (w < 0)
 				return w;
@@ -406,8 +409,8 @@ static int refuse_short(struct sc_vu_msg *m, ssize_t got, const char *part, int 
 	return refuse(m, -EPROTO, err, errlen, "connection ended after %zd bytes of %s", got, part);
 }
 
-int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int timeout_ms, int stop_fd,
-			 char *err, size_t errlen)
+static int recv_msg(int sock, unsigned nvrings, struct sc_vu_msg *m, int timeout_ms, int stop_fd, bool try,
+		    char *err, size_t errlen)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 	bool too_many = false;
@@ -415,7 +418,9 @@ int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int ti
 	ssize_t n;
 
 	memset(m, 0, sizeof(*m));
-	n = read_until(sock, m, &m->hdr, sizeof(m->hdr), deadline, stop_fd, &too_many);
+	n = read_until(sock, m, &m->hdr, sizeof(m->hdr), deadline, stop_fd, try, &too_many);
+	if (n == -EAGAIN)
+		return -EAGAIN;   /* try: no message there */
 	if (too_many)
 		return refuse(m, -EBADF, err, errlen, "more than %u file descriptors", SC_VU_MAX_FDS);
 	if (n == 0 && m->nfds == 0)
@@ -428,7 +433,7 @@ int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int ti
 	if (m->hdr.size > sizeof(m->payload))
 		return refuse(m, -EPROTO, err, errlen, "payload of %u bytes, larger than any message (%zu)",
 			      m->hdr.size, sizeof(m->payload));
-	n = read_until(sock, m, &m->payload, m->hdr.size, deadline, stop_fd, &too_many);
+	n = read_until(sock, m, &m->payload, m->hdr.size, deadline, stop_fd, false, &too_many);
 	if (too_many)
 		return refuse(m, -EBADF, err, errlen, "more than %u file descriptors", SC_VU_MAX_FDS);
 	snprintf(part, sizeof(part), "a %u-byte payload", m->hdr.size);
@@ -436,6 +441,18 @@ int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int ti
 		return refuse_short(m, n, part, timeout_ms, err, errlen);
 	int ret = sc_vu_msg_check(m, nvrings, err, errlen);
 	return ret < 0 ? ret : 1;
+}
+
+int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int timeout_ms, int stop_fd,
+			 char *err, size_t errlen)
+{
+	return recv_msg(sock, nvrings, m, timeout_ms, stop_fd, false, err, errlen);
+}
+
+int sc_vu_msg_recv_next(int sock, unsigned nvrings, struct sc_vu_msg *m, int timeout_ms, int stop_fd,
+			char *err, size_t errlen)
+{
+	return recv_msg(sock, nvrings, m, timeout_ms, stop_fd, true, err, errlen);
 }
 
 int sc_vu_msg_recv(int sock, unsigned nvrings, struct sc_vu_msg *m, char *err, size_t errlen)

@@ -133,6 +133,15 @@ int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int ti
 			 char *err, size_t errlen);
 
 /*
+ * sc_vu_msg_recv_timed for the messages after the first of a wakeup:
+ * -EAGAIN at once when no byte of a next message is there (one system
+ * call, not a poll and then a read); once a message has begun, as
+ * sc_vu_msg_recv_timed.
+ */
+int sc_vu_msg_recv_next(int sock, unsigned nvrings, struct sc_vu_msg *m, int timeout_ms, int stop_fd,
+			char *err, size_t errlen);
+
+/*
  * The same checks on a message already in memory (fds in m->fds). Returns
  * 0 or a negative errno as sc_vu_msg_recv, closing m's fds on failure.
  */

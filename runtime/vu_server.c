@@ -1200,16 +1200,20 @@ static void drop_connection(struct sc_vu_server *s)
 	close_fd(&s->conn_fd);
 }
 
-static void handle_message(struct sc_vu_server *s)
+/* Serve one message; next: only if one is there already (else false, nothing done). */
+static bool handle_message(struct sc_vu_server *s, bool next)
 {
 	struct sc_vu_msg m;
 	char err[256] = "";
-	int ret = sc_vu_msg_recv_timed(s->conn_fd, s->nvrings, &m, s->timeout_ms, s->stop_fd, err, sizeof(err));
+	int ret = next ? sc_vu_msg_recv_next(s->conn_fd, s->nvrings, &m, s->timeout_ms, s->stop_fd, err, sizeof(err))
+		       : sc_vu_msg_recv_timed(s->conn_fd, s->nvrings, &m, s->timeout_ms, s->stop_fd, err, sizeof(err));
 
+	if (ret == -EAGAIN)
+		return false;
 	if (ret == 0 || ret == -ECANCELED) {
 		if (ret == 0)
 			drop_connection(s);
-		return;   /* a front end that left, or sc_vu_server_destroy: nothing to say */
+		return false;   /* a front end that left, or sc_vu_server_destroy: nothing to say */
 	}
 	if (ret > 0)
 		ret = sc_vu_msg_check_fds(&m, err, sizeof(err));
@@ -1235,15 +1239,17 @@ static void handle_message(struct sc_vu_server *s)
 		}
 	}
 	if (ret == -ECANCELED)
-		return;
+		return false;
 	if (ret == -ENOTSUP) {
 		fprintf(stderr, "sidecore: %s: %s\n", s->path, err);
-		return;   /* an unsupported request is answered; the connection goes on */
+		return true;   /* an unsupported request is answered; the connection goes on */
 	}
 	if (ret < 0) {
 		fprintf(stderr, "sidecore: %s: %s; dropping the connection\n", s->path, err);
 		drop_connection(s);
+		return false;
 	}
+	return true;
 }
 
 /*
@@ -1290,12 +1296,9 @@ static void accept_connection(struct sc_vu_server *s)
  */
 static void handle_messages(struct sc_vu_server *s)
 {
-	for (unsigned i = 0; i < 64; i++) {
-		handle_message(s);
-		struct pollfd q[2] = { { .fd = s->conn_fd, .events = POLLIN }, { .fd = s->stop_fd, .events = POLLIN } };
-		if (s->conn_fd < 0 || poll(q, 2, 0) <= 0 || q[1].revents || !(q[0].revents & POLLIN))
-			return;
-	}
+	bool more = handle_message(s, false);
+	for (unsigned i = 1; more && i < 64 && !__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE); i++)
+		more = handle_message(s, true);
 }
 
 /* Wait for a connection, a message or the stop fd, and handle it. */
@@ -1338,7 +1341,7 @@ bool sc_vu_server_handle_one(struct sc_vu_server *s, int fd)
 		s->conn_fd = fd;
 		s->conn_since = now_ms();
 	}
-	handle_message(s);
+	handle_message(s, false);
 	return s->conn_fd >= 0;
 }
 

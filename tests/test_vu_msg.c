@@ -384,6 +384,32 @@ Test(vu_msg, a_stop_fd_ends_the_wait_for_a_payload)
 	close(stop);
 }
 
+/* sc_vu_msg_recv_next: nothing there is -EAGAIN at once; a message begun is waited for as usual. */
+Test(vu_msg, next_message_is_eagain_when_none_is_there_and_waits_for_one_begun)
+{
+	struct sc_vu_msg m;
+	char buf[256] = "";
+	int64_t t0 = ms_now();
+	cr_assert_eq(sc_vu_msg_recv_next(sv[0], NVRINGS, &m, 5000, -1, buf, sizeof(buf)), -EAGAIN, "%s", buf);
+	cr_assert_lt(ms_now() - t0, 100, "did not wait");
+
+	uint64_t f = 1;
+	send_msg(SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, &f, 8, 0);
+	cr_assert_eq(sc_vu_msg_recv_next(sv[0], NVRINGS, &m, 5000, -1, buf, sizeof(buf)), 1, "%s", buf);
+	cr_assert_eq(m.payload.u64, 1);
+
+	/* Half a header: from there on it is a message, and the timeout holds. */
+	struct sc_vu_hdr h = { SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, 8 };
+	cr_assert_eq(send(sv[1], &h, 6, 0), 6);
+	t0 = ms_now();
+	cr_assert_eq(sc_vu_msg_recv_next(sv[0], NVRINGS, &m, 100, -1, buf, sizeof(buf)), -ETIMEDOUT, "%s", buf);
+	cr_assert_geq(ms_now() - t0, 90, "waited for the rest");
+
+	close(sv[1]);
+	sv[1] = socket(AF_UNIX, SOCK_STREAM, 0);   /* for teardown */
+	cr_assert_eq(sc_vu_msg_recv_next(sv[0], NVRINGS, &m, 100, -1, buf, sizeof(buf)), 0, "a closed peer: %s", buf);
+}
+
 Test(vu_msg, a_reply_nobody_reads_times_out)
 {
 	uint64_t v = 0;
