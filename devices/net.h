@@ -126,6 +126,7 @@ struct sc_net_queue {
 	uint16_t port_queue;         /* the port's rx or tx queue of this pair */
 	uint16_t hdr_len;            /* 12 with VERSION_1 or MRG_RXBUF, else 10 */
 	bool mrg_rxbuf, guest_csum, csum, tso;   /* negotiated */
+	bool in_order;               /* VIRTIO_F_IN_ORDER: chains complete in the order they were popped */
 	bool ctrl_rx, ctrl_mac, ctrl_mq;        /* control commands negotiated */
 	struct sc_net_stats stats;
 	struct iovec *iov;           /* tx and control: one chain's segments */
