@@ -30,7 +30,8 @@
 #include "benches/bench.h"
 
 static const char usage[] =
-	"usage: sidecore-bench net [--seconds N] [--rounds R] [--json FILE] [--plot FILE.png] [--quick] [--cpus S,G]\n"
+	"usage: sidecore-bench net [--seconds N] [--rounds R] [--size 64|1500] [--mode rxonly|txonly|io]\n"
+	"                          [--driver-args DEVARGS] [--json FILE] [--plot FILE.png] [--quick] [--cpus S,G]\n"
 	"\n"
 	"DPDK's virtio-user PMD (dpdk-testpmd on cpu G) as the driver, against sidecored\n"
 	"(a net_null port) and against dpdk-testpmd with DPDK's vhost PMD forwarding to\n"
@@ -40,6 +41,11 @@ static const char usage[] =
 	"the two servers back to back, R rounds (default 3; --quick 1), best round kept\n"
 	"(other work on a shared machine only takes throughput away). Prints Mpps from\n"
 	"the driver's port counters, sidecored / DPDK vhost, and each side's cpu.\n"
+	"--size and --mode run only those points (to iterate on one; the table and the\n"
+	"target line then cover only what ran). --driver-args appends devargs to the\n"
+	"driver's vdev for both servers (in_order=0, mrg_rxbuf=0). Each point also shows\n"
+	"the driver's busy cycles per packet and the share of the packets it sent that\n"
+	"found the ring full (a server slower than the driver).\n"
 	"Needs root and dpdk-testpmd (Debian's dpdk).\n";
 
 enum server_kind { SIDECORED, DPDK_VHOST, NSERVERS };
@@ -60,6 +66,8 @@ struct point {
 	bool ok;
 	double rx_mpps, tx_mpps;     /* the driver's ports: what it received, what it sent */
 	double server_cpu, driver_cpu;
+	double drv_cycles;           /* the driver's busy cycles per packet (testpmd --record-core-cycles), or -1 */
+	double drv_dropped;          /* share of the packets the driver sent that found the server's ring full, or -1 */
 };
 
 static struct point points[NSERVERS][NSIZES][NMODES];
@@ -241,6 +249,22 @@ static int parse_rates(const char *log, double window, double *rx_pps, double *t
 	return 0;
 }
 
+/*
+ * What testpmd prints at stop for the whole run: its cycles per packet in
+ * bursts that moved packets (which side is slower: a driver that waits on
+ * a full or empty ring spends few cycles per packet), and the share of
+ * the packets it sent that did not fit the ring (txonly, io: a slow
+ * server). -1 where absent.
+ */
+static void parse_fwd_totals(const char *log, struct point *pt)
+{
+	const char *acc = strstr(log, "Accumulated forward statistics");
+	double tx = acc ? field_after(acc, NULL, "TX-packets:") : -1, drop = acc ? field_after(acc, NULL, "TX-dropped:") : -1;
+
+	pt->drv_cycles = acc ? field_after(acc, NULL, "CPU cycles/packet=") : -1;
+	pt->drv_dropped = tx >= 0 && drop >= 0 && tx + drop > 0 ? drop / (tx + drop) : -1;
+}
+
 static void cmd(struct proc *p, const char *c)
 {
 	if (p->in >= 0 && write(p->in, c, strlen(c)) < 0)
@@ -257,21 +281,24 @@ static double mpps_of(const struct point *p, enum mode m)
 	return m == RXONLY ? p->rx_mpps : m == TXONLY ? p->tx_mpps : p->rx_mpps + p->tx_mpps;
 }
 
+/* --driver-args: devargs appended to the driver's vdev (e.g. in_order=0), or "". */
+static const char *driver_args = "";
+
 /* One point: the driver in mode at size against server k on sock. */
 static int run_driver(const char *dir, enum server_kind k, const char *sock, enum mode m, unsigned size, int cpu, double secs,
 		      pid_t server, struct point *pt)
 {
-	char vdev[200], prefix[64], lcores[32], fwd[32], txpkts[32];
+	char vdev[400], prefix[64], lcores[32], fwd[32], txpkts[32];
 	struct proc drv = { 0 };
 
 	snprintf(drv.log, sizeof(drv.log), "%s/driver-%d-%s-%u.log", dir, (int)k, mode_names[m], size);
-	snprintf(vdev, sizeof(vdev), "net_virtio_user0,path=%s,queues=1", sock);
+	snprintf(vdev, sizeof(vdev), "net_virtio_user0,path=%s,queues=1%s%s", sock, *driver_args ? "," : "", driver_args);
 	snprintf(prefix, sizeof(prefix), "sc-bench-drv-%d", (int)getpid());
 	snprintf(lcores, sizeof(lcores), "0@%d,1@%d", cpu, cpu);
 	snprintf(fwd, sizeof(fwd), "--forward-mode=%s", mode_names[m]);
 	snprintf(txpkts, sizeof(txpkts), "--txpkts=%u", size);
 	char *argv[] = { EAL_ARGS(prefix, lcores), "--vdev", vdev, "--", "-i", fwd, "--nb-cores=1", txpkts,
-			 "--total-num-mbufs=8192", NULL };
+			 "--total-num-mbufs=8192", "--record-core-cycles", NULL };
 	if (proc_start(&drv, argv, cpu, true) < 0)
 		return -1;
 	int ret = -1;
@@ -303,6 +330,7 @@ static int run_driver(const char *dir, enum server_kind k, const char *sock, enu
 		free(b);
 		goto out;
 	}
+	parse_fwd_totals(b, pt);
 	free(b);
 	pt->rx_mpps /= 1e6;
 	pt->tx_mpps /= 1e6;
@@ -360,6 +388,55 @@ static int server_start(enum server_kind k, struct proc *srv, const char *self, 
 	return 0;
 }
 
+/* The value of --name (removed from argv), or NULL if absent. */
+static const char *take_string(int *argc, char **argv, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (int i = 1; i < *argc; i++) {
+		const char *a = argv[i], *val;
+		int used;
+		if (strncmp(a, "--", 2) || strncmp(a + 2, name, len))
+			continue;
+		if (a[2 + len] == '=') {
+			val = a + 3 + len;
+			used = 1;
+		} else if (a[2 + len] == 0) {
+			val = i + 1 < *argc ? argv[i + 1] : "";
+			used = i + 1 < *argc ? 2 : 1;
+		} else {
+			continue;
+		}
+		memmove(&argv[i], &argv[i + used], (size_t)(*argc - i - used + 1) * sizeof(*argv));
+		*argc -= used;
+		return val;
+	}
+	return NULL;
+}
+
+/* --mode NAME: the index of the one mode to run, NMODES for all, or -1 with one line for a name we do not know. */
+static int take_mode(int *argc, char **argv)
+{
+	const char *val = take_string(argc, argv, "mode");
+	int m = 0;
+
+	if (!val)
+		return NMODES;
+	while (m < NMODES && strcmp(val, mode_names[m]))
+		m++;
+	if (m == NMODES) {
+		fprintf(stderr, "sidecore-bench net: --mode wants rxonly, txonly or io, got '%s'\n", val);
+		return -1;
+	}
+	return m;
+}
+
+/* Is the point of sizes[s] and mode m one this run was asked for? */
+static bool wanted(unsigned s, int m, double only_size, int only_mode)
+{
+	return (!only_size || sizes[s] == (unsigned)only_size) && (only_mode == NMODES || m == only_mode);
+}
+
 static double ratio(double x, double y)
 {
 	return x > 0 && y > 0 ? x / y : 0;
@@ -414,7 +491,8 @@ static void write_json(const struct bench_opts *o, double secs, unsigned rounds)
 			}
 	for (unsigned s = 0; s < NSIZES; s++)
 		for (int m = 0; m < NMODES; m++)
-			json_array_append_new(ratios, json_pack("{s:s, s:i, s:f}", "mode", mode_names[m], "frame_bytes", sizes[s],
+			if (points[SIDECORED][s][m].ok || points[DPDK_VHOST][s][m].ok)
+				json_array_append_new(ratios, json_pack("{s:s, s:i, s:f}", "mode", mode_names[m], "frame_bytes", sizes[s],
 				"sidecored_over_dpdk_vhost", ratio(mpps_of(&points[SIDECORED][s][m], m),
 								   mpps_of(&points[DPDK_VHOST][s][m], m))));
 	json_object_set_new(root, "runs", arr);
@@ -429,14 +507,23 @@ int bench_net(int argc, char **argv)
 {
 	struct bench_opts o = { 0 };
 	char dir[] = "/tmp/sidecore-bench-net-XXXXXX", sock[160], self[4096];
-	double secs = 0, nrounds = 0;
+	double secs = 0, nrounds = 0, only_size = 0;
 	unsigned rounds;
+	int only_mode;
 	bool failed = false;
+	const char *da = take_string(&argc, argv, "driver-args");
 
+	if (da)
+		driver_args = da;
 	if (bench_take_number(&argc, argv, "seconds", 0.5, 60, &secs) < 0 ||
-	    bench_take_number(&argc, argv, "rounds", 1, 20, &nrounds) < 0 || bench_parse_common(argc, argv, &o, usage) < 0 ||
-	    bench_pick_cpus(&o) < 0)
+	    bench_take_number(&argc, argv, "rounds", 1, 20, &nrounds) < 0 ||
+	    bench_take_number(&argc, argv, "size", 64, 1500, &only_size) < 0 || (only_mode = take_mode(&argc, argv)) < 0 ||
+	    bench_parse_common(argc, argv, &o, usage) < 0 || bench_pick_cpus(&o) < 0)
 		return 2;
+	if (only_size && only_size != 64 && only_size != 1500) {
+		fprintf(stderr, "sidecore-bench net: --size wants 64 or 1500, got %g\n", only_size);
+		return 2;
+	}
 	if (!secs)
 		secs = o.quick ? 1 : 2;
 	rounds = nrounds ? (unsigned)nrounds : o.quick ? 1 : 3;
@@ -468,7 +555,7 @@ int bench_net(int argc, char **argv)
 	for (unsigned round = 0; round < rounds; round++)
 		for (unsigned s = 0; s < NSIZES; s++)
 			for (int m = 0; m < NMODES; m++)
-				for (int k = 0; k < NSERVERS; k++) {
+				for (int k = 0; k < NSERVERS && wanted(s, m, only_size, only_mode); k++) {
 					struct point *best = &points[k][s][m], p = { 0 };
 					struct proc srv = { .in = -1 };
 					printf("  [%u/%u] %-15s %-7s %4u B ...", round + 1, rounds, server_names[k], mode_names[m], sizes[s]);
@@ -480,7 +567,11 @@ int bench_net(int argc, char **argv)
 					if (run_driver(dir, k, sock, m, sizes[s], o.guest_cpu, secs, srv.pid, &p) < 0) {
 						printf(" skipped\n");
 					} else {
-						printf(" rx %.2f Mpps, tx %.2f Mpps; server cpu %.2f\n", p.rx_mpps, p.tx_mpps, p.server_cpu);
+						printf(" rx %.2f Mpps, tx %.2f Mpps; cpu server %.2f driver %.2f; driver %.0f cycles/pkt",
+						       p.rx_mpps, p.tx_mpps, p.server_cpu, p.driver_cpu, p.drv_cycles);
+						if (p.drv_dropped >= 0)
+							printf(", %.0f%% of its tx found the ring full", 100 * p.drv_dropped);
+						printf("\n");
 						if (!best->ok || mpps_of(&p, m) > mpps_of(best, m))
 							*best = p;
 					}
@@ -489,13 +580,15 @@ int bench_net(int argc, char **argv)
 	for (int k = 0; k < NSERVERS; k++)
 		for (unsigned s = 0; s < NSIZES; s++)
 			for (int m = 0; m < NMODES; m++)
-				failed |= !points[k][s][m].ok;
+				failed |= wanted(s, m, only_size, only_mode) && !points[k][s][m].ok;
 
 	printf("\n%-8s %6s %-22s %10s %10s %8s %8s %8s\n", "mode", "frame", "direction", "sidecored", "DPDK vhost",
 	       "ratio", "sc cpu", "vh cpu");
 	for (unsigned s = 0; s < NSIZES; s++)
 		for (int m = 0; m < NMODES; m++) {
 			const struct point *a = &points[SIDECORED][s][m], *v = &points[DPDK_VHOST][s][m];
+			if (!wanted(s, m, only_size, only_mode))
+				continue;
 			printf("%-8s %4u B %-22s %10.2f %10.2f %7.2fx %8.2f %8.2f\n", mode_names[m], sizes[s], mode_dirs[m],
 			       mpps_of(a, m), mpps_of(v, m), ratio(mpps_of(a, m), mpps_of(v, m)), a->server_cpu, v->server_cpu);
 		}
@@ -503,8 +596,9 @@ int bench_net(int argc, char **argv)
 	bool met = true;
 	for (unsigned s = 0; s < NSIZES; s++)
 		for (int m = RXONLY; m <= TXONLY; m++)
-			met &= ratio(mpps_of(&points[SIDECORED][s][m], m), mpps_of(&points[DPDK_VHOST][s][m], m)) >=
-			       (sizes[s] == 64 ? 1.0 : 1.1);
+			if (wanted(s, m, only_size, only_mode))
+				met &= ratio(mpps_of(&points[SIDECORED][s][m], m), mpps_of(&points[DPDK_VHOST][s][m], m)) >=
+				       (sizes[s] == 64 ? 1.0 : 1.1);
 	printf("target: sidecored >= 1.0x DPDK's vhost PMD at 64 B and >= 1.1x at 1500 B, both directions: %s\n",
 	       met ? "met" : "MISSED");
 	if (o.plot_path)

@@ -16,6 +16,11 @@
  * commands are acked with VIRTIO_NET_ERR; chains that break the ring's
  * rules break the queue (vqueue.h).
  *
+ * Every queue completes chains in the order it popped them, so the device
+ * offers VIRTIO_F_IN_ORDER (§2.7.9). It is a promise to the driver only:
+ * the device still reads each avail entry and checks each chain, so a
+ * driver that does not keep its side of it harms only itself.
+ *
  * DPDK's EAL is initialised once per process (sc_net_eal_init) and only
  * when a net device is opened. This header keeps DPDK's own out.
  */
@@ -126,6 +131,7 @@ struct sc_net_queue {
 	uint16_t port_queue;         /* the port's rx or tx queue of this pair */
 	uint16_t hdr_len;            /* 12 with VERSION_1 or MRG_RXBUF, else 10 */
 	bool mrg_rxbuf, guest_csum, csum, tso;   /* negotiated */
+	bool in_order;               /* VIRTIO_F_IN_ORDER: chains complete in the order they were popped */
 	bool ctrl_rx, ctrl_mac, ctrl_mq;        /* control commands negotiated */
 	struct sc_net_stats stats;
 	struct iovec *iov;           /* tx and control: one chain's segments */

@@ -13,6 +13,7 @@
 #define SC_VIRTIO_F_VERSION_1       32
 #define SC_VIRTIO_F_ACCESS_PLATFORM 33
 #define SC_VIRTIO_F_RING_PACKED     34
+#define SC_VIRTIO_F_IN_ORDER        35
 
 /* Device status bit the device sets when it cannot go on (§2.1). */
 #define SC_VIRTIO_CONFIG_S_NEEDS_RESET 0x40
