@@ -1213,7 +1213,9 @@ static uint32_t tap_tso(uint16_t mss)
 	for (uint32_t n; (n = tap_read(f, sizeof(f))) != 0; segs++) {
 		cr_assert_leq(n, ETH + MTU, "segment %u: %u bytes, over the MTU", segs, n);
 		expect_checksums_right(f, n);
-		uint32_t seq = rte_be_to_cpu_32(*(const uint32_t *)(f + ETH + IP4 + 4));
+		uint32_t seq;
+		memcpy(&seq, f + ETH + IP4 + 4, sizeof(seq));   /* at an odd offset in the frame */
+		seq = rte_be_to_cpu_32(seq);
 		cr_assert_eq(seq, got, "segment %u starts at byte %u, not %u", segs, seq, got);
 		cr_assert_leq(got + n - ETH - IP4 - TCP_LEN, plen);
 		memcpy(payload + got, f + ETH + IP4 + TCP_LEN, n - ETH - IP4 - TCP_LEN);
