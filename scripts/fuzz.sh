@@ -45,6 +45,7 @@ touch "$marker"
 # -timeout=120: the timeout is wall-clock and the fuzzer runs at the lowest priority: on a busy machine
 # an input of milliseconds waited 11 s for the cpu and was reported as a hang.
 set +e
+t0=$(date +%s)
 # Lowest priority for real: with autogroups (Linux's default) nice ranks a process only within its
 # session, so the fuzzer gets a session of its own and that session's nice is 19 too.
 # The new session (setsid) sets its own autogroup's nice before it becomes the fuzzer.
@@ -52,6 +53,7 @@ setsid -w sh -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"
   "$bin" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=2 -timeout=120 \
   -artifact_prefix="$out/crash-$target/" "$@" "$out/corpus-$target" "tests/fuzz/corpus/$target" >"$log" 2>&1
 rc=$?
+elapsed=$(( $(date +%s) - t0 ))
 set -e
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 last=$(grep -E '^#[0-9]+' "$log" | tail -1)
@@ -60,7 +62,7 @@ ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
 # slow-unit-*: inputs that took over 10 s of wall time (at the lowest priority, mostly waiting for the cpu): not failures.
 crashes=$(find "$out/crash-$target" -type f -newer "$marker" ! -name 'slow-unit-*' | wc -l)
 slow=$(find "$out/crash-$target" -type f -newer "$marker" -name 'slow-unit-*' | wc -l)
-echo "fuzz $target: ${execs:-?} executions in ${seconds} s, cov ${cov:-?}, ft ${ft:-?}, new crash files ${crashes}, slow inputs ${slow} (exit $rc)"
+echo "fuzz $target: ${execs:-?} executions in ${elapsed} s (of ${seconds}), cov ${cov:-?}, ft ${ft:-?}, new crash files ${crashes}, slow inputs ${slow} (exit $rc)"
 echo "fuzz $target: log $log; corpus $out/corpus-$target; crashes $out/crash-$target/"
 if [ "$rc" -ne 0 ]; then
   grep -E 'ERROR|double fetch|fuzz check failed|SUMMARY|Test unit written' "$log" | head -20

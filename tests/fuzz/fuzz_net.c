@@ -207,6 +207,22 @@ static void round_allow(struct fq *qs)
 		if (k == 0)
 			rx_used_aliased = was;   /* its own used ring is not an alias of itself */
 	}
+	/*
+	 * An avail ring the device may write (another queue's used ring, or a
+	 * buffer, over it): mid-round the device itself can make any head
+	 * available to that queue, so every chain of it may be popped and
+	 * written. Twice: chains allowed so may cover another avail ring.
+	 */
+	for (unsigned pass = 0; pass < 2; pass++)
+		for (unsigned k = 0; k < NQ; k++) {
+			struct sc_vq *vq = &qs[k].q.vq;
+			if (!qs[k].on ||
+			    !any_writable((uint64_t)((uint8_t *)vq->avail - image) + FZ_GPA, 4 + 2ull * vq->size + 2))
+				continue;
+			uint64_t desc = (uint64_t)((uint8_t *)vq->desc - image) + FZ_GPA;
+			for (unsigned h = 0; h < vq->size; h++)
+				chain_in(desc, vq->size, h, vq->indirect);
+		}
 	for (unsigned k = 0; k < NQ; k++) {
 		struct sc_vq *vq = &qs[k].q.vq;
 		if (!qs[k].on)
