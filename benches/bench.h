@@ -76,6 +76,9 @@ int bench_parse_common(int argc, char **argv, struct bench_opts *o, const char *
  */
 int bench_take_number(int *argc, char **argv, const char *name, double min, double max, double *v);
 
+/* The value of --name (--name=V or --name V; "" if nothing follows), removed from argv; NULL if absent. */
+const char *bench_take_string(int *argc, char **argv, const char *name);
+
 /* Choose cpus from o or the topology; prints the plan. Returns 0 or -1 with a message. */
 int bench_pick_cpus(struct bench_opts *o);
 

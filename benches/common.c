@@ -232,7 +232,7 @@ int bench_parse_common(int argc, char **argv, struct bench_opts *o, const char *
 	return optind;
 }
 
-int bench_take_number(int *argc, char **argv, const char *name, double min, double max, double *v)
+const char *bench_take_string(int *argc, char **argv, const char *name)
 {
 	size_t len = strlen(name);
 
@@ -245,24 +245,33 @@ int bench_take_number(int *argc, char **argv, const char *name, double min, doub
 			val = a + 3 + len;
 			used = 1;
 		} else if (a[2 + len] == 0) {
-			val = i + 1 < *argc ? argv[i + 1] : NULL;
-			used = 2;
+			val = i + 1 < *argc ? argv[i + 1] : "";
+			used = i + 1 < *argc ? 2 : 1;
 		} else {
 			continue;   /* a longer option that starts with name */
 		}
-		char *end = NULL;
-		double x = val ? strtod(val, &end) : 0;
-		if (!val || end == val || *end || !(x >= min && x <= max)) {
-			fprintf(stderr, "sidecore-bench: --%s wants a number from %g to %g, got '%s'\n", name, min, max,
-				val ? val : "nothing");
-			return -1;
-		}
-		*v = x;
 		memmove(&argv[i], &argv[i + used], (size_t)(*argc - i - used + 1) * sizeof(*argv));
 		*argc -= used;
-		return 1;
+		return val;
 	}
-	return 0;
+	return NULL;
+}
+
+int bench_take_number(int *argc, char **argv, const char *name, double min, double max, double *v)
+{
+	const char *val = bench_take_string(argc, argv, name);
+	char *end = NULL;
+
+	if (!val)
+		return 0;
+	double x = strtod(val, &end);
+	if (end == val || *end || !(x >= min && x <= max)) {
+		fprintf(stderr, "sidecore-bench: --%s wants a number from %g to %g, got '%s'\n", name, min, max,
+			*val ? val : "nothing");
+		return -1;
+	}
+	*v = x;
+	return 1;
 }
 
 int bench_pick_cpus(struct bench_opts *o)

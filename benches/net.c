@@ -388,36 +388,10 @@ static int server_start(enum server_kind k, struct proc *srv, const char *self, 
 	return 0;
 }
 
-/* The value of --name (removed from argv), or NULL if absent. */
-static const char *take_string(int *argc, char **argv, const char *name)
-{
-	size_t len = strlen(name);
-
-	for (int i = 1; i < *argc; i++) {
-		const char *a = argv[i], *val;
-		int used;
-		if (strncmp(a, "--", 2) || strncmp(a + 2, name, len))
-			continue;
-		if (a[2 + len] == '=') {
-			val = a + 3 + len;
-			used = 1;
-		} else if (a[2 + len] == 0) {
-			val = i + 1 < *argc ? argv[i + 1] : "";
-			used = i + 1 < *argc ? 2 : 1;
-		} else {
-			continue;
-		}
-		memmove(&argv[i], &argv[i + used], (size_t)(*argc - i - used + 1) * sizeof(*argv));
-		*argc -= used;
-		return val;
-	}
-	return NULL;
-}
-
 /* --mode NAME: the index of the one mode to run, NMODES for all, or -1 with one line for a name we do not know. */
 static int take_mode(int *argc, char **argv)
 {
-	const char *val = take_string(argc, argv, "mode");
+	const char *val = bench_take_string(argc, argv, "mode");
 	int m = 0;
 
 	if (!val)
@@ -511,7 +485,7 @@ int bench_net(int argc, char **argv)
 	unsigned rounds;
 	int only_mode;
 	bool failed = false;
-	const char *da = take_string(&argc, argv, "driver-args");
+	const char *da = bench_take_string(&argc, argv, "driver-args");
 
 	if (da)
 		driver_args = da;
