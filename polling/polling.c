@@ -320,11 +320,12 @@ static void queue_faulted(struct sc_poller *p)
 
 	p->guard.q = NULL;
 	fault_reason(reason, sizeof(reason), p->guard.sig, p->guard.addr);
+	/* Stopped before it is reported: whoever hears of the fault finds the queue stopped. */
+	stop_queue(p, q, -EFAULT);
 	if (q->ops->fault)
 		q->ops->fault(q, reason);
 	else
 		fprintf(stderr, "sidecore: %s: queue stopped: %s\n", q->name ? q->name : "unnamed queue", reason);
-	stop_queue(p, q, -EFAULT);
 	stat_add(&p->stats.faults, 1);
 	if (p->guard.sig == SIGSEGV)
 		stat_add(&p->stats.isolation_faults, 1);
