@@ -179,9 +179,17 @@ static json_t *stats_json(struct sc_stats_server *s)
 			json_array_append_new(queues, queue_json(d->dev, q));
 		for (unsigned q = 0; d->net && q < d->net->num_queues; q++)
 			json_array_append_new(queues, net_queue_json(d->net, q));
-		json_array_append_new(devs, json_pack("{s:s, s:s, s:i, s:o}", "name", d->name, "socket", d->socket,
+		struct sc_vu_iotlb_stats io = { 0 };
+		if (d->srv)
+			sc_vu_server_iotlb_stats(d->srv, &io);
+		json_t *iotlb = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "updates", (json_int_t)io.updates,
+					  "invalidates", (json_int_t)io.invalidates, "refused", (json_int_t)io.refused,
+					  "misses", (json_int_t)io.misses, "flushes", (json_int_t)io.flushes, "acks",
+					  (json_int_t)io.acks, "ack_ns", (json_int_t)io.ack_ns, "entries",
+					  (json_int_t)io.entries);
+		json_array_append_new(devs, json_pack("{s:s, s:s, s:i, s:o, s:o}", "name", d->name, "socket", d->socket,
 						      "rings_started", d->srv ? (int)sc_vu_server_started(d->srv) : 0,
-						      "queues", queues));
+						      "iotlb", iotlb, "queues", queues));
 	}
 	double interval = s->src.npollers ? (double)(b[0].wall_ns - a[0].wall_ns) / 1e9 : 0;
 	return json_pack("{s:s, s:i, s:f, s:o, s:o}", "version", SC_VERSION, "pid", (int)getpid(), "interval_s",

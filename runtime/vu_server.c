@@ -99,6 +99,9 @@ struct sc_vu_server {
 	bool iotlb_ticking;       /* optimistic: entries are dying, sc_viommu_tick them each millisecond */
 	/* Isolation (ops->iotlb_isolation): the live grants, and guest ranges to unmap after the grace period. */
 	struct sc_grants grants;
+	/* Written with relaxed atomics (misses by the sidecores, the rest here), read by anyone. */
+	struct sc_vu_iotlb_stats iostats;
+	uint64_t woke_tsc;        /* when the control thread woke for the messages it is handling */
 
 	/* inflight tracking: a memfd the VMM keeps across our restarts */
 	uint8_t *inflight;
@@ -136,6 +139,18 @@ static bool iotlb_on(const struct sc_vu_server *s)
 	return s->features & (1ull << SC_VU_F_ACCESS_PLATFORM);
 }
 
+static void stat_add(uint64_t *c, uint64_t v)
+{
+	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
+
+/* After the IOTLB's entries changed (control thread). */
+static void iotlb_note_entries(struct sc_vu_server *s)
+{
+	int n = sc_viommu_domain_mappings(s->viommu, 0);
+	__atomic_store_n(&s->iostats.entries, n > 0 ? (uint64_t)n : 0, __ATOMIC_RELAXED);
+}
+
 /* A fresh, empty IOTLB: one domain, one endpoint attached to it. No context may use the old one. */
 static int iotlb_create(struct sc_vu_server *s)
 {
@@ -165,6 +180,7 @@ static int iotlb_create(struct sc_vu_server *s)
 	sc_viommu_destroy(s->viommu);
 	s->viommu = v;
 	s->iotlb_ticking = false;
+	__atomic_store_n(&s->iostats.entries, 0, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -194,6 +210,8 @@ static int iotlb_send_miss(void *ctx, uint64_t iova, unsigned perm)
 	} else {
 		n = sendmsg(s->backend_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
 		ret = n == (ssize_t)(sizeof(h) + sizeof(t)) ? 0 : -EAGAIN;
+		if (ret == 0)
+			stat_add(&s->iostats.misses, 1);
 		if (n >= 0 && ret < 0) {
 			/* Part of a message: the channel is out of step for good. */
 			fprintf(stderr, "sidecore: %s: the back-end channel took only %zd bytes of a MISS; closing it\n",
@@ -359,6 +377,7 @@ static void iotlb_quiesce(struct sc_vu_server *s)
 	int64_t deadline = now_ms() + IOTLB_QUIESCE_MS;
 	bool ok;
 
+	stat_add(&s->iostats.flushes, 1);
 	sc_viommu_epochs_flip(s->viommu);
 	s->iotlb_ticket = sc_viommu_grace_start(s->viommu);
 	ok = iotlb_wait(s, grace_over, deadline) && iotlb_wait(s, rings_drained, deadline);
@@ -466,6 +485,14 @@ unsigned sc_vu_server_started(const struct sc_vu_server *s)
 	for (unsigned i = 0; i < s->nvrings; i++)
 		n += __atomic_load_n(&s->vrings[i].started, __ATOMIC_RELAXED);
 	return n;
+}
+
+void sc_vu_server_iotlb_stats(const struct sc_vu_server *s, struct sc_vu_iotlb_stats *st)
+{
+	const uint64_t *from = (const uint64_t *)&s->iostats;
+	uint64_t *to = (uint64_t *)st;
+	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
+		to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
 }
 
 /* ---- vrings ---- */
@@ -1019,6 +1046,7 @@ static int iotlb_refuse(struct sc_vu_server *s, const struct sc_vu_msg *m, int e
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "sidecore: %s: vhost-user IOTLB_MSG (22): %s; refused\n", s->path, why);
+	stat_add(&s->iostats.refused, 1);
 	if ((m->hdr.flags & SC_VHOST_USER_NEED_REPLY) &&
 	    (s->protocol_features & (1ull << SC_VHOST_USER_PROTOCOL_F_REPLY_ACK)))
 		return reply_u64(s, (uint64_t)-err);
@@ -1087,7 +1115,9 @@ HANDLER(IOTLB_MSG)
 	}
 
 	if (t.type == SC_VHOST_IOTLB_INVALIDATE) {
+		stat_add(&s->iostats.invalidates, 1);
 		sc_viommu_invalidate(s->viommu, 0, t.iova, last, &removed);
+		iotlb_note_entries(s);
 		if (isolated(s) && grants_drop_iova(s, t.iova, last))
 			removed = true;
 		if (removed)
@@ -1118,6 +1148,10 @@ HANDLER(IOTLB_MSG)
 			revoke_later(s, gpa, t.size);
 		else   /* not in the IOTLB, and nothing dropped awaits a grace period: unmap them now */
 			revoke_uncovered(s, gpa, gpa + t.size);
+	}
+	if (ret == 0) {
+		stat_add(&s->iostats.updates, 1);
+		iotlb_note_entries(s);
 	}
 	if (removed)
 		iotlb_removed(s);   /* it replaced entries: the old ones are gone as for an INVALIDATE */
@@ -1233,6 +1267,10 @@ static bool handle_message(struct sc_vu_server *s, bool next)
 	if (s->out.set) {
 		char err2[128];
 		int r = reply_send(s, &m, err2, sizeof(err2));
+		if (r == 0 && m.hdr.request == SC_VHOST_USER_IOTLB_MSG) {
+			stat_add(&s->iostats.acks, 1);
+			stat_add(&s->iostats.ack_ns, (uint64_t)sc_cycles_to_ns(sc_rdtsc() - s->woke_tsc));
+		}
 		if (r < 0 && ret >= 0) {
 			ret = r;
 			snprintf(err, sizeof(err), "%s", err2);
@@ -1296,6 +1334,7 @@ static void accept_connection(struct sc_vu_server *s)
  */
 static void handle_messages(struct sc_vu_server *s)
 {
+	s->woke_tsc = sc_rdtsc();
 	bool more = handle_message(s, false);
 	for (unsigned i = 1; more && i < 64 && !__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE); i++)
 		more = handle_message(s, true);
@@ -1324,6 +1363,7 @@ static void serve_once(struct sc_vu_server *s)
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		s->iotlb_ticking = sc_viommu_tick(s->viommu, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+		iotlb_note_entries(s);   /* dying entries went */
 	}
 	if (ready <= 0 || p[0].revents)
 		return;   /* time to look again, or to stop */
@@ -1341,6 +1381,7 @@ bool sc_vu_server_handle_one(struct sc_vu_server *s, int fd)
 		s->conn_fd = fd;
 		s->conn_since = now_ms();
 	}
+	s->woke_tsc = sc_rdtsc();
 	handle_message(s, false);
 	return s->conn_fd >= 0;
 }

@@ -118,6 +118,27 @@ void sc_vu_server_destroy(struct sc_vu_server *s);
 unsigned sc_vu_server_started(const struct sc_vu_server *s);
 
 /*
+ * What the front end did with the device's IOTLB (ACCESS_PLATFORM), since
+ * the server was created: counters that only grow, but entries. Any thread.
+ */
+struct sc_vu_iotlb_stats {
+	uint64_t updates;       /* UPDATEs taken */
+	uint64_t invalidates;   /* INVALIDATEs taken */
+	uint64_t refused;       /* IOTLB messages refused (each also said in one line) */
+	uint64_t misses;        /* MISSes sent over the back-end channel */
+	uint64_t flushes;       /* waits for the sidecores before a removal was acknowledged (strict teardown) */
+	uint64_t acks;          /* IOTLB messages answered (REPLY_ACK) */
+	/*
+	 * Their total time from the control thread's wakeup to the answer
+	 * sent, in ns: what the device adds to a front end's wait for an ack
+	 * (the rest is the front end's and the scheduler's).
+	 */
+	uint64_t ack_ns;
+	uint64_t entries;       /* mappings the IOTLB holds now */
+};
+void sc_vu_server_iotlb_stats(const struct sc_vu_server *s, struct sc_vu_iotlb_stats *st);
+
+/*
  * Internal, for the fuzz target (tests/fuzz/fuzz_vu.c): serve one message
  * on the calling thread, as the control thread would. If the server has no
  * connection, fd (a connected stream socket) becomes it and is the

@@ -326,6 +326,32 @@ Test(iotlb, miss_answered_late_waits_then_completes_with_one_miss_per_address)
 	still_serves();
 }
 
+/* What the stats say after a miss, its answer, a refusal and an invalidation: each counted once. */
+Test(iotlb, stats_count_each_message_miss_and_flush)
+{
+	struct sc_vu_iotlb_stats st;
+	sc_vu_server_iotlb_stats(D.srv, &st);
+	cr_assert_eq(st.updates + st.invalidates + st.refused + st.misses + st.flushes + st.acks + st.entries, 0);
+	fe_start_ring_only();   /* one UPDATE, acknowledged */
+	submit_read();
+	struct sc_vu_iotlb t;
+	cr_assert(next_miss(2000, &t));
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	cr_assert(completed_within(5000));
+	cr_assert_eq(map(T_DATA_GPA, 0, SC_VHOST_ACCESS_RW), EINVAL);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_HDR_GPA, T_MEM - T_HDR_GPA, 0, 0), 0);
+
+	sc_vu_server_iotlb_stats(D.srv, &st);
+	cr_assert_eq(st.updates, 2);
+	cr_assert_eq(st.refused, 1);
+	cr_assert_eq(st.invalidates, 1);
+	cr_assert_eq(st.misses, 1, "one MISS per address (%llu)", (unsigned long long)st.misses);
+	cr_assert_eq(st.flushes, 1, "the invalidation removed an entry in use: one wait for the sidecores");
+	cr_assert_eq(st.acks, 4, "every message asked for an answer (%llu)", (unsigned long long)st.acks);
+	cr_assert(st.ack_ns > 0 && st.ack_ns < 4ull * 1000000000ull, "ack_ns %llu", (unsigned long long)st.ack_ns);
+	cr_assert_eq(st.entries, 1, "the ring's entry is left");
+}
+
 Test(iotlb, miss_never_answered_breaks_the_queue_with_a_reason)
 {
 	D.dev.ops.iotlb_miss_ms = 300;   /* read when the ring starts */
