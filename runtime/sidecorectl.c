@@ -202,6 +202,22 @@ static void print_table(json_t *doc, FILE *out)
 				json_is_string(why) ? json_string_value(why) : "");
 		}
 	}
+	/* The IOTLB of the devices whose front end plays a vIOMMU (ACCESS_PLATFORM). */
+	bool header = false;
+	json_array_foreach(json_object_get(doc, "devices"), i, d) {
+		json_t *t = json_object_get(d, "iotlb");
+		if (!json_is_object(t) || cnt(t, "updates") + cnt(t, "invalidates") + cnt(t, "refused") == 0)
+			continue;
+		if (!header)
+			fprintf(out, "\n%-12s %10s %10s %8s %8s %8s %10s %12s %8s\n", "IOTLB of", "updates", "invalidates",
+				"refused", "misses", "flushes", "acks", "mean ack us", "entries");
+		header = true;
+		long long acks = cnt(t, "acks");
+		fprintf(out, "%-12s %10lld %10lld %8lld %8lld %8lld %10lld %12.1f %8lld\n",
+			json_string_value(json_object_get(d, "name")) ?: "?", cnt(t, "updates"), cnt(t, "invalidates"),
+			cnt(t, "refused"), cnt(t, "misses"), cnt(t, "flushes"), acks,
+			acks ? (double)cnt(t, "ack_ns") / 1000 / (double)acks : 0.0, cnt(t, "entries"));
+	}
 }
 
 /* Prometheus text format: one family per counter, HELP and TYPE first. */
@@ -238,6 +254,24 @@ static void print_prometheus(json_t *doc, FILE *out)
 				fprintf(out, "%lld\n", (long long)json_integer_value(v));
 			else
 				fprintf(out, "%.6f\n", json_number_value(v));
+		}
+	}
+	/* IOTLB counters per device; ack_ns in seconds, as Prometheus counts time. */
+	json_t *iotlb0 = json_object_get(json_array_get(json_object_get(doc, "devices"), 0), "iotlb");
+	const char *ikey;
+	json_t *iv;
+	json_object_foreach(iotlb0, ikey, iv) {
+		bool gauge = !strcmp(ikey, "entries"), ns = !strcmp(ikey, "ack_ns");
+		fprintf(out, "# TYPE sidecore_iotlb_%s%s %s\n", ns ? "ack_seconds" : ikey, gauge ? "" : "_total",
+			gauge ? "gauge" : "counter");
+		json_array_foreach(json_object_get(doc, "devices"), i, d) {
+			json_t *t = json_object_get(d, "iotlb");
+			const char *name = json_string_value(json_object_get(d, "name")) ?: "?";
+			if (ns)
+				fprintf(out, "sidecore_iotlb_ack_seconds_total{device=\"%s\"} %.9f\n", name, (double)cnt(t, ikey) / 1e9);
+			else
+				fprintf(out, "sidecore_iotlb_%s%s{device=\"%s\"} %lld\n", ikey, gauge ? "" : "_total", name,
+					cnt(t, ikey));
 		}
 	}
 	/* Queue counters: every integer of the first queue but its ids, so a new counter appears by itself. */

@@ -487,6 +487,8 @@ unsigned sc_vu_server_started(const struct sc_vu_server *s)
 	return n;
 }
 
+_Static_assert(sizeof(struct sc_vu_iotlb_stats) % sizeof(uint64_t) == 0, "sc_vu_iotlb_stats: uint64_t fields only");
+
 void sc_vu_server_iotlb_stats(const struct sc_vu_server *s, struct sc_vu_iotlb_stats *st)
 {
 	const uint64_t *from = (const uint64_t *)&s->iostats;

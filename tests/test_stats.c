@@ -272,6 +272,11 @@ Test(stats, sidecorectl_shows_a_polling_sidecore_busy_under_load_and_asleep_afte
 	cr_assert_eq(l.error, 0, "the load failed: %d", l.error);
 	cr_assert_gt(served, 1000, "the queue counted %lld requests", (long long)served);
 	cr_assert(json_is_true(json_object_get(q, "running")));
+	/* A front end without ACCESS_PLATFORM: the device's IOTLB counters are there, and untouched. */
+	json_t *iotlb = json_object_get(json_array_get(json_object_get(doc, "devices"), 0), "iotlb");
+	cr_assert(json_is_object(iotlb) && json_object_size(iotlb) == 8, "every IOTLB counter reported");
+	cr_assert_eq(json_integer_value(json_object_get(iotlb, "updates")), 0);
+	cr_assert_eq(json_integer_value(json_object_get(iotlb, "acks")), 0);
 	/*
 	 * Margins for a shared 2-cpu machine: the sidecore polls the whole
 	 * interval (busy + idle) and never sleeps; how many of its rounds find
@@ -315,6 +320,10 @@ Test(stats, the_table_and_prometheus_formats_show_the_sidecore_and_the_queue)
 	snprintf(want, sizeof(want), "sidecore_queue_requests_total{device=\"disk0\",queue=\"0\",sidecore=\"%d\"} 0\n",
 		 sidecore_cpu);
 	cr_assert(strstr(out, want), "no '%s' in:\n%s", want, out);
+	cr_assert(strstr(out, "# TYPE sidecore_iotlb_updates_total counter\nsidecore_iotlb_updates_total{device=\"disk0\"} 0\n"),
+		  "%s", out);
+	cr_assert(strstr(out, "sidecore_iotlb_ack_seconds_total{device=\"disk0\"} 0.000000000\n"), "%s", out);
+	cr_assert(strstr(out, "# TYPE sidecore_iotlb_entries gauge\n"), "%s", out);
 	free(out);
 }
 
