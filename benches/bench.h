@@ -96,4 +96,10 @@ int bench_net(int argc, char **argv);
 /* The cpu time process pid has used so far (user + system), in seconds; -1 if it is gone. */
 double bench_proc_cpu_s(pid_t pid);
 
+/*
+ * sidecored's stats document (runtime/stats.h) from its stats socket, or
+ * NULL (after one line on stderr) if it does not answer within a second.
+ */
+json_t *bench_sidecored_stats(const char *sock);
+
 #endif

@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <poll.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -332,4 +335,22 @@ double bench_proc_cpu_s(pid_t pid)
 	}
 	fclose(f);
 	return r;
+}
+
+json_t *bench_sidecored_stats(const char *sock)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	json_error_t e;
+	json_t *doc = NULL;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    send(fd, "stats\n", 6, MSG_NOSIGNAL) == 6 && poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 1000) == 1)
+		doc = json_loadfd(fd, 0, &e);   /* the server closes after the document */
+	if (!doc)
+		fprintf(stderr, "sidecore-bench: no stats from sidecored at %s\n", sock);
+	if (fd >= 0)
+		close(fd);
+	return doc;
 }

@@ -228,7 +228,28 @@ static int spdk_start(const struct spdk *sp, struct server *s, const char *bdev,
 /* What the IOTLB messages of one run cost the front end (--iommu). */
 static struct {
 	uint64_t msgs, acked, ack_cycles;
+	uint64_t srv_acks, srv_ns;   /* what sidecored counted of them: acks, ns from its wakeup to each answer */
 } iotlb_cost;
+
+/* Where run() reads sidecored's IOTLB counters (its stats socket, the device): set for protected runs. */
+static const char *acks_sock, *acks_dev;
+
+/* sidecored's IOTLB acks of acks_dev so far, and their time from its control thread's wakeup to the answer (ns). */
+static void server_acks(uint64_t *acks, uint64_t *ack_ns)
+{
+	json_t *doc = bench_sidecored_stats(acks_sock), *d;
+	size_t i;
+
+	*acks = *ack_ns = 0;
+	json_array_foreach(json_object_get(doc, "devices"), i, d) {
+		if (strcmp(json_string_value(json_object_get(d, "name")) ?: "", acks_dev) == 0) {
+			json_t *t = json_object_get(d, "iotlb");
+			*acks = (uint64_t)json_integer_value(json_object_get(t, "acks"));
+			*ack_ns = (uint64_t)json_integer_value(json_object_get(t, "ack_ns"));
+		}
+	}
+	json_decref(doc);
+}
 
 /* sc_vu_fe_iotlb, counted: messages, and the cycles spent waiting for acknowledgements. */
 static int fe_iotlb(struct sc_vu_fe *fe, uint8_t type, uint64_t iova, uint64_t size, uint64_t gpa, uint8_t perm,
@@ -363,6 +384,10 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 	for (unsigned s = 0; s < LAZY_WINDOWS * LAZY_W; s++)
 		((uint8_t *)fe->mem)[fe->buf_gpa + s * 64 + 16] = 0xff;
 
+	/* sidecored's side of the run's acks: its counters now (after the set-up's) and at the end. */
+	uint64_t acks0 = 0, ns0 = 0;
+	if (prot != PROT_NONE && acks_sock)
+		server_acks(&acks0, &ns0);
 	double cpu0 = bench_proc_cpu_s(server);
 	t0 = sc_rdtsc();
 	deadline = t0 + hz / 1000 * ms;
@@ -439,6 +464,12 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 	r->ops = (double)ops;
 	r->iops = (double)ops / secs;
 	r->cpu_s = bench_proc_cpu_s(server) - cpu0;
+	if (prot != PROT_NONE && acks_sock) {
+		uint64_t acks1, ns1;
+		server_acks(&acks1, &ns1);
+		iotlb_cost.srv_acks += acks1 - acks0;
+		iotlb_cost.srv_ns += ns1 - ns0;
+	}
 	return 0;
 }
 
@@ -531,7 +562,10 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 	enum { ROUNDS = 3 };
 	iommu_baseline = true;
 	static double ops[NMODES][2], secs[NMODES][2];
-	static uint64_t msgs[NMODES][2], acked[NMODES][2], ack_cycles[NMODES][2];
+	static uint64_t msgs[NMODES][2], acked[NMODES][2], ack_cycles[NMODES][2], srv_acks[NMODES][2], srv_ns[NMODES][2];
+	char stats_sock[160];
+	snprintf(stats_sock, sizeof(stats_sock), "%s/sidecored.sock", dir);   /* its default: beside the first device's */
+	acks_sock = stats_sock;
 	for (int round = 0; round < ROUNDS; round++) {
 		for (int k = 0; k < NMODES; k++) {
 			struct sc_vu_fe fe;
@@ -543,7 +577,8 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 			}
 			for (int d = 0; d < 2; d++) {
 				struct result *r = &res[k][d];
-				iotlb_cost.msgs = iotlb_cost.acked = iotlb_cost.ack_cycles = 0;
+				iotlb_cost = (typeof(iotlb_cost)){ 0 };
+				acks_dev = k >= 3 ? "iso" : "bench";
 				if (run(&fe, depths[d], (ms + ROUNDS - 1) / ROUNDS, srv.pid, r, mode_prot[k]) < 0) {
 					fprintf(stderr, "sidecore-bench: %s QD%u failed (see %s)\n", prot_names[k], depths[d], log);
 					sc_vu_fe_close(&fe);
@@ -554,6 +589,8 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 				msgs[k][d] += iotlb_cost.msgs;
 				acked[k][d] += iotlb_cost.acked;
 				ack_cycles[k][d] += iotlb_cost.ack_cycles;
+				srv_acks[k][d] += iotlb_cost.srv_acks;
+				srv_ns[k][d] += iotlb_cost.srv_ns;
 			}
 			sc_vu_fe_close(&fe);
 			usleep(100000);   /* the server takes the next front end once this one is gone */
@@ -567,9 +604,10 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 			printf("  %-20s QD%-2u %.0f IOPS, p50 %.1f us", prot_names[k], depths[d], r->iops,
 			       sc_cycles_to_ns(samples_pct(&r->lat, 50)) / 1000);
 			if (k && r->ops > 0)
-				printf(", %.2f IOTLB msgs/req, %.3f acks/req, ack taken %.1f us after sending", (double)msgs[k][d] / r->ops,
-				       (double)acked[k][d] / r->ops,
-				       acked[k][d] ? sc_cycles_to_ns(ack_cycles[k][d] / acked[k][d]) / 1000 : 0.0);
+				printf(", %.2f IOTLB msgs/req, %.3f acks/req, ack taken %.1f us after sending (%.1f us of it in "
+				       "sidecored, woken to answered)", (double)msgs[k][d] / r->ops, (double)acked[k][d] / r->ops,
+				       acked[k][d] ? sc_cycles_to_ns(ack_cycles[k][d] / acked[k][d]) / 1000 : 0.0,
+				       srv_acks[k][d] ? (double)srv_ns[k][d] / (double)srv_acks[k][d] / 1000 : 0.0);
 			printf("\n");
 		}
 	printf("\n%-20s %4s %10s %10s %12s %12s\n", "sidecored", "QD", "p50 us", "p99 us", "IOPS", "vs unprot.");
@@ -594,8 +632,10 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 		json_t *root = bench_json_header("vhost-blk-iommu", o, o->sidecore_cpu, o->guest_cpu), *arr = json_array();
 		for (int k = 0; k < NMODES; k++)
 			for (int d = 0; d < 2; d++)
-				json_array_append_new(arr, json_pack("{s:s, s:i, s:o, s:f}", "protection", prot_names[k],
-					"queue_depth", depths[d], "latency", samples_json(&res[k][d].lat), "iops", res[k][d].iops));
+				json_array_append_new(arr, json_pack("{s:s, s:i, s:o, s:f, s:f, s:f}", "protection", prot_names[k],
+					"queue_depth", depths[d], "latency", samples_json(&res[k][d].lat), "iops", res[k][d].iops,
+					"ack_us", acked[k][d] ? sc_cycles_to_ns(ack_cycles[k][d] / acked[k][d]) / 1000 : 0.0,
+					"ack_us_in_sidecored", srv_acks[k][d] ? (double)srv_ns[k][d] / (double)srv_acks[k][d] / 1000 : 0.0));
 		json_object_set_new(root, "runs", arr);
 		json_object_set_new(root, "ratios", json_pack("{s:f, s:f, s:f}", "qd32_batched_over_unprotected", batched,
 			"qd32_isolated_batched_over_unprotected", res[0][1].iops > 0 ? res[4][1].iops / res[0][1].iops : 0,

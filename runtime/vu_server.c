@@ -101,7 +101,12 @@ struct sc_vu_server {
 	struct sc_grants grants;
 	/* Written with relaxed atomics (misses by the sidecores, the rest here), read by anyone. */
 	struct sc_vu_iotlb_stats iostats;
-	uint64_t woke_tsc;        /* when the control thread woke for the messages it is handling */
+	/*
+	 * When the control thread woke for the message it is handling, or
+	 * read it if it came after the last answer (monotonic ns; 0 once
+	 * answered): an ack's time in the stats starts here.
+	 */
+	uint64_t woke_ns;
 
 	/* inflight tracking: a memfd the VMM keeps across our restarts */
 	uint8_t *inflight;
@@ -109,11 +114,16 @@ struct sc_vu_server {
 	uint16_t inflight_nq, inflight_qsize;
 };
 
-static int64_t now_ms(void)
+static uint64_t now_ns(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static int64_t now_ms(void)
+{
+	return (int64_t)(now_ns() / 1000000);
 }
 
 static void vring_init(struct vring *v)
@@ -1246,6 +1256,8 @@ static bool handle_message(struct sc_vu_server *s, bool next)
 
 	if (ret == -EAGAIN)
 		return false;
+	if (ret > 0 && !s->woke_ns)
+		s->woke_ns = now_ns();   /* a message that came after the last answer: its own clock */
 	if (ret == 0 || ret == -ECANCELED) {
 		if (ret == 0)
 			drop_connection(s);
@@ -1268,11 +1280,13 @@ static bool handle_message(struct sc_vu_server *s, bool next)
 		reply_u64(s, ret < 0 ? (uint64_t)-ret : 0);
 	if (s->out.set) {
 		char err2[128];
-		int r = reply_send(s, &m, err2, sizeof(err2));
-		if (r == 0 && m.hdr.request == SC_VHOST_USER_IOTLB_MSG) {
+		/* Counted before the send: a front end that has its answer finds it in the stats. */
+		if (m.hdr.request == SC_VHOST_USER_IOTLB_MSG) {
+			stat_add(&s->iostats.ack_ns, now_ns() - s->woke_ns);
 			stat_add(&s->iostats.acks, 1);
-			stat_add(&s->iostats.ack_ns, (uint64_t)sc_cycles_to_ns(sc_rdtsc() - s->woke_tsc));
 		}
+		s->woke_ns = 0;
+		int r = reply_send(s, &m, err2, sizeof(err2));
 		if (r < 0 && ret >= 0) {
 			ret = r;
 			snprintf(err, sizeof(err), "%s", err2);
@@ -1336,7 +1350,7 @@ static void accept_connection(struct sc_vu_server *s)
  */
 static void handle_messages(struct sc_vu_server *s)
 {
-	s->woke_tsc = sc_rdtsc();
+	s->woke_ns = now_ns();
 	bool more = handle_message(s, false);
 	for (unsigned i = 1; more && i < 64 && !__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE); i++)
 		more = handle_message(s, true);
@@ -1383,7 +1397,7 @@ bool sc_vu_server_handle_one(struct sc_vu_server *s, int fd)
 		s->conn_fd = fd;
 		s->conn_since = now_ms();
 	}
-	s->woke_tsc = sc_rdtsc();
+	s->woke_ns = now_ns();
 	handle_message(s, false);
 	return s->conn_fd >= 0;
 }

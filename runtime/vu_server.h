@@ -129,9 +129,10 @@ struct sc_vu_iotlb_stats {
 	uint64_t flushes;       /* waits for the sidecores before a removal was acknowledged (strict teardown) */
 	uint64_t acks;          /* IOTLB messages answered (REPLY_ACK) */
 	/*
-	 * Their total time from the control thread's wakeup to the answer
-	 * sent, in ns: what the device adds to a front end's wait for an ack
-	 * (the rest is the front end's and the scheduler's).
+	 * Their total time, in ns, from the control thread's wakeup (or its
+	 * read of the message, for one that came after the last answer) to
+	 * the answer going out: what the device adds to a front end's wait
+	 * for an ack (the rest is the front end's and the scheduler's).
 	 */
 	uint64_t ack_ns;
 	uint64_t entries;       /* mappings the IOTLB holds now */
