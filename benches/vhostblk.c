@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -55,15 +56,25 @@ static const char usage[] =
 	"asleep until the ack (as QEMU's vCPU is) while the requests in flight go on.\n"
 	"Both again on a second disk with iommu_isolation = yes (sidecored maps only\n"
 	"the granted pages: an mmap per UPDATE, an munmap per dropped grant).\n"
-	"Prints IOTLB messages and acks per request and the mean ack latency.\n";
+	"Prints IOTLB messages and acks per request and the mean ack latency, with\n"
+"sidecored's share of it (its IOTLB counters, read through its stats socket).\n"
+"Baselines in the same run: the batched flushes sent to a process that answers\n"
+"at once (a null peer on the front end's cpu) during unprotected I/O, the\n"
+"ceiling for protected I/O on the machine; and that peer's ack time alone.\n";
 
-/* How the front end protects its requests (--iommu). */
-enum prot { PROT_NONE, PROT_PER_REQUEST, PROT_BATCHED };
+/*
+ * How the front end protects its requests (--iommu). PROT_NULL_ACKS:
+ * unprotected I/O, but every flush of PROT_BATCHED is still sent, to a
+ * peer that answers at once (null_peer), and waited for: what the waits
+ * alone cost on this machine.
+ */
+enum prot { PROT_NONE, PROT_PER_REQUEST, PROT_BATCHED, PROT_NULL_ACKS };
 static const char *const prot_names[] = { "unprotected", "IOTLB per request", "IOTLB batched",
-					 "isolated per request", "isolated batched" };
-/* --iommu's rows: the three modes, then the two protected ones on the isolated disk. */
-enum { NMODES = 5 };
-static const enum prot mode_prot[NMODES] = { PROT_NONE, PROT_PER_REQUEST, PROT_BATCHED, PROT_PER_REQUEST, PROT_BATCHED };
+					 "isolated per request", "isolated batched", "flushes to a null" };
+/* --iommu's rows: the three modes, the two protected ones on the isolated disk, the batched flushes' waits alone. */
+enum { NMODES = 6 };
+static const enum prot mode_prot[NMODES] = { PROT_NONE, PROT_PER_REQUEST, PROT_BATCHED, PROT_PER_REQUEST, PROT_BATCHED,
+					     PROT_NULL_ACKS };
 /* Request slot s lives at these IOVAs (its header's page, then its data page), far from the rings' identity map. */
 #define SLOT_IOVA(s) (0x100000000ull + (uint64_t)(s) * 0x2000)
 
@@ -294,6 +305,7 @@ static int map_slot(struct sc_vu_fe *fe, unsigned s, bool reply)
 #define LAZY_DATA_IOVA(s) (0x200000000ull + (uint64_t)(s) * 0x1000)
 
 struct lazy {
+	struct sc_vu_fe *flush_to;        /* where a full window's flush goes (and is waited for); NULL: nowhere */
 	bool iotlb;                       /* protected; else the same slots, recycled at once */
 	unsigned cur;                     /* the window slots are taken from */
 	unsigned next[LAZY_WINDOWS];      /* its next slot */
@@ -305,35 +317,109 @@ static bool iommu_baseline;
 
 static uint64_t lazy_data_gpa(const struct sc_vu_fe *fe, unsigned s) { return fe->buf_gpa + 0x10000 + s * 4096ull; }
 
-/* Flush window k: its range invalidated and mapped again in one batch, the ack waited for. */
-static int lazy_flush(struct sc_vu_fe *fe, struct lazy *z, unsigned k)
+/* Send a flush of [iova, +len) to guest gpa (INVALIDATE and UPDATE, one batch) and wait for its ack, asleep. */
+static int flush_batch(struct sc_vu_fe *fe, uint64_t iova, uint64_t len, uint64_t gpa)
 {
-	uint64_t iova = LAZY_DATA_IOVA(k * LAZY_W), len = LAZY_W * 0x1000ull, t0 = sc_rdtsc();
-	int r;
-
-	z->next[k] = z->done[k] = 0;
-	if (!z->iotlb)
-		return 0;
 	const struct sc_vu_fe_iotlb_op ops[2] = {
 		{ .type = SC_VHOST_IOTLB_INVALIDATE, .iova = iova, .size = len },
-		{ .type = SC_VHOST_IOTLB_UPDATE, .iova = iova, .size = len, .gpa = lazy_data_gpa(fe, k * LAZY_W),
-		  .perm = SC_VHOST_ACCESS_WO },
+		{ .type = SC_VHOST_IOTLB_UPDATE, .iova = iova, .size = len, .gpa = gpa, .perm = SC_VHOST_ACCESS_WO },
 	};
+	int r;
+
 	if (sc_vu_fe_iotlb_batch(fe, ops, 2) < 0)
 		return -EIO;
 	/* Asleep, not spinning: the back end's control thread may need this cpu to answer. */
 	while ((r = sc_vu_fe_iotlb_ack(fe)) == -EAGAIN)
 		poll(&(struct pollfd){ .fd = fe->sock, .events = POLLIN }, 1, 1000);
+	return r;
+}
+
+/* Flush window k: its range invalidated and mapped again in one batch, the ack waited for. */
+static int lazy_flush(struct sc_vu_fe *fe, struct lazy *z, unsigned k)
+{
+	uint64_t t0 = sc_rdtsc();
+
+	z->next[k] = z->done[k] = 0;
+	if (!z->flush_to)
+		return 0;
+	int r = flush_batch(z->flush_to, LAZY_DATA_IOVA(k * LAZY_W), LAZY_W * 0x1000ull, lazy_data_gpa(fe, k * LAZY_W));
 	iotlb_cost.msgs += 4;
 	iotlb_cost.acked++;
 	iotlb_cost.ack_cycles += sc_rdtsc() - t0;
 	return r < 0 ? -EIO : 0;
 }
 
-/* Headers mapped for good, every window mapped: acknowledged before the run starts. */
-static int lazy_setup(struct sc_vu_fe *fe, struct lazy *z, bool iotlb)
+/*
+ * The null peer: a process on the front end's cpu (where sidecored's
+ * control thread runs here, the sidecore having the other) that answers
+ * each flush batch at once without looking at it. Its front end is
+ * null_fe; null_pid 0 until null_peer_start.
+ */
+static struct sc_vu_fe null_fe = { .sock = -1, .memfd = -1, .backend = -1 };
+static pid_t null_pid;
+
+static int null_peer_start(int cpu)
 {
-	*z = (struct lazy){ .iotlb = iotlb };
+	static uint8_t mem[4096];   /* what the batch's UPDATE points into; never read */
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	null_pid = fork();
+	if (null_pid == 0) {
+		close(sv[0]);
+		bench_pin(cpu, "null peer");
+		const size_t batch = 4 * (sizeof(struct sc_vu_hdr) + sizeof(struct sc_vu_iotlb));
+		uint8_t buf[4 * (sizeof(struct sc_vu_hdr) + sizeof(struct sc_vu_iotlb))];
+		struct {
+			struct sc_vu_hdr h;
+			uint64_t ack;
+		} __attribute__((packed)) reply = { { .request = SC_VHOST_USER_IOTLB_MSG,
+						      .flags = SC_VHOST_USER_VERSION | SC_VHOST_USER_REPLY, .size = 8 }, 0 };
+		while (recv(sv[1], buf, batch, MSG_WAITALL) == (ssize_t)batch)
+			if (send(sv[1], &reply, sizeof(reply), MSG_NOSIGNAL) != (ssize_t)sizeof(reply))
+				break;
+		_exit(0);
+	}
+	close(sv[1]);
+	if (null_pid < 0) {
+		close(sv[0]);
+		null_pid = 0;
+		return -EAGAIN;
+	}
+	null_fe.sock = sv[0];
+	null_fe.mem = mem;
+	return 0;
+}
+
+/* Close its socket (it leaves on the EOF) and reap it. */
+static void null_peer_stop(void)
+{
+	if (null_fe.sock >= 0)
+		close(null_fe.sock);
+	null_fe.sock = -1;
+	if (null_pid > 0)
+		waitpid(null_pid, NULL, 0);
+	null_pid = 0;
+}
+
+/* The floor under a flush's ack here: n flushes to the null peer with nothing else running; mean us, or -1. */
+static double ack_floor_us(unsigned n)
+{
+	uint64_t cycles = 0;
+	for (unsigned k = 0; k < n; k++) {
+		uint64_t t0 = sc_rdtsc();
+		if (flush_batch(&null_fe, LAZY_DATA_IOVA(0), LAZY_W * 0x1000ull, 0) < 0)
+			return -1;
+		cycles += sc_rdtsc() - t0;
+	}
+	return n ? sc_cycles_to_ns(cycles / n) / 1000 : -1;
+}
+
+/* Headers mapped for good, every window mapped: acknowledged before the run starts. */
+static int lazy_setup(struct sc_vu_fe *fe, struct lazy *z, bool iotlb, struct sc_vu_fe *flush_to)
+{
+	*z = (struct lazy){ .iotlb = iotlb, .flush_to = iotlb ? fe : flush_to };
 	if (!iotlb)
 		return 0;
 	/* The headers (64 bytes a slot) end where the data pages start, buf_gpa + 0x10000. */
@@ -374,8 +460,8 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 	for (unsigned s = 0; s < qd; s++)
 		free_slots[s] = s;
 	/* --iommu's unprotected runs take their buffers as the batched ones do: the IOMMU is the only difference. */
-	const bool lazy = prot == PROT_BATCHED || (prot == PROT_NONE && iommu_baseline);
-	if (lazy && lazy_setup(fe, &z, prot == PROT_BATCHED) < 0)
+	const bool lazy = prot == PROT_BATCHED || prot == PROT_NULL_ACKS || (prot == PROT_NONE && iommu_baseline);
+	if (lazy && lazy_setup(fe, &z, prot == PROT_BATCHED, prot == PROT_NULL_ACKS ? &null_fe : NULL) < 0)
 		return -EIO;
 
 	/* A run may add to the samples of an earlier one (--iommu's rounds). */
@@ -386,7 +472,7 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 
 	/* sidecored's side of the run's acks: its counters now (after the set-up's) and at the end. */
 	uint64_t acks0 = 0, ns0 = 0;
-	if (prot != PROT_NONE && acks_sock)
+	if ((prot == PROT_PER_REQUEST || prot == PROT_BATCHED) && acks_sock)
 		server_acks(&acks0, &ns0);
 	double cpu0 = bench_proc_cpu_s(server);
 	t0 = sc_rdtsc();
@@ -464,7 +550,7 @@ static int run(struct sc_vu_fe *fe, unsigned qd, unsigned ms, pid_t server, stru
 	r->ops = (double)ops;
 	r->iops = (double)ops / secs;
 	r->cpu_s = bench_proc_cpu_s(server) - cpu0;
-	if (prot != PROT_NONE && acks_sock) {
+	if ((prot == PROT_PER_REQUEST || prot == PROT_BATCHED) && acks_sock) {
 		uint64_t acks1, ns1;
 		server_acks(&acks1, &ns1);
 		iotlb_cost.srv_acks += acks1 - acks0;
@@ -554,6 +640,11 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 	 */
 	if (spawn(&srv, args, -1, log) < 0)
 		return 1;
+	if (null_peer_start(o->guest_cpu) < 0) {
+		fprintf(stderr, "sidecore-bench: cannot start the null peer\n");
+		stop(&srv);
+		return 1;
+	}
 	/*
 	 * Rounds: each mode runs ROUNDS times a third of the time, in turn, so
 	 * that the load of a shared machine, which drifts over seconds, falls
@@ -563,6 +654,7 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 	iommu_baseline = true;
 	static double ops[NMODES][2], secs[NMODES][2];
 	static uint64_t msgs[NMODES][2], acked[NMODES][2], ack_cycles[NMODES][2], srv_acks[NMODES][2], srv_ns[NMODES][2];
+	double floor_us = 0;
 	char stats_sock[160];
 	snprintf(stats_sock, sizeof(stats_sock), "%s/sidecored.sock", dir);   /* its default: beside the first device's */
 	acks_sock = stats_sock;
@@ -570,7 +662,8 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 		for (int k = 0; k < NMODES; k++) {
 			struct sc_vu_fe fe;
 			char err[256];
-			if (sc_vu_fe_connect_flags(&fe, k >= 3 ? iso_sock : srv.sock, MEM, 1, 128, k ? SC_VU_FE_IOMMU : 0, err,
+			const bool iso = k == 3 || k == 4, protect = mode_prot[k] == PROT_PER_REQUEST || mode_prot[k] == PROT_BATCHED;
+			if (sc_vu_fe_connect_flags(&fe, iso ? iso_sock : srv.sock, MEM, 1, 128, protect ? SC_VU_FE_IOMMU : 0, err,
 						   sizeof(err)) < 0) {
 				fprintf(stderr, "sidecore-bench: %s: %s\n", prot_names[k], err);
 				goto out;
@@ -578,7 +671,7 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 			for (int d = 0; d < 2; d++) {
 				struct result *r = &res[k][d];
 				iotlb_cost = (typeof(iotlb_cost)){ 0 };
-				acks_dev = k >= 3 ? "iso" : "bench";
+				acks_dev = iso ? "iso" : "bench";
 				if (run(&fe, depths[d], (ms + ROUNDS - 1) / ROUNDS, srv.pid, r, mode_prot[k]) < 0) {
 					fprintf(stderr, "sidecore-bench: %s QD%u failed (see %s)\n", prot_names[k], depths[d], log);
 					sc_vu_fe_close(&fe);
@@ -595,6 +688,8 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 			sc_vu_fe_close(&fe);
 			usleep(100000);   /* the server takes the next front end once this one is gone */
 		}
+		double floor_round = ack_floor_us(500);
+		floor_us += floor_round > 0 ? floor_round / ROUNDS : 0;
 	}
 	for (int k = 0; k < NMODES; k++)
 		for (int d = 0; d < 2; d++) {
@@ -603,7 +698,7 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 			r->iops = secs[k][d] > 0 ? ops[k][d] / secs[k][d] : 0;
 			printf("  %-20s QD%-2u %.0f IOPS, p50 %.1f us", prot_names[k], depths[d], r->iops,
 			       sc_cycles_to_ns(samples_pct(&r->lat, 50)) / 1000);
-			if (k && r->ops > 0)
+			if (mode_prot[k] != PROT_NONE && r->ops > 0)
 				printf(", %.2f IOTLB msgs/req, %.3f acks/req, ack taken %.1f us after sending (%.1f us of it in "
 				       "sidecored, woken to answered)", (double)msgs[k][d] / r->ops, (double)acked[k][d] / r->ops,
 				       acked[k][d] ? sc_cycles_to_ns(ack_cycles[k][d] / acked[k][d]) / 1000 : 0.0,
@@ -618,6 +713,8 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 			       sc_cycles_to_ns(samples_pct(&r->lat, 50)) / 1000, sc_cycles_to_ns(samples_pct(&r->lat, 99)) / 1000,
 			       r->iops, res[0][d].iops > 0 ? r->iops / res[0][d].iops : 0);
 		}
+	printf("\nack floor: the batch to a process on cpu %d that answers at once, the front end asleep as here, "
+	       "nothing else running: %.1f us\n", o->guest_cpu, floor_us);
 	double batched = res[0][1].iops > 0 ? res[2][1].iops / res[0][1].iops : 0;
 	printf("\ntarget: protected (batched) IOPS at QD32 >= 0.9x unprotected: %s (%.2fx); every request completed OK\n",
 	       batched >= 0.9 ? "met" : "MISSED", batched);
@@ -626,6 +723,9 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 	for (int k = 0; k < 2; k++)
 		for (int d = 0; d < 2; d++)
 			iso[k][d] = res[1 + k][d].iops > 0 ? res[3 + k][d].iops / res[1 + k][d].iops : 0;
+	printf("the batched flushes' waits alone (unprotected I/O, each flush answered at once by the null peer): "
+	       "%.2fx unprotected at QD32, the ceiling for protected I/O here\n",
+	       res[0][1].iops > 0 ? res[5][1].iops / res[0][1].iops : 0);
 	printf("isolation (iommu_isolation = yes) over the same IOTLB mode without it: per request %.2fx at QD1, "
 	       "%.2fx at QD32; batched %.2fx at QD1, %.2fx at QD32\n", iso[0][0], iso[0][1], iso[1][0], iso[1][1]);
 	if (o->json_path) {
@@ -637,7 +737,9 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 					"ack_us", acked[k][d] ? sc_cycles_to_ns(ack_cycles[k][d] / acked[k][d]) / 1000 : 0.0,
 					"ack_us_in_sidecored", srv_acks[k][d] ? (double)srv_ns[k][d] / (double)srv_acks[k][d] / 1000 : 0.0));
 		json_object_set_new(root, "runs", arr);
-		json_object_set_new(root, "ratios", json_pack("{s:f, s:f, s:f}", "qd32_batched_over_unprotected", batched,
+		json_object_set_new(root, "ack_floor_us", json_real(floor_us));
+		json_object_set_new(root, "ratios", json_pack("{s:f, s:f, s:f, s:f}", "qd32_batched_over_unprotected", batched,
+			"qd32_null_acks_over_unprotected", res[0][1].iops > 0 ? res[5][1].iops / res[0][1].iops : 0,
 			"qd32_isolated_batched_over_unprotected", res[0][1].iops > 0 ? res[4][1].iops / res[0][1].iops : 0,
 			"qd32_isolated_batched_over_batched", iso[1][1]));
 		bench_json_write(root, o->json_path);
@@ -645,6 +747,7 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 	}
 	ret = 0;
 out:
+	null_peer_stop();
 	stop(&srv);
 	for (int k = 0; k < NMODES; k++)
 		for (int d = 0; d < 2; d++)
