@@ -716,16 +716,16 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 	printf("\nack floor: the batch to a process on cpu %d that answers at once, the front end asleep as here, "
 	       "nothing else running: %.1f us\n", o->guest_cpu, floor_us);
 	double batched = res[0][1].iops > 0 ? res[2][1].iops / res[0][1].iops : 0;
-	printf("\ntarget: protected (batched) IOPS at QD32 >= 0.9x unprotected: %s (%.2fx); every request completed OK\n",
-	       batched >= 0.9 ? "met" : "MISSED", batched);
+	double ceiling = res[0][1].iops > 0 ? res[5][1].iops / res[0][1].iops : 0;
+	printf("\ntarget: protected (batched) IOPS at QD32 >= 0.9x unprotected: %s (%.2fx, %.2f of the ceiling below); "
+	       "every request completed OK\n", batched >= 0.9 ? "met" : "MISSED", batched, ceiling > 0 ? batched / ceiling : 0);
 	/* What isolation alone costs: its rows over the same protection on the plain disk, in this run. */
 	double iso[2][2];
 	for (int k = 0; k < 2; k++)
 		for (int d = 0; d < 2; d++)
 			iso[k][d] = res[1 + k][d].iops > 0 ? res[3 + k][d].iops / res[1 + k][d].iops : 0;
 	printf("the batched flushes' waits alone (unprotected I/O, each flush answered at once by the null peer): "
-	       "%.2fx unprotected at QD32, the ceiling for protected I/O here\n",
-	       res[0][1].iops > 0 ? res[5][1].iops / res[0][1].iops : 0);
+	       "%.2fx unprotected at QD32, the ceiling for protected I/O here\n", ceiling);
 	printf("isolation (iommu_isolation = yes) over the same IOTLB mode without it: per request %.2fx at QD1, "
 	       "%.2fx at QD32; batched %.2fx at QD1, %.2fx at QD32\n", iso[0][0], iso[0][1], iso[1][0], iso[1][1]);
 	if (o->json_path) {
@@ -739,7 +739,7 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 		json_object_set_new(root, "runs", arr);
 		json_object_set_new(root, "ack_floor_us", json_real(floor_us));
 		json_object_set_new(root, "ratios", json_pack("{s:f, s:f, s:f, s:f}", "qd32_batched_over_unprotected", batched,
-			"qd32_null_acks_over_unprotected", res[0][1].iops > 0 ? res[5][1].iops / res[0][1].iops : 0,
+			"qd32_null_acks_over_unprotected", ceiling,
 			"qd32_isolated_batched_over_unprotected", res[0][1].iops > 0 ? res[4][1].iops / res[0][1].iops : 0,
 			"qd32_isolated_batched_over_batched", iso[1][1]));
 		bench_json_write(root, o->json_path);
