@@ -455,6 +455,43 @@ int sc_vu_msg_recv_next(int sock, unsigned nvrings, struct sc_vu_msg *m, int tim
 	return recv_msg(sock, nvrings, m, timeout_ms, stop_fd, true, err, errlen);
 }
 
+int sc_vu_msg_recv_iotlb(int sock, struct sc_vu_iotlb_wire *out, unsigned max)
+{
+	struct sc_vu_iotlb_wire buf[SC_VU_IOTLB_BURST];
+	char control[CMSG_SPACE(SC_VU_MAX_FDS * sizeof(int))];
+	struct iovec iov = { buf, (max < SC_VU_IOTLB_BURST ? max : SC_VU_IOTLB_BURST) * sizeof(buf[0]) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
+	ssize_t n;
+
+	do
+		n = recvmsg(sock, &mh, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	if (mh.msg_controllen) {
+		/* A peek hands out copies of the fds: close them; the message they came with is for recv_next. */
+		struct sc_vu_msg m = { .nfds = 0 };
+		take_fds(&m, &mh);
+		sc_vu_msg_close_fds(&m);
+		return 0;
+	}
+	unsigned k = 0;
+	while ((size_t)n >= (k + 1) * sizeof(buf[0]) && buf[k].hdr.request == SC_VHOST_USER_IOTLB_MSG &&
+	       (buf[k].hdr.flags & SC_VHOST_USER_VERSION_MASK) == SC_VHOST_USER_VERSION &&
+	       buf[k].hdr.size == sizeof(buf[k].t))
+		k++;
+	if (k == 0)
+		return 0;
+	/* Exactly the peeked messages' bytes: no fds came with them, so none can come now. */
+	size_t len = k * sizeof(buf[0]);
+	do
+		n = recv(sock, out, len, MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)len)
+		return n < 0 ? -errno : -EPROTO;   /* a peer cannot take back what it wrote: only a broken socket */
+	return (int)k;
+}
+
 int sc_vu_msg_recv(int sock, unsigned nvrings, struct sc_vu_msg *m, char *err, size_t errlen)
 {
 	return sc_vu_msg_recv_timed(sock, nvrings, m, -1, -1, err, errlen);

@@ -141,6 +141,28 @@ int sc_vu_msg_recv_timed(int sock, unsigned nvrings, struct sc_vu_msg *m, int ti
 int sc_vu_msg_recv_next(int sock, unsigned nvrings, struct sc_vu_msg *m, int timeout_ms, int stop_fd,
 			char *err, size_t errlen);
 
+/* One IOTLB_MSG as it is on the wire. */
+struct sc_vu_iotlb_wire {
+	struct sc_vu_hdr hdr;
+	struct sc_vu_iotlb t;
+} __attribute__((packed));
+
+#define SC_VU_IOTLB_BURST 16   /* the most sc_vu_msg_recv_iotlb takes at once */
+
+/*
+ * Take the whole IOTLB_MSG messages at the head of sock, at most max
+ * (≤ SC_VU_IOTLB_BURST), with two system calls however many there are (a
+ * front end's IOTLB batch arrives as one write): a peek, then a read of
+ * exactly those bytes. It stops before anything else (another request, a
+ * message not yet whole, a header with another version or payload size,
+ * bytes that came with fds, the end of the connection), which
+ * sc_vu_msg_recv_next then reads and judges. Returns how many were taken
+ * into out[] (their payload's fields still to be checked:
+ * sc_vu_msg_check), 0 if something else is first, -EAGAIN if nothing is
+ * there, or -errno.
+ */
+int sc_vu_msg_recv_iotlb(int sock, struct sc_vu_iotlb_wire *out, unsigned max);
+
 /*
  * The same checks on a message already in memory (fds in m->fds). Returns
  * 0 or a negative errno as sc_vu_msg_recv, closing m's fds on failure.

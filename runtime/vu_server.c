@@ -101,6 +101,9 @@ struct sc_vu_server {
 	struct sc_grants grants;
 	/* Written with relaxed atomics (misses by the sidecores, the rest here), read by anyone. */
 	struct sc_vu_iotlb_stats iostats;
+	/* IOTLB messages read in one go (sc_vu_msg_recv_iotlb), served one by one: burst[burst_at..burst_n). */
+	struct sc_vu_iotlb_wire burst[SC_VU_IOTLB_BURST];
+	unsigned burst_at, burst_n;
 	/*
 	 * When the control thread woke for the message it is handling, or
 	 * read it if it came after the last answer (monotonic ns; 0 once
@@ -1241,9 +1244,37 @@ static int dispatch(struct sc_vu_server *s, struct sc_vu_msg *m, char *err, size
 
 static void drop_connection(struct sc_vu_server *s)
 {
+	s->burst_at = s->burst_n = 0;   /* what the old connection sent goes with it */
 	/* A front end that goes away may come back: its device is stopped, not lost. */
 	reset_device(s, false);
 	close_fd(&s->conn_fd);
+}
+
+/*
+ * The next message, as sc_vu_msg_recv_next (next) or sc_vu_msg_recv_timed.
+ * With an IOTLB, the IOTLB messages waiting come in one read (a batch of
+ * them costs two system calls, not two each) and are served in order
+ * before anything after them is read.
+ */
+static int recv_message(struct sc_vu_server *s, bool next, struct sc_vu_msg *m, char *err, size_t errlen)
+{
+	if (s->burst_at == s->burst_n && iotlb_on(s)) {
+		int n = sc_vu_msg_recv_iotlb(s->conn_fd, s->burst, SC_VU_IOTLB_BURST);
+		if (n == -EAGAIN && next)
+			return -EAGAIN;
+		s->burst_at = 0;
+		s->burst_n = n > 0 ? (unsigned)n : 0;
+	}
+	if (s->burst_at < s->burst_n) {
+		const struct sc_vu_iotlb_wire *w = &s->burst[s->burst_at++];
+		memset(m, 0, sizeof(*m));
+		m->hdr = w->hdr;
+		m->payload.iotlb = w->t;
+		int ret = sc_vu_msg_check(m, s->nvrings, err, errlen);
+		return ret < 0 ? ret : 1;
+	}
+	return next ? sc_vu_msg_recv_next(s->conn_fd, s->nvrings, m, s->timeout_ms, s->stop_fd, err, errlen)
+		    : sc_vu_msg_recv_timed(s->conn_fd, s->nvrings, m, s->timeout_ms, s->stop_fd, err, errlen);
 }
 
 /* Serve one message; next: only if one is there already (else false, nothing done). */
@@ -1251,8 +1282,7 @@ static bool handle_message(struct sc_vu_server *s, bool next)
 {
 	struct sc_vu_msg m;
 	char err[256] = "";
-	int ret = next ? sc_vu_msg_recv_next(s->conn_fd, s->nvrings, &m, s->timeout_ms, s->stop_fd, err, sizeof(err))
-		       : sc_vu_msg_recv_timed(s->conn_fd, s->nvrings, &m, s->timeout_ms, s->stop_fd, err, sizeof(err));
+	int ret = recv_message(s, next, &m, err, sizeof(err));
 
 	if (ret == -EAGAIN)
 		return false;
@@ -1352,7 +1382,9 @@ static void handle_messages(struct sc_vu_server *s)
 {
 	s->woke_ns = now_ns();
 	bool more = handle_message(s, false);
-	for (unsigned i = 1; more && i < 64 && !__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE); i++)
+	/* IOTLB messages already read (burst) are served past the bound: poll would not see them. */
+	for (unsigned i = 1; more && (i < 64 || s->burst_at < s->burst_n) && !__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE);
+	     i++)
 		more = handle_message(s, true);
 }
 
@@ -1399,6 +1431,9 @@ bool sc_vu_server_handle_one(struct sc_vu_server *s, int fd)
 	}
 	s->woke_ns = now_ns();
 	handle_message(s, false);
+	/* IOTLB messages read with it are served too: the caller's poll cannot see them. */
+	while (s->conn_fd >= 0 && s->burst_at < s->burst_n)
+		handle_message(s, true);
 	return s->conn_fd >= 0;
 }
 

@@ -530,6 +530,57 @@ Test(iotlb, batch_written_in_one_send_is_served_whole_with_one_ack)
 	cr_assert_not(next_miss(50, &t), "the UPDATE of the batch was applied");
 }
 
+/*
+ * IOTLB messages are read in runs (two system calls for a run): what
+ * follows one in the same write, and a bad one inside it, are still served
+ * in order, each answered in turn.
+ */
+Test(iotlb, iotlb_messages_and_other_requests_in_one_write_are_answered_in_order)
+{
+	fe_start_mapped();
+	struct {
+		struct sc_vu_hdr h;
+		union {
+			struct sc_vu_iotlb t;
+			uint64_t u64;
+		} p;
+	} __attribute__((packed)) m[5];
+	size_t len = 0;
+	uint8_t wire[sizeof(m)];
+	for (int i = 0; i < 5; i++) {
+		bool features = i == 2;
+		m[i].h = (struct sc_vu_hdr){ .request = features ? SC_VHOST_USER_GET_FEATURES : SC_VHOST_USER_IOTLB_MSG,
+					     .size = features ? 0 : sizeof(struct sc_vu_iotlb),
+					     .flags = SC_VHOST_USER_VERSION | (features ? 0 : SC_VHOST_USER_NEED_REPLY) };
+		/* UPDATEs of the data page, the second of size 0 (refused), the last an INVALIDATE of nothing mapped. */
+		m[i].p.t = (struct sc_vu_iotlb){ .type = i == 4 ? SC_VHOST_IOTLB_INVALIDATE : SC_VHOST_IOTLB_UPDATE,
+						 .iova = i == 4 ? 0x7fff0000000ull : T_DATA_GPA, .size = i == 3 ? 0 : 0x1000,
+						 .uaddr = i == 4 ? 0 : (uintptr_t)fe.mem + T_DATA_GPA,
+						 .perm = i == 4 ? 0 : SC_VHOST_ACCESS_RW };
+		memcpy(wire + len, &m[i], sizeof(m[i].h) + m[i].h.size);
+		len += sizeof(m[i].h) + m[i].h.size;
+	}
+	cr_assert_eq(send(fe.sock, wire, len, MSG_NOSIGNAL), (ssize_t)len);
+	uint64_t v;
+	t_reply(fe.sock, SC_VHOST_USER_IOTLB_MSG, &v, 8);
+	cr_assert_eq(v, 0, "UPDATE");
+	t_reply(fe.sock, SC_VHOST_USER_IOTLB_MSG, &v, 8);
+	cr_assert_eq(v, 0, "UPDATE");
+	t_reply(fe.sock, SC_VHOST_USER_GET_FEATURES, &v, 8);
+	cr_assert(v & (1ull << SC_VU_F_ACCESS_PLATFORM), "GET_FEATURES, in its turn");
+	t_reply(fe.sock, SC_VHOST_USER_IOTLB_MSG, &v, 8);
+	cr_assert_eq(v, EINVAL, "the UPDATE of size 0, refused in its turn");
+	t_reply(fe.sock, SC_VHOST_USER_IOTLB_MSG, &v, 8);
+	cr_assert_eq(v, 0, "INVALIDATE");
+	struct sc_vu_iotlb_stats st;
+	sc_vu_server_iotlb_stats(D.srv, &st);
+	cr_assert_eq(st.updates, 2 + 2, "the two of the set-up and two here");
+	cr_assert_eq(st.refused, 1);
+	/* The UPDATEs of one page replaced the set-up's entry over it: map the requests' pages again. */
+	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
+	still_serves();
+}
+
 Test(iotlb, a_new_connection_starts_with_an_empty_iotlb)
 {
 	fe_open(true);

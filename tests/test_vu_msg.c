@@ -442,3 +442,115 @@ Test(vu_msg, kick_fd_that_is_a_pipe_is_refused_and_closed)
 	cr_assert_eq(fcntl(p[0], F_GETFD), -1, "the refused fd is closed");
 	close(p[1]);
 }
+
+/* ---- sc_vu_msg_recv_iotlb: a run of IOTLB messages in one read, and nothing else ---- */
+
+static struct sc_vu_iotlb_wire iotlb_wire(uint64_t iova)
+{
+	return (struct sc_vu_iotlb_wire){ { SC_VHOST_USER_IOTLB_MSG, SC_VHOST_USER_VERSION, sizeof(struct sc_vu_iotlb) },
+					  { .iova = iova, .size = 0x1000, .uaddr = 0x10000, .perm = SC_VHOST_ACCESS_RW,
+					    .type = SC_VHOST_IOTLB_UPDATE } };
+}
+
+static void send_wires(unsigned n, uint64_t iova0)
+{
+	struct sc_vu_iotlb_wire w[40];
+	for (unsigned i = 0; i < n; i++)
+		w[i] = iotlb_wire(iova0 + i * 0x1000ull);
+	cr_assert_eq(send(sv[1], w, n * sizeof(w[0]), 0), (ssize_t)(n * sizeof(w[0])));
+}
+
+Test(vu_msg, iotlb_messages_of_one_write_are_taken_in_one_go_in_order)
+{
+	struct sc_vu_iotlb_wire out[SC_VU_IOTLB_BURST];
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), -EAGAIN, "nothing there");
+	send_wires(3, 0x1000);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 3);
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert_eq(out[i].t.iova, 0x1000 + i * 0x1000ull);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), -EAGAIN, "all taken, no more");
+
+	/* More than a burst: the rest next time, in order. */
+	send_wires(SC_VU_IOTLB_BURST + 5, 0x100000);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), SC_VU_IOTLB_BURST);
+	cr_assert_eq(out[SC_VU_IOTLB_BURST - 1].t.iova, 0x100000 + (SC_VU_IOTLB_BURST - 1) * 0x1000ull);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, 2), 2, "max is honoured");
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 3);
+	cr_assert_eq(out[2].t.iova, 0x100000 + (SC_VU_IOTLB_BURST + 4) * 0x1000ull);
+}
+
+Test(vu_msg, iotlb_burst_stops_before_another_request_and_leaves_it_whole)
+{
+	struct sc_vu_iotlb_wire out[SC_VU_IOTLB_BURST];
+	struct sc_vu_msg m;
+	char buf[256] = "";
+	uint64_t f = 7;
+	send_wires(2, 0x1000);
+	send_msg(SC_VHOST_USER_SET_FEATURES, SC_VHOST_USER_VERSION, &f, 8, 0);
+	send_wires(1, 0x9000);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 2);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 0, "SET_FEATURES is next: not ours");
+	cr_assert_eq(sc_vu_msg_recv_next(sv[0], NVRINGS, &m, 1000, -1, buf, sizeof(buf)), 1, "%s", buf);
+	cr_assert_eq(m.hdr.request, SC_VHOST_USER_SET_FEATURES);
+	cr_assert_eq(m.payload.u64, 7);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 1);
+	cr_assert_eq(out[0].t.iova, 0x9000);
+}
+
+Test(vu_msg, iotlb_burst_takes_only_whole_messages)
+{
+	struct sc_vu_iotlb_wire out[SC_VU_IOTLB_BURST], w[2] = { iotlb_wire(0x1000), iotlb_wire(0x2000) };
+	cr_assert_eq(send(sv[1], w, sizeof(w[0]) + 10, 0), (ssize_t)sizeof(w[0]) + 10);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 1);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 0, "10 bytes of the next: left there");
+	cr_assert_eq(send(sv[1], (uint8_t *)w + sizeof(w[0]) + 10, sizeof(w[0]) - 10, 0), (ssize_t)sizeof(w[0]) - 10);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 1);
+	cr_assert_eq(out[0].t.iova, 0x2000, "the message put together");
+}
+
+/* What the burst does not judge is left for the checks that do: a wrong size, a wrong version. */
+Test(vu_msg, iotlb_header_with_another_size_or_version_is_left_for_the_full_checks)
+{
+	struct sc_vu_iotlb_wire out[SC_VU_IOTLB_BURST];
+	struct sc_vu_msg m;
+	char buf[256] = "";
+	uint64_t v = 0;
+	send_msg(SC_VHOST_USER_IOTLB_MSG, SC_VHOST_USER_VERSION, &v, 8, 0);
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 0);
+	cr_assert_eq(sc_vu_msg_recv_next(sv[0], NVRINGS, &m, 1000, -1, buf, sizeof(buf)), -EBADMSG, "%s", buf);
+	cr_assert(strstr(buf, "IOTLB_MSG (22): payload of 8 bytes, expected 32"), "%s", buf);
+
+	struct sc_vu_iotlb_wire w = iotlb_wire(0x1000);
+	w.hdr.flags = 2;
+	cr_assert_eq(send(sv[1], &w, sizeof(w), 0), (ssize_t)sizeof(w));
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 0);
+	cr_assert_eq(sc_vu_msg_recv_next(sv[0], NVRINGS, &m, 1000, -1, buf, sizeof(buf)), -EPROTO, "%s", buf);
+}
+
+/* An IOTLB message that brings an fd: not taken; the peek's copy of the fd is closed; the normal read gets it. */
+Test(vu_msg, iotlb_message_with_an_fd_is_left_for_the_full_checks_and_no_fd_leaks)
+{
+	struct sc_vu_iotlb_wire out[SC_VU_IOTLB_BURST];
+	struct sc_vu_msg m;
+	char buf[256] = "";
+	struct sc_vu_iotlb t = iotlb_wire(0x1000).t;
+	send_wires(1, 0x5000);
+	send_msg(SC_VHOST_USER_IOTLB_MSG, SC_VHOST_USER_VERSION, &t, sizeof(t), 1);
+	int before = open_fds();
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 0, "the fd's message is in the peek");
+	cr_assert_eq(open_fds(), before, "the peek's copies were closed");
+	/* The fd-less message before it is read the normal way too, then the one with the fd, refused. */
+	cr_assert_eq(sc_vu_msg_recv_next(sv[0], NVRINGS, &m, 1000, -1, buf, sizeof(buf)), 1, "%s", buf);
+	cr_assert_eq(m.payload.iotlb.iova, 0x5000);
+	int r = sc_vu_msg_recv_next(sv[0], NVRINGS, &m, 1000, -1, buf, sizeof(buf));
+	cr_assert(r < 0, "an IOTLB message carries no fd: %d", r);
+	cr_assert_eq(open_fds(), fds_before, "every fd it brought closed");
+}
+
+Test(vu_msg, iotlb_burst_on_a_closed_connection_is_not_a_message)
+{
+	struct sc_vu_iotlb_wire out[SC_VU_IOTLB_BURST];
+	close(sv[1]);
+	sv[1] = socket(AF_UNIX, SOCK_STREAM, 0);   /* for teardown */
+	cr_assert_eq(sc_vu_msg_recv_iotlb(sv[0], out, SC_VU_IOTLB_BURST), 0, "the end is recv_next's to report");
+}
