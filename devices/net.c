@@ -688,36 +688,57 @@ static int rx_packet(struct sc_net_queue *q, struct rte_mbuf *m)
 
 static int rx_poll(struct sc_net_queue *q, unsigned budget)
 {
-	uint16_t n = rte_eth_rx_burst(q->dev->port->port_id, q->port_queue, q->burst,
-				      (uint16_t)(budget < SC_NET_BURST ? budget : SC_NET_BURST));
+	unsigned want = budget < SC_NET_BURST ? budget : SC_NET_BURST;
 	int r = 0;
 
-	if (n) {
-		/*
-		 * The chains for the whole burst first (a packet a chain, as
-		 * usual), and their first buffers on their way into our cache
-		 * for writing while we copy: the driver's cpu touched them last.
-		 * (rte_prefetch0_write is still experimental in DPDK 22.11.)
-		 */
-		unsigned had = q->nstash;
-		r = stash_fill(q, (n < SC_NET_RX_STASH ? n : SC_NET_RX_STASH) - 1u);
-		r = r > 0 ? 0 : r;
-		for (unsigned i = had; i < q->nstash; i++) {
-			/* Header and a small frame straddle two lines wherever the buffer starts; a prefetch never faults. */
-			const char *b = stash_at(q, i)->elem.iov[0].iov_base;
-			__builtin_prefetch(b, 1, 3);
-			__builtin_prefetch(b + 64, 1, 3);
-		}
+	if (!want)
+		return 0;
+	/* The guest's buffers first (a packet a chain, as usual): they say how many packets to take. */
+	r = stash_fill(q, want - 1);
+	if (r < 0) {
+		sc_vq_flush(&q->vq);   /* chains completed empty before the ring broke */
+		return r;
 	}
+	/*
+	 * Only as many packets as the guest has buffers for: the rest stay in
+	 * the port, whose ring drops what overflows and counts it (imissed), as
+	 * a NIC does when its driver is behind; taking them only to free them
+	 * cost the sidecore half its time when the guest was the slower side.
+	 * A guest with no buffer at all still has a burst taken, dropped and
+	 * counted (rx_no_buffers): the port never backs up behind a guest that
+	 * stopped, and the counter says what that guest lost.
+	 */
+	unsigned take = q->nstash ? (q->nstash < want ? q->nstash : want) : want;
+	uint16_t n = rte_eth_rx_burst(q->dev->port->port_id, q->port_queue, q->burst, (uint16_t)take);
+	if (!q->nstash) {
+		q->stats.rx_no_buffers += n;
+		if (n)
+			rte_pktmbuf_free_bulk(q->burst, n);
+		sc_vq_flush(&q->vq);
+		return n;
+	}
+	/*
+	 * The first buffers of the chains this burst fills, on their way into
+	 * our cache for writing while we copy: the driver's cpu touched them
+	 * last. Header and a small frame straddle two lines wherever the
+	 * buffer starts; a prefetch never faults. (rte_prefetch0_write is still
+	 * experimental in DPDK 22.11.)
+	 */
+	for (unsigned i = 0; i < n && i < q->nstash; i++) {
+		const char *b = stash_at(q, i)->elem.iov[0].iov_base;
+		__builtin_prefetch(b, 1, 3);
+		__builtin_prefetch(b + 64, 1, 3);
+	}
+	r = 0;
 	for (uint16_t i = 0; i < n && r == 0; i++) {
 		if (i + 1 < n)
 			rte_prefetch0(rte_pktmbuf_mtod(q->burst[i + 1], void *));
 		r = rx_packet(q, q->burst[i]);
 		if (r == 1) {
 			/*
-			 * The guest has no buffer posted at all: the rest of the burst
-			 * is dropped too, without asking the ring (a cache line the
-			 * driver writes) once more per packet.
+			 * Packets took more buffers than counted (mergeable buffers):
+			 * the rest of the burst is dropped too, without asking the
+			 * ring (a cache line the driver writes) once more per packet.
 			 */
 			q->stats.rx_no_buffers += (uint64_t)(n - i - 1);
 			r = 0;

@@ -10,8 +10,10 @@
  * Packets are copied once each way: a guest's tx chain into mbufs from a
  * mempool of the port's NUMA node, sent with one rte_eth_tx_burst per
  * turn; rte_eth_rx_burst's mbufs into the guest's rx buffers (mergeable
- * buffers when negotiated). A guest with no rx buffers has its packets
- * dropped and counted (rx_no_buffers); the sidecore never waits for it.
+ * buffers when negotiated). A turn takes from the port only as many
+ * packets as the guest has rx buffers posted (the port keeps, or drops,
+ * the rest); a guest with none has a burst taken, dropped and counted
+ * (rx_no_buffers): the sidecore never waits for it.
  * Malformed tx packets are dropped and counted (tx_bad); malformed control
  * commands are acked with VIRTIO_NET_ERR; chains that break the ring's
  * rules break the queue (vqueue.h).

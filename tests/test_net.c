@@ -676,6 +676,27 @@ Test(net, rx_guest_that_never_posts_buffers_has_packets_dropped_and_counted)
 	cr_assert_eq(rxq.q.stats.rx_no_buffers, 100);
 }
 
+Test(net, rx_takes_from_the_port_only_what_the_guest_has_buffers_for)
+{
+	uint8_t p[128];
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 30);
+
+	rx_post(3, 2048);
+	host_send(p, len, 10);
+	cr_assert_eq(rx_run(), 3, "three buffers posted: three packets taken");
+	cr_assert_eq(rxq.q.stats.rx_packets, 3);
+	cr_assert_eq(rxq.q.stats.rx_no_buffers, 0, "nothing taken to be dropped");
+	for (unsigned i = 0; i < 3; i++)
+		expect_received(p, len);
+	/* The guest has none left: the port's backlog is taken in one burst, dropped and counted. */
+	cr_assert_eq(rx_run(), 7);
+	cr_assert_eq(rxq.q.stats.rx_no_buffers, 7);
+	cr_assert_eq(rx_run(), 0, "the port is empty now");
+	cr_assert(!sc_drv_vq_has_used(&rxq.dvq));
+	rx_still_works();
+	cr_assert_eq(rxq.q.stats.rx_no_buffers, 7);
+}
+
 Test(net, rx_chain_shorter_than_the_header_is_completed_empty)
 {
 	uint8_t p[128];
