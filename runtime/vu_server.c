@@ -1408,9 +1408,7 @@ static void serve_once(struct sc_vu_server *s)
 		wait = 1;   /* dying IOTLB entries go within their window, to the millisecond */
 	int ready = poll(p, n, (int)wait);
 	if (s->iotlb_ticking) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		s->iotlb_ticking = sc_viommu_tick(s->viommu, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+		s->iotlb_ticking = sc_viommu_tick(s->viommu, now_ns());
 		iotlb_note_entries(s);   /* dying entries went */
 	}
 	if (ready <= 0 || p[0].revents)
