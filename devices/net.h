@@ -136,7 +136,7 @@ struct sc_net_queue {
 	bool in_order;               /* VIRTIO_F_IN_ORDER: chains complete in the order they were popped */
 	bool ctrl_rx, ctrl_mac, ctrl_mq;        /* control commands negotiated */
 	struct sc_net_stats stats;
-	struct iovec *iov;           /* tx and control: one chain's segments */
+	struct iovec *iov;           /* control: one chain's segments; tx: a batch's (2 * SC_NET_TX_IOV) */
 	/* rx: popped chains not filled yet, a ring of SC_NET_RX_STASH */
 	struct sc_net_rx_slot *stash;
 	unsigned stash_first, nstash;
