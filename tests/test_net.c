@@ -406,6 +406,61 @@ Test(net, tx_chain_of_one_byte_descriptors)
 	expect_tx_intact(cuts, n);
 }
 
+/*
+ * A turn pops its chains before copying any, their segments side by side
+ * in one array: chains of SC_NET_TX_IOV segments (the most a chain may
+ * have), several in one turn between small ones, must each keep all of
+ * theirs (none cut short as oversized, no segment beyond the array), and
+ * every packet goes to the port intact, in the order posted, its bytes
+ * counted. One segment more is still too many: that chain alone is dropped.
+ */
+Test(net, tx_turn_of_chains_with_many_segments_sends_each_intact_in_order)
+{
+	static const unsigned nsegs[] = { 1, SC_NET_TX_IOV, 2, SC_NET_TX_IOV, SC_NET_TX_IOV, SC_NET_TX_IOV + 1, 1,
+					  SC_NET_TX_IOV, 1 };
+	enum { N = sizeof(nsegs) / sizeof(nsegs[0]) };
+	static uint8_t pkts[N][HLEN + 512];
+	static struct sc_drv_seg segs[SC_NET_TX_IOV + 1];
+	uint32_t lens[N];
+	uint64_t bytes = 0;
+	unsigned sent = 0;
+	struct sc_virtio_net_hdr h = { 0 };
+	struct rte_mbuf *m[N + 1];
+
+	for (unsigned i = 0; i < N; i++) {
+		uint8_t *f = pkts[i];
+		lens[i] = make_ip4(f + HLEN, IPPROTO_UDP, 400);
+		f[HLEN + lens[i] - 1] = (uint8_t)(0xa0 + i);   /* which packet it is */
+		memcpy(f, &h, HLEN);
+		/* One byte a segment, the last one the rest. */
+		uint32_t total = HLEN + lens[i];
+		uint64_t buf = galloc(total);
+		memcpy(gptr(buf), f, total);
+		for (unsigned k = 0; k < nsegs[i]; k++)
+			segs[k] = (struct sc_drv_seg){ buf + k, k + 1 < nsegs[i] ? 1 : total - k };
+		uint64_t table = galloc(nsegs[i] * (uint32_t)sizeof(struct sc_vring_desc));
+		cr_assert_geq(sc_drv_vq_add_indirect(&txq.dvq, (struct sc_vring_desc *)gptr(table), table, segs, nsegs[i], 0),
+			      0);
+		if (nsegs[i] <= SC_NET_TX_IOV) {
+			bytes += lens[i];
+			sent++;
+		}
+	}
+	cr_assert_eq(tx_run(), N);
+	cr_assert_eq(txq.q.stats.tx_bad, N - sent, "%llu chains dropped as malformed, not %u",
+		     (unsigned long long)txq.q.stats.tx_bad, N - sent);
+	cr_assert_eq(txq.q.stats.tx_packets, sent);
+	cr_assert_eq(txq.q.stats.tx_bytes, bytes);
+	cr_assert_eq(host_recv(m, N + 1), sent);
+	for (unsigned i = 0, j = 0; i < N; i++) {
+		if (nsegs[i] > SC_NET_TX_IOV)
+			continue;
+		expect_sent(m[j], pkts[i] + HLEN, lens[i]);
+		rte_pktmbuf_free(m[j++]);
+	}
+	tx_still_works();
+}
+
 Test(net, tx_partial_checksum_with_its_fields_split_across_descriptors)
 {
 	uint8_t p[256];
