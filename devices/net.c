@@ -542,7 +542,8 @@ static void tx_prefetch_descs(const struct sc_vq *vq, unsigned max)
 	unsigned n = avail < max ? avail : max;
 	const unsigned per_line = RTE_CACHE_LINE_SIZE / sizeof(vq->desc[0]);
 
-	for (unsigned i = per_line - (vq->last_avail & (per_line - 1)); i < n; i += per_line)
+	/* From the first slot that starts a line: the one before it was just walked, its line is here. */
+	for (unsigned i = (per_line - (vq->last_avail & (per_line - 1))) & (per_line - 1); i < n; i += per_line)
 		rte_prefetch0(&vq->desc[(uint16_t)(vq->last_avail + i) & vq->mask]);
 }
 
@@ -577,7 +578,7 @@ static unsigned tx_pop_batch(struct sc_net_queue *q, struct sc_vq_elem *e, unsig
 			if (e[n].out_num > 1)
 				rte_prefetch0(e[n].iov[1].iov_base);
 		}
-		used += e[n].out_num;
+		used += e[n].out_num + e[n].in_num;   /* the next chain's segments go after all of this one's */
 		n++;
 	}
 	return n;
