@@ -70,7 +70,7 @@ static const char usage[] =
  */
 enum prot { PROT_NONE, PROT_PER_REQUEST, PROT_BATCHED, PROT_NULL_ACKS };
 static const char *const prot_names[] = { "unprotected", "IOTLB per request", "IOTLB batched",
-					 "isolated per request", "isolated batched", "flushes to a null" };
+					 "isolated per request", "isolated batched", "flushes to null peer" };
 /* --iommu's rows: the three modes, the two protected ones on the isolated disk, the batched flushes' waits alone. */
 enum { NMODES = 6 };
 static const enum prot mode_prot[NMODES] = { PROT_NONE, PROT_PER_REQUEST, PROT_BATCHED, PROT_PER_REQUEST, PROT_BATCHED,
@@ -305,8 +305,8 @@ static int map_slot(struct sc_vu_fe *fe, unsigned s, bool reply)
 #define LAZY_DATA_IOVA(s) (0x200000000ull + (uint64_t)(s) * 0x1000)
 
 struct lazy {
-	struct sc_vu_fe *flush_to;        /* where a full window's flush goes (and is waited for); NULL: nowhere */
-	bool iotlb;                       /* protected; else the same slots, recycled at once */
+	/* Where a full window's flush goes (and is waited for); NULL: nowhere, the slots are recycled at once. */
+	struct sc_vu_fe *flush_to;
 	unsigned cur;                     /* the window slots are taken from */
 	unsigned next[LAZY_WINDOWS];      /* its next slot */
 	unsigned done[LAZY_WINDOWS];      /* requests of the window completed */
@@ -369,14 +369,13 @@ static int null_peer_start(int cpu)
 	if (null_pid == 0) {
 		close(sv[0]);
 		bench_pin(cpu, "null peer");
-		const size_t batch = 4 * (sizeof(struct sc_vu_hdr) + sizeof(struct sc_vu_iotlb));
-		uint8_t buf[4 * (sizeof(struct sc_vu_hdr) + sizeof(struct sc_vu_iotlb))];
+		struct sc_vu_iotlb_wire buf[4];   /* BATCH_BEGIN, INVALIDATE, UPDATE, BATCH_END */
 		struct {
 			struct sc_vu_hdr h;
 			uint64_t ack;
 		} __attribute__((packed)) reply = { { .request = SC_VHOST_USER_IOTLB_MSG,
 						      .flags = SC_VHOST_USER_VERSION | SC_VHOST_USER_REPLY, .size = 8 }, 0 };
-		while (recv(sv[1], buf, batch, MSG_WAITALL) == (ssize_t)batch)
+		while (recv(sv[1], buf, sizeof(buf), MSG_WAITALL) == (ssize_t)sizeof(buf))
 			if (send(sv[1], &reply, sizeof(reply), MSG_NOSIGNAL) != (ssize_t)sizeof(reply))
 				break;
 		_exit(0);
@@ -419,7 +418,7 @@ static double ack_floor_us(unsigned n)
 /* Headers mapped for good, every window mapped: acknowledged before the run starts. */
 static int lazy_setup(struct sc_vu_fe *fe, struct lazy *z, bool iotlb, struct sc_vu_fe *flush_to)
 {
-	*z = (struct lazy){ .iotlb = iotlb, .flush_to = iotlb ? fe : flush_to };
+	*z = (struct lazy){ .flush_to = iotlb ? fe : flush_to };
 	if (!iotlb)
 		return 0;
 	/* The headers (64 bytes a slot) end where the data pages start, buf_gpa + 0x10000. */
@@ -691,6 +690,9 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 		double floor_round = ack_floor_us(500);
 		floor_us += floor_round > 0 ? floor_round / ROUNDS : 0;
 	}
+	/* Mean ack as the front end waited for it, and sidecored's share (woken to answered), in us. */
+#define ACK_US(k, d) (acked[k][d] ? sc_cycles_to_ns(ack_cycles[k][d] / acked[k][d]) / 1000 : 0.0)
+#define SRV_ACK_US(k, d) (srv_acks[k][d] ? (double)srv_ns[k][d] / (double)srv_acks[k][d] / 1000 : 0.0)
 	for (int k = 0; k < NMODES; k++)
 		for (int d = 0; d < 2; d++) {
 			struct result *r = &res[k][d];
@@ -701,8 +703,7 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 			if (mode_prot[k] != PROT_NONE && r->ops > 0)
 				printf(", %.2f IOTLB msgs/req, %.3f acks/req, ack taken %.1f us after sending (%.1f us of it in "
 				       "sidecored, woken to answered)", (double)msgs[k][d] / r->ops, (double)acked[k][d] / r->ops,
-				       acked[k][d] ? sc_cycles_to_ns(ack_cycles[k][d] / acked[k][d]) / 1000 : 0.0,
-				       srv_acks[k][d] ? (double)srv_ns[k][d] / (double)srv_acks[k][d] / 1000 : 0.0);
+				       ACK_US(k, d), SRV_ACK_US(k, d));
 			printf("\n");
 		}
 	printf("\n%-20s %4s %10s %10s %12s %12s\n", "sidecored", "QD", "p50 us", "p99 us", "IOPS", "vs unprot.");
@@ -734,8 +735,7 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 			for (int d = 0; d < 2; d++)
 				json_array_append_new(arr, json_pack("{s:s, s:i, s:o, s:f, s:f, s:f}", "protection", prot_names[k],
 					"queue_depth", depths[d], "latency", samples_json(&res[k][d].lat), "iops", res[k][d].iops,
-					"ack_us", acked[k][d] ? sc_cycles_to_ns(ack_cycles[k][d] / acked[k][d]) / 1000 : 0.0,
-					"ack_us_in_sidecored", srv_acks[k][d] ? (double)srv_ns[k][d] / (double)srv_acks[k][d] / 1000 : 0.0));
+					"ack_us", ACK_US(k, d), "ack_us_in_sidecored", SRV_ACK_US(k, d)));
 		json_object_set_new(root, "runs", arr);
 		json_object_set_new(root, "ack_floor_us", json_real(floor_us));
 		json_object_set_new(root, "ratios", json_pack("{s:f, s:f, s:f, s:f}", "qd32_batched_over_unprotected", batched,
@@ -745,6 +745,8 @@ static int bench_iommu(const struct bench_opts *o, char *self, const char *dir, 
 		bench_json_write(root, o->json_path);
 		json_decref(root);
 	}
+#undef ACK_US
+#undef SRV_ACK_US
 	ret = 0;
 out:
 	null_peer_stop();

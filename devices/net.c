@@ -542,8 +542,13 @@ static void tx_prefetch_descs(const struct sc_vq *vq, unsigned max)
 	unsigned n = avail < max ? avail : max;
 	const unsigned per_line = RTE_CACHE_LINE_SIZE / sizeof(vq->desc[0]);
 
-	/* From the first slot that starts a line: the one before it was just walked, its line is here. */
-	for (unsigned i = (per_line - (vq->last_avail & (per_line - 1))) & (per_line - 1); i < n; i += per_line)
+	/*
+	 * From the first slot that starts a line (the one before it was just
+	 * walked, its line is here), whole lines of available slots only: a
+	 * line with a slot the driver has yet to fill may be one it is writing.
+	 */
+	for (unsigned i = (per_line - (vq->last_avail & (per_line - 1))) & (per_line - 1); i + per_line <= n;
+	     i += per_line)
 		rte_prefetch0(&vq->desc[(uint16_t)(vq->last_avail + i) & vq->mask]);
 }
 
