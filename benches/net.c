@@ -40,7 +40,8 @@ static const char usage[] =
 	"each point N seconds (default 2; --quick 1) after a warm-up, on a fresh server,\n"
 	"the two servers back to back, R rounds (default 3; --quick 1), best round kept\n"
 	"(other work on a shared machine only takes throughput away). Prints Mpps from\n"
-	"the driver's port counters, sidecored / DPDK vhost, and each side's cpu.\n"
+	"the driver's port counters, sidecored / DPDK vhost (of the best rounds, and the\n"
+	"range of the ratio within each round), and each side's cpu.\n"
 	"--size and --mode run only those points (to iterate on one; the table and the\n"
 	"target line then cover only what ran). --driver-args appends devargs to the\n"
 	"driver's vdev for both servers (in_order=0, mrg_rxbuf=0). Each point also shows\n"
@@ -71,6 +72,26 @@ struct point {
 };
 
 static struct point points[NSERVERS][NSIZES][NMODES];
+
+/*
+ * The ratio within each round, where both servers ran back to back: the
+ * best rounds of the two may come from different moments of a machine
+ * whose speed drifts, a round's pair from the same one.
+ */
+struct pair_range {
+	unsigned n;
+	double lo, hi;
+};
+static struct pair_range paired[NSIZES][NMODES];
+
+static void pair_add(struct pair_range *r, double x)
+{
+	if (x <= 0)
+		return;
+	r->lo = r->n && r->lo < x ? r->lo : x;
+	r->hi = r->n && r->hi > x ? r->hi : x;
+	r->n++;
+}
 
 static double now_s(void)
 {
@@ -271,9 +292,20 @@ static void cmd(struct proc *p, const char *c)
 		fprintf(stderr, "sidecore-bench net: cannot write to testpmd's stdin (%s)\n", strerror(errno));
 }
 
-/* EAL flags both testpmds share: no hugepages, no PCI, a file prefix and lcores of their own on one cpu. */
-#define EAL_ARGS(prefix, lcores) "dpdk-testpmd", "--no-huge", "-m", "1024", "--no-pci", "--no-shconf", "--no-telemetry", \
+/*
+ * EAL flags both testpmds share: no hugepages, no PCI, a file prefix and
+ * lcores of their own on one cpu, and 256 MB, which holds their mbufs
+ * (8192 and 16384 of 2176 B) with room to spare. Not more: the driver's
+ * memory is what a server maps, and DPDK's vhost maps it with
+ * MAP_POPULATE. Its 1 GB used to take that server seconds to populate
+ * here (a PVM guest zeroing pages it had given back), so points measured
+ * it before it had started.
+ */
+#define EAL_ARGS(prefix, lcores) "dpdk-testpmd", "--no-huge", "-m", "256", "--no-pci", "--no-shconf", "--no-telemetry", \
 	"--file-prefix", prefix, "--lcores", lcores
+
+/* What DPDK's vhost library logs once every ring of a device is set up: it has mapped the driver's memory. */
+static const char vhost_ready[] = "virtio is now ready for processing";
 
 /* The figure a mode is judged by: what the driver received, sent, or both. */
 static double mpps_of(const struct point *p, enum mode m)
@@ -286,7 +318,7 @@ static const char *driver_args = "";
 
 /* One point: the driver in mode at size against server k on sock. */
 static int run_driver(const char *dir, enum server_kind k, const char *sock, enum mode m, unsigned size, int cpu, double secs,
-		      pid_t server, struct point *pt)
+		      struct proc *server, struct point *pt)
 {
 	char vdev[400], prefix[64], lcores[32], fwd[32], txpkts[32];
 	struct proc drv = { 0 };
@@ -307,14 +339,24 @@ static int run_driver(const char *dir, enum server_kind k, const char *sock, enu
 			mode_names[m], sock, drv.log);
 		goto out;
 	}
+	/*
+	 * sidecored maps the driver's memory as it connects and is ready when
+	 * the driver's port is; DPDK's vhost may still be populating its
+	 * mapping, and a point measured then is a stall, not a rate.
+	 */
+	if (k == DPDK_VHOST && !log_wait(server, vhost_ready, 20)) {
+		fprintf(stderr, "sidecore-bench net: %s did not get ready for the driver (testpmd %s) within 20 s; see %s\n",
+			server_names[k], mode_names[m], server->log);
+		goto out;
+	}
 	usleep(500000);   /* link up on both ends before forwarding starts */
 	cmd(&drv, "start\n");
 	usleep(secs < 2 ? 500000 : 1000000);   /* warm-up: rings full, caches warm */
 	cmd(&drv, "show port stats all\n");
-	double t0 = now_s(), s0 = bench_proc_cpu_s(server), d0 = bench_proc_cpu_s(drv.pid);
+	double t0 = now_s(), s0 = bench_proc_cpu_s(server->pid), d0 = bench_proc_cpu_s(drv.pid);
 	usleep((useconds_t)(secs * 1e6));
 	cmd(&drv, "show port stats all\n");
-	double t1 = now_s(), s1 = bench_proc_cpu_s(server), d1 = bench_proc_cpu_s(drv.pid);
+	double t1 = now_s(), s1 = bench_proc_cpu_s(server->pid), d1 = bench_proc_cpu_s(drv.pid);
 	cmd(&drv, "stop\n");
 	cmd(&drv, "quit\n");
 	/* Its stdout is a file, so block-buffered: the figures are there once it has quit (bounded). */
@@ -386,6 +428,21 @@ static int server_start(enum server_kind k, struct proc *srv, const char *self, 
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * EAL creates a runtime directory per file prefix even with --no-shconf
+ * and leaves it behind (empty): /run/dpdk/PREFIX for root.
+ */
+static void eal_dirs_remove(void)
+{
+	static const char *const prefixes[] = { "sc-bench-drv", "sc-bench-vhost" };
+	char d[96];
+
+	for (unsigned i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+		snprintf(d, sizeof(d), "/run/dpdk/%s-%d", prefixes[i], (int)getpid());
+		rmdir(d);
+	}
 }
 
 /* --mode NAME: the index of the one mode to run, NMODES for all, or -1 with one line for a name we do not know. */
@@ -466,9 +523,10 @@ static void write_json(const struct bench_opts *o, double secs, unsigned rounds)
 	for (unsigned s = 0; s < NSIZES; s++)
 		for (int m = 0; m < NMODES; m++)
 			if (points[SIDECORED][s][m].ok || points[DPDK_VHOST][s][m].ok)
-				json_array_append_new(ratios, json_pack("{s:s, s:i, s:f}", "mode", mode_names[m], "frame_bytes", sizes[s],
-				"sidecored_over_dpdk_vhost", ratio(mpps_of(&points[SIDECORED][s][m], m),
-								   mpps_of(&points[DPDK_VHOST][s][m], m))));
+				json_array_append_new(ratios, json_pack("{s:s, s:i, s:f, s:i, s:f, s:f}", "mode", mode_names[m],
+				"frame_bytes", sizes[s], "sidecored_over_dpdk_vhost", ratio(mpps_of(&points[SIDECORED][s][m], m),
+				mpps_of(&points[DPDK_VHOST][s][m], m)), "paired_rounds", paired[s][m].n,
+				"paired_min", paired[s][m].lo, "paired_max", paired[s][m].hi));
 	json_object_set_new(root, "runs", arr);
 	json_object_set_new(root, "ratios", ratios);
 	json_object_set_new(root, "setup", json_pack("{s:f, s:i, s:s, s:s}", "seconds_per_point", secs, "rounds", rounds, "driver",
@@ -528,7 +586,8 @@ int bench_net(int argc, char **argv)
 	 */
 	for (unsigned round = 0; round < rounds; round++)
 		for (unsigned s = 0; s < NSIZES; s++)
-			for (int m = 0; m < NMODES; m++)
+			for (int m = 0; m < NMODES; m++) {
+				double now[NSERVERS] = { 0 };   /* this round's Mpps of each server, 0 if skipped */
 				for (int k = 0; k < NSERVERS && wanted(s, m, only_size, only_mode); k++) {
 					struct point *best = &points[k][s][m], p = { 0 };
 					struct proc srv = { .in = -1 };
@@ -539,7 +598,7 @@ int bench_net(int argc, char **argv)
 						skipped = true;
 						continue;
 					}
-					if (run_driver(dir, k, sock, m, sizes[s], o.guest_cpu, secs, srv.pid, &p) < 0) {
+					if (run_driver(dir, k, sock, m, sizes[s], o.guest_cpu, secs, &srv, &p) < 0) {
 						printf(" skipped\n");
 						skipped = true;
 					} else {
@@ -548,27 +607,36 @@ int bench_net(int argc, char **argv)
 						if (p.drv_dropped >= 0)
 							printf(", %.0f%% of its tx found the ring full", 100 * p.drv_dropped);
 						printf("\n");
-						if (!best->ok || mpps_of(&p, m) > mpps_of(best, m))
+						now[k] = mpps_of(&p, m);
+						if (!best->ok || now[k] > mpps_of(best, m))
 							*best = p;
 					}
 					proc_stop(&srv);
 				}
+				pair_add(&paired[s][m], ratio(now[SIDECORED], now[DPDK_VHOST]));
+			}
 	for (int k = 0; k < NSERVERS; k++)
 		for (unsigned s = 0; s < NSIZES; s++)
 			for (int m = 0; m < NMODES; m++)
 				failed |= wanted(s, m, only_size, only_mode) && !points[k][s][m].ok;
 
-	printf("\n%-8s %6s %-22s %10s %10s %8s %8s %8s\n", "mode", "frame", "direction", "sidecored", "DPDK vhost",
-	       "ratio", "sc cpu", "vh cpu");
+	printf("\n%-8s %6s %-22s %10s %10s %8s %12s %8s %8s\n", "mode", "frame", "direction", "sidecored", "DPDK vhost",
+	       "ratio", "per round", "sc cpu", "vh cpu");
 	for (unsigned s = 0; s < NSIZES; s++)
 		for (int m = 0; m < NMODES; m++) {
 			const struct point *a = &points[SIDECORED][s][m], *v = &points[DPDK_VHOST][s][m];
 			if (!wanted(s, m, only_size, only_mode))
 				continue;
-			printf("%-8s %4u B %-22s %10.2f %10.2f %7.2fx %8.2f %8.2f\n", mode_names[m], sizes[s], mode_dirs[m],
-			       mpps_of(a, m), mpps_of(v, m), ratio(mpps_of(a, m), mpps_of(v, m)), a->server_cpu, v->server_cpu);
+			const struct pair_range *pr = &paired[s][m];
+			char range[24] = "-";
+			if (pr->n)
+				snprintf(range, sizeof(range), "%.2f-%.2f", pr->lo, pr->hi);
+			printf("%-8s %4u B %-22s %10.2f %10.2f %7.2fx %12s %8.2f %8.2f\n", mode_names[m], sizes[s], mode_dirs[m],
+			       mpps_of(a, m), mpps_of(v, m), ratio(mpps_of(a, m), mpps_of(v, m)), range, a->server_cpu,
+			       v->server_cpu);
 		}
-	printf("(Mpps from the driver's port counters; io: received + sent; cpu: each server process's cpu time)\n");
+	printf("(Mpps from the driver's port counters, best round of each; io: received + sent; per round: the ratio\n"
+	       " within each round, both servers back to back; cpu: each server process's cpu time)\n");
 	bool met = true;
 	for (unsigned s = 0; s < NSIZES; s++)
 		for (int m = RXONLY; m <= TXONLY; m++)
@@ -581,6 +649,7 @@ int bench_net(int argc, char **argv)
 		plot(o.plot_path);
 	if (o.json_path)
 		write_json(&o, secs, rounds);
+	eal_dirs_remove();
 	if (failed || skipped) {
 		/* The lines above that name a log point into it (a skipped round's log stays for whoever reads them). */
 		printf("logs of the runs kept in %s\n", dir);
