@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/compiler.h"
+
 /* Options every subcommand takes. */
 struct bench_opts {
 	const char *json_path;   /* --json FILE */
@@ -92,6 +94,27 @@ int bench_vhost_blk(int argc, char **argv);
 int bench_fairness(int argc, char **argv);
 int bench_scale(int argc, char **argv);
 int bench_net(int argc, char **argv);
+
+/* Two cache lines ping-ponged between a driver thread and an echo thread on cpu (bench_echo_thread). */
+struct bench_pingpong {
+	uint64_t ping sc_cache_aligned;   /* written by the driver: 1, 2, ... n */
+	uint64_t pong sc_cache_aligned;   /* written by the echo thread: each ping echoed */
+	int cpu;
+	uint64_t n;
+};
+
+/* Pins itself to pp->cpu and echoes pings 1..pp->n. */
+void *bench_echo_thread(void *pp);
+
+/*
+ * The round trip of a cache line between cpus a and b now, in ns (the
+ * mean of a few thousand trips), or -1. What a ring shared by a driver on
+ * one and a server on the other pays per handoff. On a VM the host may
+ * move the two vCPUs between placements whose round trips differ
+ * several-fold, so a throughput figure goes with the one measured beside
+ * it. The calling thread's affinity is put back.
+ */
+double bench_c2c_ns(int a, int b);
 
 /* The cpu time process pid has used so far (user + system), in seconds; -1 if it is gone. */
 double bench_proc_cpu_s(pid_t pid);

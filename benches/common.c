@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <sched.h>
+#include <pthread.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "benches/bench.h"
+#include "common/barrier.h"
 #include "common/tsc.h"
 #include "cpuset/cpuset.h"
 
@@ -317,6 +320,53 @@ void bench_pin(int cpu, const char *who)
 		fprintf(stderr, "sidecore-bench: cannot pin the %s thread to cpu %d: %s\n", who, cpu, strerror(-ret));
 		exit(1);
 	}
+}
+
+void *bench_echo_thread(void *arg)
+{
+	struct bench_pingpong *pp = arg;
+
+	bench_pin(pp->cpu, "echo");
+	for (uint64_t i = 1; i <= pp->n; i++) {
+		/* Acquire pairs with the driver's release of ping; release pairs with its acquire of pong. */
+		while (sc_load_acquire(&pp->ping) != i)
+			sc_cpu_relax();
+		sc_store_release(&pp->pong, i);
+	}
+	return NULL;
+}
+
+double bench_c2c_ns(int a, int b)
+{
+	enum { WARM = 1000, TRIPS = 20000 };
+	struct bench_pingpong *pp = aligned_alloc(SC_CACHE_LINE, sizeof(*pp));
+	cpu_set_t saved;
+	pthread_t t;
+	double ns = -1;
+
+	if (!pp || sched_getaffinity(0, sizeof(saved), &saved) < 0) {
+		free(pp);
+		return -1;
+	}
+	memset(pp, 0, sizeof(*pp));
+	pp->cpu = b;
+	pp->n = WARM + TRIPS;
+	if (sc_cpu_pin_self(a) == 0 && pthread_create(&t, NULL, bench_echo_thread, pp) == 0) {
+		struct timespec t0 = { 0 }, t1;
+		for (uint64_t i = 1; i <= pp->n; i++) {
+			if (i == WARM + 1)
+				clock_gettime(CLOCK_MONOTONIC, &t0);
+			sc_store_release(&pp->ping, i);
+			while (sc_load_acquire(&pp->pong) != i)
+				sc_cpu_relax();
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		pthread_join(t, NULL);
+		ns = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / TRIPS;
+	}
+	sched_setaffinity(0, sizeof(saved), &saved);
+	free(pp);
+	return ns;
 }
 
 double bench_proc_cpu_s(pid_t pid)

@@ -69,6 +69,7 @@ struct point {
 	double server_cpu, driver_cpu;
 	double drv_cycles;           /* the driver's busy cycles per packet (testpmd --record-core-cycles), or -1 */
 	double drv_dropped;          /* share of the packets the driver sent that found the server's ring full, or -1 */
+	double c2c_ns, c2c_after_ns; /* a cache line's round trip between the two cpus before and after (bench_c2c_ns) */
 };
 
 static struct point points[NSERVERS][NSIZES][NMODES];
@@ -76,18 +77,44 @@ static struct point points[NSERVERS][NSIZES][NMODES];
 /*
  * The ratio within each round, where both servers ran back to back: the
  * best rounds of the two may come from different moments of a machine
- * whose speed drifts, a round's pair from the same one.
+ * whose speed drifts, a round's pair from the same one. On these VMs the
+ * host moves the two vCPUs between placements whose cache-line round
+ * trip differs several-fold (and every rate with it), sometimes between
+ * the two halves of a pair: a pair whose round trips differ by more than
+ * half is not a pair, and is only counted as such. Nor is one where
+ * either process of either half got less than 0.95 of its cpu (other
+ * work took the rest).
  */
 struct pair_range {
-	unsigned n;
+	unsigned n, torn;
 	double lo, hi;
 };
 static struct pair_range paired[NSIZES][NMODES];
 
-static void pair_add(struct pair_range *r, double x)
+/* The figure a mode is judged by: what the driver received, sent, or both. */
+static double mpps_of(const struct point *p, enum mode m)
 {
-	if (x <= 0)
+	return m == RXONLY ? p->rx_mpps : m == TXONLY ? p->tx_mpps : p->rx_mpps + p->tx_mpps;
+}
+
+/* Adds the ratio of a round's pair, or counts it torn (see above). */
+static void pair_add(struct pair_range *r, const struct point *a, const struct point *b, enum mode m)
+{
+	const double c[] = { a->c2c_ns, a->c2c_after_ns, b->c2c_ns, b->c2c_after_ns };
+	double lo = c[0], hi = c[0];
+
+	if (!a->ok || !b->ok)
 		return;
+	for (int i = 1; i < 4; i++) {
+		lo = c[i] < lo ? c[i] : lo;
+		hi = c[i] > hi ? c[i] : hi;
+	}
+	if (lo <= 0 || hi > 1.5 * lo || a->server_cpu < 0.95 || a->driver_cpu < 0.95 || b->server_cpu < 0.95 ||
+	    b->driver_cpu < 0.95) {
+		r->torn++;
+		return;
+	}
+	double x = mpps_of(a, m) / mpps_of(b, m);
 	r->lo = r->n && r->lo < x ? r->lo : x;
 	r->hi = r->n && r->hi > x ? r->hi : x;
 	r->n++;
@@ -99,8 +126,6 @@ static double now_s(void)
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
-
-/* user + system cpu seconds of pid (all threads), or -1 */
 
 /* Start argv on cpu with stdin from a pipe we hold (or /dev/null), stdout and stderr into p->log. */
 static int proc_start(struct proc *p, char *const argv[], int cpu, bool pipe_in)
@@ -307,12 +332,6 @@ static void cmd(struct proc *p, const char *c)
 /* What DPDK's vhost library logs once every ring of a device is set up: it has mapped the driver's memory. */
 static const char vhost_ready[] = "virtio is now ready for processing";
 
-/* The figure a mode is judged by: what the driver received, sent, or both. */
-static double mpps_of(const struct point *p, enum mode m)
-{
-	return m == RXONLY ? p->rx_mpps : m == TXONLY ? p->tx_mpps : p->rx_mpps + p->tx_mpps;
-}
-
 /* --driver-args: devargs appended to the driver's vdev (e.g. in_order=0), or "". */
 static const char *driver_args = "";
 
@@ -515,18 +534,19 @@ static void write_json(const struct bench_opts *o, double secs, unsigned rounds)
 			for (int m = 0; m < NMODES; m++) {
 				const struct point *p = &points[k][s][m];
 				if (p->ok)
-					json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:f, s:f}",
+					json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
 						"server", server_names[k], "mode", mode_names[m], "direction", mode_dirs[m],
 						"frame_bytes", sizes[s], "mpps", mpps_of(p, m), "driver_rx_mpps", p->rx_mpps,
-						"driver_tx_mpps", p->tx_mpps, "server_cpu", p->server_cpu, "driver_cpu", p->driver_cpu));
+						"driver_tx_mpps", p->tx_mpps, "server_cpu", p->server_cpu, "driver_cpu", p->driver_cpu,
+						"c2c_ns", p->c2c_ns, "c2c_after_ns", p->c2c_after_ns));
 			}
 	for (unsigned s = 0; s < NSIZES; s++)
 		for (int m = 0; m < NMODES; m++)
 			if (points[SIDECORED][s][m].ok || points[DPDK_VHOST][s][m].ok)
-				json_array_append_new(ratios, json_pack("{s:s, s:i, s:f, s:i, s:f, s:f}", "mode", mode_names[m],
+				json_array_append_new(ratios, json_pack("{s:s, s:i, s:f, s:i, s:f, s:f, s:i}", "mode", mode_names[m],
 				"frame_bytes", sizes[s], "sidecored_over_dpdk_vhost", ratio(mpps_of(&points[SIDECORED][s][m], m),
 				mpps_of(&points[DPDK_VHOST][s][m], m)), "paired_rounds", paired[s][m].n,
-				"paired_min", paired[s][m].lo, "paired_max", paired[s][m].hi));
+				"paired_min", paired[s][m].lo, "paired_max", paired[s][m].hi, "torn_pairs", paired[s][m].torn));
 	json_object_set_new(root, "runs", arr);
 	json_object_set_new(root, "ratios", ratios);
 	json_object_set_new(root, "setup", json_pack("{s:f, s:i, s:s, s:s}", "seconds_per_point", secs, "rounds", rounds, "driver",
@@ -587,9 +607,9 @@ int bench_net(int argc, char **argv)
 	for (unsigned round = 0; round < rounds; round++)
 		for (unsigned s = 0; s < NSIZES; s++)
 			for (int m = 0; m < NMODES; m++) {
-				double now[NSERVERS] = { 0 };   /* this round's Mpps of each server, 0 if skipped */
+				struct point now[NSERVERS] = { 0 };   /* this round's point of each server (ok false if skipped) */
 				for (int k = 0; k < NSERVERS && wanted(s, m, only_size, only_mode); k++) {
-					struct point *best = &points[k][s][m], p = { 0 };
+					struct point *best = &points[k][s][m], p = { .c2c_ns = bench_c2c_ns(o.guest_cpu, o.sidecore_cpu) };
 					struct proc srv = { .in = -1 };
 					printf("  [%u/%u] %-15s %-7s %4u B ...", round + 1, rounds, server_names[k], mode_names[m], sizes[s]);
 					fflush(stdout);
@@ -598,22 +618,24 @@ int bench_net(int argc, char **argv)
 						skipped = true;
 						continue;
 					}
-					if (run_driver(dir, k, sock, m, sizes[s], o.guest_cpu, secs, &srv, &p) < 0) {
+					int r = run_driver(dir, k, sock, m, sizes[s], o.guest_cpu, secs, &srv, &p);
+					proc_stop(&srv);   /* before the second round trip: sidecored polls that cpu */
+					p.c2c_after_ns = bench_c2c_ns(o.guest_cpu, o.sidecore_cpu);
+					if (r < 0) {
 						printf(" skipped\n");
 						skipped = true;
-					} else {
-						printf(" rx %.2f Mpps, tx %.2f Mpps; cpu server %.2f driver %.2f; driver %.0f cycles/pkt",
-						       p.rx_mpps, p.tx_mpps, p.server_cpu, p.driver_cpu, p.drv_cycles);
-						if (p.drv_dropped >= 0)
-							printf(", %.0f%% of its tx found the ring full", 100 * p.drv_dropped);
-						printf("\n");
-						now[k] = mpps_of(&p, m);
-						if (!best->ok || now[k] > mpps_of(best, m))
-							*best = p;
+						continue;
 					}
-					proc_stop(&srv);
+					printf(" rx %.2f Mpps, tx %.2f Mpps; cpu server %.2f driver %.2f; driver %.0f cycles/pkt",
+					       p.rx_mpps, p.tx_mpps, p.server_cpu, p.driver_cpu, p.drv_cycles);
+					if (p.drv_dropped >= 0)
+						printf(", %.0f%% of its tx found the ring full", 100 * p.drv_dropped);
+					printf("; c2c %.0f/%.0f ns\n", p.c2c_ns, p.c2c_after_ns);
+					now[k] = p;
+					if (!best->ok || mpps_of(&p, m) > mpps_of(best, m))
+						*best = p;
 				}
-				pair_add(&paired[s][m], ratio(now[SIDECORED], now[DPDK_VHOST]));
+				pair_add(&paired[s][m], &now[SIDECORED], &now[DPDK_VHOST], m);
 			}
 	for (int k = 0; k < NSERVERS; k++)
 		for (unsigned s = 0; s < NSIZES; s++)
@@ -628,15 +650,16 @@ int bench_net(int argc, char **argv)
 			if (!wanted(s, m, only_size, only_mode))
 				continue;
 			const struct pair_range *pr = &paired[s][m];
-			char range[24] = "-";
+			char range[32] = "-";
 			if (pr->n)
-				snprintf(range, sizeof(range), "%.2f-%.2f", pr->lo, pr->hi);
+				snprintf(range, sizeof(range), "%.2f-%.2f%s", pr->lo, pr->hi, pr->torn ? "*" : "");
 			printf("%-8s %4u B %-22s %10.2f %10.2f %7.2fx %12s %8.2f %8.2f\n", mode_names[m], sizes[s], mode_dirs[m],
 			       mpps_of(a, m), mpps_of(v, m), ratio(mpps_of(a, m), mpps_of(v, m)), range, a->server_cpu,
 			       v->server_cpu);
 		}
 	printf("(Mpps from the driver's port counters, best round of each; io: received + sent; per round: the ratio\n"
-	       " within each round, both servers back to back; cpu: each server process's cpu time)\n");
+	       " within each round, both servers back to back; * where some rounds are left out: their two halves saw\n"
+	       " cache-line round trips (c2c) more than 1.5x apart, or a process under 0.95 cpu; cpu: each server's)\n");
 	bool met = true;
 	for (unsigned s = 0; s < NSIZES; s++)
 		for (int m = RXONLY; m <= TXONLY; m++)

@@ -54,36 +54,15 @@ struct mode_result {
 
 /* ---- floor: two cache lines ---- */
 
-struct pingpong {
-	uint64_t ping sc_cache_aligned;   /* written by the driver */
-	uint64_t pong sc_cache_aligned;   /* written by the echo thread */
-	int cpu;
-	uint64_t n;
-};
-
-static void *echo_thread(void *arg)
-{
-	struct pingpong *pp = arg;
-
-	bench_pin(pp->cpu, "echo");
-	for (uint64_t i = 1; i <= pp->n; i++) {
-		/* Acquire pairs with the driver's release of ping; release pairs with its acquire of pong. */
-		while (sc_load_acquire(&pp->ping) != i)
-			sc_cpu_relax();
-		sc_store_release(&pp->pong, i);
-	}
-	return NULL;
-}
-
 static int run_floor(const struct bench_opts *o, uint64_t n, struct mode_result *r)
 {
-	struct pingpong *pp = aligned_alloc(SC_CACHE_LINE, sizeof(*pp));
+	struct bench_pingpong *pp = aligned_alloc(SC_CACHE_LINE, sizeof(*pp));
 	pthread_t t;
 
 	memset(pp, 0, sizeof(*pp));
 	pp->cpu = o->sidecore_cpu;
 	pp->n = n + WARMUP;
-	if (pthread_create(&t, NULL, echo_thread, pp)) {
+	if (pthread_create(&t, NULL, bench_echo_thread, pp)) {
 		fprintf(stderr, "sidecore-bench: cannot start the echo thread\n");
 		return -1;
 	}
