@@ -140,18 +140,23 @@ r = load("net")
 if r:
     print("### net (sidecored vs DPDK's vhost PMD)\n\n" + head(r))
     runs = {(x["server"], x["mode"], x["frame_bytes"]): x for x in r["runs"]}
-    print("| mode | frame | direction | sidecored Mpps | DPDK vhost Mpps | ratio | sidecored cpu | DPDK vhost cpu |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| mode | frame | direction | sidecored Mpps | DPDK vhost Mpps | ratio | within each round | sidecored cpu | DPDK vhost cpu |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for q in r["ratios"]:
         a = runs.get(("sidecored", q["mode"], q["frame_bytes"]), {})
         b = runs.get(("DPDK vhost PMD", q["mode"], q["frame_bytes"]), {})
         cell = lambda x, k, f: format(x[k], f) if k in x else "n/a"
+        rng = (f"{q['paired_min']:.2f}-{q['paired_max']:.2f}× ({q['paired_rounds']})" if q.get("paired_rounds")
+               else "n/a")
         print(f"| {q['mode']} | {q['frame_bytes']} B | {a.get('direction', b.get('direction', ''))} | "
-              f"{cell(a, 'mpps', '.2f')} | {cell(b, 'mpps', '.2f')} | {q['sidecored_over_dpdk_vhost']:.2f}× | "
+              f"{cell(a, 'mpps', '.2f')} | {cell(b, 'mpps', '.2f')} | {q['sidecored_over_dpdk_vhost']:.2f}× | {rng} | "
               f"{cell(a, 'server_cpu', '.2f')} | {cell(b, 'server_cpu', '.2f')} |")
+    c2c = [x[k] for x in r["runs"] for k in ("c2c_ns", "c2c_after_ns") if x.get(k, -1) > 0]
+    c2c_txt = f"; a cache line's round trip between the cpus {min(c2c):.0f}-{max(c2c):.0f} ns" if c2c else ""
     print(f"\n{r['setup']['seconds_per_point']:g} s per point, each on a fresh server, the best of "
-          f"{r['setup'].get('rounds', 1)} rounds; load average {r.get('loadavg_1min', -1):.2f}; Mpps from the driver's port counters (io: received + sent); "
-          "cpu: each server process's cpu time over the window.\n")
+          f"{r['setup'].get('rounds', 1)} rounds; within each round: the range of the ratio over the rounds whose two "
+          f"halves saw the same placement and full cpus (how many){c2c_txt}; load average {r.get('loadavg_1min', -1):.2f}; "
+          "Mpps from the driver's port counters (io: received + sent); cpu: each server process's cpu time over the window.\n")
 
 r = load("demo")
 if r:
