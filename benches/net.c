@@ -501,10 +501,15 @@ static void plot(const char *png)
 		perror("sidecore-bench net: mkstemp");
 		return;
 	}
+	/* Columns: label, Mpps of each server, their ratio, and the ratio's range within rounds (the ratio where none). */
+	unsigned x = 0;
 	for (unsigned s = 0; s < NSIZES; s++)
-		for (int m = 0; m < NMODES; m++)
-			fprintf(f, "\"%s %u B\" %.3f %.3f\n", mode_names[m], sizes[s], mpps_of(&points[SIDECORED][s][m], m),
-				mpps_of(&points[DPDK_VHOST][s][m], m));
+		for (int m = 0; m < NMODES; m++, x++) {
+			double a = mpps_of(&points[SIDECORED][s][m], m), b = mpps_of(&points[DPDK_VHOST][s][m], m);
+			const struct pair_range *pr = &paired[s][m];
+			fprintf(f, "%u \"%s %u B\" %.3f %.3f %.3f %.3f %.3f\n", x, mode_names[m], sizes[s], a, b, ratio(a, b),
+				pr->n ? pr->lo : ratio(a, b), pr->n ? pr->hi : ratio(a, b));
+		}
 	fclose(f);
 	FILE *gp = popen("gnuplot 2>&1", "w");
 	if (!gp) {
@@ -512,11 +517,17 @@ static void plot(const char *png)
 		unlink(dat);
 		return;
 	}
-	fprintf(gp, "set terminal pngcairo size 900,480 font 'sans,10'\nset output '%s'\n"
-		    "set title 'virtio-net, DPDK virtio-user driver: Mpps (io: rx + tx), one server cpu'\n"
+	fprintf(gp, "set terminal pngcairo size 900,760 font 'sans,10'\nset output '%s'\nset multiplot layout 2,1\n"
+		    "set title 'virtio-net, DPDK virtio-user driver: Mpps (io: rx + tx), one server cpu, best round of each'\n"
 		    "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
 		    "set ylabel 'Mpps'\nset yrange [0:*]\nset grid ytics\nset key top right\n"
-		    "plot '%s' using 2:xtic(1) title 'sidecored', '' using 3 title 'DPDK vhost PMD'\n", png, dat);
+		    "plot '%s' using 3:xtic(2) title 'sidecored', '' using 4 title 'DPDK vhost PMD'\n"
+		    "set title 'sidecored / DPDK vhost PMD: best rounds (points), range within rounds (bars); bars of the issue dashed'\n"
+		    "unset style\nset style fill solid 0.8 border -1\nset ylabel 'ratio'\nset yrange [0:*]\nset xrange [-0.5:%u.5]\n"
+		    "set xtics ('' 0)\nset key off\n"
+		    "plot '%s' using 1:5:6:7:xtic(2) with yerrorbars pt 7 ps 1.2 lw 2, 1.0 dt 2 lc rgb 'black', "
+		    "1.1 dt 2 lc rgb 'gray'\nunset multiplot\n",
+		png, dat, x - 1, dat);
 	int rc = pclose(gp);
 	unlink(dat);
 	if (rc != 0)
