@@ -2,12 +2,16 @@
 /*
  * viommu core: domains, mappings, translation, grace periods.
  *
- * A domain's mappings are a sorted array of disjoint inclusive ranges,
- * allocated at its cap (max_mappings) as a lazily backed anonymous mapping
- * so it never moves: a reader that races the writer may read stale entries
- * but never outside the array, and the sequence count makes it retry.
- * Binary search was measured against the cache (tests/test_viommu.c,
- * lookup_cycles): the per-queue cache answers the common case.
+ * A domain's mappings are disjoint inclusive ranges, sorted, in chunks of
+ * SC_VIOMMU_CHUNK under a small sorted top level (viommu_priv.h): a MAP or
+ * UNMAP moves at most a chunk and a few top-level references, so a guest
+ * that keeps its domain full cannot make each request move megabytes on the
+ * sidecore that serves it. The chunks come from a pool reserved at the cap
+ * as a lazily backed anonymous mapping that never moves: a reader that races
+ * the writer may read stale entries but never outside the pool, and the
+ * sequence count makes it retry. Binary search was measured against the
+ * cache (tests/test_viommu.c, lookup_cycles): the per-queue cache answers
+ * the common case; tests/test_viommu_maps.c times a change.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -72,8 +76,8 @@ static void domain_free(struct sc_viommu_domain *d)
 {
 	if (!d)
 		return;
-	if (d->maps)
-		munmap(d->maps, d->maps_bytes);
+	if (d->mem)
+		munmap(d->mem, d->mem_bytes);
 	free(d);
 }
 
@@ -483,24 +487,46 @@ static bool domain_lookup(const struct sc_viommu_domain *d, uint64_t iova, struc
 			sc_cpu_relax();
 			continue;
 		}
-		uint32_t lo = 0, hi = sc_load_once(&d->n);
+		/*
+		 * A count or chunk index read while the writer moves them may be
+		 * torn: each is clamped, so every load stays inside top and the
+		 * pool, and the re-check of seq below throws such an answer away.
+		 */
+		uint32_t lo = 0, hi = sc_load_once(&d->ntop);
 		bool found = false;
 
-		/* The last entry with start ≤ iova. */
+		hi = hi < d->npool ? hi : d->npool;
+		/* The last chunk whose first mapping starts at or below iova... */
 		while (lo < hi) {
 			uint32_t mid = lo + (hi - lo) / 2;
-			if (sc_load_once(&d->maps[mid].iova) <= iova)
+			if (sc_load_once(&d->top[mid].first) <= iova)
 				lo = mid + 1;
 			else
 				hi = mid;
 		}
 		if (lo > 0) {
-			const struct sc_viommu_map *m = &d->maps[lo - 1];
-			out->iova = sc_load_once(&m->iova);
-			out->last = sc_load_once(&m->last);
-			out->gpa = sc_load_once(&m->gpa);
-			out->perm = sc_load_once(&m->perm);
-			found = iova <= out->last;
+			const struct sc_viommu_chunk_ref *r = &d->top[lo - 1];
+			uint32_t c = sc_load_once(&r->chunk), n = sc_load_once(&r->n);
+			const struct sc_viommu_map *maps = d->pool + (size_t)(c < d->npool ? c : 0) * SC_VIOMMU_CHUNK;
+
+			/* ...and in it, the last mapping that does. */
+			lo = 0;
+			hi = n < SC_VIOMMU_CHUNK ? n : SC_VIOMMU_CHUNK;
+			while (lo < hi) {
+				uint32_t mid = lo + (hi - lo) / 2;
+				if (sc_load_once(&maps[mid].iova) <= iova)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (lo > 0) {
+				const struct sc_viommu_map *m = &maps[lo - 1];
+				out->iova = sc_load_once(&m->iova);
+				out->last = sc_load_once(&m->last);
+				out->gpa = sc_load_once(&m->gpa);
+				out->perm = sc_load_once(&m->perm);
+				found = iova <= out->last;
+			}
 		}
 		/* The copies above are done before we re-read seq (seqlock read side). */
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
@@ -746,14 +772,25 @@ static int domain_new(struct sc_viommu *v, uint32_t id, bool bypass, struct sc_v
 	d->id = id;
 	d->bypass = bypass;
 	if (!bypass) {
-		/* Reserved, never moved: backed page by page as mappings arrive. */
-		d->maps_bytes = (size_t)v->cfg.max_mappings * sizeof(struct sc_viommu_map);
-		d->maps = mmap(NULL, d->maps_bytes, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (d->maps == MAP_FAILED) {
+		/*
+		 * Reserved, never moved: backed page by page as chunks are first
+		 * used. Chunks at least a quarter full (all but a lone one) hold
+		 * max_mappings in 4 * max_mappings / SC_VIOMMU_CHUNK chunks; two
+		 * more cover the split of a full chunk below the cap.
+		 */
+		d->npool = (uint32_t)((4ull * v->cfg.max_mappings + SC_VIOMMU_CHUNK - 1) / SC_VIOMMU_CHUNK + 2);
+		size_t top_bytes = SC_ALIGN_UP((size_t)d->npool * sizeof(*d->top), 64ul);
+		size_t free_bytes = SC_ALIGN_UP((size_t)d->npool * sizeof(*d->free), 64ul);
+		d->mem_bytes = top_bytes + free_bytes + (size_t)d->npool * SC_VIOMMU_CHUNK * sizeof(*d->pool);
+		d->mem = mmap(NULL, d->mem_bytes, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (d->mem == MAP_FAILED) {
 			free(d);
 			return -ENOMEM;
 		}
+		d->top = d->mem;
+		d->free = (uint32_t *)((char *)d->mem + top_bytes);
+		d->pool = (struct sc_viommu_map *)((char *)d->mem + top_bytes + free_bytes);
 	}
 	v->domains[free_slot] = d;
 	v->ndomains++;
@@ -839,33 +876,238 @@ int sc_viommu_detach(struct sc_viommu *v, uint32_t domain, uint32_t endpoint, bo
 	return 0;
 }
 
-/* First entry whose last ≥ iova (the first that may overlap [iova, ...]). */
-static uint32_t first_reaching(const struct sc_viommu_domain *d, uint64_t iova)
-{
-	uint32_t lo = 0, hi = d->n;
+/*
+ * ---- a domain's table: chunks under a sorted top level ----
+ *
+ * The writer's side, under the sequence count when it changes anything.
+ * Every chunk in top holds 1..SC_VIOMMU_CHUNK mappings, and at least a
+ * quarter of that unless it is alone (what bounds the pool); top[t].first
+ * is the iova of chunk t's first mapping (the readers' search key).
+ */
 
+/* A place in the table: mapping k of chunk top[t]; t == ntop is past the last. */
+struct maps_pos {
+	uint32_t t, k;
+};
+
+static struct sc_viommu_map *chunk_maps(const struct sc_viommu_domain *d, uint32_t chunk)
+{
+	return d->pool + (size_t)chunk * SC_VIOMMU_CHUNK;
+}
+
+/* The mapping at p, or NULL past the last one. */
+static struct sc_viommu_map *maps_at(const struct sc_viommu_domain *d, struct maps_pos p)
+{
+	return p.t < d->ntop ? &chunk_maps(d, d->top[p.t].chunk)[p.k] : NULL;
+}
+
+/* The place after p (p is not past the last). */
+static struct maps_pos maps_next(const struct sc_viommu_domain *d, struct maps_pos p)
+{
+	if (++p.k == d->top[p.t].n)
+		p = (struct maps_pos){ p.t + 1, 0 };
+	return p;
+}
+
+/* The first mapping whose last ≥ iova (the first that may overlap [iova, ...]). */
+static struct maps_pos maps_reaching(const struct sc_viommu_domain *d, uint64_t iova)
+{
+	uint32_t lo = 0, hi = d->ntop;
+
+	/* The first chunk whose last mapping reaches iova... */
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
-		if (d->maps[mid].last < iova)
+		const struct sc_viommu_chunk_ref *r = &d->top[mid];
+		if (chunk_maps(d, r->chunk)[r->n - 1].last < iova)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo;
+	if (lo == d->ntop)
+		return (struct maps_pos){ lo, 0 };
+	/* ...and in it, the first mapping that does. */
+	const struct sc_viommu_map *maps = chunk_maps(d, d->top[lo].chunk);
+	uint32_t k = 0, end = d->top[lo].n;
+	while (k < end) {
+		uint32_t mid = k + (end - k) / 2;
+		if (maps[mid].last < iova)
+			k = mid + 1;
+		else
+			end = mid;
+	}
+	return (struct maps_pos){ lo, k };
 }
 
-/* Remove entries [i, i + k) (sequence count held by the caller). */
-static void maps_remove(struct sc_viommu *v, struct sc_viommu_domain *d, uint32_t i, uint32_t k)
+/* The mappings that overlap a range, in order. */
+struct maps_span {
+	struct maps_pos at;       /* the first */
+	uint32_t k;               /* how many */
+	bool live;                /* one of them is not dying */
+	struct sc_viommu_map *first, *last;
+};
+
+static struct maps_span maps_overlapping(const struct sc_viommu_domain *d, uint64_t iova, uint64_t last)
 {
-	for (uint32_t j = i; j < i + k; j++) {
-		revoke_range(v, d, d->maps[j].iova, d->maps[j].last);
-		if (d->maps[j].dying) {
+	struct maps_span s = { .at = maps_reaching(d, iova) };
+	struct sc_viommu_map *m;
+
+	for (struct maps_pos p = s.at; (m = maps_at(d, p)) && m->iova <= last; p = maps_next(d, p)) {
+		if (!s.k++)
+			s.first = m;
+		s.last = m;
+		s.live |= !m->dying;
+	}
+	return s;
+}
+
+/* A free chunk (given back ones first: their pages are backed), or UINT32_MAX. */
+static uint32_t chunk_alloc(struct sc_viommu_domain *d)
+{
+	if (d->nfree)
+		return d->free[--d->nfree];
+	return d->nfresh < d->npool ? d->nfresh++ : UINT32_MAX;
+}
+
+/* Chunks top[t, t + k) leave the table, back to the free list. */
+static void top_remove(struct sc_viommu_domain *d, uint32_t t, uint32_t k)
+{
+	for (uint32_t j = t; j < t + k; j++)
+		d->free[d->nfree++] = d->top[j].chunk;
+	memmove(&d->top[t], &d->top[t + k], (d->ntop - t - k) * sizeof(d->top[0]));
+	sc_store_once(&d->ntop, d->ntop - k);
+}
+
+/* Chunk top[l + 1] joins the end of top[l] (they fit in one). */
+static void chunks_merge(struct sc_viommu_domain *d, uint32_t l)
+{
+	struct sc_viommu_chunk_ref *a = &d->top[l], *b = &d->top[l + 1];
+
+	memcpy(chunk_maps(d, a->chunk) + a->n, chunk_maps(d, b->chunk), b->n * sizeof(struct sc_viommu_map));
+	a->n += b->n;
+	top_remove(d, l + 1, 1);
+}
+
+/* Chunks top[l] and top[l + 1] (more than one chunk's worth) share their mappings half and half. */
+static void chunks_even(struct sc_viommu_domain *d, uint32_t l)
+{
+	struct sc_viommu_chunk_ref *a = &d->top[l], *b = &d->top[l + 1];
+	struct sc_viommu_map *ma = chunk_maps(d, a->chunk), *mb = chunk_maps(d, b->chunk);
+	uint32_t half = (a->n + b->n) / 2;
+
+	if (a->n < half) {
+		uint32_t k = half - a->n;
+		memcpy(ma + a->n, mb, k * sizeof(*ma));
+		memmove(mb, mb + k, (b->n - k) * sizeof(*mb));
+		b->n -= k;
+	} else {
+		uint32_t k = a->n - half;
+		memmove(mb + k, mb, b->n * sizeof(*mb));
+		memcpy(mb, ma + half, k * sizeof(*mb));
+		b->n += k;
+	}
+	a->n = half;
+	b->first = mb[0].iova;
+}
+
+/*
+ * Chunks top[from..to] lost mappings: each one under a quarter full (and not
+ * alone) merges with a neighbour that has room, or else shares a
+ * neighbour's mappings (then both are at least half full).
+ */
+static void maps_settle(struct sc_viommu_domain *d, uint32_t from, uint32_t to)
+{
+	for (uint32_t t = from; t < d->ntop && t <= to;) {
+		uint32_t n = d->top[t].n;
+		if (d->ntop == 1 || n >= SC_VIOMMU_CHUNK / 4)
+			t++;   /* a merge leaves t in place: what is there now is looked at again */
+		else if (t + 1 < d->ntop && n + d->top[t + 1].n <= SC_VIOMMU_CHUNK)
+			chunks_merge(d, t);
+		else if (t > 0 && d->top[t - 1].n + n <= SC_VIOMMU_CHUNK)
+			chunks_merge(d, t - 1);
+		else
+			chunks_even(d, t + 1 < d->ntop ? t : t - 1);
+	}
+}
+
+/*
+ * Insert m before p (sequence count held by the caller). Returns 0, or
+ * -ENOMEM if no chunk is left, which the pool's size rules out below the cap.
+ */
+static int maps_insert(struct sc_viommu_domain *d, struct maps_pos p, const struct sc_viommu_map *m)
+{
+	const uint32_t half = SC_VIOMMU_CHUNK / 2;
+
+	if (!d->ntop) {
+		uint32_t c = chunk_alloc(d);
+		if (c == UINT32_MAX)
+			return -ENOMEM;
+		d->top[0] = (struct sc_viommu_chunk_ref){ .chunk = c };
+		sc_store_once(&d->ntop, 1);
+	} else if (p.t == d->ntop) {
+		p = (struct maps_pos){ d->ntop - 1, d->top[d->ntop - 1].n };   /* at the end of the last chunk */
+	}
+	if (d->top[p.t].n == SC_VIOMMU_CHUNK) {
+		/* Full: its upper half moves to a new chunk after it. */
+		uint32_t c = chunk_alloc(d);
+		if (c == UINT32_MAX)
+			return -ENOMEM;
+		struct sc_viommu_map *upper = chunk_maps(d, c);
+		memcpy(upper, chunk_maps(d, d->top[p.t].chunk) + half, half * sizeof(*upper));
+		memmove(&d->top[p.t + 2], &d->top[p.t + 1], (d->ntop - p.t - 1) * sizeof(d->top[0]));
+		d->top[p.t + 1] = (struct sc_viommu_chunk_ref){ .first = upper[0].iova, .chunk = c, .n = half };
+		d->top[p.t].n = half;
+		sc_store_once(&d->ntop, d->ntop + 1);
+		if (p.k > half)
+			p = (struct maps_pos){ p.t + 1, p.k - half };
+	}
+	struct sc_viommu_chunk_ref *r = &d->top[p.t];
+	struct sc_viommu_map *maps = chunk_maps(d, r->chunk);
+	memmove(maps + p.k + 1, maps + p.k, (r->n - p.k) * sizeof(*maps));
+	maps[p.k] = *m;
+	r->n++;
+	if (p.k == 0)
+		r->first = m->iova;
+	d->n++;
+	return 0;
+}
+
+/* Remove the k mappings from p on (sequence count held by the caller). */
+static void maps_remove(struct sc_viommu *v, struct sc_viommu_domain *d, struct maps_pos p, uint32_t k)
+{
+	struct maps_pos q = p;
+
+	for (uint32_t j = 0; j < k; j++, q = maps_next(d, q)) {
+		const struct sc_viommu_map *m = maps_at(d, q);
+		revoke_range(v, d, m->iova, m->last);
+		if (m->dying) {
 			d->ndying--;
 			v->ndying--;
 		}
 	}
-	memmove(&d->maps[i], &d->maps[i + k], (d->n - i - k) * sizeof(d->maps[0]));
-	sc_store_once(&d->n, d->n - k);
+	d->n -= k;
+	/* q is just past them. */
+	struct sc_viommu_chunk_ref *a = &d->top[p.t];
+	struct sc_viommu_map *maps = chunk_maps(d, a->chunk);
+	if (q.t == p.t) {
+		/* Inside one chunk, which keeps a mapping after them. */
+		memmove(maps + p.k, maps + p.k + k, (a->n - p.k - k) * sizeof(*maps));
+		a->n -= k;
+		if (p.k == 0)
+			a->first = maps[0].iova;
+	} else {
+		/* The first chunk keeps its head, the last its tail; the chunks between go whole. */
+		uint32_t from = p.k ? p.t + 1 : p.t;
+		a->n = p.k;
+		if (q.k) {
+			struct sc_viommu_chunk_ref *b = &d->top[q.t];
+			maps = chunk_maps(d, b->chunk);
+			memmove(maps, maps + q.k, (b->n - q.k) * sizeof(*maps));
+			b->n -= q.k;
+			b->first = maps[0].iova;
+		}
+		top_remove(d, from, q.t - from);
+	}
+	maps_settle(d, p.t, p.t + 1);
 }
 
 /* The checks of a new mapping (sc_viommu_map's errors). */
@@ -895,13 +1137,11 @@ int sc_viommu_map(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t 
 	if (ret < 0)
 		return ret;
 
-	uint32_t i = first_reaching(d, iova), k = 0;
-	while (i + k < d->n && d->maps[i + k].iova <= last)
-		k++;
-	if (k) {
-		struct sc_viommu_map *m = &d->maps[i];
+	struct maps_span s = maps_overlapping(d, iova, last);
+	if (s.k) {
+		struct sc_viommu_map *m = s.first;
 		/* Optimistic reuse: the very mapping the guest just unmapped comes back for free. */
-		if (k == 1 && m->dying && m->iova == iova && m->last == last && m->gpa == gpa &&
+		if (s.k == 1 && m->dying && m->iova == iova && m->last == last && m->gpa == gpa &&
 		    m->perm == perm) {
 			m->dying = false;
 			d->ndying--;
@@ -910,24 +1150,24 @@ int sc_viommu_map(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t 
 			v->stats.maps++;
 			return 0;
 		}
-		for (uint32_t j = i; j < i + k; j++)
-			if (!d->maps[j].dying)
-				return -EEXIST;   /* §5.13.6.5: overlapping a live mapping changes nothing */
+		if (s.live)
+			return -EEXIST;   /* §5.13.6.5: overlapping a live mapping changes nothing */
 		/* Only dying mappings in the way: they go now (the guest unmapped them already). */
 		seq_begin(d);
-		maps_remove(v, d, i, k);
+		maps_remove(v, d, s.at, s.k);
 		seq_end(d);
 		gen_bump(v);
-		v->stats.torn_down += k;
+		v->stats.torn_down += s.k;
 	}
 	if (d->n == v->cfg.max_mappings)
 		return -ENOMEM;
 
 	seq_begin(d);
-	memmove(&d->maps[i + 1], &d->maps[i], (d->n - i) * sizeof(d->maps[0]));
-	d->maps[i] = (struct sc_viommu_map){ .iova = iova, .last = last, .gpa = gpa, .perm = perm };
-	sc_store_once(&d->n, d->n + 1);
+	ret = maps_insert(d, maps_reaching(d, iova),
+			  &(struct sc_viommu_map){ .iova = iova, .last = last, .gpa = gpa, .perm = perm });
 	seq_end(d);
+	if (ret < 0)
+		return ret;
 	v->stats.maps++;
 	return 0;
 }
@@ -937,8 +1177,9 @@ static void start_dying(struct sc_viommu *v, struct sc_viommu_domain *d, uint64_
 {
 	uint64_t deadline = sc_viommu_now_ns() + v->cfg.window_ns;
 
-	for (uint32_t j = first_reaching(d, iova); j < d->n && d->maps[j].iova <= last; j++) {
-		struct sc_viommu_map *m = &d->maps[j];
+	struct sc_viommu_map *m;
+
+	for (struct maps_pos p = maps_reaching(d, iova); (m = maps_at(d, p)) && m->iova <= last; p = maps_next(d, p)) {
 		if (m->dying)
 			continue;
 		if (!v->ndying || deadline < v->next_deadline)
@@ -964,13 +1205,11 @@ int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_
 	if (d->bypass)
 		return 0;
 
-	uint32_t i = first_reaching(d, iova), k = 0;
-	while (i + k < d->n && d->maps[i + k].iova <= last)
-		k++;
-	if (!k)
+	struct maps_span s = maps_overlapping(d, iova, last);
+	if (!s.k)
 		return 0;   /* §5.13.6.6: nothing mapped there is not an error */
 	/* §5.13.6.6: a range that would split a mapping removes nothing. */
-	if (d->maps[i].iova < iova || d->maps[i + k - 1].last > last)
+	if (s.first->iova < iova || s.last->last > last)
 		return -ERANGE;
 
 	if (v->cfg.teardown == SC_VIOMMU_OPTIMISTIC) {
@@ -978,7 +1217,7 @@ int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_
 		return 0;
 	}
 	seq_begin(d);
-	maps_remove(v, d, i, k);
+	maps_remove(v, d, s.at, s.k);
 	seq_end(d);
 	gen_bump(v);
 	*removed = true;
@@ -991,18 +1230,15 @@ int sc_viommu_unmap(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_
  */
 static bool remove_overlapping(struct sc_viommu *v, struct sc_viommu_domain *d, uint64_t iova, uint64_t last)
 {
-	uint32_t i = first_reaching(d, iova), k = 0;
-	bool live = false;
+	struct maps_span s = maps_overlapping(d, iova, last);
 
-	while (i + k < d->n && d->maps[i + k].iova <= last)
-		live |= !d->maps[i + k++].dying;
-	if (!k)
+	if (!s.k)
 		return false;
 	seq_begin(d);
-	maps_remove(v, d, i, k);
+	maps_remove(v, d, s.at, s.k);
 	seq_end(d);
 	gen_bump(v);
-	return live;
+	return s.live;
 }
 
 int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed)
@@ -1031,11 +1267,10 @@ int sc_viommu_update(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64
 	*removed = false;
 	if (ret < 0)
 		return ret;
-	uint32_t i = first_reaching(d, iova);
-	if (i < d->n && d->maps[i].iova == iova && d->maps[i].last == last && d->maps[i].gpa == gpa &&
-	    d->maps[i].perm == perm) {
+	const struct sc_viommu_map *m = maps_at(d, maps_reaching(d, iova));
+	if (m && m->iova == iova && m->last == last && m->gpa == gpa && m->perm == perm) {
 		/* QEMU answers a miss for a page it already sent (two queues missed it): nothing changes. */
-		if (!d->maps[i].dying)
+		if (!m->dying)
 			return 0;
 		/* Optimistic: the entry the front end just invalidated comes back as it was (sc_viommu_map revives it). */
 		return sc_viommu_map(v, domain, iova, last, gpa, perm);
@@ -1054,25 +1289,40 @@ int sc_viommu_domain_mappings(struct sc_viommu *v, uint32_t domain)
 static uint32_t domain_expire(struct sc_viommu *v, struct sc_viommu_domain *d, uint64_t now)
 {
 	uint32_t w = 0, gone = 0;
+	struct sc_viommu_map *m;
 	bool due = false;
 
-	for (uint32_t r = 0; r < d->n && !due; r++)
-		due = d->maps[r].dying && d->maps[r].deadline <= now;
+	for (struct maps_pos p = { 0, 0 }; !due && (m = maps_at(d, p)); p = maps_next(d, p))
+		due = m->dying && m->deadline <= now;
 	if (!due)
 		return 0;
 	seq_begin(d);
-	for (uint32_t r = 0; r < d->n; r++) {
-		struct sc_viommu_map *m = &d->maps[r];
-		if (m->dying && m->deadline <= now) {
-			revoke_range(v, d, m->iova, m->last);
-			gone++;
+	/* Each chunk keeps its live mappings in order; emptied chunks leave, thin ones settle. */
+	for (uint32_t t = 0; t < d->ntop; t++) {
+		struct sc_viommu_chunk_ref *r = &d->top[t];
+		struct sc_viommu_map *maps = chunk_maps(d, r->chunk);
+		uint32_t k = 0;
+		for (uint32_t j = 0; j < r->n; j++) {
+			if (maps[j].dying && maps[j].deadline <= now) {
+				revoke_range(v, d, maps[j].iova, maps[j].last);
+				gone++;
+				continue;
+			}
+			if (k != j)
+				maps[k] = maps[j];
+			k++;
+		}
+		r->n = k;
+		if (!k) {
+			d->free[d->nfree++] = r->chunk;
 			continue;
 		}
-		if (w != r)
-			d->maps[w] = *m;
-		w++;
+		r->first = maps[0].iova;
+		d->top[w++] = *r;
 	}
-	sc_store_once(&d->n, w);
+	sc_store_once(&d->ntop, w);
+	maps_settle(d, 0, UINT32_MAX);
+	d->n -= gone;
 	seq_end(d);
 	d->ndying -= gone;
 	v->ndying -= gone;
@@ -1090,9 +1340,10 @@ bool sc_viommu_tick(struct sc_viommu *v, uint64_t now_ns)
 			if (!d || !d->ndying)
 				continue;
 			gone += domain_expire(v, d, now_ns);
-			for (uint32_t j = 0; j < d->n; j++)
-				if (d->maps[j].dying && d->maps[j].deadline < next)
-					next = d->maps[j].deadline;
+			const struct sc_viommu_map *m;
+			for (struct maps_pos p = { 0, 0 }; (m = maps_at(d, p)); p = maps_next(d, p))
+				if (m->dying && m->deadline < next)
+					next = m->deadline;
 		}
 		v->next_deadline = next;
 		if (gone) {

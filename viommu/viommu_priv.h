@@ -24,15 +24,39 @@ struct sc_viommu_map {
 	uint32_t dying;           /* unmapped by the guest, still translating (optimistic) */
 };
 
+/*
+ * A domain's mappings are sorted chunks of SC_VIOMMU_CHUNK entries (5 KiB):
+ * a change moves at most one chunk and a few top-level references, never the
+ * whole table. Every chunk but a lone one is at least a quarter full, so
+ * max_mappings entries fit in 4 * max_mappings / SC_VIOMMU_CHUNK + 2 chunks.
+ */
+#define SC_VIOMMU_CHUNK 128
+
+/* A chunk in use, in the top level (sorted by first). */
+struct sc_viommu_chunk_ref {
+	uint64_t first;           /* iova of its first mapping: the top level's search key */
+	uint32_t chunk;           /* index into the pool */
+	uint32_t n;               /* mappings in it, 1..SC_VIOMMU_CHUNK */
+};
+
 struct sc_viommu_domain {
 	uint32_t id;
 	bool bypass;
 	uint32_t nendpoints;
-	uint32_t seq;             /* odd while the writer changes maps */
-	uint32_t n;               /* entries in maps */
+	uint32_t seq;             /* odd while the writer changes the table */
+	uint32_t n;               /* mappings in all */
 	uint32_t ndying;
-	struct sc_viommu_map *maps;   /* sorted, disjoint; max_mappings entries reserved */
-	size_t maps_bytes;
+	uint32_t ntop;            /* chunks in use: entries of top */
+	/* Fixed at creation, read by readers as they are: */
+	uint32_t npool;           /* chunks reserved: the size of top, free and pool */
+	struct sc_viommu_chunk_ref *top;   /* sorted, disjoint chunks */
+	struct sc_viommu_map *pool;        /* npool chunks; never moved until the domain is freed */
+	/* The writer's only: */
+	uint32_t *free;           /* chunks given back, reused last-out (their pages are backed) */
+	uint32_t nfree;
+	uint32_t nfresh;          /* chunks [nfresh, npool) never used yet */
+	void *mem;                /* top, free and pool in one reservation, backed as touched */
+	size_t mem_bytes;
 };
 
 struct sc_viommu_ep {
