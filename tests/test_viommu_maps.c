@@ -7,11 +7,13 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "common/barrier.h"
 #include "harness.h"
 #include "viommu/viommu.h"
 
@@ -510,6 +512,144 @@ Test(viommu_maps, fill_to_the_cap_at_random_then_drain)
 	}
 	cr_assert_eq(sc_viommu_map(v, DOM, page_iova(1), page_iova(2) - 1, GPA, SC_PERM_RW), -ENOMEM);
 	free(order);
+}
+
+/*
+ * Round after round, a table filled to the cap above its old mappings, then
+ * its new ones thinned to one in 64: thin chunks must merge, or they pile up
+ * until a MAP below the cap finds no chunk left.
+ */
+Test(viommu_maps, thinned_tables_still_reach_the_cap)
+{
+	const uint32_t max = 4096;
+	uint64_t *pages = malloc(max * sizeof(*pages)), next = 0;
+	uint32_t n = 0;
+	bool removed;
+
+	cr_assert(pages);
+	start(max, SC_VIOMMU_STRICT);
+	for (int round = 0; round < 8; round++) {
+		/* Fill to the cap on fresh pages above all the others (pages[] stays sorted). */
+		uint32_t kept = n;
+		while (n < max) {
+			pages[n] = next++;
+			cr_assert_eq(sc_viommu_map(v, DOM, page_iova(pages[n]), page_iova(pages[n]) + PG - 1,
+						   gpa_of(pages[n]), SC_PERM_RW), 0, "round %d, mapping %u of %u", round, n, max);
+			n++;
+		}
+		cr_assert_eq(sc_viommu_map(v, DOM, page_iova(next), page_iova(next) + PG - 1, GPA, SC_PERM_RW), -ENOMEM);
+		/* Of the new ones keep one in 64: each run between kept ones goes in one UNMAP. */
+		uint32_t w = kept;
+		for (uint32_t i = kept; i < n; i += 64) {
+			uint32_t end = i + 64 < n ? i + 64 : n;
+			pages[w++] = pages[i];
+			if (i + 1 < end) {
+				cr_assert_eq(sc_viommu_unmap(v, DOM, page_iova(pages[i + 1]), page_iova(pages[end - 1]) + PG - 1,
+							     &removed), 0);
+				cr_assert(removed);
+			}
+		}
+		n = w;
+		cr_assert_eq(sc_viommu_domain_mappings(v, DOM), (int)n);
+		for (uint32_t i = 0; i < n; i++) {
+			struct iovec iov[1];
+			cr_assert_eq(sc_viommu_translate(&tc, page_iova(pages[i]) + 8, 1, SC_PERM_READ, iov, 1), 1);
+			cr_assert_eq((uint8_t *)iov[0].iov_base, g.base + (gpa_of(pages[i]) - GPA) + 8);
+		}
+	}
+	free(pages);
+}
+
+/* ---- readers during changes ---- */
+
+#define GROUP 512   /* pages: one mapping that never goes, then 511 pages of churn */
+
+struct reader {
+	struct sc_viommu_tc tc;
+	uint64_t space;           /* pages */
+	bool stop;
+	uint64_t lookups, found, wrong, lost;
+};
+
+/*
+ * Page p always maps to gpa_of(p) (no mapping crosses a multiple of GPAGES),
+ * so whatever a reader finds must say that; the first page of each group is
+ * never unmapped, so a reader must always find it.
+ */
+static void *reader_run(void *arg)
+{
+	struct reader *r = arg;
+	uint64_t x = 0x2545f4914f6cdd1dull;
+
+	while (!sc_load_acquire(&r->stop)) {
+		sc_viommu_tc_enter(&r->tc);
+		for (int i = 0; i < 64; i++) {
+			struct iovec iov[1];
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			uint64_t page = x % r->space;
+			int ret = sc_viommu_translate(&r->tc, page_iova(page) + 8, 1, SC_PERM_READ, iov, 1);
+			r->lookups++;
+			if (ret == 1) {
+				r->found++;
+				r->wrong += (uint8_t *)iov[0].iov_base != g.base + (gpa_of(page) - GPA) + 8;
+			} else {
+				r->wrong += ret != -EFAULT;
+				r->lost += page % GROUP == 0;
+			}
+		}
+		sc_viommu_tc_exit(&r->tc);
+	}
+	return NULL;
+}
+
+Test(viommu_maps, readers_see_whole_mappings_while_chunks_split_and_merge)
+{
+	const uint32_t max = 8192;
+	const uint64_t space = 64 * GROUP;
+	struct reader r = { .space = space };
+	struct sc_viommu_fault f;
+	pthread_t th;
+	bool removed;
+
+	start(max, SC_VIOMMU_STRICT);
+	for (uint64_t page = 0; page < space; page += GROUP)
+		cr_assert_eq(sc_viommu_map(v, DOM, page_iova(page), page_iova(page) + PG - 1, gpa_of(page), SC_PERM_RW), 0);
+	cr_assert_eq(sc_viommu_tc_init(v, &r.tc, EP), 0);
+	cr_assert_eq(pthread_create(&th, NULL, reader_run, &r), 0);
+	uint64_t until = now_ns() + 500000000ull, ops = 0;
+	while (now_ns() < until || r.lookups < 100000) {
+		for (int i = 0; i < 256; i++, ops++) {
+			/* Inside one group, past its first page: ranges of up to 510 pages (several chunks). */
+			uint64_t grp = rnd(space / GROUP) * GROUP, a = 1 + rnd(GROUP - 1), b = a + rnd(GROUP - a);
+			uint64_t iova = page_iova(grp + a), last = page_iova(grp + (rnd(4) ? a + rnd(3) : b)) + PG - 1;
+			if (last > page_iova(grp + GROUP) - 1)
+				last = page_iova(grp + GROUP) - 1;
+			switch (rnd(3)) {
+			case 0:
+				sc_viommu_map(v, DOM, iova, last, gpa_of(grp + a), SC_PERM_RW);
+				break;
+			case 1:
+				sc_viommu_unmap(v, DOM, iova, page_iova(grp + b) + PG - 1, &removed);
+				break;
+			default:
+				sc_viommu_invalidate(v, DOM, iova, rnd(8) ? last : page_iova(grp + b) + PG - 1, &removed);
+				break;
+			}
+		}
+		while (sc_viommu_fault_pop(v, &f))
+			;
+		sc_viommu_tick(v, now_ns());
+	}
+	sc_store_release(&r.stop, true);
+	pthread_join(th, NULL);
+	sc_viommu_tc_fini(&r.tc);
+	cr_log_info("readers during changes: %llu changes, %llu lookups, %llu found", (unsigned long long)ops,
+		    (unsigned long long)r.lookups, (unsigned long long)r.found);
+	cr_assert_eq(r.wrong, 0, "%llu lookups found a wrong address", (unsigned long long)r.wrong);
+	cr_assert_eq(r.lost, 0, "%llu lookups missed a mapping that never went", (unsigned long long)r.lost);
+	cr_assert_gt(r.found, r.lookups / 64, "lookups found the churned mappings too");
 }
 
 /*
