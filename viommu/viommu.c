@@ -774,9 +774,9 @@ static int domain_new(struct sc_viommu *v, uint32_t id, bool bypass, struct sc_v
 	if (!bypass) {
 		/*
 		 * Reserved, never moved: backed page by page as chunks are first
-		 * used. Chunks at least a quarter full (all but a lone one) hold
-		 * max_mappings in 4 * max_mappings / SC_VIOMMU_CHUNK chunks; two
-		 * more cover the split of a full chunk below the cap.
+		 * used. Chunks at least a quarter full hold max_mappings in
+		 * 4 * max_mappings / SC_VIOMMU_CHUNK; the split of a full chunk
+		 * below the cap needs at most two more.
 		 */
 		d->npool = (uint32_t)((4ull * v->cfg.max_mappings + SC_VIOMMU_CHUNK - 1) / SC_VIOMMU_CHUNK + 2);
 		size_t top_bytes = SC_ALIGN_UP((size_t)d->npool * sizeof(*d->top), 64ul);
@@ -968,11 +968,16 @@ static uint32_t chunk_alloc(struct sc_viommu_domain *d)
 	return d->nfresh < d->npool ? d->nfresh++ : UINT32_MAX;
 }
 
+static void chunk_free(struct sc_viommu_domain *d, uint32_t chunk)
+{
+	d->free[d->nfree++] = chunk;
+}
+
 /* Chunks top[t, t + k) leave the table, back to the free list. */
 static void top_remove(struct sc_viommu_domain *d, uint32_t t, uint32_t k)
 {
 	for (uint32_t j = t; j < t + k; j++)
-		d->free[d->nfree++] = d->top[j].chunk;
+		chunk_free(d, d->top[j].chunk);
 	memmove(&d->top[t], &d->top[t + k], (d->ntop - t - k) * sizeof(d->top[0]));
 	sc_store_once(&d->ntop, d->ntop - k);
 }
@@ -1176,7 +1181,6 @@ int sc_viommu_map(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t 
 static void start_dying(struct sc_viommu *v, struct sc_viommu_domain *d, uint64_t iova, uint64_t last)
 {
 	uint64_t deadline = sc_viommu_now_ns() + v->cfg.window_ns;
-
 	struct sc_viommu_map *m;
 
 	for (struct maps_pos p = maps_reaching(d, iova); (m = maps_at(d, p)) && m->iova <= last; p = maps_next(d, p)) {
@@ -1314,7 +1318,7 @@ static uint32_t domain_expire(struct sc_viommu *v, struct sc_viommu_domain *d, u
 		}
 		r->n = k;
 		if (!k) {
-			d->free[d->nfree++] = r->chunk;
+			chunk_free(d, r->chunk);
 			continue;
 		}
 		r->first = maps[0].iova;

@@ -11,7 +11,7 @@
  * Threads. One "writer" changes domains and mappings: the sidecore that
  * serves the virtio-iommu request queue (or, with no such queue, the
  * control thread). Any number of device sidecores translate at the same
- * time without a lock: a domain's sorted mapping array is read under a
+ * time without a lock: a domain's sorted mapping table is read under a
  * sequence count (retry on a concurrent change), and whatever the writer
  * removes (a mapping, a domain) is unreachable from a device only after
  * every translation context that was inside a poll round when it was

@@ -25,10 +25,11 @@ struct sc_viommu_map {
 };
 
 /*
- * A domain's mappings are sorted chunks of SC_VIOMMU_CHUNK entries (5 KiB):
- * a change moves at most one chunk and a few top-level references, never the
- * whole table. Every chunk but a lone one is at least a quarter full, so
- * max_mappings entries fit in 4 * max_mappings / SC_VIOMMU_CHUNK + 2 chunks.
+ * A domain's mappings are sorted chunks of SC_VIOMMU_CHUNK entries (5 KiB)
+ * under a sorted top level: a change moves at most a chunk or two and a few
+ * top-level references, never the whole table. Every chunk but a lone one
+ * is at least a quarter full (thin ones merge), which bounds the chunks a
+ * domain at its cap can need (domain_new reserves them).
  */
 #define SC_VIOMMU_CHUNK 128
 
