@@ -30,6 +30,19 @@ static struct sc_viommu *v;
 static struct sc_viommu_tc tc;
 static struct sc_viommu_config cfg;
 
+/* The model: a plain sorted array of what the domain should hold. */
+
+struct ref_map {
+	uint64_t iova, last, gpa;
+	unsigned perm;
+	bool dying;
+	uint32_t epoch;           /* the mark after which it started dying */
+};
+
+static struct ref_map *ref;
+static uint32_t nref, ref_cap;
+static uint32_t epoch;        /* marks taken so far */
+
 static void setup(void)
 {
 	cr_assert_eq(t_guest_init(&g, GPA, MEM), 0);
@@ -43,6 +56,8 @@ static void teardown(void)
 		sc_viommu_destroy(v);
 		v = NULL;
 	}
+	free(ref);
+	ref = NULL;
 	t_guest_fini(&g);
 }
 
@@ -79,18 +94,7 @@ static uint64_t rnd(uint64_t below)
 	return rng % below;
 }
 
-/* ---- the model: a plain sorted array ---- */
-
-struct ref_map {
-	uint64_t iova, last, gpa;
-	unsigned perm;
-	bool dying;
-	uint32_t epoch;           /* the mark after which it started dying */
-};
-
-static struct ref_map *ref;
-static uint32_t nref, ref_cap;
-static uint32_t epoch;        /* marks taken so far */
+/* ---- the model's requests ---- */
 
 static void ref_init(uint32_t cap)
 {
@@ -306,8 +310,9 @@ static void random_walk(uint32_t max, uint64_t space, unsigned ops)
 	}
 	check_all();
 	cr_assert_eq(nref, max, "filled to the cap");
-	for (uint64_t page = 0; page < space; page++)
-		if (ref_reaching(page_iova(page)) == nref || ref[ref_reaching(page_iova(page))].iova > page_iova(page)) {
+	/* One more on the first free page: the cap, not an overlap. */
+	for (uint64_t page = 0, i; page < space; page++)
+		if ((i = ref_reaching(page_iova(page))) == nref || ref[i].iova > page_iova(page)) {
 			cr_assert_eq(sc_viommu_map(v, DOM, page_iova(page), page_iova(page) + PG - 1, GPA, SC_PERM_RW), -ENOMEM);
 			break;
 		}
