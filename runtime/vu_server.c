@@ -588,7 +588,8 @@ static int vring_maybe_start_iotlb(struct sc_vu_server *s, unsigned idx, struct 
 		 * message. Anything else (a permission, a ring over two
 		 * mappings that are not contiguous) at once.
 		 */
-		bool stale = ret == -EAGAIN && (uint64_t)now_ms() * 1000000ull - tc->miss_since_ns > tc->miss_timeout_ns;
+		/* In ns on both sides: now_ms() * 1e6 lags a miss sent within the same ms and wrapped to "stale". */
+		bool stale = ret == -EAGAIN && now_ns() - tc->miss_since_ns > tc->miss_timeout_ns;
 		if ((ret != -EAGAIN || stale) && !v->said_iotlb)
 			fprintf(stderr, "sidecore: %s: ring at iova 0x%llx (+%llu) does not translate through the IOTLB "
 				"(%s); it waits for an UPDATE that maps it\n", v->name, (unsigned long long)ring[k].at,

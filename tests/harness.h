@@ -126,6 +126,7 @@ static inline int t_poller_start(int cpu, uint64_t idle_spin_ns, const char *nam
 #include <stdbool.h>
 
 #include "runtime/vu_blk.h"
+#include "runtime/vu_msg.h"
 
 #define T_MEM (4u << 20)      /* front-end guest memory */
 #define T_QSIZE 64
@@ -210,6 +211,28 @@ void t_fe_close(struct t_fe *fe);
 /* Close the connection only (memory and ring stay); t_fe_reconnect makes a new one and resumes at base. */
 void t_fe_disconnect(struct t_fe *fe);
 void t_fe_reconnect(struct t_fe *fe, const char *path, uint16_t base);
+
+/*
+ * ---- vhost-user IOTLB (QEMU's vhost-user.rst, "IOMMU support") and inflight areas ----
+ * The front end plays the vIOMMU: it maps IOVAs with UPDATEs and answers
+ * the back end's MISS messages, which come on the back-end channel.
+ */
+
+/*
+ * GET/SET_FEATURES (with ACCESS_PLATFORM if access_platform), every
+ * protocol feature offered (asserting IOTLB, BACKEND_REQ, INFLIGHT_SHMFD and
+ * REPLY_ACK are), SET_OWNER and a back-end channel (a socketpair):
+ * returns our end of it.
+ */
+int t_fe_negotiate_iotlb(struct t_fe *fe, bool access_platform);
+/* One IOTLB message with NEED_REPLY on sock; returns the ack (0, or the errno of the refusal). */
+uint64_t t_iotlb(int sock, uint8_t type, uint64_t iova, uint64_t size, uint64_t uaddr, uint8_t perm);
+/* The next MISS on the back-end channel within ms into *t; false if none came. */
+bool t_next_miss(int backend, int ms, struct sc_vu_iotlb *t);
+/* GET_INFLIGHT_FD for nq queues of T_QSIZE entries: returns the area's fd, its description in *got. */
+int t_get_inflight(int sock, uint16_t nq, struct sc_vu_inflight *got);
+/* SET_INFLIGHT_FD of the area in fd as in describes it, with NEED_REPLY; returns the ack. */
+uint64_t t_set_inflight(int sock, const struct sc_vu_inflight *in, int fd);
 
 /*
  * Send GET_FEATURES on sock and never read a reply, until the server has

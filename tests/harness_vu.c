@@ -310,6 +310,84 @@ void t_fe_close(struct t_fe *fe)
 	fe->sock = fe->memfd = fe->kick = fe->call = fe->err = -1;
 }
 
+int t_fe_negotiate_iotlb(struct t_fe *fe, bool access_platform)
+{
+	uint64_t f = t_get_u64(fe->sock, SC_VHOST_USER_GET_FEATURES);
+	cr_assert(f & (1ull << SC_VU_F_ACCESS_PLATFORM), "ACCESS_PLATFORM offered");
+	uint64_t want = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << SC_VIRTIO_F_VERSION_1) |
+			(access_platform ? 1ull << SC_VU_F_ACCESS_PLATFORM : 0);
+	t_send(fe->sock, SC_VHOST_USER_SET_FEATURES, 0, &want, 8, -1);
+	uint64_t pf = t_get_u64(fe->sock, SC_VHOST_USER_GET_PROTOCOL_FEATURES);
+	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_IOTLB), "IOTLB offered");
+	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_BACKEND_REQ), "BACKEND_REQ offered");
+	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD), "INFLIGHT_SHMFD offered");
+	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_REPLY_ACK));
+	t_send(fe->sock, SC_VHOST_USER_SET_PROTOCOL_FEATURES, 0, &pf, 8, -1);
+	t_send(fe->sock, SC_VHOST_USER_SET_OWNER, 0, NULL, 0, -1);
+	int sv[2];
+	uint64_t ack;
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	t_send(fe->sock, SC_VHOST_USER_SET_BACKEND_REQ_FD, SC_VHOST_USER_NEED_REPLY, NULL, 0, sv[1]);
+	t_reply(fe->sock, SC_VHOST_USER_SET_BACKEND_REQ_FD, &ack, 8);
+	cr_assert_eq(ack, 0);
+	close(sv[1]);
+	return sv[0];
+}
+
+uint64_t t_iotlb(int sock, uint8_t type, uint64_t iova, uint64_t size, uint64_t uaddr, uint8_t perm)
+{
+	struct sc_vu_iotlb t = { .iova = iova, .size = size, .uaddr = uaddr, .perm = perm, .type = type };
+	uint64_t ack;
+	t_send(sock, SC_VHOST_USER_IOTLB_MSG, SC_VHOST_USER_NEED_REPLY, &t, sizeof(t), -1);
+	t_reply(sock, SC_VHOST_USER_IOTLB_MSG, &ack, 8);
+	return ack;
+}
+
+bool t_next_miss(int backend, int ms, struct sc_vu_iotlb *t)
+{
+	struct pollfd p = { .fd = backend, .events = POLLIN };
+	struct sc_vu_hdr h;
+	if (poll(&p, 1, ms) <= 0)
+		return false;
+	cr_assert_eq(recv(backend, &h, sizeof(h), MSG_WAITALL), (ssize_t)sizeof(h));
+	cr_assert_eq(h.request, SC_VHOST_USER_BACKEND_IOTLB_MSG);
+	cr_assert_eq(h.size, sizeof(*t));
+	cr_assert_eq(recv(backend, t, sizeof(*t), MSG_WAITALL), (ssize_t)sizeof(*t));
+	cr_assert_eq(t->type, SC_VHOST_IOTLB_MISS);
+	return true;
+}
+
+int t_get_inflight(int sock, uint16_t nq, struct sc_vu_inflight *got)
+{
+	struct sc_vu_inflight in = { 0, 0, nq, T_QSIZE };
+	struct sc_vu_hdr h;
+	char control[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &h, sizeof(h) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
+	uint8_t pad[24] = { 0 };   /* QEMU pads the 20-byte description to 24 */
+	int fd;
+	memcpy(pad, &in, sizeof(in));
+	t_send(sock, SC_VHOST_USER_GET_INFLIGHT_FD, 0, pad, 24, -1);
+	cr_assert_eq(recvmsg(sock, &mh, MSG_WAITALL), (ssize_t)sizeof(h));
+	cr_assert_eq(h.request, SC_VHOST_USER_GET_INFLIGHT_FD);
+	cr_assert_eq(h.size, 24);
+	cr_assert_not_null(CMSG_FIRSTHDR(&mh), "no inflight fd");
+	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
+	cr_assert_eq(recv(sock, pad, 24, MSG_WAITALL), 24);
+	memcpy(got, pad, sizeof(*got));
+	return fd;
+}
+
+uint64_t t_set_inflight(int sock, const struct sc_vu_inflight *in, int fd)
+{
+	uint8_t pad[24] = { 0 };
+	uint64_t ack;
+	memcpy(pad, in, sizeof(*in));
+	t_send(sock, SC_VHOST_USER_SET_INFLIGHT_FD, SC_VHOST_USER_NEED_REPLY, pad, 24, fd);
+	t_reply(sock, SC_VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
+	return ack;
+}
+
 unsigned t_flood_unread(int sock)
 {
 	struct sc_vu_hdr hdr = { SC_VHOST_USER_GET_FEATURES, SC_VHOST_USER_VERSION, 0 };

@@ -51,57 +51,20 @@ TestSuite(iotlb, .init = setup, .fini = teardown, .timeout = 30);
 static void fe_open(bool access_platform)
 {
 	t_fe_open(&fe, D.sock);
-	uint64_t f = t_get_u64(fe.sock, SC_VHOST_USER_GET_FEATURES);
-	cr_assert(f & (1ull << SC_VU_F_ACCESS_PLATFORM), "ACCESS_PLATFORM offered");
-	uint64_t want = (1ull << SC_VU_F_PROTOCOL_FEATURES) | (1ull << SC_VIRTIO_F_VERSION_1) |
-			(access_platform ? 1ull << SC_VU_F_ACCESS_PLATFORM : 0);
-	t_send(fe.sock, SC_VHOST_USER_SET_FEATURES, 0, &want, 8, -1);
-	uint64_t pf = t_get_u64(fe.sock, SC_VHOST_USER_GET_PROTOCOL_FEATURES);
-	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_IOTLB), "IOTLB offered");
-	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_BACKEND_REQ), "BACKEND_REQ offered");
-	cr_assert(pf & (1ull << SC_VHOST_USER_PROTOCOL_F_REPLY_ACK));
-	t_send(fe.sock, SC_VHOST_USER_SET_PROTOCOL_FEATURES, 0, &pf, 8, -1);
-	t_send(fe.sock, SC_VHOST_USER_SET_OWNER, 0, NULL, 0, -1);
-	int sv[2];
-	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	uint64_t ack;
-	t_send(fe.sock, SC_VHOST_USER_SET_BACKEND_REQ_FD, SC_VHOST_USER_NEED_REPLY, NULL, 0, sv[1]);
-	t_reply(fe.sock, SC_VHOST_USER_SET_BACKEND_REQ_FD, &ack, 8);
-	cr_assert_eq(ack, 0);
-	close(sv[1]);
-	backend = sv[0];
+	backend = t_fe_negotiate_iotlb(&fe, access_platform);
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
 }
 
 /* One IOTLB message with NEED_REPLY; returns the ack (0, or the errno of the refusal). */
 static uint64_t iotlb(uint8_t type, uint64_t iova, uint64_t size, uint64_t uaddr, uint8_t perm)
 {
-	struct sc_vu_iotlb t = { .iova = iova, .size = size, .uaddr = uaddr, .perm = perm, .type = type };
-	uint64_t ack;
-	t_send(fe.sock, SC_VHOST_USER_IOTLB_MSG, SC_VHOST_USER_NEED_REPLY, &t, sizeof(t), -1);
-	t_reply(fe.sock, SC_VHOST_USER_IOTLB_MSG, &ack, 8);
-	return ack;
+	return t_iotlb(fe.sock, type, iova, size, uaddr, perm);
 }
 
 /* UPDATE [gpa, +size) of guest memory at IOVA gpa (the identity). */
 static uint64_t map(uint64_t gpa, uint64_t size, uint8_t perm)
 {
 	return iotlb(SC_VHOST_IOTLB_UPDATE, gpa, size, (uintptr_t)fe.mem + gpa, perm);
-}
-
-/* The next MISS on the back-end channel within ms; false if none came. */
-static bool next_miss(int ms, struct sc_vu_iotlb *t)
-{
-	struct pollfd p = { .fd = backend, .events = POLLIN };
-	struct sc_vu_hdr h;
-	if (poll(&p, 1, ms) <= 0)
-		return false;
-	cr_assert_eq(recv(backend, &h, sizeof(h), MSG_WAITALL), (ssize_t)sizeof(h));
-	cr_assert_eq(h.request, SC_VHOST_USER_BACKEND_IOTLB_MSG);
-	cr_assert_eq(h.size, sizeof(*t));
-	cr_assert_eq(recv(backend, t, sizeof(*t), MSG_WAITALL), (ssize_t)sizeof(*t));
-	cr_assert_eq(t->type, SC_VHOST_IOTLB_MISS);
-	return true;
 }
 
 /*
@@ -154,7 +117,7 @@ Test(iotlb, io_through_the_iotlb_reaches_the_disk)
 	fe_start_mapped();
 	t_fe_verified_io(&fe, D.img, 16);
 	struct sc_vu_iotlb t;
-	cr_assert_not(next_miss(50, &t), "everything was mapped: no miss");
+	cr_assert_not(t_next_miss(backend, 50, &t), "everything was mapped: no miss");
 }
 
 /* ---- attacks: one bad message each; refused with its errno, the connection and the disk go on ---- */
@@ -267,7 +230,7 @@ Test(iotlb, unmapped_ring_misses_and_starts_once_the_update_comes)
 	fe_ring();
 	cr_assert_eq(sc_vu_server_started(D.srv), 0, "the ring waits for its translation");
 	struct sc_vu_iotlb t;
-	cr_assert(next_miss(2000, &t), "a MISS for the ring");
+	cr_assert(t_next_miss(backend, 2000, &t), "a MISS for the ring");
 	cr_assert_eq(t.iova, 0, "the descriptor table's page (the ring is at IOVA 0)");
 	cr_assert_eq(map(0, T_MEM, SC_VHOST_ACCESS_RW), 0);
 	cr_assert_eq(sc_vu_server_started(D.srv), 1, "started by the UPDATE");
@@ -314,12 +277,12 @@ Test(iotlb, miss_answered_late_waits_then_completes_with_one_miss_per_address)
 	fe_start_ring_only();
 	submit_read();
 	struct sc_vu_iotlb t;
-	cr_assert(next_miss(2000, &t));
+	cr_assert(t_next_miss(backend, 2000, &t));
 	cr_assert_eq(t.iova, T_HDR_GPA, "the header's page misses first");
 	cr_assert_eq(t.perm, SC_VHOST_ACCESS_RO);
 	/* The front end takes its time; the request waits, and the MISS is not sent again every round. */
 	cr_assert_not(completed_within(300), "nothing completes without a translation");
-	cr_assert_not(next_miss(0, &t), "one MISS per address, not one per round");
+	cr_assert_not(t_next_miss(backend, 0, &t), "one MISS per address, not one per round");
 	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	cr_assert(completed_within(5000), "the request completes once the UPDATE came");
 	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK);
@@ -335,7 +298,7 @@ Test(iotlb, stats_count_each_message_miss_and_flush)
 	fe_start_ring_only();   /* one UPDATE, acknowledged */
 	submit_read();
 	struct sc_vu_iotlb t;
-	cr_assert(next_miss(2000, &t));
+	cr_assert(t_next_miss(backend, 2000, &t));
 	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	cr_assert(completed_within(5000));
 	cr_assert_eq(map(T_DATA_GPA, 0, SC_VHOST_ACCESS_RW), EINVAL);
@@ -358,7 +321,7 @@ Test(iotlb, miss_never_answered_breaks_the_queue_with_a_reason)
 	fe_start_ring_only();
 	submit_read();
 	struct sc_vu_iotlb t;
-	cr_assert(next_miss(2000, &t));
+	cr_assert(t_next_miss(backend, 2000, &t));
 	cr_assert_not(completed_within(1000));
 	/* The queue is broken (the log line names the IOVA); the device says so, and the connection lives. */
 	uint64_t st = t_get_u64(fe.sock, SC_VHOST_USER_GET_STATUS);
@@ -385,7 +348,7 @@ Test(iotlb, device_write_to_a_read_only_entry_fails_only_that_request)
 	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_IOERR);
 	cr_assert_eq(fe.mem[T_DATA_GPA], 0x5a, "nothing written through a read-only entry");
 	struct sc_vu_iotlb t;
-	cr_assert_not(next_miss(50, &t), "a permission fault is not a miss");
+	cr_assert_not(t_next_miss(backend, 50, &t), "a permission fault is not a miss");
 	uint64_t st = t_get_u64(fe.sock, SC_VHOST_USER_GET_STATUS);
 	cr_assert_not(st & SC_VIRTIO_CONFIG_S_NEEDS_RESET, "the queue is not broken");
 	/* The front end grants write access: the same queue serves on. */
@@ -427,7 +390,7 @@ Test(iotlb, invalidated_ring_is_translated_again_and_serves_on)
 	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0), 0);
 	submit_read();
 	struct sc_vu_iotlb t;
-	cr_assert(next_miss(2000, &t), "the ring's translation is asked for again");
+	cr_assert(t_next_miss(backend, 2000, &t), "the ring's translation is asked for again");
 	cr_assert_eq(t.iova, 0);
 	cr_assert_eq(map(0, T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
@@ -467,7 +430,7 @@ Test(iotlb, optimistic_invalidate_is_acked_at_once_and_the_entry_goes_after_the_
 	usleep(200000);   /* past the window: the entry (all of the requests' pages) is gone */
 	submit_read();
 	struct sc_vu_iotlb t;
-	cr_assert(next_miss(2000, &t), "the invalidated entry no longer translates");
+	cr_assert(t_next_miss(backend, 2000, &t), "the invalidated entry no longer translates");
 	cr_assert_eq(t.iova, T_HDR_GPA);
 	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	cr_assert(completed_within(5000));
@@ -485,7 +448,7 @@ Test(iotlb, optimistic_entry_updated_again_within_the_window_lives_on)
 	cr_assert(completed_within(5000));
 	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK);
 	struct sc_vu_iotlb t;
-	cr_assert_not(next_miss(50, &t), "revived, not missed");
+	cr_assert_not(t_next_miss(backend, 50, &t), "revived, not missed");
 }
 
 Test(iotlb, batched_invalidations_are_acked_at_batch_end)
@@ -527,7 +490,7 @@ Test(iotlb, batch_written_in_one_send_is_served_whole_with_one_ack)
 	cr_assert_eq(ack, 0);
 	struct sc_vu_iotlb t;
 	still_serves();
-	cr_assert_not(next_miss(50, &t), "the UPDATE of the batch was applied");
+	cr_assert_not(t_next_miss(backend, 50, &t), "the UPDATE of the batch was applied");
 }
 
 /*
@@ -621,7 +584,7 @@ Test(iotlb, a_new_connection_starts_with_an_empty_iotlb)
 	fe_open(true);
 	fe_ring();   /* waits for its ring's translation, which never comes */
 	struct sc_vu_iotlb t;
-	cr_assert(next_miss(2000, &t));
+	cr_assert(t_next_miss(backend, 2000, &t));
 	t_fe_close(&fe);
 	close(backend);
 	backend = -1;
@@ -633,7 +596,7 @@ Test(iotlb, a_new_connection_starts_with_an_empty_iotlb)
 	/* The next front end's entries are its own: nothing of the last one's maps. */
 	fe_open(true);
 	fe_ring();
-	cr_assert(next_miss(2000, &t), "the ring misses again");
+	cr_assert(t_next_miss(backend, 2000, &t), "the ring misses again");
 	cr_assert_eq(sc_vu_server_started(D.srv), 0);
 }
 
@@ -696,7 +659,7 @@ Test(iotlb, isolated_memory_never_granted_is_not_mapped_and_misses)
 	cr_assert_eq(server_mapped(T_HDR_GPA, T_MEM - T_HDR_GPA), 0, "no page the IOTLB never granted is mapped");
 	submit_read();
 	struct sc_vu_iotlb t;
-	cr_assert(next_miss(2000, &t), "the ungranted header misses");
+	cr_assert(t_next_miss(backend, 2000, &t), "the ungranted header misses");
 	cr_assert_eq(t.iova, T_HDR_GPA);
 	cr_assert_not(completed_within(200));
 	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
@@ -756,7 +719,7 @@ Test(iotlb, isolated_region_removed_drops_its_mappings_and_entries)
 	cr_assert_eq(mem_reg(SC_VHOST_USER_ADD_MEM_REG, 0, T_MEM, 0), 0);
 	cr_assert_eq(server_mapped(0, T_MEM), 0, "a region comes with nothing mapped");
 	struct sc_vu_iotlb t;
-	cr_assert(next_miss(2000, &t), "the old entries went too: the ring asks again");
+	cr_assert(t_next_miss(backend, 2000, &t), "the old entries went too: the ring asks again");
 	cr_assert_eq(t.iova, 0);
 	cr_assert_eq(map(0, T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);
 	cr_assert_eq(map(T_HDR_GPA, T_MEM - T_HDR_GPA, SC_VHOST_ACCESS_RW), 0);

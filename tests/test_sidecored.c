@@ -3,7 +3,8 @@
  * sidecored as a process, with two disks: a front end stuck on disk A
  * (mid-message, or not reading its replies) holds up neither disk B's
  * set-up and verified I/O nor SIGTERM, which stops the service cleanly in
- * under a second. The binary comes from meson (SIDECORED in the
+ * under a second; killed with writes in flight under the vhost-user IOTLB,
+ * it replays them once restarted. The binary comes from meson (SIDECORED in the
  * environment); without it the tests skip, visibly.
  */
 #include <criterion/criterion.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -535,5 +537,332 @@ Test(sidecored_rebalance, two_busy_queues_on_one_sidecore_and_one_moves_to_the_i
 	t_fe_verified_io(&fe[1], img[1], 0);
 	t_fe_close(&fe[0]);
 	t_fe_close(&fe[1]);
+	stop_within_a_second();
+}
+
+/*
+ * ---- killed with requests in flight, under the vhost-user IOTLB: replayed after the restart ----
+ * A front end that plays QEMU with a vIOMMU: ACCESS_PLATFORM, the IOTLB,
+ * an inflight area it keeps across the back end's restarts. Every address
+ * sidecored sees is an IOVA, IOVA_OFF above the guest address, so a
+ * request translated without the IOTLB (or through the wrong entry) lands
+ * nowhere near its buffer. Disk a holds each completion for delay_us, so
+ * the writes are still in flight when sidecored is killed.
+ */
+
+#define IOVA_OFF (1ull << 32)
+#define NWRITES 6
+#define DELAY_MS 500   /* long beside the few ms between the pops and the kill, on a loaded 2-cpu machine */
+#define NSLOTS 32      /* 4 KiB data buffers from T_DATA_GPA, one IOTLB entry each */
+
+/* The front end's state that outlives a connection, as QEMU keeps it across a back end's crash. */
+struct iofe {
+	struct t_fe fe;
+	int backend;                   /* our end of the back-end channel */
+	int ifd;                       /* the inflight area (a memfd from GET_INFLIGHT_FD) */
+	struct sc_vu_inflight in;
+	struct sc_vq_inflight *area;   /* its one queue, read to see what sidecored has popped */
+	unsigned misses;               /* MISS messages answered */
+	uint64_t skip;                 /* a page whose MISS is never answered (0: none) */
+	bool skip_missed;              /* its MISS came */
+	uint16_t heads[NWRITES];       /* write i's head */
+};
+
+static struct iofe F = { .fe = { .sock = -1, .memfd = -1, .kick = -1, .call = -1, .err = -1 }, .backend = -1, .ifd = -1 };
+
+static void setup_replay(void)
+{
+	char a[128];
+	snprintf(a, sizeof(a), "queue_size = %u\ndelay_us = %u\niotlb_miss_ms = 300\n", T_QSIZE, DELAY_MS * 1000);
+	const char *const extra[NDISKS] = { a, NULL, NULL };
+	prepare("/tmp");
+	write_config("idle_spin_us = 0\n", "ab", extra);
+	spawn("ab");
+}
+
+static void teardown_replay(void)
+{
+	if (F.area)
+		munmap(F.area, F.in.mmap_size);
+	if (F.ifd >= 0)
+		close(F.ifd);
+	if (F.backend >= 0)
+		close(F.backend);
+	t_fe_close(&F.fe);
+	F = (struct iofe){ .fe = F.fe, .backend = -1, .ifd = -1 };
+	teardown();
+}
+
+TestSuite(sidecored_replay, .init = setup_replay, .fini = teardown_replay, .timeout = 60);
+
+/* The IOTLB entry holding iova, as the front end's vIOMMU maps it: the ring's pages, the headers, or one data buffer. */
+static bool entry_of(uint64_t iova, uint64_t *start, uint64_t *size)
+{
+	uint64_t gpa = iova - IOVA_OFF;
+	if (iova < IOVA_OFF || gpa >= T_DATA_GPA + NSLOTS * 4096ull)
+		return false;
+	if (gpa < T_HDR_GPA)
+		*start = 0, *size = T_HDR_GPA;
+	else if (gpa < T_DATA_GPA)
+		*start = T_HDR_GPA, *size = T_DATA_GPA - T_HDR_GPA;
+	else
+		*start = gpa & ~0xfffull, *size = 4096;
+	*start += IOVA_OFF;
+	return true;
+}
+
+static void map_entry(uint64_t iova)
+{
+	uint64_t start, size;
+	cr_assert(entry_of(iova, &start, &size), "a MISS at iova 0x%llx, outside everything the guest gave the device",
+		  (unsigned long long)iova);
+	cr_assert_eq(t_iotlb(F.fe.sock, SC_VHOST_IOTLB_UPDATE, start, size, (uintptr_t)F.fe.mem + (start - IOVA_OFF),
+			     SC_VHOST_ACCESS_RW), 0);
+}
+
+/* Answer the MISSes that came within ms (all but F.skip's), as QEMU's vhost_iotlb_miss does. */
+static void answer_misses(int ms)
+{
+	struct sc_vu_iotlb t;
+	while (t_next_miss(F.backend, ms, &t)) {
+		ms = 0;
+		if (F.skip && t.iova == F.skip) {
+			F.skip_missed = true;
+			continue;
+		}
+		map_entry(t.iova);
+		F.misses++;
+	}
+}
+
+#define MAP_NONE (-2)   /* map_all: nothing; every translation comes on a MISS */
+#define MAP_ALL (-1)
+
+/* UPDATE the ring's pages, the headers and each data buffer but slot skip's (MAP_ALL: all of them). */
+static void map_all(int skip)
+{
+	map_entry(IOVA_OFF);
+	map_entry(IOVA_OFF + T_HDR_GPA);
+	for (int i = 0; i < NSLOTS; i++)
+		if (i != skip)
+			map_entry(IOVA_OFF + T_DATA_GPA + i * 4096ull);
+}
+
+/*
+ * Connect to disk a (unless F.fe is connected) as QEMU does, at its first
+ * start (no area yet: GET then SET_INFLIGHT_FD) or after the back end
+ * died (SET_INFLIGHT_FD with the area it kept, unless !inflight):
+ * features with ACCESS_PLATFORM, the back-end channel, the memory table,
+ * map_all(premap) unless MAP_NONE, the ring by IOVA resuming at base.
+ */
+static void iofe_connect(bool inflight, uint16_t base, int premap)
+{
+	struct t_fe *fe = &F.fe;
+	if (fe->sock < 0)
+		fe->sock = t_connect(sock[0]);
+	F.backend = t_fe_negotiate_iotlb(fe, true);
+	if (F.ifd < 0) {
+		F.ifd = t_get_inflight(fe->sock, 1, &F.in);
+		F.area = mmap(NULL, F.in.mmap_size, PROT_READ, MAP_SHARED, F.ifd, 0);
+		cr_assert_neq(F.area, MAP_FAILED);
+	}
+	if (inflight)
+		cr_assert_eq(t_set_inflight(fe->sock, &F.in, F.ifd), 0, "SET_INFLIGHT_FD refused");
+	cr_assert_eq(t_fe_mem_table(fe, fe->memfd), 0, "memory table refused");
+	if (premap != MAP_NONE)
+		map_all(premap);
+	struct sc_vu_vring_state num = { 0, T_QSIZE }, b = { 0, base }, en = { 0, 1 };
+	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = IOVA_OFF + (uint64_t)((uint8_t *)fe->vq.desc - fe->mem),
+				      .avail_user_addr = IOVA_OFF + (uint64_t)((uint8_t *)fe->vq.avail - fe->mem),
+				      .used_user_addr = IOVA_OFF + (uint64_t)((uint8_t *)fe->vq.used - fe->mem) };
+	uint64_t idx0 = 0, ack;
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_CALL, 0, &idx0, 8, fe->call);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe->err);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe->kick);
+	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ENABLE, SC_VHOST_USER_NEED_REPLY, &en, 8, -1);
+	t_reply(fe->sock, SC_VHOST_USER_SET_VRING_ENABLE, &ack, 8);
+	cr_assert_eq(ack, 0, "enable refused: %llu", (unsigned long long)ack);
+}
+
+/* The pattern of write i. */
+static void pattern(unsigned i, uint8_t *buf)
+{
+	for (unsigned k = 0; k < 4096; k++)
+		buf[k] = (uint8_t)(k * 31 + i * 101 + 7);
+}
+
+/* Put a 4 KiB request of type on sector in slot's buffers, by IOVA; publish, not kick. Returns its head. */
+static uint16_t post(unsigned slot, uint32_t type, uint64_t sector)
+{
+	uint64_t hdr = T_HDR_GPA + slot * 64ull, data = T_DATA_GPA + slot * 4096ull;
+	*(struct sc_virtio_blk_outhdr *)(F.fe.mem + hdr) = (struct sc_virtio_blk_outhdr){ .type = type, .sector = sector };
+	F.fe.mem[hdr + 16] = 0xee;
+	struct sc_drv_seg s[3] = { { IOVA_OFF + hdr, 16 }, { IOVA_OFF + data, 4096 }, { IOVA_OFF + hdr + 16, 1 } };
+	bool out = type == SC_VIRTIO_BLK_T_OUT;
+	int head = sc_drv_vq_add(&F.fe.vq, s, out ? 2 : 1, out ? 1 : 2);
+	cr_assert_geq(head, 0);
+	sc_drv_vq_publish(&F.fe.vq);
+	return (uint16_t)head;
+}
+
+static void kick(void)
+{
+	uint64_t one = 1;
+	cr_assert_eq(write(F.fe.kick, &one, 8), 8);
+}
+
+/*
+ * Reap used entries for up to ms (answering MISSes meanwhile) until n
+ * came; each head once, into seen[]. Returns how many came.
+ */
+static unsigned reap(unsigned n, int ms, unsigned seen[T_QSIZE])
+{
+	unsigned got = 0;
+	int64_t t0 = t_now_ms();
+	while (got < n && t_now_ms() - t0 < ms) {
+		uint16_t head;
+		uint32_t len;
+		if (sc_drv_vq_get_used(&F.fe.vq, &head, &len)) {
+			cr_assert_lt(head, T_QSIZE);
+			seen[head]++;
+			got++;
+		} else {
+			answer_misses(1);   /* sleeps in poll: no cpu spent waiting */
+		}
+	}
+	return got;
+}
+
+/* Heads sidecored has popped and not completed, as its inflight area says. */
+static unsigned marked_in_flight(void)
+{
+	unsigned n = 0;
+	if (__atomic_load_n(&F.area->version, __ATOMIC_ACQUIRE) != 1)
+		return 0;
+	for (unsigned h = 0; h < T_QSIZE; h++)
+		n += __atomic_load_n(&F.area->desc[h].inflight, __ATOMIC_ACQUIRE) == 1;
+	return n;
+}
+
+/*
+ * Map everything, post NWRITES writes of known patterns (write i in slot
+ * i, to sector 8 i), wait until sidecored's inflight area marks all of
+ * them, SIGKILL it and zero what it may have written: whatever the file
+ * holds afterwards comes from the replay.
+ */
+static void writes_in_flight_then_kill(void)
+{
+	t_fe_open(&F.fe, sock[0]);
+	cr_assert_eq(sc_drv_vq_init(&F.fe.vq, F.fe.mem, 0, T_QSIZE, 1ull << SC_VIRTIO_F_VERSION_1), 0);
+	sc_drv_vq_interrupts_disable(&F.fe.vq);
+	/* All mapped: the writes are popped in one round, well inside the delay. */
+	iofe_connect(true, 0, MAP_ALL);
+	for (unsigned i = 0; i < NWRITES; i++) {
+		pattern(i, F.fe.mem + T_DATA_GPA + i * 4096ull);
+		F.heads[i] = post(i, SC_VIRTIO_BLK_T_OUT, 8ull * i);
+	}
+	kick();
+	int64_t t0 = t_now_ms();
+	while (marked_in_flight() < NWRITES) {
+		cr_assert_lt(t_now_ms() - t0, 3000, "sidecored marked %u of %u writes in flight after 3 s:\n%s",
+			     marked_in_flight(), NWRITES, read_log());
+		answer_misses(1);
+	}
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	pid = -1;
+	/* Had one completed before the kill, the count below would not be exact: the delay is what makes it so. */
+	cr_assert_eq(__atomic_load_n(&F.fe.vq.used->idx, __ATOMIC_ACQUIRE), 0,
+		     "a write completed within %d ms of its pop, before the kill", DELAY_MS);
+	cr_assert_eq(marked_in_flight(), NWRITES);
+	int fd = open(img[0], O_WRONLY);
+	static const uint8_t zero[NWRITES * 8 * 512];
+	cr_assert_eq(pwrite(fd, zero, sizeof(zero), 0), (ssize_t)sizeof(zero));
+	close(fd);
+	close(F.fe.sock);
+	close(F.backend);
+	F.fe.sock = F.backend = -1;
+	F.misses = 0;
+	/* The killed process left its sockets (the restart replaces them) and its log: its "; ready" must not count. */
+	cr_assert_eq(truncate(log_path, 0), 0);
+}
+
+Test(sidecored_replay, killed_with_writes_in_flight_under_the_iotlb_it_replays_each_once_after_its_restart)
+{
+	writes_in_flight_then_kill();
+	spawn("ab");
+	/* QEMU's base after a back end died: the used index (the back end could not say where it was). */
+	iofe_connect(true, __atomic_load_n(&F.fe.vq.used->idx, __ATOMIC_ACQUIRE), MAP_NONE);
+	unsigned seen[T_QSIZE] = { 0 };
+	cr_assert_eq(reap(NWRITES, 5000, seen), NWRITES, "the replayed writes did not all complete in 5 s:\n%s", read_log());
+	/* A request served twice would complete again a delay later. */
+	cr_assert_eq(reap(1, DELAY_MS + 300, seen), 0, "more completions than writes");
+	for (unsigned i = 0; i < NWRITES; i++) {
+		cr_assert_eq(seen[F.heads[i]], 1, "write %u (head %u) completed %u times", i, F.heads[i], seen[F.heads[i]]);
+		cr_assert_eq(F.fe.mem[T_HDR_GPA + i * 64 + 16], SC_VIRTIO_BLK_S_OK, "write %u failed", i);
+	}
+	char want[256];
+	snprintf(want, sizeof(want), "sidecore: %s vring 0: serving again %u requests a previous back end left in flight",
+		 sock[0], NWRITES);
+	cr_assert_eq(t_count(read_log(), "serving again"), 1, "%s", read_log());
+	cr_assert(strstr(read_log(), want), "the log lacks '%s':\n%s", want, read_log());
+	/* The IOTLB the restarted sidecored had was empty: each translation came on a MISS the front end answered. */
+	cr_assert_geq(F.misses, 2 + NWRITES, "ring + headers + %u data pages, %u MISSes", NWRITES, F.misses);
+	cr_log_info("%u MISSes answered after the restart", F.misses);
+	cr_assert_null(strstr(read_log(), "the MISS was not answered"), "each MISS was answered at once:\n%s", read_log());
+	uint8_t disk[4096], want_buf[4096];
+	for (unsigned i = 0; i < NWRITES; i++) {
+		pattern(i, want_buf);
+		t_disk_read(img[0], 8ull * i, disk);
+		cr_assert_eq(memcmp(disk, want_buf, 4096), 0, "sector %u lacks write %u's pattern", 8 * i, i);
+		/* Read back through the ring, into another buffer. */
+		unsigned slot = NWRITES + i;
+		memset(F.fe.mem + T_DATA_GPA + slot * 4096ull, 0, 4096);
+		post(slot, SC_VIRTIO_BLK_T_IN, 8ull * i);
+	}
+	kick();
+	cr_assert_eq(reap(NWRITES, 5000, seen), NWRITES, "the reads did not complete in 5 s");
+	for (unsigned i = 0; i < NWRITES; i++) {
+		pattern(i, want_buf);
+		cr_assert_eq(F.fe.mem[T_HDR_GPA + (NWRITES + i) * 64 + 16], SC_VIRTIO_BLK_S_OK);
+		cr_assert_eq(memcmp(F.fe.mem + T_DATA_GPA + (NWRITES + i) * 4096ull, want_buf, 4096), 0,
+			     "read %u differs from write %u", i, i);
+	}
+	cr_assert_eq(t_fe_err_count(&F.fe, 0), 0, "the queue broke:\n%s", read_log());
+	stop_within_a_second();
+}
+
+Test(sidecored_replay, a_replayed_write_whose_buffer_the_front_end_never_maps_again_breaks_only_that_queue)
+{
+	writes_in_flight_then_kill();
+	spawn("ab");
+	/* Everything but write 0's data page: the first replayed, so nothing can be served past it. */
+	F.skip = IOVA_OFF + T_DATA_GPA;
+	iofe_connect(true, 0, 0);
+	/* iotlb_miss_ms = 300: the queue breaks, its err eventfd says so, nothing was served. */
+	unsigned seen[T_QSIZE] = { 0 };
+	cr_assert_eq(reap(1, 1500, seen), 0, "a replayed write completed without its translation");
+	cr_assert(F.skip_missed, "no MISS for the unmapped buffer");
+	cr_assert_eq(t_fe_err_count(&F.fe, 3000), 1, "the err eventfd did not fire:\n%s", read_log());
+	cr_assert(t_get_u64(F.fe.sock, SC_VHOST_USER_GET_STATUS) & SC_VIRTIO_CONFIG_S_NEEDS_RESET,
+		  "GET_STATUS lacks DEVICE_NEEDS_RESET");
+	char want[256];
+	snprintf(want, sizeof(want), "%s vring 0: queue broken: IOTLB miss at iova 0x%llx (read) not answered in 300 ms",
+		 sock[0], (unsigned long long)F.skip);
+	wait_log(want, 1, 1000);
+	snprintf(want, sizeof(want), "serving again %u requests", NWRITES);
+	cr_assert(strstr(read_log(), want), "the log lacks '%s':\n%s", want, read_log());
+	/* sidecored lives: disk b serves, and so does disk a for a fresh front end. */
+	struct t_fe fb, fa;
+	t_fe_start(&fb, sock[1]);
+	t_fe_verified_io(&fb, img[1], 0);
+	t_fe_close(&fb);
+	t_fe_close(&F.fe);
+	t_fe_start(&fa, sock[0]);
+	t_fe_verified_io(&fa, img[0], 128);
+	t_fe_close(&fa);
 	stop_within_a_second();
 }

@@ -257,50 +257,24 @@ Test(vu_hostile, remove_then_add_the_ring_region_keeps_the_device)
 	t_alive(&A, &B);
 }
 
-/* GET_INFLIGHT_FD for 2 queues: returns the area's fd, its description in *got. */
-static int get_inflight(struct t_fe *fe, struct sc_vu_inflight *got)
-{
-	struct sc_vu_inflight in = { 0, 0, 2, T_QSIZE };
-	struct sc_vu_hdr h;
-	char control[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { &h, sizeof(h) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
-	uint8_t pad[24] = { 0 };
-	int fd;
-	memcpy(pad, &in, sizeof(in));
-	t_send(fe->sock, SC_VHOST_USER_GET_INFLIGHT_FD, 0, pad, 24, -1);
-	cr_assert_eq(recvmsg(fe->sock, &mh, MSG_WAITALL), (ssize_t)sizeof(h));
-	cr_assert_eq(h.request, SC_VHOST_USER_GET_INFLIGHT_FD);
-	cr_assert_eq(h.size, 24);
-	cr_assert_not_null(CMSG_FIRSTHDR(&mh), "no inflight fd");
-	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
-	cr_assert_eq(recv(fe->sock, pad, 24, MSG_WAITALL), 24);
-	memcpy(got, pad, sizeof(*got));
-	return fd;
-}
-
 Test(vu_hostile, inflight_area_replaced_while_rings_run)
 {
 	struct t_fe fe;
 	struct sc_vu_inflight got;
 	t_fe_open(&fe, A.sock);
 	t_fe_negotiate(&fe);
-	int ifd = get_inflight(&fe, &got);
+	int ifd = t_get_inflight(fe.sock, 2, &got);
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
 	t_fe_ring(&fe);
 	t_fe_verified_io(&fe, A.img, 0);
 	/* SET_INFLIGHT_FD twice, then a new GET_INFLIGHT_FD, while the ring runs: the old mapping goes only once the ring let go. */
 	for (int i = 0; i < 3; i++) {
 		if (i < 2) {
-			uint8_t pad[24] = { 0 };
-			uint64_t ack;
-			memcpy(pad, &got, sizeof(got));
-			t_send(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, SC_VHOST_USER_NEED_REPLY, pad, 24, ifd);
-			t_reply(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
+			uint64_t ack = t_set_inflight(fe.sock, &got, ifd);
 			cr_assert_eq(ack, 0, "SET_INFLIGHT_FD refused: %llu", (unsigned long long)ack);
 		} else {
 			close(ifd);
-			ifd = get_inflight(&fe, &got);
+			ifd = t_get_inflight(fe.sock, 2, &got);
 		}
 		cr_assert_eq(sc_vu_server_started(A.srv), 1, "the ring did not run again");
 		t_fe_verified_io(&fe, A.img, 8 + 8 * (uint64_t)i);
@@ -317,12 +291,7 @@ Test(vu_hostile, inflight_fd_smaller_than_it_claims_is_refused)
 	t_fe_negotiate(&fe);
 	int fd = sc_mem_memfd_create("small-inflight", 4096);
 	struct sc_vu_inflight in = { 1u << 20, 0, 2, T_QSIZE };
-	uint8_t pad[24] = { 0 };
-	uint64_t ack;
-	memcpy(pad, &in, sizeof(in));
-	t_send(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, SC_VHOST_USER_NEED_REPLY, pad, 24, fd);
-	t_reply(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
-	cr_assert_eq(ack, ENXIO);
+	cr_assert_eq(t_set_inflight(fe.sock, &in, fd), ENXIO);
 	cr_assert(t_wait_eof(fe.sock, 1000));
 	close(fd);
 	t_fe_close(&fe);
@@ -621,7 +590,7 @@ Test(vu_hostile, inflight_area_naming_a_head_never_offered_breaks_that_queue)
 	struct sc_vu_inflight got;
 	t_fe_open(&fe, A.sock);
 	t_fe_negotiate(&fe);
-	int ifd = get_inflight(&fe, &got);
+	int ifd = t_get_inflight(fe.sock, 2, &got);
 	struct sc_vq_inflight *area = mmap(NULL, got.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
 	cr_assert_neq(area, MAP_FAILED);
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
@@ -756,11 +725,7 @@ Test(vu_hostile, inflight_file_truncated_under_a_running_ring_breaks_only_that_q
 	cr_assert_eq(ftruncate(fd, (off_t)in.mmap_size), 0);
 	t_fe_open(&fe, A.sock);
 	t_fe_negotiate(&fe);
-	uint8_t pad[24] = { 0 };
-	memcpy(pad, &in, sizeof(in));
-	t_send(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, SC_VHOST_USER_NEED_REPLY, pad, 24, fd);
-	uint64_t ack;
-	t_reply(fe.sock, SC_VHOST_USER_SET_INFLIGHT_FD, &ack, 8);
+	uint64_t ack = t_set_inflight(fe.sock, &in, fd);
 	cr_assert_eq(ack, 0, "a plain file as the inflight area was refused: %llu", (unsigned long long)ack);
 	cr_assert_eq(t_fe_mem_table(&fe, fe.memfd), 0);
 	t_fe_ring(&fe);
