@@ -191,6 +191,12 @@ uint64_t t_fe_mem_table(struct t_fe *fe, int fd);
 void t_fe_ring(struct t_fe *fe);
 /* The same for the ring already in memory, resuming at base (a front end that came back). */
 void t_fe_ring_resume(struct t_fe *fe, uint16_t base);
+/*
+ * The same with the rings' addresses given as mem_addr plus their offset
+ * in fe->mem: t_fe_ring_resume gives the front end's own pointers; with
+ * ACCESS_PLATFORM they are IOVAs (mem_addr: the IOVA of guest address 0).
+ */
+void t_fe_ring_at(struct t_fe *fe, uint16_t base, uint64_t mem_addr);
 /* GET_VRING_BASE of vring 0: stops it; returns where the back end left it. */
 uint16_t t_fe_get_base(struct t_fe *fe);
 /* open + negotiate + memory + ring: a well-behaved front end with a live ring. */

@@ -168,14 +168,14 @@ uint64_t t_fe_mem_table(struct t_fe *fe, int fd)
 	return ack;
 }
 
-void t_fe_ring_resume(struct t_fe *fe, uint16_t base)
+void t_fe_ring_at(struct t_fe *fe, uint16_t base, uint64_t mem_addr)
 {
 	struct sc_vu_vring_state num = { 0, T_QSIZE }, b = { 0, base };
 	t_send(fe->sock, SC_VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
 	t_send(fe->sock, SC_VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
-	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = (uintptr_t)fe->vq.desc,
-				      .avail_user_addr = (uintptr_t)fe->vq.avail,
-				      .used_user_addr = (uintptr_t)fe->vq.used };
+	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = mem_addr + (uint64_t)((uint8_t *)fe->vq.desc - fe->mem),
+				      .avail_user_addr = mem_addr + (uint64_t)((uint8_t *)fe->vq.avail - fe->mem),
+				      .used_user_addr = mem_addr + (uint64_t)((uint8_t *)fe->vq.used - fe->mem) };
 	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
 	uint64_t idx0 = 0;
 	t_send(fe->sock, SC_VHOST_USER_SET_VRING_CALL, 0, &idx0, 8, fe->call);
@@ -186,6 +186,11 @@ void t_fe_ring_resume(struct t_fe *fe, uint16_t base)
 	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ENABLE, SC_VHOST_USER_NEED_REPLY, &en, 8, -1);
 	t_reply(fe->sock, SC_VHOST_USER_SET_VRING_ENABLE, &ack, 8);
 	cr_assert_eq(ack, 0, "enable refused: %llu", (unsigned long long)ack);
+}
+
+void t_fe_ring_resume(struct t_fe *fe, uint16_t base)
+{
+	t_fe_ring_at(fe, base, (uintptr_t)fe->mem);
 }
 
 void t_fe_ring(struct t_fe *fe)

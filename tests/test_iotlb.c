@@ -75,20 +75,7 @@ static void fe_ring(void)
 {
 	cr_assert_eq(sc_drv_vq_init(&fe.vq, fe.mem, 0, T_QSIZE, 1ull << SC_VIRTIO_F_VERSION_1), 0);
 	sc_drv_vq_interrupts_disable(&fe.vq);
-	struct sc_vu_vring_state num = { 0, T_QSIZE }, b = { 0, 0 };
-	t_send(fe.sock, SC_VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
-	t_send(fe.sock, SC_VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
-	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = (uint64_t)((uint8_t *)fe.vq.desc - fe.mem),
-				      .avail_user_addr = (uint64_t)((uint8_t *)fe.vq.avail - fe.mem),
-				      .used_user_addr = (uint64_t)((uint8_t *)fe.vq.used - fe.mem) };
-	t_send(fe.sock, SC_VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
-	uint64_t idx0 = 0, ack;
-	t_send(fe.sock, SC_VHOST_USER_SET_VRING_CALL, 0, &idx0, 8, fe.call);
-	t_send(fe.sock, SC_VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe.kick);
-	struct sc_vu_vring_state en = { 0, 1 };
-	t_send(fe.sock, SC_VHOST_USER_SET_VRING_ENABLE, SC_VHOST_USER_NEED_REPLY, &en, 8, -1);
-	t_reply(fe.sock, SC_VHOST_USER_SET_VRING_ENABLE, &ack, 8);
-	cr_assert_eq(ack, 0);
+	t_fe_ring_at(&fe, 0, 0);
 }
 
 /*

@@ -651,11 +651,11 @@ static void map_all(int skip)
 /*
  * Connect to disk a (unless F.fe is connected) as QEMU does, at its first
  * start (no area yet: GET then SET_INFLIGHT_FD) or after the back end
- * died (SET_INFLIGHT_FD with the area it kept, unless !inflight):
- * features with ACCESS_PLATFORM, the back-end channel, the memory table,
- * map_all(premap) unless MAP_NONE, the ring by IOVA resuming at base.
+ * died (SET_INFLIGHT_FD with the area it kept): features with
+ * ACCESS_PLATFORM, the back-end channel, the memory table, map_all(premap)
+ * unless MAP_NONE, the ring by IOVA resuming at base.
  */
-static void iofe_connect(bool inflight, uint16_t base, int premap)
+static void iofe_connect(uint16_t base, int premap)
 {
 	struct t_fe *fe = &F.fe;
 	if (fe->sock < 0)
@@ -666,25 +666,11 @@ static void iofe_connect(bool inflight, uint16_t base, int premap)
 		F.area = mmap(NULL, F.in.mmap_size, PROT_READ, MAP_SHARED, F.ifd, 0);
 		cr_assert_neq(F.area, MAP_FAILED);
 	}
-	if (inflight)
-		cr_assert_eq(t_set_inflight(fe->sock, &F.in, F.ifd), 0, "SET_INFLIGHT_FD refused");
+	cr_assert_eq(t_set_inflight(fe->sock, &F.in, F.ifd), 0, "SET_INFLIGHT_FD refused");
 	cr_assert_eq(t_fe_mem_table(fe, fe->memfd), 0, "memory table refused");
 	if (premap != MAP_NONE)
 		map_all(premap);
-	struct sc_vu_vring_state num = { 0, T_QSIZE }, b = { 0, base }, en = { 0, 1 };
-	struct sc_vu_vring_addr a = { .index = 0, .desc_user_addr = IOVA_OFF + (uint64_t)((uint8_t *)fe->vq.desc - fe->mem),
-				      .avail_user_addr = IOVA_OFF + (uint64_t)((uint8_t *)fe->vq.avail - fe->mem),
-				      .used_user_addr = IOVA_OFF + (uint64_t)((uint8_t *)fe->vq.used - fe->mem) };
-	uint64_t idx0 = 0, ack;
-	t_send(fe->sock, SC_VHOST_USER_SET_VRING_NUM, 0, &num, 8, -1);
-	t_send(fe->sock, SC_VHOST_USER_SET_VRING_BASE, 0, &b, 8, -1);
-	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ADDR, 0, &a, sizeof(a), -1);
-	t_send(fe->sock, SC_VHOST_USER_SET_VRING_CALL, 0, &idx0, 8, fe->call);
-	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ERR, 0, &idx0, 8, fe->err);
-	t_send(fe->sock, SC_VHOST_USER_SET_VRING_KICK, 0, &idx0, 8, fe->kick);
-	t_send(fe->sock, SC_VHOST_USER_SET_VRING_ENABLE, SC_VHOST_USER_NEED_REPLY, &en, 8, -1);
-	t_reply(fe->sock, SC_VHOST_USER_SET_VRING_ENABLE, &ack, 8);
-	cr_assert_eq(ack, 0, "enable refused: %llu", (unsigned long long)ack);
+	t_fe_ring_at(fe, base, IOVA_OFF);
 }
 
 /* The pattern of write i. */
@@ -759,7 +745,7 @@ static void writes_in_flight_then_kill(void)
 	cr_assert_eq(sc_drv_vq_init(&F.fe.vq, F.fe.mem, 0, T_QSIZE, 1ull << SC_VIRTIO_F_VERSION_1), 0);
 	sc_drv_vq_interrupts_disable(&F.fe.vq);
 	/* All mapped: the writes are popped in one round, well inside the delay. */
-	iofe_connect(true, 0, MAP_ALL);
+	iofe_connect(0, MAP_ALL);
 	for (unsigned i = 0; i < NWRITES; i++) {
 		pattern(i, F.fe.mem + T_DATA_GPA + i * 4096ull);
 		F.heads[i] = post(i, SC_VIRTIO_BLK_T_OUT, 8ull * i);
@@ -795,7 +781,7 @@ Test(sidecored_replay, killed_with_writes_in_flight_under_the_iotlb_it_replays_e
 	writes_in_flight_then_kill();
 	spawn("ab");
 	/* QEMU's base after a back end died: the used index (the back end could not say where it was). */
-	iofe_connect(true, __atomic_load_n(&F.fe.vq.used->idx, __ATOMIC_ACQUIRE), MAP_NONE);
+	iofe_connect(__atomic_load_n(&F.fe.vq.used->idx, __ATOMIC_ACQUIRE), MAP_NONE);
 	unsigned seen[T_QSIZE] = { 0 };
 	cr_assert_eq(reap(NWRITES, 5000, seen), NWRITES, "the replayed writes did not all complete in 5 s:\n%s", read_log());
 	/* A request served twice would complete again a delay later. */
@@ -841,7 +827,7 @@ Test(sidecored_replay, a_replayed_write_whose_buffer_the_front_end_never_maps_ag
 	spawn("ab");
 	/* Everything but write 0's data page: the first replayed, so nothing can be served past it. */
 	F.skip = IOVA_OFF + T_DATA_GPA;
-	iofe_connect(true, 0, 0);
+	iofe_connect(0, 0);
 	/* iotlb_miss_ms = 300: the queue breaks, its err eventfd says so, nothing was served. */
 	unsigned seen[T_QSIZE] = { 0 };
 	cr_assert_eq(reap(1, 1500, seen), 0, "a replayed write completed without its translation");
