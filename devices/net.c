@@ -485,8 +485,15 @@ static struct rte_mbuf *tx_packet(struct sc_net_queue *q, const struct sc_vq_ele
 
 	if (e->oversized || e->out_len < q->hdr_len + ETH_HLEN)
 		goto bad;
-	/* Copied once: the header may be split anywhere across descriptors. */
-	sc_iov_copy_from(e->iov, e->out_num, 0, &h, q->hdr_len);
+	/*
+	 * Copied once: the header may be split anywhere across descriptors.
+	 * Read only if the driver may ask for an offload (CSUM; TSO comes with
+	 * it): otherwise §5.1.6.2 has it send zeros, taken as read. Not
+	 * touching it keeps its line in the driver's cache, where the virtio
+	 * PMD writes it again for the next packet (as DPDK's vhost does).
+	 */
+	if (q->csum)
+		sc_iov_copy_from(e->iov, e->out_num, 0, &h, q->hdr_len);
 	len = e->out_len - q->hdr_len;
 	max = h.gso_type != SC_VIRTIO_NET_HDR_GSO_NONE ? SC_NET_MAX_TSO : (uint32_t)q->dev->mtu + ETH_HLEN + VLAN_HLEN;
 	if (len > max)
@@ -575,12 +582,22 @@ static unsigned tx_pop_batch(struct sc_net_queue *q, struct sc_vq_elem *e, unsig
 		if (n == 0 && q->in_order)
 			tx_prefetch_descs(&q->vq, max - 1);
 		if (e[n].out_num) {
-			/* A header and small frame straddle two lines wherever they start; a prefetch never faults. */
-			const char *b = e[n].iov[0].iov_base;
-			size_t len = e[n].iov[0].iov_len;
-			rte_prefetch0(b);
-			rte_prefetch0(b + (len < 2 * RTE_CACHE_LINE_SIZE ? len : 2 * RTE_CACHE_LINE_SIZE) - 1);
-			if (e[n].out_num > 1)
+			/*
+			 * What tx_packet reads first: the header only where it is read
+			 * at all, then the frame's start; two lines, as a small frame
+			 * straddles them wherever it starts. A prefetch never faults.
+			 */
+			const struct iovec *v = e[n].iov;
+			size_t skip = q->csum ? 0 : q->hdr_len;
+			if (v[0].iov_len <= skip && e[n].out_num > 1)
+				skip = 0, v++;   /* the header alone in the first descriptor */
+			if (v->iov_len > skip) {
+				const char *b = (const char *)v->iov_base + skip;
+				size_t len = v->iov_len - skip;
+				rte_prefetch0(b);
+				rte_prefetch0(b + (len < 2 * RTE_CACHE_LINE_SIZE ? len : 2 * RTE_CACHE_LINE_SIZE) - 1);
+			}
+			if (v == e[n].iov && e[n].out_num > 1)
 				rte_prefetch0(e[n].iov[1].iov_base);
 		}
 		used += e[n].out_num + e[n].in_num;   /* the next chain's segments go after all of this one's */

@@ -1187,6 +1187,49 @@ Test(net, version_1_without_mrg_rxbuf_keeps_the_12_byte_header)
 	expect_rx_short_chain_with_header_of(HLEN);
 }
 
+/*
+ * Without CSUM (and so without TSO) the driver must send an all-zero tx
+ * header (§5.1.6.2): the device takes it as read and leaves its line in
+ * the driver's cache. Here the header sits alone on a page with no access,
+ * so a read of it faults; and a header full of offload requests, which a
+ * device that offered them would drop, is ignored: the packet goes as is.
+ */
+Test(net, tx_header_is_not_read_when_no_offload_was_negotiated)
+{
+	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	uint64_t region = galloc((uint32_t)(2 * pg));
+	uint64_t page = (region + pg - 1) & ~(uint64_t)(pg - 1);
+	struct sc_virtio_net_hdr junk = { .flags = SC_VIRTIO_NET_HDR_F_NEEDS_CSUM, .gso_type = SC_VIRTIO_NET_HDR_GSO_TCPV4,
+					  .gso_size = 1, .csum_start = 0xffff, .csum_offset = 0xffff };
+	uint8_t p[128];
+	uint32_t len = make_ip4(p, IPPROTO_UDP, 30);
+	struct rte_mbuf *m[4];
+
+	features &= ~((1ull << SC_VIRTIO_NET_F_CSUM) | (1ull << SC_VIRTIO_NET_F_HOST_TSO4) | (1ull << SC_VIRTIO_NET_F_HOST_TSO6));
+	renegotiate(features & (NEG_V1 | NEG_MRG));
+	cr_assert(!txq.q.csum && !txq.q.tso);
+
+	memcpy(gptr(page), &junk, HLEN);
+	struct sc_drv_seg segs[2] = { { page, HLEN }, { galloc(len), len } };
+	memcpy(gptr(segs[1].addr), p, len);
+	cr_assert_geq(sc_drv_vq_add(&txq.dvq, segs, 2, 0), 0);
+	cr_assert_eq(mprotect(gptr(page), pg, PROT_NONE), 0);
+	unsigned done = tx_run();
+	cr_assert_eq(mprotect(gptr(page), pg, PROT_READ | PROT_WRITE), 0);
+	cr_assert_eq(done, 1);
+
+	tx_post(&junk, p, len, (const uint32_t[]){ 5 }, 1);
+	cr_assert_eq(tx_run(), 1);
+	cr_assert_eq(txq.q.stats.tx_bad, 0, "a header no offload was negotiated for was judged");
+	cr_assert_eq(host_recv(m, 4), 2);
+	for (unsigned i = 0; i < 2; i++) {
+		expect_sent(m[i], p, len);
+		cr_assert_eq(m[i]->ol_flags & (RTE_MBUF_F_TX_TCP_SEG | RTE_MBUF_F_TX_L4_MASK), 0, "an offload nobody negotiated");
+	}
+	rte_pktmbuf_free_bulk(m, 2);
+	tx_still_works();
+}
+
 Test(net, without_mrg_rxbuf_a_packet_takes_one_chain_or_is_dropped)
 {
 	/* One chain per packet (virtio 1.2 §5.1.6.3.1): one too small for a packet is kept for a smaller one. */
