@@ -858,13 +858,6 @@ static int check_required(struct sc_config *c, int sidecore_line, char *err, siz
 				 "remove it or set iommu_teardown = optimistic", c->path, b->iommu.window_line, b->name);
 			return -EINVAL;
 		}
-		/* Isolation unmaps a page before the ack; optimistic acks first: the two promise opposites. */
-		if (b->iommu.isolation && b->iommu.optimistic) {
-			snprintf(err, errlen, "%s:%d: iommu_isolation = yes needs iommu_teardown = strict in [blk.%s] (an "
-				 "isolated disk unmaps a page before it acknowledges its INVALIDATE); remove one of them",
-				 c->path, b->iommu.isolation_line, b->name);
-			return -EINVAL;
-		}
 		if (!b->socket[0] || !b->backing[0]) {
 			snprintf(err, errlen, "%s:%d: [blk.%s] has no %s", c->path, b->line, b->name,
 				 !b->socket[0] ? "socket; add socket = PATH (its vhost-user socket)"

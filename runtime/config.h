@@ -37,7 +37,7 @@
  *   iommu_teardown = strict ; strict: an INVALIDATE is acked once no sidecore can use the entry;
  *                           ; optimistic: acked at once, the entry goes within iommu_window_ms
  *   iommu_window_ms = 2   ; optimistic only: how long an invalidated entry may still translate, 1..1000
- *   iommu_isolation = no  ; yes: map into sidecored only the guest pages the IOTLB grants (strict only)
+ *   iommu_isolation = no  ; yes: map into sidecored only the guest pages the IOTLB grants (optimistic: and the dying entries)
  *   iotlb_entries = 65536 ; IOTLB entries (mappings) the front end may install, 1..65536
  *   iotlb_miss_ms = 3000  ; a miss the front end leaves unanswered this long breaks its queue, 10..600000
  *

@@ -156,7 +156,8 @@ void sc_grants_clear(struct sc_grants *G)
 	spare_all(G, G->grants.root);
 	spare_all(G, G->live.root);
 	spare_all(G, G->pending.root);
-	G->grants = G->live = G->pending = (struct sc_grants_tree){ NULL, 0 };
+	spare_all(G, G->sealed.root);
+	G->grants = G->live = G->pending = G->sealed = (struct sc_grants_tree){ NULL, 0 };
 }
 
 void sc_grants_fini(struct sc_grants *G)
@@ -412,25 +413,26 @@ uint32_t sc_grants_drop_iova(struct sc_grants *G, uint64_t iova, uint64_t last)
 	return n;
 }
 
-struct both {
-	const struct sc_grants_tree *pending;
+/* The gaps of a gap in the next cover: what none of the covers so far holds. */
+struct gaps_in {
+	const struct sc_grants_tree *cover;
 	sc_grants_range_fn *fn;
 	void *arg;
 };
 
-static void gaps_of_pending(void *arg, uint64_t gpa, uint64_t end)
+static void gaps_of(void *arg, uint64_t gpa, uint64_t end)
 {
-	const struct both *b = arg;
-	cover_gaps(b->pending, gpa, end, b->fn, b->arg);
+	const struct gaps_in *g = arg;
+	cover_gaps(g->cover, gpa, end, g->fn, g->arg);
 }
 
 void sc_grants_uncovered_each(const struct sc_grants *G, uint64_t gpa, uint64_t end, bool pending,
 			      sc_grants_range_fn *fn, void *arg)
 {
-	struct both b = { &G->pending, fn, arg };
+	struct gaps_in sealed = { &G->sealed, fn, arg }, pend = { &G->pending, gaps_of, &sealed };
 
 	if (pending)
-		cover_gaps(&G->live, gpa, end, gaps_of_pending, &b);
+		cover_gaps(&G->live, gpa, end, gaps_of, &pend);
 	else
 		cover_gaps(&G->live, gpa, end, fn, arg);
 }
@@ -457,15 +459,44 @@ static void flush_one(const node *n, void *arg)
 	f->end = n->a;
 }
 
-void sc_grants_flush(struct sc_grants *G, sc_grants_range_fn *fn, void *arg)
+/* fn on what of cover no grant covers, then forget cover. */
+static void flush_cover(struct sc_grants *G, struct sc_grants_tree *cover, sc_grants_range_fn *fn, void *arg)
 {
 	struct flush f = { G, 0, 0, fn, arg };
 
-	walk(G->pending.root, 0, UINT64_MAX, flush_one, &f);
+	walk(cover->root, 0, UINT64_MAX, flush_one, &f);
 	if (f.end)
 		cover_gaps(&G->live, f.start, f.end, fn, arg);
-	spare_all(G, G->pending.root);
+	spare_all(G, cover->root);
+	*cover = (struct sc_grants_tree){ NULL, 0 };
+}
+
+void sc_grants_flush(struct sc_grants *G, sc_grants_range_fn *fn, void *arg)
+{
+	struct gaps_in not_pending = { &G->pending, fn, arg };
+
+	/* What pending holds too is left to its own flush: each piece is told once. */
+	flush_cover(G, &G->sealed, gaps_of, &not_pending);
+	flush_cover(G, &G->pending, fn, arg);
+}
+
+bool sc_grants_pending(const struct sc_grants *G)
+{
+	return G->pending.root != NULL;
+}
+
+int sc_grants_seal(struct sc_grants *G)
+{
+	if (G->sealed.root)
+		return -EBUSY;
+	G->sealed = G->pending;
 	G->pending = (struct sc_grants_tree){ NULL, 0 };
+	return 0;
+}
+
+void sc_grants_flush_sealed(struct sc_grants *G, sc_grants_range_fn *fn, void *arg)
+{
+	flush_cover(G, &G->sealed, fn, arg);
 }
 
 /* t without the grants into [gpa, gpa + size), each told to gone() on its way out. */
@@ -493,6 +524,7 @@ void sc_grants_drop_region(struct sc_grants *G, uint64_t gpa, uint64_t size,
 	G->grants.root = drop_in_region(G, G->grants.root, gpa, size, gone, arg);
 	/* A grant lies inside one region (sc_mem_grant): the region's guest range is all of theirs. */
 	if (cover_apply(G, &G->live, gpa, gpa + size, COVER_CLEAR) < 0 ||
-	    cover_apply(G, &G->pending, gpa, gpa + size, COVER_CLEAR) < 0)
+	    cover_apply(G, &G->pending, gpa, gpa + size, COVER_CLEAR) < 0 ||
+	    cover_apply(G, &G->sealed, gpa, gpa + size, COVER_CLEAR) < 0)
 		say_nomem(G, gpa, gpa + size);
 }

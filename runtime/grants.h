@@ -5,14 +5,16 @@
  * guest pages behind it. A page stays mapped while any grant covers it; the
  * pages of a dropped grant wait ("pending") for the grace period of the
  * invalidation that dropped them, and are then unmapped where no grant
- * covers them any more.
+ * covers them any more. With optimistic teardown no ack waits for that
+ * grace period: the pending ranges are sealed when one starts (the
+ * drops after it wait for the next) and unmapped once it is over.
  *
  * Three ordered trees (treaps: a random priority per node keeps them
  * balanced whatever the order of the IOVAs, with no rebalancing code): the
  * grants by IOVA (disjoint: an UPDATE replaces what it overlaps), and two
  * maps of guest ranges as disjoint segments, each with how many ranges
  * cover it, neighbours of equal count merged (contiguous grants are one
- * segment): what the live grants cover, and what is pending. An operation
+ * segment): what the live grants cover, and what is pending (and sealed). An operation
  * costs O(log n) plus the segments it touches; nothing walks all 65,536
  * entries a guest may hold, and no order of them makes it quadratic.
  *
@@ -46,6 +48,7 @@ struct sc_grants {
 	struct sc_grants_tree grants;  /* by iova, disjoint */
 	struct sc_grants_tree live;    /* guest ranges the grants cover: segments with counts */
 	struct sc_grants_tree pending; /* guest ranges dropped, to unmap after the grace period */
+	struct sc_grants_tree sealed;  /* pending ranges a grace period that runs now covers */
 	struct sc_grants_node *spare;  /* nodes to reuse (linked by l) */
 	uint32_t nspare;
 	uint32_t seed;                 /* of the priorities */
@@ -87,20 +90,35 @@ void sc_grants_pend(struct sc_grants *G, uint64_t gpa, uint64_t end);
 
 /*
  * Call fn on each piece of guest [gpa, end) that no grant covers, in
- * address order, nor (with pending) a pending range.
+ * address order, nor (with pending) a pending or sealed range.
  */
 void sc_grants_uncovered_each(const struct sc_grants *G, uint64_t gpa, uint64_t end, bool pending,
 			      sc_grants_range_fn *fn, void *arg);
 
 /*
- * After a grace period: call fn on each piece of the pending ranges that
- * no grant covers (to unmap), merged where they touch, then forget them.
+ * After a grace period that started after every drop so far: call fn on
+ * each piece of the pending and sealed ranges that no grant covers (to
+ * unmap), merged where they touch, then forget them.
  */
 void sc_grants_flush(struct sc_grants *G, sc_grants_range_fn *fn, void *arg);
 
+/* Is anything pending (dropped, and not sealed yet)? */
+bool sc_grants_pending(const struct sc_grants *G);
+
+/*
+ * A grace period starts: the pending ranges become sealed, to be flushed
+ * by sc_grants_flush_sealed once it is over; what drops from now on is
+ * pending again. Returns 0, or -EBUSY (nothing changed) while ranges
+ * sealed before wait still: one grace period at a time.
+ */
+int sc_grants_seal(struct sc_grants *G);
+
+/* After the grace period of sc_grants_seal: sc_grants_flush for the sealed ranges only. */
+void sc_grants_flush_sealed(struct sc_grants *G, sc_grants_range_fn *fn, void *arg);
+
 /*
  * A region [gpa, gpa + size) leaves: call gone(arg, iova, last) for each
- * grant into it and forget those grants, and the pending ranges there.
+ * grant into it and forget those grants, and the pending and sealed ranges there.
  */
 void sc_grants_drop_region(struct sc_grants *G, uint64_t gpa, uint64_t size,
 			   void (*gone)(void *arg, uint64_t iova, uint64_t last), void *arg);

@@ -99,6 +99,15 @@ struct sc_vu_server {
 	bool iotlb_ticking;       /* optimistic: entries are dying, sc_viommu_tick them each millisecond */
 	/* Isolation (ops->iotlb_isolation): the live grants, and guest ranges to unmap after the grace period. */
 	struct sc_grants grants;
+	/*
+	 * Isolation with optimistic teardown: the sealed ranges (grants of
+	 * expired entries) wait for the grace period iso_ticket and the
+	 * requests counted before its epoch flip, until iso_deadline (ms);
+	 * no ack waits on them (isol_advance).
+	 */
+	bool iso_sealed;
+	uint64_t iso_ticket;
+	int64_t iso_deadline;
 	/* Written with relaxed atomics (misses by the sidecores, the rest here), read by anyone. */
 	struct sc_vu_iotlb_stats iostats;
 	/* IOTLB messages read in one go (sc_vu_msg_recv_iotlb), served one by one: burst[burst_at..burst_n). */
@@ -164,6 +173,18 @@ static void iotlb_note_entries(struct sc_vu_server *s)
 	__atomic_store_n(&s->iostats.entries, n > 0 ? (uint64_t)n : 0, __ATOMIC_RELAXED);
 }
 
+/*
+ * viommu's expired hook (inside sc_viommu_tick): a dying entry's window
+ * ended, and with it the grant of its pages (isolation), which become
+ * pending; isol_advance unmaps them after a grace period of their own.
+ */
+static void isol_expired(void *arg, uint32_t domain, uint64_t iova, uint64_t last, uint64_t gpa)
+{
+	struct sc_vu_server *s = arg;
+	(void)domain, (void)gpa;
+	sc_grants_drop_iova(&s->grants, iova, last);
+}
+
 /* A fresh, empty IOTLB: one domain, one endpoint attached to it. No context may use the old one. */
 static int iotlb_create(struct sc_vu_server *s)
 {
@@ -179,6 +200,8 @@ static int iotlb_create(struct sc_vu_server *s)
 	if (s->ops->iotlb_window_ms) {
 		cfg.teardown = SC_VIOMMU_OPTIMISTIC;
 		cfg.window_ns = s->ops->iotlb_window_ms * 1000000ull;
+		cfg.expired = isol_expired;
+		cfg.expired_arg = s;
 	}
 	ret = sc_viommu_create(&cfg, &v);
 	if (ret < 0)
@@ -192,7 +215,7 @@ static int iotlb_create(struct sc_vu_server *s)
 		sc_viommu_tc_fini(&s->tcs[i]);
 	sc_viommu_destroy(s->viommu);
 	s->viommu = v;
-	s->iotlb_ticking = false;
+	s->iotlb_ticking = s->iso_sealed = false;
 	__atomic_store_n(&s->iostats.entries, 0, __ATOMIC_RELAXED);
 	return 0;
 }
@@ -270,9 +293,14 @@ static bool iotlb_wait(struct sc_vu_server *s, bool (*done)(struct sc_vu_server 
 	}
 }
 
+static bool grace_over_of(struct sc_vu_server *s, uint64_t ticket)
+{
+	return sc_viommu_grace_done(s->viommu, ticket);
+}
+
 static bool grace_over(struct sc_vu_server *s)
 {
-	return sc_viommu_grace_done(s->viommu, s->iotlb_ticket);
+	return grace_over_of(s, s->iotlb_ticket);
 }
 
 static bool rings_drained(struct sc_vu_server *s)
@@ -290,6 +318,12 @@ static void vring_stop(struct sc_vu_server *s, unsigned idx);
 static bool isolated(const struct sc_vu_server *s)
 {
 	return s->ops->iotlb_isolation;
+}
+
+/* Optimistic teardown: an INVALIDATE is acked at once; its entries die when their window ends. */
+static bool optimistic(const struct sc_vu_server *s)
+{
+	return s->ops->iotlb_window_ms != 0;
 }
 
 /*
@@ -360,7 +394,8 @@ static void invalidate_gone(void *arg, uint64_t iova, uint64_t last)
 {
 	struct sc_vu_server *s = arg;
 	bool removed;
-	sc_viommu_invalidate(s->viommu, 0, iova, last, &removed);
+	/* Now, not after a window: a dying entry would still translate into the guest address. */
+	sc_viommu_remove(s->viommu, 0, iova, last, &removed);
 }
 
 /*
@@ -385,28 +420,75 @@ static void grants_clear(struct sc_vu_server *s)
  * IOTLB_QUIESCE_MS is stopped (stopping waits for its I/O) and starts
  * again afresh: the acknowledgement is never early.
  */
+/*
+ * A grace period overdue by IOTLB_QUIESCE_MS: stop the queues that still
+ * hold requests from before the last epoch flip (all started ones if the
+ * rounds are not over either); stopping waits for their I/O, and they
+ * start again afresh.
+ */
+static void iotlb_stop_holders(struct sc_vu_server *s, bool rounds_over)
+{
+	fprintf(stderr, "sidecore: %s: an IOTLB invalidation waited %d ms for the sidecores; stopping the "
+		"queues that still hold requests from before it (they start again)\n", s->path, IOTLB_QUIESCE_MS);
+	for (unsigned i = 0; i < s->nvrings; i++)
+		if (s->vrings[i].started && s->tcs[i].slot && (!rounds_over || !sc_viommu_tc_drained(&s->tcs[i])))
+			vring_stop(s, i);
+}
+
 static void iotlb_quiesce(struct sc_vu_server *s)
 {
 	int64_t deadline = now_ms() + IOTLB_QUIESCE_MS;
 	bool ok;
 
+	/*
+	 * Sealed ranges wait for the requests counted before their flip; the
+	 * flip below would count new ones in the same slot: they go first.
+	 */
+	if (s->iso_sealed && !iotlb_wait(s, rings_drained, deadline))
+		iotlb_stop_holders(s, true);
+	s->iso_sealed = false;   /* flushed below with the rest */
 	stat_add(&s->iostats.flushes, 1);
 	sc_viommu_epochs_flip(s->viommu);
 	s->iotlb_ticket = sc_viommu_grace_start(s->viommu);
 	ok = iotlb_wait(s, grace_over, deadline) && iotlb_wait(s, rings_drained, deadline);
 	if (!ok) {
-		bool rounds_over = grace_over(s);
-		fprintf(stderr, "sidecore: %s: an IOTLB invalidation waited %d ms for the sidecores; stopping the "
-			"queues that still hold requests from before it (they start again)\n", s->path, IOTLB_QUIESCE_MS);
-		for (unsigned i = 0; i < s->nvrings; i++)
-			if (s->vrings[i].started && s->tcs[i].slot &&
-			    (!rounds_over || !sc_viommu_tc_drained(&s->tcs[i])))
-				vring_stop(s, i);
+		iotlb_stop_holders(s, grace_over(s));
 		/* Detached queues are out of every round: the grace period ends now. */
 		iotlb_wait(s, grace_over, now_ms() + IOTLB_QUIESCE_MS);
 	}
 	s->iotlb_batch_removed = false;
 	isol_revoke_pending(s);
+}
+
+/*
+ * Isolation with optimistic teardown, each tick of the control thread:
+ * the ranges whose last grant ended (an entry expired, or an UPDATE
+ * replaced a dying one) are unmapped after a grace period that started
+ * after they were dropped, and after the requests translated before it
+ * are pushed; nothing is acked late for them. One grace period runs at a
+ * time: what drops meanwhile waits for the next, so a steady stream of
+ * expiries cannot keep a range mapped. Returns true while work remains.
+ */
+static bool isol_advance(struct sc_vu_server *s)
+{
+	if (s->iso_sealed) {
+		if (!grace_over_of(s, s->iso_ticket) || !rings_drained(s)) {
+			if (now_ms() <= s->iso_deadline)
+				return true;
+			iotlb_stop_holders(s, grace_over_of(s, s->iso_ticket));
+			s->iso_deadline = now_ms() + IOTLB_QUIESCE_MS;
+			return true;   /* detached queues are out of every round: a tick or two more */
+		}
+		sc_grants_flush_sealed(&s->grants, revoke_now, s);
+		s->iso_sealed = false;
+	}
+	if (!sc_grants_pending(&s->grants) || sc_grants_seal(&s->grants) < 0)
+		return false;
+	sc_viommu_epochs_flip(s->viommu);
+	s->iso_ticket = sc_viommu_grace_start(s->viommu);
+	s->iso_deadline = now_ms() + IOTLB_QUIESCE_MS;
+	s->iso_sealed = true;
+	return true;
 }
 
 int sc_vu_server_create(const char *path, const struct sc_vu_device_ops *ops, void *ctx,
@@ -1081,13 +1163,17 @@ static void iotlb_removed(struct sc_vu_server *s)
 /*
  * Isolation, once an UPDATE of [t->iova, last] to guest gpa is in the
  * IOTLB (its pages were mapped before, sc_mem_grant): note the grant, and
- * drop the ones it replaced (*removed). The same grant again changes nothing.
+ * drop the ones it replaced (*removed). The same grant again changes
+ * nothing (nor does a dying entry revived: its pages never went).
+ * Optimistic: a replaced live entry sets *removed in the IOTLB already;
+ * the dying ones the guest gave up, and isol_advance unmaps their pages.
  */
 static void isol_note(struct sc_vu_server *s, const struct sc_vu_iotlb *t, uint64_t last, uint64_t gpa, bool *removed)
 {
 	if (sc_grants_has(&s->grants, t->iova, last, gpa))
 		return;
-	*removed = grants_drop_iova(s, t->iova, last) || *removed;
+	if (grants_drop_iova(s, t->iova, last) && !optimistic(s))
+		*removed = true;
 	if (sc_grants_add(&s->grants, t->iova, last, gpa) < 0)
 		fprintf(stderr, "sidecore: %s: no memory to note the grant of guest 0x%llx (+0x%llx); its pages stay "
 			"mapped until its region goes\n", s->path, (unsigned long long)gpa, (unsigned long long)t->size);
@@ -1134,12 +1220,13 @@ HANDLER(IOTLB_MSG)
 		stat_add(&s->iostats.invalidates, 1);
 		sc_viommu_invalidate(s->viommu, 0, t.iova, last, &removed);
 		iotlb_note_entries(s);
-		if (isolated(s) && grants_drop_iova(s, t.iova, last))
+		/* Optimistic: the grants end with the entries, as their windows end (isol_expired). */
+		if (isolated(s) && !optimistic(s) && grants_drop_iova(s, t.iova, last))
 			removed = true;
 		if (removed)
 			iotlb_removed(s);
 		/* Optimistic: acknowledged now; the entries go within the window (serve_once ticks). */
-		s->iotlb_ticking = s->ops->iotlb_window_ms != 0;
+		s->iotlb_ticking = optimistic(s);
 		return 0;
 	}
 	if (t.perm == 0 || t.perm > SC_VHOST_ACCESS_RW)
@@ -1171,6 +1258,8 @@ HANDLER(IOTLB_MSG)
 	}
 	if (removed)
 		iotlb_removed(s);   /* it replaced entries: the old ones are gone as for an INVALIDATE */
+	if (isolated(s) && optimistic(s) && sc_grants_pending(&s->grants))
+		s->iotlb_ticking = true;   /* dying entries it replaced: their pages go after a grace period */
 	if (ret == -ENOMEM)
 		return iotlb_refuse(s, m, -ENOSPC, "UPDATE beyond the %u entries a device may hold; INVALIDATE first", cap);
 	if (ret == -ERANGE)
@@ -1411,6 +1500,7 @@ static void serve_once(struct sc_vu_server *s)
 	if (s->iotlb_ticking) {
 		s->iotlb_ticking = sc_viommu_tick(s->viommu, now_ns());
 		iotlb_note_entries(s);   /* dying entries went */
+		s->iotlb_ticking = isol_advance(s) || s->iotlb_ticking;
 	}
 	if (ready <= 0 || p[0].revents)
 		return;   /* time to look again, or to stop */

@@ -76,11 +76,15 @@ struct sc_vu_device_ops {
 	 */
 	uint32_t iotlb_window_ms;
 	/*
-	 * Isolation (needs iotlb_window_ms 0): the memory table's regions are
-	 * not mapped into this process; each IOTLB UPDATE maps the pages it
-	 * grants, and they are unmapped before the INVALIDATE that ends the
-	 * last grant is acknowledged. A front end that does not negotiate
-	 * ACCESS_PLATFORM gets no ring started (one line says why).
+	 * Isolation: the memory table's regions are not mapped into this
+	 * process; each IOTLB UPDATE maps the pages it grants, and a page
+	 * stays mapped while any entry grants it, live or dying. Strict: it
+	 * is unmapped before the INVALIDATE that ends its last grant is
+	 * acknowledged. Optimistic: the INVALIDATE is acknowledged at once,
+	 * the grant ends when the dying entry goes (its window ends, or an
+	 * UPDATE replaces it), and the page is unmapped after the grace period
+	 * that follows, with no ack waiting. A front end that does not
+	 * negotiate ACCESS_PLATFORM gets no ring started (one line says why).
 	 */
 	bool iotlb_isolation;
 };

@@ -1076,10 +1076,14 @@ Test(config, iommu_isolation_not_a_boolean)
 	load_fails(-EINVAL, 6, "iommu_isolation = 'strict' is not a boolean; use yes or no");
 }
 
-Test(config, iommu_isolation_with_optimistic_teardown)
+/* The pages of dying entries stay mapped until their window ends (test_iotlb's isolated_optimistic_*). */
+Test(config, iommu_isolation_with_optimistic_teardown_is_accepted)
 {
-	write_dev("iommu_teardown = optimistic\niommu_isolation = yes\n");
-	load_fails(-EINVAL, 7, "iommu_isolation = yes needs iommu_teardown = strict in [blk.a]");
+	write_dev("iommu_teardown = optimistic\niommu_window_ms = 20\niommu_isolation = yes\n");
+	load_ok();
+	cr_assert(c.blk[0].iommu.isolation);
+	cr_assert(c.blk[0].iommu.optimistic);
+	cr_assert_eq(c.blk[0].iommu.window_ms, 20);
 }
 
 Test(config, iotlb_entries_out_of_range)

@@ -775,6 +775,139 @@ Test(iotlb, isolated_batch_that_maps_the_same_pages_again_keeps_them)
 }
 
 /*
+ * ---- isolation with optimistic teardown: a page stays mapped while an entry grants it, live or dying ----
+ * An INVALIDATE is acked at once; the grant ends when the dying entry goes
+ * (its window ends), and the page is unmapped after the grace period that
+ * follows. ISO_WINDOW_MS is short; every wait for what follows it is bounded.
+ */
+#define ISO_WINDOW_MS 30
+
+/* The requests' entry [T_HDR_GPA, T_MEM): what the tests invalidate (the ring's entry stays). */
+#define REQ_BYTES (T_MEM - T_HDR_GPA)
+
+/* Does server_mapped(off, len) reach want within ms? Polled each millisecond. */
+static bool server_mapped_becomes(uint64_t off, uint64_t len, uint64_t want, int ms)
+{
+	int64_t t0 = t_now_ms();
+	do {
+		if (server_mapped(off, len) == want)
+			return true;
+		usleep(1000);
+	} while (t_now_ms() - t0 < ms);
+	return server_mapped(off, len) == want;
+}
+
+/* Touches of ungranted pages so far (each one a failed request). */
+static uint64_t isolation_faults(void)
+{
+	struct sc_poller_stats st;
+	sc_poller_get_stats(poller, &st);
+	return st.isolation_faults;
+}
+
+/* Acks that waited for the sidecores (strict's flushes): optimistic teardown makes none. */
+static uint64_t acks_that_waited(void)
+{
+	struct sc_vu_iotlb_stats st;
+	sc_vu_server_iotlb_stats(D.srv, &st);
+	return st.flushes;
+}
+
+/* A read of sector 0 through the header and data pages, completed OK with no MISS. */
+static void read_without_a_miss(void)
+{
+	submit_read();
+	cr_assert(completed_within(5000));
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK);
+	struct sc_vu_iotlb t;
+	cr_assert_not(t_next_miss(backend, 0, &t), "translated by the entry (iova 0x%llx missed)", (unsigned long long)t.iova);
+}
+
+/* (1) Acked at once; within the window the pages are still mapped, and the sidecore reads them. */
+Test(iotlb, isolated_optimistic_invalidate_is_acked_at_once_and_keeps_the_pages_for_the_window)
+{
+	isolate();
+	fe_start_optimistic(1000);   /* long: the I/O below runs inside it even on a loaded machine */
+	int64_t t0 = t_now_ms();
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	int64_t waited = t_now_ms() - t0;
+	cr_assert_lt(waited, 100, "acked at once (after %lld ms)", (long long)waited);
+	cr_assert_eq(acks_that_waited(), 0, "the ack waited for no grace period");
+	cr_assert_eq(server_mapped(T_HDR_GPA, REQ_BYTES), REQ_BYTES, "the dying entry's pages stay mapped");
+	read_without_a_miss();
+	cr_assert_eq(isolation_faults(), 0, "the sidecore touched no unmapped page");
+	cr_assert_eq(server_mapped(T_HDR_GPA, REQ_BYTES), REQ_BYTES);
+	cr_assert_lt(t_now_ms() - t0, 1000, "all of it inside the window (took %lld ms)", (long long)(t_now_ms() - t0));
+}
+
+/* (2) and (5): I/O works before; after the window (and a grace period) the pages are gone and a request misses. */
+Test(iotlb, isolated_optimistic_entry_expired_unmaps_its_pages_and_the_next_request_misses)
+{
+	isolate();
+	fe_start_optimistic(ISO_WINDOW_MS);
+	t_fe_verified_io(&fe, D.img, 8);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	cr_assert(server_mapped_becomes(T_HDR_GPA, REQ_BYTES, 0, 2000), "unmapped after the window: %llu bytes mapped",
+		  (unsigned long long)server_mapped(T_HDR_GPA, REQ_BYTES));
+	cr_assert_eq(server_mapped(0, T_HDR_GPA), T_HDR_GPA, "the ring's entry is untouched");
+	submit_read();
+	struct sc_vu_iotlb t;
+	cr_assert(t_next_miss(backend, 2000, &t), "the expired entry no longer translates");
+	cr_assert_eq(t.iova, T_HDR_GPA);
+	cr_assert_not(completed_within(100));
+	cr_assert_eq(isolation_faults(), 0, "a MISS, not a touch of the unmapped page");
+	cr_assert_eq(acks_that_waited(), 0, "the unmap held no ack up");
+	cr_assert_eq(map(T_HDR_GPA, REQ_BYTES, SC_VHOST_ACCESS_RW), 0);
+	cr_assert(completed_within(5000));
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK);
+	cr_assert_eq(server_mapped(T_HDR_GPA, REQ_BYTES), REQ_BYTES, "granted again");
+	still_serves();
+}
+
+/* (3) The same UPDATE within the window revives the entry: its pages are never unmapped, then or later. */
+Test(iotlb, isolated_optimistic_entry_updated_again_keeps_its_pages_throughout)
+{
+	isolate();
+	fe_start_optimistic(ISO_WINDOW_MS);
+	int64_t t0 = t_now_ms();
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	uint64_t dying = server_mapped(T_HDR_GPA, REQ_BYTES);
+	if (t_now_ms() - t0 < ISO_WINDOW_MS)   /* a test thread late past the window sees an expiry: proves nothing */
+		cr_assert_eq(dying, REQ_BYTES, "unmapped by the INVALIDATE");
+	cr_assert_eq(map(T_HDR_GPA, REQ_BYTES, SC_VHOST_ACCESS_RW), 0);
+	cr_assert_eq(acks_that_waited(), 0, "neither ack waited: nothing was unmapped for them");
+	/* Ten windows, looked at each millisecond: the pages are there every time. */
+	t0 = t_now_ms();
+	while (t_now_ms() - t0 < 10 * ISO_WINDOW_MS) {
+		uint64_t n = server_mapped(T_HDR_GPA, REQ_BYTES);
+		cr_assert_eq(n, REQ_BYTES, "unmapped in between: %llu bytes mapped after %lld ms", (unsigned long long)n,
+			     (long long)(t_now_ms() - t0));
+		usleep(1000);
+	}
+	read_without_a_miss();
+	cr_assert_eq(isolation_faults(), 0);
+	still_serves();
+}
+
+/* (4) A page two entries grant stays while either lives; it goes after the window of the last. */
+Test(iotlb, isolated_optimistic_page_granted_twice_stays_until_its_last_entry_expires)
+{
+	isolate();
+	fe_start_optimistic(ISO_WINDOW_MS);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x10000000, 0x1000, (uintptr_t)fe.mem + T_DATA_GPA, SC_VHOST_ACCESS_RW),
+		     0);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	cr_assert(server_mapped_becomes(T_HDR_GPA, REQ_BYTES, 0x1000, 2000), "the first entry's other pages go: %llu bytes",
+		  (unsigned long long)server_mapped(T_HDR_GPA, REQ_BYTES));
+	usleep(5 * ISO_WINDOW_MS * 1000);
+	cr_assert_eq(server_mapped(T_DATA_GPA, 0x1000), 0x1000, "still granted at IOVA 0x10000000");
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, 0x10000000, 0x1000, 0, 0), 0);
+	cr_assert(server_mapped_becomes(T_HDR_GPA, REQ_BYTES, 0, 2000), "gone with its last entry");
+	cr_assert_eq(map(T_HDR_GPA, REQ_BYTES, SC_VHOST_ACCESS_RW), 0);
+	still_serves();
+}
+
+/*
  * ---- isolation: a device that touches a page no grant maps ----
  * A device-model bug, played by a disk whose queue translates through an
  * isolated table with no IOMMU in between (any guest address of the region

@@ -1262,6 +1262,20 @@ int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, ui
 	return 0;
 }
 
+int sc_viommu_remove(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed)
+{
+	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
+
+	*removed = false;
+	if (!d)
+		return -ENOENT;
+	if (last < iova)
+		return -EINVAL;
+	v->stats.unmaps++;
+	*removed = remove_overlapping(v, d, iova, last);
+	return 0;
+}
+
 int sc_viommu_update(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
 		     uint64_t gpa, unsigned perm, bool *removed)
 {
@@ -1309,6 +1323,8 @@ static uint32_t domain_expire(struct sc_viommu *v, struct sc_viommu_domain *d, u
 		for (uint32_t j = 0; j < r->n; j++) {
 			if (maps[j].dying && maps[j].deadline <= now) {
 				revoke_range(v, d, maps[j].iova, maps[j].last);
+				if (v->cfg.expired)
+					v->cfg.expired(v->cfg.expired_arg, d->id, maps[j].iova, maps[j].last, maps[j].gpa);
 				gone++;
 				continue;
 			}

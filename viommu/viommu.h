@@ -61,6 +61,14 @@ struct sc_viommu_config {
 	enum sc_viommu_teardown teardown;
 	uint64_t window_ns;          /* optimistic teardown window (default 2 ms) */
 	uint64_t msi_start, msi_end; /* reserved MSI doorbell range PROBE reports (default x86 0xfee00000..0xfeefffff) */
+	/*
+	 * Optional (default NULL): told of each dying mapping sc_viommu_tick
+	 * tears down as its window ends, on the writer's thread, before the
+	 * tick returns; it must not call into the viommu. Only expiries are
+	 * told: what the writer removes itself it knows already.
+	 */
+	void (*expired)(void *arg, uint32_t domain, uint64_t iova, uint64_t last, uint64_t gpa);
+	void *expired_arg;
 };
 
 /* Fill cfg with the defaults above for guest memory mem. */
@@ -301,6 +309,14 @@ int sc_viommu_update(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64
  * sc_viommu_tick after window_ns, revived by an identical UPDATE).
  */
 int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed);
+
+/*
+ * sc_viommu_invalidate as in strict mode whatever the teardown: every
+ * mapping of domain that overlaps [iova, last], dying or not, goes now
+ * (the memory behind it is leaving). Returns as sc_viommu_invalidate;
+ * *removed is set if a live mapping went.
+ */
+int sc_viommu_remove(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed);
 
 /*
  * Requests translated before a removal can outlive its grace period (a
