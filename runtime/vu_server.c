@@ -414,13 +414,6 @@ static void grants_clear(struct sc_vu_server *s)
 }
 
 /*
- * After a removal: return only once no sidecore can use the old
- * translation, neither in a poll round nor in a request still in flight
- * (sc_viommu_epochs_flip). A queue that does not let go within
- * IOTLB_QUIESCE_MS is stopped (stopping waits for its I/O) and starts
- * again afresh: the acknowledgement is never early.
- */
-/*
  * A grace period overdue by IOTLB_QUIESCE_MS: stop the queues that still
  * hold requests from before the last epoch flip (all started ones if the
  * rounds are not over either); stopping waits for their I/O, and they
@@ -435,6 +428,13 @@ static void iotlb_stop_holders(struct sc_vu_server *s, bool rounds_over)
 			vring_stop(s, i);
 }
 
+/*
+ * After a removal: return only once no sidecore can use the old
+ * translation, neither in a poll round nor in a request still in flight
+ * (sc_viommu_epochs_flip). A queue that does not let go within
+ * IOTLB_QUIESCE_MS is stopped (stopping waits for its I/O) and starts
+ * again afresh: the acknowledgement is never early.
+ */
 static void iotlb_quiesce(struct sc_vu_server *s)
 {
 	int64_t deadline = now_ms() + IOTLB_QUIESCE_MS;

@@ -907,6 +907,38 @@ Test(iotlb, isolated_optimistic_page_granted_twice_stays_until_its_last_entry_ex
 	still_serves();
 }
 
+/*
+ * An UPDATE that replaces a live entry waits for the sidecores (a flush)
+ * while an expired entry's pages still wait for a request held at the disk:
+ * the flush waits for that request too, and its pages go after it.
+ */
+Test(iotlb, isolated_optimistic_flush_while_an_expiry_waits_for_a_request_keeps_its_pages_until_it_completes)
+{
+	isolate();
+	D.be.delay_ns = 400 * 1000000ull;   /* before the queue starts */
+	fe_start_optimistic(ISO_WINDOW_MS);
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x10000000, 0x1000, (uintptr_t)fe.mem + T_DATA_GPA + 0x10000,
+			   SC_VHOST_ACCESS_RW), 0);
+	submit_read();
+	usleep(50000);   /* popped and held by now */
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_INVALIDATE, T_DATA_GPA, 0x1000, 0, 0), 0);
+	usleep(5 * ISO_WINDOW_MS * 1000);   /* expired: its pages wait for the held request */
+	cr_assert_eq(server_mapped(T_HDR_GPA, REQ_BYTES), REQ_BYTES, "kept for the request in flight");
+	/* Replaces a live entry: a flush, which must not forget the request the expiry waits for. */
+	cr_assert_eq(iotlb(SC_VHOST_IOTLB_UPDATE, 0x10000000, 0x1000, (uintptr_t)fe.mem + T_DATA_GPA + 0x20000,
+			   SC_VHOST_ACCESS_RW), 0);
+	uint16_t head;
+	uint32_t len;
+	cr_assert(completed_within(5000));
+	cr_assert_eq(fe.mem[T_HDR_GPA + 16], SC_VIRTIO_BLK_S_OK, "the held request finished on mapped pages");
+	cr_assert_eq(isolation_faults(), 0);
+	cr_assert_not(sc_drv_vq_get_used(&fe.vq, &head, &len));
+	D.be.delay_ns = 0;
+	cr_assert(server_mapped_becomes(T_HDR_GPA, REQ_BYTES, 0x1000, 2000), "then only the new entry's page is left");
+	cr_assert_eq(map(T_HDR_GPA, REQ_BYTES, SC_VHOST_ACCESS_RW), 0);
+	still_serves();
+}
+
 /* A region removed takes its dying entries along at once: they would translate into the region added next. */
 Test(iotlb, isolated_optimistic_region_removed_takes_its_dying_entries_along)
 {
