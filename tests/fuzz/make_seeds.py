@@ -275,6 +275,26 @@ def net_seeds():
     ctrl("mac-table-set-empty", 1, 0, struct.pack("<II", 0, 0))
     ctrl("mq-pairs-set", 4, 0, struct.pack("<H", 2))
 
+    # Interrupts: two tx chains (the UDP packet twice), published by one flush as used entries 0 and 1, into
+    # rings whose used_event (after the avail ring) or NO_INTERRUPT flag says whether the driver wants it.
+    IDLE = 1 << 11  # not a feature: the target's idle cycle (re-arm after each round)
+    pkt = vhdr() + ip4(17, 100)
+    two = chunk(TX, desc(GPA + 0x8000, len(pkt)) * 2) + chunk(0x8000, pkt)
+    used_event = TX + 0x400 + 4 + 2 * 16
+    for name, ev in (("before", 1), ("at", 2), ("after", 3)):
+        # used_event 1 lies among the new entries (interrupt); 2 (the new index) and 3 do not (suppressed).
+        write("net", "event-idx-used-event-" + name + "-new-idx", hdr(EVIDX) + rx_bufs(2, 2048) + two
+              + chunk(TX + 0x400, avail([0, 1])) + chunk(used_event, struct.pack("<H", ev)) + END + no_pkt + END)
+    write("net", "no-interrupt", hdr(0) + rx_bufs(2, 2048) + two + chunk(TX + 0x400, avail([0, 1], flags=1))
+          + END + no_pkt + END)
+    # The idle cycle: queues re-armed after each round (avail_event with EVENT_IDX, used->flags without),
+    # the guest publishes two more chains while tx is armed (a kick); a budget of 1 leaves one waiting at the
+    # re-arm (the race), then nothing.
+    for name, sel in (("event-idx", EVIDX | CTRLVQ), ("flags", CTRLVQ)):
+        write("net", "idle-rearm-" + name, hdr(sel | IDLE, rounds=3, budget=0) + rx_bufs(2, 2048) + two
+              + chunk(TX + 0x400, avail([0])) + END + no_pkt + END + no_pkt
+              + chunk(TX + 0x400, avail([0, 1, 0])) + END + no_pkt + END + no_pkt + END)
+
 
 vring_seeds()
 blk_seeds()
