@@ -329,10 +329,10 @@ static void poll_one(struct fq *f, unsigned k, unsigned budget)
 	check_interrupt(f, from, &was);
 }
 
-/* Since before was taken the image changed at most in the len bytes at gpa; before takes them. */
-static void check_wrote_only(uint64_t gpa, size_t len)
+/* Since before was taken the image changed at most in the len bytes at at (in the image); before takes them. */
+static void check_wrote_only(const void *at, size_t len)
 {
-	size_t off = gpa - FZ_GPA;
+	size_t off = (size_t)((const uint8_t *)at - image);
 	fz_check(memcmp(image, before, off) == 0);
 	fz_check(memcmp(image + off + len, before + off + len, FZ_IMAGE - off - len) == 0);
 	memcpy(before + off, image + off, len);
@@ -346,10 +346,10 @@ static void notify_stop(struct fq *f)
 
 	q->pq.ops->notify_disable(&q->pq);
 	if (event_idx) {
-		check_wrote_only(FZ_GPA, 0);   /* a stale avail_event stops kicks by itself */
+		check_wrote_only(image, 0);   /* a stale avail_event stops kicks by itself */
 		return;
 	}
-	check_wrote_only((uint64_t)((uint8_t *)&q->vq.used->flags - image) + FZ_GPA, 2);
+	check_wrote_only(&q->vq.used->flags, 2);
 	if (was_on)
 		fz_check(q->vq.used->flags == SC_VIRTQ_USED_F_NO_NOTIFY);
 }
@@ -363,7 +363,7 @@ static bool notify_rearm(struct fq *f)
 	uint16_t *field = event_idx ? sc_vring_avail_event(vq->used, vq->size) : &vq->used->flags;
 
 	bool work = q->pq.ops->notify_enable(&q->pq);
-	check_wrote_only((uint64_t)((uint8_t *)field - image) + FZ_GPA, 2);
+	check_wrote_only(field, 2);
 	if (q->kind == SC_NET_RXQ) {
 		fz_check(work);   /* its packets come from the port */
 		return work;

@@ -294,6 +294,10 @@ def net_seeds():
         write("net", "idle-rearm-" + name, hdr(sel | IDLE, rounds=3, budget=0) + rx_bufs(2, 2048) + two
               + chunk(TX + 0x400, avail([0])) + END + no_pkt + END + no_pkt
               + chunk(TX + 0x400, avail([0, 1, 0])) + END + no_pkt + END + no_pkt + END)
+    # A control command with no byte for its ack breaks the queue; re-arming a broken queue finds no work.
+    body = bytes([0, 0, 1])
+    write("net", "idle-rearm-broken-ctrl", hdr(CTRLVQ | CTRLRX | IDLE) + chunk(CT, desc(GPA + 0x9000, len(body)))
+          + chunk(0x9000, body) + chunk(CT + 0x400, avail([0])) + END + no_pkt + END)
 
 
 vring_seeds()
