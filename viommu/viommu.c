@@ -1245,7 +1245,8 @@ static bool remove_overlapping(struct sc_viommu *v, struct sc_viommu_domain *d, 
 	return s.live;
 }
 
-int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed)
+/* Invalidate [iova, last] of domain: lazily (optimistic teardown, unless now) or at once. */
+static int invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool now, bool *removed)
 {
 	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
 
@@ -1255,25 +1256,21 @@ int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, ui
 	if (last < iova)
 		return -EINVAL;
 	v->stats.unmaps++;
-	if (v->cfg.teardown == SC_VIOMMU_OPTIMISTIC)
+	if (!now && v->cfg.teardown == SC_VIOMMU_OPTIMISTIC)
 		start_dying(v, d, iova, last);
 	else
 		*removed = remove_overlapping(v, d, iova, last);
 	return 0;
 }
 
+int sc_viommu_invalidate(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed)
+{
+	return invalidate(v, domain, iova, last, false, removed);
+}
+
 int sc_viommu_remove(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last, bool *removed)
 {
-	struct sc_viommu_domain *d = domain_find(v, domain, NULL);
-
-	*removed = false;
-	if (!d)
-		return -ENOENT;
-	if (last < iova)
-		return -EINVAL;
-	v->stats.unmaps++;
-	*removed = remove_overlapping(v, d, iova, last);
-	return 0;
+	return invalidate(v, domain, iova, last, true, removed);
 }
 
 int sc_viommu_update(struct sc_viommu *v, uint32_t domain, uint64_t iova, uint64_t last,
