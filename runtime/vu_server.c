@@ -293,14 +293,9 @@ static bool iotlb_wait(struct sc_vu_server *s, bool (*done)(struct sc_vu_server 
 	}
 }
 
-static bool grace_over_of(struct sc_vu_server *s, uint64_t ticket)
-{
-	return sc_viommu_grace_done(s->viommu, ticket);
-}
-
 static bool grace_over(struct sc_vu_server *s)
 {
-	return grace_over_of(s, s->iotlb_ticket);
+	return sc_viommu_grace_done(s->viommu, s->iotlb_ticket);
 }
 
 static bool rings_drained(struct sc_vu_server *s)
@@ -472,10 +467,10 @@ static void iotlb_quiesce(struct sc_vu_server *s)
 static bool isol_advance(struct sc_vu_server *s)
 {
 	if (s->iso_sealed) {
-		if (!grace_over_of(s, s->iso_ticket) || !rings_drained(s)) {
+		if (!sc_viommu_grace_done(s->viommu, s->iso_ticket) || !rings_drained(s)) {
 			if (now_ms() <= s->iso_deadline)
 				return true;
-			iotlb_stop_holders(s, grace_over_of(s, s->iso_ticket));
+			iotlb_stop_holders(s, sc_viommu_grace_done(s->viommu, s->iso_ticket));
 			s->iso_deadline = now_ms() + IOTLB_QUIESCE_MS;
 			return true;   /* detached queues are out of every round: a tick or two more */
 		}
