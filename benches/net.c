@@ -591,7 +591,7 @@ int bench_net(int argc, char **argv)
 		secs = o.quick ? 1 : 2;
 	rounds = nrounds ? (unsigned)nrounds : o.quick ? 1 : 3;
 	if (system("command -v dpdk-testpmd >/dev/null 2>&1") != 0) {
-		fprintf(stderr, "sidecore-bench net: dpdk-testpmd is not installed (apt-get install dpdk); skipped\n");
+		fprintf(stderr, "sidecore-bench net: dpdk-testpmd is not installed (apt-get install dpdk-dev); skipped\n");
 		return 77;
 	}
 	if (geteuid() != 0) {

@@ -240,7 +240,8 @@ static void stop_queue(struct sc_poller *p, struct sc_pollq *q, int err)
 	 */
 	if (q->kick_fd >= 0)
 		epoll_ctl(p->epfd, EPOLL_CTL_DEL, q->kick_fd, NULL);
-	stat_set32(&p->stats.stopped_queues, p->stats.stopped_queues + 1);
+	/* Release: pairs with sc_poller_get_stats's acquire, after the fault counts. */
+	__atomic_store_n(&p->stats.stopped_queues, p->stats.stopped_queues + 1, __ATOMIC_RELEASE);
 }
 
 /* ---- faults on guest memory ---- */
@@ -320,15 +321,20 @@ static void queue_faulted(struct sc_poller *p)
 
 	p->guard.q = NULL;
 	fault_reason(reason, sizeof(reason), p->guard.sig, p->guard.addr);
-	/* Stopped before it is reported: whoever hears of the fault finds the queue stopped. */
+	/*
+	 * Counted, then stopped, then reported: a stats reader that sees the
+	 * queue stopped sees its fault counted (sc_poller_get_stats loads
+	 * stopped_queues first), and whoever hears of the fault finds the
+	 * queue stopped.
+	 */
+	stat_add(&p->stats.faults, 1);
+	if (p->guard.sig == SIGSEGV)
+		stat_add(&p->stats.isolation_faults, 1);
 	stop_queue(p, q, -EFAULT);
 	if (q->ops->fault)
 		q->ops->fault(q, reason);
 	else
 		fprintf(stderr, "sidecore: %s: queue stopped: %s\n", q->name ? q->name : "unnamed queue", reason);
-	stat_add(&p->stats.faults, 1);
-	if (p->guard.sig == SIGSEGV)
-		stat_add(&p->stats.isolation_faults, 1);
 }
 
 /* fn(arg) under a guard of its own; 0, or the signal that abandoned it at *addr. */
@@ -784,7 +790,11 @@ void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st)
 {
 	const struct sc_poller_stats *s = &p->stats;
 
-	/* Field by field, tear-free; the set is not a snapshot of one instant. */
+	/*
+	 * Field by field, tear-free; the set is not a snapshot of one instant,
+	 * but a stopped queue read here has its fault counted (queue_faulted).
+	 */
+	st->stopped_queues = __atomic_load_n(&s->stopped_queues, __ATOMIC_ACQUIRE);
 #define LOAD(f) st->f = __atomic_load_n(&s->f, __ATOMIC_RELAXED)
 	LOAD(busy_cycles);
 	LOAD(idle_cycles);
@@ -797,7 +807,6 @@ void sc_poller_get_stats(struct sc_poller *p, struct sc_poller_stats *st)
 	LOAD(faults);
 	LOAD(isolation_faults);
 	LOAD(queues);
-	LOAD(stopped_queues);
 #undef LOAD
 }
 

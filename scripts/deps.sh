@@ -7,8 +7,8 @@ PACKAGES=(
   gcc meson ninja-build pkg-config python3
   liburing-dev libhwloc-dev libnuma-dev libinih-dev libjansson-dev
   libsystemd-dev
-  # virtio-net: DPDK (ethdev, its vdev ports) and dpdk-testpmd for the net tests
-  libdpdk-dev dpdk
+  # virtio-net: DPDK (ethdev, its vdev ports); dpdk-testpmd (package dpdk-dev) for the net tests and bench
+  libdpdk-dev dpdk dpdk-dev
   libcriterion-dev
   gnuplot-nox
   # the end-to-end test: a real VMM and a Linux guest

@@ -12,8 +12,8 @@ set -u
 sidecored=$1
 secs=${2:-3}
 sidecorectl=$(dirname "$sidecored")/sidecorectl
-skip() { echo "1..0 # SKIP $*"; exit 77; }
-command -v dpdk-testpmd >/dev/null || skip "dpdk-testpmd not installed (scripts/deps.sh installs dpdk)"
+skip() { echo "1..0 # SKIP $*"; exit 0; }   # TAP: a plan of 0 with SKIP, and success
+command -v dpdk-testpmd >/dev/null || skip "dpdk-testpmd not installed (scripts/deps.sh installs it: package dpdk-dev)"
 [ "$(id -u)" -eq 0 ] || skip "DPDK's EAL needs root here"
 work=$(mktemp -d /tmp/sidecore-net.XXXXXX)
 sd_pid=
