@@ -116,6 +116,14 @@ void *bench_echo_thread(void *pp);
  */
 double bench_c2c_ns(int a, int b);
 
+/*
+ * How far apart n such round trips are: the largest over the smallest, or
+ * INFINITY if one of them failed. Figures whose round trips are more than
+ * BENCH_C2C_SAME apart were measured in different placements.
+ */
+#define BENCH_C2C_SAME 1.5
+double bench_c2c_spread(const double *c2c_ns, int n);
+
 /* The cpu time process pid has used so far (user + system), in seconds; -1 if it is gone. */
 double bench_proc_cpu_s(pid_t pid);
 

@@ -369,6 +369,17 @@ double bench_c2c_ns(int a, int b)
 	return ns;
 }
 
+double bench_c2c_spread(const double *c, int n)
+{
+	double lo = c[0], hi = c[0];
+
+	for (int i = 1; i < n; i++) {
+		lo = c[i] < lo ? c[i] : lo;
+		hi = c[i] > hi ? c[i] : hi;
+	}
+	return lo > 0 ? hi / lo : INFINITY;
+}
+
 double bench_proc_cpu_s(pid_t pid)
 {
 	char path[64], buf[1024];

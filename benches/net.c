@@ -101,15 +101,10 @@ static double mpps_of(const struct point *p, enum mode m)
 static void pair_add(struct pair_range *r, const struct point *a, const struct point *b, enum mode m)
 {
 	const double c[] = { a->c2c_ns, a->c2c_after_ns, b->c2c_ns, b->c2c_after_ns };
-	double lo = c[0], hi = c[0];
 
 	if (!a->ok || !b->ok)
 		return;
-	for (int i = 1; i < 4; i++) {
-		lo = c[i] < lo ? c[i] : lo;
-		hi = c[i] > hi ? c[i] : hi;
-	}
-	if (lo <= 0 || hi > 1.5 * lo || a->server_cpu < 0.95 || a->driver_cpu < 0.95 || b->server_cpu < 0.95 ||
+	if (bench_c2c_spread(c, 4) > BENCH_C2C_SAME || a->server_cpu < 0.95 || a->driver_cpu < 0.95 || b->server_cpu < 0.95 ||
 	    b->driver_cpu < 0.95) {
 		r->torn++;
 		return;

@@ -69,13 +69,19 @@ if r:
 r = load("vhost-blk")
 if r:
     print("### vhost-blk (sidecored vs qemu-storage-daemon and SPDK)\n\n" + head(r))
-    print("| server | QD | p50 µs | p99 µs | IOPS | host cpu | IOPS per host cpu |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    # c2c: the cpus' cache-line round trip before the server started and after it stopped (older runs lack it).
+    c2c = "c2c_ns" in r["runs"][0]
+    print("| server | QD | p50 µs | p99 µs | IOPS | host cpu | IOPS per host cpu |" + (" c2c ns |" if c2c else ""))
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if c2c else ""))
     for x in r["runs"]:
         ns = x["latency"]["ns"]
         eff = x["iops"] / x["host_cpu"] if x["host_cpu"] else 0
+        place = f" {x['c2c_ns']:.0f}/{x['c2c_after_ns']:.0f} |" if c2c else ""
         print(f"| {x['server']} | {x['queue_depth']} | {ns['p50'] / 1000:.1f} | {ns['p99'] / 1000:.1f} | "
-              f"{x['iops']:.0f} | {x['host_cpu']:.2f} | {eff:.0f} |")
+              f"{x['iops']:.0f} | {x['host_cpu']:.2f} | {eff:.0f} |{place}")
+    if c2c:
+        print("\nc2c: a cache line's round trip between the two cpus before each server started and after it "
+              "stopped; this VM's host moves its vCPUs between placements, and every rate moves with them.")
     q = r["ratios"]
     print(f"\nQD1 p50: qemu-storage-daemon ÷ sidecored = {q['qd1_p50_qsd_over_sidecored']:.2f}×; "
           f"IOPS per host cpu at QD32: sidecored ÷ qemu-storage-daemon = {q['qd32_iops_per_cpu_sidecored_over_qsd']:.2f}×.\n")
