@@ -15,6 +15,7 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_gso.h>
 #include <rte_ip.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
@@ -113,6 +114,30 @@ static struct rte_mempool *pool_get(int node)
 	return mp;
 }
 
+static struct rte_mempool *indirect_pools[RTE_MAX_NUMA_NODES + 1];
+
+/*
+ * A pool of mbufs without data room, of node (-1: any), shared like
+ * pool_get's: a GSO segment's payload is an indirect mbuf attached to the
+ * guest packet's own data, so it needs no buffer of its own (one from
+ * pool_get would tie up 2 KiB each, from the pool rx shares).
+ */
+static struct rte_mempool *indirect_pool_get(int node)
+{
+	unsigned slot = node >= 0 && node < RTE_MAX_NUMA_NODES ? (unsigned)node : RTE_MAX_NUMA_NODES;
+	char name[32];
+
+	pthread_mutex_lock(&pool_lock);
+	if (!indirect_pools[slot]) {
+		snprintf(name, sizeof(name), "sc_gso_%u", slot);
+		indirect_pools[slot] = rte_pktmbuf_pool_create(name, POOL_MBUFS, POOL_CACHE, 0, 0,
+							       slot == RTE_MAX_NUMA_NODES ? SOCKET_ID_ANY : node);
+	}
+	struct rte_mempool *mp = indirect_pools[slot];
+	pthread_mutex_unlock(&pool_lock);
+	return mp;
+}
+
 /* "net_tap0,iface=x" names the device "net_tap0". */
 static void vdev_name(const char *vdev, char *name, size_t len)
 {
@@ -171,9 +196,19 @@ int sc_net_port_open(struct sc_net_port *p, const char *vdev, unsigned pairs, in
 	/*
 	 * DPDK 22.11's net_tap takes a TSO packet only if its segments'
 	 * frames (Ethernet header included) fit the MTU, so it drops every
-	 * full-sized one a guest sends (MSS = mtu - 40): not offered there.
+	 * full-sized one a guest sends (MSS = mtu - 40): its TSO is not used,
+	 * the device segments for it (tx_gso).
 	 */
 	p->tx_tso = p->tx_csum && (conf.txmode.offloads & tso) == tso && strcmp(info.driver_name, "net_tap") != 0;
+	p->tx_ip_csum = conf.txmode.offloads & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+	p->tx_multi_segs = conf.txmode.offloads & RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+	/*
+	 * Elsewhere TSO4 is done here, with librte_gso: its segments are a
+	 * header mbuf and indirect payload mbufs, chained; a port that takes
+	 * no chains gets each segment copied into its header mbuf (2 KiB of
+	 * data room), which a frame must then fit.
+	 */
+	p->tx_gso = !p->tx_tso && (p->tx_multi_segs || mtu + ETH_HLEN + VLAN_HLEN <= RTE_MBUF_DEFAULT_DATAROOM);
 	p->rx_csum = conf.rxmode.offloads == rx_want;
 	p->pool = pool_get(numa_node);
 	if (!p->pool && numa_node >= 0)
@@ -182,6 +217,16 @@ int sc_net_port_open(struct sc_net_port *p, const char *vdev, unsigned pairs, in
 		snprintf(err, errlen, "port '%s': no memory for its mbuf pool (%s)", vdev, rte_strerror(rte_errno));
 		r = -ENOMEM;
 		goto fail;
+	}
+	if (p->tx_gso) {
+		p->indirect_pool = indirect_pool_get(numa_node);
+		if (!p->indirect_pool && numa_node >= 0)
+			p->indirect_pool = indirect_pool_get(-1);
+		if (!p->indirect_pool) {
+			snprintf(err, errlen, "port '%s': no memory for its GSO mbuf pool (%s)", vdev, rte_strerror(rte_errno));
+			r = -ENOMEM;
+			goto fail;
+		}
 	}
 	r = rte_eth_dev_configure(p->port_id, (uint16_t)pairs, (uint16_t)pairs, &conf);
 	uint16_t nrx = PORT_DESCS, ntx = PORT_DESCS;
@@ -248,11 +293,19 @@ void sc_net_dev_init(struct sc_net_dev *d, struct sc_net_port *port, unsigned ma
 		      (1ull << SC_VIRTIO_F_IN_ORDER);
 	if (max_pairs > 1)
 		d->features |= 1ull << SC_VIRTIO_NET_F_MQ;
-	/* Offloads only where the port does them: we never checksum or segment for a guest that asked us to. */
-	if (port && port->tx_csum)
+	/*
+	 * TSO where the port does it (v4 and v6), else TSO4 segmented here
+	 * (DPDK 22.11's librte_gso cuts TCP/IPv4 only). HOST_TSO* requires
+	 * CSUM (virtio 1.2 §5.1.3.1): with TSO offered, CSUM is too, and a
+	 * checksum the port cannot fill is done here. Without TSO, CSUM only
+	 * where the port does checksums: a guest then does its own.
+	 */
+	if (port && (port->tx_csum || port->tx_tso || port->tx_gso))
 		d->features |= 1ull << SC_VIRTIO_NET_F_CSUM;
+	if (port && (port->tx_tso || port->tx_gso))
+		d->features |= 1ull << SC_VIRTIO_NET_F_HOST_TSO4;
 	if (port && port->tx_tso)
-		d->features |= (1ull << SC_VIRTIO_NET_F_HOST_TSO4) | (1ull << SC_VIRTIO_NET_F_HOST_TSO6);
+		d->features |= 1ull << SC_VIRTIO_NET_F_HOST_TSO6;
 	if (port && port->rx_csum)
 		d->features |= 1ull << SC_VIRTIO_NET_F_GUEST_CSUM;
 }
@@ -431,7 +484,7 @@ static int tx_offload(struct sc_net_queue *q, const struct sc_virtio_net_hdr *h,
 	if (h->gso_type & SC_VIRTIO_NET_HDR_GSO_ECN)
 		return -EINVAL;   /* HOST_ECN is never offered */
 	if (gso != SC_VIRTIO_NET_HDR_GSO_NONE) {
-		bool ok = q->tso && (gso == SC_VIRTIO_NET_HDR_GSO_TCPV4 || gso == SC_VIRTIO_NET_HDR_GSO_TCPV6);
+		bool ok = (gso == SC_VIRTIO_NET_HDR_GSO_TCPV4 && q->tso4) || (gso == SC_VIRTIO_NET_HDR_GSO_TCPV6 && q->tso6);
 		/* A TSO packet has its TCP checksum partial, and its TCP header inside the packet. */
 		if (!ok || !(h->flags & SC_VIRTIO_NET_HDR_F_NEEDS_CSUM) || h->gso_size == 0 || h->csum_offset != 16)
 			return -EINVAL;
@@ -450,10 +503,21 @@ static int tx_offload(struct sc_net_queue *q, const struct sc_virtio_net_hdr *h,
 		/* Every segment the port cuts must fit the MTU (a guest's MSS is mtu - l3 - l4); larger ones no wire takes. */
 		if (l3 + l4 + h->gso_size > q->dev->mtu)
 			return -EINVAL;
+		/* Work and mbufs grow with the segments: a tiny gso_size on a large packet is refused (SC_NET_GSO_MAX_SEGS). */
+		if ((len - start - l4 + h->gso_size - 1) / h->gso_size > SC_NET_GSO_MAX_SEGS)
+			return -EINVAL;
+		/* A fragment is not segmented (librte_gso would pass it on whole, over the MTU). */
+		if (v4 && ((mbuf_byte(m, l2 + 6) & 0x3f) || mbuf_byte(m, l2 + 7)))
+			return -EINVAL;
 		m->l2_len = l2;
 		m->l3_len = l3;
 		m->l4_len = l4;
 		m->tso_segsz = h->gso_size;
+		if (q->gso) {
+			/* Cut here (tx_gso), each segment's checksums done then: what librte_gso needs to know. */
+			m->ol_flags |= RTE_MBUF_F_TX_TCP_SEG | RTE_MBUF_F_TX_IPV4;
+			return 0;
+		}
 		m->ol_flags |= RTE_MBUF_F_TX_TCP_SEG | (v4 ? RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM : RTE_MBUF_F_TX_IPV6);
 		tso_seed(m, l2, start, v4);
 		return 0;
@@ -532,6 +596,89 @@ static void tx_send(struct sc_net_queue *q, unsigned n)
 		rte_pktmbuf_free_bulk(q->burst + sent, n - sent);
 	}
 	q->stats.tx_bytes += bytes;
+}
+
+/*
+ * Each checksum of a segment librte_gso cut (an IPv4/TCP packet whose
+ * headers are in its first mbuf; gso set their lengths, ids and sequence
+ * numbers, and leaves the checksums as they were in the guest's packet):
+ * by the port where it can, else here.
+ */
+static void gso_seg_csum(const struct sc_net_port *port, struct rte_mbuf *s)
+{
+	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(s, struct rte_ipv4_hdr *, s->l2_len);
+	uint32_t tcp = (uint32_t)s->l2_len + s->l3_len;
+	uint16_t sum;
+
+	s->ol_flags &= ~RTE_MBUF_F_TX_OFFLOAD_MASK;
+	ip->hdr_checksum = 0;
+	if (port->tx_ip_csum)
+		s->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
+	else
+		ip->hdr_checksum = rte_ipv4_cksum(ip);
+	/* The pseudo-header sum with the segment's length: what the port wants in the field, or where ours starts. */
+	sum = rte_ipv4_phdr_cksum(ip, 0);
+	mbuf_write(s, tcp + 16, &sum, 2);
+	if (port->tx_csum) {
+		s->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_TCP_CKSUM;
+		return;
+	}
+	if (rte_raw_cksum_mbuf(s, tcp, s->pkt_len - tcp, &sum) == 0) {
+		sum = (uint16_t)~sum;
+		mbuf_write(s, tcp + 16, &sum, 2);
+	}
+}
+
+/*
+ * Segment TSO packet m (tx_offload checked it) with librte_gso and send
+ * the segments, after what came before it. m is consumed. The guest's
+ * packet counts as sent (tx_packets, tx_bytes) only if the port took
+ * every segment, else as dropped.
+ */
+static void tx_gso(struct sc_net_queue *q, struct rte_mbuf *m)
+{
+	const struct sc_net_port *port = q->dev->port;
+	struct rte_mbuf **out = q->gso_out;
+	uint32_t len = m->pkt_len;
+
+	/* gso_size is a segment's size, headers included: l2 + l3 + l4 + MSS <= l2 + mtu (tx_offload). */
+	q->gso_ctx->gso_size = (uint16_t)(m->l2_len + m->l3_len + m->l4_len + m->tso_segsz);
+	int n = rte_gso_segment(m, q->gso_ctx, out, SC_NET_GSO_MAX_SEGS);
+	if (n < 0) {
+		/* -ENOMEM: a pool is dry (the out array holds the most tx_offload lets through) */
+		rte_pktmbuf_free(m);
+		q->stats.tx_dropped++;
+		return;
+	}
+	if (n == 0) {
+		out[0] = m;   /* the payload fits one segment: it goes as it is, checksums finished */
+		n = 1;
+	}
+	bool cut = out[0] != m;
+	if (cut) {
+		q->stats.tx_gso_packets++;
+		rte_pktmbuf_free(m);   /* each segment's payload holds a reference to m's data */
+	}
+	for (int i = 0; i < n; i++) {
+		/* A port without chained mbufs: the segment into its header mbuf (offered only if a frame fits). */
+		if (!port->tx_multi_segs && rte_pktmbuf_linearize(out[i]) < 0) {
+			rte_pktmbuf_free_bulk(out, (unsigned)n);
+			q->stats.tx_dropped++;
+			return;
+		}
+		gso_seg_csum(port, out[i]);
+	}
+	uint16_t sent = rte_eth_tx_burst(port->port_id, q->port_queue, out, (uint16_t)n);
+	if (cut)
+		q->stats.tx_gso_segments += sent;
+	if (sent < n) {
+		/* The port is full: the rest is dropped, as a NIC does; the guest's TCP sends it again. */
+		rte_pktmbuf_free_bulk(out + sent, (unsigned)(n - sent));
+		q->stats.tx_dropped++;
+		return;
+	}
+	q->stats.tx_packets++;
+	q->stats.tx_bytes += len;
 }
 
 /*
@@ -620,8 +767,13 @@ static int tx_poll(struct sc_net_queue *q, unsigned budget)
 			struct rte_mbuf *m = tx_packet(q, &e[i]);
 			/* Copied: the buffer goes back now; the used length of a tx buffer is 0 (nothing written). */
 			sc_vq_push(&q->vq, e[i].head, 0);
-			if (m)
+			if (m && q->gso && (m->ol_flags & RTE_MBUF_F_TX_TCP_SEG)) {
+				tx_send(q, nb);   /* in order: the packets before it go first */
+				nb = 0;
+				tx_gso(q, m);
+			} else if (m) {
 				q->burst[nb++] = m;
+			}
 		}
 		tx_send(q, nb);
 		n += got;
@@ -1011,7 +1163,10 @@ int sc_net_queue_init(struct sc_net_queue *q, struct sc_net_dev *d, unsigned idx
 	q->hdr_len = has(f, SC_VIRTIO_F_VERSION_1) || q->mrg_rxbuf ? SC_VIRTIO_NET_HDR_LEN : SC_VIRTIO_NET_HDR_LEN_LEGACY;
 	q->guest_csum = has(f, SC_VIRTIO_NET_F_GUEST_CSUM);
 	q->csum = has(f, SC_VIRTIO_NET_F_CSUM);
-	q->tso = q->csum && (has(f, SC_VIRTIO_NET_F_HOST_TSO4) || has(f, SC_VIRTIO_NET_F_HOST_TSO6));
+	/* Only what the device offered: TSO6 is never taken where only TSO4 is segmented here. */
+	q->tso4 = q->csum && has(f, SC_VIRTIO_NET_F_HOST_TSO4) && has(d->features, SC_VIRTIO_NET_F_HOST_TSO4);
+	q->tso6 = q->csum && has(f, SC_VIRTIO_NET_F_HOST_TSO6) && has(d->features, SC_VIRTIO_NET_F_HOST_TSO6);
+	q->gso = q->kind == SC_NET_TXQ && q->tso4 && d->port && d->port->tx_gso;
 	q->ctrl_rx = has(f, SC_VIRTIO_NET_F_CTRL_RX);
 	q->ctrl_mac = has(f, SC_VIRTIO_NET_F_CTRL_MAC_ADDR);
 	q->ctrl_mq = has(f, SC_VIRTIO_NET_F_MQ);
@@ -1028,7 +1183,19 @@ int sc_net_queue_init(struct sc_net_queue *q, struct sc_net_dev *d, unsigned idx
 		q->stash = calloc(SC_NET_RX_STASH, sizeof(*q->stash));
 	else
 		q->iov = calloc(q->kind == SC_NET_TXQ ? 2 * SC_NET_TX_IOV : SC_NET_TX_IOV, sizeof(*q->iov));
-	if (!q->stash && !q->iov) {
+	if (q->gso) {
+		q->gso_ctx = calloc(1, sizeof(*q->gso_ctx));
+		q->gso_out = calloc(SC_NET_GSO_MAX_SEGS, sizeof(*q->gso_out));
+		if (q->gso_ctx)
+			*q->gso_ctx = (struct rte_gso_ctx){ .direct_pool = d->port->pool, .indirect_pool = d->port->indirect_pool,
+							    .gso_types = RTE_ETH_TX_OFFLOAD_TCP_TSO,
+							    .gso_size = RTE_GSO_SEG_SIZE_MIN + 1 };   /* set per packet */
+	}
+	if ((!q->stash && !q->iov) || (q->gso && (!q->gso_ctx || !q->gso_out))) {
+		free(q->stash);
+		free(q->iov);
+		free(q->gso_ctx);
+		free(q->gso_out);
 		sc_vq_fini(&q->vq);
 		return -ENOMEM;
 	}
@@ -1059,7 +1226,11 @@ void sc_net_queue_fini(struct sc_net_queue *q)
 	q->nspare = 0;
 	free(q->stash);
 	free(q->iov);
+	free(q->gso_ctx);
+	free(q->gso_out);
 	q->stash = NULL;
 	q->iov = NULL;
+	q->gso_ctx = NULL;
+	q->gso_out = NULL;
 	sc_vq_fini(&q->vq);
 }

@@ -37,6 +37,7 @@
 #include "polling/polling.h"
 #include "vqueue/vqueue.h"
 
+struct rte_gso_ctx;
 struct rte_mbuf;
 struct rte_mempool;
 
@@ -46,6 +47,13 @@ struct rte_mempool;
 #define SC_NET_RX_IOV 32             /* segments of one rx chain (Linux's big packets: MAX_SKB_FRAGS + 2) */
 #define SC_NET_TX_IOV 256            /* segments of one tx chain */
 #define SC_NET_MAX_TSO (64u << 10)   /* largest packet a TSO header may carry, header excluded */
+/*
+ * Most segments one TSO packet may be cut into; a packet whose gso_size
+ * would make more is dropped (tx_bad). A Linux guest's MSS is at least 48
+ * (tcp_min_snd_mss), so no TSO packet it sends comes near this; a tiny
+ * gso_size on a 64 KiB packet (65,000 segments, two mbufs each) does.
+ */
+#define SC_NET_GSO_MAX_SEGS (SC_NET_MAX_TSO / 48 + 1)
 
 /*
  * Initialise DPDK's EAL for this process, once: no hugepages, no PCI, no
@@ -69,7 +77,15 @@ struct sc_net_port {
 	uint16_t pairs;              /* rx and tx queues configured */
 	int numa_node;
 	struct rte_mempool *pool;    /* of numa_node, shared with other ports there */
+	struct rte_mempool *indirect_pool;   /* mbufs without data, for GSO segments' payload; NULL without tx_gso */
 	bool tx_csum, tx_tso, rx_csum;   /* offloads the port does (and the device may offer) */
+	bool tx_ip_csum;             /* the port fills IPv4 header checksums */
+	bool tx_multi_segs;          /* the port sends packets of chained mbufs */
+	/*
+	 * TCP/IPv4 segmentation offload done on the sidecore (DPDK's librte_gso)
+	 * where the port has no TSO of its own: the device offers HOST_TSO4.
+	 */
+	bool tx_gso;
 	char vdev[256];
 };
 
@@ -113,7 +129,9 @@ struct sc_net_stats {
 	uint64_t rx_bad_chains;      /* rx chains with device-readable or too many segments (completed empty) */
 	uint64_t tx_packets, tx_bytes;
 	uint64_t tx_bad;             /* dropped: malformed (short chain, header fields outside the packet, ...) */
-	uint64_t tx_dropped;         /* dropped: no mbuf, or the port did not take it */
+	uint64_t tx_dropped;         /* dropped: no mbuf, or the port did not take it (or not all its segments) */
+	uint64_t tx_gso_packets;     /* guest TSO packets segmented on the sidecore (tx_gso) */
+	uint64_t tx_gso_segments;    /* their segments the port took */
 	uint64_t ctrl_ok, ctrl_err;  /* control commands acked OK / ERR */
 };
 
@@ -132,7 +150,8 @@ struct sc_net_queue {
 	enum sc_net_qkind kind;
 	uint16_t port_queue;         /* the port's rx or tx queue of this pair */
 	uint16_t hdr_len;            /* 12 with VERSION_1 or MRG_RXBUF, else 10 */
-	bool mrg_rxbuf, guest_csum, csum, tso;   /* negotiated */
+	bool mrg_rxbuf, guest_csum, csum, tso4, tso6;   /* negotiated (and offered) */
+	bool gso;                    /* tx: TSO4 packets are segmented here (port->tx_gso) */
 	bool in_order;               /* VIRTIO_F_IN_ORDER: chains complete in the order they were popped */
 	bool ctrl_rx, ctrl_mac, ctrl_mq;        /* control commands negotiated */
 	struct sc_net_stats stats;
@@ -144,6 +163,8 @@ struct sc_net_queue {
 	struct rte_mbuf *burst[SC_NET_BURST];
 	struct rte_mbuf *spare[SC_NET_BURST];   /* tx: empty mbufs allocated in bulk, not used yet */
 	unsigned nspare;
+	struct rte_gso_ctx *gso_ctx;            /* tx with gso: pools, segment types; gso_size set per packet */
+	struct rte_mbuf **gso_out;              /* tx with gso: one packet's segments, SC_NET_GSO_MAX_SEGS */
 };
 
 /*

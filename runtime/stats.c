@@ -108,7 +108,7 @@ static const struct {
 } net_counters[] = {
 #define NET(f) { #f, offsetof(struct sc_net_queue, stats.f) }
 	NET(rx_packets), NET(rx_bytes), NET(rx_no_buffers), NET(rx_too_big), NET(rx_bad_chains), NET(tx_packets),
-	NET(tx_bytes), NET(tx_bad), NET(tx_dropped), NET(ctrl_ok), NET(ctrl_err),
+	NET(tx_bytes), NET(tx_bad), NET(tx_dropped), NET(tx_gso_packets), NET(tx_gso_segments), NET(ctrl_ok), NET(ctrl_err),
 #undef NET
 };
 
