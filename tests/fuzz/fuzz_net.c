@@ -10,7 +10,9 @@
  * Header: u8 log2 size (mod 9: 1..256 entries, all three rings), u16
  * feature selector (bit 0 MRG_RXBUF, 1 CSUM, 2 GUEST_CSUM, 3 HOST_TSO4,
  * 4 HOST_TSO6, 5 CTRL_VQ, 6 MQ, 7 CTRL_RX, 8 CTRL_MAC_ADDR, 9 EVENT_IDX,
- * 10 INDIRECT_DESC; VERSION_1 always; bit 11: the idle cycle, below),
+ * 10 INDIRECT_DESC; VERSION_1 always; bit 11: the idle cycle, below;
+ * bit 12: the port does TSO itself, else the device segments TSO4 packets
+ * with librte_gso, as on net_ring, and TSO6 is not offered),
  * u16 desc, avail, used offsets in the image for rx, tx and control
  * (nine), u8 rounds (mod 16), u8 budget (mod 64). Then chunks (the
  * guest's writes: rings, descriptors, headers, packets, control
@@ -40,7 +42,8 @@
  *   every packet received from the port is delivered or dropped and
  *   counted; every rx chain popped is used or stashed; the rx used
  *   lengths add up to the packets delivered, each with its header;
- * - no mbuf leaks: the pool holds as many as before the input;
+ * - no mbuf leaks: the pool (and GSO's pool of indirect mbufs) holds as
+ *   many as before the input;
  * - interrupts: a poll (net.c flushes once, at its end) that published
  *   used entries [old, new) wrote the queue's eventfd once if the driver
  *   asked for it (used_event in [old, new) with EVENT_IDX, else
@@ -76,7 +79,7 @@ static uint8_t before[FZ_IMAGE] __attribute__((aligned(8)));
 static uint8_t writable[FZ_IMAGE];        /* 1: a byte the device may write this input */
 static uint32_t max_in[NQ][256];          /* per head: most device-writable bytes its chain had in any round */
 static struct sc_net_port port;
-static unsigned pool_full;
+static unsigned pool_full, indirect_full;
 static int call_fd[NQ];                   /* the queues' interrupt eventfds, for the whole process */
 static bool event_idx;                    /* this input negotiated EVENT_IDX */
 
@@ -103,6 +106,11 @@ static void port_open(void)
 		abort();
 	}
 	pool_full = rte_mempool_avail_count(port.pool);
+	if (!port.indirect_pool) {
+		fprintf(stderr, "fuzz_net: net_ring has no GSO pool: the device does not segment TSO packets there\n");
+		abort();
+	}
+	indirect_full = rte_mempool_avail_count(port.indirect_pool);
 	for (unsigned k = 0; k < NQ; k++) {
 		/* Nonblocking: the drain after an input reads 0 as EAGAIN. */
 		call_fd[k] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -468,6 +476,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_chunks(&f, image, NULL, 0);
 
 	unsigned max_pairs = features & (1ull << SC_VIRTIO_NET_F_MQ) ? PAIRS : 1;
+	/* net_ring carries DPDK's TSO flags as they are: it stands for a port with TSO as well as for one without. */
+	port.tx_tso = sel & (1u << 12);
+	port.tx_gso = !port.tx_tso;
 	sc_net_dev_init(&dev, &port, max_pairs, mac, MTU);
 	const unsigned idx[NQ] = { 0, 1, 2 * max_pairs };
 	for (unsigned k = 0; k < NQ; k++) {
@@ -544,6 +555,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fz_check(ro[i] == 0);
 	port_drain();
 	fz_check(rte_mempool_avail_count(port.pool) == pool_full);
+	fz_check(rte_mempool_avail_count(port.indirect_pool) == indirect_full);
 	sc_mem_fini(&mem);
 	return 0;
 }

@@ -255,6 +255,10 @@ def net_seeds():
     # TSO: a 3000-byte TCP payload cut at an MSS of 1000, checksum partial at the TCP header.
     pkt = vhdr(1, 1, 54, 1000, 34, 16) + ip4(6, 3000)
     write("net", "tx-tso4", hdr(CSUM | TSO4 | TSO6) + rx_bufs(4, 2048) + tx([pkt[:12], pkt[12:]]) + END + no_pkt + END)
+    # The same where the port does TSO itself (selector bit 12): the packet goes to it whole, with DPDK's TSO flags.
+    PORT_TSO = 1 << 12
+    write("net", "tx-tso4-port-tso", hdr(CSUM | TSO4 | TSO6 | PORT_TSO) + rx_bufs(4, 2048) + tx([pkt[:12], pkt[12:]])
+          + END + no_pkt + END)
     # Checksum offload of a UDP packet (csum_offset 6 in the UDP header).
     pkt = vhdr(1, 0, 0, 0, 34, 6) + ip4(17, 300)
     write("net", "tx-csum", hdr(CSUM) + rx_bufs(2, 2048) + tx([pkt]) + END + no_pkt + END)
