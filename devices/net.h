@@ -14,6 +14,10 @@
  * packets as the guest has rx buffers posted (the port keeps, or drops,
  * the rest); a guest with none has a burst taken, dropped and counted
  * (rx_no_buffers): the sidecore never waits for it.
+ * A guest's TSO packets go whole to a port with TSO; elsewhere TCP/IPv4
+ * ones are cut on the sidecore by DPDK's librte_gso (segments: a header
+ * mbuf and indirect mbufs on the packet's data), their checksums by the
+ * port or in software (port->tx_gso, tx_gso_packets / tx_gso_segments).
  * Malformed tx packets are dropped and counted (tx_bad); malformed control
  * commands are acked with VIRTIO_NET_ERR; chains that break the ring's
  * rules break the queue (vqueue.h).
