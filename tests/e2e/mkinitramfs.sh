@@ -37,8 +37,10 @@ done
 case "$(cat /proc/cmdline)" in
   *sc_test=net*)
     # The NIC up at sc_ip; the host pings it and sends UDP to a closed port
-    # (counted in Udp NoPorts), then says "done" on TCP port 5001; the guest
-    # prints its counters and powers off.
+    # (counted in Udp NoPorts), then says "done" on TCP port 5001; with
+    # sc_host, the guest then sends sc_tcp_kb KiB of `yes sidecore-tcp`
+    # to sc_host's TCP port 5002 (large writes: TSO packets, where the NIC
+    # offers TSO); it prints its counters and powers off.
     i=0
     while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
     [ -e /sys/class/net/eth0 ] || echo "SC-ERROR no eth0"
@@ -47,6 +49,12 @@ case "$(cat /proc/cmdline)" in
     ip addr add "$(sed -n 's/.*sc_ip=\([0-9./]*\).*/\1/p' /proc/cmdline)" dev eth0
     echo "SC-NET-UP"
     timeout 120 nc -l -p 5001 > /tmp/done
+    host=$(sed -n 's/.*sc_host=\([0-9.]*\).*/\1/p' /proc/cmdline)
+    kb=$(sed -n 's/.*sc_tcp_kb=\([0-9]*\).*/\1/p' /proc/cmdline)
+    if [ -n "$host" ] && [ -n "$kb" ]; then
+      yes sidecore-tcp | head -c $((kb * 1024)) > /tmp/stream
+      timeout 60 nc "$host" 5002 < /tmp/stream && echo "SC-TCP-SENT"
+    fi
     echo "SC-NETDEV $(grep eth0: /proc/net/dev | sed 's/.*eth0://')"
     echo "SC-UDP $(grep '^Udp:' /proc/net/snmp | tail -n1)"
     echo "SC-NET-DONE $(cat /tmp/done)"
