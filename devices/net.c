@@ -96,46 +96,38 @@ void sc_net_thread_register(void)
 /* ---- ports and pools ---- */
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct rte_mempool *pools[RTE_MAX_NUMA_NODES + 1];   /* last: SOCKET_ID_ANY */
 
-static struct rte_mempool *pool_get(int node)
+/* One pool of each kind per NUMA node, shared by the ports there; last slot: SOCKET_ID_ANY. */
+struct pool_kind {
+	const char *prefix;
+	uint16_t data_room;
+	struct rte_mempool *of[RTE_MAX_NUMA_NODES + 1];
+};
+
+static struct pool_kind packet_pools = { "sc_mbuf", RTE_MBUF_DEFAULT_BUF_SIZE, { NULL } };
+/*
+ * Mbufs without data room: a GSO segment's payload is an indirect mbuf
+ * attached to the guest packet's own data, so it needs no buffer of its
+ * own (one of packet_pools' would tie up 2 KiB each, from the pool rx
+ * shares).
+ */
+static struct pool_kind indirect_pools = { "sc_gso", 0, { NULL } };
+
+/* k's pool of node (-1: any), made on first use; without hugepages EAL may have memory on one node only. */
+static struct rte_mempool *pool_get(struct pool_kind *k, int node)
 {
 	unsigned slot = node >= 0 && node < RTE_MAX_NUMA_NODES ? (unsigned)node : RTE_MAX_NUMA_NODES;
 	char name[32];
 
 	pthread_mutex_lock(&pool_lock);
-	if (!pools[slot]) {
-		snprintf(name, sizeof(name), "sc_mbuf_%u", slot);
-		pools[slot] = rte_pktmbuf_pool_create(name, POOL_MBUFS, POOL_CACHE, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+	if (!k->of[slot]) {
+		snprintf(name, sizeof(name), "%s_%u", k->prefix, slot);
+		k->of[slot] = rte_pktmbuf_pool_create(name, POOL_MBUFS, POOL_CACHE, 0, k->data_room,
 						      slot == RTE_MAX_NUMA_NODES ? SOCKET_ID_ANY : node);
 	}
-	struct rte_mempool *mp = pools[slot];
+	struct rte_mempool *mp = k->of[slot];
 	pthread_mutex_unlock(&pool_lock);
-	return mp;
-}
-
-static struct rte_mempool *indirect_pools[RTE_MAX_NUMA_NODES + 1];
-
-/*
- * A pool of mbufs without data room, of node (-1: any), shared like
- * pool_get's: a GSO segment's payload is an indirect mbuf attached to the
- * guest packet's own data, so it needs no buffer of its own (one from
- * pool_get would tie up 2 KiB each, from the pool rx shares).
- */
-static struct rte_mempool *indirect_pool_get(int node)
-{
-	unsigned slot = node >= 0 && node < RTE_MAX_NUMA_NODES ? (unsigned)node : RTE_MAX_NUMA_NODES;
-	char name[32];
-
-	pthread_mutex_lock(&pool_lock);
-	if (!indirect_pools[slot]) {
-		snprintf(name, sizeof(name), "sc_gso_%u", slot);
-		indirect_pools[slot] = rte_pktmbuf_pool_create(name, POOL_MBUFS, POOL_CACHE, 0, 0,
-							       slot == RTE_MAX_NUMA_NODES ? SOCKET_ID_ANY : node);
-	}
-	struct rte_mempool *mp = indirect_pools[slot];
-	pthread_mutex_unlock(&pool_lock);
-	return mp;
+	return mp || slot == RTE_MAX_NUMA_NODES ? mp : pool_get(k, -1);
 }
 
 /* "net_tap0,iface=x" names the device "net_tap0". */
@@ -210,23 +202,13 @@ int sc_net_port_open(struct sc_net_port *p, const char *vdev, unsigned pairs, in
 	 */
 	p->tx_gso = !p->tx_tso && (p->tx_multi_segs || mtu + ETH_HLEN + VLAN_HLEN <= RTE_MBUF_DEFAULT_DATAROOM);
 	p->rx_csum = conf.rxmode.offloads == rx_want;
-	p->pool = pool_get(numa_node);
-	if (!p->pool && numa_node >= 0)
-		p->pool = pool_get(-1);   /* without hugepages EAL may have memory on one node only */
-	if (!p->pool) {
-		snprintf(err, errlen, "port '%s': no memory for its mbuf pool (%s)", vdev, rte_strerror(rte_errno));
+	p->pool = pool_get(&packet_pools, numa_node);
+	p->indirect_pool = p->tx_gso ? pool_get(&indirect_pools, numa_node) : NULL;
+	if (!p->pool || (p->tx_gso && !p->indirect_pool)) {
+		snprintf(err, errlen, "port '%s': no memory for its %s pool (%s)", vdev, p->pool ? "GSO mbuf" : "mbuf",
+			 rte_strerror(rte_errno));
 		r = -ENOMEM;
 		goto fail;
-	}
-	if (p->tx_gso) {
-		p->indirect_pool = indirect_pool_get(numa_node);
-		if (!p->indirect_pool && numa_node >= 0)
-			p->indirect_pool = indirect_pool_get(-1);
-		if (!p->indirect_pool) {
-			snprintf(err, errlen, "port '%s': no memory for its GSO mbuf pool (%s)", vdev, rte_strerror(rte_errno));
-			r = -ENOMEM;
-			goto fail;
-		}
 	}
 	r = rte_eth_dev_configure(p->port_id, (uint16_t)pairs, (uint16_t)pairs, &conf);
 	uint16_t nrx = PORT_DESCS, ntx = PORT_DESCS;
