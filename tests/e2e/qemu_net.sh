@@ -25,8 +25,10 @@ need_qemu_guest
 [ "$(id -u)" -eq 0 ] || skip "needs root (a network namespace, a TAP, DPDK's EAL)"
 [ -c /dev/net/tun ] || skip "no /dev/net/tun (the tun module) for DPDK's net_tap"
 command -v ip >/dev/null || skip "no ip (iproute2) for the network namespace"
-find "/lib/modules/$kver" -name 'virtio_net.ko*' | grep -q . || skip "the guest kernel $kver has no virtio_net module"
-/bin/busybox --list | grep -qx nc || skip "busybox has no nc (the guest's end of the test)"
+# grep without -q in these pipes: under pipefail, grep -q quitting at its match can leave the writer
+# a SIGPIPE, and the pipe fails (a skip, seen once in the ASan run for busybox's nc).
+find "/lib/modules/$kver" -name 'virtio_net.ko*' | grep . >/dev/null || skip "the guest kernel $kver has no virtio_net module"
+/bin/busybox --list | grep -x nc >/dev/null || skip "busybox has no nc (the guest's end of the test)"
 
 ns=sc-test-$$
 tap=sctap$$
@@ -119,7 +121,7 @@ with open(sys.argv[1], "wb") as f:
         f.write(b)
 ' "$work/tcp.out" &
 nc_pid=$!
-for _ in $(seq 50); do ip netns exec "$ns" ss -Hltn 'sport = :5002' | grep -q . && break; sleep 0.1; done
+for _ in $(seq 50); do ip netns exec "$ns" ss -Hltn 'sport = :5002' | grep . >/dev/null && break; sleep 0.1; done
 for _ in $(seq 20); do
   timeout 5 ip netns exec "$ns" bash -c "echo done > /dev/tcp/$guest_ip/5001" 2>/dev/null && break; sleep 0.5
 done
