@@ -1,6 +1,7 @@
 # Shared by the e2e scripts (sourced): helpers that need $sidecored and $work.
 
-skip() { echo "1..0 # SKIP $*"; exit 77; }
+# TAP: a plan of 0 with SKIP, and success (meson counts exit 77 under TAP as an ERROR).
+skip() { echo "1..0 # SKIP $*"; exit 0; }
 
 # Skip, visibly, unless QEMU, a kernel and a static busybox are installed;
 # sets kernel and kver for the guest.
